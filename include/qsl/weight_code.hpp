@@ -1,0 +1,104 @@
+#pragma once
+// qsl::weight_code: a weight matrix W (rows x cols, outputs x inputs) stored as k bit planes
+// per row and real coefficients per (row, group, plane):
+//
+//     W[n, c] ~ sum_j alpha[n, g(c), j] * m[n, j, c],   m in {-1,+1} (binary) or {-1,0,+1}
+//
+// Columns are cut into groups of `group_size` columns; the last group of a row may be shorter.
+// Planes follow the layout of qsl/bit_planes.hpp. Decompositions made by qsl::decompose keep
+// alpha >= 0 and order the planes of each group by decreasing alpha.
+
+#include <Eigen/Core>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "qsl/bit_planes.hpp"
+
+namespace qsl {
+
+/// The set each basis vector is drawn from.
+enum class basis : std::uint8_t {
+  binary = 0,   ///< {-1, +1}: one sign plane per basis vector
+  ternary = 1,  ///< {-1, 0, +1}: a sign plane and a nonzero mask per basis vector
+};
+
+inline constexpr int max_bits = 8;  ///< most planes (basis vectors) per weight
+
+struct weight_code {
+  std::int64_t rows = 0;        ///< N: outputs
+  std::int64_t cols = 0;        ///< D: inputs
+  int bits = 0;                 ///< k: planes per row, 1..max_bits
+  qsl::basis basis = qsl::basis::binary;
+  std::int64_t group_size = 0;  ///< G: columns per group (the last group may be shorter)
+
+  std::vector<word> signs;         ///< [row][plane][word]: bit 1 means +1
+  std::vector<word> masks;         ///< ternary only, [row][plane][word]: bit 1 means nonzero
+  std::vector<float> coefficients;  ///< [row][group][plane]: alpha
+  /// Offline term per row: sum over groups and planes of alpha * (sum of the plane's values in
+  /// the group). Multiplied online by the activation offset gamma (DESIGN.md section 1).
+  std::vector<float> offsets;
+
+  std::int64_t groups() const { return (cols + group_size - 1) / group_size; }
+  std::int64_t words_per_plane() const { return words_for(cols); }
+  std::int64_t group_begin(std::int64_t g) const { return g * group_size; }
+  std::int64_t group_end(std::int64_t g) const {
+    return (g + 1) * group_size < cols ? (g + 1) * group_size : cols;
+  }
+
+  const word* sign_plane(std::int64_t row, int plane) const {
+    return signs.data() + (row * bits + plane) * words_per_plane();
+  }
+  word* sign_plane(std::int64_t row, int plane) {
+    return signs.data() + (row * bits + plane) * words_per_plane();
+  }
+  /// The nonzero mask of a ternary plane; nullptr for the binary basis.
+  const word* mask_plane(std::int64_t row, int plane) const {
+    return masks.empty() ? nullptr : masks.data() + (row * bits + plane) * words_per_plane();
+  }
+  word* mask_plane(std::int64_t row, int plane) {
+    return masks.empty() ? nullptr : masks.data() + (row * bits + plane) * words_per_plane();
+  }
+  float coefficient(std::int64_t row, std::int64_t group, int plane) const {
+    return coefficients[static_cast<std::size_t>((row * groups() + group) * bits + plane)];
+  }
+  float& coefficient(std::int64_t row, std::int64_t group, int plane) {
+    return coefficients[static_cast<std::size_t>((row * groups() + group) * bits + plane)];
+  }
+
+  /// Value of basis vector `plane` of `row` at column `col`: -1, 0 or +1.
+  int value(std::int64_t row, int plane, std::int64_t col) const {
+    const word* mask = mask_plane(row, plane);
+    if (mask != nullptr && !get_bit(mask, col)) return 0;
+    return get_bit(sign_plane(row, plane), col) ? 1 : -1;
+  }
+
+  /// Bytes of everything the code stores (planes, masks, coefficients, offsets).
+  std::size_t bytes() const {
+    return (signs.size() + masks.size()) * sizeof(word) +
+           (coefficients.size() + offsets.size()) * sizeof(float);
+  }
+};
+
+/// Checks a shape without allocating anything and returns the group size it resolves to
+/// (group_size 0, or one at least `cols`, means one group per row). Throws qsl::error whose
+/// message starts with `what`.
+std::int64_t check_shape(std::int64_t rows, std::int64_t cols, int bits, qsl::basis basis,
+                         std::int64_t group_size, const char* what = "weight code");
+
+/// Allocates a zeroed code of the given shape. Throws qsl::error on a bad shape.
+weight_code make_weight_code(std::int64_t rows, std::int64_t cols, int bits, qsl::basis basis,
+                             std::int64_t group_size);
+
+/// Checks every invariant: shape, sizes of the arrays, zero padding bits, canonical ternary
+/// signs, finite coefficients, offsets equal to their definition. Throws qsl::error naming
+/// what is wrong; `what` prefixes the message (e.g. the layer's name).
+void validate(const weight_code& code, const char* what = "weight code");
+
+/// Recomputes code.offsets from the planes and coefficients.
+void compute_offsets(weight_code& code);
+
+/// The dense approximation W_hat (rows x cols).
+Eigen::MatrixXf reconstruct(const weight_code& code);
+
+}  // namespace qsl

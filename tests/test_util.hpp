@@ -1,0 +1,34 @@
+#pragma once
+// Shared helpers for the tests: seeded random data and the edge shapes every module covers.
+
+#include <Eigen/Core>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "qsl/activation_code.hpp"
+
+namespace qsl::test {
+
+/// N(0, 1) matrix, column-major, reproducible from the seed.
+inline Eigen::MatrixXf gaussian(std::int64_t rows, std::int64_t cols, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal;
+  Eigen::MatrixXf m(rows, cols);
+  for (Eigen::Index c = 0; c < m.cols(); ++c)
+    for (Eigen::Index r = 0; r < m.rows(); ++r) m(r, c) = normal(rng);
+  return m;
+}
+
+/// N(0, 1) matrix, row-major (the layout of activation batches).
+inline row_matrix_f gaussian_rows(std::int64_t rows, std::int64_t cols, std::uint32_t seed) {
+  return gaussian(rows, cols, seed);
+}
+
+/// Column counts that exercise word and group boundaries: 1, around 64, around 128, primes.
+inline const std::vector<std::int64_t>& edge_dims() {
+  static const std::vector<std::int64_t> dims = {1, 2, 7, 8, 63, 64, 65, 127, 128, 129, 131, 257};
+  return dims;
+}
+
+}  // namespace qsl::test
