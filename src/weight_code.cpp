@@ -79,10 +79,15 @@ void compute_offsets(weight_code& code) { code.offsets = offsets_of(code); }
 void validate(const weight_code& code, const char* what) {
   const std::string where = std::string(what) + ": ";
   // Shape first, with the same rules as make_weight_code.
-  check_shape(code.rows, code.cols, code.bits, code.basis, code.group_size, what);
-  detail::require(code.group_size == code.cols || code.group_size < code.cols,
+  // The stored group size is resolved: the column count (one group per row) or a multiple
+  // of 8 below it.
+  detail::require(code.group_size == code.cols ||
+                      (code.group_size >= 8 && code.group_size % 8 == 0 &&
+                       code.group_size < code.cols),
                   where + "group size is " + str(code.group_size) + " for " + str(code.cols) +
                       " columns; expected the column count or a multiple of 8 below it");
+  check_shape(code.rows, code.cols, code.bits, code.basis,
+              code.group_size == code.cols ? 0 : code.group_size, what);
   const auto plane_words = static_cast<std::size_t>(code.rows * code.bits * code.words_per_plane());
   detail::require(code.signs.size() == plane_words,
                   where + "sign planes hold " + str(static_cast<std::int64_t>(code.signs.size())) +

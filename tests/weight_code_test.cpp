@@ -1,1 +1,151 @@
+// Shape rules, invariants and reconstruction of qsl::weight_code.
+#include "qsl/weight_code.hpp"
+
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "qsl/error.hpp"
+
+namespace {
+
+using testing::HasSubstr;
+
+// A code with random planes (canonical, zero-padded), random coefficients and true offsets.
+qsl::weight_code random_code(std::int64_t rows, std::int64_t cols, int bits, qsl::basis basis,
+                             std::int64_t group, std::uint32_t seed) {
+  qsl::weight_code code = qsl::make_weight_code(rows, cols, bits, basis, group);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> uniform(0.1f, 2.0f);
+  for (std::int64_t n = 0; n < rows; ++n)
+    for (int j = 0; j < bits; ++j)
+      for (std::int64_t c = 0; c < cols; ++c) {
+        const bool nonzero = basis == qsl::basis::binary || rng() % 3 != 0;
+        if (!nonzero) continue;
+        if (qsl::word* mask = code.mask_plane(n, j)) qsl::set_bit(mask, c);
+        if (rng() % 2) qsl::set_bit(code.sign_plane(n, j), c);
+      }
+  for (float& a : code.coefficients) a = uniform(rng);
+  qsl::compute_offsets(code);
+  return code;
+}
+
+TEST(WeightCode, GroupSizeResolvesToTheRule) {
+  EXPECT_EQ(qsl::make_weight_code(2, 100, 2, qsl::basis::binary, 0).group_size, 100);
+  EXPECT_EQ(qsl::make_weight_code(2, 100, 2, qsl::basis::binary, 128).group_size, 100);
+  const auto code = qsl::make_weight_code(2, 100, 2, qsl::basis::binary, 32);
+  EXPECT_EQ(code.group_size, 32);
+  EXPECT_EQ(code.groups(), 4);
+  EXPECT_EQ(code.group_end(3), 100);  // the last group is shorter
+  EXPECT_EQ(code.words_per_plane(), 2);
+  EXPECT_EQ(code.signs.size(), 2u * 2 * 2);
+  EXPECT_TRUE(code.masks.empty());
+  EXPECT_EQ(code.coefficients.size(), 2u * 4 * 2);
+}
+
+TEST(WeightCode, TernaryHasMasks) {
+  const auto code = qsl::make_weight_code(3, 65, 2, qsl::basis::ternary, 0);
+  EXPECT_EQ(code.masks.size(), code.signs.size());
+  EXPECT_EQ(code.bytes(), (code.signs.size() * 2) * 8 + (code.coefficients.size() + 3) * 4);
+}
+
+TEST(WeightCode, BadShapesAreNamedErrors) {
+  auto message = [](auto&& f) {
+    try {
+      f();
+    } catch (const qsl::error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  using qsl::basis;
+  EXPECT_THAT(message([] { qsl::make_weight_code(0, 8, 2, basis::binary, 0); }),
+              HasSubstr("rows is 0"));
+  EXPECT_THAT(message([] { qsl::make_weight_code(8, 0, 2, basis::binary, 0); }),
+              HasSubstr("cols is 0"));
+  EXPECT_THAT(message([] { qsl::make_weight_code(8, 8, 0, basis::binary, 0); }),
+              HasSubstr("bits is 0"));
+  EXPECT_THAT(message([] { qsl::make_weight_code(8, 8, 9, basis::binary, 0); }),
+              HasSubstr("bits is 9"));
+  EXPECT_THAT(message([] { qsl::make_weight_code(8, 64, 2, basis::binary, 12); }),
+              HasSubstr("group size is 12"));
+  EXPECT_THAT(message([] { qsl::make_weight_code(8, 64, 2, basis::binary, -8); }),
+              HasSubstr("group size is -8"));
+  EXPECT_THAT(message([] { qsl::make_weight_code(8, 64, 2, static_cast<basis>(5), 0); }),
+              HasSubstr("basis is 5"));
+  EXPECT_THAT(message([] { qsl::make_weight_code(1 << 30, 1 << 30, 1, basis::binary, 0); }),
+              HasSubstr("rows * cols"));
+}
+
+TEST(WeightCode, ReconstructMatchesPlainLoop) {
+  for (auto basis : {qsl::basis::binary, qsl::basis::ternary})
+    for (std::int64_t group : {0, 8, 24, 64}) {
+      const auto code = random_code(5, 131, 3, basis, group, 7);
+      const Eigen::MatrixXf w = qsl::reconstruct(code);
+      for (std::int64_t n = 0; n < code.rows; ++n)
+        for (std::int64_t c = 0; c < code.cols; ++c) {
+          float expected = 0;
+          for (int j = 0; j < code.bits; ++j)
+            expected += code.coefficient(n, c / code.group_size, j) *
+                        static_cast<float>(code.value(n, j, c));
+          ASSERT_EQ(w(n, c), expected) << n << ", " << c;
+        }
+    }
+}
+
+TEST(WeightCode, OffsetsAreAlphaTimesPlaneSums) {
+  for (auto basis : {qsl::basis::binary, qsl::basis::ternary}) {
+    const auto code = random_code(4, 100, 2, basis, 16, 9);
+    for (std::int64_t n = 0; n < code.rows; ++n) {
+      double expected = 0;
+      for (std::int64_t c = 0; c < code.cols; ++c)
+        for (int j = 0; j < code.bits; ++j)
+          expected += code.coefficient(n, c / 16, j) * code.value(n, j, c);
+      EXPECT_NEAR(code.offsets[n], expected, 1e-4 * (1 + std::abs(expected)));
+    }
+  }
+}
+
+TEST(WeightCode, ValidateAcceptsAGoodCode) {
+  EXPECT_NO_THROW(qsl::validate(random_code(3, 70, 2, qsl::basis::ternary, 8, 1)));
+}
+
+TEST(WeightCode, ValidateRejectsBrokenInvariants) {
+  const auto good = random_code(3, 70, 2, qsl::basis::ternary, 8, 1);
+  auto expect_rejected = [](const qsl::weight_code& code, const std::string& what) {
+    try {
+      qsl::validate(code, "layer fc1");
+      ADD_FAILURE() << "accepted: " << what;
+    } catch (const qsl::error& e) {
+      EXPECT_THAT(e.what(), HasSubstr("layer fc1"));
+      EXPECT_THAT(e.what(), HasSubstr(what));
+    }
+  };
+  auto padding = good;
+  padding.sign_plane(1, 0)[1] |= qsl::word{1} << 20;  // column 84 of 70
+  expect_rejected(padding, "padding");
+  auto sign = good;
+  for (std::int64_t c = 0; c < 70; ++c)
+    if (!qsl::get_bit(sign.mask_plane(0, 1), c)) {
+      qsl::set_bit(sign.sign_plane(0, 1), c);
+      break;
+    }
+  expect_rejected(sign, "zero mask bit");
+  auto nan = good;
+  nan.coefficients[3] = std::numeric_limits<float>::quiet_NaN();
+  expect_rejected(nan, "coefficient 3");
+  auto offset = good;
+  offset.offsets[2] += 1.0f;
+  expect_rejected(offset, "offset of row 2");
+  auto short_signs = good;
+  short_signs.signs.pop_back();
+  expect_rejected(short_signs, "sign planes");
+  auto group = good;
+  group.group_size = 12;
+  expect_rejected(group, "group size");
+}
+
+}  // namespace
