@@ -1,0 +1,38 @@
+# Install rules and the package config for find_package(qsl).
+# Build tree = install tree: consumers get qsl::qsl whether they find or add qsl.
+include(CMakePackageConfigHelpers)
+
+set(QSL_INSTALL_CMAKEDIR "${CMAKE_INSTALL_LIBDIR}/cmake/qsl"
+    CACHE STRING "Where qslConfig.cmake is installed, relative to the prefix")
+
+# No INCLUDES DESTINATION: the target's $<INSTALL_INTERFACE:include> already exports it.
+install(TARGETS qsl EXPORT qslTargets
+  RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
+install(DIRECTORY include/qsl DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
+  FILES_MATCHING PATTERN "*.hpp" PATTERN "*.h")
+
+install(EXPORT qslTargets NAMESPACE qsl:: DESTINATION ${QSL_INSTALL_CMAKEDIR})
+# The same targets for the build tree, so find_package(qsl) also works with qsl_DIR=<build dir>.
+export(EXPORT qslTargets NAMESPACE qsl:: FILE ${PROJECT_BINARY_DIR}/qslTargets.cmake)
+
+# A static qsl carries its PRIVATE ZLIB dependency as $<LINK_ONLY:ZLIB::ZLIB>, so the config
+# must re-find ZLIB; a shared qsl does not expose it.
+get_target_property(_qsl_type qsl TYPE)
+if(_qsl_type STREQUAL "STATIC_LIBRARY")
+  set(QSL_NEEDS_ZLIB ON)
+else()
+  set(QSL_NEEDS_ZLIB OFF)
+endif()
+
+configure_package_config_file(cmake/qslConfig.cmake.in
+  ${PROJECT_BINARY_DIR}/qslConfig.cmake
+  INSTALL_DESTINATION ${QSL_INSTALL_CMAKEDIR})
+write_basic_package_version_file(${PROJECT_BINARY_DIR}/qslConfigVersion.cmake
+  VERSION ${PROJECT_VERSION}
+  COMPATIBILITY SameMajorVersion)
+install(FILES
+  ${PROJECT_BINARY_DIR}/qslConfig.cmake
+  ${PROJECT_BINARY_DIR}/qslConfigVersion.cmake
+  DESTINATION ${QSL_INSTALL_CMAKEDIR})

@@ -34,6 +34,17 @@ TEST(BitPlanes, PopcountMatchesLoop) {
   EXPECT_EQ(qsl::popcount(~word{0}), 64);
 }
 
+TEST(BitPlanes, LowestBitMatchesLoop) {
+  std::mt19937_64 rng(4);
+  for (int t = 0; t < 1000; ++t) {
+    const word w = (rng() | 1) << (rng() % 64);  // nonzero, lowest bit anywhere
+    int expected = 0;
+    while (!((w >> expected) & 1)) ++expected;
+    ASSERT_EQ(qsl::lowest_bit(w), expected);
+  }
+  EXPECT_EQ(qsl::lowest_bit(word{1} << 63), 63);
+}
+
 TEST(BitPlanes, RangeMaskSelectsExactlyTheRange) {
   for (std::int64_t w = 0; w < 3; ++w)
     for (std::int64_t begin = 0; begin <= 192; begin += 7)

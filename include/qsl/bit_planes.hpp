@@ -42,6 +42,19 @@ QSL_HOST_DEVICE inline int popcount(word w) {
 #endif
 }
 
+/// Index of the lowest set bit of a nonzero word.
+QSL_HOST_DEVICE inline int lowest_bit(word w) {
+#if defined(__CUDA_ARCH__)
+  return __ffsll(static_cast<long long>(w)) - 1;
+#elif defined(__GNUC__) || defined(__clang__)
+  return __builtin_ctzll(w);
+#else
+  int i = 0;
+  while (!((w >> i) & 1)) ++i;
+  return i;
+#endif
+}
+
 /// Bit `col` of a plane: true means +1 (sign planes) or nonzero (masks).
 QSL_HOST_DEVICE inline bool get_bit(const word* plane, std::int64_t col) {
   return (plane[col / bits_per_word] >> (col % bits_per_word)) & 1U;

@@ -10,6 +10,7 @@
 //     I[n,g,j] = sum_i 2^i d[n,g,j,i]   (exact integer: sum_i beta_i u_i = (step/2) sum_i 2^i u_i)
 
 #include <cstdint>
+#include <vector>
 
 #include "qsl/activation_code.hpp"
 #include "qsl/bit_planes.hpp"
@@ -59,19 +60,37 @@ void forward_encoded(const weight_code& w, const activation_code& x, const float
 }
 
 /// y (vectors x rows, row-major) from float activations x (vectors x cols, row-major).
+/// Per group and plane, m . x = 2 * (sum of x where m = +1) - (sum of x where m != 0): one pass
+/// over the set bits of each word instead of a branch per column.
 template <class Scalar>
 void forward_float(const weight_code& w, const Scalar* x, std::int64_t vectors, const float* bias,
                    Scalar* y) {
+  std::vector<Scalar> group_sums(static_cast<std::size_t>(w.groups()));
+  // Sum of x over the set bits of plane[b, e).
+  auto masked_sum = [](const word* plane, const Scalar* xv, std::int64_t b, std::int64_t e) {
+    Scalar sum = 0;
+    for (std::int64_t i = b / bits_per_word; i * bits_per_word < e; ++i)
+      for (word bits = plane[i] & range_mask(i, b, e); bits != 0; bits &= bits - 1)
+        sum += xv[i * bits_per_word + lowest_bit(bits)];
+    return sum;
+  };
   for (std::int64_t v = 0; v < vectors; ++v) {
     const Scalar* xv = x + v * w.cols;
+    for (std::int64_t g = 0; g < w.groups(); ++g) {
+      Scalar sum = 0;
+      for (std::int64_t c = w.group_begin(g); c < w.group_end(g); ++c) sum += xv[c];
+      group_sums[static_cast<std::size_t>(g)] = sum;
+    }
     for (std::int64_t n = 0; n < w.rows; ++n) {
       Scalar acc = 0;
       for (std::int64_t g = 0; g < w.groups(); ++g)
         for (int j = 0; j < w.bits; ++j) {
-          Scalar dot = 0;
-          for (std::int64_t c = w.group_begin(g); c < w.group_end(g); ++c)
-            dot += static_cast<Scalar>(w.value(n, j, c)) * xv[c];
-          acc += static_cast<Scalar>(w.coefficient(n, g, j)) * dot;
+          const std::int64_t b = w.group_begin(g), e = w.group_end(g);
+          const word* mask = w.mask_plane(n, j);
+          const Scalar positive = masked_sum(w.sign_plane(n, j), xv, b, e);
+          const Scalar nonzero =
+              mask == nullptr ? group_sums[static_cast<std::size_t>(g)] : masked_sum(mask, xv, b, e);
+          acc += static_cast<Scalar>(w.coefficient(n, g, j)) * (2 * positive - nonzero);
         }
       if (bias != nullptr) acc += static_cast<Scalar>(bias[n]);
       y[v * w.rows + n] = acc;

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The test command: installs dependencies, builds Release, runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/install-deps.sh
+tools/build.sh
+ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure --parallel "$(nproc)"
