@@ -124,11 +124,18 @@ activation_code encode_activations(const float* x, std::int64_t vectors, std::in
     code.step[r] = step;
     if (step == 0) continue;  // every q is 0
     const float inv_step = 1.0f / step;
-    for (std::int64_t c = 0; c < length; ++c) {
-      const float scaled = std::floor((row[c] - minimum) * inv_step + 0.5f);
-      const int level = scaled <= 0 ? 0 : scaled >= top ? top : static_cast<int>(scaled);
-      for (int i = 0; i < q.bits; ++i)
-        if ((level >> i) & 1) set_bit(code.plane(r, i), c);
+    // One word of every plane at a time: the bits are gathered in registers, not set one by one.
+    for (std::int64_t w = 0; w * bits_per_word < length; ++w) {
+      word planes[max_activation_bits] = {};
+      const std::int64_t first = w * bits_per_word;
+      const int count = static_cast<int>(std::min<std::int64_t>(bits_per_word, length - first));
+      for (int b = 0; b < count; ++b) {
+        const float scaled = std::floor((row[first + b] - minimum) * inv_step + 0.5f);
+        const auto level =
+            static_cast<word>(scaled <= 0 ? 0 : scaled >= top ? top : static_cast<int>(scaled));
+        for (int i = 0; i < q.bits; ++i) planes[i] |= ((level >> i) & 1) << b;
+      }
+      for (int i = 0; i < q.bits; ++i) code.plane(r, i)[w] = planes[i];
     }
   }
   return code;
