@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <random>
 
+#include "bench_util.hpp"
 #include "qsl/activation_code.hpp"
 
 namespace {
@@ -22,13 +23,9 @@ constexpr std::int64_t kBatch = 64;
 constexpr std::int64_t kLength = 4096;
 constexpr std::int64_t kCalibrationVectors = 256;
 
+// Row-major: the layout of activation batches.
 qsl::row_matrix_f gaussian(std::int64_t rows, std::int64_t cols, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal;
-  qsl::row_matrix_f m(rows, cols);
-  for (Eigen::Index r = 0; r < m.rows(); ++r)
-    for (Eigen::Index c = 0; c < m.cols(); ++c) m(r, c) = normal(rng);
-  return m;
+  return qsl::bench::gaussian(rows, cols, seed);
 }
 
 // Made once, never inside a timed loop. The calibration sample is independent of the inputs

@@ -18,6 +18,7 @@
 #include <thread>
 #include <tuple>
 
+#include "bench_util.hpp"
 #include "qsl/decompose.hpp"
 
 namespace {
@@ -29,20 +30,7 @@ constexpr std::uint32_t kCalibrationSeed = 2;
 // Normalized MSE of the Lloyd-Max quantizer of N(0, 1) with 2^k levels, k = 1..4.
 constexpr double kLloydMax[] = {0.3634, 0.1175, 0.03455, 0.00950};
 
-// Seeded N(0, 1) matrices, made once per shape: generating 16M normals takes longer than some
-// of the decompositions timed here, and must not be part of the timing.
-const Eigen::MatrixXf& gaussian(std::int64_t rows, std::int64_t cols, std::uint32_t seed) {
-  static std::map<std::tuple<std::int64_t, std::int64_t, std::uint32_t>, Eigen::MatrixXf> cache;
-  Eigen::MatrixXf& m = cache[{rows, cols, seed}];
-  if (m.size() == 0) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> normal;
-    m.resize(rows, cols);
-    for (Eigen::Index c = 0; c < m.cols(); ++c)
-      for (Eigen::Index r = 0; r < m.rows(); ++r) m(r, c) = normal(rng);
-  }
-  return m;
-}
+using qsl::bench::gaussian;
 
 // Calibration inputs whose columns differ in scale (every 7th column 5x, the others 0.3x), so
 // that the weight error and the output error disagree about which weights matter most. With

@@ -19,6 +19,7 @@
 #include <random>
 #include <tuple>
 
+#include "bench_util.hpp"
 #include "qsl/quantized_dense.hpp"
 
 namespace {
@@ -26,19 +27,7 @@ namespace {
 constexpr std::uint32_t kWeightSeed = 1;
 constexpr std::uint32_t kInputSeed = 3;
 
-// Seeded N(0, 1) matrices, made once per shape so that generation is never timed.
-const Eigen::MatrixXf& gaussian(std::int64_t rows, std::int64_t cols, std::uint32_t seed) {
-  static std::map<std::tuple<std::int64_t, std::int64_t, std::uint32_t>, Eigen::MatrixXf> cache;
-  Eigen::MatrixXf& m = cache[{rows, cols, seed}];
-  if (m.size() == 0) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> normal;
-    m.resize(rows, cols);
-    for (Eigen::Index c = 0; c < m.cols(); ++c)
-      for (Eigen::Index r = 0; r < m.rows(); ++r) m(r, c) = normal(rng);
-  }
-  return m;
-}
+using qsl::bench::gaussian;
 
 // One compressed layer per (N, D, kx), made once. The forward time does not depend on how the
 // planes were chosen, so the cheap greedy decomposition keeps start-up short; per-vector

@@ -12,19 +12,11 @@
 
 namespace {
 
+using qsl::test::error_of;
 using testing::HasSubstr;
 
 double nmse(const qsl::row_matrix_f& x, const qsl::row_matrix_f& y) {
   return (x - y).cast<double>().squaredNorm() / x.cast<double>().squaredNorm();
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const qsl::error& e) {
-    return e.what();
-  }
-  return "no error";
 }
 
 TEST(ActivationCode, PerVectorErrorIsAtMostHalfAStep) {

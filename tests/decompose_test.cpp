@@ -12,6 +12,7 @@
 
 namespace {
 
+using qsl::test::error_of;
 using testing::HasSubstr;
 
 // Normalized MSE of the Lloyd-Max quantizer of N(0, 1) with 2^k levels (k = 1..4).
@@ -23,15 +24,6 @@ qsl::decompose_options options(int bits, qsl::method m, std::int64_t group = 0) 
   o.method = m;
   o.group_size = group;
   return o;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const qsl::error& e) {
-    return e.what();
-  }
-  return "no error";
 }
 
 // The targets, asserted at the "must" level on the matrix: i.i.d. N(0, 1),

@@ -12,16 +12,8 @@
 
 namespace {
 
+using qsl::test::error_of;
 using testing::HasSubstr;
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const qsl::error& e) {
-    return e.what();
-  }
-  return "no error";
-}
 
 // gamma_m = m u / (1 - m u): the classic bound on the relative error of m rounded operations.
 template <class Scalar>

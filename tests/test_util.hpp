@@ -3,10 +3,13 @@
 
 #include <Eigen/Core>
 #include <cstdint>
+#include <functional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "qsl/activation_code.hpp"
+#include "qsl/error.hpp"
 
 namespace qsl::test {
 
@@ -29,6 +32,16 @@ inline row_matrix_f gaussian_rows(std::int64_t rows, std::int64_t cols, std::uin
 inline const std::vector<std::int64_t>& edge_dims() {
   static const std::vector<std::int64_t> dims = {1, 2, 7, 8, 63, 64, 65, 127, 128, 129, 131, 257};
   return dims;
+}
+
+/// The message of the qsl::error that f throws, or "no error".
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const qsl::error& e) {
+    return e.what();
+  }
+  return "no error";
 }
 
 }  // namespace qsl::test
