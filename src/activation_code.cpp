@@ -132,7 +132,7 @@ activation_code encode_activations(const float* x, std::int64_t vectors, std::in
       for (int b = 0; b < count; ++b) {
         const float scaled = std::floor((row[first + b] - minimum) * inv_step + 0.5f);
         const auto level =
-            static_cast<word>(scaled <= 0 ? 0 : scaled >= top ? top : static_cast<int>(scaled));
+            static_cast<word>(!(scaled > 0) ? 0 : scaled >= top ? top : static_cast<int>(scaled));
         for (int i = 0; i < q.bits; ++i) planes[i] |= ((level >> i) & 1) << b;
       }
       for (int i = 0; i < q.bits; ++i) code.plane(r, i)[w] = planes[i];

@@ -38,10 +38,11 @@ using Scalars = testing::Types<float, double>;
 TYPED_TEST_SUITE(QuantizedDense, Scalars);
 
 // kx = 0: forward == reconstruct(code) x + b up to summation order. With m = D + groups*k +
-// k + 2 and S = sum_c sum_j |alpha| |x_c| + |b|: the forward forms 2 * (sum over +1 bits) -
-// (sum over nonzero bits) per group and plane, within 3 gamma_m of its part of S, then sums the
-// groups*k products (gamma_m); W_hat x sums D + 1 terms (gamma_m) after reconstruct() rounded
-// each weight in float (gamma_k in float). Total: 5 gamma_m(Scalar) S + gamma_k(float) S.
+// k + 8 and S = sum_c sum_j |alpha| |x_c| + |b|: the forward forms 2A - B per group and plane
+// (A: sums of x over +1 bits, table entries of up to 4 values; B: the group's sum or its mask
+// sum), within 4 gamma_m of its part of S, then sums the groups*k products (3 gamma_m);
+// W_hat x sums D + 1 terms (gamma_m) after reconstruct() rounded each weight in float
+// (gamma_k in float). Total: 8 gamma_m(Scalar) S + gamma_k(float) S.
 TYPED_TEST(QuantizedDense, FloatActivationsMatchReconstruct) {
   using Scalar = TypeParam;
   using matrix = typename qsl::basic_quantized_dense<Scalar>::matrix;
@@ -60,7 +61,7 @@ TYPED_TEST(QuantizedDense, FloatActivationsMatchReconstruct) {
           const matrix y = layer.forward(x);
           ASSERT_EQ(y.rows(), batch);
           ASSERT_EQ(y.cols(), rows);
-          const double m = static_cast<double>(cols + code.groups() * code.bits + code.bits + 2);
+          const double m = static_cast<double>(cols + code.groups() * code.bits + code.bits + 8);
           for (std::int64_t v = 0; v < batch; ++v)
             for (std::int64_t n = 0; n < rows; ++n) {
               double expected = b[n], size = std::abs(b[n]);
@@ -71,7 +72,7 @@ TYPED_TEST(QuantizedDense, FloatActivationsMatchReconstruct) {
                   alphas += code.coefficient(n, c / code.group_size, j);
                 size += alphas * std::abs(static_cast<double>(x(v, c)));
               }
-              const double tol = (5 * gamma_bound<Scalar>(m) + gamma_bound<float>(code.bits)) *
+              const double tol = (8 * gamma_bound<Scalar>(m) + gamma_bound<float>(code.bits)) *
                                  size;
               ASSERT_NEAR(static_cast<double>(y(v, n)), expected, tol)
                   << "cols " << cols << " group " << group << " batch " << batch;
@@ -115,10 +116,12 @@ TEST(QuantizedDenseReference, IntegerPartsAreExact) {
 }
 
 // kx > 0: forward == W_hat x_hat + b with x_hat = minimum + step * q (evaluated in double).
-// The forward sums groups*k products alpha * I (I exact), then scales by step/2 and adds
-// gamma * offset + b: within gamma_(groups*k + 4) * T, T = the magnitudes of those terms. On top
-// come the float roundings of the stored values: gamma (two operations on |minimum| +
-// step (2^kx - 1) / 2) times |offset|, and the offset itself (u * sum |alpha| |G|) times |gamma|.
+// The reference sums groups*k products alpha * I (I exact), then scales by step/2 and adds
+// gamma * offset + b; the CPU kernels sum alpha * (m . q) (exact integers, |m . q| <=
+// (|I| + (2^kx - 1) |G|) / 2) and add step * z + minimum * offset + b. Either is within
+// gamma_(groups*k + 4) * T, T = the magnitudes of those terms. On top come the float roundings
+// of the stored values: gamma (two operations on |minimum| + step (2^kx - 1) / 2) times
+// |offset|, and the offset itself (u * sum |alpha| |G|) times |gamma| or |minimum|.
 TYPED_TEST(QuantizedDense, EncodedActivationsMatchTheFormula) {
   using Scalar = TypeParam;
   using matrix = typename qsl::basic_quantized_dense<Scalar>::matrix;
@@ -154,12 +157,14 @@ TYPED_TEST(QuantizedDense, EncodedActivationsMatchTheFormula) {
             const double gamma = std::abs(double{encoded.gamma(v)});
             const double gamma_size =
                 std::abs(encoded.minimum[v]) + encoded.step[v] * ((1 << kx) - 1) / 2.0;
-            const double t = encoded.step[v] / 2.0 * terms + gamma * std::abs(code.offsets[n]) +
+            const double t = encoded.step[v] / 2.0 * terms +
+                             encoded.step[v] * ((1 << kx) - 1) * offset_size +
+                             (gamma + std::abs(encoded.minimum[v])) * std::abs(code.offsets[n]) +
                              std::abs(b[n]);
             const double m = static_cast<double>(code.groups() * code.bits + 4);
             const double tol = 2 * gamma_bound<Scalar>(m) * t +
                                2 * u_float * gamma_size * std::abs(code.offsets[n]) +
-                               u_float * gamma * offset_size;
+                               u_float * (gamma + std::abs(encoded.minimum[v])) * offset_size;
             ASSERT_NEAR(static_cast<double>(y(v, n)), expected, tol)
                 << "cols " << cols << " kx " << kx;
           }
@@ -205,10 +210,12 @@ TEST(QuantizedDenseLayer, CalibratedLayerUsesTheFixedScale) {
   o.weights.calibration = qsl::test::gaussian(64, 64, 4);
   const auto layer = qsl::quantized_dense::compress(w, o);
   const qsl::row_matrix_f x = qsl::test::gaussian_rows(2, 64, 5);
-  const auto encoded = qsl::encode_activations(x, layer.activations());
-  qsl::row_matrix_f expected(2, 8);
-  qsl::reference::forward_encoded<float>(layer.code(), encoded, nullptr, expected.data());
+  const qsl::cpu_weights packed = qsl::pack_for_cpu(layer.code());
+  qsl::row_matrix_f expected(2, 8), per_vector(2, 8);
+  qsl::cpu_forward_encoded(packed, x.data(), 2, layer.activations(), nullptr, expected.data());
+  qsl::cpu_forward_encoded(packed, x.data(), 2, {2}, nullptr, per_vector.data());
   EXPECT_EQ(layer.forward(x), expected);
+  EXPECT_NE(layer.forward(x), per_vector);
 }
 
 TEST(QuantizedDenseLayer, StridedAndPointerForwardsAgree) {

@@ -9,29 +9,13 @@
 #include <random>
 
 #include "qsl/error.hpp"
+#include "test_util.hpp"
 
 namespace {
 
 using testing::HasSubstr;
 
-// A code with random planes (canonical, zero-padded), random coefficients and true offsets.
-qsl::weight_code random_code(std::int64_t rows, std::int64_t cols, int bits, qsl::basis basis,
-                             std::int64_t group, std::uint32_t seed) {
-  qsl::weight_code code = qsl::make_weight_code(rows, cols, bits, basis, group);
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> uniform(0.1f, 2.0f);
-  for (std::int64_t n = 0; n < rows; ++n)
-    for (int j = 0; j < bits; ++j)
-      for (std::int64_t c = 0; c < cols; ++c) {
-        const bool nonzero = basis == qsl::basis::binary || rng() % 3 != 0;
-        if (!nonzero) continue;
-        if (qsl::word* mask = code.mask_plane(n, j)) qsl::set_bit(mask, c);
-        if (rng() % 2) qsl::set_bit(code.sign_plane(n, j), c);
-      }
-  for (float& a : code.coefficients) a = uniform(rng);
-  qsl::compute_offsets(code);
-  return code;
-}
+using qsl::test::random_code;
 
 TEST(WeightCode, GroupSizeResolvesToTheRule) {
   EXPECT_EQ(qsl::make_weight_code(2, 100, 2, qsl::basis::binary, 0).group_size, 100);

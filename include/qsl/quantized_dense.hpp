@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "qsl/activation_code.hpp"
+#include "qsl/cpu.hpp"
 #include "qsl/decompose.hpp"
 #include "qsl/error.hpp"
 #include "qsl/reference.hpp"
@@ -41,7 +42,9 @@ dense_parameters compress_dense(const Eigen::Ref<const Eigen::MatrixXf>& w, cons
                                 const quantized_dense_options& options);
 
 /// Scalar is the type of the activations and outputs (float or double); the code itself
-/// always stores fp32 coefficients.
+/// always stores fp32 coefficients. With Scalar = float, forward runs the SIMD CPU kernels
+/// (qsl/cpu.hpp) on a packed copy of the code made at construction; with double it runs the
+/// scalar reference in double.
 template <class Scalar>
 class basic_quantized_dense {
   static_assert(std::is_floating_point_v<Scalar>, "Scalar must be float or double");
@@ -53,6 +56,7 @@ class basic_quantized_dense {
   /// From stored parts; validates them.
   explicit basic_quantized_dense(dense_parameters parameters) : p_(std::move(parameters)) {
     validate(p_, "quantized_dense");
+    if constexpr (std::is_same_v<Scalar, float>) packed_ = pack_for_cpu(p_.code);
   }
 
   /// Compresses w (out_features x in_features) and bias (empty or out_features values).
@@ -86,8 +90,11 @@ class basic_quantized_dense {
 
   std::int64_t in_features() const { return p_.code.cols; }
   std::int64_t out_features() const { return p_.code.rows; }
-  /// Exact bytes of everything the layer stores (see dense_parameters::bytes).
+  /// Exact bytes of the layer's parameters (see dense_parameters::bytes): what it is stored and
+  /// serialized as.
   std::size_t bytes() const { return p_.bytes(); }
+  /// Bytes of the packed copy the CPU kernels read (0 for Scalar = double).
+  std::size_t packed_bytes() const { return packed_.bytes(); }
   /// Stored bits per weight, everything included.
   double bits_per_weight() const {
     return 8.0 * static_cast<double>(bytes()) /
@@ -157,6 +164,13 @@ class basic_quantized_dense {
   void run(const Scalar* x, std::int64_t batch, Scalar* y) const {
     if (batch == 0) return;
     const float* bias = p_.bias.empty() ? nullptr : p_.bias.data();
+    if constexpr (std::is_same_v<Scalar, float>) {
+      if (p_.activations.bits == 0)
+        cpu_forward_float(packed_, x, batch, bias, y);
+      else
+        cpu_forward_encoded(packed_, x, batch, p_.activations, bias, y);
+      return;
+    }
     if (p_.activations.bits == 0) {
       reference::forward_float<Scalar>(p_.code, x, batch, bias, y);
       return;
@@ -172,6 +186,7 @@ class basic_quantized_dense {
   }
 
   dense_parameters p_;
+  cpu_weights packed_;  // derived from p_.code; empty for Scalar = double
 };
 
 using quantized_dense = basic_quantized_dense<float>;

@@ -1,0 +1,103 @@
+#pragma once
+// The CPU backend: which SIMD target runs the kernels, how many threads, and the packed weight
+// layout they read (produced from a weight_code by pack_for_cpu).
+//
+// Targets are chosen once at run time from cpuid (the best one the CPU supports); the
+// environment variable QSL_CPU_TARGET=scalar|avx2|avx512|avx512_vpopcnt|neon forces one (it must
+// be supported), and set_cpu_target() changes it from code (tests run every kernel on every
+// supported target this way).
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "qsl/aligned_allocator.hpp"
+#include "qsl/weight_code.hpp"
+
+namespace qsl {
+
+enum class cpu_target : std::uint8_t {
+  scalar = 0,          ///< portable C++: any CPU
+  avx2 = 1,            ///< x86-64 AVX2 + FMA + BMI2 + POPCNT
+  avx512 = 2,          ///< AVX-512 F/BW/DQ/VL
+  avx512_vpopcnt = 3,  ///< AVX-512 plus VPOPCNTDQ (Ice Lake, Zen 4 and later)
+  neon = 4,            ///< AArch64 Advanced SIMD (Jetson's Carmel cores)
+};
+
+/// "scalar", "avx2", ...
+const char* to_string(cpu_target target);
+/// The targets this build has kernels for and this CPU runs, worst to best.
+std::vector<cpu_target> supported_cpu_targets();
+/// The target the kernels use now.
+cpu_target active_cpu_target();
+/// Makes `target` the active one. Throws qsl::error if it is not supported.
+void set_cpu_target(cpu_target target);
+/// Parses a target name ("avx2"); throws qsl::error naming the value and the choices.
+cpu_target parse_cpu_target(const std::string& name);
+
+/// Worker threads the CPU kernels use (default: all hardware threads). Results do not depend
+/// on it: every output row is computed by one thread in a fixed order.
+int cpu_threads();
+/// Sets the thread count; 0 means all hardware threads. Throws qsl::error for n < 0.
+void set_cpu_threads(int n);
+
+/// The weight layout of the CPU kernels. Rows are cut into tiles of 16 (the last tile padded
+/// with rows whose coefficients are 0), columns into 32-bit chunks (padded with 0 bits). For
+/// every tile and chunk, the "lookup planes" of the 16 rows lie side by side: 64 bytes per
+/// plane, one SIMD register on AVX-512. Lookup planes are the k sign planes (binary), or the k
+/// sign planes followed by the k masks (ternary).
+struct cpu_weights {
+  static constexpr int tile_rows = 16;
+  static constexpr int chunk_cols = 32;
+
+  std::int64_t rows = 0, cols = 0;
+  int bits = 0;                  ///< k
+  qsl::basis basis = qsl::basis::binary;
+  std::int64_t group_size = 0;   ///< as in the weight code (a multiple of 8, or cols)
+  std::int64_t groups = 0;
+  std::int64_t tiles = 0;        ///< ceil(rows / 16)
+  std::int64_t chunks = 0;       ///< ceil(cols / 32)
+  int planes = 0;                ///< lookup planes: k (binary) or 2k (ternary)
+
+  /// [tile][chunk][plane][16 rows]: bit b of a word is column chunk * 32 + b.
+  std::vector<std::uint32_t, aligned_allocator<std::uint32_t>> words;
+  /// [tile][group][k][16 rows]: alpha, 0 for padding rows.
+  std::vector<float, aligned_allocator<float>> coefficients;
+  /// Per row: the weight code's offset term (sum of W_hat over the row).
+  std::vector<float> offsets;
+
+  const std::uint32_t* chunk_bits(std::int64_t tile, std::int64_t chunk) const {
+    return words.data() + (tile * chunks + chunk) * planes * tile_rows;
+  }
+  const float* tile_coefficients(std::int64_t tile, std::int64_t group) const {
+    return coefficients.data() + (tile * groups + group) * bits * tile_rows;
+  }
+  /// Bytes of the packed arrays.
+  std::size_t bytes() const {
+    return words.size() * sizeof(std::uint32_t) + coefficients.size() * sizeof(float) +
+           offsets.size() * sizeof(float);
+  }
+};
+
+/// The explicit packing step: weight code -> CPU layout. Validates the code first.
+cpu_weights pack_for_cpu(const weight_code& code);
+
+}  // namespace qsl
+
+#include "qsl/activation_code.hpp"
+
+namespace qsl {
+
+/// y = W_hat x + bias for a batch of float activations (x: batch x cols, y: batch x rows,
+/// row-major), on the active target and cpu_threads() threads. `bias` may be null. Equals the
+/// reference (qsl::reference::forward_float) up to float summation order.
+void cpu_forward_float(const cpu_weights& w, const float* x, std::int64_t batch,
+                       const float* bias, float* y);
+
+/// The same with activations encoded by `quantizer` (bits >= 1, per vector or calibrated):
+/// equals qsl::reference::forward_encoded with exact integer parts. Throws qsl::error for
+/// NaN/Inf in x, like encode_activations.
+void cpu_forward_encoded(const cpu_weights& w, const float* x, std::int64_t batch,
+                         const activation_quantizer& quantizer, const float* bias, float* y);
+
+}  // namespace qsl

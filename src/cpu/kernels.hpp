@@ -1,0 +1,76 @@
+#pragma once
+// The contract between the CPU driver (forward.cpp) and the per-target kernels. Every target
+// implements the same four functions over the same packed layout (qsl::cpu_weights); the
+// portable scalar target is the schedule every SIMD target is tested against.
+//
+// Float activations (look-up tables). For every 4 columns (a "nibble" s) the table
+//   T[s][b] = sum of x[4s + i] over the bits i set in b,  b = 0..15
+// is built once per vector and shared by every row and plane; a lookup plane's inner product
+// with x over a group is the sum of T[s][nibble s of the plane] over the group's nibbles. With
+// A_j = that sum for sign plane j and B = the group's sum of x (binary) or the lookup of mask j
+// (ternary): m_j . x = 2 A_j - B, and
+//   y[n] = sum_g sum_j alpha[n,g,j] * (2 A_j - B).
+//
+// Encoded activations (AND + popcount). With q = sum_i 2^i t_i the level of every column:
+//   m_j . q = sum_i 2^i (2 popcount(s_j AND t_i) - popcount(B_j AND t_i)),
+// B_j = all columns (binary: sum_i 2^i popcount(t_i) = sum of q over the group) or mask j, and
+//   z[n] = sum_g sum_j alpha[n,g,j] * (m_j . q over g);   y[n] = step * z[n] + x_min * offset[n].
+// The integer parts are exact; only the float sums of alpha * integer differ in order.
+
+#include <cstdint>
+
+#include "qsl/cpu.hpp"
+
+namespace qsl::detail::cpu {
+
+inline constexpr int tile_rows = cpu_weights::tile_rows;
+inline constexpr int chunk_cols = cpu_weights::chunk_cols;
+inline constexpr int table_entries = 16;
+
+/// Nibbles (4-column table chunks) of a row: ceil(cols / 32) * 8, so whole chunks are covered.
+inline std::int64_t nibbles(const cpu_weights& w) { return w.chunks * (chunk_cols / 4); }
+
+/// Float activations of one vector, prepared by build_tables.
+struct table_input {
+  const float* tables;      ///< [nibble][16]
+  const float* group_sums;  ///< [group]: sum of x over the group
+};
+
+/// Encoded activations of one vector, prepared by encode.
+struct encoded_input {
+  const std::uint32_t* planes;  ///< [bit i][chunk]: bit i of q, padding bits 0
+  const std::int32_t* group_levels;  ///< [group]: sum of q over the group
+  int bits;                     ///< kx
+};
+
+struct kernel_table {
+  /// tables: nibbles(w) * 16 floats; group_sums: w.groups floats. Columns past w.cols are 0.
+  void (*build_tables)(const cpu_weights& w, const float* x, float* tables, float* group_sums);
+  /// y[r] for the rows of tiles [tile_begin, tile_end), r relative to the first row of
+  /// tile_begin: (tile_end - tile_begin) * 16 floats, of which the padding rows past w.rows
+  /// hold anything.
+  void (*lut_rows)(const cpu_weights& w, const table_input& x, std::int64_t tile_begin,
+                   std::int64_t tile_end, float* y);
+  /// Encodes x (w.cols floats) with q = clamp(floor((x - minimum) * inv_step + 0.5f), 0,
+  /// 2^bits - 1), or q = 0 everywhere when inv_step is 0. planes: bits * w.chunks words.
+  void (*encode)(const cpu_weights& w, const float* x, float minimum, float inv_step, int bits,
+                 std::uint32_t* planes, std::int32_t* group_levels);
+  /// z[r] as lut_rows' y, from encoded activations.
+  void (*popcount_rows)(const cpu_weights& w, const encoded_input& x, std::int64_t tile_begin,
+                        std::int64_t tile_end, float* z);
+};
+
+const kernel_table& scalar_kernels();
+#if defined(__x86_64__) || defined(_M_X64)
+const kernel_table& avx2_kernels();
+const kernel_table& avx512_kernels();
+const kernel_table& avx512_vpopcnt_kernels();
+#endif
+#if defined(__aarch64__)
+const kernel_table& neon_kernels();
+#endif
+
+/// The kernels of the active target.
+const kernel_table& active_kernels();
+
+}  // namespace qsl::detail::cpu

@@ -1,0 +1,48 @@
+// pack_for_cpu: weight_code -> the tiled layout of qsl::cpu_weights.
+#include <algorithm>
+
+#include "qsl/cpu.hpp"
+#include "qsl/error.hpp"
+
+namespace qsl {
+
+cpu_weights pack_for_cpu(const weight_code& code) {
+  validate(code, "pack_for_cpu");
+  constexpr int rows_per_tile = cpu_weights::tile_rows;
+  cpu_weights w;
+  w.rows = code.rows;
+  w.cols = code.cols;
+  w.bits = code.bits;
+  w.basis = code.basis;
+  w.group_size = code.group_size;
+  w.groups = code.groups();
+  w.tiles = (code.rows + rows_per_tile - 1) / rows_per_tile;
+  w.chunks = (code.cols + cpu_weights::chunk_cols - 1) / cpu_weights::chunk_cols;
+  w.planes = code.basis == qsl::basis::ternary ? 2 * code.bits : code.bits;
+  w.words.assign(static_cast<std::size_t>(w.tiles * w.chunks * w.planes * rows_per_tile), 0U);
+  w.coefficients.assign(static_cast<std::size_t>(w.tiles * w.groups * w.bits * rows_per_tile),
+                        0.0f);
+  w.offsets = code.offsets;
+
+  for (std::int64_t n = 0; n < code.rows; ++n) {
+    const std::int64_t tile = n / rows_per_tile;
+    const int r = static_cast<int>(n % rows_per_tile);
+    for (int p = 0; p < w.planes; ++p) {
+      const word* plane = p < code.bits ? code.sign_plane(n, p) : code.mask_plane(n, p - code.bits);
+      for (std::int64_t c = 0; c < w.chunks; ++c) {
+        // Chunk c is the low or high half of 64-bit word c / 2 (padding bits are already 0).
+        const auto half = static_cast<std::uint32_t>(plane[c / 2] >> (32 * (c % 2)));
+        w.words[static_cast<std::size_t>(((tile * w.chunks + c) * w.planes + p) * rows_per_tile +
+                                         r)] = half;
+      }
+    }
+    for (std::int64_t g = 0; g < w.groups; ++g)
+      for (int j = 0; j < w.bits; ++j)
+        w.coefficients[static_cast<std::size_t>(((tile * w.groups + g) * w.bits + j) *
+                                                    rows_per_tile +
+                                                r)] = code.coefficient(n, g, j);
+  }
+  return w;
+}
+
+}  // namespace qsl
