@@ -25,6 +25,7 @@
 // (_mm512_srl_epi32, _mm512_permutexvar_ps, ...): a known false positive of the headers.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
 namespace qsl::detail::cpu {
@@ -56,50 +57,75 @@ void build_tables(const cpu_weights& w, const float* x, float* tables, float* gr
   }
 }
 
-// One tile: P lookup planes held as running index registers (shifted right by 4 per nibble;
-// vpermps reads the low 4 bits of each lane) and P accumulators.
-template <int P, bool Ternary>
-__m512 lut_tile(const cpu_weights& w, const table_input& x, std::int64_t t) {
+// T tiles at once: per tile and lookup plane a running index register (shifted right by 4 per
+// nibble; vpermps reads the low 4 bits of each lane) and A accumulators used in turn, so that
+// at least 4 independent add chains hide the 4-cycle latency of vaddps; one table load serves
+// T * P look-ups.
+template <int P, bool Ternary, int T>
+void lut_tiles(const cpu_weights& w, const table_input& x, std::int64_t t, float* y) {
   constexpr int K = Ternary ? P / 2 : P;
-  __m512 y = _mm512_setzero_ps();
+  constexpr int A = T * P >= 4 ? 1 : 2;
+  __m512 out[T];
+  for (int b = 0; b < T; ++b) out[b] = _mm512_setzero_ps();
   for (std::int64_t g = 0; g < w.groups; ++g) {
-    __m512 acc[P];
-    for (int p = 0; p < P; ++p) acc[p] = _mm512_setzero_ps();
+    __m512 acc[T][P][A];
+    for (int b = 0; b < T; ++b)
+      for (int p = 0; p < P; ++p)
+        for (int a = 0; a < A; ++a) acc[b][p][a] = _mm512_setzero_ps();
     const std::int64_t end = last_nibble(w, g);
-    for (std::int64_t s = first_nibble(w, g); s < end;) {
+    std::int64_t s = first_nibble(w, g);
+    while (s < end) {
       const std::int64_t shift = s % 8;
       const std::int64_t run = std::min<std::int64_t>(8 - shift, end - s);
-      const std::uint32_t* chunk = w.chunk_bits(t, s / 8);
-      const __m128i count = _mm_cvtsi32_si128(static_cast<int>(4 * shift));
-      __m512i idx[P];
-      for (int p = 0; p < P; ++p)
-        idx[p] = _mm512_srl_epi32(_mm512_load_si512(chunk + p * tile_rows), count);
-      const float* table = x.tables + s * table_entries;
-      for (std::int64_t u = 0; u < run; ++u) {
-        const __m512 entries = _mm512_load_ps(table + u * table_entries);
+      __m512i idx[T][P];
+      for (int b = 0; b < T; ++b) {
+        const std::uint32_t* chunk = w.chunk_bits(t + b, s / 8);
         for (int p = 0; p < P; ++p) {
-          acc[p] = _mm512_add_ps(acc[p], _mm512_permutexvar_ps(idx[p], entries));
-          idx[p] = _mm512_srli_epi32(idx[p], 4);
+          idx[b][p] = _mm512_load_si512(chunk + p * tile_rows);
+          if (shift != 0)
+            idx[b][p] = _mm512_srl_epi32(idx[b][p], _mm_cvtsi32_si128(static_cast<int>(4 * shift)));
         }
+      }
+      const float* table = x.tables + s * table_entries;
+      auto lookup = [&](int u, int a) {
+        const __m512 entries = _mm512_load_ps(table + u * table_entries);
+        for (int b = 0; b < T; ++b)
+          for (int p = 0; p < P; ++p) {
+            acc[b][p][a] = _mm512_add_ps(acc[b][p][a], _mm512_permutexvar_ps(idx[b][p], entries));
+            idx[b][p] = _mm512_srli_epi32(idx[b][p], 4);
+          }
+      };
+      if (run == 8) {  // a whole chunk (groups of 32k columns): unrolled, registers only
+        for (int u = 0; u < 8; ++u) lookup(u, A == 1 ? 0 : u % A);
+      } else {
+        for (int u = 0; u < run; ++u) lookup(u, 0);
       }
       s += run;
     }
-    const float* alpha = w.tile_coefficients(t, g);
     const __m512 group_sum = _mm512_set1_ps(x.group_sums[g]);
-    for (int j = 0; j < K; ++j) {
-      const __m512 other = Ternary ? acc[K + j] : group_sum;
-      const __m512 dot = _mm512_sub_ps(_mm512_add_ps(acc[j], acc[j]), other);  // 2A - B
-      y = _mm512_fmadd_ps(_mm512_load_ps(alpha + j * tile_rows), dot, y);
+    for (int b = 0; b < T; ++b) {
+      const float* alpha = w.tile_coefficients(t + b, g);
+      __m512 lookups[P];
+      for (int p = 0; p < P; ++p)
+        lookups[p] = A == 1 ? acc[b][p][0] : _mm512_add_ps(acc[b][p][0], acc[b][p][A - 1]);
+      for (int j = 0; j < K; ++j) {
+        const __m512 other = Ternary ? lookups[K + j] : group_sum;
+        const __m512 dot = _mm512_sub_ps(_mm512_add_ps(lookups[j], lookups[j]), other);  // 2A-B
+        out[b] = _mm512_fmadd_ps(_mm512_load_ps(alpha + j * tile_rows), dot, out[b]);
+      }
     }
   }
-  return y;
+  for (int b = 0; b < T; ++b) _mm512_storeu_ps(y + b * tile_rows, out[b]);
 }
 
 template <int P, bool Ternary>
 void lut_rows_for(const cpu_weights& w, const table_input& x, std::int64_t t0, std::int64_t t1,
                   float* y) {
-  for (std::int64_t t = t0; t < t1; ++t)
-    _mm512_storeu_ps(y + (t - t0) * tile_rows, lut_tile<P, Ternary>(w, x, t));
+  // Two tiles at once while the registers allow (2 * 2P accumulators + 2P indices <= 24).
+  constexpr int pair = P <= 2 ? 2 : 1;
+  std::int64_t t = t0;
+  for (; t + pair <= t1; t += pair) lut_tiles<P, Ternary, pair>(w, x, t, y + (t - t0) * tile_rows);
+  for (; t < t1; ++t) lut_tiles<P, Ternary, 1>(w, x, t, y + (t - t0) * tile_rows);
 }
 
 // ---- encoded activations: AND + popcount ----------------------------------------------------
@@ -154,49 +180,121 @@ void encode(const cpu_weights& w, const float* x, float minimum, float inv_step,
   }
 }
 
-// One tile: per lookup plane, sum over chunks and activation bits of 2^i popcount(m AND t_i).
-template <int P, bool Ternary>
-__m512 popcount_tile(const cpu_weights& w, const encoded_input& x, std::int64_t t) {
-  constexpr int K = Ternary ? P / 2 : P;
-  __m512 z = _mm512_setzero_ps();
-  __m512i act[max_activation_bits];
-  for (std::int64_t g = 0; g < w.groups; ++g) {
-    __m512i acc[P];
-    for (int p = 0; p < P; ++p) acc[p] = _mm512_setzero_si512();
-    const std::int64_t end = group_end(w, g);
-    for (std::int64_t c = group_begin(w, g) / chunk_cols; c * chunk_cols < end; ++c) {
-      const std::uint32_t mask = group_chunk_mask(w, g, c);
-      for (int i = 0; i < x.bits; ++i)
-        act[i] = _mm512_set1_epi32(static_cast<int>(x.planes[i * w.chunks + c] & mask));
+// Sum over the chunks of group g of 2^i popcount(m AND t_i) for every lookup plane of tile t,
+// into acc[p] (16 rows). Groups made of whole chunks need no column mask, so the activation
+// words are broadcast straight from memory (a load, not a shuffle port uop).
+//  * KX > 0 (few planes, kx known at compile time): one accumulator per plane and activation
+//    bit, weighted by 2^i once per group: and + popcount + add per (plane, bit, chunk).
+//  * KX == 0 (any kx): Horner over the bits within each chunk, one more add, fewer registers.
+template <int P, int KX>
+void count_group(const cpu_weights& w, const encoded_input& x, std::int64_t t, std::int64_t g,
+                 __m512i (&acc)[P]) {
+  const std::int64_t end = group_end(w, g);
+  const bool whole_chunks = w.group_size % chunk_cols == 0 || w.groups == 1;
+  const std::int64_t first = group_begin(w, g) / chunk_cols;
+  const int bits = KX > 0 ? KX : x.bits;
+  for (int p = 0; p < P; ++p) acc[p] = _mm512_setzero_si512();
+  if constexpr (KX > 0) {
+    __m512i count[P][KX];
+    for (int p = 0; p < P; ++p)
+      for (int i = 0; i < KX; ++i) count[p][i] = _mm512_setzero_si512();
+    auto accumulate = [&](std::int64_t c, auto activation) {
+      const std::uint32_t* chunk = w.chunk_bits(t, c);
+      __m512i m[P];
+      for (int p = 0; p < P; ++p) m[p] = _mm512_load_si512(chunk + p * tile_rows);
+      for (int i = 0; i < KX; ++i) {
+        const __m512i a = activation(i);
+        for (int p = 0; p < P; ++p)
+          count[p][i] = _mm512_add_epi32(count[p][i], popcount32(_mm512_and_si512(m[p], a)));
+      }
+    };
+    if (whole_chunks) {
+      for (std::int64_t c = first; c * chunk_cols < end; ++c)
+        accumulate(c, [&](int i) {
+          return _mm512_set1_epi32(static_cast<int>(x.planes[i * w.chunks + c]));
+        });
+    } else {
+      for (std::int64_t c = first; c * chunk_cols < end; ++c) {
+        const std::uint32_t mask = group_chunk_mask(w, g, c);
+        accumulate(c, [&](int i) {
+          return _mm512_set1_epi32(static_cast<int>(x.planes[i * w.chunks + c] & mask));
+        });
+      }
+    }
+    for (int p = 0; p < P; ++p)
+      for (int i = 0; i < KX; ++i)
+        acc[p] = _mm512_add_epi32(acc[p], _mm512_slli_epi32(count[p][i], i));
+  } else {
+    auto accumulate = [&](std::int64_t c, auto activation) {
       const std::uint32_t* chunk = w.chunk_bits(t, c);
       for (int p = 0; p < P; ++p) {
         const __m512i m = _mm512_load_si512(chunk + p * tile_rows);
-        // Horner over the activation bits: h = 2 h + popcount(m AND t_i), i from the top.
-        __m512i h = _mm512_setzero_si512();
-        for (int i = x.bits - 1; i >= 0; --i)
-          h = _mm512_add_epi32(_mm512_add_epi32(h, h), popcount32(_mm512_and_si512(m, act[i])));
+        __m512i h = _mm512_setzero_si512();  // h = 2 h + popcount(m AND t_i), i from the top
+        for (int i = bits - 1; i >= 0; --i)
+          h = _mm512_add_epi32(_mm512_add_epi32(h, h),
+                               popcount32(_mm512_and_si512(m, activation(i))));
         acc[p] = _mm512_add_epi32(acc[p], h);
       }
-    }
-    const float* alpha = w.tile_coefficients(t, g);
-    const __m512i levels = _mm512_set1_epi32(x.group_levels[g]);
-    for (int j = 0; j < K; ++j) {
-      const __m512i other = Ternary ? acc[K + j] : levels;
-      const __m512i dot = _mm512_sub_epi32(_mm512_add_epi32(acc[j], acc[j]), other);
-      z = _mm512_fmadd_ps(_mm512_load_ps(alpha + j * tile_rows), _mm512_cvtepi32_ps(dot), z);
+    };
+    if (whole_chunks) {
+      for (std::int64_t c = first; c * chunk_cols < end; ++c)
+        accumulate(c, [&](int i) {
+          return _mm512_set1_epi32(static_cast<int>(x.planes[i * w.chunks + c]));
+        });
+    } else {
+      for (std::int64_t c = first; c * chunk_cols < end; ++c) {
+        const std::uint32_t mask = group_chunk_mask(w, g, c);
+        accumulate(c, [&](int i) {
+          return _mm512_set1_epi32(static_cast<int>(x.planes[i * w.chunks + c] & mask));
+        });
+      }
     }
   }
-  return z;
+}
+
+template <int P, bool Ternary, int KX>
+void popcount_rows_kx(const cpu_weights& w, const encoded_input& x, std::int64_t t0,
+                      std::int64_t t1, float* z) {
+  constexpr int K = Ternary ? P / 2 : P;
+  for (std::int64_t t = t0; t < t1; ++t) {
+    __m512 out = _mm512_setzero_ps();
+    for (std::int64_t g = 0; g < w.groups; ++g) {
+      __m512i acc[P];
+      count_group<P, KX>(w, x, t, g, acc);
+      const float* alpha = w.tile_coefficients(t, g);
+      const __m512i levels = _mm512_set1_epi32(x.group_levels[g]);
+      for (int j = 0; j < K; ++j) {
+        const __m512i other = Ternary ? acc[K + j] : levels;
+        const __m512i dot = _mm512_sub_epi32(_mm512_add_epi32(acc[j], acc[j]), other);
+        out = _mm512_fmadd_ps(_mm512_load_ps(alpha + j * tile_rows), _mm512_cvtepi32_ps(dot), out);
+      }
+    }
+    _mm512_storeu_ps(z + (t - t0) * tile_rows, out);
+  }
 }
 
 template <int P, bool Ternary>
 void popcount_rows_for(const cpu_weights& w, const encoded_input& x, std::int64_t t0,
                        std::int64_t t1, float* z) {
-  for (std::int64_t t = t0; t < t1; ++t)
-    _mm512_storeu_ps(z + (t - t0) * tile_rows, popcount_tile<P, Ternary>(w, x, t));
+  // One accumulator per (plane, bit) while P * kx <= 16 of them fit the register file.
+  switch (x.bits) {
+#define QSL_KX(kx)                                              \
+  case kx:                                                      \
+    if constexpr (P * kx <= 16)                                 \
+      return popcount_rows_kx<P, Ternary, kx>(w, x, t0, t1, z); \
+    break;
+    QSL_KX(1)
+    QSL_KX(2)
+    QSL_KX(3)
+    QSL_KX(4)
+    QSL_KX(5)
+    QSL_KX(6)
+    QSL_KX(7)
+    QSL_KX(8)
+#undef QSL_KX
+  }
+  popcount_rows_kx<P, Ternary, 0>(w, x, t0, t1, z);
 }
-
-// ---- dispatch over the number of planes (compile-time so the plane loops unroll) ------------
 
 template <int P, bool Ternary>
 struct lut_call {

@@ -1,0 +1,176 @@
+// The CPU kernels against Eigen's float GEMV/GEMM, in one binary and one run.
+//
+//   build/bench/cpu_kernels_bench --benchmark_out=cpu.json --benchmark_out_format=json
+//   python3 tools/plot_cpu_bench.py cpu.json docs/cpu_weights_per_s.png
+//
+// Shapes N x D = 4096 x 4096 and 4096 x 14336, batch 1 and 64, k = 1, 2, 3 binary planes with
+// groups of 128, activations float (kx = 0, look-up tables) or 4-bit (kx = 4, AND + popcount),
+// one thread and all threads. Every qsl case reports
+//   weights_per_s  N * D * batch / time
+//   weight_GBps    bytes of the packed weights read per second (one pass per call)
+//   vs_eigen       Eigen's time for the same shape, batch and threads / qsl's time; Eigen is
+//                  timed in this process (BM_Eigen cases, cached) before the qsl case runs.
+
+#include <benchmark/benchmark.h>
+
+#include <Eigen/Core>
+#include <chrono>
+#include <map>
+#include <random>
+#include <thread>
+#include <tuple>
+
+#include "bench_util.hpp"
+#include "qsl/cpu.hpp"
+#include "qsl/quantized_dense.hpp"
+
+namespace {
+
+using row_matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+constexpr std::uint32_t kWeightSeed = 1, kInputSeed = 3;
+constexpr std::int64_t kGroup = 128;
+
+int all_threads() { return static_cast<int>(std::max(1U, std::thread::hardware_concurrency())); }
+
+const row_matrix& weights(std::int64_t n, std::int64_t d) {
+  static std::map<std::pair<std::int64_t, std::int64_t>, row_matrix> cache;
+  row_matrix& w = cache[{n, d}];
+  if (w.size() == 0) w = qsl::bench::gaussian(n, d, kWeightSeed);
+  return w;
+}
+
+const row_matrix& inputs(std::int64_t batch, std::int64_t d) {
+  static std::map<std::pair<std::int64_t, std::int64_t>, row_matrix> cache;
+  row_matrix& x = cache[{batch, d}];
+  if (x.size() == 0) x = qsl::bench::gaussian(batch, d, kInputSeed);
+  return x;
+}
+
+// The packed layer. Speed does not depend on how the planes were chosen, so random codes stand
+// in for a decomposition (which would take seconds per shape at start-up).
+const qsl::cpu_weights& packed(std::int64_t n, std::int64_t d, int k) {
+  static std::map<std::tuple<std::int64_t, std::int64_t, int>, qsl::cpu_weights> cache;
+  auto it = cache.find({n, d, k});
+  if (it == cache.end()) {
+    qsl::weight_code code = qsl::make_weight_code(n, d, k, qsl::basis::binary, kGroup);
+    std::mt19937_64 rng(kWeightSeed + k);
+    for (auto& word : code.signs) word = rng();
+    for (std::int64_t r = 0; r < n; ++r)
+      for (int j = 0; j < k; ++j) {  // padding rule: zero bits past the last column
+        qsl::word* plane = code.sign_plane(r, j);
+        plane[code.words_per_plane() - 1] &= qsl::range_mask(code.words_per_plane() - 1, 0, d);
+      }
+    for (std::size_t i = 0; i < code.coefficients.size(); ++i)
+      code.coefficients[i] = 1.0f / static_cast<float>(1 + i % (static_cast<std::size_t>(k) + 1));
+    qsl::compute_offsets(code);
+    it = cache.emplace(std::make_tuple(n, d, k), qsl::pack_for_cpu(code)).first;
+  }
+  return it->second;
+}
+
+void eigen_forward(const row_matrix& w, const row_matrix& x, row_matrix& y) {
+  if (x.rows() == 1)
+    y.row(0).noalias() = (w * x.row(0).transpose()).transpose();  // GEMV
+  else
+    y.noalias() = x * w.transpose();  // GEMM
+}
+
+// Eigen's seconds per call for a case, timed once (best of several runs) and cached.
+double eigen_seconds(std::int64_t n, std::int64_t d, std::int64_t batch, int threads) {
+  static std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, int>, double> cache;
+  auto it = cache.find({n, d, batch, threads});
+  if (it != cache.end()) return it->second;
+  Eigen::setNbThreads(threads);
+  const row_matrix& w = weights(n, d);
+  const row_matrix& x = inputs(batch, d);
+  row_matrix y(batch, n);
+  eigen_forward(w, x, y);  // warm up
+  double best = 1e30;
+  for (int rep = 0; rep < 7; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    eigen_forward(w, x, y);
+    best = std::min(
+        best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  cache[{n, d, batch, threads}] = best;
+  return best;
+}
+
+void set_rates(benchmark::State& state, std::int64_t n, std::int64_t d, std::int64_t batch,
+               double bytes_per_call) {
+  state.counters["weights_per_s"] = benchmark::Counter(
+      static_cast<double>(n * d * batch), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["weight_GBps"] =
+      benchmark::Counter(bytes_per_call / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// Arguments: N, D, batch, threads (0: all).
+void BM_Eigen(benchmark::State& state) {
+  const std::int64_t n = state.range(0), d = state.range(1), batch = state.range(2);
+  const int threads = state.range(3) == 0 ? all_threads() : static_cast<int>(state.range(3));
+  Eigen::setNbThreads(threads);
+  const row_matrix& w = weights(n, d);
+  const row_matrix& x = inputs(batch, d);
+  row_matrix y(batch, n);
+  for (auto _ : state) {
+    eigen_forward(w, x, y);
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_rates(state, n, d, batch, static_cast<double>(n * d) * sizeof(float));
+}
+
+// Arguments: N, D, batch, threads (0: all), k, kx.
+void BM_Qsl(benchmark::State& state) {
+  const std::int64_t n = state.range(0), d = state.range(1), batch = state.range(2);
+  const int threads = state.range(3) == 0 ? all_threads() : static_cast<int>(state.range(3));
+  const int k = static_cast<int>(state.range(4)), kx = static_cast<int>(state.range(5));
+  const double eigen = eigen_seconds(n, d, batch, threads);
+  qsl::set_cpu_threads(threads);
+  const qsl::cpu_weights& w = packed(n, d, k);
+  const row_matrix& x = inputs(batch, d);
+  row_matrix y(batch, n);
+  const auto start = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    if (kx == 0)
+      qsl::cpu_forward_float(w, x.data(), batch, nullptr, y.data());
+    else
+      qsl::cpu_forward_encoded(w, x.data(), batch, {kx}, nullptr, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+                             .count() /
+                         static_cast<double>(state.iterations());
+  set_rates(state, n, d, batch, static_cast<double>(w.bytes()));
+  state.counters["vs_eigen"] = eigen / seconds;
+  state.SetLabel(qsl::to_string(qsl::active_cpu_target()));
+}
+
+void shapes(benchmark::internal::Benchmark* b, bool qsl) {
+  for (std::int64_t d : {4096, 14336})
+    for (std::int64_t batch : {1, 64})
+      for (std::int64_t threads : {1, 0}) {
+        if (!qsl) {
+          b->Args({4096, d, batch, threads});
+          continue;
+        }
+        for (std::int64_t kx : {0, 4})
+          for (std::int64_t k : {1, 2, 3}) b->Args({4096, d, batch, threads, k, kx});
+      }
+}
+
+BENCHMARK(BM_Eigen)
+    ->Apply([](auto* b) { shapes(b, false); })
+    ->ArgNames({"N", "D", "batch", "threads"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Qsl)
+    ->Apply([](auto* b) { shapes(b, true); })
+    ->ArgNames({"N", "D", "batch", "threads", "k", "kx"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+
+BENCHMARK_MAIN();
+
