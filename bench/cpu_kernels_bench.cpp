@@ -15,6 +15,7 @@
 
 #include <Eigen/Core>
 #include <chrono>
+#include <cstdlib>
 #include <map>
 #include <random>
 #include <thread>
@@ -172,5 +173,13 @@ BENCHMARK(BM_Qsl)
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  // Eigen's OpenMP threads must not spin between its GEMMs while qsl's pool runs.
+  setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
 

@@ -17,15 +17,6 @@ install(EXPORT qslTargets NAMESPACE qsl:: DESTINATION ${QSL_INSTALL_CMAKEDIR})
 # The same targets for the build tree, so find_package(qsl) also works with qsl_DIR=<build dir>.
 export(EXPORT qslTargets NAMESPACE qsl:: FILE ${PROJECT_BINARY_DIR}/qslTargets.cmake)
 
-# A static qsl carries its PRIVATE ZLIB dependency as $<LINK_ONLY:ZLIB::ZLIB>, so the config
-# must re-find ZLIB; a shared qsl does not expose it.
-get_target_property(_qsl_type qsl TYPE)
-if(_qsl_type STREQUAL "STATIC_LIBRARY")
-  set(QSL_NEEDS_ZLIB ON)
-else()
-  set(QSL_NEEDS_ZLIB OFF)
-endif()
-
 configure_package_config_file(cmake/qslConfig.cmake.in
   ${PROJECT_BINARY_DIR}/qslConfig.cmake
   INSTALL_DESTINATION ${QSL_INSTALL_CMAKEDIR})

@@ -1,8 +1,7 @@
 #include "qsl/serialize.hpp"
 
-#include <zlib.h>
-
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -74,15 +73,23 @@ class byte_reader {
   std::size_t pos_ = 0;
 };
 
+// CRC-32 (IEEE 802.3, reflected, the checksum of zlib and PNG). Written out rather than taken
+// from zlib so that the core library depends on nothing but Eigen and threads: it then
+// cross-compiles for a Jetson (and for the NEON tests under qemu) with no target libraries.
+// The tests check it against zlib's crc32.
 std::uint32_t crc32_of(const std::uint8_t* data, std::size_t size) {
-  uLong crc = crc32(0L, Z_NULL, 0);
-  while (size > 0) {  // zlib takes uInt lengths
-    const auto chunk = static_cast<uInt>(std::min<std::size_t>(size, 1U << 30));
-    crc = crc32(crc, data, chunk);
-    data += chunk;
-    size -= chunk;
-  }
-  return static_cast<std::uint32_t>(crc);
+  static const auto table = [] {
+    std::array<std::uint32_t, 256> t{};
+    for (std::uint32_t i = 0; i < 256; ++i) {
+      std::uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320U ^ (c >> 1) : c >> 1;
+      t[i] = c;
+    }
+    return t;
+  }();
+  std::uint32_t crc = 0xFFFFFFFFU;
+  for (std::size_t i = 0; i < size; ++i) crc = table[(crc ^ data[i]) & 0xFF] ^ (crc >> 8);
+  return crc ^ 0xFFFFFFFFU;
 }
 
 // a * b, or an error when it does not fit: sizes come from untrusted headers.

@@ -12,7 +12,7 @@
 //   u64[]   masks        (ternary only)
 //   f32[]   coefficients [row][group][plane]
 //   f32[]   bias         (rows, when present)
-//   u32     CRC-32 (zlib) of every byte before it
+//   u32     CRC-32 (IEEE, as zlib's crc32) of every byte before it
 // The offline offsets are derived data: they are recomputed on load, never stored.
 // Loading checks the length against the header before reading any array, then the checksum,
 // then every invariant of the weight code; any failure is a qsl::error.
