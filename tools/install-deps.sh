@@ -5,10 +5,14 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config
-  libeigen3-dev zlib1g-dev          # the library
-  libgtest-dev libgmock-dev          # tests
+  libeigen3-dev                      # the library
+  libgtest-dev libgmock-dev zlib1g-dev  # tests
   libbenchmark-dev                   # benchmarks
 )
+# --neon: the AArch64 cross compiler and qemu-user for tools/test-neon.sh
+if [ "${1:-}" = "--neon" ]; then
+  packages+=(g++-aarch64-linux-gnu qemu-user googletest)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The test command: installs dependencies, builds Release, runs every test.
+# The test command: installs dependencies, builds Release, runs every test; then cross-compiles
+# the AArch64 (NEON) kernels and runs their tests under qemu-user (tools/test-neon.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
 tools/build.sh
 ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure --parallel "$(nproc)"
+tools/test-neon.sh
