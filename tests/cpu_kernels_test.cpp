@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <random>
 
@@ -248,6 +249,16 @@ TEST_P(CpuKernels, NonFiniteInputIsANamedError) {
 
 INSTANTIATE_TEST_SUITE_P(EveryTarget, CpuKernels, testing::ValuesIn(qsl::supported_cpu_targets()),
                          [](const auto& info) { return std::string(qsl::to_string(info.param)); });
+
+// Registered twice with CTest: as is, and with QSL_CPU_TARGET=scalar in the environment.
+TEST(CpuTarget, EnvironmentForcesTheTarget) {
+  const char* forced = std::getenv("QSL_CPU_TARGET");
+  if (forced == nullptr) {
+    EXPECT_EQ(qsl::active_cpu_target(), qsl::supported_cpu_targets().back());  // the best
+  } else {
+    EXPECT_EQ(qsl::active_cpu_target(), qsl::parse_cpu_target(forced));
+  }
+}
 
 TEST(CpuTarget, NamesRoundTripAndUnknownIsAnError) {
   for (auto t : qsl::supported_cpu_targets()) EXPECT_EQ(qsl::parse_cpu_target(qsl::to_string(t)), t);
