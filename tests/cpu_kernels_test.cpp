@@ -236,6 +236,42 @@ TEST_P(CpuKernels, ThreadCountDoesNotChangeResults) {
   }
 }
 
+// A vector's output does not depend on the batch it is in (kernels may process several
+// vectors per step, but in the same order for each).
+TEST_P(CpuKernels, BatchDoesNotChangeResults) {
+  for (int k : {1, 2, 3, 4, 5})
+    for (auto basis : {qsl::basis::binary, qsl::basis::ternary}) {
+      const auto code = qsl::test::random_code(40, 300, k, basis, 64, 20 + k);
+      const qsl::cpu_weights packed = qsl::pack_for_cpu(code);
+      const row_matrix_f x = qsl::test::gaussian_rows(11, 300, 30);
+      row_matrix_f batch_float(11, 40), batch_encoded(11, 40);
+      qsl::cpu_forward_float(packed, x.data(), 11, nullptr, batch_float.data());
+      qsl::cpu_forward_encoded(packed, x.data(), 11, {4}, nullptr, batch_encoded.data());
+      for (std::int64_t v = 0; v < 11; ++v) {
+        row_matrix_f one_float(1, 40), one_encoded(1, 40);
+        qsl::cpu_forward_float(packed, x.row(v).data(), 1, nullptr, one_float.data());
+        qsl::cpu_forward_encoded(packed, x.row(v).data(), 1, {4}, nullptr, one_encoded.data());
+        ASSERT_EQ(one_float, batch_float.row(v)) << "k " << k << " vector " << v;
+        ASSERT_EQ(one_encoded, batch_encoded.row(v)) << "k " << k << " vector " << v;
+      }
+    }
+}
+
+TEST_P(CpuKernels, BadQuantizerIsANamedError) {
+  const auto packed = qsl::pack_for_cpu(qsl::test::random_code(4, 40, 2, qsl::basis::binary, 0, 1));
+  const row_matrix_f x = row_matrix_f::Ones(2, 40);
+  row_matrix_f y(2, 4);
+  auto run = [&](qsl::activation_quantizer q) {
+    return qsl::test::error_of(
+        [&] { qsl::cpu_forward_encoded(packed, x.data(), 2, q, nullptr, y.data()); });
+  };
+  EXPECT_NE(run({0}).find("activation bits is 0"), std::string::npos);
+  EXPECT_NE(run({9}).find("activation bits is 9"), std::string::npos);
+  EXPECT_NE(run({2, true, -1.0f, 0.0f}).find("calibrated step"), std::string::npos);
+  EXPECT_NE(run({2, true, 1.0f, std::numeric_limits<float>::infinity()}).find("calibrated step"),
+            std::string::npos);
+}
+
 TEST_P(CpuKernels, NonFiniteInputIsANamedError) {
   const auto packed = qsl::pack_for_cpu(qsl::test::random_code(4, 40, 2, qsl::basis::binary, 0, 1));
   row_matrix_f x = row_matrix_f::Ones(2, 40);

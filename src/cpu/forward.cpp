@@ -29,8 +29,9 @@ void check_finite(const float* x, std::int64_t batch, std::int64_t cols) {
                     std::to_string(v) + ", col " + std::to_string(c) + "; expected finite values");
 }
 
-// Runs kernel(v, tile_begin, tile_end, out) for every vector and tile range in parallel and
-// finishes each output row with finish(v, row, value).
+// Splits the row tiles over the pool; kernel(t0, t1, out) fills out[v * span + r] for every
+// vector v and the rows r of tiles [t0, t1) (span = (t1 - t0) * 16), and finish(v, row, value)
+// completes each output.
 template <class Kernel, class Finish>
 void for_all_rows(const cpu_weights& w, std::int64_t batch, const Kernel& kernel,
                   const Finish& finish) {
@@ -39,13 +40,14 @@ void for_all_rows(const cpu_weights& w, std::int64_t batch, const Kernel& kernel
   const std::int64_t tasks = (w.tiles + step - 1) / step;
   pool.run(tasks, [&](std::int64_t task) {
     const std::int64_t t0 = task * step, t1 = std::min(w.tiles, t0 + step);
-    std::vector<float> out(static_cast<std::size_t>((t1 - t0) * tile_rows));
-    for (std::int64_t v = 0; v < batch; ++v) {
-      kernel(v, t0, t1, out.data());
-      const std::int64_t first_row = t0 * tile_rows;
-      const std::int64_t last_row = std::min(w.rows, t1 * tile_rows);
-      for (std::int64_t n = first_row; n < last_row; ++n) finish(v, n, out[n - first_row]);
-    }
+    const std::int64_t span = (t1 - t0) * tile_rows;
+    std::vector<float> out(static_cast<std::size_t>(batch * span));
+    kernel(t0, t1, out.data());
+    const std::int64_t first_row = t0 * tile_rows;
+    const std::int64_t last_row = std::min(w.rows, t1 * tile_rows);
+    for (std::int64_t v = 0; v < batch; ++v)
+      for (std::int64_t n = first_row; n < last_row; ++n)
+        finish(v, n, out[v * span + n - first_row]);
   });
 }
 
@@ -62,10 +64,22 @@ void cpu_forward_float(const cpu_weights& w, const float* x, std::int64_t batch,
   thread_pool::instance().run(batch, [&](std::int64_t v) {
     k.build_tables(w, x + v * w.cols, tables.data() + v * table_floats, sums.data() + v * w.groups);
   });
+  std::vector<table_input> inputs(static_cast<std::size_t>(batch));
+  for (std::int64_t v = 0; v < batch; ++v)
+    inputs[v] = {tables.data() + v * table_floats, sums.data() + v * w.groups};
+  // The kernel sees every vector at once (it may share weight loads across them), in chunks
+  // that keep the output pointers on the stack.
+  constexpr int vectors_per_call = 64;
   for_all_rows(
       w, batch,
-      [&](std::int64_t v, std::int64_t t0, std::int64_t t1, float* out) {
-        k.lut_rows(w, {tables.data() + v * table_floats, sums.data() + v * w.groups}, t0, t1, out);
+      [&](std::int64_t t0, std::int64_t t1, float* out) {
+        const std::int64_t span = (t1 - t0) * tile_rows;
+        float* rows[vectors_per_call];
+        for (std::int64_t v0 = 0; v0 < batch; v0 += vectors_per_call) {
+          const int count = static_cast<int>(std::min<std::int64_t>(vectors_per_call, batch - v0));
+          for (int i = 0; i < count; ++i) rows[i] = out + (v0 + i) * span;
+          k.lut_rows(w, inputs.data() + v0, count, t0, t1, rows);
+        }
       },
       [&](std::int64_t v, std::int64_t n, float value) {
         y[v * w.rows + n] = bias == nullptr ? value : value + bias[n];
@@ -78,6 +92,11 @@ void cpu_forward_encoded(const cpu_weights& w, const float* x, std::int64_t batc
   detail::require(q.bits >= 1 && q.bits <= max_activation_bits,
                   "cpu_forward_encoded: activation bits is " + std::to_string(q.bits) +
                       "; expected 1.." + std::to_string(max_activation_bits));
+  if (q.calibrated)
+    detail::require(std::isfinite(q.step) && q.step >= 0 && std::isfinite(q.minimum),
+                    "cpu_forward_encoded: calibrated step " + std::to_string(q.step) +
+                        " and minimum " + std::to_string(q.minimum) +
+                        "; expected a finite step >= 0 and a finite minimum");
   check_finite(x, batch, w.cols);
   const kernel_table& k = active_kernels();
   const int top = (1 << q.bits) - 1;
@@ -102,10 +121,12 @@ void cpu_forward_encoded(const cpu_weights& w, const float* x, std::int64_t batc
   });
   for_all_rows(
       w, batch,
-      [&](std::int64_t v, std::int64_t t0, std::int64_t t1, float* out) {
-        k.popcount_rows(w, {planes.data() + v * q.bits * w.chunks, levels.data() + v * w.groups,
-                            q.bits},
-                        t0, t1, out);
+      [&](std::int64_t t0, std::int64_t t1, float* out) {
+        const std::int64_t span = (t1 - t0) * tile_rows;
+        for (std::int64_t v = 0; v < batch; ++v)
+          k.popcount_rows(w, {planes.data() + v * q.bits * w.chunks, levels.data() + v * w.groups,
+                              q.bits},
+                          t0, t1, out + v * span);
       },
       [&](std::int64_t v, std::int64_t n, float z) {
         const float value = step[v] * z + minimum[v] * w.offsets[n];

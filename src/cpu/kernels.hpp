@@ -46,16 +46,17 @@ struct encoded_input {
 struct kernel_table {
   /// tables: nibbles(w) * 16 floats; group_sums: w.groups floats. Columns past w.cols are 0.
   void (*build_tables)(const cpu_weights& w, const float* x, float* tables, float* group_sums);
-  /// y[r] for the rows of tiles [tile_begin, tile_end), r relative to the first row of
-  /// tile_begin: (tile_end - tile_begin) * 16 floats, of which the padding rows past w.rows
-  /// hold anything.
-  void (*lut_rows)(const cpu_weights& w, const table_input& x, std::int64_t tile_begin,
-                   std::int64_t tile_end, float* y);
+  /// For each of `vectors` inputs x[v]: y[v][r] for the rows of tiles [tile_begin, tile_end),
+  /// r relative to the first row of tile_begin: (tile_end - tile_begin) * 16 floats, of which
+  /// the padding rows past w.rows hold anything. A vector's result must not depend on the
+  /// other vectors of the call (batch invariance).
+  void (*lut_rows)(const cpu_weights& w, const table_input* x, int vectors,
+                   std::int64_t tile_begin, std::int64_t tile_end, float* const* y);
   /// Encodes x (w.cols floats) with q = clamp(floor((x - minimum) * inv_step + 0.5f), 0,
   /// 2^bits - 1), or q = 0 everywhere when inv_step is 0. planes: bits * w.chunks words.
   void (*encode)(const cpu_weights& w, const float* x, float minimum, float inv_step, int bits,
                  std::uint32_t* planes, std::int32_t* group_levels);
-  /// z[r] as lut_rows' y, from encoded activations.
+  /// z[r] for one vector, laid out as one vector's y of lut_rows, from encoded activations.
   void (*popcount_rows)(const cpu_weights& w, const encoded_input& x, std::int64_t tile_begin,
                         std::int64_t tile_end, float* z);
 };

@@ -188,9 +188,15 @@ struct popcount_call {
   }
 };
 
-void lut_rows(const cpu_weights& w, const table_input& x, std::int64_t t0, std::int64_t t1,
-              float* y) {
+void lut_rows_one(const cpu_weights& w, const table_input& x, std::int64_t t0, std::int64_t t1,
+                  float* y) {
   by_planes<lut_call>(w, x, t0, t1, y);
+}
+
+// One vector at a time (the batch form of the kernel table).
+void lut_rows(const cpu_weights& w, const table_input* x, int vectors, std::int64_t t0,
+              std::int64_t t1, float* const* y) {
+  for (int v = 0; v < vectors; ++v) lut_rows_one(w, x[v], t0, t1, y[v]);
 }
 
 void popcount_rows(const cpu_weights& w, const encoded_input& x, std::int64_t t0, std::int64_t t1,

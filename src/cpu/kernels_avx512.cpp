@@ -57,24 +57,33 @@ void build_tables(const cpu_weights& w, const float* x, float* tables, float* gr
   }
 }
 
-// T tiles at once: per tile and lookup plane a running index register (shifted right by 4 per
-// nibble; vpermps reads the low 4 bits of each lane) and A accumulators used in turn, so that
-// at least 4 independent add chains hide the 4-cycle latency of vaddps; one table load serves
-// T * P look-ups.
-template <int P, bool Ternary, int T>
-void lut_tiles(const cpu_weights& w, const table_input& x, std::int64_t t, float* y) {
+// Register blocking of the look-up kernel, per number of lookup planes P:
+//  * A accumulators per (vector, tile, plane), used in turn, so that enough independent add
+//    chains hide the 4-cycle latency of vaddps. A depends on P only, so every vector's result
+//    is computed in the same order whether it runs alone or in a batch (batch invariance);
+//  * T tiles per step for a single vector (one table load serves T * P look-ups);
+//  * V vectors per step in a batch: the index registers and their shifts (the port-0 uops that
+//    bound the single-vector kernel) are shared by V vectors' tables.
+constexpr int accumulators(int p) { return p == 1 || p == 3 ? 2 : 1; }
+constexpr int tiles_per_step(int p) { return p <= 2 ? 2 : 1; }
+constexpr int vectors_per_step(int p) { return p <= 2 ? 4 : p <= 4 ? 2 : 1; }
+
+// V vectors x T tiles starting at tile t; y[v] receives the T * 16 outputs of vector v.
+template <int P, bool Ternary, int T, int V>
+void lut_tiles(const cpu_weights& w, const table_input* x, std::int64_t t, float* const* y) {
   constexpr int K = Ternary ? P / 2 : P;
-  constexpr int A = T * P >= 4 ? 1 : 2;
-  __m512 out[T];
-  for (int b = 0; b < T; ++b) out[b] = _mm512_setzero_ps();
+  constexpr int A = accumulators(P);
+  __m512 out[V][T];
+  for (int v = 0; v < V; ++v)
+    for (int b = 0; b < T; ++b) out[v][b] = _mm512_setzero_ps();
   for (std::int64_t g = 0; g < w.groups; ++g) {
-    __m512 acc[T][P][A];
-    for (int b = 0; b < T; ++b)
-      for (int p = 0; p < P; ++p)
-        for (int a = 0; a < A; ++a) acc[b][p][a] = _mm512_setzero_ps();
+    __m512 acc[V][T][P][A];
+    for (int v = 0; v < V; ++v)
+      for (int b = 0; b < T; ++b)
+        for (int p = 0; p < P; ++p)
+          for (int a = 0; a < A; ++a) acc[v][b][p][a] = _mm512_setzero_ps();
     const std::int64_t end = last_nibble(w, g);
-    std::int64_t s = first_nibble(w, g);
-    while (s < end) {
+    for (std::int64_t s = first_nibble(w, g); s < end;) {
       const std::int64_t shift = s % 8;
       const std::int64_t run = std::min<std::int64_t>(8 - shift, end - s);
       __m512i idx[T][P];
@@ -86,46 +95,66 @@ void lut_tiles(const cpu_weights& w, const table_input& x, std::int64_t t, float
             idx[b][p] = _mm512_srl_epi32(idx[b][p], _mm_cvtsi32_si128(static_cast<int>(4 * shift)));
         }
       }
-      const float* table = x.tables + s * table_entries;
-      auto lookup = [&](int u, int a) {
-        const __m512 entries = _mm512_load_ps(table + u * table_entries);
+      auto lookup = [&](std::int64_t u, int a) {
+        __m512 entries[V];
+        for (int v = 0; v < V; ++v)
+          entries[v] = _mm512_load_ps(x[v].tables + (s + u) * table_entries);
         for (int b = 0; b < T; ++b)
           for (int p = 0; p < P; ++p) {
-            acc[b][p][a] = _mm512_add_ps(acc[b][p][a], _mm512_permutexvar_ps(idx[b][p], entries));
+            for (int v = 0; v < V; ++v)
+              acc[v][b][p][a] =
+                  _mm512_add_ps(acc[v][b][p][a], _mm512_permutexvar_ps(idx[b][p], entries[v]));
             idx[b][p] = _mm512_srli_epi32(idx[b][p], 4);
           }
       };
       if (run == 8) {  // a whole chunk (groups of 32k columns): unrolled, registers only
-        for (int u = 0; u < 8; ++u) lookup(u, A == 1 ? 0 : u % A);
+        for (int u = 0; u < 8; ++u) lookup(u, u % A);
       } else {
-        for (int u = 0; u < run; ++u) lookup(u, 0);
+        for (std::int64_t u = 0; u < run; ++u) lookup(u, 0);
       }
       s += run;
     }
-    const __m512 group_sum = _mm512_set1_ps(x.group_sums[g]);
-    for (int b = 0; b < T; ++b) {
-      const float* alpha = w.tile_coefficients(t + b, g);
-      __m512 lookups[P];
-      for (int p = 0; p < P; ++p)
-        lookups[p] = A == 1 ? acc[b][p][0] : _mm512_add_ps(acc[b][p][0], acc[b][p][A - 1]);
-      for (int j = 0; j < K; ++j) {
-        const __m512 other = Ternary ? lookups[K + j] : group_sum;
-        const __m512 dot = _mm512_sub_ps(_mm512_add_ps(lookups[j], lookups[j]), other);  // 2A-B
-        out[b] = _mm512_fmadd_ps(_mm512_load_ps(alpha + j * tile_rows), dot, out[b]);
+    for (int v = 0; v < V; ++v) {
+      const __m512 group_sum = _mm512_set1_ps(x[v].group_sums[g]);
+      for (int b = 0; b < T; ++b) {
+        const float* alpha = w.tile_coefficients(t + b, g);
+        __m512 lookups[P];
+        for (int p = 0; p < P; ++p)
+          lookups[p] = A == 1 ? acc[v][b][p][0] : _mm512_add_ps(acc[v][b][p][0], acc[v][b][p][1]);
+        for (int j = 0; j < K; ++j) {
+          const __m512 other = Ternary ? lookups[K + j] : group_sum;
+          const __m512 dot = _mm512_sub_ps(_mm512_add_ps(lookups[j], lookups[j]), other);  // 2A-B
+          out[v][b] = _mm512_fmadd_ps(_mm512_load_ps(alpha + j * tile_rows), dot, out[v][b]);
+        }
       }
     }
   }
-  for (int b = 0; b < T; ++b) _mm512_storeu_ps(y + b * tile_rows, out[b]);
+  for (int v = 0; v < V; ++v)
+    for (int b = 0; b < T; ++b) _mm512_storeu_ps(y[v] + b * tile_rows, out[v][b]);
 }
 
 template <int P, bool Ternary>
-void lut_rows_for(const cpu_weights& w, const table_input& x, std::int64_t t0, std::int64_t t1,
-                  float* y) {
-  // Two tiles at once while the registers allow (2 * 2P accumulators + 2P indices <= 24).
-  constexpr int pair = P <= 2 ? 2 : 1;
-  std::int64_t t = t0;
-  for (; t + pair <= t1; t += pair) lut_tiles<P, Ternary, pair>(w, x, t, y + (t - t0) * tile_rows);
-  for (; t < t1; ++t) lut_tiles<P, Ternary, 1>(w, x, t, y + (t - t0) * tile_rows);
+void lut_rows_for(const cpu_weights& w, const table_input* x, int vectors, std::int64_t t0,
+                  std::int64_t t1, float* const* y) {
+  constexpr int T = tiles_per_step(P), V = vectors_per_step(P);
+  int v = 0;
+  for (; v + V <= vectors && V > 1; v += V)  // batches: V vectors per step, one tile at a time
+    for (std::int64_t t = t0; t < t1; ++t) {
+      float* out[V];
+      for (int i = 0; i < V; ++i) out[i] = y[v + i] + (t - t0) * tile_rows;
+      lut_tiles<P, Ternary, 1, V>(w, x + v, t, out);
+    }
+  for (; v < vectors; ++v) {  // single vectors: T tiles per step
+    std::int64_t t = t0;
+    for (; t + T <= t1; t += T) {
+      float* out = y[v] + (t - t0) * tile_rows;
+      lut_tiles<P, Ternary, T, 1>(w, x + v, t, &out);
+    }
+    for (; t < t1; ++t) {
+      float* out = y[v] + (t - t0) * tile_rows;
+      lut_tiles<P, Ternary, 1, 1>(w, x + v, t, &out);
+    }
+  }
 }
 
 // ---- encoded activations: AND + popcount ----------------------------------------------------
@@ -298,9 +327,9 @@ void popcount_rows_for(const cpu_weights& w, const encoded_input& x, std::int64_
 
 template <int P, bool Ternary>
 struct lut_call {
-  static void run(const cpu_weights& w, const table_input& x, std::int64_t t0, std::int64_t t1,
-                  float* y) {
-    lut_rows_for<P, Ternary>(w, x, t0, t1, y);
+  static void run(const cpu_weights& w, const table_input* x, int vectors, std::int64_t t0,
+                  std::int64_t t1, float* const* y) {
+    lut_rows_for<P, Ternary>(w, x, vectors, t0, t1, y);
   }
 };
 template <int P, bool Ternary>
@@ -311,9 +340,9 @@ struct popcount_call {
   }
 };
 
-void lut_rows(const cpu_weights& w, const table_input& x, std::int64_t t0, std::int64_t t1,
-              float* y) {
-  by_planes<lut_call>(w, x, t0, t1, y);
+void lut_rows(const cpu_weights& w, const table_input* x, int vectors, std::int64_t t0,
+              std::int64_t t1, float* const* y) {
+  by_planes<lut_call>(w, x, vectors, t0, t1, y);
 }
 
 void popcount_rows(const cpu_weights& w, const encoded_input& x, std::int64_t t0, std::int64_t t1,

@@ -38,8 +38,8 @@ float plane_lookup(const cpu_weights& w, const float* tables, std::int64_t tile,
   return sum;
 }
 
-void lut_rows(const cpu_weights& w, const table_input& x, std::int64_t tile_begin,
-              std::int64_t tile_end, float* y) {
+void lut_rows_one(const cpu_weights& w, const table_input& x, std::int64_t tile_begin,
+                  std::int64_t tile_end, float* y) {
   const bool ternary = w.basis == qsl::basis::ternary;
   for (std::int64_t t = tile_begin; t < tile_end; ++t)
     for (int r = 0; r < tile_rows && t * tile_rows + r < w.rows; ++r) {
@@ -55,6 +55,12 @@ void lut_rows(const cpu_weights& w, const table_input& x, std::int64_t tile_begi
       }
       y[(t - tile_begin) * tile_rows + r] = acc;
     }
+}
+
+// One vector at a time (the batch form of the kernel table).
+void lut_rows(const cpu_weights& w, const table_input* x, int vectors, std::int64_t t0,
+              std::int64_t t1, float* const* y) {
+  for (int v = 0; v < vectors; ++v) lut_rows_one(w, x[v], t0, t1, y[v]);
 }
 
 void encode(const cpu_weights& w, const float* x, float minimum, float inv_step, int bits,
