@@ -8,13 +8,12 @@
 // one thread and all threads. Every qsl case reports
 //   weights_per_s  N * D * batch / time
 //   weight_GBps    bytes of the packed weights read per second (one pass per call)
-//   vs_eigen       Eigen's time for the same shape, batch and threads / qsl's time; Eigen is
-//                  timed in this process (BM_Eigen cases, cached) before the qsl case runs.
+// and the BM_Eigen cases give Eigen's rate for the same shape, batch and threads; the ratios in
+// docs/benchmarks.md divide the medians of one run (tools/plot_cpu_bench.py prints them).
 
 #include <benchmark/benchmark.h>
 
 #include <Eigen/Core>
-#include <chrono>
 #include <cstdlib>
 #include <map>
 #include <random>
@@ -77,27 +76,6 @@ void eigen_forward(const row_matrix& w, const row_matrix& x, row_matrix& y) {
     y.noalias() = x * w.transpose();  // GEMM
 }
 
-// Eigen's seconds per call for a case, timed once (best of several runs) and cached.
-double eigen_seconds(std::int64_t n, std::int64_t d, std::int64_t batch, int threads) {
-  static std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, int>, double> cache;
-  auto it = cache.find({n, d, batch, threads});
-  if (it != cache.end()) return it->second;
-  Eigen::setNbThreads(threads);
-  const row_matrix& w = weights(n, d);
-  const row_matrix& x = inputs(batch, d);
-  row_matrix y(batch, n);
-  eigen_forward(w, x, y);  // warm up
-  double best = 1e30;
-  for (int rep = 0; rep < 7; ++rep) {
-    const auto t0 = std::chrono::steady_clock::now();
-    eigen_forward(w, x, y);
-    best = std::min(
-        best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  cache[{n, d, batch, threads}] = best;
-  return best;
-}
-
 void set_rates(benchmark::State& state, std::int64_t n, std::int64_t d, std::int64_t batch,
                double bytes_per_call) {
   state.counters["weights_per_s"] = benchmark::Counter(
@@ -126,12 +104,10 @@ void BM_Qsl(benchmark::State& state) {
   const std::int64_t n = state.range(0), d = state.range(1), batch = state.range(2);
   const int threads = state.range(3) == 0 ? all_threads() : static_cast<int>(state.range(3));
   const int k = static_cast<int>(state.range(4)), kx = static_cast<int>(state.range(5));
-  const double eigen = eigen_seconds(n, d, batch, threads);
   qsl::set_cpu_threads(threads);
   const qsl::cpu_weights& w = packed(n, d, k);
   const row_matrix& x = inputs(batch, d);
   row_matrix y(batch, n);
-  const auto start = std::chrono::steady_clock::now();
   for (auto _ : state) {
     if (kx == 0)
       qsl::cpu_forward_float(w, x.data(), batch, nullptr, y.data());
@@ -139,11 +115,7 @@ void BM_Qsl(benchmark::State& state) {
       qsl::cpu_forward_encoded(w, x.data(), batch, {kx}, nullptr, y.data());
     benchmark::DoNotOptimize(y.data());
   }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-                             .count() /
-                         static_cast<double>(state.iterations());
   set_rates(state, n, d, batch, static_cast<double>(w.bytes()));
-  state.counters["vs_eigen"] = eigen / seconds;
   state.SetLabel(qsl::to_string(qsl::active_cpu_target()));
 }
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Plots weights/s against bits per weight from cpu_kernels_bench's JSON output.
+"""Plots weights/s against bits per weight from cpu_kernels_bench's JSON output, and prints the
+same results as a markdown table (the one in docs/benchmarks.md).
 
     build/bench/cpu_kernels_bench --benchmark_repetitions=3 --benchmark_report_aggregates_only \
         --benchmark_out=cpu.json --benchmark_out_format=json
@@ -28,6 +29,37 @@ def cases(path):
         name = b["run_name"] if "run_name" in b else b["name"]
         args = dict(re.findall(r"(\w+):(\d+)", name))
         yield name.split("/")[0], {k: int(v) for k, v in args.items()}, b["weights_per_s"]
+
+
+def markdown_table(path):
+    """Every qsl case with its rate, weight GB/s and the ratio to Eigen's median rate for the
+    same shape, batch and threads in the same run."""
+    eigen, rows = {}, []
+    with open(path) as f:
+        for b in json.load(f)["benchmarks"]:
+            if b.get("aggregate_name", "median") != "median":
+                continue
+            a = {k: int(v) for k, v in re.findall(r"(\w+):(\d+)", b.get("run_name", b["name"]))}
+            if b["name"].startswith("BM_Eigen"):
+                eigen[(a["D"], a["batch"], a["threads"])] = b["weights_per_s"]
+            else:
+                rows.append((a, b))
+    print("| N x D | batch | threads | activations | k | time (us) | G weights/s | weight GB/s "
+          "| vs Eigen |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    rows.sort(key=lambda r: (r[0]["D"], r[0]["batch"], r[0]["threads"] == 0, r[0]["kx"], r[0]["k"]))
+    for a, b in rows:
+        ratio = b["weights_per_s"] / eigen[(a["D"], a["batch"], a["threads"])]
+        acts = "float" if a["kx"] == 0 else f"{a['kx']}-bit"
+        print(f"| 4096 x {a['D']} | {a['batch']} | {'1' if a['threads'] == 1 else 'all'} | {acts} "
+              f"| {a['k']} | {b['real_time']:.0f} | {b['weights_per_s'] / 1e9:.1f} "
+              f"| {b['weight_GBps']:.1f} | {ratio:.2f}x |")
+    print()
+    print("| N x D | batch | threads | Eigen time (us) | G weights/s |")
+    print("|---|---|---|---|---|")
+    for (d, batch, threads), rate in sorted(eigen.items(), key=lambda e: (e[0][0], e[0][1], e[0][2] == 0)):
+        t = 4096 * d * batch / rate * 1e6
+        print(f"| 4096 x {d} | {batch} | {'1' if threads == 1 else 'all'} | {t:.0f} | {rate / 1e9:.2f} |")
 
 
 def main(path, out):
@@ -69,3 +101,4 @@ if __name__ == "__main__":
     if len(sys.argv) != 3:
         sys.exit(__doc__)
     main(sys.argv[1], sys.argv[2])
+    markdown_table(sys.argv[1])
