@@ -53,8 +53,8 @@ void for_all_rows(const cpu_weights& w, std::int64_t batch, const Kernel& kernel
 
 }  // namespace
 
-void cpu_forward_float(const cpu_weights& w, const float* x, std::int64_t batch,
-                       const float* bias, float* y) {
+void cpu_forward_float(const cpu_weights& w, const float* x, std::int64_t batch, const float* bias,
+                       float* y) {
   if (batch <= 0) return;
   const kernel_table& k = active_kernels();
   const std::int64_t table_floats = nibbles(w) * table_entries;
@@ -124,9 +124,9 @@ void cpu_forward_encoded(const cpu_weights& w, const float* x, std::int64_t batc
       [&](std::int64_t t0, std::int64_t t1, float* out) {
         const std::int64_t span = (t1 - t0) * tile_rows;
         for (std::int64_t v = 0; v < batch; ++v)
-          k.popcount_rows(w, {planes.data() + v * q.bits * w.chunks, levels.data() + v * w.groups,
-                              q.bits},
-                          t0, t1, out + v * span);
+          k.popcount_rows(
+              w, {planes.data() + v * q.bits * w.chunks, levels.data() + v * w.groups, q.bits}, t0,
+              t1, out + v * span);
       },
       [&](std::int64_t v, std::int64_t n, float z) {
         const float value = step[v] * z + minimum[v] * w.offsets[n];

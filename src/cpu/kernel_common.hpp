@@ -67,4 +67,73 @@ void by_planes(const cpu_weights& w, Args&&... args) {
   }
 }
 
+/// sums[g] = sum of x over group g (the B of binary planes in the look-up kernels).
+inline void group_sums_of(const cpu_weights& w, const float* x, float* sums) {
+  for (std::int64_t g = 0; g < w.groups; ++g) {
+    float sum = 0;
+    for (std::int64_t c = group_begin(w, g); c < group_end(w, g); ++c) sum += x[c];
+    sums[g] = sum;
+  }
+}
+
+/// The tables in plain C++, entries summed in the order x0 + x1 + x2 + x3 (the order every
+/// target keeps, so that targets differ from each other only where they must).
+inline void portable_tables(const cpu_weights& w, const float* x, float* tables) {
+  const std::int64_t count = nibbles(w);
+  for (std::int64_t s = 0; s < count; ++s) {
+    float v[4];
+    for (int i = 0; i < 4; ++i) v[i] = 4 * s + i < w.cols ? x[4 * s + i] : 0.0f;
+    float* t = tables + s * table_entries;
+    for (int b = 0; b < table_entries; ++b) {
+      float sum = 0;
+      for (int i = 0; i < 4; ++i)
+        if ((b >> i) & 1) sum += v[i];
+      t[b] = sum;
+    }
+  }
+}
+
+/// levels[g] = sum of q over group g, from the encoded planes ([bit][chunk]).
+inline void group_levels_of(const cpu_weights& w, const std::uint32_t* planes, int bits,
+                            std::int32_t* levels) {
+  for (std::int64_t g = 0; g < w.groups; ++g) {
+    std::int32_t sum = 0;
+    for (int i = 0; i < bits; ++i)
+      for (std::int64_t c = group_begin(w, g) / chunk_cols; c * chunk_cols < group_end(w, g); ++c)
+        sum += qsl::popcount(planes[i * w.chunks + c] & group_chunk_mask(w, g, c)) << i;
+    levels[g] = sum;
+  }
+}
+
+/// Kernel-table entries for targets that compute one 16-row tile of one vector at a time:
+/// Tiles<P, Ternary> provides static lut(w, x, t, y) and popcount(w, x, t, z) for tile t.
+/// (Instantiated outside the target region: it only calls the target's functions.)
+template <template <int, bool> class Tiles>
+struct tile_at_a_time {
+  template <int P, bool Ternary>
+  struct lut_call {
+    static void run(const cpu_weights& w, const table_input& x, std::int64_t t0, std::int64_t t1,
+                    float* y) {
+      for (std::int64_t t = t0; t < t1; ++t)
+        Tiles<P, Ternary>::lut(w, x, t, y + (t - t0) * tile_rows);
+    }
+  };
+  template <int P, bool Ternary>
+  struct popcount_call {
+    static void run(const cpu_weights& w, const encoded_input& x, std::int64_t t0, std::int64_t t1,
+                    float* z) {
+      for (std::int64_t t = t0; t < t1; ++t)
+        Tiles<P, Ternary>::popcount(w, x, t, z + (t - t0) * tile_rows);
+    }
+  };
+  static void lut_rows(const cpu_weights& w, const table_input* x, int vectors, std::int64_t t0,
+                       std::int64_t t1, float* const* y) {
+    for (int v = 0; v < vectors; ++v) by_planes<lut_call>(w, x[v], t0, t1, y[v]);
+  }
+  static void popcount_rows(const cpu_weights& w, const encoded_input& x, std::int64_t t0,
+                            std::int64_t t1, float* z) {
+    by_planes<popcount_call>(w, x, t0, t1, z);
+  }
+};
+
 }  // namespace qsl::detail::cpu

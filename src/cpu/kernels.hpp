@@ -38,9 +38,9 @@ struct table_input {
 
 /// Encoded activations of one vector, prepared by encode.
 struct encoded_input {
-  const std::uint32_t* planes;  ///< [bit i][chunk]: bit i of q, padding bits 0
+  const std::uint32_t* planes;       ///< [bit i][chunk]: bit i of q, padding bits 0
   const std::int32_t* group_levels;  ///< [group]: sum of q over the group
-  int bits;                     ///< kx
+  int bits;                          ///< kx
 };
 
 struct kernel_table {
@@ -50,8 +50,8 @@ struct kernel_table {
   /// r relative to the first row of tile_begin: (tile_end - tile_begin) * 16 floats, of which
   /// the padding rows past w.rows hold anything. A vector's result must not depend on the
   /// other vectors of the call (batch invariance).
-  void (*lut_rows)(const cpu_weights& w, const table_input* x, int vectors,
-                   std::int64_t tile_begin, std::int64_t tile_end, float* const* y);
+  void (*lut_rows)(const cpu_weights& w, const table_input* x, int vectors, std::int64_t tile_begin,
+                   std::int64_t tile_end, float* const* y);
   /// Encodes x (w.cols floats) with q = clamp(floor((x - minimum) * inv_step + 0.5f), 0,
   /// 2^bits - 1), or q = 0 everywhere when inv_step is 0. planes: bits * w.chunks words.
   void (*encode)(const cpu_weights& w, const float* x, float minimum, float inv_step, int bits,

@@ -25,20 +25,15 @@ void build_tables(const cpu_weights& w, const float* x, float* tables, float* gr
     // Entries 0..7 use bits 0..2; entries 8..15 add x3 last (the scalar order).
     __m256 lo = _mm256_setzero_ps();
     for (int i = 0; i < 3; ++i) {
-      const __m256 select = _mm256_castsi256_ps(
-          _mm256_cmpeq_epi32(_mm256_and_si256(lane, _mm256_set1_epi32(1 << i)),
-                             _mm256_set1_epi32(1 << i)));
+      const __m256 select = _mm256_castsi256_ps(_mm256_cmpeq_epi32(
+          _mm256_and_si256(lane, _mm256_set1_epi32(1 << i)), _mm256_set1_epi32(1 << i)));
       lo = _mm256_add_ps(lo, _mm256_and_ps(select, _mm256_set1_ps(v[i])));
     }
     const __m256 hi = _mm256_add_ps(lo, _mm256_set1_ps(v[3]));
     _mm256_store_ps(tables + s * table_entries, lo);
     _mm256_store_ps(tables + s * table_entries + 8, hi);
   }
-  for (std::int64_t g = 0; g < w.groups; ++g) {
-    float sum = 0;
-    for (std::int64_t c = group_begin(w, g); c < group_end(w, g); ++c) sum += x[c];
-    group_sums[g] = sum;
-  }
+  group_sums_of(w, x, group_sums);
 }
 
 // T[idx & 15] for 8 lanes: two 8-entry look-ups, bit 3 (moved to the sign bit) picks one.
@@ -92,14 +87,13 @@ void lut_tile(const cpu_weights& w, const table_input& x, std::int64_t t, float*
 // ---- encoded activations ---------------------------------------------------------------------
 
 inline __m256i popcount32(__m256i v) {
-  const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1,
-                                         2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+  const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2,
+                                         1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
   const __m256i low = _mm256_set1_epi8(0x0F);
-  const __m256i bytes = _mm256_add_epi8(
-      _mm256_shuffle_epi8(table, _mm256_and_si256(v, low)),
-      _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), low)));
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(bytes, _mm256_set1_epi8(1)),
-                           _mm256_set1_epi16(1));
+  const __m256i bytes =
+      _mm256_add_epi8(_mm256_shuffle_epi8(table, _mm256_and_si256(v, low)),
+                      _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), low)));
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(bytes, _mm256_set1_epi8(1)), _mm256_set1_epi16(1));
 }
 
 void encode(const cpu_weights& w, const float* x, float minimum, float inv_step, int bits,
@@ -127,13 +121,7 @@ void encode(const cpu_weights& w, const float* x, float minimum, float inv_step,
     }
     for (int i = 0; i < bits; ++i) planes[i * w.chunks + c] = word[i];
   }
-  for (std::int64_t g = 0; g < w.groups; ++g) {
-    std::int32_t sum = 0;
-    for (int i = 0; i < bits; ++i)
-      for (std::int64_t c = group_begin(w, g) / chunk_cols; c * chunk_cols < group_end(w, g); ++c)
-        sum += _mm_popcnt_u32(planes[i * w.chunks + c] & group_chunk_mask(w, g, c)) << i;
-    group_levels[g] = sum;
-  }
+  group_levels_of(w, planes, bits, group_levels);
 }
 
 template <int P, bool Ternary>
@@ -172,37 +160,16 @@ void popcount_tile(const cpu_weights& w, const encoded_input& x, std::int64_t t,
   }
 }
 
+// The tile functions as the shared one-tile-at-a-time adapter expects them.
 template <int P, bool Ternary>
-struct lut_call {
-  static void run(const cpu_weights& w, const table_input& x, std::int64_t t0, std::int64_t t1,
-                  float* y) {
-    for (std::int64_t t = t0; t < t1; ++t) lut_tile<P, Ternary>(w, x, t, y + (t - t0) * tile_rows);
+struct tiles {
+  static void lut(const cpu_weights& w, const table_input& x, std::int64_t t, float* y) {
+    lut_tile<P, Ternary>(w, x, t, y);
+  }
+  static void popcount(const cpu_weights& w, const encoded_input& x, std::int64_t t, float* z) {
+    popcount_tile<P, Ternary>(w, x, t, z);
   }
 };
-template <int P, bool Ternary>
-struct popcount_call {
-  static void run(const cpu_weights& w, const encoded_input& x, std::int64_t t0, std::int64_t t1,
-                  float* z) {
-    for (std::int64_t t = t0; t < t1; ++t)
-      popcount_tile<P, Ternary>(w, x, t, z + (t - t0) * tile_rows);
-  }
-};
-
-void lut_rows_one(const cpu_weights& w, const table_input& x, std::int64_t t0, std::int64_t t1,
-                  float* y) {
-  by_planes<lut_call>(w, x, t0, t1, y);
-}
-
-// One vector at a time (the batch form of the kernel table).
-void lut_rows(const cpu_weights& w, const table_input* x, int vectors, std::int64_t t0,
-              std::int64_t t1, float* const* y) {
-  for (int v = 0; v < vectors; ++v) lut_rows_one(w, x[v], t0, t1, y[v]);
-}
-
-void popcount_rows(const cpu_weights& w, const encoded_input& x, std::int64_t t0, std::int64_t t1,
-                   float* z) {
-  by_planes<popcount_call>(w, x, t0, t1, z);
-}
 
 }  // namespace
 }  // namespace qsl::detail::cpu
@@ -212,7 +179,8 @@ void popcount_rows(const cpu_weights& w, const encoded_input& x, std::int64_t t0
 namespace qsl::detail::cpu {
 
 const kernel_table& avx2_kernels() {
-  static const kernel_table table{build_tables, lut_rows, encode, popcount_rows};
+  using adapter = tile_at_a_time<tiles>;
+  static const kernel_table table{build_tables, adapter::lut_rows, encode, adapter::popcount_rows};
   return table;
 }
 

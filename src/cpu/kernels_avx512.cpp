@@ -38,8 +38,7 @@ namespace {
 void build_tables(const cpu_weights& w, const float* x, float* tables, float* group_sums) {
   const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
   __mmask16 select[4];
-  for (int i = 0; i < 4; ++i)
-    select[i] = _mm512_test_epi32_mask(lane, _mm512_set1_epi32(1 << i));
+  for (int i = 0; i < 4; ++i) select[i] = _mm512_test_epi32_mask(lane, _mm512_set1_epi32(1 << i));
   const std::int64_t count = nibbles(w);
   for (std::int64_t s = 0; s < count; ++s) {
     __m512 t = _mm512_setzero_ps();
@@ -50,11 +49,7 @@ void build_tables(const cpu_weights& w, const float* x, float* tables, float* gr
     }
     _mm512_store_ps(tables + s * table_entries, t);
   }
-  for (std::int64_t g = 0; g < w.groups; ++g) {
-    float sum = 0;
-    for (std::int64_t c = group_begin(w, g); c < group_end(w, g); ++c) sum += x[c];
-    group_sums[g] = sum;
-  }
+  group_sums_of(w, x, group_sums);
 }
 
 // Register blocking of the look-up kernel, per number of lookup planes P:
@@ -165,12 +160,12 @@ inline __m512i popcount32(__m512i v) {
   return _mm512_popcnt_epi32(v);
 #else
   // Nibble table per byte (vpshufb), then bytes summed into their dword (two madds).
-  const __m512i table = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3,
-                                                             2, 3, 3, 4));
+  const __m512i table =
+      _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4));
   const __m512i low = _mm512_set1_epi8(0x0F);
-  const __m512i bytes = _mm512_add_epi8(
-      _mm512_shuffle_epi8(table, _mm512_and_si512(v, low)),
-      _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(v, 4), low)));
+  const __m512i bytes =
+      _mm512_add_epi8(_mm512_shuffle_epi8(table, _mm512_and_si512(v, low)),
+                      _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(v, 4), low)));
   const __m512i pairs = _mm512_maddubs_epi16(bytes, _mm512_set1_epi8(1));
   return _mm512_madd_epi16(pairs, _mm512_set1_epi16(1));
 #endif
@@ -200,13 +195,7 @@ void encode(const cpu_weights& w, const float* x, float minimum, float inv_step,
     }
     for (int i = 0; i < bits; ++i) planes[i * w.chunks + c] = word[i];
   }
-  for (std::int64_t g = 0; g < w.groups; ++g) {
-    std::int32_t sum = 0;
-    for (int i = 0; i < bits; ++i)
-      for (std::int64_t c = group_begin(w, g) / chunk_cols; c * chunk_cols < group_end(w, g); ++c)
-        sum += _mm_popcnt_u32(planes[i * w.chunks + c] & group_chunk_mask(w, g, c)) << i;
-    group_levels[g] = sum;
-  }
+  group_levels_of(w, planes, bits, group_levels);
 }
 
 // Sum over the chunks of group g of 2^i popcount(m AND t_i) for every lookup plane of tile t,
@@ -307,10 +296,9 @@ void popcount_rows_for(const cpu_weights& w, const encoded_input& x, std::int64_
                        std::int64_t t1, float* z) {
   // One accumulator per (plane, bit) while P * kx <= 16 of them fit the register file.
   switch (x.bits) {
-#define QSL_KX(kx)                                              \
-  case kx:                                                      \
-    if constexpr (P * kx <= 16)                                 \
-      return popcount_rows_kx<P, Ternary, kx>(w, x, t0, t1, z); \
+#define QSL_KX(kx)                                                                        \
+  case kx:                                                                                \
+    if constexpr (P * kx <= 16) return popcount_rows_kx<P, Ternary, kx>(w, x, t0, t1, z); \
     break;
     QSL_KX(1)
     QSL_KX(2)

@@ -14,23 +14,8 @@ namespace {
 // ---- float activations -----------------------------------------------------------------------
 
 void build_tables(const cpu_weights& w, const float* x, float* tables, float* group_sums) {
-  const std::int64_t count = nibbles(w);
-  for (std::int64_t s = 0; s < count; ++s) {
-    float v[4];
-    for (int i = 0; i < 4; ++i) v[i] = 4 * s + i < w.cols ? x[4 * s + i] : 0.0f;
-    float* t = tables + s * table_entries;
-    for (int b = 0; b < table_entries; ++b) {  // the scalar order: x0 + x1 + x2 + x3
-      float sum = 0;
-      for (int i = 0; i < 4; ++i)
-        if ((b >> i) & 1) sum += v[i];
-      t[b] = sum;
-    }
-  }
-  for (std::int64_t g = 0; g < w.groups; ++g) {
-    float sum = 0;
-    for (std::int64_t c = group_begin(w, g); c < group_end(w, g); ++c) sum += x[c];
-    group_sums[g] = sum;
-  }
+  portable_tables(w, x, tables);
+  group_sums_of(w, x, group_sums);
 }
 
 // T[idx & 15] for 4 lanes: byte indices 4e + {0, 1, 2, 3} into the 64-byte table.
@@ -58,8 +43,8 @@ void lut_tile(const cpu_weights& w, const table_input& x, std::int64_t t, float*
         uint32x4_t idx[P];
         for (int p = 0; p < P; ++p) idx[p] = vshlq_u32(vld1q_u32(chunk + p * tile_rows), count);
         for (std::int64_t u = 0; u < run; ++u) {
-          const auto* bytes = reinterpret_cast<const std::uint8_t*>(
-              x.tables + (s + u) * table_entries);
+          const auto* bytes =
+              reinterpret_cast<const std::uint8_t*>(x.tables + (s + u) * table_entries);
           const uint8x16x4_t table = vld1q_u8_x4(bytes);
           for (int p = 0; p < P; ++p) {
             acc[p] = vaddq_f32(acc[p], lookup16(table, idx[p]));
@@ -103,7 +88,8 @@ void encode(const cpu_weights& w, const float* x, float minimum, float inv_step,
       const float32x4_t scaled =
           vrndmq_f32(vaddq_f32(vmulq_f32(vsubq_f32(vld1q_f32(v), lo), inv), half));
       uint32x4_t q = vcvtq_u32_f32(vminq_f32(vmaxnmq_f32(scaled, zero), top));
-      const std::int64_t valid = std::min<std::int64_t>(4, std::max<std::int64_t>(0, w.cols - first));
+      const std::int64_t valid =
+          std::min<std::int64_t>(4, std::max<std::int64_t>(0, w.cols - first));
       const uint32x4_t in_range = vcltq_s32(lane_shift, vdupq_n_s32(static_cast<int>(valid)));
       q = vandq_u32(q, in_range);  // padding columns encode as 0
       for (int i = 0; i < bits; ++i) {
@@ -113,13 +99,7 @@ void encode(const cpu_weights& w, const float* x, float minimum, float inv_step,
     }
     for (int i = 0; i < bits; ++i) planes[i * w.chunks + c] = word[i];
   }
-  for (std::int64_t g = 0; g < w.groups; ++g) {
-    std::int32_t sum = 0;
-    for (int i = 0; i < bits; ++i)
-      for (std::int64_t c = group_begin(w, g) / chunk_cols; c * chunk_cols < group_end(w, g); ++c)
-        sum += qsl::popcount(planes[i * w.chunks + c] & group_chunk_mask(w, g, c)) << i;
-    group_levels[g] = sum;
-  }
+  group_levels_of(w, planes, bits, group_levels);
 }
 
 template <int P, bool Ternary>
@@ -156,42 +136,22 @@ void popcount_tile(const cpu_weights& w, const encoded_input& x, std::int64_t t,
   }
 }
 
+// The tile functions as the shared one-tile-at-a-time adapter expects them.
 template <int P, bool Ternary>
-struct lut_call {
-  static void run(const cpu_weights& w, const table_input& x, std::int64_t t0, std::int64_t t1,
-                  float* y) {
-    for (std::int64_t t = t0; t < t1; ++t) lut_tile<P, Ternary>(w, x, t, y + (t - t0) * tile_rows);
+struct tiles {
+  static void lut(const cpu_weights& w, const table_input& x, std::int64_t t, float* y) {
+    lut_tile<P, Ternary>(w, x, t, y);
+  }
+  static void popcount(const cpu_weights& w, const encoded_input& x, std::int64_t t, float* z) {
+    popcount_tile<P, Ternary>(w, x, t, z);
   }
 };
-template <int P, bool Ternary>
-struct popcount_call {
-  static void run(const cpu_weights& w, const encoded_input& x, std::int64_t t0, std::int64_t t1,
-                  float* z) {
-    for (std::int64_t t = t0; t < t1; ++t)
-      popcount_tile<P, Ternary>(w, x, t, z + (t - t0) * tile_rows);
-  }
-};
-
-void lut_rows_one(const cpu_weights& w, const table_input& x, std::int64_t t0, std::int64_t t1,
-                  float* y) {
-  by_planes<lut_call>(w, x, t0, t1, y);
-}
-
-// One vector at a time (the batch form of the kernel table).
-void lut_rows(const cpu_weights& w, const table_input* x, int vectors, std::int64_t t0,
-              std::int64_t t1, float* const* y) {
-  for (int v = 0; v < vectors; ++v) lut_rows_one(w, x[v], t0, t1, y[v]);
-}
-
-void popcount_rows(const cpu_weights& w, const encoded_input& x, std::int64_t t0, std::int64_t t1,
-                   float* z) {
-  by_planes<popcount_call>(w, x, t0, t1, z);
-}
 
 }  // namespace
 
 const kernel_table& neon_kernels() {
-  static const kernel_table table{build_tables, lut_rows, encode, popcount_rows};
+  using adapter = tile_at_a_time<tiles>;
+  static const kernel_table table{build_tables, adapter::lut_rows, encode, adapter::popcount_rows};
   return table;
 }
 

@@ -8,23 +8,8 @@ namespace qsl::detail::cpu {
 namespace {
 
 void build_tables(const cpu_weights& w, const float* x, float* tables, float* group_sums) {
-  const std::int64_t count = nibbles(w);
-  for (std::int64_t s = 0; s < count; ++s) {
-    float v[4];
-    for (int i = 0; i < 4; ++i) v[i] = 4 * s + i < w.cols ? x[4 * s + i] : 0.0f;
-    float* t = tables + s * table_entries;
-    for (int b = 0; b < table_entries; ++b) {
-      float sum = 0;
-      for (int i = 0; i < 4; ++i)
-        if ((b >> i) & 1) sum += v[i];
-      t[b] = sum;
-    }
-  }
-  for (std::int64_t g = 0; g < w.groups; ++g) {
-    float sum = 0;
-    for (std::int64_t c = group_begin(w, g); c < group_end(w, g); ++c) sum += x[c];
-    group_sums[g] = sum;
-  }
+  portable_tables(w, x, tables);
+  group_sums_of(w, x, group_sums);
 }
 
 // Sum over the nibbles of group g of T[s][nibble s of lookup plane p, row r].
@@ -69,15 +54,10 @@ void encode(const cpu_weights& w, const float* x, float minimum, float inv_step,
   std::fill(planes, planes + bits * w.chunks, 0U);
   for (std::int64_t c = 0; c < w.cols; ++c) {
     const std::uint32_t q = encode_level(x[c], minimum, inv_step, top);
-    for (int i = 0; i < bits; ++i) planes[i * w.chunks + c / chunk_cols] |= ((q >> i) & 1) << (c % 32);
-  }
-  for (std::int64_t g = 0; g < w.groups; ++g) {
-    std::int32_t sum = 0;
     for (int i = 0; i < bits; ++i)
-      for (std::int64_t c = group_begin(w, g) / chunk_cols; c * chunk_cols < group_end(w, g); ++c)
-        sum += qsl::popcount(planes[i * w.chunks + c] & group_chunk_mask(w, g, c)) << i;
-    group_levels[g] = sum;
+      planes[i * w.chunks + c / chunk_cols] |= ((q >> i) & 1) << (c % 32);
   }
+  group_levels_of(w, planes, bits, group_levels);
 }
 
 // Sum over the chunks of group g and the activation bits of 2^i popcount(plane AND t_i).

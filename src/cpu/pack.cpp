@@ -38,9 +38,8 @@ cpu_weights pack_for_cpu(const weight_code& code) {
     }
     for (std::int64_t g = 0; g < w.groups; ++g)
       for (int j = 0; j < w.bits; ++j)
-        w.coefficients[static_cast<std::size_t>(((tile * w.groups + g) * w.bits + j) *
-                                                    rows_per_tile +
-                                                r)] = code.coefficient(n, g, j);
+        w.coefficients[static_cast<std::size_t>(
+            ((tile * w.groups + g) * w.bits + j) * rows_per_tile + r)] = code.coefficient(n, g, j);
   }
   return w;
 }
