@@ -1,0 +1,139 @@
+#pragma once
+// qsl::onnx (find_package(qsl COMPONENTS onnx), target qsl::onnx): load ONNX models safely,
+// compress their Gemm / MatMul / Conv weights into weight codes, and write them back either
+// with qsl's custom operator (the compact form qsl runs) or with standard ONNX operators that
+// unpack the codes (so any runtime runs the compressed model unchanged).
+//
+// Nothing in a file can crash the process: every problem is a qsl::onnx::model_error naming
+// the tensor or node and the field. This header has no protobuf types.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "qsl/decompose.hpp"
+#include "qsl/error.hpp"
+#include "qsl/weight_code.hpp"
+
+namespace qsl::onnx {
+
+/// The model file is malformed, unsafe or unsupported (the tools exit with code 2). Other
+/// qsl::error exceptions are the caller's mistakes (exit code 1).
+class model_error : public qsl::error {
+ public:
+  using qsl::error::error;
+};
+
+/// The custom operator domain and the operator that decodes a weight code into a weight tensor.
+inline constexpr const char* qsl_domain = "ai.qsl";
+inline constexpr const char* decode_op = "DecodeWeights";
+
+struct load_limits {
+  std::uint64_t max_file_bytes = (std::uint64_t{1} << 31) - 1;  ///< protobuf's own limit
+  std::uint64_t max_tensor_bytes = std::uint64_t{1} << 32;      ///< any one tensor
+  std::uint64_t max_external_bytes = std::uint64_t{1} << 36;    ///< all external data
+  int max_recursion = 64;    ///< protobuf message nesting
+  int max_graph_depth = 16;  ///< If/Loop subgraph nesting
+};
+
+/// A validated ONNX model held in memory (external data already read in).
+class model {
+ public:
+  /// Reads and validates `path`. Throws model_error for anything wrong with the file, qsl::error
+  /// when the file cannot be read.
+  static model load(const std::string& path, const load_limits& limits = {});
+  /// The same from bytes; external data is refused (there is no folder to resolve it in).
+  static model parse(const std::uint8_t* data, std::size_t size, const load_limits& limits = {});
+
+  model(model&&) noexcept;
+  model& operator=(model&&) noexcept;
+  ~model();
+
+  std::int64_t ir_version() const;
+  std::int64_t opset() const;  ///< of the default domain
+  std::size_t node_count() const;
+  /// The path it was loaded from (empty when parsed from bytes).
+  const std::string& source() const;
+
+  /// Validates the in-memory model as the loader would, then runs ONNX's checker on it.
+  void check() const;
+  /// The serialized model.
+  std::vector<std::uint8_t> serialize() const;
+  /// Writes the model atomically (temporary file + rename). Refuses the path the model was
+  /// loaded from, and an existing file unless `overwrite`. Throws qsl::error.
+  void save(const std::string& path, bool overwrite = false) const;
+
+  struct impl;
+  impl& internals() { return *impl_; }
+  const impl& internals() const { return *impl_; }
+
+ private:
+  explicit model(std::unique_ptr<impl> p);
+  std::unique_ptr<impl> impl_;
+};
+
+enum class output_format : std::uint8_t {
+  qsl = 0,       ///< one ai.qsl DecodeWeights node per layer: packed planes + coefficients
+  standard = 1,  ///< the same codes unpacked by standard operators (opset <= 17)
+};
+
+/// Options for the layers whose node or weight name matches a glob pattern (* and ?).
+struct layer_override {
+  std::string pattern;
+  decompose_options options;
+};
+
+struct compress_options {
+  decompose_options weights;              ///< the default for every layer
+  std::vector<layer_override> overrides;  ///< first match wins
+  std::vector<std::string> skip;          ///< glob patterns of layers left as they are
+  std::int64_t min_weights = 4096;        ///< smaller weights are left as they are
+  int edge_bits = 0;  ///< > 0: the first and the last compressed layer use this many bits
+  output_format format = output_format::qsl;
+  /// Called before each layer with (layers done, layers to compress, layer name).
+  std::function<void(std::size_t, std::size_t, const std::string&)> progress;
+};
+
+struct layer_report {
+  std::string node, op_type, weight;
+  std::vector<std::int64_t> shape;  ///< of the weight tensor
+  bool compressed = false;
+  std::string note;  ///< why a layer was skipped
+  int bits = 0;
+  qsl::basis basis = qsl::basis::binary;
+  std::int64_t group_size = 0;
+  std::uint64_t bytes_before = 0, bytes_after = 0;
+  double bits_per_weight = 0;
+  double relative_error = 0;  ///< ||W - W_hat||_F / ||W||_F
+};
+
+struct compress_report {
+  std::vector<layer_report> layers;
+  std::uint64_t model_bytes_before = 0, model_bytes_after = 0;  ///< serialized sizes
+  std::uint64_t weight_bytes_before = 0, weight_bytes_after = 0;  ///< compressed layers only
+  double size_ratio() const {
+    return model_bytes_before == 0 ? 0
+                                   : static_cast<double>(model_bytes_after) / model_bytes_before;
+  }
+  /// Stored bits per weight over the compressed layers, coefficients included.
+  double bits_per_weight() const;
+};
+
+/// Compresses the model in place. Throws model_error for weights that cannot be compressed
+/// (NaN/Inf) and qsl::error for bad options.
+compress_report compress(model& m, const compress_options& options);
+
+/// A layer compressed in the qsl format, read back.
+struct compressed_layer {
+  std::string weight;                  ///< the tensor the DecodeWeights node produces
+  std::vector<std::int64_t> shape;     ///< its shape
+  bool transposed = false;             ///< true: the tensor is W^T (MatMul, Gemm transB = 0)
+  weight_code code;                    ///< W (outputs x inputs), validated
+};
+
+/// Every DecodeWeights node of the main graph, decoded (throws model_error if malformed).
+std::vector<compressed_layer> compressed_layers(const model& m);
+
+}  // namespace qsl::onnx

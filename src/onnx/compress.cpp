@@ -1,0 +1,251 @@
+// Finding the weights of Gemm / MatMul / Conv nodes, compressing them, and rewriting the graph
+// in the qsl or the standard format; reading qsl-format layers back (qsl::onnx::compress,
+// qsl::onnx::compressed_layers).
+#include <fnmatch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "onnx/proto.hpp"
+#include "onnx/writer.hpp"
+
+namespace qsl::onnx {
+namespace {
+
+using detail::element_size;
+using detail::read_floats;
+
+std::string in_quotes(const std::string& s) { return "'" + s + "'"; }
+
+bool glob(const std::string& pattern, const std::string& text) {
+  return fnmatch(pattern.c_str(), text.c_str(), 0) == 0;
+}
+
+std::int64_t int_attribute(const pb::NodeProto& n, const char* name, std::int64_t fallback) {
+  for (const auto& a : n.attribute())
+    if (a.name() == name) return a.i();
+  return fallback;
+}
+
+// Where a constant tensor lives: an initializer, or the `value` of a Constant node.
+struct constant_ref {
+  pb::TensorProto* tensor = nullptr;
+  int initializer = -1;
+  int constant_node = -1;
+};
+
+std::map<std::string, constant_ref> constants(pb::GraphProto& g) {
+  std::map<std::string, constant_ref> out;
+  for (int i = 0; i < g.initializer_size(); ++i)
+    out[g.initializer(i).name()] = {g.mutable_initializer(i), i, -1};
+  for (int i = 0; i < g.node_size(); ++i) {
+    pb::NodeProto& n = *g.mutable_node(i);
+    if (n.op_type() != "Constant" || !n.domain().empty() || n.output_size() != 1) continue;
+    for (auto& a : *n.mutable_attribute())
+      if (a.name() == "value" && a.has_t()) out[n.output(0)] = {a.mutable_t(), -1, i};
+  }
+  return out;
+}
+
+// A weight found in the graph and how the tensor relates to W (outputs x inputs).
+struct candidate {
+  int node = -1;
+  std::string node_name, op_type, weight;
+  detail::weight_layout layout = detail::weight_layout::as_is;
+  std::vector<std::int64_t> shape;
+  std::int64_t rows = 0, cols = 0;
+};
+
+std::string node_label(const pb::NodeProto& n, int index) {
+  return n.name().empty() ? n.op_type() + "#" + std::to_string(index) : n.name();
+}
+
+// The weight input of a Gemm / MatMul / Conv node, if it is a constant W can be read from;
+// `why` says why not otherwise.
+bool find_weight(const pb::NodeProto& n, int index, const std::map<std::string, constant_ref>& c,
+                 candidate& out, std::string& why) {
+  out = {};
+  out.node = index;
+  out.node_name = node_label(n, index);
+  out.op_type = n.op_type();
+  if (n.input_size() < 2) return why = "fewer than 2 inputs", false;
+  out.weight = n.input(1);
+  const auto it = c.find(out.weight);
+  if (it == c.end()) return why = "the weight is not a constant", false;
+  const pb::TensorProto& t = *it->second.tensor;
+  out.shape.assign(t.dims().begin(), t.dims().end());
+  if (n.op_type() == "Conv") {
+    if (out.shape.size() < 3) return why = "a Conv weight of rank < 3", false;
+    out.rows = out.shape[0];
+    out.cols = 1;
+    for (std::size_t i = 1; i < out.shape.size(); ++i) out.cols *= out.shape[i];
+    out.layout = detail::weight_layout::as_is;
+    return true;
+  }
+  if (out.shape.size() != 2) return why = "a weight of rank " + std::to_string(out.shape.size()), false;
+  const bool rows_first = n.op_type() == "Gemm" && int_attribute(n, "transB", 0) != 0;
+  out.layout = rows_first ? detail::weight_layout::as_is : detail::weight_layout::transposed;
+  out.rows = rows_first ? out.shape[0] : out.shape[1];
+  out.cols = rows_first ? out.shape[1] : out.shape[0];
+  return true;
+}
+
+const decompose_options& options_for(const compress_options& o, const candidate& c) {
+  for (const auto& override : o.overrides)
+    if (glob(override.pattern, c.node_name) || glob(override.pattern, c.weight))
+      return override.options;
+  return o.weights;
+}
+
+// Subgraph layers are reported and left as they are.
+void report_subgraph_layers(const pb::GraphProto& g, const std::string& where,
+                            std::vector<layer_report>& out) {
+  for (int i = 0; i < g.node_size(); ++i) {
+    const pb::NodeProto& n = g.node(i);
+    if (n.op_type() == "Gemm" || n.op_type() == "MatMul" || n.op_type() == "Conv") {
+      layer_report r;
+      r.node = where + "/" + node_label(n, i);
+      r.op_type = n.op_type();
+      r.weight = n.input_size() > 1 ? n.input(1) : "";
+      r.note = "inside a subgraph (If/Loop/Scan): left as it is";
+      out.push_back(r);
+    }
+    for (const auto& a : n.attribute()) {
+      if (a.has_g()) report_subgraph_layers(a.g(), where + "/" + node_label(n, i), out);
+      for (const auto& sub : a.graphs()) report_subgraph_layers(sub, where + "/" + node_label(n, i), out);
+    }
+  }
+}
+
+}  // namespace
+
+double compress_report::bits_per_weight() const {
+  std::uint64_t weights = 0, bytes = 0;
+  for (const auto& l : layers)
+    if (l.compressed) {
+      std::uint64_t count = 1;
+      for (std::int64_t d : l.shape) count *= static_cast<std::uint64_t>(d);
+      weights += count;
+      bytes += l.bytes_after;
+    }
+  return weights == 0 ? 0 : 8.0 * static_cast<double>(bytes) / static_cast<double>(weights);
+}
+
+compress_report compress(model& m, const compress_options& o) {
+  qsl::detail::require(o.min_weights >= 0, "compress: min_weights is " +
+                                          std::to_string(o.min_weights) + "; expected >= 0");
+  qsl::detail::require(o.edge_bits >= 0 && o.edge_bits <= max_bits,
+                  "compress: edge_bits is " + std::to_string(o.edge_bits) + "; expected 0.." +
+                      std::to_string(max_bits));
+  qsl::detail::require(o.format == output_format::qsl || o.format == output_format::standard,
+                  "compress: unknown output format " + std::to_string(static_cast<int>(o.format)));
+  pb::ModelProto& proto = m.internals().proto;
+  if (o.format == output_format::standard)
+    qsl::detail::require(m.opset() >= detail::min_standard_opset,
+                    "compress: the standard format needs opset >= " +
+                        std::to_string(detail::min_standard_opset) + " (BitShift); the model has " +
+                        std::to_string(m.opset()) + " (use the qsl format, or re-export)");
+  compress_report report;
+  report.model_bytes_before = proto.ByteSizeLong();
+  pb::GraphProto& g = *proto.mutable_graph();
+
+  // 1. The layers, in graph order; a weight shared by several nodes is compressed once.
+  const auto consts = constants(g);
+  std::vector<candidate> chosen;
+  std::vector<decompose_options> chosen_options;
+  std::set<std::string> seen;
+  for (int i = 0; i < g.node_size(); ++i) {
+    const pb::NodeProto& n = g.node(i);
+    if (!n.domain().empty() ||
+        (n.op_type() != "Gemm" && n.op_type() != "MatMul" && n.op_type() != "Conv"))
+      continue;
+    candidate c;
+    std::string why;
+    layer_report r;
+    const bool found = find_weight(n, i, consts, c, why);
+    r.node = c.node_name;
+    r.op_type = c.op_type;
+    r.weight = c.weight;
+    r.shape = c.shape;
+    if (found && seen.count(c.weight)) continue;  // shared weight: compressed with its first user
+    if (!found) {
+      r.note = why + ": left as it is";
+    } else if (std::any_of(o.skip.begin(), o.skip.end(), [&](const std::string& p) {
+                 return glob(p, c.node_name) || glob(p, c.weight);
+               })) {
+      r.note = "skipped by request";
+    } else if (c.rows * c.cols < o.min_weights) {
+      r.note = "below " + std::to_string(o.min_weights) + " weights: left as it is";
+    } else if (element_size(consts.at(c.weight).tensor->data_type()) == 0 ||
+               (consts.at(c.weight).tensor->data_type() != pb::TensorProto::FLOAT &&
+                consts.at(c.weight).tensor->data_type() != pb::TensorProto::DOUBLE &&
+                consts.at(c.weight).tensor->data_type() != pb::TensorProto::FLOAT16 &&
+                consts.at(c.weight).tensor->data_type() != pb::TensorProto::BFLOAT16)) {
+      r.note = "a " + detail::type_name(consts.at(c.weight).tensor->data_type()) +
+               " weight: left as it is";
+    } else {
+      seen.insert(c.weight);
+      chosen.push_back(c);
+      chosen_options.push_back(options_for(o, c));
+      r.compressed = true;
+    }
+    report.layers.push_back(r);
+  }
+  for (int i = 0; i < g.node_size(); ++i)
+    for (const auto& a : g.node(i).attribute()) {
+      if (a.has_g()) report_subgraph_layers(a.g(), node_label(g.node(i), i), report.layers);
+      for (const auto& sub : a.graphs())
+        report_subgraph_layers(sub, node_label(g.node(i), i), report.layers);
+    }
+  if (o.edge_bits > 0 && !chosen_options.empty()) {
+    chosen_options.front().bits = o.edge_bits;
+    chosen_options.back().bits = o.edge_bits;
+  }
+
+  // 2. Decompose and rewrite, one layer at a time.
+  detail::graph_writer writer(proto, o.format);
+  std::size_t done = 0;
+  for (std::size_t l = 0; l < chosen.size(); ++l) {
+    const candidate& c = chosen[l];
+    if (o.progress) o.progress(done, chosen.size(), c.node_name);
+    const constant_ref ref = constants(g).at(c.weight);  // indices move as the graph changes
+    const std::string what = "weight " + in_quotes(c.weight) + " of node " + in_quotes(c.node_name);
+    const std::vector<float> values = read_floats(*ref.tensor, what);
+    Eigen::MatrixXf w(c.rows, c.cols);
+    for (std::int64_t r = 0; r < c.rows; ++r)
+      for (std::int64_t col = 0; col < c.cols; ++col) {
+        const float v = c.layout == detail::weight_layout::transposed
+                            ? values[static_cast<std::size_t>(col * c.rows + r)]
+                            : values[static_cast<std::size_t>(r * c.cols + col)];
+        if (!std::isfinite(v))
+          throw model_error(what + ": has " + std::to_string(v) + " at row " + std::to_string(r) +
+                            ", col " + std::to_string(col) + " (of W, outputs x inputs)");
+        w(r, col) = v;
+      }
+    const weight_code code = decompose(w, chosen_options[l]);
+    const std::uint64_t before = values.size() * element_size(ref.tensor->data_type());
+    const std::uint64_t after =
+        writer.replace(c.weight, c.shape, c.layout, code, ref.initializer, ref.constant_node);
+    for (auto& r : report.layers)
+      if (r.compressed && r.weight == c.weight) {
+        r.bits = code.bits;
+        r.basis = code.basis;
+        r.group_size = code.group_size;
+        r.bytes_before = before;
+        r.bytes_after = after;
+        r.bits_per_weight = 8.0 * static_cast<double>(after) / static_cast<double>(c.rows * c.cols);
+        r.relative_error = std::sqrt(normalized_error(w, code));
+      }
+    report.weight_bytes_before += before;
+    report.weight_bytes_after += after;
+    ++done;
+  }
+  writer.finish();
+  if (o.progress && !chosen.empty()) o.progress(done, chosen.size(), "");
+  report.model_bytes_after = proto.ByteSizeLong();
+  return report;
+}
+
+}  // namespace qsl::onnx

@@ -1,0 +1,130 @@
+// Reading qsl-format layers back into weight codes (qsl::onnx::compressed_layers).
+#include <cmath>
+#include <map>
+
+#include "onnx/proto.hpp"
+
+namespace qsl::onnx {
+namespace {
+
+std::string in_quotes(const std::string& s) { return "'" + s + "'"; }
+
+const pb::AttributeProto* find_attribute(const pb::NodeProto& n, const char* name) {
+  for (const auto& a : n.attribute())
+    if (a.name() == name) return &a;
+  return nullptr;
+}
+
+std::int64_t required_int(const pb::NodeProto& n, const char* name, const std::string& what) {
+  const pb::AttributeProto* a = find_attribute(n, name);
+  if (a == nullptr || a->type() != pb::AttributeProto::INT)
+    throw model_error(what + ": integer attribute " + in_quotes(name) + " is missing");
+  return a->i();
+}
+
+const pb::TensorProto& input_tensor(const pb::NodeProto& n, int index,
+                                    const std::map<std::string, const pb::TensorProto*>& init,
+                                    std::int32_t type, const std::vector<std::int64_t>& dims,
+                                    const std::string& what) {
+  if (n.input_size() <= index)
+    throw model_error(what + ": input " + std::to_string(index) + " is missing");
+  const auto it = init.find(n.input(index));
+  if (it == init.end())
+    throw model_error(what + ": input " + in_quotes(n.input(index)) + " is not an initializer");
+  const pb::TensorProto& t = *it->second;
+  std::vector<std::int64_t> have(t.dims().begin(), t.dims().end());
+  if (t.data_type() != type || have != dims) {
+    std::string expected;
+    for (std::int64_t d : dims) expected += (expected.empty() ? "" : " x ") + std::to_string(d);
+    throw model_error(what + ": input " + in_quotes(n.input(index)) + " must be " +
+                      detail::type_name(type) + " " + expected);
+  }
+  return t;
+}
+
+// Unpacks [row][plane][byte] planes into the code's 64-bit words, refusing set padding bits.
+void unpack(const pb::TensorProto& t, weight_code& code, bool masks, const std::string& what) {
+  const std::string& raw = t.raw_data();
+  const std::int64_t bytes = (code.cols + 7) / 8;
+  if (!t.has_raw_data() && t.int32_data_size() > 0)
+    throw model_error(what + ": planes must be stored as raw_data");
+  for (std::int64_t n = 0; n < code.rows; ++n)
+    for (int j = 0; j < code.bits; ++j) {
+      word* plane = masks ? code.mask_plane(n, j) : code.sign_plane(n, j);
+      for (std::int64_t b = 0; b < bytes; ++b) {
+        const auto byte = static_cast<std::uint8_t>(raw[static_cast<std::size_t>(
+            (n * code.bits + j) * bytes + b)]);
+        plane[b / 8] |= word{byte} << (8 * (b % 8));
+      }
+      const std::int64_t last = code.words_per_plane() - 1;
+      if (plane[last] & ~range_mask(last, 0, code.cols))
+        throw model_error(what + ": row " + std::to_string(n) + " plane " + std::to_string(j) +
+                          " has bits set past column " + std::to_string(code.cols - 1));
+    }
+}
+
+}  // namespace
+
+std::vector<compressed_layer> compressed_layers(const model& m) {
+  const pb::GraphProto& g = m.internals().proto.graph();
+  std::map<std::string, const pb::TensorProto*> init;
+  for (const auto& t : g.initializer()) init[t.name()] = &t;
+  std::vector<compressed_layer> out;
+  for (int i = 0; i < g.node_size(); ++i) {
+    const pb::NodeProto& n = g.node(i);
+    if (n.domain() != qsl_domain || n.op_type() != decode_op) continue;
+    const std::string what = std::string(decode_op) + " node " +
+                             in_quotes(n.name().empty() ? "#" + std::to_string(i) : n.name());
+    if (n.output_size() != 1) throw model_error(what + ": expected one output");
+    compressed_layer layer;
+    layer.weight = n.output(0);
+    const std::int64_t rows = required_int(n, "rows", what), cols = required_int(n, "cols", what);
+    const std::int64_t bits = required_int(n, "bits", what);
+    const std::int64_t basis = required_int(n, "basis", what);
+    const std::int64_t group = required_int(n, "group_size", what);
+    layer.transposed = required_int(n, "transposed", what) != 0;
+    const pb::AttributeProto* shape = find_attribute(n, "shape");
+    if (shape == nullptr || shape->type() != pb::AttributeProto::INTS)
+      throw model_error(what + ": ints attribute 'shape' is missing");
+    layer.shape.assign(shape->ints().begin(), shape->ints().end());
+    if (bits < 1 || bits > max_bits || (basis != 0 && basis != 1) || rows < 1 || cols < 1 ||
+        group < 1 || group > cols)
+      throw model_error(what + ": attributes rows " + std::to_string(rows) + ", cols " +
+                        std::to_string(cols) + ", bits " + std::to_string(bits) + ", basis " +
+                        std::to_string(basis) + ", group_size " + std::to_string(group) +
+                        " are out of range");
+    try {
+      layer.code = make_weight_code(rows, cols, static_cast<int>(bits),
+                                    static_cast<qsl::basis>(basis), group == cols ? 0 : group);
+    } catch (const qsl::error& e) {
+      throw model_error(what + ": " + e.what());
+    }
+    std::int64_t elements = 1;  // product of the dims, -1 once it exceeds rows * cols
+    for (std::int64_t d : layer.shape)
+      elements = d < 1 || elements < 0 || elements > rows * cols / d ? -1 : elements * d;
+    const bool shape_ok = elements == rows * cols && !layer.shape.empty() &&
+                          (layer.transposed ? layer.shape.size() == 2 && layer.shape[0] == cols
+                                            : layer.shape[0] == rows);
+    if (!shape_ok) throw model_error(what + ": attribute 'shape' does not match rows x cols");
+    weight_code& code = layer.code;
+    const std::vector<std::int64_t> plane_dims = {rows, bits, (cols + 7) / 8};
+    unpack(input_tensor(n, 0, init, pb::TensorProto::UINT8, plane_dims, what), code, false, what);
+    const pb::TensorProto& alpha = input_tensor(n, 1, init, pb::TensorProto::FLOAT,
+                                                {rows, code.groups(), 1, bits}, what);
+    code.coefficients = detail::read_floats(alpha, what);
+    if (code.basis == qsl::basis::ternary)
+      unpack(input_tensor(n, 2, init, pb::TensorProto::UINT8, plane_dims, what), code, true, what);
+    for (float a : code.coefficients)
+      if (!std::isfinite(a)) throw model_error(what + ": a coefficient is not finite");
+    compute_offsets(code);
+    try {
+      validate(code, what.c_str());
+    } catch (const qsl::error& e) {
+      throw model_error(e.what());
+    }
+    out.push_back(std::move(layer));
+  }
+  return out;
+}
+
+}  // namespace qsl::onnx

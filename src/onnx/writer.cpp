@@ -1,0 +1,242 @@
+#include "onnx/writer.hpp"
+
+#include <map>
+
+namespace qsl::onnx::detail {
+
+std::vector<std::uint8_t> plane_bytes(const weight_code& code, bool masks, std::int64_t bytes) {
+  std::vector<std::uint8_t> out(static_cast<std::size_t>(code.rows * code.bits * bytes), 0);
+  const std::int64_t have = code.words_per_plane() * 8;
+  for (std::int64_t n = 0; n < code.rows; ++n)
+    for (int j = 0; j < code.bits; ++j) {
+      const word* plane = masks ? code.mask_plane(n, j) : code.sign_plane(n, j);
+      std::uint8_t* dst = out.data() + (n * code.bits + j) * bytes;
+      for (std::int64_t b = 0; b < bytes && b < have; ++b)
+        dst[b] = static_cast<std::uint8_t>(plane[b / 8] >> (8 * (b % 8)));
+    }
+  return out;
+}
+
+graph_writer::graph_writer(pb::ModelProto& model, output_format format)
+    : model_(model), format_(format) {
+  const pb::GraphProto& g = model.graph();
+  for (const auto& t : g.initializer()) names_.insert(t.name());
+  for (const auto& v : g.input()) names_.insert(v.name());
+  for (const auto& v : g.output()) names_.insert(v.name());
+  for (const auto& v : g.value_info()) names_.insert(v.name());
+  for (const auto& n : g.node()) {
+    names_.insert(n.name());
+    for (const auto& o : n.output()) names_.insert(o);
+  }
+}
+
+std::string graph_writer::unique(const std::string& base) {
+  std::string name = base;
+  for (int i = 1; names_.count(name); ++i) name = base + "_" + std::to_string(i);
+  names_.insert(name);
+  return name;
+}
+
+std::string graph_writer::add_tensor(pb::TensorProto t) {
+  t.set_name(unique(t.name()));
+  const std::string name = t.name();
+  *model_.mutable_graph()->add_initializer() = std::move(t);
+  return name;
+}
+
+std::string graph_writer::int64s(const std::string& base, const std::vector<std::int64_t>& v) {
+  return add_tensor(make_int64_tensor(base, {static_cast<std::int64_t>(v.size())}, v.data()));
+}
+
+pb::NodeProto& graph_writer::node(const std::string& op, std::vector<std::string> inputs,
+                                  std::string output) {
+  pb::NodeProto n;
+  n.set_op_type(op);
+  n.set_name(unique(output + "_" + op));
+  for (auto& i : inputs) n.add_input(i);
+  n.add_output(output);
+  nodes_.push_back(std::move(n));
+  return nodes_.back();
+}
+
+// Constants every standard decoder uses, made once per model.
+std::string graph_writer::shared(const std::string& key) {
+  auto it = shared_.find(key);
+  if (it != shared_.end()) return it->second;
+  std::string name;
+  if (key == "shifts") {
+    const std::uint8_t shifts[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    name = add_tensor(make_uint8_tensor("qsl_bit_shifts", {8}, shifts));
+  } else if (key == "two_u8") {
+    const std::uint8_t two = 2;
+    name = add_tensor(make_uint8_tensor("qsl_two_u8", {}, &two));
+  } else if (key == "two") {
+    const float two = 2;
+    name = add_tensor(make_float_tensor("qsl_two", {}, &two));
+  } else {
+    const float one = 1;
+    name = add_tensor(make_float_tensor("qsl_one", {}, &one));
+  }
+  return shared_[key] = name;
+}
+
+std::uint64_t graph_writer::replace(const std::string& weight,
+                                    const std::vector<std::int64_t>& shape, weight_layout layout,
+                                    const weight_code& code, int initializer, int constant_node) {
+  pb::GraphProto& g = *model_.mutable_graph();
+  if (initializer >= 0) g.mutable_initializer()->DeleteSubrange(initializer, 1);
+  if (constant_node >= 0) g.mutable_node()->DeleteSubrange(constant_node, 1);
+  for (int i = g.input_size() - 1; i >= 0; --i)  // IR < 4 lists initializers as inputs too
+    if (g.input(i).name() == weight) g.mutable_input()->DeleteSubrange(i, 1);
+
+  const bool ternary = code.basis == qsl::basis::ternary;
+  const std::int64_t groups = code.groups();
+  // The standard decoder reshapes to [rows, k, groups, G], so it needs groups * G bits per row.
+  const std::int64_t bits_per_row =
+      format_ == output_format::standard ? groups * code.group_size : code.cols;
+  const std::int64_t bytes = (bits_per_row + 7) / 8;
+  const std::vector<std::int64_t> plane_dims = {code.rows, code.bits, bytes};
+  const std::string base = weight + "_qsl";
+  const auto signs_data = plane_bytes(code, false, bytes);
+  const std::string signs = add_tensor(make_uint8_tensor(base + "_signs", plane_dims, signs_data.data()));
+  std::string masks;
+  std::uint64_t added = signs_data.size();
+  if (ternary) {
+    const auto mask_data = plane_bytes(code, true, bytes);
+    masks = add_tensor(make_uint8_tensor(base + "_masks", plane_dims, mask_data.data()));
+    added += mask_data.size();
+  }
+  // Coefficients [rows, groups, 1, k]: the layout the standard decoder's MatMul takes; the qsl
+  // decoder reads the same numbers ([row][group][plane]).
+  const std::string coefficients = add_tensor(make_float_tensor(
+      base + "_coefficients", {code.rows, groups, 1, code.bits}, code.coefficients.data()));
+  added += code.coefficients.size() * sizeof(float);
+
+  if (format_ == output_format::qsl) {
+    pb::NodeProto& n = node(decode_op, {signs, coefficients}, weight);
+    n.set_domain(qsl_domain);
+    if (ternary) n.add_input(masks);
+    auto attribute = [&](const char* name, std::int64_t v) {
+      auto* a = n.add_attribute();
+      a->set_name(name);
+      a->set_type(pb::AttributeProto::INT);
+      a->set_i(v);
+    };
+    attribute("rows", code.rows);
+    attribute("cols", code.cols);
+    attribute("bits", code.bits);
+    attribute("basis", static_cast<std::int64_t>(code.basis));
+    attribute("group_size", code.group_size);
+    attribute("transposed", layout == weight_layout::transposed ? 1 : 0);
+    auto* s = n.add_attribute();
+    s->set_name("shape");
+    s->set_type(pb::AttributeProto::INTS);
+    for (std::int64_t d : shape) s->add_ints(d);
+  } else {
+    decode_standard(weight, shape, layout, code, signs, masks, coefficients, bytes);
+  }
+  return added;
+}
+
+void graph_writer::decode_standard(const std::string& weight,
+                                   const std::vector<std::int64_t>& shape, weight_layout layout,
+                                   const weight_code& code, const std::string& signs,
+                                   const std::string& masks, const std::string& coefficients,
+                                   std::int64_t bytes) {
+  const std::int64_t n = code.rows, k = code.bits, groups = code.groups();
+  const std::int64_t g_size = code.group_size, padded = groups * g_size;
+  const std::string p = weight + "_qsl";
+  // uint8 planes [n, k, bytes] -> 0/1 floats [n, k, padded]
+  auto unpack = [&](const std::string& planes, const std::string& tag) {
+    const std::string bytes4 = unique(p + "_" + tag + "_bytes");
+    node("Reshape", {planes, int64s(p + "_shape_bytes", {n, k, bytes, 1})}, bytes4);
+    const std::string shifted = unique(p + "_" + tag + "_shifted");
+    auto& shift = node("BitShift", {bytes4, shared("shifts")}, shifted);
+    auto* direction = shift.add_attribute();
+    direction->set_name("direction");
+    direction->set_type(pb::AttributeProto::STRING);
+    direction->set_s("RIGHT");
+    const std::string bits = unique(p + "_" + tag + "_bits");
+    node("Mod", {shifted, shared("two_u8")}, bits);
+    const std::string floats = unique(p + "_" + tag + "_float");
+    auto& cast = node("Cast", {bits}, floats);
+    auto* to = cast.add_attribute();
+    to->set_name("to");
+    to->set_type(pb::AttributeProto::INT);
+    to->set_i(pb::TensorProto::FLOAT);
+    std::string flat = unique(p + "_" + tag + "_flat");
+    node("Reshape", {floats, int64s(p + "_shape_flat", {n, k, bytes * 8})}, flat);
+    if (bytes * 8 != padded) {
+      const std::string cut = unique(p + "_" + tag + "_cut");
+      node("Slice", {flat, int64s(p + "_start", {0}), int64s(p + "_end", {padded}),
+                     int64s(p + "_axis", {2})},
+           cut);
+      flat = cut;
+    }
+    return flat;
+  };
+  // +-1 from the sign bits: 2s - 1; ternary multiplies by the mask.
+  const std::string s01 = unpack(signs, "signs");
+  const std::string doubled = unique(p + "_doubled");
+  node("Mul", {s01, shared("two")}, doubled);
+  std::string values = unique(p + "_pm1");
+  node("Sub", {doubled, shared("one")}, values);
+  if (!masks.empty()) {
+    const std::string masked = unique(p + "_ternary");
+    node("Mul", {values, unpack(masks, "masks")}, masked);
+    values = masked;
+  }
+  // [n, k, groups, G] -> [n, groups, k, G]; coefficients [n, groups, 1, k] @ that -> [n, groups, 1, G]
+  const std::string grouped = unique(p + "_grouped");
+  node("Reshape", {values, int64s(p + "_shape_groups", {n, k, groups, g_size})}, grouped);
+  const std::string swapped = unique(p + "_swapped");
+  auto& transpose = node("Transpose", {grouped}, swapped);
+  auto* perm = transpose.add_attribute();
+  perm->set_name("perm");
+  perm->set_type(pb::AttributeProto::INTS);
+  for (int axis : {0, 2, 1, 3}) perm->add_ints(axis);
+  const std::string summed = unique(p + "_summed");
+  node("MatMul", {coefficients, swapped}, summed);
+  std::string w = unique(p + "_rows");
+  node("Reshape", {summed, int64s(p + "_shape_rows", {n, padded})}, w);
+  if (padded != code.cols) {
+    const std::string cut = unique(p + "_cols");
+    node("Slice", {w, int64s(p + "_start", {0}), int64s(p + "_end", {code.cols}),
+                   int64s(p + "_axis", {1})},
+         cut);
+    w = cut;
+  }
+  // W -> the tensor's own layout, under the weight's name.
+  names_.erase(weight);  // the final output takes the original name
+  if (layout == weight_layout::transposed) {
+    auto& t = node("Transpose", {w}, weight);
+    auto* perm2 = t.add_attribute();
+    perm2->set_name("perm");
+    perm2->set_type(pb::AttributeProto::INTS);
+    perm2->add_ints(1);
+    perm2->add_ints(0);
+  } else {
+    node("Reshape", {w, int64s(p + "_shape_weight", shape)}, weight);
+  }
+  names_.insert(weight);
+}
+
+void graph_writer::finish() {
+  pb::GraphProto& g = *model_.mutable_graph();
+  google::protobuf::RepeatedPtrField<pb::NodeProto> all;
+  for (auto& n : nodes_) *all.Add() = std::move(n);
+  for (auto& n : *g.mutable_node()) *all.Add() = std::move(n);
+  g.mutable_node()->Swap(&all);
+  nodes_.clear();
+  if (format_ == output_format::qsl) {
+    bool has = false;
+    for (const auto& o : model_.opset_import()) has = has || o.domain() == qsl_domain;
+    if (!has) {
+      auto* o = model_.add_opset_import();
+      o->set_domain(qsl_domain);
+      o->set_version(1);
+    }
+  }
+}
+
+}  // namespace qsl::onnx::detail

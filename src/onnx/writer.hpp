@@ -1,0 +1,60 @@
+#pragma once
+// Internal: replacing a constant weight tensor by nodes that produce it from a weight code, in
+// the qsl format (one ai.qsl DecodeWeights node) or the standard format (BitShift, Mod, Cast,
+// Mul, Sub, Reshape, Transpose, MatMul, Slice: opset >= 11, checked by ONNX 1.12).
+
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "onnx/proto.hpp"
+
+namespace qsl::onnx::detail {
+
+/// How the ONNX tensor relates to W (outputs x inputs).
+enum class weight_layout : std::uint8_t {
+  as_is = 0,       ///< the tensor is W, possibly with more dims (Conv: [M, C, kh, kw])
+  transposed = 1,  ///< the tensor is W^T (MatMul, Gemm with transB = 0)
+};
+
+/// BitShift appeared in opset 11.
+inline constexpr std::int64_t min_standard_opset = 11;
+
+/// Bits of the planes in the file layout: [row][plane][byte], column c = bit c % 8 of byte c / 8,
+/// `bytes` bytes per row and plane (zero past the code's columns). masks: the ternary masks.
+std::vector<std::uint8_t> plane_bytes(const weight_code& code, bool masks, std::int64_t bytes);
+
+class graph_writer {
+ public:
+  graph_writer(pb::ModelProto& model, output_format format);
+
+  /// Removes the constant `weight` (initializer index, or Constant node index) and adds the
+  /// tensors and nodes that rebuild it from `code`. Returns the bytes of the added tensors.
+  std::uint64_t replace(const std::string& weight, const std::vector<std::int64_t>& shape,
+                        weight_layout layout, const weight_code& code, int initializer,
+                        int constant_node);
+  /// Puts the new nodes before every other node (their inputs are all initializers) and adds
+  /// the ai.qsl opset import when needed.
+  void finish();
+
+ private:
+  std::string unique(const std::string& base);
+  std::string add_tensor(pb::TensorProto t);
+  std::string int64s(const std::string& base, const std::vector<std::int64_t>& values);
+  pb::NodeProto& node(const std::string& op, std::vector<std::string> inputs, std::string output);
+  std::string shared(const std::string& key);
+  void decode_standard(const std::string& weight, const std::vector<std::int64_t>& shape,
+                       weight_layout layout, const weight_code& code, const std::string& signs,
+                       const std::string& masks, const std::string& coefficients,
+                       std::int64_t bytes);
+
+  pb::ModelProto& model_;
+  output_format format_;
+  std::set<std::string> names_;
+  std::vector<pb::NodeProto> nodes_;
+  std::map<std::string, std::string> shared_;
+};
+
+}  // namespace qsl::onnx::detail

@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Builds the small ONNX models the ONNX tests use (opset 17, IR 8: what Debian's libonnx 1.12
+checks). Deterministic: the same files every run.
+
+    python3 tests/onnx/make_models.py OUTDIR
+writes OUTDIR/layers.onnx: Conv (weight from a Constant node) -> BatchNormalization -> Relu ->
+Flatten -> Gemm (transB=1) -> Relu -> MatMul -> Gemm (transB=0) -> Softmax, plus a small Gemm
+that stays below the size threshold; and OUTDIR/layers_input.npy, a batch of inputs.
+"""
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+IR_VERSION = 8
+
+
+def layers_model(rng):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 12, 12])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])
+    conv_w = rng.standard_normal((16, 3, 3, 3)).astype(np.float32) * 0.3
+    nodes = [
+        helper.make_node("Constant", [], ["conv_w"], name="conv_w_const",
+                         value=numpy_helper.from_array(conv_w, "conv_w_value")),
+        helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["c1"], name="conv1",
+                         pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("BatchNormalization", ["c1", "bn_s", "bn_b", "bn_m", "bn_v"], ["b1"],
+                         name="bn1"),
+        helper.make_node("Relu", ["b1"], ["r1"]),
+        helper.make_node("Flatten", ["r1"], ["f1"], axis=1),
+        helper.make_node("Gemm", ["f1", "fc1_w", "fc1_b"], ["g1"], name="fc1", transB=1),
+        helper.make_node("Relu", ["g1"], ["r2"]),
+        helper.make_node("MatMul", ["r2", "mm_w"], ["m1"], name="mm"),
+        helper.make_node("Gemm", ["m1", "fc2_w"], ["g2"], name="fc2", transB=0),
+        helper.make_node("Gemm", ["g2", "tiny_w"], ["g3"], name="tiny", transB=1),
+        helper.make_node("Softmax", ["g3"], ["y"], axis=1),
+    ]
+    inits = [
+        numpy_helper.from_array(rng.standard_normal(16).astype(np.float32) * 0.1, "conv_b"),
+        numpy_helper.from_array(np.abs(rng.standard_normal(16)).astype(np.float32) + 0.5, "bn_s"),
+        numpy_helper.from_array(rng.standard_normal(16).astype(np.float32) * 0.1, "bn_b"),
+        numpy_helper.from_array(rng.standard_normal(16).astype(np.float32) * 0.1, "bn_m"),
+        numpy_helper.from_array(np.abs(rng.standard_normal(16)).astype(np.float32) + 0.5, "bn_v"),
+        numpy_helper.from_array(rng.standard_normal((200, 576)).astype(np.float32) * 0.05, "fc1_w"),
+        numpy_helper.from_array(rng.standard_normal(200).astype(np.float32) * 0.1, "fc1_b"),
+        numpy_helper.from_array(rng.standard_normal((200, 136)).astype(np.float32) * 0.1, "mm_w"),
+        numpy_helper.from_array(rng.standard_normal((136, 40)).astype(np.float32) * 0.1, "fc2_w"),
+        numpy_helper.from_array(rng.standard_normal((10, 40)).astype(np.float32) * 0.1, "tiny_w"),
+    ]
+    graph = helper.make_graph(nodes, "layers", [x], [y], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              ir_version=IR_VERSION, producer_name="qsl-tests")
+    onnx.checker.check_model(model)
+    return model
+
+
+def main(out):
+    os.makedirs(out, exist_ok=True)
+    rng = np.random.default_rng(7)
+    onnx.save(layers_model(rng), os.path.join(out, "layers.onnx"))
+    np.save(os.path.join(out, "layers_input.npy"),
+            rng.standard_normal((5, 3, 12, 12)).astype(np.float32))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
