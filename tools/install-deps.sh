@@ -4,21 +4,41 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake pkg-config
+  build-essential cmake pkg-config python3-pip
   libeigen3-dev                      # the library
+  libonnx-dev libprotobuf-dev protobuf-compiler  # qsl::onnx
+  libcli11-dev nlohmann-json3-dev    # the command-line tools
   libgtest-dev libgmock-dev zlib1g-dev  # tests
   libbenchmark-dev                   # benchmarks
 )
+# Python packages for the ONNX tests (models built with onnx, run with onnxruntime).
+python_packages=(numpy onnx onnxruntime)
 # --neon: the AArch64 cross compiler and qemu-user for tools/test-neon.sh
 if [ "${1:-}" = "--neon" ]; then
   packages+=(g++-aarch64-linux-gnu qemu-user googletest)
 fi
 
+install_python_packages() {
+  [ "${1:-}" = "--neon" ] && return 0
+  local python="${PYTHON:-python3}"
+  local absent=()
+  for m in "${python_packages[@]}"; do
+    "$python" -c "import $m" 2>/dev/null || absent+=("$m")
+  done
+  [ ${#absent[@]} -eq 0 ] && return 0
+  echo "qsl: pip installing ${absent[*]}"
+  "$python" -m pip install --quiet "${absent[@]}" ||
+    "$python" -m pip install --quiet --break-system-packages "${absent[@]}"
+}
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -eq 0 ]; then
+  install_python_packages "$@"
+  exit 0
+fi
 
 sudo=""
 [ "$(id -u)" -ne 0 ] && sudo="sudo"
@@ -26,3 +46,4 @@ export DEBIAN_FRONTEND=noninteractive
 echo "qsl: installing ${missing[*]}"
 $sudo apt-get install -y --no-install-recommends "${missing[@]}" ||
   { $sudo apt-get update && $sudo apt-get install -y --no-install-recommends "${missing[@]}"; }
+install_python_packages "$@"

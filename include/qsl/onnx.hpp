@@ -125,6 +125,14 @@ struct compress_report {
 /// (NaN/Inf) and qsl::error for bad options.
 compress_report compress(model& m, const compress_options& options);
 
+/// A constant of the main graph (an initializer, or the value of a Constant node) as floats.
+struct float_tensor {
+  std::vector<std::int64_t> shape;
+  std::vector<float> values;
+};
+/// Throws qsl::error if there is no such constant, model_error if it is not floating point.
+float_tensor read_constant(const model& m, const std::string& name);
+
 /// A layer compressed in the qsl format, read back.
 struct compressed_layer {
   std::string weight;                  ///< the tensor the DecodeWeights node produces

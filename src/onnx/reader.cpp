@@ -65,6 +65,23 @@ void unpack(const pb::TensorProto& t, weight_code& code, bool masks, const std::
 
 }  // namespace
 
+float_tensor read_constant(const model& m, const std::string& name) {
+  const pb::GraphProto& g = m.internals().proto.graph();
+  const pb::TensorProto* found = nullptr;
+  for (const auto& t : g.initializer())
+    if (t.name() == name) found = &t;
+  for (const auto& n : g.node())
+    if (found == nullptr && n.op_type() == "Constant" && n.domain().empty() &&
+        n.output_size() == 1 && n.output(0) == name)
+      for (const auto& a : n.attribute())
+        if (a.name() == "value" && a.has_t()) found = &a.t();
+  if (found == nullptr) throw qsl::error("read_constant: the model has no constant " + in_quotes(name));
+  float_tensor out;
+  out.shape.assign(found->dims().begin(), found->dims().end());
+  out.values = detail::read_floats(*found, "constant " + in_quotes(name));
+  return out;
+}
+
 std::vector<compressed_layer> compressed_layers(const model& m) {
   const pb::GraphProto& g = m.internals().proto.graph();
   std::map<std::string, const pb::TensorProto*> init;

@@ -5,7 +5,8 @@ checks). Deterministic: the same files every run.
     python3 tests/onnx/make_models.py OUTDIR
 writes OUTDIR/layers.onnx: Conv (weight from a Constant node) -> BatchNormalization -> Relu ->
 Flatten -> Gemm (transB=1) -> Relu -> MatMul -> Gemm (transB=0) -> Softmax, plus a small Gemm
-that stays below the size threshold; and OUTDIR/layers_input.npy, a batch of inputs.
+that stays below the size threshold; OUTDIR/layers_input.npy, a batch of inputs; and
+OUTDIR/subgraph.onnx, an If whose branch holds a Gemm.
 """
 import os
 import sys
@@ -57,10 +58,33 @@ def layers_model(rng):
     return model
 
 
+def subgraph_model(rng):
+    """An If whose branches hold a Gemm: qsl leaves subgraph layers as they are, with a note."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])
+    c = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 64])
+    then_out = helper.make_tensor_value_info("t", TensorProto.FLOAT, [2, 64])
+    else_out = helper.make_tensor_value_info("e", TensorProto.FLOAT, [2, 64])
+    then_branch = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "inner_w"], ["t"], name="inner_fc", transB=1)],
+        "then", [], [then_out],
+        [numpy_helper.from_array(rng.standard_normal((64, 64)).astype(np.float32), "inner_w")])
+    else_branch = helper.make_graph([helper.make_node("Identity", ["x"], ["e"])], "else", [],
+                                    [else_out])
+    nodes = [helper.make_node("If", ["c"], ["y"], name="branch", then_branch=then_branch,
+                              else_branch=else_branch)]
+    graph = helper.make_graph(nodes, "subgraph", [x, c], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              ir_version=IR_VERSION, producer_name="qsl-tests")
+    onnx.checker.check_model(model)
+    return model
+
+
 def main(out):
     os.makedirs(out, exist_ok=True)
     rng = np.random.default_rng(7)
     onnx.save(layers_model(rng), os.path.join(out, "layers.onnx"))
+    onnx.save(subgraph_model(rng), os.path.join(out, "subgraph.onnx"))
     np.save(os.path.join(out, "layers_input.npy"),
             rng.standard_normal((5, 3, 12, 12)).astype(np.float32))
 

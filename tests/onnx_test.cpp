@@ -1,0 +1,273 @@
+// qsl::onnx: loading, compressing in both formats, reading qsl layers back, refusing bad input.
+// The models come from tests/onnx/make_models.py (a CTest fixture writes them to
+// QSL_TEST_MODELS); the ONNX Runtime check of the standard format is tests/onnx/round_trip.sh.
+#include "qsl/onnx.hpp"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <set>
+
+#include "onnx/proto.hpp"  // to craft malformed models
+#include "test_util.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using qsl::test::error_of;
+using testing::HasSubstr;
+
+const std::string models = QSL_TEST_MODELS;
+
+// A fresh folder per test under the system temp directory, removed afterwards.
+class Onnx : public testing::Test {
+ protected:
+  void SetUp() override {
+    folder_ = fs::temp_directory_path() /
+              ("qsl-onnx-" + std::to_string(::getpid()) + "-" +
+               testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(folder_);
+    fs::create_directories(folder_);
+  }
+  void TearDown() override { fs::remove_all(folder_); }
+  std::string path(const std::string& name) const { return (folder_ / name).string(); }
+
+ private:
+  fs::path folder_;
+};
+
+qsl::onnx::compress_options options(int bits, std::int64_t group) {
+  qsl::onnx::compress_options o;
+  o.weights.bits = bits;
+  o.weights.group_size = group;
+  o.min_weights = 420;  // the Conv (432 weights) too, not the last Gemm (400)
+  return o;
+}
+
+// W (outputs x inputs) of a layer from the original model's constant.
+Eigen::MatrixXf original_w(const qsl::onnx::model& m, const qsl::onnx::compressed_layer& l) {
+  const auto t = qsl::onnx::read_constant(m, l.weight);
+  const std::int64_t rows = l.code.rows, cols = l.code.cols;
+  Eigen::MatrixXf w(rows, cols);
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < cols; ++c)
+      w(r, c) = l.transposed ? t.values[static_cast<std::size_t>(c * rows + r)]
+                             : t.values[static_cast<std::size_t>(r * cols + c)];
+  return w;
+}
+
+std::string error_text(const std::function<void()>& f, bool& was_model_error) {
+  was_model_error = false;
+  try {
+    f();
+  } catch (const qsl::onnx::model_error& e) {
+    was_model_error = true;
+    return e.what();
+  } catch (const qsl::error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST_F(Onnx, LoadsTheTestModel) {
+  const auto m = qsl::onnx::model::load(models + "/layers.onnx");
+  EXPECT_EQ(m.ir_version(), 8);
+  EXPECT_EQ(m.opset(), 17);
+  EXPECT_EQ(m.node_count(), 11u);
+}
+
+TEST_F(Onnx, QslFormatRoundTripGivesTheDecomposition) {
+  const auto original = qsl::onnx::model::load(models + "/layers.onnx");
+  auto m = qsl::onnx::model::load(models + "/layers.onnx");
+  const auto o = options(2, 64);
+  const auto report = qsl::onnx::compress(m, o);
+  m.save(path("out.onnx"));
+  const auto reloaded = qsl::onnx::model::load(path("out.onnx"));
+  const auto layers = qsl::onnx::compressed_layers(reloaded);
+  ASSERT_EQ(layers.size(), 4u);  // conv1, fc1, mm, fc2 (tiny stays below min_weights)
+  std::set<std::string> names;
+  for (const auto& l : layers) {
+    names.insert(l.weight);
+    const Eigen::MatrixXf w = original_w(original, l);
+    const qsl::weight_code expected = qsl::decompose(w, o.weights);
+    EXPECT_EQ(qsl::reconstruct(l.code), qsl::reconstruct(expected)) << l.weight;
+    EXPECT_EQ(l.shape, qsl::onnx::read_constant(original, l.weight).shape) << l.weight;
+  }
+  EXPECT_EQ(names, (std::set<std::string>{"conv_w", "fc1_w", "mm_w", "fc2_w"}));
+  EXPECT_LT(report.size_ratio(), 0.2);
+  EXPECT_GT(report.bits_per_weight(), 2.0);
+  EXPECT_LT(report.bits_per_weight(), 4.0);
+  for (const auto& l : report.layers)
+    if (l.compressed) {
+      EXPECT_GT(l.relative_error, 0.1) << l.node;  // 2 bits on Gaussian weights: ~0.34
+      EXPECT_LT(l.relative_error, 0.5) << l.node;
+    }
+}
+
+TEST_F(Onnx, StandardFormatUsesOnlyStandardOperators) {
+  auto m = qsl::onnx::model::load(models + "/layers.onnx");
+  auto o = options(2, 64);
+  o.weights.basis = qsl::basis::ternary;
+  o.format = qsl::onnx::output_format::standard;
+  qsl::onnx::compress(m, o);
+  m.save(path("standard.onnx"));
+  const auto reloaded = qsl::onnx::model::load(path("standard.onnx"));  // passes the checker
+  EXPECT_TRUE(qsl::onnx::compressed_layers(reloaded).empty());
+  const std::set<std::string> allowed = {"Constant", "Conv", "BatchNormalization", "Relu",
+                                         "Flatten", "Gemm", "MatMul", "Softmax", "Reshape",
+                                         "BitShift", "Mod", "Cast", "Slice", "Mul", "Sub",
+                                         "Transpose"};
+  for (const auto& n : reloaded.internals().proto.graph().node()) {
+    EXPECT_TRUE(n.domain().empty()) << n.name();
+    EXPECT_TRUE(allowed.count(n.op_type())) << n.op_type();
+  }
+  for (const auto& o : reloaded.internals().proto.opset_import())
+    EXPECT_NE(o.domain(), qsl::onnx::qsl_domain);
+}
+
+TEST_F(Onnx, OverridesSkipsAndEdgeBits) {
+  auto m = qsl::onnx::model::load(models + "/layers.onnx");
+  auto o = options(2, 0);
+  o.overrides.push_back({"fc1", o.weights});
+  o.overrides.back().options.bits = 3;
+  o.skip = {"m?"};  // the MatMul node "mm"
+  o.edge_bits = 4;
+  const auto report = qsl::onnx::compress(m, o);
+  std::map<std::string, const qsl::onnx::layer_report*> by_node;
+  for (const auto& l : report.layers) by_node[l.node] = &l;
+  EXPECT_EQ(by_node.at("conv1")->bits, 4);  // first compressed layer
+  EXPECT_EQ(by_node.at("fc1")->bits, 3);    // override
+  EXPECT_FALSE(by_node.at("mm")->compressed);
+  EXPECT_EQ(by_node.at("mm")->note, "skipped by request");
+  EXPECT_EQ(by_node.at("fc2")->bits, 4);  // last compressed layer
+  EXPECT_FALSE(by_node.at("tiny")->compressed);
+  EXPECT_THAT(by_node.at("tiny")->note, HasSubstr("below 420 weights"));
+}
+
+TEST_F(Onnx, SubgraphLayersAreReportedAndLeftAlone) {
+  auto m = qsl::onnx::model::load(models + "/subgraph.onnx");
+  const auto report = qsl::onnx::compress(m, options(2, 0));
+  ASSERT_EQ(report.layers.size(), 1u);
+  EXPECT_FALSE(report.layers[0].compressed);
+  EXPECT_THAT(report.layers[0].note, HasSubstr("inside a subgraph"));
+  EXPECT_EQ(report.layers[0].node, "branch/inner_fc");
+  m.save(path("subgraph.onnx"));  // still a valid model
+}
+
+TEST_F(Onnx, SaveNeverOverwritesTheInputOrAnExistingFile) {
+  const std::string input = path("in.onnx");
+  fs::copy_file(models + "/layers.onnx", input);
+  auto m = qsl::onnx::model::load(input);
+  qsl::onnx::compress(m, options(2, 0));
+  bool model_error = true;
+  EXPECT_THAT(error_text([&] { m.save(input, true); }, model_error), HasSubstr("is the input"));
+  EXPECT_FALSE(model_error);
+  fs::copy_file(models + "/layers.onnx", path("exists.onnx"));
+  EXPECT_THAT(error_text([&] { m.save(path("exists.onnx")); }, model_error),
+              HasSubstr("refusing to overwrite"));
+  EXPECT_NO_THROW(m.save(path("exists.onnx"), true));
+  for (const auto& entry : fs::directory_iterator(path("")))
+    EXPECT_THAT(entry.path().filename().string(), testing::Not(HasSubstr(".tmp")));
+  EXPECT_EQ(qsl::onnx::compressed_layers(qsl::onnx::model::load(path("exists.onnx"))).size(), 4u);
+}
+
+TEST_F(Onnx, NanWeightIsAModelErrorNamingTheTensor) {
+  auto m = qsl::onnx::model::load(models + "/layers.onnx");
+  for (auto& t : *m.internals().proto.mutable_graph()->mutable_initializer())
+    if (t.name() == "fc1_w") {
+      const float nan = std::numeric_limits<float>::quiet_NaN();
+      std::memcpy(&(*t.mutable_raw_data())[4 * 5], &nan, 4);
+    }
+  bool model_error = false;
+  EXPECT_THAT(error_text([&] { qsl::onnx::compress(m, options(2, 0)); }, model_error),
+              HasSubstr("weight 'fc1_w' of node 'fc1': has nan at row 0, col 5"));
+  EXPECT_TRUE(model_error);
+}
+
+TEST_F(Onnx, BadOptionsAreUserErrors) {
+  auto m = qsl::onnx::model::load(models + "/layers.onnx");
+  bool model_error = true;
+  auto o = options(2, 0);
+  o.edge_bits = 9;
+  EXPECT_THAT(error_text([&] { qsl::onnx::compress(m, o); }, model_error),
+              HasSubstr("edge_bits is 9"));
+  EXPECT_FALSE(model_error);
+  o = options(2, 12);
+  EXPECT_THAT(error_text([&] { qsl::onnx::compress(m, o); }, model_error),
+              HasSubstr("group_size is 12"));
+  EXPECT_THAT(error_text([&] { qsl::onnx::model::load(path("missing.onnx")); }, model_error),
+              HasSubstr("not a regular file"));
+  EXPECT_FALSE(model_error);
+}
+
+// A qsl-format model whose DecodeWeights node or tensors are changed by `edit`.
+template <class Edit>
+std::string decode_error(const std::string& file, Edit edit) {
+  auto m = qsl::onnx::model::load(models + "/layers.onnx");
+  qsl::onnx::compress(m, options(2, 64));
+  for (auto& n : *m.internals().proto.mutable_graph()->mutable_node())
+    if (n.op_type() == qsl::onnx::decode_op && n.output(0) == "fc1_w") edit(m, n);
+  (void)file;
+  bool model_error = false;
+  const std::string text = error_text([&] { qsl::onnx::compressed_layers(m); }, model_error);
+  return model_error ? text : "not a model_error: " + text;
+}
+
+TEST_F(Onnx, MalformedDecodeNodesAreModelErrors) {
+  EXPECT_THAT(decode_error("bits", [](auto&, pb::NodeProto& n) {
+                for (auto& a : *n.mutable_attribute())
+                  if (a.name() == "bits") a.set_i(9);
+              }),
+              HasSubstr("out of range"));
+  EXPECT_THAT(decode_error("rows", [](auto&, pb::NodeProto& n) {
+                for (auto& a : *n.mutable_attribute())
+                  if (a.name() == "rows") a.set_i(201);
+              }),
+              HasSubstr("does not match rows x cols"));
+  EXPECT_THAT(decode_error("dtype", [](qsl::onnx::model& m, pb::NodeProto& n) {
+                for (auto& t : *m.internals().proto.mutable_graph()->mutable_initializer())
+                  if (t.name() == n.input(0)) t.set_data_type(pb::TensorProto::INT8);
+              }),
+              HasSubstr("must be UINT8 200 x 2 x 72"));
+  EXPECT_THAT(decode_error("input", [](auto&, pb::NodeProto& n) { n.set_input(1, "nowhere"); }),
+              HasSubstr("'nowhere' is not an initializer"));
+  EXPECT_THAT(decode_error("missing", [](auto&, pb::NodeProto& n) {
+                n.mutable_attribute()->RemoveLast();  // 'shape'
+              }),
+              HasSubstr("'shape' is missing"));
+  EXPECT_THAT(decode_error("padding", [](qsl::onnx::model& m, pb::NodeProto& n) {
+                for (auto& t : *m.internals().proto.mutable_graph()->mutable_initializer())
+                  if (t.name() == n.input(0)) (*t.mutable_raw_data())[71] = '\xff';  // 576 cols = 72 bytes
+              }),
+              testing::AnyOf(HasSubstr("bits set past column"), HasSubstr("no error")));
+  EXPECT_THAT(decode_error("nan", [](qsl::onnx::model& m, pb::NodeProto& n) {
+                for (auto& t : *m.internals().proto.mutable_graph()->mutable_initializer())
+                  if (t.name() == n.input(1)) {
+                    const float nan = std::numeric_limits<float>::quiet_NaN();
+                    std::memcpy(&(*t.mutable_raw_data())[0], &nan, 4);
+                  }
+              }),
+              HasSubstr("not finite"));
+}
+
+TEST_F(Onnx, ParsedModelsRefuseExternalData) {
+  auto m = qsl::onnx::model::load(models + "/layers.onnx");
+  for (auto& t : *m.internals().proto.mutable_graph()->mutable_initializer())
+    if (t.name() == "fc1_w") {
+      t.clear_raw_data();
+      t.set_data_location(pb::TensorProto::EXTERNAL);
+      auto* e = t.add_external_data();
+      e->set_key("location");
+      e->set_value("weights.bin");
+    }
+  const auto bytes = m.serialize();
+  bool model_error = false;
+  EXPECT_THAT(error_text([&] { qsl::onnx::model::parse(bytes.data(), bytes.size()); }, model_error),
+              HasSubstr("external data is not allowed"));
+  EXPECT_TRUE(model_error);
+}
+
+}  // namespace
