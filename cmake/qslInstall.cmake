@@ -17,6 +17,18 @@ install(EXPORT qslTargets NAMESPACE qsl:: DESTINATION ${QSL_INSTALL_CMAKEDIR})
 # The same targets for the build tree, so find_package(qsl) also works with qsl_DIR=<build dir>.
 export(EXPORT qslTargets NAMESPACE qsl:: FILE ${PROJECT_BINARY_DIR}/qslTargets.cmake)
 
+# Optional components get export sets of their own, so that qslConfig.cmake finds their
+# dependencies (protobuf, ONNX) only when a consumer asks for the component.
+set(QSL_BUILT_COMPONENTS "")
+if(TARGET qsl_onnx)
+  install(TARGETS qsl_onnx EXPORT qslOnnxTargets
+    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+    ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  install(EXPORT qslOnnxTargets NAMESPACE qsl:: DESTINATION ${QSL_INSTALL_CMAKEDIR})
+  export(EXPORT qslOnnxTargets NAMESPACE qsl:: FILE ${PROJECT_BINARY_DIR}/qslOnnxTargets.cmake)
+  list(APPEND QSL_BUILT_COMPONENTS onnx)
+endif()
+
 configure_package_config_file(cmake/qslConfig.cmake.in
   ${PROJECT_BINARY_DIR}/qslConfig.cmake
   INSTALL_DESTINATION ${QSL_INSTALL_CMAKEDIR})

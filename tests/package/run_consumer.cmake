@@ -35,6 +35,10 @@ if(CXX_COMPILER)
   list(APPEND configure_args "-DCMAKE_CXX_COMPILER=${CXX_COMPILER}")
 endif()
 
+if(WITH_ONNX)  # the onnx component too: find_package(qsl COMPONENTS onnx), qsl::onnx
+  list(APPEND configure_args -DQSL_CONSUMER_ONNX=ON)
+endif()
+
 if(MODE STREQUAL "find_package")
   set(prefix "${WORK_DIR}/prefix")
   run_step("install of qsl" ${CMAKE_COMMAND} --install "${QSL_BINARY_DIR}" --prefix "${prefix}"

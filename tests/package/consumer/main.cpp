@@ -1,5 +1,8 @@
 // Uses qsl::qsl through its one public header: compress, forward, compare with W_hat x + b.
 #include <qsl/quantized_dense.hpp>
+#ifdef QSL_CONSUMER_ONNX
+#include <qsl/onnx.hpp>
+#endif
 
 #include <cmath>
 #include <cstdio>
@@ -30,6 +33,16 @@ int main() {
                    error, tolerance);
       return 1;
     }
+#ifdef QSL_CONSUMER_ONNX
+    // The onnx component links and refuses bytes that are not a model with its own error.
+    const std::uint8_t garbage[] = {0xFF, 0x01, 0x02, 0x03};
+    try {
+      qsl::onnx::model::parse(garbage, sizeof garbage);
+      std::fprintf(stderr, "qsl consumer: garbage parsed as an ONNX model\n");
+      return 1;
+    } catch (const qsl::onnx::model_error&) {
+    }
+#endif
     std::printf("qsl consumer ok %d.%d.%d\n", qsl::version_major, qsl::version_minor,
                 qsl::version_patch);
     return 0;
