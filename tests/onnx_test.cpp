@@ -203,6 +203,17 @@ TEST_F(Onnx, BadOptionsAreUserErrors) {
   EXPECT_FALSE(model_error);
 }
 
+TEST_F(Onnx, StandardFormatNeedsOpset11) {
+  auto m = qsl::onnx::model::load(models + "/layers.onnx");
+  for (auto& o : *m.internals().proto.mutable_opset_import()) o.set_version(10);
+  auto o = options(2, 0);
+  o.format = qsl::onnx::output_format::standard;
+  bool model_error = true;
+  EXPECT_THAT(error_text([&] { qsl::onnx::compress(m, o); }, model_error),
+              HasSubstr("needs opset >= 11"));
+  EXPECT_FALSE(model_error);
+}
+
 // A qsl-format model whose DecodeWeights node or tensors are changed by `edit`.
 template <class Edit>
 std::string decode_error(const std::string& file, Edit edit) {
