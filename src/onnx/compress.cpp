@@ -19,6 +19,11 @@ using detail::read_floats;
 
 std::string in_quotes(const std::string& s) { return "'" + s + "'"; }
 
+bool floating_point(std::int32_t type) {
+  return type == pb::TensorProto::FLOAT || type == pb::TensorProto::DOUBLE ||
+         type == pb::TensorProto::FLOAT16 || type == pb::TensorProto::BFLOAT16;
+}
+
 bool glob(const std::string& pattern, const std::string& text) {
   return fnmatch(pattern.c_str(), text.c_str(), 0) == 0;
 }
@@ -178,11 +183,7 @@ compress_report compress(model& m, const compress_options& o) {
       r.note = "skipped by request";
     } else if (c.rows * c.cols < o.min_weights) {
       r.note = "below " + std::to_string(o.min_weights) + " weights: left as it is";
-    } else if (element_size(consts.at(c.weight).tensor->data_type()) == 0 ||
-               (consts.at(c.weight).tensor->data_type() != pb::TensorProto::FLOAT &&
-                consts.at(c.weight).tensor->data_type() != pb::TensorProto::DOUBLE &&
-                consts.at(c.weight).tensor->data_type() != pb::TensorProto::FLOAT16 &&
-                consts.at(c.weight).tensor->data_type() != pb::TensorProto::BFLOAT16)) {
+    } else if (!floating_point(consts.at(c.weight).tensor->data_type())) {
       r.note = "a " + detail::type_name(consts.at(c.weight).tensor->data_type()) +
                " weight: left as it is";
     } else {
