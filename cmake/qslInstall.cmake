@@ -28,6 +28,14 @@ if(TARGET qsl_onnx)
   export(EXPORT qslOnnxTargets NAMESPACE qsl:: FILE ${PROJECT_BINARY_DIR}/qslOnnxTargets.cmake)
   list(APPEND QSL_BUILT_COMPONENTS onnx)
 endif()
+if(TARGET qsl_cuda)
+  install(TARGETS qsl_cuda EXPORT qslCudaTargets
+    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+    ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  install(EXPORT qslCudaTargets NAMESPACE qsl:: DESTINATION ${QSL_INSTALL_CMAKEDIR})
+  export(EXPORT qslCudaTargets NAMESPACE qsl:: FILE ${PROJECT_BINARY_DIR}/qslCudaTargets.cmake)
+  list(APPEND QSL_BUILT_COMPONENTS cuda)
+endif()
 
 configure_package_config_file(cmake/qslConfig.cmake.in
   ${PROJECT_BINARY_DIR}/qslConfig.cmake

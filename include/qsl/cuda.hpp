@@ -1,0 +1,69 @@
+#pragma once
+// qsl::cuda (find_package(qsl COMPONENTS cuda), target qsl::cuda): the CUDA kernels of a
+// quantized dense layer. Plain C++: no CUDA header appears here; streams are passed as void*
+// (a cudaStream_t) and device arrays as plain pointers.
+//
+//   qsl::cuda::quantized_dense gpu(layer);        // packs and uploads once
+//   gpu.forward(x_device, batch, y_device, stream);
+//
+// Kernels (docs/cuda.md): float activations use shared-memory look-up tables (batch < 8) or
+// fp16 tensor-core tiles decoded from the planes (batch >= 8); encoded activations use AND +
+// __popc after an encoder kernel. On an integrated GPU (Jetson) the weights live in mapped
+// host memory: no copies, one copy of the weights in memory.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "qsl/quantized_dense.hpp"
+
+namespace qsl::cuda {
+
+struct device_properties {
+  std::string name;
+  int major = 0, minor = 0;  ///< compute capability
+  int multiprocessors = 0;
+  bool integrated = false;   ///< shares memory with the CPU (Jetson)
+  std::size_t memory_bytes = 0;
+};
+
+/// CUDA devices usable by this process; 0 when there is no driver or no device (never throws).
+int device_count();
+/// Throws qsl::error for a bad index or a CUDA failure.
+device_properties properties(int device);
+
+/// Which kernel runs a forward pass.
+enum class kernel : std::uint8_t {
+  automatic = 0,      ///< lut_gemv (float, batch < 8), wmma_gemm (float), popcount_gemv (encoded)
+  lut_gemv = 1,       ///< float activations, shared-memory look-up tables
+  wmma_gemm = 2,      ///< float activations, fp16 tensor cores (inputs and W_hat rounded to fp16)
+  popcount_gemv = 3,  ///< encoded activations (the layer's activation_bits > 0)
+};
+
+class quantized_dense {
+ public:
+  /// Packs the layer for the device and uploads it (or maps it, on an integrated GPU).
+  explicit quantized_dense(const qsl::quantized_dense& layer, int device = 0);
+  quantized_dense(quantized_dense&&) noexcept;
+  quantized_dense& operator=(quantized_dense&&) noexcept;
+  ~quantized_dense();
+
+  std::int64_t in_features() const;
+  std::int64_t out_features() const;
+  int device() const;
+  /// Bytes of the weights, coefficients, offsets and bias on the device.
+  std::size_t device_bytes() const;
+
+  /// y = layer(x) for a batch: x is batch x in_features, y batch x out_features, both row-major
+  /// device pointers; asynchronous on `stream` (a cudaStream_t; null: the default stream).
+  /// Throws qsl::error for bad arguments and CUDA failures (naming the call). Unlike the CPU
+  /// path, NaN/Inf inputs are not detected on the device: their outputs are unspecified.
+  void forward(const float* x, std::int64_t batch, float* y, void* stream = nullptr,
+               kernel which = kernel::automatic) const;
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace qsl::cuda

@@ -1,0 +1,201 @@
+// The CUDA kernels against the CPU reference, on the GPU. Compiled everywhere CUDA is; every
+// test skips, saying why, when no GPU is present (the per-lane math is also tested without a
+// GPU in cuda_row_math_test.cpp).
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "qsl/cuda.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+using qsl::row_matrix_f;
+
+#define SKIP_WITHOUT_GPU()                                                               \
+  if (qsl::cuda::device_count() == 0)                                                    \
+  GTEST_SKIP() << "no CUDA device in this machine: the kernels are compiled but not run " \
+                  "(run tools/gpu-check.sh on a machine with a GPU)"
+
+// y = forward(x) through device memory.
+row_matrix_f run(const qsl::cuda::quantized_dense& gpu, const row_matrix_f& x,
+                 qsl::cuda::kernel which) {
+  float *dx = nullptr, *dy = nullptr;
+  const std::size_t in = static_cast<std::size_t>(x.size()) * sizeof(float);
+  const std::size_t out = static_cast<std::size_t>(x.rows() * gpu.out_features()) * sizeof(float);
+  EXPECT_EQ(cudaMalloc(&dx, in), cudaSuccess);
+  EXPECT_EQ(cudaMalloc(&dy, out), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(dx, x.data(), in, cudaMemcpyHostToDevice), cudaSuccess);
+  gpu.forward(dx, x.rows(), dy, nullptr, which);
+  row_matrix_f y(x.rows(), gpu.out_features());
+  EXPECT_EQ(cudaMemcpy(y.data(), dy, out, cudaMemcpyDeviceToHost), cudaSuccess);
+  cudaFree(dx);
+  cudaFree(dy);
+  return y;
+}
+
+double gamma_bound(double m) {
+  const double u = std::numeric_limits<float>::epsilon() / 2;
+  return m * u / (1 - m * u);
+}
+
+// S = sum_c sum_j |alpha| |x_c| + |b| per output (the scale of every float bound below).
+double magnitude(const qsl::weight_code& code, const row_matrix_f& x, std::int64_t v,
+                 std::int64_t n) {
+  double size = 0;
+  for (std::int64_t c = 0; c < code.cols; ++c)
+    for (int j = 0; j < code.bits; ++j)
+      size += code.coefficient(n, c / code.group_size, j) * std::abs(double{x(v, c)});
+  return size;
+}
+
+struct shape {
+  std::int64_t rows, cols, group;
+  int bits;
+  qsl::basis basis;
+};
+
+std::vector<shape> shapes() {
+  std::vector<shape> out;
+  for (std::int64_t cols : {1, 63, 64, 65, 127, 131, 257, 1000})
+    for (std::int64_t rows : {1, 31, 33, 100})
+      for (int bits : {1, 2, 3})
+        out.push_back({rows, cols, cols > 128 ? 64 : 0, bits,
+                       (rows + bits) % 3 == 0 ? qsl::basis::ternary : qsl::basis::binary});
+  return out;
+}
+
+qsl::quantized_dense layer_of(const shape& s, int activation_bits, std::uint32_t seed) {
+  const auto code = qsl::test::random_code(s.rows, s.cols, s.bits, s.basis, s.group, seed);
+  qsl::dense_parameters p;
+  p.code = code;
+  p.bias.assign(static_cast<std::size_t>(s.rows), 0.25f);
+  p.activations.bits = activation_bits;
+  return qsl::quantized_dense(p);
+}
+
+TEST(Cuda, DeviceCountNeverThrows) {
+  EXPECT_GE(qsl::cuda::device_count(), 0);  // 0 on machines without a driver or a GPU
+}
+
+TEST(Cuda, LookUpGemvMatchesReference) {
+  SKIP_WITHOUT_GPU();
+  std::uint32_t seed = 1;
+  for (const shape& s : shapes())
+    for (std::int64_t batch : {1, 3}) {
+      const auto layer = layer_of(s, 0, ++seed);
+      const qsl::cuda::quantized_dense gpu(layer);
+      const row_matrix_f x = qsl::test::gaussian_rows(batch, s.cols, ++seed);
+      const row_matrix_f y = run(gpu, x, qsl::cuda::kernel::lut_gemv);
+      row_matrix_f expected(batch, s.rows);
+      qsl::reference::forward_float<float>(layer.code(), x.data(), batch, layer.bias().data(),
+                                           expected.data());
+      const double m = static_cast<double>(s.cols + layer.code().groups() * s.bits + 8);
+      for (std::int64_t v = 0; v < batch; ++v)
+        for (std::int64_t n = 0; n < s.rows; ++n)
+          ASSERT_NEAR(y(v, n), expected(v, n),
+                      6 * gamma_bound(m) * (magnitude(layer.code(), x, v, n) + 0.25))
+              << s.rows << "x" << s.cols << " k " << s.bits << " batch " << batch;
+    }
+}
+
+// Integer inputs and dyadic coefficients: every sum is exact, so the GPU must match exactly.
+TEST(Cuda, PopcountGemvIsExactOnIntegers) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(2);
+  for (const shape& s : shapes())
+    for (std::int64_t batch : {1, 3, 8, 64}) {
+      const int kx = 1 + static_cast<int>(rng() % 8);
+      auto code = qsl::test::random_code(s.rows, s.cols, s.bits, s.basis, s.group, rng());
+      for (float& a : code.coefficients) a = static_cast<float>(1 << (rng() % 3));
+      qsl::compute_offsets(code);
+      qsl::dense_parameters p;
+      p.code = code;
+      p.activations = {kx, true, 1.0f, 0.0f};  // q = x for integers in [0, 2^kx)
+      const qsl::quantized_dense layer(p);
+      row_matrix_f x(batch, s.cols);
+      for (std::int64_t i = 0; i < x.size(); ++i)
+        x.data()[i] = static_cast<float>(rng() % (1U << kx));
+      const row_matrix_f y = run(qsl::cuda::quantized_dense(layer), x,
+                                 qsl::cuda::kernel::popcount_gemv);
+      const Eigen::MatrixXd exact = x.cast<double>() * qsl::reconstruct(code).cast<double>().transpose();
+      for (std::int64_t v = 0; v < batch; ++v)
+        for (std::int64_t n = 0; n < s.rows; ++n)
+          ASSERT_EQ(double{y(v, n)}, exact(v, n)) << s.rows << "x" << s.cols << " kx " << kx;
+    }
+}
+
+TEST(Cuda, PopcountGemvWithPerVectorScaleMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  std::uint32_t seed = 100;
+  for (const shape& s : shapes()) {
+    const auto layer = layer_of(s, 4, ++seed);
+    const row_matrix_f x = qsl::test::gaussian_rows(3, s.cols, ++seed);
+    const row_matrix_f y = run(qsl::cuda::quantized_dense(layer), x,
+                               qsl::cuda::kernel::popcount_gemv);
+    const row_matrix_f expected = layer.forward(x);  // the CPU kernels: exact integer parts
+    // Both sides differ only in the float sums of alpha * integer (groups*k terms) and the
+    // finish step * z + minimum * offset + b: within 2 gamma_m T on each side, with
+    // T = step (2^kx - 1) sum |alpha| |G| + |minimum| |offset| + |b|.
+    const qsl::weight_code& code = layer.code();
+    const double m = static_cast<double>(code.groups() * s.bits * 2 + 8);
+    for (std::int64_t v = 0; v < 3; ++v) {
+      const double lo = x.row(v).minCoeff(), step = (x.row(v).maxCoeff() - lo) / 15.0;
+      for (std::int64_t n = 0; n < s.rows; ++n) {
+        double alpha_size = 0;
+        for (std::int64_t g = 0; g < code.groups(); ++g)
+          for (int j = 0; j < s.bits; ++j)
+            alpha_size += code.coefficient(n, g, j) *
+                          static_cast<double>(code.group_end(g) - code.group_begin(g));
+        const double t = step * 15 * alpha_size + std::abs(lo * code.offsets[n]) + 0.25;
+        ASSERT_NEAR(y(v, n), expected(v, n), 4 * gamma_bound(m) * t) << s.rows << "x" << s.cols;
+      }
+    }
+  }
+}
+
+// fp16 tensor cores: x and W_hat are rounded to half (relative 2^-11 each), products are exact
+// in fp32 and summed in fp32: |error| <= (2^-10 + gamma_D) S.
+TEST(Cuda, WmmaGemmMatchesReferenceWithinHalfPrecision) {
+  SKIP_WITHOUT_GPU();
+  std::uint32_t seed = 200;
+  for (const shape& s : shapes())
+    for (std::int64_t batch : {1, 3, 8, 64, 70}) {
+      const auto layer = layer_of(s, 0, ++seed);
+      const row_matrix_f x = qsl::test::gaussian_rows(batch, s.cols, ++seed);
+      const row_matrix_f y = run(qsl::cuda::quantized_dense(layer), x,
+                                 qsl::cuda::kernel::wmma_gemm);
+      row_matrix_f expected(batch, s.rows);
+      qsl::reference::forward_float<float>(layer.code(), x.data(), batch, layer.bias().data(),
+                                           expected.data());
+      for (std::int64_t v = 0; v < batch; ++v)
+        for (std::int64_t n = 0; n < s.rows; ++n)
+          ASSERT_NEAR(y(v, n), expected(v, n),
+                      (std::ldexp(1.0, -9) + 2 * gamma_bound(static_cast<double>(s.cols))) *
+                              magnitude(layer.code(), x, v, n) + 1e-6)
+              << s.rows << "x" << s.cols << " batch " << batch;
+    }
+}
+
+TEST(Cuda, AutomaticKernelChoiceAndErrors) {
+  SKIP_WITHOUT_GPU();
+  const auto layer = layer_of({40, 100, 0, 2, qsl::basis::binary}, 0, 7);
+  const qsl::cuda::quantized_dense gpu(layer);
+  EXPECT_EQ(gpu.in_features(), 100);
+  EXPECT_EQ(gpu.out_features(), 40);
+  EXPECT_GT(gpu.device_bytes(), 0u);
+  const row_matrix_f x = qsl::test::gaussian_rows(2, 100, 8);
+  const row_matrix_f y = run(gpu, x, qsl::cuda::kernel::automatic);
+  EXPECT_TRUE(y.isApprox(layer.forward(x), 1e-4f));
+  EXPECT_THROW(gpu.forward(nullptr, 2, nullptr), qsl::error);
+  EXPECT_THROW(gpu.forward(nullptr, -1, nullptr), qsl::error);
+  float* dummy = reinterpret_cast<float*>(16);
+  EXPECT_THROW(gpu.forward(dummy, 1, dummy, nullptr, qsl::cuda::kernel::popcount_gemv),
+               qsl::error);  // a float-activation layer has no encoded path
+  EXPECT_THROW(qsl::cuda::quantized_dense(layer, 99), qsl::error);
+}
+
+}  // namespace

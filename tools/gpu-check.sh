@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The GPU check: configures for the GPU it finds, builds the CUDA tests and benchmarks, runs the
+# tests, compute-sanitizer (memcheck) on them, and the benchmarks against cuBLAS; every log goes
+# to OUTDIR. Meant for the device tool, after tools/gpu-deps.sh staged .gpu-deps/ here:
+#   run(command="tools/gpu-check.sh $OUT", carry=[".gpu-deps"], timeout_s=540)
+# Finishes well within 10 minutes on an H100 (build about 2, tests and sanitizer about 1,
+# benchmarks about 2). Steps that fail are logged and the script goes on; it exits non-zero
+# if any did.
+set -uo pipefail
+out="${1:?usage: tools/gpu-check.sh OUTDIR}"
+mkdir -p "$out"
+cd "$(dirname "$0")/.."
+status=0
+step() {  # step NAME COMMAND...: runs it, logging to OUTDIR/NAME.log
+  local name="$1"
+  shift
+  echo "== $name: $*"
+  if "$@" > "$out/$name.log" 2>&1; then echo "   ok"; else echo "   FAILED (see $name.log)"; status=1; fi
+  tail -n 3 "$out/$name.log"
+}
+nvidia-smi > "$out/nvidia-smi.log" 2>&1 || true
+arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d '.')
+arch="${arch:-90}"
+deps=()
+if [ -d .gpu-deps ]; then
+  export LD_LIBRARY_PATH="$PWD/.gpu-deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+  deps=(-DCMAKE_PREFIX_PATH="$PWD/.gpu-deps/usr" -DEigen3_DIR="$PWD/.gpu-deps/usr/share/eigen3/cmake"
+        -DQSL_GTEST_SOURCE_DIR="$PWD/.gpu-deps/src/googletest")
+fi
+step configure cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$arch" \
+  -DQSL_WITH_ONNX=OFF -DQSL_BUILD_EXAMPLES=OFF -DQSL_INSTALL=OFF -DQSL_BENCH_NATIVE=OFF "${deps[@]}"
+step build cmake --build build-gpu --parallel "$(nproc)" --target cuda_test cuda_row_math_test \
+  cuda_bench
+sanitizer=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
+step cuda_test build-gpu/tests/cuda_test
+step cuda_row_math_test build-gpu/tests/cuda_row_math_test
+step memcheck "$sanitizer" --tool memcheck --error-exitcode 1 build-gpu/tests/cuda_test \
+  --gtest_filter='Cuda.LookUp*:Cuda.Popcount*Integers:Cuda.Automatic*'
+step cuda_bench build-gpu/bench/cuda_bench --benchmark_min_time=0.2 \
+  --benchmark_out="$out/cuda_bench.json" --benchmark_out_format=json
+exit $status

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Stages, on this (Debian) machine, what tools/gpu-check.sh needs on the GPU machine, which has
+# CMake, nvcc and compute-sanitizer but no Debian packages and no network: Eigen's headers,
+# GoogleTest's sources, Google Benchmark (headers, shared library, CMake config). The folder
+# .gpu-deps/ is ignored by git; name it in the device tool's `carry`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/install-deps.sh
+rm -rf .gpu-deps
+mkdir -p .gpu-deps/usr/include .gpu-deps/usr/share .gpu-deps/usr/lib/x86_64-linux-gnu/cmake .gpu-deps/src
+cp -r /usr/include/eigen3 .gpu-deps/usr/include/
+cp -r /usr/share/eigen3 .gpu-deps/usr/share/
+cp -r /usr/src/googletest .gpu-deps/src/
+cp -r /usr/include/benchmark .gpu-deps/usr/include/
+cp -a /usr/lib/x86_64-linux-gnu/libbenchmark*.so* /usr/lib/x86_64-linux-gnu/libbenchmark_main.a \
+  .gpu-deps/usr/lib/x86_64-linux-gnu/
+cp -r /usr/lib/x86_64-linux-gnu/cmake/benchmark .gpu-deps/usr/lib/x86_64-linux-gnu/cmake/
+du -sh .gpu-deps
