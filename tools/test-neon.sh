@@ -10,7 +10,8 @@ tools/install-deps.sh --neon
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake \
   -DQSL_GTEST_SOURCE_DIR=/usr/src/googletest \
-  -DQSL_BUILD_BENCHMARKS=OFF -DQSL_BUILD_EXAMPLES=OFF -DQSL_INSTALL=OFF
+  -DQSL_BUILD_BENCHMARKS=OFF -DQSL_BUILD_EXAMPLES=OFF -DQSL_INSTALL=OFF \
+  -DQSL_WITH_CUDA=OFF -DQSL_WITH_ONNX=OFF
 cmake --build "$build_dir" --parallel "$(nproc)" \
   --target cpu_kernels_test bit_planes_test weight_code_test quantized_dense_test
 ctest --test-dir "$build_dir" --output-on-failure --parallel "$(nproc)" \

@@ -189,9 +189,10 @@ constexpr int gemm_rows = 64, gemm_batch = 64, gemm_k = 32;
 __global__ void __launch_bounds__(block_threads)
     wmma_gemm(layer_view w, const float* x, std::int64_t batch, float* y) {
   using namespace nvcuda;
-  __shared__ __half weights[gemm_rows * gemm_k];  // [row][k]: B = W_hat^T read column-major
-  __shared__ __half inputs[gemm_batch * gemm_k];  // [batch][k], row-major
-  __shared__ float out[gemm_batch * gemm_rows];
+  // wmma loads and stores need 256-bit aligned pointers.
+  __shared__ __align__(32) __half weights[gemm_rows * gemm_k];  // [row][k]: W_hat^T column-major
+  __shared__ __align__(32) __half inputs[gemm_batch * gemm_k];  // [batch][k], row-major
+  __shared__ __align__(32) float out[gemm_batch * gemm_rows];
   const std::int64_t row0 = static_cast<std::int64_t>(blockIdx.x) * gemm_rows;
   const std::int64_t b0 = static_cast<std::int64_t>(blockIdx.y) * gemm_batch;
   const int warp = threadIdx.x / 32;

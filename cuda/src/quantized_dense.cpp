@@ -64,6 +64,37 @@ std::unique_ptr<buffer> upload(const std::vector<T>& v, bool mapped) {
   return std::make_unique<buffer>(v.data(), v.size() * sizeof(T), mapped);
 }
 
+// Scratch memory for one forward call, ordered on the stream where the device has memory
+// pools (not every Tegra does), released even when a launch fails.
+class scratch_buffer {
+ public:
+  scratch_buffer(int device, std::size_t bytes, cudaStream_t stream) : stream_(stream) {
+    int pools = 0;
+    cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device);
+    pooled_ = pools != 0;
+    if (pooled_)
+      QSL_CUDA(cudaMallocAsync(&data_, bytes, stream));
+    else
+      QSL_CUDA(cudaMalloc(&data_, bytes));
+  }
+  scratch_buffer(const scratch_buffer&) = delete;
+  scratch_buffer& operator=(const scratch_buffer&) = delete;
+  ~scratch_buffer() {
+    if (pooled_) {
+      cudaFreeAsync(data_, stream_);
+    } else {
+      cudaStreamSynchronize(stream_);  // the kernels must be done with it
+      cudaFree(data_);
+    }
+  }
+  void* get() const { return data_; }
+
+ private:
+  void* data_ = nullptr;
+  cudaStream_t stream_;
+  bool pooled_ = false;
+};
+
 }  // namespace
 
 int device_count() {
@@ -166,18 +197,16 @@ void quantized_dense::forward(const float* x, std::int64_t batch, float* y, void
   const std::size_t plane_bytes = static_cast<std::size_t>(batch * q.bits * w.chunks) * 4;
   const std::size_t level_bytes = static_cast<std::size_t>(batch * w.groups) * 4;
   const std::size_t scale_bytes = static_cast<std::size_t>(batch) * 2 * sizeof(float);
-  void* scratch = nullptr;
-  QSL_CUDA(cudaMallocAsync(&scratch, plane_bytes + level_bytes + scale_bytes, s));
-  auto* planes = static_cast<std::uint32_t*>(scratch);
-  auto* levels = reinterpret_cast<std::int32_t*>(static_cast<char*>(scratch) + plane_bytes);
+  scratch_buffer scratch(impl_->device, plane_bytes + level_bytes + scale_bytes, s);
+  auto* planes = static_cast<std::uint32_t*>(scratch.get());
+  auto* levels = reinterpret_cast<std::int32_t*>(static_cast<char*>(scratch.get()) + plane_bytes);
   auto* scales =
-      reinterpret_cast<float*>(static_cast<char*>(scratch) + plane_bytes + level_bytes);
+      reinterpret_cast<float*>(static_cast<char*>(scratch.get()) + plane_bytes + level_bytes);
   detail::launch_encode(w, x, batch, q.bits, q.calibrated, q.step, q.minimum, planes, levels,
                         scales, stream);
   check_launch("encode");
   detail::launch_popcount_gemv(w, planes, levels, scales, q.bits, batch, y, stream);
   check_launch("popcount_gemv");
-  QSL_CUDA(cudaFreeAsync(scratch, s));
 }
 
 }  // namespace qsl::cuda
