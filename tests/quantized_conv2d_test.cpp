@@ -1,0 +1,121 @@
+// qsl::quantized_conv2d against a direct convolution loop over the reconstructed weights.
+#include "qsl/quantized_conv2d.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "test_util.hpp"
+
+namespace {
+
+// y[i][m][oy][ox] = b[m] + sum_{c,ky,kx} W_hat[m][c][ky][kx] x[i][c][iy][ix], in double.
+// `size` receives S = |b| + sum sum_j |alpha_j| |x| per output, the scale of the float bound.
+std::vector<double> direct_conv(const qsl::conv2d_shape& s, const qsl::weight_code& code,
+                                const std::vector<float>& bias, const std::vector<float>& x,
+                                std::int64_t n, std::int64_t h, std::int64_t w,
+                                std::vector<double>& size) {
+  const Eigen::MatrixXf w_hat = qsl::reconstruct(code);
+  const std::int64_t oh = s.out_h(h), ow = s.out_w(w);
+  std::vector<double> y(static_cast<std::size_t>(n * s.out_channels * oh * ow));
+  size.assign(y.size(), 0.0);
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t m = 0; m < s.out_channels; ++m)
+      for (std::int64_t oy = 0; oy < oh; ++oy)
+        for (std::int64_t ox = 0; ox < ow; ++ox) {
+          double sum = bias.empty() ? 0 : bias[m], magnitude = std::abs(sum);
+          for (std::int64_t c = 0; c < s.in_channels; ++c)
+            for (std::int64_t ky = 0; ky < s.kernel_h; ++ky)
+              for (std::int64_t kx = 0; kx < s.kernel_w; ++kx) {
+                const std::int64_t iy = oy * s.stride_h - s.pad_top + ky * s.dilation_h;
+                const std::int64_t ix = ox * s.stride_w - s.pad_left + kx * s.dilation_w;
+                if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+                const std::int64_t p = (c * s.kernel_h + ky) * s.kernel_w + kx;
+                const double xv = x[((i * s.in_channels + c) * h + iy) * w + ix];
+                sum += double{w_hat(m, p)} * xv;
+                for (int j = 0; j < code.bits; ++j)
+                  magnitude += code.coefficient(m, p / code.group_size, j) * std::abs(xv);
+              }
+          y[((i * s.out_channels + m) * oh + oy) * ow + ox] = sum;
+          size[((i * s.out_channels + m) * oh + oy) * ow + ox] = magnitude;
+        }
+  return y;
+}
+
+TEST(QuantizedConv2d, MatchesDirectConvolution) {
+  std::mt19937 rng(5);
+  for (int trial = 0; trial < 60; ++trial) {
+    qsl::conv2d_shape s;
+    s.in_channels = 1 + rng() % 5;
+    s.out_channels = 1 + rng() % 9;
+    s.kernel_h = 1 + rng() % 4;
+    s.kernel_w = 1 + rng() % 4;
+    s.stride_h = 1 + rng() % 3;
+    s.stride_w = 1 + rng() % 3;
+    s.pad_top = rng() % 3;
+    s.pad_left = rng() % 3;
+    s.pad_bottom = rng() % 3;
+    s.pad_right = rng() % 3;
+    s.dilation_h = 1 + rng() % 2;
+    s.dilation_w = 1 + rng() % 2;
+    const std::int64_t n = 1 + rng() % 3, h = 3 + rng() % 11, w = 3 + rng() % 11;  // odd sizes
+    if (s.out_h(h) < 1 || s.out_w(w) < 1) continue;
+    const Eigen::MatrixXf weights = qsl::test::gaussian(s.out_channels, s.patch(), rng());
+    const qsl::row_matrix_f rows = weights;  // [M][C kh kw] row-major = [M][C][kh][kw]
+    std::vector<float> bias(static_cast<std::size_t>(s.out_channels));
+    for (float& b : bias) b = static_cast<float>(rng() % 7) * 0.25f;
+    for (int kx : {0, 4}) {
+      qsl::quantized_dense_options o;
+      o.weights.bits = 2;
+      o.activation_bits = kx;
+      const auto conv = qsl::quantized_conv2d::compress(rows.data(), s, bias.data(), o);
+      const auto xs = qsl::test::gaussian_rows(1, n * s.in_channels * h * w, rng());
+      const std::vector<float> x(xs.data(), xs.data() + xs.size());
+      std::vector<float> y(static_cast<std::size_t>(n * s.out_channels * s.out_h(h) * s.out_w(w)));
+      conv.forward(x.data(), n, h, w, y.data());
+      if (kx == 0) {
+        // As in quantized_dense_test: (8 gamma_m + gamma_k(float)) S, m = patch + groups*k + k + 8.
+        const auto& code = conv.layer().code();
+        std::vector<double> size;
+        const auto expected = direct_conv(s, code, bias, x, n, h, w, size);
+        const double u = std::numeric_limits<float>::epsilon() / 2;
+        const double m = static_cast<double>(s.patch() + code.groups() * code.bits + code.bits + 8);
+        const double tol = 8 * m * u / (1 - m * u) + code.bits * u / (1 - code.bits * u);
+        for (std::size_t i = 0; i < y.size(); ++i)
+          ASSERT_NEAR(y[i], expected[i], tol * size[i]) << "trial " << trial;
+      } else {
+        // Encoded activations: each output position is one vector of the dense layer.
+        const std::int64_t oh = s.out_h(h), ow = s.out_w(w);
+        std::vector<float> patches(static_cast<std::size_t>(oh * ow * s.patch()));
+        qsl::im2col(s, x.data(), h, w, patches.data());
+        std::vector<float> dense(static_cast<std::size_t>(oh * ow * s.out_channels));
+        conv.layer().forward(patches.data(), oh * ow, dense.data());
+        for (std::int64_t p = 0; p < oh * ow; ++p)
+          for (std::int64_t m = 0; m < s.out_channels; ++m)
+            ASSERT_EQ(y[m * oh * ow + p], dense[p * s.out_channels + m]);
+      }
+    }
+  }
+}
+
+TEST(QuantizedConv2d, BadShapesAreNamedErrors) {
+  qsl::conv2d_shape s{2, 3, 3, 3};
+  const std::vector<float> w(2 * 3 * 9, 1.0f);
+  auto conv = qsl::quantized_conv2d::compress(w.data(), s, nullptr);
+  std::vector<float> x(2 * 2 * 2), y(16);
+  EXPECT_NE(qsl::test::error_of([&] { conv.forward(x.data(), 1, 2, 2, y.data()); })
+                .find("smaller than the kernel"),
+            std::string::npos);
+  qsl::conv2d_shape bad = s;
+  bad.stride_h = 0;
+  EXPECT_NE(qsl::test::error_of([&] { qsl::quantized_conv2d::compress(w.data(), bad, nullptr); })
+                .find("strides"),
+            std::string::npos);
+  EXPECT_NE(qsl::test::error_of([&] { qsl::quantized_conv2d(conv.layer(), {3, 3, 3, 3}); })
+                .find("the shape needs"),
+            std::string::npos);
+}
+
+}  // namespace
