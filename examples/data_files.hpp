@@ -1,0 +1,132 @@
+#pragma once
+// Reading the data files of qsl-run: IDX (MNIST format, gzip or not) and NumPy .npy (float32),
+// and writing .npy. Every size is checked against the file before anything is allocated.
+
+#include <zlib.h>
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "qsl/error.hpp"
+#include "qsl/serialize.hpp"
+
+namespace qsl::tools {
+
+struct array {
+  std::vector<std::int64_t> shape;
+  std::vector<std::uint8_t> bytes;  ///< IDX: the unsigned bytes
+  std::vector<float> floats;        ///< .npy
+};
+
+/// The whole file, gunzipped when it starts with the gzip magic; at most max_bytes.
+inline std::vector<std::uint8_t> read_maybe_gzip(const std::string& path, std::size_t max_bytes) {
+  std::vector<std::uint8_t> raw = read_file(path, max_bytes);
+  if (raw.size() < 2 || raw[0] != 0x1f || raw[1] != 0x8b) return raw;
+  gzFile f = gzopen(path.c_str(), "rb");
+  if (f == nullptr) throw qsl::error("cannot open '" + path + "'");
+  std::vector<std::uint8_t> out;
+  std::uint8_t chunk[1 << 16];
+  int n;
+  while ((n = gzread(f, chunk, sizeof chunk)) > 0) {
+    out.insert(out.end(), chunk, chunk + n);
+    if (out.size() > max_bytes) {
+      gzclose(f);
+      throw qsl::error("'" + path + "' decompresses to more than " + std::to_string(max_bytes) +
+                       " bytes");
+    }
+  }
+  const bool failed = n < 0;
+  gzclose(f);
+  if (failed) throw qsl::error("'" + path + "' is a corrupt gzip file");
+  return out;
+}
+
+/// An IDX file of unsigned bytes (type 0x08), e.g. MNIST images or labels.
+inline array read_idx(const std::string& path) {
+  const std::vector<std::uint8_t> data = read_maybe_gzip(path, std::size_t{1} << 32);
+  const std::string where = "'" + path + "': ";
+  detail::require(data.size() >= 4 && data[0] == 0 && data[1] == 0,
+                  where + "not an IDX file (bad magic)");
+  detail::require(data[2] == 0x08, where + "IDX type " + std::to_string(data[2]) +
+                                       "; qsl-run reads unsigned bytes (0x08)");
+  const int dims = data[3];
+  detail::require(dims >= 1 && dims <= 4 && data.size() >= 4 + 4u * dims,
+                  where + "IDX header with " + std::to_string(dims) + " dimensions is truncated");
+  array a;
+  std::uint64_t count = 1;
+  for (int i = 0; i < dims; ++i) {
+    const std::uint64_t d = (std::uint64_t{data[4 + 4 * i]} << 24) |
+                            (std::uint64_t{data[5 + 4 * i]} << 16) |
+                            (std::uint64_t{data[6 + 4 * i]} << 8) | data[7 + 4 * i];
+    a.shape.push_back(static_cast<std::int64_t>(d));
+    count *= d;
+    detail::require(count <= data.size(), where + "dimensions exceed the file");
+  }
+  detail::require(data.size() == 4 + 4u * dims + count,
+                  where + std::to_string(data.size()) + " bytes; the header needs " +
+                      std::to_string(4 + 4 * dims + count));
+  a.bytes.assign(data.begin() + 4 + 4 * dims, data.end());
+  return a;
+}
+
+/// A little-endian float32 C-order .npy file.
+inline array read_npy(const std::string& path) {
+  const std::vector<std::uint8_t> data = read_file(path, std::size_t{1} << 34);
+  const std::string where = "'" + path + "': ";
+  detail::require(data.size() >= 10 && std::memcmp(data.data(), "\x93NUMPY", 6) == 0,
+                  where + "not a .npy file");
+  const int major = data[6];
+  const std::size_t header_len = major == 1 ? (data[8] | (data[9] << 8))
+                                            : data.size() >= 12 ? (data[8] | (data[9] << 8) |
+                                                                   (data[10] << 16) |
+                                                                   (std::size_t{data[11]} << 24))
+                                                                : 0;
+  const std::size_t start = major == 1 ? 10 : 12;
+  detail::require(start + header_len <= data.size(), where + "truncated .npy header");
+  const std::string header(data.begin() + start, data.begin() + start + header_len);
+  detail::require(header.find("'descr': '<f4'") != std::string::npos,
+                  where + "qsl-run reads float32 (<f4) arrays");
+  detail::require(header.find("'fortran_order': False") != std::string::npos,
+                  where + "Fortran-order arrays are not supported");
+  const auto open = header.find("'shape': (");
+  detail::require(open != std::string::npos, where + "no shape in the .npy header");
+  array a;
+  std::uint64_t count = 1;
+  for (std::size_t i = open + 10; i < header.size() && header[i] != ')';) {
+    if (header[i] < '0' || header[i] > '9') {
+      ++i;
+      continue;
+    }
+    std::uint64_t d = 0;
+    while (i < header.size() && header[i] >= '0' && header[i] <= '9' && d < (1ULL << 40))
+      d = d * 10 + static_cast<std::uint64_t>(header[i++] - '0');
+    a.shape.push_back(static_cast<std::int64_t>(d));
+    count *= d;
+    detail::require(count <= data.size(), where + "the shape exceeds the file");
+  }
+  detail::require(data.size() - start - header_len == count * 4,
+                  where + "the data does not match the shape");
+  a.floats.resize(static_cast<std::size_t>(count));
+  std::memcpy(a.floats.data(), data.data() + start + header_len, count * 4);
+  return a;
+}
+
+inline void write_npy(const std::string& path, const std::vector<std::int64_t>& shape,
+                      const std::vector<float>& values) {
+  std::string dims;
+  for (std::int64_t d : shape) dims += std::to_string(d) + ", ";
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + dims + "), }";
+  header.append(64 - (10 + header.size() + 1) % 64, ' ');
+  header += '\n';
+  std::vector<std::uint8_t> out = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0,
+                                   static_cast<std::uint8_t>(header.size() & 0xFF),
+                                   static_cast<std::uint8_t>(header.size() >> 8)};
+  out.insert(out.end(), header.begin(), header.end());
+  const auto* bytes = reinterpret_cast<const std::uint8_t*>(values.data());
+  out.insert(out.end(), bytes, bytes + values.size() * 4);
+  write_file_atomically(path, out.data(), out.size());
+}
+
+}  // namespace qsl::tools
