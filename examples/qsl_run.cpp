@@ -168,8 +168,10 @@ int run(int argc, char** argv) {
   std::printf("latency per batch: median %.3f ms, p90 %.3f ms; throughput %.1f inputs/s\n",
               report["latency_ms_median"].get<double>(), report["latency_ms_p90"].get<double>(),
               report["images_per_s"].get<double>());
-  if (!dump.empty()) {
-    out_shape[0] = count;
+  if (!dump.empty()) {  // batches stacked along the first dimension
+    std::int64_t rest = 1;
+    for (std::size_t d = 1; d < out_shape.size(); ++d) rest *= out_shape[d];
+    out_shape[0] = rest > 0 ? static_cast<std::int64_t>(dumped.size()) / rest : 0;
     qsl::tools::write_npy(dump, out_shape, dumped);
   }
   if (!json_path.empty()) {
