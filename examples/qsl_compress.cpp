@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "qsl/onnx.hpp"
+#include "tool_main.hpp"
 #include "qsl/serialize.hpp"
 
 namespace {
@@ -217,9 +218,7 @@ int run(int argc, char** argv) {
   print_table(report);
   std::printf("wrote %s (%s format)\n", output.c_str(), format.c_str());
   if (!json_path.empty()) {
-    const std::string text = to_json(report, input, output, format).dump(2) + "\n";
-    qsl::write_file_atomically(json_path, reinterpret_cast<const std::uint8_t*>(text.data()),
-                               text.size());
+    qsl::tools::write_json(json_path, to_json(report, input, output, format));
   }
   return 0;
 }
@@ -227,16 +226,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const qsl::onnx::model_error& e) {
-    std::fprintf(stderr, "qsl-compress: bad model: %s\n", e.what());
-    return 2;
-  } catch (const qsl::error& e) {
-    std::fprintf(stderr, "qsl-compress: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "qsl-compress: %s\n", e.what());
-    return 2;
-  }
+  return qsl::tools::tool_main("qsl-compress", [&] { return run(argc, argv); });
 }

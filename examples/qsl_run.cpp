@@ -19,6 +19,7 @@
 #include "data_files.hpp"
 #include "qsl/cpu.hpp"
 #include "qsl/onnx_session.hpp"
+#include "tool_main.hpp"
 
 namespace {
 
@@ -175,9 +176,7 @@ int run(int argc, char** argv) {
     qsl::tools::write_npy(dump, out_shape, dumped);
   }
   if (!json_path.empty()) {
-    const std::string text = report.dump(2) + "\n";
-    qsl::write_file_atomically(json_path, reinterpret_cast<const std::uint8_t*>(text.data()),
-                               text.size());
+    qsl::tools::write_json(json_path, report);
   }
   return 0;
 }
@@ -185,16 +184,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const qsl::onnx::model_error& e) {
-    std::fprintf(stderr, "qsl-run: bad model: %s\n", e.what());
-    return 2;
-  } catch (const qsl::error& e) {
-    std::fprintf(stderr, "qsl-run: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "qsl-run: %s\n", e.what());
-    return 2;
-  }
+  return qsl::tools::tool_main("qsl-run", [&] { return run(argc, argv); });
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The main job: installs dependencies, builds Release and runs the demo, which compresses a
-# random 1024 x 4096 layer at several settings and prints error, size and speed.
+# The main job: installs what it needs, builds Release, then compresses the bundled
+# Fashion-MNIST model at several settings and runs each on the 10,000 test images
+# (tools/demo.py prints the table). Extra arguments go to tools/demo.py (e.g. --limit 2000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
-tools/build.sh --target qsl-demo
-"${BUILD_DIR:-build}/examples/qsl-demo" "$@"
+tools/build.sh --target qsl-compress qsl-run
+python3 tools/demo.py --build "${BUILD_DIR:-build}" "$@"

@@ -10,6 +10,7 @@ packages=(
   libcli11-dev nlohmann-json3-dev    # the command-line tools
   libgtest-dev libgmock-dev zlib1g-dev  # tests
   libbenchmark-dev                   # benchmarks
+  dataset-fashion-mnist              # the demo and the end-to-end test
 )
 # Python packages for the ONNX tests (models built with onnx, run with onnxruntime).
 python_packages=(numpy onnx onnxruntime)
@@ -17,9 +18,13 @@ python_packages=(numpy onnx onnxruntime)
 if [ "${1:-}" = "--neon" ]; then
   packages+=(g++-aarch64-linux-gnu qemu-user googletest)
 fi
+# --train: PyTorch for tools/train_fashion_mnist.py (the bundled model is committed)
+if [ "${1:-}" = "--train" ]; then
+  packages+=(python3-torch)
+fi
 
 install_python_packages() {
-  [ "${1:-}" = "--neon" ] && return 0
+  [ -n "${1:-}" ] && return 0  # --neon, --train: Debian packages only
   local python="${PYTHON:-python3}"
   local absent=()
   for m in "${python_packages[@]}"; do
