@@ -8,7 +8,11 @@
 // one thread and all threads. Every qsl case reports
 //   weights_per_s  N * D * batch / time
 //   weight_GBps    bytes of the packed weights read per second (one pass per call)
-// and the BM_Eigen cases give Eigen's rate for the same shape, batch and threads; the ratios in
+// BM_FloatPath runs the two float-activation drivers (look-up tables, decoded W_hat + GEMM) at
+// batches 8..1024 on two convolution-like (64 x 288, 256 x 2304), an FC-like (512 x 3136) and a large
+// (4096 x 4096) layer, k = 2, all threads, beside BM_EigenBatch (fp32 GEMM, same shapes): where
+// the decoded driver overtakes the tables is qsl::cpu_decode_min_batch.
+// The BM_Eigen cases give Eigen's rate for the same shape, batch and threads; the ratios in
 // docs/benchmarks.md divide the medians of one run (tools/plot_cpu_bench.py prints them).
 
 #include <benchmark/benchmark.h>
@@ -21,6 +25,7 @@
 #include <tuple>
 
 #include "bench_util.hpp"
+#include "cpu/kernels.hpp"  // both float drivers, to place qsl::cpu_decode_min_batch
 #include "qsl/cpu.hpp"
 #include "qsl/quantized_dense.hpp"
 
@@ -131,6 +136,46 @@ void shapes(benchmark::internal::Benchmark* b, bool qsl) {
           for (std::int64_t k : {1, 2, 3}) b->Args({4096, d, batch, threads, k, kx});
       }
 }
+
+// Arguments: N, D, batch, driver (0: look-up tables, 1: decoded + GEMM); k = 2, all threads.
+void BM_FloatPath(benchmark::State& state) {
+  const std::int64_t n = state.range(0), d = state.range(1), batch = state.range(2);
+  qsl::set_cpu_threads(all_threads());
+  const qsl::cpu_weights& w = packed(n, d, 2);
+  const row_matrix& x = inputs(batch, d);
+  row_matrix y(batch, n);
+  const auto driver = state.range(3) == 0 ? qsl::detail::cpu::forward_float_tables
+                                          : qsl::detail::cpu::forward_float_decoded;
+  for (auto _ : state) {
+    driver(w, x.data(), batch, nullptr, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_rates(state, n, d, batch, static_cast<double>(w.bytes()));
+  state.SetLabel(state.range(3) == 0 ? "tables" : "decoded");
+}
+
+void batch_shapes(benchmark::internal::Benchmark* b, bool qsl) {
+  for (auto [n, d] : {std::pair<std::int64_t, std::int64_t>{64, 288}, {256, 2304}, {512, 3136}, {4096, 4096}})
+    for (std::int64_t batch : {8, 32, 64, 128, 256, 1024}) {
+      if (!qsl) {
+        b->Args({n, d, batch, 0});
+        continue;
+      }
+      for (std::int64_t driver : {0, 1}) b->Args({n, d, batch, driver});
+    }
+}
+
+BENCHMARK(BM_FloatPath)
+    ->Apply([](auto* b) { batch_shapes(b, true); })
+    ->ArgNames({"N", "D", "batch", "decoded"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Eigen)
+    ->Name("BM_EigenBatch")
+    ->Apply([](auto* b) { batch_shapes(b, false); })
+    ->ArgNames({"N", "D", "batch", "threads"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 
 BENCHMARK(BM_Eigen)
     ->Apply([](auto* b) { shapes(b, false); })

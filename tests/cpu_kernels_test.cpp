@@ -71,11 +71,16 @@ std::string describe(const shape& s) {
 // Float activations: kernel and reference each sum D + groups*k + a few terms per output, so
 // each is within gamma_m * 3 S of the exact value (2A - B triples the magnitudes), S =
 // sum_c sum_j |alpha| |x_c| + |b|. Together: 6 gamma_m S.
+// The decoded path (a GEMM on W_hat decoded in float) meets the same bound: decoding rounds
+// each weight within gamma_k sum_j |alpha|, the GEMM adds gamma_(cols+1) of S.
+using float_driver = void (*)(const qsl::cpu_weights&, const float*, std::int64_t, const float*,
+                              float*);
 void expect_float_path_matches(const qsl::weight_code& code, const row_matrix_f& x,
-                               const std::vector<float>& bias, const std::string& what) {
+                               const std::vector<float>& bias, const std::string& what,
+                               float_driver driver = qsl::cpu_forward_float) {
   const qsl::cpu_weights packed = qsl::pack_for_cpu(code);
   row_matrix_f y(x.rows(), code.rows), expected(x.rows(), code.rows);
-  qsl::cpu_forward_float(packed, x.data(), x.rows(), bias.data(), y.data());
+  driver(packed, x.data(), x.rows(), bias.data(), y.data());
   qsl::reference::forward_float<float>(code, x.data(), x.rows(), bias.data(), expected.data());
   const double m = static_cast<double>(code.cols + code.groups() * code.bits + 8);
   for (std::int64_t v = 0; v < x.rows(); ++v)
@@ -255,6 +260,73 @@ TEST_P(CpuKernels, BatchDoesNotChangeResults) {
         ASSERT_EQ(one_encoded, batch_encoded.row(v)) << "k " << k << " vector " << v;
       }
     }
+}
+
+// Large batches go through decoded W_hat and a GEMM: edge shapes on both drivers, and the
+// public entry point at and past cpu_decode_min_batch (two blocks of vectors).
+TEST_P(CpuKernels, DecodedPathMatchesTheReference) {
+  std::mt19937 rng(77);
+  for (std::int64_t rows : {1, 15, 16, 17, 63, 64, 65, 131})
+    for (std::int64_t cols : {1, 31, 32, 33, 64, 65, 257})
+      for (auto basis : {qsl::basis::binary, qsl::basis::ternary}) {
+        const int bits = 1 + static_cast<int>(rng() % 4);
+        const std::int64_t group = cols % 8 == 0 && rng() % 2 ? 8 : 0;
+        const auto code = qsl::test::random_code(rows, cols, bits, basis, group, rng());
+        const row_matrix_f x = qsl::test::gaussian_rows(3, cols, rng());
+        const std::vector<float> bias(static_cast<std::size_t>(rows), -0.75f);
+        const std::string what = std::to_string(rows) + "x" + std::to_string(cols) + " k=" +
+                                 std::to_string(bits) + " group=" + std::to_string(group);
+        expect_float_path_matches(code, x, bias, what, qsl::detail::cpu::forward_float_decoded);
+        if (HasFatalFailure()) return;
+      }
+  for (std::int64_t batch : {qsl::cpu_decode_min_batch, std::int64_t{300}}) {
+    const auto code = qsl::test::random_code(70, 200, 3, qsl::basis::ternary, 40, 5);
+    const row_matrix_f x = qsl::test::gaussian_rows(batch, 200, 6);
+    expect_float_path_matches(code, x, std::vector<float>(70, 0.5f),
+                              "batch " + std::to_string(batch));
+    if (HasFatalFailure()) return;
+  }
+}
+
+// A layer too large to decode whole (over 2^20 weights) is decoded one row block per task
+// (called directly: cpu_forward_float keeps layers this tall on the tables).
+TEST_P(CpuKernels, DecodedPathByRowBlocksMatchesTheReference) {
+  const auto code = qsl::test::random_code(1100, 1000, 1, qsl::basis::binary, 128, 12);
+  const row_matrix_f x = qsl::test::gaussian_rows(260, 1000, 13);  // two blocks of vectors
+  expect_float_path_matches(code, x, std::vector<float>(1100, 0.125f), "1100 x 1000",
+                            qsl::detail::cpu::forward_float_decoded);
+}
+
+TEST_P(CpuKernels, DecodedRowsEqualReconstruct) {
+  for (auto basis : {qsl::basis::binary, qsl::basis::ternary})
+    for (int bits : {1, 2, 5}) {
+      const auto code = qsl::test::random_code(37, 131, bits, basis, 0, 3 + bits);
+      const Eigen::MatrixXf expected = qsl::reconstruct(code);
+      const qsl::cpu_weights packed = qsl::pack_for_cpu(code);
+      row_matrix_f decoded(37, 131);
+      qsl::detail::cpu::decode_rows(packed, 0, 37, decoded.data());
+      ASSERT_EQ(decoded, expected) << "k " << bits;
+    }
+}
+
+// Integer inputs and dyadic coefficients: the GEMM on decoded weights is exact too, and no
+// thread count changes a bit of it.
+TEST_P(CpuKernels, DecodedPathIsExactOnIntegersAndThreadInvariant) {
+  auto code = qsl::test::random_code(90, 300, 3, qsl::basis::binary, 64, 21);
+  for (float& a : code.coefficients) a = 0.5f;
+  qsl::compute_offsets(code);
+  const std::int64_t batch = 2 * qsl::cpu_decode_min_batch + 7;
+  row_matrix_f x(batch, 300);
+  std::mt19937 rng(3);
+  for (std::int64_t i = 0; i < x.size(); ++i) x.data()[i] = static_cast<float>(rng() % 16);
+  const Eigen::MatrixXd exact = x.cast<double>() * qsl::reconstruct(code).cast<double>().transpose();
+  const qsl::cpu_weights packed = qsl::pack_for_cpu(code);
+  for (int threads : {1, 2, 3}) {
+    qsl::set_cpu_threads(threads);
+    row_matrix_f y(batch, 90);
+    qsl::cpu_forward_float(packed, x.data(), batch, nullptr, y.data());
+    ASSERT_EQ(y.cast<double>(), exact) << threads << " threads";
+  }
 }
 
 TEST_P(CpuKernels, BadQuantizerIsANamedError) {

@@ -100,6 +100,115 @@ TEST(QuantizedConv2d, MatchesDirectConvolution) {
   }
 }
 
+// im2col against its definition, with pads, strides and dilations that put kernel columns on
+// both sides of the image.
+TEST(QuantizedConv2d, Im2colMatchesItsDefinition) {
+  std::mt19937 rng(9);
+  for (int trial = 0; trial < 200; ++trial) {
+    qsl::conv2d_shape s;
+    s.in_channels = 1 + rng() % 3;
+    s.out_channels = 1;
+    s.kernel_h = 1 + rng() % 5;
+    s.kernel_w = 1 + rng() % 5;
+    s.stride_h = 1 + rng() % 3;
+    s.stride_w = 1 + rng() % 3;
+    s.pad_top = rng() % 4;
+    s.pad_left = rng() % 4;
+    s.pad_bottom = rng() % 4;
+    s.pad_right = rng() % 4;
+    s.dilation_h = 1 + rng() % 3;
+    s.dilation_w = 1 + rng() % 3;
+    const std::int64_t h = 1 + rng() % 9, w = 1 + rng() % 9;
+    const std::int64_t oh = s.out_h(h), ow = s.out_w(w);
+    if (oh < 1 || ow < 1) continue;
+    std::vector<float> x(static_cast<std::size_t>(s.in_channels * h * w));
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i + 1);
+    std::vector<float> patches(static_cast<std::size_t>(oh * ow * s.patch()), -1.0f);
+    qsl::im2col(s, x.data(), h, w, patches.data());
+    for (std::int64_t oy = 0; oy < oh; ++oy)
+      for (std::int64_t ox = 0; ox < ow; ++ox)
+        for (std::int64_t c = 0; c < s.in_channels; ++c)
+          for (std::int64_t ky = 0; ky < s.kernel_h; ++ky)
+            for (std::int64_t kx = 0; kx < s.kernel_w; ++kx) {
+              const std::int64_t iy = oy * s.stride_h - s.pad_top + ky * s.dilation_h;
+              const std::int64_t ix = ox * s.stride_w - s.pad_left + kx * s.dilation_w;
+              const float expected =
+                  iy >= 0 && iy < h && ix >= 0 && ix < w ? x[(c * h + iy) * w + ix] : 0.0f;
+              ASSERT_EQ(patches[(oy * ow + ox) * s.patch() + (c * s.kernel_h + ky) * s.kernel_w +
+                                kx],
+                        expected)
+                  << "trial " << trial;
+            }
+  }
+}
+
+// The fixed-width copies of stride-1 3x3, 5x5 and 7x7 kernels, next to every padding.
+TEST(QuantizedConv2d, Im2colStrideOneKernelsMatchTheGeneralCase) {
+  for (std::int64_t kw : {3, 5, 7})
+    for (std::int64_t pad = 0; pad <= 3; ++pad)
+      for (std::int64_t w = kw - 2 * pad > 1 ? kw - 2 * pad : 1; w <= 11; ++w) {
+        qsl::conv2d_shape s;
+        s.in_channels = 2;
+        s.out_channels = 1;
+        s.kernel_h = 2;
+        s.kernel_w = kw;
+        s.pad_left = pad;
+        s.pad_right = 3 - pad;
+        const std::int64_t h = 3, oh = s.out_h(h), ow = s.out_w(w);
+        if (ow < 1) continue;
+        std::vector<float> x(static_cast<std::size_t>(2 * h * w));
+        for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i + 1);
+        std::vector<float> fast(static_cast<std::size_t>(oh * ow * s.patch()), -1.0f);
+        qsl::im2col(s, x.data(), h, w, fast.data());
+        for (std::int64_t oy = 0; oy < oh; ++oy)
+          for (std::int64_t ox = 0; ox < ow; ++ox)
+            for (std::int64_t c = 0; c < 2; ++c)
+              for (std::int64_t ky = 0; ky < 2; ++ky)
+                for (std::int64_t kx = 0; kx < kw; ++kx) {
+                  const std::int64_t ix = ox - pad + kx, iy = oy + ky;
+                  const float expected = ix >= 0 && ix < w ? x[(c * h + iy) * w + ix] : 0.0f;
+                  ASSERT_EQ(fast[(oy * ow + ox) * s.patch() + (c * 2 + ky) * kw + kx], expected)
+                      << "kw " << kw << " pad " << pad << " w " << w;
+                }
+      }
+}
+
+// A batch large enough to go through in several chunks (and, on float activations, the
+// decoded GEMM path of the dense layer) matches the direct convolution image by image, and on
+// encoded activations gives every image exactly what it gets alone.
+TEST(QuantizedConv2d, ChunkedBatchMatchesImageByImage) {
+  const qsl::conv2d_shape s{16, 24, 3, 3, 1, 1, 1, 1, 1, 1};
+  const std::int64_t n = 40, h = 15, w = 15;  // 225 x 144 patch floats per image: 2 chunks
+  const auto weights = qsl::test::gaussian_rows(s.out_channels, s.patch(), 3);
+  const auto xs = qsl::test::gaussian_rows(1, n * s.in_channels * h * w, 4);
+  const std::vector<float> x(xs.data(), xs.data() + xs.size()), bias(24, 0.5f);
+  const std::int64_t out_image = s.out_channels * h * w;
+  for (int kx : {0, 3}) {
+    qsl::quantized_dense_options o;
+    o.weights.bits = 2;
+    o.activation_bits = kx;
+    const auto conv = qsl::quantized_conv2d::compress(weights.data(), s, bias.data(), o);
+    std::vector<float> all(static_cast<std::size_t>(n * out_image)), one(out_image);
+    conv.forward(x.data(), n, h, w, all.data());
+    if (kx == 0) {
+      const auto& code = conv.layer().code();
+      std::vector<double> size;
+      const auto expected = direct_conv(s, code, bias, x, n, h, w, size);
+      const double u = std::numeric_limits<float>::epsilon() / 2;
+      const double m = static_cast<double>(s.patch() + code.groups() * code.bits + code.bits + 8);
+      const double tol = 8 * m * u / (1 - m * u) + code.bits * u / (1 - code.bits * u);
+      for (std::size_t i = 0; i < all.size(); ++i)
+        ASSERT_NEAR(all[i], expected[i], tol * size[i]) << "output " << i;
+      continue;
+    }
+    for (std::int64_t i = 0; i < n; ++i) {
+      conv.forward(x.data() + i * s.in_channels * h * w, 1, h, w, one.data());
+      for (std::int64_t j = 0; j < out_image; ++j)
+        ASSERT_EQ(all[i * out_image + j], one[j]) << "image " << i;
+    }
+  }
+}
+
 TEST(QuantizedConv2d, BadShapesAreNamedErrors) {
   qsl::conv2d_shape s{2, 3, 3, 3};
   const std::vector<float> w(2 * 3 * 9, 1.0f);

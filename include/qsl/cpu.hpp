@@ -88,9 +88,21 @@ cpu_weights pack_for_cpu(const weight_code& code);
 
 namespace qsl {
 
+/// From this many vectors on, and for layers of at most cpu_decode_max_rows rows,
+/// cpu_forward_float decodes W_hat block by block and runs an fp32 GEMM instead of the look-up
+/// tables. Per vector the tables cost 4 floats per input value to build, which only many rows
+/// repay: on a convolution's im2col rows (64..512 output channels, thousands of vectors) the GEMM
+/// is 2-5x faster, while on wide layers (4096 rows) the tables stay ahead at every batch.
+/// Decoding costs rows x cols once per call. Both crossovers were measured by
+/// bench/cpu_kernels_bench (BM_FloatPath, docs/benchmarks.md).
+inline constexpr std::int64_t cpu_decode_min_batch = 128;
+inline constexpr std::int64_t cpu_decode_max_rows = 512;
+
 /// y = W_hat x + bias for a batch of float activations (x: batch x cols, y: batch x rows,
 /// row-major), on the active target and cpu_threads() threads. `bias` may be null. Equals the
-/// reference (qsl::reference::forward_float) up to float summation order.
+/// reference (qsl::reference::forward_float) up to float summation order. On the
+/// look-up path a vector's result does not depend on the batch it is in; at any batch
+/// it does not depend on the thread count.
 void cpu_forward_float(const cpu_weights& w, const float* x, std::int64_t batch,
                        const float* bias, float* y);
 

@@ -5,6 +5,7 @@
 // so the CPU kernels (look-up tables, or popcount with encoded activations) do the work.
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -43,22 +44,19 @@ inline void validate(const conv2d_shape& s, const char* what = "conv2d") {
 
 /// Copies the receptive field of every output position of image `x` (C x H x W) into `patches`
 /// ((OH OW) x (C kh kw), row-major; zeros where the field leaves the image).
-inline void im2col(const conv2d_shape& s, const float* x, std::int64_t h, std::int64_t w,
-                   float* patches) {
-  const std::int64_t oh = s.out_h(h), ow = s.out_w(w);
-  for (std::int64_t oy = 0; oy < oh; ++oy)
-    for (std::int64_t ox = 0; ox < ow; ++ox) {
-      float* row = patches + (oy * ow + ox) * s.patch();
-      for (std::int64_t c = 0; c < s.in_channels; ++c)
-        for (std::int64_t ky = 0; ky < s.kernel_h; ++ky) {
-          const std::int64_t iy = oy * s.stride_h - s.pad_top + ky * s.dilation_h;
-          for (std::int64_t kx = 0; kx < s.kernel_w; ++kx) {
-            const std::int64_t ix = ox * s.stride_w - s.pad_left + kx * s.dilation_w;
-            *row++ = iy >= 0 && iy < h && ix >= 0 && ix < w ? x[(c * h + iy) * w + ix] : 0.0f;
-          }
-        }
-    }
-}
+void im2col(const conv2d_shape& s, const float* x, std::int64_t h, std::int64_t w,
+            float* patches);
+
+namespace detail {
+/// Computes `out` (rows x M, row-major) from `patches` (rows x C kh kw, row-major).
+using patch_gemm = std::function<void(const float* patches, std::int64_t rows, float* out)>;
+/// A convolution as im2col + `gemm`: y (n x M x OH x OW) from x (n x C x h x w). Images go
+/// through in chunks (bounded scratch memory, one large GEMM per chunk), with im2col and the
+/// transposition to NCHW spread over the CPU threads; `gemm` runs outside the thread pool, so
+/// it may use the pool itself. Throws qsl::error on bad sizes.
+void conv2d_by_gemm(const conv2d_shape& s, const float* x, std::int64_t n, std::int64_t h,
+                    std::int64_t w, float* y, const patch_gemm& gemm, const char* what);
+}  // namespace detail
 
 class quantized_conv2d {
  public:
@@ -89,25 +87,12 @@ class quantized_conv2d {
 
   /// y (n x M x OH x OW) from x (n x C x h x w), both NCHW row-major.
   void forward(const float* x, std::int64_t n, std::int64_t h, std::int64_t w, float* y) const {
-    detail::require(n >= 0 && h >= 1 && w >= 1,
-                    "quantized_conv2d::forward: input is " + std::to_string(n) + " x " +
-                        std::to_string(shape_.in_channels) + " x " + std::to_string(h) + " x " +
-                        std::to_string(w) + "; expected n >= 0 and h, w >= 1");
-    detail::require(n == 0 || (x != nullptr && y != nullptr),
-                    "quantized_conv2d::forward: x or y is null");
-    const std::int64_t oh = shape_.out_h(h), ow = shape_.out_w(w), m = shape_.out_channels;
-    detail::require(oh >= 1 && ow >= 1, "quantized_conv2d::forward: a " + std::to_string(h) +
-                                            " x " + std::to_string(w) +
-                                            " input is smaller than the kernel");
-    std::vector<float> patches(static_cast<std::size_t>(oh * ow * shape_.patch()));
-    std::vector<float> out(static_cast<std::size_t>(oh * ow * m));
-    for (std::int64_t i = 0; i < n; ++i) {
-      im2col(shape_, x + i * shape_.in_channels * h * w, h, w, patches.data());
-      layer_.forward(patches.data(), oh * ow, out.data());  // (OH OW) x M
-      float* yi = y + i * m * oh * ow;
-      for (std::int64_t p = 0; p < oh * ow; ++p)
-        for (std::int64_t c = 0; c < m; ++c) yi[c * oh * ow + p] = out[p * m + c];
-    }
+    detail::conv2d_by_gemm(
+        shape_, x, n, h, w, y,
+        [this](const float* patches, std::int64_t rows, float* out) {
+          layer_.forward(patches, rows, out);
+        },
+        "quantized_conv2d::forward");
   }
 
  private:

@@ -6,9 +6,11 @@
 #include <string>
 #include <vector>
 
+#include "cpu/float_gemm.hpp"
 #include "cpu/kernels.hpp"
 #include "cpu/thread_pool.hpp"
 #include "qsl/error.hpp"
+#include "scratch.hpp"
 
 namespace qsl {
 namespace {
@@ -41,7 +43,7 @@ void for_all_rows(const cpu_weights& w, std::int64_t batch, const Kernel& kernel
   pool.run(tasks, [&](std::int64_t task) {
     const std::int64_t t0 = task * step, t1 = std::min(w.tiles, t0 + step);
     const std::int64_t span = (t1 - t0) * tile_rows;
-    std::vector<float> out(static_cast<std::size_t>(batch * span));
+    detail::scratch<float> out(static_cast<std::size_t>(batch * span));
     kernel(t0, t1, out.data());
     const std::int64_t first_row = t0 * tile_rows;
     const std::int64_t last_row = std::min(w.rows, t1 * tile_rows);
@@ -55,12 +57,139 @@ void for_all_rows(const cpu_weights& w, std::int64_t batch, const Kernel& kernel
 
 void cpu_forward_float(const cpu_weights& w, const float* x, std::int64_t batch, const float* bias,
                        float* y) {
+  if (batch >= cpu_decode_min_batch && w.rows <= cpu_decode_max_rows)
+    forward_float_decoded(w, x, batch, bias, y);
+  else
+    forward_float_tables(w, x, batch, bias, y);
+}
+
+namespace detail::cpu {
+
+namespace {
+
+// byte_signs[b][i] = +1 if bit i of b is set, else -1; byte_bits[b][i] = bit i of b (0 or 1).
+// Decoding 8 columns is then one 8-float multiply-add, which the compiler vectorizes.
+struct byte_tables {
+  float signs[256][8], bits[256][8];
+  byte_tables() {
+    for (int b = 0; b < 256; ++b)
+      for (int i = 0; i < 8; ++i) {
+        bits[b][i] = static_cast<float>((b >> i) & 1);
+        signs[b][i] = 2 * bits[b][i] - 1;
+      }
+  }
+};
+const byte_tables& tables_of_bytes() {
+  static const byte_tables t;
+  return t;
+}
+
+}  // namespace
+
+void decode_rows(const cpu_weights& w, std::int64_t first, std::int64_t last, float* out) {
+  const bool ternary = w.basis == qsl::basis::ternary;
+  const byte_tables& bt = tables_of_bytes();
+  for (std::int64_t n = first; n < last; ++n) {
+    const std::int64_t tile = n / tile_rows;
+    const int lane = static_cast<int>(n % tile_rows);
+    float* row = out + (n - first) * w.cols;
+    std::fill(row, row + w.cols, 0.0f);
+    for (std::int64_t g = 0; g < w.groups; ++g) {
+      const float* alpha = w.tile_coefficients(tile, g);
+      // Groups start on a byte boundary (group sizes are multiples of 8), so every step below
+      // covers one byte of each plane; only the row's last byte may be partial.
+      const std::int64_t begin = g * w.group_size, end = std::min(w.cols, begin + w.group_size);
+      for (int j = 0; j < w.bits; ++j) {
+        const float a = alpha[j * tile_rows + lane];
+        for (std::int64_t c = begin; c < end; c += 8) {
+          const std::uint32_t* bits = w.chunk_bits(tile, c / chunk_cols);
+          const int shift = static_cast<int>(c % chunk_cols);
+          const unsigned sign = (bits[j * tile_rows + lane] >> shift) & 0xFFU;
+          const unsigned used =
+              ternary ? (bits[(w.bits + j) * tile_rows + lane] >> shift) & 0xFFU : 0xFFU;
+          const float* __restrict s = bt.signs[sign];
+          const float* __restrict u = bt.bits[used];
+          float step[8];
+          for (int i = 0; i < 8; ++i) step[i] = a * s[i] * u[i];
+          float* __restrict dst = row + c;
+          const std::int64_t count = std::min<std::int64_t>(8, end - c);
+          if (count == 8) {
+            for (int i = 0; i < 8; ++i) dst[i] += step[i];
+          } else {
+            for (std::int64_t i = 0; i < count; ++i) dst[i] += step[i];
+          }
+        }
+      }
+    }
+  }
+}
+
+// Fixed block sizes (not derived from the thread count), so that every output is computed by
+// the same GEMM call whatever the number of threads. 64 rows x 256 vectors: the decoded block
+// (64 x cols floats) stays in L2 while Eigen streams the vectors past it.
+constexpr std::int64_t decoded_rows_per_block = 64;
+constexpr std::int64_t vectors_per_block = 256;
+// Layers up to this many weights are decoded whole, once per call (4 MiB of floats); larger
+// ones one row block per task, so the transient memory stays far below the fp32 weights (a
+// large layer has enough row blocks to keep every thread busy).
+constexpr std::int64_t decode_whole_max_weights = std::int64_t{1} << 20;
+
+void forward_float_decoded(const cpu_weights& w, const float* x, std::int64_t batch,
+                           const float* bias, float* y) {
   if (batch <= 0) return;
+  const float_gemm_block_fn gemm = active_float_gemm_block();
+  thread_pool& pool = thread_pool::instance();
+  const std::int64_t row_blocks = (w.rows + decoded_rows_per_block - 1) / decoded_rows_per_block;
+  const std::int64_t vector_blocks = (batch + vectors_per_block - 1) / vectors_per_block;
+  // One GEMM: vectors [v0, v1) times decoded rows [n0, n0 + count) at w_hat.
+  auto multiply = [&](const float* w_hat, std::int64_t n0, std::int64_t count, std::int64_t v0) {
+    const std::int64_t v1 = std::min(batch, v0 + vectors_per_block);
+    float* out = y + v0 * w.rows + n0;
+    gemm(x + v0 * w.cols, v1 - v0, w.cols, w.cols, w_hat, count, w.cols, out, w.rows);
+    if (bias != nullptr)
+      for (std::int64_t v = 0; v < v1 - v0; ++v)
+        for (std::int64_t n = 0; n < count; ++n) out[v * w.rows + n] += bias[n0 + n];
+  };
+  if (w.rows * w.cols <= decode_whole_max_weights) {
+    // Small layer: decode it whole (in parallel), then spread the GEMMs over the threads.
+    detail::scratch<float> decoded(static_cast<std::size_t>(w.rows * w.cols));
+    pool.run(row_blocks, [&](std::int64_t rb) {
+      const std::int64_t n0 = rb * decoded_rows_per_block;
+      decode_rows(w, n0, std::min(w.rows, n0 + decoded_rows_per_block),
+                  decoded.data() + n0 * w.cols);
+    });
+    pool.run(row_blocks * vector_blocks, [&](std::int64_t task) {
+      const std::int64_t n0 = task / vector_blocks * decoded_rows_per_block;
+      multiply(decoded.data() + n0 * w.cols, n0, std::min(decoded_rows_per_block, w.rows - n0),
+               task % vector_blocks * vectors_per_block);
+    });
+    return;
+  }
+  // Large layer (many row blocks): each task decodes one row block once and runs it against
+  // every block of vectors.
+  pool.run(row_blocks, [&](std::int64_t rb) {
+    const std::int64_t n0 = rb * decoded_rows_per_block;
+    const std::int64_t count = std::min(decoded_rows_per_block, w.rows - n0);
+    detail::scratch<float> block(static_cast<std::size_t>(count * w.cols));
+    decode_rows(w, n0, n0 + count, block.data());
+    for (std::int64_t vb = 0; vb < vector_blocks; ++vb)
+      multiply(block.data(), n0, count, vb * vectors_per_block);
+  });
+}
+
+namespace {
+
+// Vectors whose tables are built and used together: the kernel shares weight loads across
+// them, and 64 vectors' tables (64 x 4 x cols floats) still fit in L2 on wide layers, where a
+// whole large batch's tables would be streamed from memory once per block of rows.
+constexpr std::int64_t vectors_per_table_block = 64;
+
+void tables_block(const cpu_weights& w, const float* x, std::int64_t batch, const float* bias,
+                  float* y) {
   const kernel_table& k = active_kernels();
   const std::int64_t table_floats = nibbles(w) * table_entries;
-  std::vector<float, aligned_allocator<float>> tables(
-      static_cast<std::size_t>(batch * table_floats));
-  std::vector<float> sums(static_cast<std::size_t>(batch * w.groups));
+  detail::scratch<float> tables(static_cast<std::size_t>(batch * table_floats));
+  detail::scratch<float> sums(static_cast<std::size_t>(batch * w.groups));
   thread_pool::instance().run(batch, [&](std::int64_t v) {
     k.build_tables(w, x + v * w.cols, tables.data() + v * table_floats, sums.data() + v * w.groups);
   });
@@ -69,7 +198,7 @@ void cpu_forward_float(const cpu_weights& w, const float* x, std::int64_t batch,
     inputs[v] = {tables.data() + v * table_floats, sums.data() + v * w.groups};
   // The kernel sees every vector at once (it may share weight loads across them), in chunks
   // that keep the output pointers on the stack.
-  constexpr int vectors_per_call = 64;
+  constexpr int vectors_per_call = static_cast<int>(vectors_per_table_block);
   for_all_rows(
       w, batch,
       [&](std::int64_t t0, std::int64_t t1, float* out) {
@@ -85,6 +214,17 @@ void cpu_forward_float(const cpu_weights& w, const float* x, std::int64_t batch,
         y[v * w.rows + n] = bias == nullptr ? value : value + bias[n];
       });
 }
+
+}  // namespace
+
+void forward_float_tables(const cpu_weights& w, const float* x, std::int64_t batch,
+                          const float* bias, float* y) {
+  for (std::int64_t v0 = 0; v0 < batch; v0 += vectors_per_table_block)
+    tables_block(w, x + v0 * w.cols, std::min(vectors_per_table_block, batch - v0), bias,
+                 y + v0 * w.rows);
+}
+
+}  // namespace detail::cpu
 
 void cpu_forward_encoded(const cpu_weights& w, const float* x, std::int64_t batch,
                          const activation_quantizer& q, const float* bias, float* y) {

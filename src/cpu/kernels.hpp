@@ -74,4 +74,17 @@ const kernel_table& neon_kernels();
 /// The kernels of the active target.
 const kernel_table& active_kernels();
 
+/// The two drivers behind qsl::cpu_forward_float, which picks by batch size (see
+/// cpu_decode_min_batch); exposed so that tests and benchmarks can run both at any batch.
+/// Look-up tables: every output row is one kernel call, whatever the batch or thread count.
+void forward_float_tables(const cpu_weights& w, const float* x, std::int64_t batch,
+                          const float* bias, float* y);
+/// Blocks of decoded W_hat rows times blocks of vectors, each an fp32 GEMM of fixed size: the
+/// result depends on the batch (as any GEMM's) but not on the thread count.
+void forward_float_decoded(const cpu_weights& w, const float* x, std::int64_t batch,
+                           const float* bias, float* y);
+/// Rows [first, last) of W_hat (as float, summed over planes in order j = 0..k-1) into out,
+/// (last - first) x w.cols, row-major.
+void decode_rows(const cpu_weights& w, std::int64_t first, std::int64_t last, float* out);
+
 }  // namespace qsl::detail::cpu

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "cpu/thread_pool.hpp"
 #include "qsl/error.hpp"
 
 namespace qsl::onnx::ops {
@@ -51,14 +52,20 @@ tensor pool(const tensor& x, const pool_attributes& a, const std::string& what, 
                                                std::to_string(w) +
                                                " input is smaller than the window");
   tensor y{{n, c, oh, ow}, std::vector<float>(static_cast<std::size_t>(n * c * oh * ow))};
-  for (std::int64_t plane = 0; plane < n * c; ++plane)
-    for (std::int64_t oy = 0; oy < oh; ++oy)
-      for (std::int64_t ox = 0; ox < ow; ++ox) {
-        // The window's positions inside the image, and how many it has with padding.
-        const std::int64_t y0 = oy * a.strides[0] - a.pads[0], x0 = ox * a.strides[1] - a.pads[1];
-        y.data[static_cast<std::size_t>((plane * oh + oy) * ow + ox)] =
-            reduce(x.data.data() + plane * h * w, h, w, y0, x0);
-      }
+  // Planes are independent: spread them over the CPU threads, a few hundred outputs per task.
+  const std::int64_t planes = n * c, per_task = std::max<std::int64_t>(1, 1024 / (oh * ow));
+  qsl::detail::cpu::thread_pool::instance().run(
+      (planes + per_task - 1) / per_task, [&](std::int64_t task) {
+        const std::int64_t last = std::min(planes, (task + 1) * per_task);
+        for (std::int64_t plane = task * per_task; plane < last; ++plane)
+          for (std::int64_t oy = 0; oy < oh; ++oy)
+            for (std::int64_t ox = 0; ox < ow; ++ox) {
+              const std::int64_t y0 = oy * a.strides[0] - a.pads[0];
+              const std::int64_t x0 = ox * a.strides[1] - a.pads[1];
+              y.data[static_cast<std::size_t>((plane * oh + oy) * ow + ox)] =
+                  reduce(x.data.data() + plane * h * w, h, w, y0, x0);
+            }
+      });
   return y;
 }
 
@@ -117,9 +124,39 @@ tensor apply(const tensor& x, unary op) {
 }
 
 tensor max_pool(const tensor& x, const pool_attributes& a, const std::string& what) {
+  // The CNN case (2 x 2 windows, stride 2, no pads or dilation): whole rows of windows at once.
+  const bool two_by_two = a.kernel == dims{2, 2} && a.strides == dims{2, 2} &&
+                          a.dilations == dims{1, 1} && a.pads == dims{0, 0, 0, 0};
+  if (two_by_two && x.shape.size() == 4 && x.shape[2] >= 2 && x.shape[3] >= 2) {
+    const std::int64_t planes = x.shape[0] * x.shape[1], h = x.shape[2], w = x.shape[3];
+    const std::int64_t oh = a.ceil_mode ? (h + 1) / 2 : h / 2, ow = a.ceil_mode ? (w + 1) / 2 : w / 2;
+    if (oh == h / 2 && ow == w / 2) {  // ceil_mode adds no partial window
+      tensor y{{x.shape[0], x.shape[1], oh, ow},
+               std::vector<float>(static_cast<std::size_t>(planes * oh * ow))};
+      qsl::detail::cpu::thread_pool::instance().run(planes, [&](std::int64_t p) {
+        const float* img = x.data.data() + p * h * w;
+        float* out = y.data.data() + p * oh * ow;
+        for (std::int64_t oy = 0; oy < oh; ++oy) {
+          const float* r0 = img + 2 * oy * w;
+          const float* r1 = r0 + w;
+          for (std::int64_t ox = 0; ox < ow; ++ox)
+            out[oy * ow + ox] = std::max(std::max(r0[2 * ox], r0[2 * ox + 1]),
+                                         std::max(r1[2 * ox], r1[2 * ox + 1]));
+        }
+      });
+      return y;
+    }
+  }
   return pool(x, a, what, [&](const float* img, std::int64_t h, std::int64_t w, std::int64_t y0,
                               std::int64_t x0) {
     float best = -std::numeric_limits<float>::infinity();
+    const std::int64_t kh = a.kernel[0], kw = a.kernel[1], dy = a.dilations[0], dx = a.dilations[1];
+    if (y0 >= 0 && x0 >= 0 && y0 + (kh - 1) * dy < h && x0 + (kw - 1) * dx < w) {
+      for (std::int64_t ky = 0; ky < kh; ++ky)  // the window is inside: no tests per value
+        for (std::int64_t kx = 0; kx < kw; ++kx)
+          best = std::max(best, img[(y0 + ky * dy) * w + x0 + kx * dx]);
+      return best;
+    }
     for (std::int64_t ky = 0; ky < a.kernel[0]; ++ky)
       for (std::int64_t kx = 0; kx < a.kernel[1]; ++kx) {
         const std::int64_t iy = y0 + ky * a.dilations[0], ix = x0 + kx * a.dilations[1];

@@ -7,6 +7,7 @@
 #include <map>
 #include <set>
 
+#include "cpu/float_gemm.hpp"
 #include "onnx/ops.hpp"
 #include "onnx/proto.hpp"
 #include "qsl/quantized_conv2d.hpp"
@@ -78,9 +79,8 @@ constant read_tensor(const pb::TensorProto& t, const std::string& what) {
 // y (m x n) = x (m x k) * W^T with W row-major n x k.
 tensor dense_plain(const tensor& x, const row_major& w) {
   const std::int64_t k = w.cols(), m = x.elements() / k;
-  Eigen::Map<const row_major> xm(x.data.data(), m, k);
   tensor y{{m, w.rows()}, std::vector<float>(static_cast<std::size_t>(m * w.rows()))};
-  Eigen::Map<row_major>(y.data.data(), m, w.rows()).noalias() = xm * w.transpose();
+  qsl::detail::cpu::float_gemm_bt(x.data.data(), m, k, w.data(), w.rows(), nullptr, y.data.data());
   return y;
 }
 
@@ -321,15 +321,14 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
         if (conv) {
           conv->forward(a.data.data(), batch, h, w, y.data.data());
         } else {
-          std::vector<float> patches(static_cast<std::size_t>(oh * ow * shape.patch()));
-          for (std::int64_t i = 0; i < batch; ++i) {
-            im2col(shape, a.data.data() + i * shape.in_channels * h * w, h, w, patches.data());
-            Eigen::Map<const row_major> p(patches.data(), oh * ow, shape.patch());
-            Eigen::Map<row_major> yi(y.data.data() + i * shape.out_channels * oh * ow, shape.out_channels, oh * ow);
-            yi.noalias() = *plain * p.transpose();
-            if (!plain_bias.empty())
-              for (std::int64_t m = 0; m < shape.out_channels; ++m) yi.row(m).array() += plain_bias[m];
-          }
+          const float* b = plain_bias.empty() ? nullptr : plain_bias.data();
+          qsl::detail::conv2d_by_gemm(
+              shape, a.data.data(), batch, h, w, y.data.data(),
+              [&](const float* patches, std::int64_t rows, float* result) {
+                qsl::detail::cpu::float_gemm_bt(patches, rows, shape.patch(), plain->data(),
+                                           shape.out_channels, b, result);
+              },
+              what.c_str());
         }
         v[out] = std::move(y);
       });

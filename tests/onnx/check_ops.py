@@ -50,6 +50,11 @@ def cases():
         c.append((op.lower(), model([n(op, ["x"])], [7]), [7]))
     c.append(("dropout", model([n("Dropout", ["x"])], [7]), [7]))
     c.append(("maxpool", model([n("MaxPool", ["x"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])], [2, 9, 9]), [2, 9, 9]))
+    # 2 x 2 stride 2 (qsl's fast path): odd sizes drop the last row/column; ceil_mode on even
+    # sizes stays on the fast path, on odd sizes it takes the general one.
+    c.append(("maxpool_2x2_odd", model([n("MaxPool", ["x"], kernel_shape=[2, 2], strides=[2, 2])], [3, 7, 9]), [3, 7, 9]))
+    c.append(("maxpool_2x2_ceil_even", model([n("MaxPool", ["x"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)], [3, 6, 8]), [3, 6, 8]))
+    c.append(("maxpool_2x2_ceil_odd", model([n("MaxPool", ["x"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)], [3, 7, 5]), [3, 7, 5]))
     c.append(("maxpool_ceil_dilated", model([n("MaxPool", ["x"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1, dilations=[1, 2])], [2, 7, 8]), [2, 7, 8]))
     c.append(("averagepool", model([n("AveragePool", ["x"], kernel_shape=[3, 2], strides=[1, 2], pads=[1, 0, 1, 1])], [3, 6, 7]), [3, 6, 7]))
     c.append(("averagepool_count_pad", model([n("AveragePool", ["x"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1)], [2, 5, 5]), [2, 5, 5]))

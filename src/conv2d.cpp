@@ -1,0 +1,132 @@
+// The CPU convolution driver of qsl::quantized_conv2d (and of the executor's fp32 Conv): im2col
+// into a bounded scratch buffer, one GEMM per chunk of images, then the transposition of each
+// image's (OH OW) x M result to M x OH x OW.
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "cpu/thread_pool.hpp"
+#include "qsl/quantized_conv2d.hpp"
+#include "scratch.hpp"
+
+namespace qsl {
+namespace {
+
+// Patch floats per chunk: 4 MiB of patches (the look-up kernels add 4x that in tables), enough
+// rows for the GEMM to reach full speed on any layer of a small CNN.
+constexpr std::int64_t chunk_patch_floats = std::int64_t{1} << 20;
+
+// Stride 1, dilation 1: the columns from `ox` on whose window lies inside the image get KW
+// consecutive values each. Returns the first column past them.
+template <int KW>
+std::int64_t copy_interior(const float* src, std::int64_t ox, float*& dst, std::int64_t ow,
+                           std::int64_t pad_left, std::int64_t patch,
+                           const std::vector<std::int64_t>& first,
+                           const std::vector<std::int64_t>& last) {
+  for (; ox < ow && first[ox] == 0 && last[ox] == KW; ++ox, dst += patch) {
+    const float* from = src + (ox - pad_left);
+    for (int kx = 0; kx < KW; ++kx) dst[kx] = from[kx];
+  }
+  return ox;
+}
+
+}  // namespace
+
+void im2col(const conv2d_shape& s, const float* x, std::int64_t h, std::int64_t w,
+            float* patches) {
+  const std::int64_t oh = s.out_h(h), ow = s.out_w(w), kh = s.kernel_h, kw = s.kernel_w;
+  // For every output column, the kernel columns [first, last) that land inside the image: the
+  // inner loop then copies without a bounds test per value.
+  std::vector<std::int64_t> first(static_cast<std::size_t>(ow)), last(first.size());
+  for (std::int64_t ox = 0; ox < ow; ++ox) {
+    std::int64_t lo = kw, hi = 0;
+    for (std::int64_t kx = 0; kx < kw; ++kx) {
+      const std::int64_t ix = ox * s.stride_w - s.pad_left + kx * s.dilation_w;
+      if (ix >= 0 && ix < w) {
+        lo = std::min(lo, kx);
+        hi = kx + 1;
+      }
+    }
+    first[ox] = lo;
+    last[ox] = std::max(lo, hi);
+  }
+  // One source row (c, iy) at a time: it feeds kw values to every output column.
+  const std::int64_t patch = s.patch();
+  const bool dense_rows = s.stride_w == 1 && s.dilation_w == 1 && (kw == 3 || kw == 5 || kw == 7);
+  // Any column, bounds from first/last: zeros outside the image.
+  auto edge = [&](const float* src, std::int64_t ox, float* dst) {
+    const std::int64_t x0 = ox * s.stride_w - s.pad_left;
+    for (std::int64_t kx = 0; kx < kw; ++kx)
+      dst[kx] = kx >= first[ox] && kx < last[ox] ? src[x0 + kx * s.dilation_w] : 0.0f;
+  };
+  for (std::int64_t oy = 0; oy < oh; ++oy)
+    for (std::int64_t c = 0; c < s.in_channels; ++c)
+      for (std::int64_t ky = 0; ky < kh; ++ky) {
+        const std::int64_t iy = oy * s.stride_h - s.pad_top + ky * s.dilation_h;
+        float* dst = patches + oy * ow * patch + (c * kh + ky) * kw;
+        if (iy < 0 || iy >= h) {
+          for (std::int64_t ox = 0; ox < ow; ++ox, dst += patch)
+            for (std::int64_t kx = 0; kx < kw; ++kx) dst[kx] = 0.0f;
+          continue;
+        }
+        const float* src = x + (c * h + iy) * w;
+        if (dense_rows) {  // 3x3 / 5x5 ... kernels at stride 1: a fixed-size copy per column
+          std::int64_t ox = 0;
+          for (; ox < ow && last[ox] - first[ox] < kw; ++ox, dst += patch) edge(src, ox, dst);
+          switch (kw) {
+            case 3: ox = copy_interior<3>(src, ox, dst, ow, s.pad_left, patch, first, last); break;
+            case 5: ox = copy_interior<5>(src, ox, dst, ow, s.pad_left, patch, first, last); break;
+            case 7: ox = copy_interior<7>(src, ox, dst, ow, s.pad_left, patch, first, last); break;
+            default: break;
+          }
+          for (; ox < ow; ++ox, dst += patch) edge(src, ox, dst);
+          continue;
+        }
+        for (std::int64_t ox = 0; ox < ow; ++ox, dst += patch) {
+          const std::int64_t x0 = ox * s.stride_w - s.pad_left, lo = first[ox], hi = last[ox];
+          if (lo == 0 && hi == kw) {
+            for (std::int64_t kx = 0; kx < kw; ++kx) dst[kx] = src[x0 + kx * s.dilation_w];
+          } else {
+            for (std::int64_t kx = 0; kx < kw; ++kx)
+              dst[kx] = kx >= lo && kx < hi ? src[x0 + kx * s.dilation_w] : 0.0f;
+          }
+        }
+      }
+}
+
+namespace detail {
+
+void conv2d_by_gemm(const conv2d_shape& s, const float* x, std::int64_t n, std::int64_t h,
+                    std::int64_t w, float* y, const patch_gemm& gemm, const char* what) {
+  const std::string where = std::string(what) + ": ";
+  require(n >= 0 && h >= 1 && w >= 1,
+          where + "input is " + std::to_string(n) + " x " + std::to_string(s.in_channels) + " x " +
+              std::to_string(h) + " x " + std::to_string(w) + "; expected n >= 0 and h, w >= 1");
+  require(n == 0 || (x != nullptr && y != nullptr), where + "x or y is null");
+  const std::int64_t oh = s.out_h(h), ow = s.out_w(w), m = s.out_channels;
+  require(oh >= 1 && ow >= 1, where + "a " + std::to_string(h) + " x " + std::to_string(w) +
+                                  " input is smaller than the kernel");
+  const std::int64_t positions = oh * ow, patch = s.patch();
+  const std::int64_t per_chunk =
+      std::clamp<std::int64_t>(chunk_patch_floats / (positions * patch), 1, std::max<std::int64_t>(n, 1));
+  scratch<float> patches(static_cast<std::size_t>(per_chunk * positions * patch));
+  scratch<float> out(static_cast<std::size_t>(per_chunk * positions * m));
+  cpu::thread_pool& pool = cpu::thread_pool::instance();
+  for (std::int64_t i0 = 0; i0 < n; i0 += per_chunk) {
+    const std::int64_t images = std::min(per_chunk, n - i0);
+    pool.run(images, [&](std::int64_t i) {
+      im2col(s, x + (i0 + i) * s.in_channels * h * w, h, w,
+             patches.data() + i * positions * patch);
+    });
+    gemm(patches.data(), images * positions, out.data());
+    pool.run(images, [&](std::int64_t i) {
+      const float* src = out.data() + i * positions * m;
+      float* dst = y + (i0 + i) * m * positions;
+      for (std::int64_t c = 0; c < m; ++c)
+        for (std::int64_t p = 0; p < positions; ++p) dst[c * positions + p] = src[p * m + c];
+    });
+  }
+}
+
+}  // namespace detail
+}  // namespace qsl
