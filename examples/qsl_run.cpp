@@ -20,6 +20,9 @@
 #include "qsl/cpu.hpp"
 #include "qsl/onnx_session.hpp"
 #include "tool_main.hpp"
+#if defined(QSL_RUN_WITH_CUDA)
+#include "qsl/cuda.hpp"
+#endif
 
 namespace {
 
@@ -32,6 +35,22 @@ double percentile(std::vector<double> v, double p) {
   const auto lo = static_cast<std::size_t>(pos);
   const std::size_t hi = std::min(lo + 1, v.size() - 1);
   return v[lo] + (v[hi] - v[lo]) * (pos - static_cast<double>(lo));
+}
+
+// --backend cuda: every compressed layer as a qsl::cuda layer fed from host memory (glue and
+// uncompressed layers stay on the CPU). Named errors when this build or machine has no CUDA.
+qsl::onnx::accelerator_factory cuda_accelerator() {
+#if defined(QSL_RUN_WITH_CUDA)
+  qsl::detail::require(qsl::cuda::device_count() > 0,
+                       "--backend cuda: no CUDA device is visible to this process");
+  return [](const qsl::quantized_dense& layer) -> qsl::onnx::layer_runner {
+    auto gpu = std::make_shared<qsl::cuda::quantized_dense>(layer);
+    return [gpu](const float* x, std::int64_t batch, float* y) { gpu->forward_host(x, batch, y); };
+  };
+#else
+  throw qsl::error("--backend cuda: this qsl-run was built without qsl::cuda (configure with "
+                   "-DQSL_WITH_CUDA=ON where nvcc is installed; docs/cuda.md)");
+#endif
 }
 
 int run(int argc, char** argv) {
@@ -69,6 +88,7 @@ int run(int argc, char** argv) {
   const qsl::onnx::model model = qsl::onnx::model::load(model_path);
   qsl::onnx::session_options options;
   options.device = backend == "cuda" ? qsl::onnx::backend::cuda : qsl::onnx::backend::cpu;
+  if (options.device == qsl::onnx::backend::cuda) options.accelerator = cuda_accelerator();
   options.activation_bits = activation_bits;
   const qsl::onnx::session session(model, options);
   qsl::detail::require(session.input_names().size() == 1,
@@ -152,6 +172,7 @@ int run(int argc, char** argv) {
                            {"inputs", count},
                            {"batch", batch},
                            {"threads", qsl::cpu_threads()},
+                           {"backend", backend},
                            {"cpu_target", qsl::to_string(qsl::active_cpu_target())},
                            {"compressed_layers", session.compressed_layers()},
                            {"activation_bits", activation_bits},
@@ -159,10 +180,10 @@ int run(int argc, char** argv) {
                            {"latency_ms_p90", percentile(latencies, 0.9)},
                            {"images_per_s", static_cast<double>(count) / seconds}};
   if (!truth.empty()) report["accuracy"] = static_cast<double>(correct) / static_cast<double>(count);
-  std::printf("%s: %lld inputs in batches of %lld, %zu compressed layers, %s x %d threads\n",
+  std::printf("%s: %lld inputs in batches of %lld, %zu compressed layers on %s, %s x %d threads\n",
               model_path.c_str(), static_cast<long long>(count), static_cast<long long>(batch),
-              session.compressed_layers(), qsl::to_string(qsl::active_cpu_target()),
-              qsl::cpu_threads());
+              session.compressed_layers(), backend.c_str(),
+              qsl::to_string(qsl::active_cpu_target()), qsl::cpu_threads());
   if (!truth.empty())
     std::printf("accuracy: %.4f (%lld / %lld)\n", report["accuracy"].get<double>(),
                 static_cast<long long>(correct), static_cast<long long>(count));

@@ -198,4 +198,22 @@ TEST(Cuda, AutomaticKernelChoiceAndErrors) {
   EXPECT_THROW(qsl::cuda::quantized_dense(layer, 99), qsl::error);
 }
 
+// forward_host = copies + forward, split at forward's 65535-vector limit: the same numbers as
+// the device calls over the same splits.
+TEST(Cuda, ForwardHostSplitsLargeBatchesLikeDeviceCalls) {
+  SKIP_WITHOUT_GPU();
+  const auto layer = layer_of({24, 100, 0, 2, qsl::basis::binary}, 0, 9);
+  const qsl::cuda::quantized_dense gpu(layer);
+  const std::int64_t batch = 65535 + 4465;
+  const row_matrix_f x = qsl::test::gaussian_rows(batch, 100, 10);
+  row_matrix_f y(batch, 24);
+  gpu.forward_host(x.data(), batch, y.data(), qsl::cuda::kernel::lut_gemv);
+  const row_matrix_f head = run(gpu, x.topRows(65535), qsl::cuda::kernel::lut_gemv);
+  const row_matrix_f tail = run(gpu, x.bottomRows(4465), qsl::cuda::kernel::lut_gemv);
+  EXPECT_EQ(y.topRows(65535), head);
+  EXPECT_EQ(y.bottomRows(4465), tail);
+  EXPECT_THROW(gpu.forward_host(nullptr, 2, nullptr), qsl::error);
+  EXPECT_THROW(gpu.forward_host(x.data(), -1, y.data()), qsl::error);
+}
+
 }  // namespace

@@ -1,6 +1,7 @@
 // qsl::cuda::quantized_dense: packing, upload (or zero-copy mapping), kernel choice, errors.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -207,6 +208,34 @@ void quantized_dense::forward(const float* x, std::int64_t batch, float* y, void
   check_launch("encode");
   detail::launch_popcount_gemv(w, planes, levels, scales, q.bits, batch, y, stream);
   check_launch("popcount_gemv");
+}
+
+void quantized_dense::forward_host(const float* x, std::int64_t batch, float* y,
+                                   kernel which) const {
+  qsl::detail::require(batch >= 0, "qsl::cuda::quantized_dense::forward_host: batch is " +
+                                       std::to_string(batch) + "; expected >= 0");
+  if (batch == 0) return;
+  qsl::detail::require(x != nullptr && y != nullptr,
+                       "qsl::cuda::quantized_dense::forward_host: x or y is null");
+  constexpr std::int64_t max_call = 65535;  // forward's limit per call
+  const std::int64_t rows = std::min(batch, max_call);
+  const std::size_t in_bytes = static_cast<std::size_t>(rows * in_features()) * sizeof(float);
+  const std::size_t out_bytes = static_cast<std::size_t>(rows * out_features()) * sizeof(float);
+  QSL_CUDA(cudaSetDevice(impl_->device));
+  // The default stream: synchronous copies order themselves with the kernels.
+  scratch_buffer scratch(impl_->device, in_bytes + out_bytes, nullptr);
+  auto* dx = static_cast<float*>(scratch.get());
+  auto* dy = reinterpret_cast<float*>(static_cast<char*>(scratch.get()) + in_bytes);
+  for (std::int64_t v0 = 0; v0 < batch; v0 += max_call) {
+    const std::int64_t count = std::min(max_call, batch - v0);
+    QSL_CUDA(cudaMemcpy(dx, x + v0 * in_features(),
+                        static_cast<std::size_t>(count * in_features()) * sizeof(float),
+                        cudaMemcpyHostToDevice));
+    forward(dx, count, dy, nullptr, which);
+    QSL_CUDA(cudaMemcpy(y + v0 * out_features(), dy,
+                        static_cast<std::size_t>(count * out_features()) * sizeof(float),
+                        cudaMemcpyDeviceToHost));
+  }
 }
 
 }  // namespace qsl::cuda

@@ -60,6 +60,11 @@ class quantized_dense {
   /// path, NaN/Inf inputs are not detected on the device: their outputs are unspecified.
   void forward(const float* x, std::int64_t batch, float* y, void* stream = nullptr,
                kernel which = kernel::automatic) const;
+  /// The same for host arrays, synchronously: copies x to the device, runs forward in calls of
+  /// at most 65535 vectors (any batch), copies y back. For executors that keep activations on
+  /// the host (qsl-run); a pipeline that stays on the device should call forward.
+  void forward_host(const float* x, std::int64_t batch, float* y,
+                    kernel which = kernel::automatic) const;
 
  private:
   struct impl;

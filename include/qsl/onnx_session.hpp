@@ -1,18 +1,21 @@
 #pragma once
 // qsl::onnx::session: runs a feed-forward ONNX model (an original one, or one compressed by
-// qsl-compress in the qsl format) on the CPU: compressed Gemm / MatMul / Conv run as qsl
-// layers (quantized_dense, quantized_conv2d), uncompressed ones with Eigen, and the common
+// qsl-compress in the qsl format): compressed Gemm / MatMul / Conv run as qsl layers
+// (quantized_dense, quantized_conv2d; on the CPU, or on an accelerator the caller plugs in),
+// uncompressed ones as fp32 GEMMs on the CPU, and the common
 // glue operators with plain implementations: Add, Sub, Mul, Div, Relu, Sigmoid, Tanh, MaxPool,
 // AveragePool, GlobalAveragePool, Flatten, Reshape, Transpose, Softmax, BatchNormalization,
 // Identity, Dropout (inference), Constant, Concat. Any other operator is a model_error naming
 // it when the session is built.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "qsl/onnx.hpp"
+#include "qsl/quantized_dense.hpp"
 
 namespace qsl::onnx {
 
@@ -29,11 +32,22 @@ struct tensor {
 
 enum class backend : std::uint8_t { cpu = 0, cuda = 1 };
 
+/// Runs one compressed layer on host arrays: y (batch x out_features) from x (batch x
+/// in_features), row-major.
+using layer_runner = std::function<void(const float* x, std::int64_t batch, float* y)>;
+/// Builds the runner of a compressed layer on an accelerator. qsl::onnx does not link any GPU
+/// library; the caller that does supplies this (qsl-run does, from qsl::cuda, when built with it).
+using accelerator_factory = std::function<layer_runner(const quantized_dense& layer)>;
+
 struct session_options {
+  /// cpu: everything on the CPU. cuda: the compressed layers (convolutions as im2col on the CPU
+  /// + the layer on the GPU) through `accelerator`, which must then be set; glue and
+  /// uncompressed layers stay on the CPU.
   backend device = backend::cpu;
   /// Activation bits of the compressed layers: 0 keeps float activations, 1..8 encode them
   /// with a per-vector scale.
   int activation_bits = 0;
+  accelerator_factory accelerator;
 };
 
 class session {

@@ -112,9 +112,9 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
   qsl::detail::require(options.activation_bits >= 0 && options.activation_bits <= max_activation_bits,
                        "session: activation bits is " + std::to_string(options.activation_bits) +
                            "; expected 0.." + std::to_string(max_activation_bits));
-  if (options.device == backend::cuda)
-    throw qsl::error("session: the cuda backend is not available in this build of qsl-run; "
-                     "compressed layers run on the CPU (docs/cuda.md)");
+  qsl::detail::require(options.device == backend::cpu || options.accelerator,
+                       "session: the cuda backend needs session_options::accelerator (qsl-run "
+                       "sets it when built with qsl::cuda)");
   impl& s = *impl_;
   const pb::GraphProto& g = m.internals().proto.graph();
   s.opset = m.opset();
@@ -164,6 +164,12 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
     if (bias != nullptr) p.bias.assign(bias, bias + l.code.rows);
     p.activations.bits = options.activation_bits;
     return std::make_shared<quantized_dense>(std::move(p));
+  };
+  // Where a compressed layer runs: its own CPU kernels, or the accelerator's runner.
+  auto runner_of = [&](const std::shared_ptr<quantized_dense>& layer) -> layer_runner {
+    if (options.device == backend::cpu)
+      return [layer](const float* x, std::int64_t batch, float* y) { layer->forward(x, batch, y); };
+    return options.accelerator(*layer);
   };
 
   for (int index = 0; index < g.node_size(); ++index) {
@@ -216,10 +222,10 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
       if (auto it = coded.find(weight); it != coded.end()) {
         auto layer = qsl_layer(it->second, nullptr);
         ++s.compressed;
-        product = [layer](const tensor& a) {
+        product = [layer, run = runner_of(layer)](const tensor& a) {
           const std::int64_t k = layer->in_features(), m = a.elements() / k;
           tensor y{{m, layer->out_features()}, std::vector<float>(static_cast<std::size_t>(m * layer->out_features()))};
-          layer->forward(a.data.data(), m, y.data.data());
+          run(a.data.data(), m, y.data.data());
           return y;
         };
       } else if (const constant* wc = constant_of(weight); wc != nullptr && wc->value.shape.size() == 2) {
@@ -297,15 +303,20 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
           throw model_error(what + ": the bias must be a constant of " + std::to_string(shape.out_channels) + " values");
         bias = b->value.data.data();
       }
-      std::shared_ptr<quantized_conv2d> conv;
-      std::shared_ptr<row_major> plain;
-      std::vector<float> plain_bias;
+      // The product of a chunk of im2col patches with the weights: a compressed layer's runner
+      // (CPU kernels or accelerator), or the fp32 GEMM.
+      qsl::detail::patch_gemm gemm;
       if (auto it = coded.find(weight); it != coded.end()) {
-        conv = std::make_shared<quantized_conv2d>(std::move(*qsl_layer(it->second, bias)), shape);
+        gemm = runner_of(qsl_layer(it->second, bias));
         ++s.compressed;
       } else {
-        plain = std::make_shared<row_major>(weight_matrix(*constant_of(weight), false, shape.out_channels, shape.patch()));
-        if (bias != nullptr) plain_bias.assign(bias, bias + shape.out_channels);
+        auto plain = std::make_shared<row_major>(weight_matrix(*constant_of(weight), false, shape.out_channels, shape.patch()));
+        auto plain_bias = std::make_shared<std::vector<float>>();
+        if (bias != nullptr) plain_bias->assign(bias, bias + shape.out_channels);
+        gemm = [plain, plain_bias, shape](const float* patches, std::int64_t rows, float* result) {
+          qsl::detail::cpu::float_gemm_bt(patches, rows, shape.patch(), plain->data(), shape.out_channels,
+                                          plain_bias->empty() ? nullptr : plain_bias->data(), result);
+        };
       }
       const int x = in(0);
       s.steps.push_back([=](std::vector<tensor>& v) {
@@ -318,18 +329,7 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
         qsl::detail::require(oh >= 1 && ow >= 1, what + ": the input is smaller than the kernel");
         tensor y{{batch, shape.out_channels, oh, ow},
                  std::vector<float>(static_cast<std::size_t>(batch * shape.out_channels * oh * ow))};
-        if (conv) {
-          conv->forward(a.data.data(), batch, h, w, y.data.data());
-        } else {
-          const float* b = plain_bias.empty() ? nullptr : plain_bias.data();
-          qsl::detail::conv2d_by_gemm(
-              shape, a.data.data(), batch, h, w, y.data.data(),
-              [&](const float* patches, std::int64_t rows, float* result) {
-                qsl::detail::cpu::float_gemm_bt(patches, rows, shape.patch(), plain->data(),
-                                           shape.out_channels, b, result);
-              },
-              what.c_str());
-        }
+        qsl::detail::conv2d_by_gemm(shape, a.data.data(), batch, h, w, y.data.data(), gemm, what.c_str());
         v[out] = std::move(y);
       });
       continue;

@@ -7,7 +7,8 @@ variants), plus its named errors.
 For each case: build the model (opset 17 unless the case says otherwise, IR 8), run ONNX
 Runtime on a random batch, run `qsl-run --npy --dump-outputs`, and compare: |qsl - ort| <=
 1e-4 * max(1, |ort|). Then: an unsupported operator exits with 2 naming it; a wrong input
-shape and a missing file exit with 1. Exit status 0 when every case passes.
+shape and a missing file exit with 1; --backend cuda runs or is a named error. Exit status 0 when
+every case passes.
 """
 import os
 import subprocess
@@ -125,6 +126,13 @@ def main(qsl_run, work):
         ok = result.returncode == code and fragment in result.stderr
         failures += not ok
         print(f"{'ok  ' if ok else 'FAIL'} {label}: exit {result.returncode}, {result.stderr.strip()}")
+    # --backend cuda: runs where qsl-run has qsl::cuda and a GPU (tools/gpu-check.sh checks the
+    # numbers there); anywhere else it must be a named error with exit 1, not a crash.
+    result = subprocess.run([qsl_run, os.path.join(work, "relu.onnx"), "--random", "2", "--backend", "cuda"],
+                            capture_output=True, text=True)
+    ok = result.returncode == 0 or (result.returncode == 1 and "--backend cuda: " in result.stderr)
+    failures += not ok
+    print(f"{'ok  ' if ok else 'FAIL'} backend cuda: exit {result.returncode}, {result.stderr.strip()}")
     print(f"{failures} failures")
     return 1 if failures else 0
 

@@ -1,0 +1,71 @@
+// qsl::onnx::session's accelerator plumbing, without a GPU: a stand-in accelerator that runs
+// each compressed layer with its own CPU kernels must be asked for every compressed layer,
+// must run every compressed Gemm and Conv, and must give exactly the CPU backend's outputs.
+// (Operators are checked against ONNX Runtime by tests/onnx/check_ops.py; qsl-run with the real
+// qsl::cuda accelerator by tools/gpu-check.sh on a GPU.)
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <memory>
+#include <random>
+
+#include "qsl/onnx_session.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+qsl::onnx::model compressed_bundled_model() {
+  qsl::onnx::model m = qsl::onnx::model::load(QSL_BUNDLED_MODEL);
+  qsl::onnx::compress_options o;
+  o.weights.bits = 2;
+  o.weights.group_size = 128;
+  qsl::onnx::compress(m, o);
+  return m;
+}
+
+qsl::onnx::tensor random_images(std::int64_t n) {
+  std::mt19937 rng(17);
+  std::uniform_real_distribution<float> pixel(0.0f, 1.0f);
+  qsl::onnx::tensor t{{n, 1, 28, 28}, std::vector<float>(static_cast<std::size_t>(n * 784))};
+  for (float& v : t.data) v = pixel(rng);
+  return t;
+}
+
+TEST(OnnxSession, AcceleratorRunsEveryCompressedLayerWithTheCpuResults) {
+  const qsl::onnx::model m = compressed_bundled_model();
+  const qsl::onnx::session cpu(m);
+  ASSERT_EQ(cpu.compressed_layers(), 3u);  // conv 2, FC 1, FC 2 (conv 1 is under min_weights)
+
+  auto built = std::make_shared<std::atomic<int>>(0);
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  qsl::onnx::session_options o;
+  o.device = qsl::onnx::backend::cuda;
+  o.accelerator = [built, calls](const qsl::quantized_dense& layer) -> qsl::onnx::layer_runner {
+    ++*built;
+    auto own = std::make_shared<qsl::quantized_dense>(layer);
+    return [own, calls](const float* x, std::int64_t batch, float* y) {
+      ++*calls;
+      own->forward(x, batch, y);
+    };
+  };
+  const qsl::onnx::session accelerated(m, o);
+  EXPECT_EQ(built->load(), 3);
+  const auto x = random_images(5);
+  const auto expected = cpu.run({x});
+  const auto got = accelerated.run({x});
+  EXPECT_GE(calls->load(), 3);  // one call per layer at least (a convolution may take chunks)
+  ASSERT_EQ(got.size(), expected.size());
+  EXPECT_EQ(got[0].shape, expected[0].shape);
+  EXPECT_EQ(got[0].data, expected[0].data);
+}
+
+TEST(OnnxSession, CudaBackendWithoutAcceleratorIsANamedError) {
+  const qsl::onnx::model m = compressed_bundled_model();
+  qsl::onnx::session_options o;
+  o.device = qsl::onnx::backend::cuda;
+  EXPECT_NE(qsl::test::error_of([&] { qsl::onnx::session s(m, o); })
+                .find("the cuda backend needs session_options::accelerator"),
+            std::string::npos);
+}
+
+}  // namespace
