@@ -12,6 +12,7 @@
 #include <benchmark/benchmark.h>
 
 #include <Eigen/Core>
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <random>
@@ -130,6 +131,52 @@ BENCHMARK(BM_DecomposeDataAware)
     ->ArgName("calibrated")
     ->Arg(0)
     ->Arg(1)
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// Error feedback (options.error_feedback) against the plain calibrated fit, on the shape of the
+// bundled model's FC layer: W 512 x 3136 (N(0, 1)), k = 2, groups of 128 or one per row, and
+// 3136 correlated calibration inputs X = Z A / sqrt(D) (Z N(0, 1), A a random mixing), so that
+// H = X^T X is far from diagonal. M = D, as with the D x D calibration factor qsl-compress
+// passes. Arguments: feedback (0 or 1), group size. Reports the output error on X (what both
+// minimize) and the weight error; the time includes the plain fit, which feedback also runs.
+//
+//   build/bench/decompose_bench --benchmark_filter=ErrorFeedback
+constexpr std::int64_t kFcRows = 512, kFcCols = 3136;
+
+const Eigen::MatrixXf& correlated_calibration() {
+  static const Eigen::MatrixXf x = gaussian(kFcCols, kFcCols, kCalibrationSeed) *
+                                   gaussian(kFcCols, kFcCols, kCalibrationSeed + 1) /
+                                   std::sqrt(static_cast<float>(kFcCols));
+  return x;
+}
+
+void BM_DecomposeErrorFeedback(benchmark::State& state) {
+  const Eigen::MatrixXf& w = gaussian(kFcRows, kFcCols, kWeightSeed);
+  const Eigen::MatrixXf& x = correlated_calibration();
+  qsl::decompose_options options;
+  options.bits = 2;
+  options.method = qsl::method::multi_start;
+  options.group_size = state.range(1);
+  options.calibration = x;
+  options.error_feedback = state.range(0) != 0;
+
+  qsl::weight_code code;
+  for (auto _ : state) {
+    code = qsl::decompose(w, options);
+    benchmark::DoNotOptimize(code.coefficients.data());
+  }
+  state.counters["output_nmse"] = qsl::normalized_output_error(w, code, x);
+  state.counters["nmse"] = qsl::normalized_error(w, code);
+  set_common_counters(state, w);
+}
+BENCHMARK(BM_DecomposeErrorFeedback)
+    ->ArgNames({"feedback", "group"})
+    ->Args({0, 128})
+    ->Args({1, 128})
+    ->Args({0, 0})
+    ->Args({1, 0})
     ->Iterations(1)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();

@@ -113,6 +113,41 @@ inline array read_npy(const std::string& path) {
   return a;
 }
 
+/// Model inputs read from a file, `count` inputs of `per_input` values each.
+struct model_inputs {
+  std::int64_t count = 0;
+  std::vector<float> values;
+};
+
+inline bool has_npy_suffix(const std::string& path) {
+  return path.size() >= 4 && path.compare(path.size() - 4, 4, ".npy") == 0;
+}
+
+/// IDX images (gzip or not), scaled from bytes to [0, 1], or (npy) a float32 .npy used as it
+/// is. Throws qsl::error when the inputs are not `per_input` wide.
+inline model_inputs read_model_inputs(const std::string& path, std::int64_t per_input, bool npy) {
+  model_inputs out;
+  std::size_t values = 0;
+  if (npy) {
+    array a = read_npy(path);
+    detail::require(!a.shape.empty(), "'" + path + "' is a scalar");
+    out.count = a.shape[0];
+    out.values = std::move(a.floats);
+    values = out.values.size();
+  } else {
+    const array idx = read_idx(path);
+    out.count = idx.shape[0];
+    values = idx.bytes.size();
+    out.values.resize(values);
+    for (std::size_t i = 0; i < values; ++i) out.values[i] = idx.bytes[i] / 255.0f;
+  }
+  detail::require(out.count == 0 || static_cast<std::int64_t>(values) == out.count * per_input,
+                  "'" + path + "' holds inputs of " +
+                      std::to_string(out.count ? values / static_cast<std::size_t>(out.count) : 0) +
+                      " values; the model's input takes " + std::to_string(per_input));
+  return out;
+}
+
 inline void write_npy(const std::string& path, const std::vector<std::int64_t>& shape,
                       const std::vector<float>& values) {
   std::string dims;

@@ -107,30 +107,16 @@ int run(int argc, char** argv) {
   std::vector<float> data;
   std::vector<std::uint8_t> truth;
   std::int64_t count = 0;
-  if (!images.empty()) {
-    const auto idx = qsl::tools::read_idx(images);
-    count = idx.shape[0];
-    qsl::detail::require(static_cast<std::int64_t>(idx.bytes.size()) == count * per_input,
-                         "'" + images + "' has images of " +
-                             std::to_string(idx.bytes.size() / std::max<std::int64_t>(count, 1)) +
-                             " values; the model's input takes " + std::to_string(per_input));
-    data.resize(idx.bytes.size());
-    for (std::size_t i = 0; i < data.size(); ++i) data[i] = idx.bytes[i] / 255.0f;
+  if (!images.empty() || !npy.empty()) {
+    qsl::tools::model_inputs in = qsl::tools::read_model_inputs(images.empty() ? npy : images, per_input, !npy.empty());
+    count = in.count;
+    data = std::move(in.values);
     if (!labels.empty()) {
       const auto l = qsl::tools::read_idx(labels);
       qsl::detail::require(l.shape.size() == 1 && l.shape[0] == count,
                            "'" + labels + "' does not hold one label per image");
       truth = l.bytes;
     }
-  } else if (!npy.empty()) {
-    const auto a = qsl::tools::read_npy(npy);
-    qsl::detail::require(!a.shape.empty(), "'" + npy + "' is a scalar");
-    count = a.shape[0];
-    qsl::detail::require(count == 0 || static_cast<std::int64_t>(a.floats.size()) / count == per_input,
-                         "'" + npy + "' holds inputs of " +
-                             std::to_string(count ? a.floats.size() / count : 0) +
-                             " values; the model's input takes " + std::to_string(per_input));
-    data = a.floats;
   } else {
     count = random;
     data.resize(static_cast<std::size_t>(count * per_input));

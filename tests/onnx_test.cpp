@@ -2,13 +2,16 @@
 // The models come from tests/onnx/make_models.py (a CTest fixture writes them to
 // QSL_TEST_MODELS); the ONNX Runtime check of the standard format is tests/onnx/round_trip.sh.
 #include "qsl/onnx.hpp"
+#include "qsl/onnx_session.hpp"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <filesystem>
+#include <cstring>
 #include <limits>
+#include <random>
 #include <set>
 
 #include "onnx/proto.hpp"  // to craft malformed models
@@ -279,6 +282,148 @@ TEST_F(Onnx, ParsedModelsRefuseExternalData) {
   EXPECT_THAT(error_text([&] { qsl::onnx::model::parse(bytes.data(), bytes.size()); }, model_error),
               HasSubstr("external data is not allowed"));
   EXPECT_TRUE(model_error);
+}
+
+
+// ---- TWD layers (ai.qsl::DecodeFactorized) ----
+
+qsl::onnx::compress_options twd_options(int k) {
+  qsl::onnx::compress_options o = options(2, 64);
+  o.twd_layers = {"*"};
+  o.twd.basis_vectors = k;
+  o.twd.threads = 1;
+  return o;
+}
+
+// W (outputs x inputs) of a layer of the original model, TWD or not.
+Eigen::MatrixXf original_w_of(const qsl::onnx::model& m, const qsl::onnx::compressed_layer& l) {
+  if (!l.factorized) return original_w(m, l);
+  qsl::onnx::compressed_layer shaped = l;
+  shaped.code.rows = l.twd.rows;
+  shaped.code.cols = l.twd.cols;
+  return original_w(m, shaped);
+}
+
+// Overwrites the float constant `name` (initializer or Constant node) with W in its layout.
+void set_weight(qsl::onnx::model& m, const std::string& name, const Eigen::MatrixXf& w,
+                bool transposed) {
+  std::string raw;
+  for (Eigen::Index i = 0; i < (transposed ? w.cols() : w.rows()); ++i)
+    for (Eigen::Index j = 0; j < (transposed ? w.rows() : w.cols()); ++j) {
+      const float v = transposed ? w(j, i) : w(i, j);
+      raw.append(reinterpret_cast<const char*>(&v), sizeof v);
+    }
+  auto put = [&](pb::TensorProto& t) {
+    t.clear_float_data();
+    t.set_raw_data(raw);
+  };
+  auto& g = *m.internals().proto.mutable_graph();
+  for (auto& t : *g.mutable_initializer())
+    if (t.name() == name) put(t);
+  for (auto& n : *g.mutable_node())
+    if (n.op_type() == "Constant" && n.output(0) == name)
+      for (auto& a : *n.mutable_attribute())
+        if (a.name() == "value") put(*a.mutable_t());
+}
+
+TEST_F(Onnx, TwdRoundTripGivesTheFactorization) {
+  const auto original = qsl::onnx::model::load(models + "/layers.onnx");
+  auto m = qsl::onnx::model::load(models + "/layers.onnx");
+  const auto o = twd_options(8);
+  const auto report = qsl::onnx::compress(m, o);
+  for (const auto& l : report.layers)
+    if (l.compressed) {
+      EXPECT_TRUE(l.factorized) << l.node;
+      EXPECT_EQ(l.basis_vectors, 8) << l.node;
+    }
+  m.save(path("twd.onnx"));
+  const auto layers = qsl::onnx::compressed_layers(qsl::onnx::model::load(path("twd.onnx")));
+  ASSERT_EQ(layers.size(), 4u);
+  for (const auto& l : layers) {
+    SCOPED_TRACE(l.weight);
+    ASSERT_TRUE(l.factorized);
+    EXPECT_TRUE(l.code.signs.empty());
+    const qsl::twd_code expected = qsl::factorize_ternary(original_w_of(original, l), o.twd);
+    EXPECT_EQ(l.twd.basis.signs, expected.basis.signs);
+    EXPECT_EQ(l.twd.basis.masks, expected.basis.masks);
+    EXPECT_EQ(l.twd.mixing, expected.mixing);
+  }
+}
+
+TEST_F(Onnx, ExecutorRunsTwdLayersAsTheirReconstruction) {
+  auto m = qsl::onnx::model::load(models + "/layers.onnx");
+  qsl::onnx::compress(m, twd_options(6));
+  // The same graph with every compressed weight replaced by its W_hat, run as plain fp32.
+  auto dense = qsl::onnx::model::load(models + "/layers.onnx");
+  for (const auto& l : qsl::onnx::compressed_layers(m))
+    set_weight(dense, l.weight, qsl::reconstruct(l.twd), l.transposed);
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal;
+  qsl::onnx::tensor x{{3, 3, 12, 12}, std::vector<float>(3 * 3 * 12 * 12)};
+  for (float& v : x.data) v = normal(rng);
+  const auto got = qsl::onnx::session(m).run({x})[0];
+  const auto expected = qsl::onnx::session(dense).run({x})[0];
+  ASSERT_EQ(got.shape, expected.shape);
+  // Softmax outputs in [0, 1]: the two differ only by float summation order through four
+  // layers (W_hat x vs C^T (M^T x)); 1e-4 absolute is ~1000x that rounding.
+  for (std::size_t i = 0; i < got.data.size(); ++i)
+    EXPECT_NEAR(got.data[i], expected.data[i], 1e-4f) << i;
+  // And the check can see a wrong layer: the original weights give clearly different outputs.
+  const auto original = qsl::onnx::session(qsl::onnx::model::load(models + "/layers.onnx")).run({x})[0];
+  float largest = 0;
+  for (std::size_t i = 0; i < got.data.size(); ++i)
+    largest = std::max(largest, std::abs(got.data[i] - original.data[i]));
+  EXPECT_GT(largest, 1e-2f);
+}
+
+TEST_F(Onnx, TwdNeedsTheQslFormat) {
+  auto m = qsl::onnx::model::load(models + "/layers.onnx");
+  auto o = twd_options(4);
+  o.format = qsl::onnx::output_format::standard;
+  bool model_error = true;
+  EXPECT_THAT(error_text([&] { qsl::onnx::compress(m, o); }, model_error),
+              HasSubstr("no standard-format encoding"));
+  EXPECT_FALSE(model_error);
+}
+
+// A TWD model whose DecodeFactorized node for fc1_w is changed by `edit`.
+template <class Edit>
+std::string factorized_error(Edit edit) {
+  auto m = qsl::onnx::model::load(models + "/layers.onnx");
+  qsl::onnx::compress(m, twd_options(5));
+  for (auto& n : *m.internals().proto.mutable_graph()->mutable_node())
+    if (n.op_type() == qsl::onnx::decode_factorized_op && n.output(0) == "fc1_w") edit(m, n);
+  bool model_error = false;
+  const std::string text = error_text([&] { qsl::onnx::compressed_layers(m); }, model_error);
+  return model_error ? text : "not a model_error: " + text;
+}
+
+TEST_F(Onnx, MalformedFactorizedNodesAreModelErrors) {
+  EXPECT_THAT(factorized_error([](auto&, pb::NodeProto& n) {
+                for (auto& a : *n.mutable_attribute())
+                  if (a.name() == "basis_vectors") a.set_i(0);
+              }),
+              HasSubstr("basis_vectors 0 are out of range"));
+  EXPECT_THAT(factorized_error([](auto&, pb::NodeProto& n) {
+                for (auto& a : *n.mutable_attribute())
+                  if (a.name() == "basis_vectors") a.set_i(6);
+              }),
+              HasSubstr("must be UINT8 6 x 1 x 72"));
+  EXPECT_THAT(factorized_error([](qsl::onnx::model& m, pb::NodeProto& n) {
+                for (auto& t : *m.internals().proto.mutable_graph()->mutable_initializer())
+                  if (t.name() == n.input(2)) {
+                    const float inf = std::numeric_limits<float>::infinity();
+                    std::memcpy(&(*t.mutable_raw_data())[4], &inf, 4);
+                  }
+              }),
+              HasSubstr("fc1_w"));
+  EXPECT_THAT(factorized_error([](auto&, pb::NodeProto& n) {
+                auto* a = n.add_attribute();
+                a->set_name("activation_steps");
+                a->set_type(pb::AttributeProto::FLOATS);
+                a->add_floats(1.0f);
+              }),
+              HasSubstr("must both be lists of 8 floats"));
 }
 
 }  // namespace

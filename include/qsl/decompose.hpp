@@ -33,6 +33,19 @@ struct decompose_options {
   /// per-column weights diag(X^T X) and the coefficients of every row are then refitted by
   /// least squares under the full X^T X.
   Eigen::MatrixXf calibration;
+  /// With calibration: choose the codes under the full H = X^T X instead of diag(H) (GPTQ-style
+  /// error feedback). Every row walks its columns left to right; each weight takes the level
+  /// nearest to its value plus the feedback of the errors made on the columns before it, so
+  /// later columns compensate the output error of earlier ones. Each group's level set is
+  /// fitted when the walk reaches it; the coefficients are refitted under H at the end. Per
+  /// row, the result with the lower output error of this and the plain calibrated fit is kept,
+  /// so it is never worse on X (on other inputs it can be, with fewer calibration rows than
+  /// inputs: hence off by default). Costs a D x D factorization and O(N D^2) more arithmetic,
+  /// about 3x the plain calibrated fit (docs/design.md). qsl::error without calibration.
+  bool error_feedback = false;
+  /// Ridge added to H for the error feedback, relative to mean(diag(H)) (GPTQ's percdamp):
+  /// larger values make the feedback weaker and fit X less closely. Finite and > 0.
+  float damping = 0.01f;
   int threads = 0;  ///< worker threads; 0: all hardware threads
   /// Called with (rows done, rows total) as the work proceeds; may run on any worker thread,
   /// never on two at once.

@@ -9,12 +9,15 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "qsl/activation_code.hpp"
 #include "qsl/decompose.hpp"
 #include "qsl/error.hpp"
+#include "qsl/twd.hpp"
 #include "qsl/weight_code.hpp"
 
 namespace qsl::onnx {
@@ -29,6 +32,8 @@ class model_error : public qsl::error {
 /// The custom operator domain and the operator that decodes a weight code into a weight tensor.
 inline constexpr const char* qsl_domain = "ai.qsl";
 inline constexpr const char* decode_op = "DecodeWeights";
+/// The operator that rebuilds a weight tensor from a TWD factorization (ternary basis, mixing).
+inline constexpr const char* decode_factorized_op = "DecodeFactorized";
 
 struct load_limits {
   std::uint64_t max_file_bytes = (std::uint64_t{1} << 31) - 1;  ///< protobuf's own limit
@@ -79,6 +84,10 @@ enum class output_format : std::uint8_t {
   standard = 1,  ///< the same codes unpacked by standard operators (opset <= 17)
 };
 
+/// Statistics of each layer's inputs by weight name (qsl/onnx_calibration.hpp).
+struct layer_calibration;
+using calibration_data = std::map<std::string, layer_calibration>;
+
 /// Options for the layers whose node or weight name matches a glob pattern (* and ?).
 struct layer_override {
   std::string pattern;
@@ -92,6 +101,16 @@ struct compress_options {
   std::int64_t min_weights = 4096;        ///< smaller weights are left as they are
   int edge_bits = 0;  ///< > 0: the first and the last compressed layer use this many bits
   output_format format = output_format::qsl;
+  /// Layers whose node or weight name matches one of these globs are factorized with the
+  /// shared ternary basis (TWD, qsl/twd.hpp) and `twd` instead of per-row codes; qsl format
+  /// only. edge_bits does not apply to them.
+  std::vector<std::string> twd_layers;
+  twd_options twd;
+  /// Statistics from collect_calibration (may be null). A layer found in it is decomposed
+  /// against its output error on those inputs (its options' calibration is set from them; the
+  /// options' error_feedback decides how the codes are chosen), and, in the qsl format, gets
+  /// calibrated activation quantizers for 1..8 bits stored with its code.
+  const calibration_data* calibration = nullptr;
   /// Called before each layer with (layers done, layers to compress, layer name).
   std::function<void(std::size_t, std::size_t, const std::string&)> progress;
 };
@@ -101,12 +120,17 @@ struct layer_report {
   std::vector<std::int64_t> shape;  ///< of the weight tensor
   bool compressed = false;
   std::string note;  ///< why a layer was skipped
+  bool factorized = false;     ///< TWD (basis_vectors is K) rather than per-row codes (bits...)
+  std::int64_t basis_vectors = 0;
   int bits = 0;
   qsl::basis basis = qsl::basis::binary;
   std::int64_t group_size = 0;
   std::uint64_t bytes_before = 0, bytes_after = 0;
   double bits_per_weight = 0;
   double relative_error = 0;  ///< ||W - W_hat||_F / ||W||_F
+  bool calibrated = false;    ///< decomposed against calibration statistics
+  /// ||(W - W_hat) X^T||_F / ||W X^T||_F on the calibration inputs (calibrated layers only).
+  double relative_output_error = 0;
 };
 
 struct compress_report {
@@ -138,10 +162,15 @@ struct compressed_layer {
   std::string weight;                  ///< the tensor the DecodeWeights node produces
   std::vector<std::int64_t> shape;     ///< its shape
   bool transposed = false;             ///< true: the tensor is W^T (MatMul, Gemm transB = 0)
-  weight_code code;                    ///< W (outputs x inputs), validated
+  weight_code code;                    ///< W (outputs x inputs), validated (BCQ layers)
+  bool factorized = false;             ///< true: a TWD layer, held in `twd` (code is empty)
+  twd_code twd;                        ///< W ~ C^T M^T, validated (TWD layers)
+  /// Calibrated activation quantizers, entry b - 1 for b bits (1..8), or empty.
+  std::vector<activation_quantizer> activations;
 };
 
-/// Every DecodeWeights node of the main graph, decoded (throws model_error if malformed).
+/// Every DecodeWeights and DecodeFactorized node of the main graph, decoded (throws
+/// model_error if malformed).
 std::vector<compressed_layer> compressed_layers(const model& m);
 
 }  // namespace qsl::onnx

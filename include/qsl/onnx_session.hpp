@@ -39,6 +39,13 @@ using layer_runner = std::function<void(const float* x, std::int64_t batch, floa
 /// library; the caller that does supplies this (qsl-run does, from qsl::cuda, when built with it).
 using accelerator_factory = std::function<layer_runner(const quantized_dense& layer)>;
 
+/// Sees the input of a Gemm / MatMul / Conv node as its product sees it: `rows` vectors of
+/// `cols` values, row-major (Conv: im2col patches, one per output position and image; a large
+/// batch may arrive in several calls). `weight` names the layer's weight tensor. Called on the
+/// thread that runs the session, before the product.
+using layer_observer = std::function<void(const std::string& weight, const float* x,
+                                          std::int64_t rows, std::int64_t cols)>;
+
 struct session_options {
   /// cpu: everything on the CPU. cuda: the compressed layers (convolutions as im2col on the CPU
   /// + the layer on the GPU) through `accelerator`, which must then be set; glue and
@@ -48,6 +55,11 @@ struct session_options {
   /// with a per-vector scale.
   int activation_bits = 0;
   accelerator_factory accelerator;
+  /// Use a compressed layer's calibrated activation quantizer (stored by qsl-compress --calib)
+  /// for `activation_bits` when it has one; false: always a per-vector scale.
+  bool calibrated_activations = true;
+  /// Called with every Gemm / MatMul / Conv input (calibration collects statistics this way).
+  layer_observer observer;
 };
 
 class session {

@@ -5,6 +5,7 @@
 #include <Eigen/Core>
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 #include "qsl/weight_code.hpp"
 
@@ -19,8 +20,10 @@ using row_reader = std::function<void(std::int64_t first, std::int64_t count, ro
 Eigen::VectorXf column_importance(const Eigen::MatrixXf& x);
 
 /// Replaces every coefficient of `code` by the least-squares fit under H = X^T X and restores
-/// the canonical group form. Costs O(N * min(M, D) * D * k) for X of M rows.
+/// the canonical group form. Costs O(N * min(M, D) * D * k) for X of M rows. When `row_errors`
+/// is given it receives the output error (w_n - w_hat_n)^T H (w_n - w_hat_n) of every row after
+/// the refit (H with the ridge of the Cholesky factor when M > D), at no extra cost.
 void refit_coefficients(weight_code& code, const row_reader& rows, const Eigen::MatrixXf& x,
-                        int threads);
+                        int threads, std::vector<double>* row_errors = nullptr);
 
 }  // namespace qsl::detail

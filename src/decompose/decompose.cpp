@@ -1,12 +1,16 @@
 #include "qsl/decompose.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <memory>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "decompose/calibrated_refit.hpp"
 #include "decompose/code_writer.hpp"
+#include "decompose/error_feedback.hpp"
 #include "decompose/group_fit.hpp"
 #include "parallel.hpp"
 #include "qsl/error.hpp"
@@ -41,7 +45,16 @@ void check_options(const decompose_options& o, std::int64_t rows, std::int64_t c
                       str(max_iterations_limit));
   detail::require(o.threads >= 0,
                   where + "options.threads is " + str(o.threads) + "; expected 0 (all) or more");
-  if (o.calibration.size() == 0) return;
+  std::ostringstream damping;
+  damping << o.damping;
+  detail::require(std::isfinite(o.damping) && o.damping > 0,
+                  where + "options.damping is " + damping.str() + "; expected a finite value > 0");
+  if (o.calibration.size() == 0) {
+    detail::require(!o.error_feedback,
+                    where + "options.error_feedback is set but options.calibration is empty; "
+                            "expected calibration inputs (the feedback needs H = X^T X)");
+    return;
+  }
   detail::require(o.calibration.cols() == cols,
                   where + "options.calibration has " + str(o.calibration.cols()) +
                       " columns; expected " + str(cols) + " (the columns of w)");
@@ -57,6 +70,33 @@ void check_finite(const Matrix& m, const std::string& name) {
       if (!std::isfinite(m(r, c)))
         throw error("decompose: " + name + " has " + std::to_string(m(r, c)) + " at row " +
                     str(r) + ", col " + str(c) + "; expected finite values");
+}
+
+// Error feedback (docs/design.md): codes chosen under the full H, refitted, then row by row the
+// better of them and the plain calibrated code. Both errors are measured the same way (the
+// refit's residual under E^T E = H), so no row can get worse than the plain fit.
+void keep_better_feedback(weight_code& code, const detail::row_reader& rows,
+                          const Eigen::VectorXf& importance, const decompose_options& o,
+                          const std::vector<double>& plain_errors) {
+  detail::feedback_factor factor;
+  // H not positive definite even with 100x the damping (only with absurd inputs): the plain
+  // calibrated fit stands.
+  if (!detail::factor_feedback(o.calibration, o.damping, o.threads, factor)) return;
+  weight_code fed = make_weight_code(code.rows, code.cols, o.bits, o.basis, o.group_size);
+  detail::error_feedback_codes(fed, rows, factor, importance, o);
+  factor = {};  // D x D floats: free them before the refit
+  std::vector<double> fed_errors;
+  detail::refit_coefficients(fed, rows, o.calibration, o.threads, &fed_errors);
+  const std::int64_t words = code.words_per_plane() * code.bits;
+  const std::int64_t coefficients = code.groups() * code.bits;
+  for (std::int64_t n = 0; n < code.rows; ++n) {
+    if (!(fed_errors[n] < plain_errors[n])) continue;
+    std::copy_n(fed.signs.begin() + n * words, words, code.signs.begin() + n * words);
+    if (!code.masks.empty())
+      std::copy_n(fed.masks.begin() + n * words, words, code.masks.begin() + n * words);
+    std::copy_n(fed.coefficients.begin() + n * coefficients, coefficients,
+                code.coefficients.begin() + n * coefficients);
+  }
 }
 
 template <class Matrix>
@@ -83,6 +123,8 @@ weight_code decompose_matrix(const Matrix& w, const decompose_options& o) {
   std::mutex progress_mutex;
   std::int64_t rows_done = 0;
 
+  // With error feedback, progress counts the rows of the feedback walk (the larger part).
+  const bool feedback = o.error_feedback && o.calibration.size() > 0;
   detail::parallel_for(blocks, o.threads, [&](std::int64_t block, int worker) {
     auto& s = states[static_cast<std::size_t>(worker)];
     if (!s)
@@ -101,14 +143,18 @@ weight_code decompose_matrix(const Matrix& w, const decompose_options& o) {
         detail::write_group(code, first + i, g, s->result);
         detail::normalize_group(code, first + i, g);
       }
-    if (o.progress) {
+    if (o.progress && !feedback) {
       std::lock_guard<std::mutex> lock(progress_mutex);
       rows_done += count;
       o.progress(rows_done, code.rows);
     }
   });
-  if (o.calibration.size() > 0)
-    detail::refit_coefficients(code, rows, o.calibration, o.threads);
+  if (o.calibration.size() > 0) {
+    std::vector<double> plain_errors;
+    detail::refit_coefficients(code, rows, o.calibration, o.threads,
+                               feedback ? &plain_errors : nullptr);
+    if (feedback) keep_better_feedback(code, rows, importance, o, plain_errors);
+  }
   compute_offsets(code);
   return code;
 }

@@ -10,6 +10,7 @@
 
 #include "onnx/proto.hpp"
 #include "onnx/writer.hpp"
+#include "qsl/onnx_calibration.hpp"
 
 namespace qsl::onnx {
 namespace {
@@ -200,6 +201,14 @@ compress_report compress(model& m, const compress_options& o) {
       for (const auto& sub : a.graphs())
         report_subgraph_layers(sub, node_label(g.node(i), i), report.layers);
     }
+  std::vector<bool> twd;  // per chosen layer: factorized with TWD
+  for (const candidate& c : chosen)
+    twd.push_back(std::any_of(o.twd_layers.begin(), o.twd_layers.end(), [&](const std::string& p) {
+      return glob(p, c.node_name) || glob(p, c.weight);
+    }));
+  if (o.format == output_format::standard && std::find(twd.begin(), twd.end(), true) != twd.end())
+    throw qsl::error("compress: TWD layers have no standard-format encoding yet; use the qsl "
+                     "format (or leave them out of twd_layers)");
   if (o.edge_bits > 0 && !chosen_options.empty()) {
     chosen_options.front().bits = o.edge_bits;
     chosen_options.back().bits = o.edge_bits;
@@ -225,19 +234,63 @@ compress_report compress(model& m, const compress_options& o) {
                             ", col " + std::to_string(col) + " (of W, outputs x inputs)");
         w(r, col) = v;
       }
-    const weight_code code = decompose(w, chosen_options[l]);
+    // With calibration statistics: decompose against the output error on those inputs, and
+    // fit the activation quantizers of every bit count offline.
+    decompose_options layer_options = chosen_options[l];
+    const layer_calibration* stats = nullptr;
+    if (o.calibration != nullptr) {
+      const auto it = o.calibration->find(c.weight);
+      if (it != o.calibration->end() && it->second.width == c.cols && it->second.vectors > 0)
+        stats = &it->second;
+    }
+    std::vector<activation_quantizer> quantizers;
+    if (stats != nullptr) {
+      layer_options.calibration = stats->factor();
+      if (o.format == output_format::qsl)
+        for (int b = 1; b <= max_activation_bits; ++b)
+          quantizers.push_back(calibrate_activations(stats->samples, b));
+    }
     const std::uint64_t before = values.size() * element_size(ref.tensor->data_type());
-    const std::uint64_t after =
-        writer.replace(c.weight, c.shape, c.layout, code, ref.initializer, ref.constant_node);
+    layer_report result;
+    if (twd[l]) {
+      twd_options factorization = o.twd;
+      factorization.calibration = layer_options.calibration;
+      const twd_code code = factorize_ternary(w, factorization);
+      result.factorized = true;
+      result.basis_vectors = code.basis_vectors();
+      result.basis = basis::ternary;
+      result.bytes_after = writer.replace_factorized(c.weight, c.shape, c.layout, code,
+                                                     ref.initializer, ref.constant_node, quantizers);
+      result.relative_error = std::sqrt(normalized_error(w, code));
+      if (stats != nullptr)
+        result.relative_output_error =
+            std::sqrt(normalized_output_error(w, code, layer_options.calibration));
+    } else {
+      const weight_code code = decompose(w, layer_options);
+      result.bits = code.bits;
+      result.basis = code.basis;
+      result.group_size = code.group_size;
+      result.bytes_after = writer.replace(c.weight, c.shape, c.layout, code, ref.initializer,
+                                          ref.constant_node, quantizers);
+      result.relative_error = std::sqrt(normalized_error(w, code));
+      if (stats != nullptr)
+        result.relative_output_error =
+            std::sqrt(normalized_output_error(w, code, layer_options.calibration));
+    }
+    const std::uint64_t after = result.bytes_after;
     for (auto& r : report.layers)
       if (r.compressed && r.weight == c.weight) {
-        r.bits = code.bits;
-        r.basis = code.basis;
-        r.group_size = code.group_size;
+        r.factorized = result.factorized;
+        r.basis_vectors = result.basis_vectors;
+        r.bits = result.bits;
+        r.basis = result.basis;
+        r.group_size = result.group_size;
         r.bytes_before = before;
         r.bytes_after = after;
         r.bits_per_weight = 8.0 * static_cast<double>(after) / static_cast<double>(c.rows * c.cols);
-        r.relative_error = std::sqrt(normalized_error(w, code));
+        r.relative_error = result.relative_error;
+        r.calibrated = stats != nullptr;
+        r.relative_output_error = result.relative_output_error;
       }
     report.weight_bytes_before += before;
     report.weight_bytes_after += after;

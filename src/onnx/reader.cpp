@@ -1,4 +1,5 @@
 // Reading qsl-format layers back into weight codes (qsl::onnx::compressed_layers).
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -82,6 +83,132 @@ float_tensor read_constant(const model& m, const std::string& name) {
   return out;
 }
 
+namespace {
+
+// The optional calibrated activation quantizers: one step and minimum per bit count 1..8.
+std::vector<activation_quantizer> activation_quantizers(const pb::NodeProto& n,
+                                                        const std::string& what) {
+  const pb::AttributeProto* steps = find_attribute(n, "activation_steps");
+  const pb::AttributeProto* minimums = find_attribute(n, "activation_minimums");
+  if (steps == nullptr && minimums == nullptr) return {};
+  const auto count = static_cast<int>(max_activation_bits);
+  if (steps == nullptr || minimums == nullptr || steps->type() != pb::AttributeProto::FLOATS ||
+      minimums->type() != pb::AttributeProto::FLOATS || steps->floats_size() != count ||
+      minimums->floats_size() != count)
+    throw model_error(what + ": attributes 'activation_steps' and 'activation_minimums' must "
+                             "both be lists of " + std::to_string(count) + " floats");
+  std::vector<activation_quantizer> out;
+  for (int b = 1; b <= count; ++b) {
+    const float step = steps->floats(b - 1), minimum = minimums->floats(b - 1);
+    if (!std::isfinite(step) || !std::isfinite(minimum) || step < 0)
+      throw model_error(what + ": activation quantizer for " + std::to_string(b) +
+                        " bits has step " + std::to_string(step) + " and minimum " +
+                        std::to_string(minimum) + "; expected finite values and step >= 0");
+    out.push_back({b, true, step, minimum});
+  }
+  return out;
+}
+
+
+// transposed and shape: how the rebuilt tensor relates to W (rows x cols).
+void read_layout(const pb::NodeProto& n, std::int64_t rows, std::int64_t cols,
+                 const std::string& what, compressed_layer& layer) {
+  layer.transposed = required_int(n, "transposed", what) != 0;
+  const pb::AttributeProto* shape = find_attribute(n, "shape");
+  if (shape == nullptr || shape->type() != pb::AttributeProto::INTS)
+    throw model_error(what + ": ints attribute 'shape' is missing");
+  layer.shape.assign(shape->ints().begin(), shape->ints().end());
+  std::int64_t elements = 1;  // product of the dims, -1 once it exceeds rows * cols
+  for (std::int64_t d : layer.shape)
+    elements = d < 1 || elements < 0 || elements > rows * cols / d ? -1 : elements * d;
+  const bool shape_ok = elements == rows * cols && !layer.shape.empty() &&
+                        (layer.transposed ? layer.shape.size() == 2 && layer.shape[0] == cols
+                                          : layer.shape[0] == rows);
+  if (!shape_ok) throw model_error(what + ": attribute 'shape' does not match rows x cols");
+}
+
+void check_code(weight_code& code, const std::string& what) {
+  for (float a : code.coefficients)
+    if (!std::isfinite(a)) throw model_error(what + ": a coefficient is not finite");
+  compute_offsets(code);
+  try {
+    validate(code, what.c_str());
+  } catch (const qsl::error& e) {
+    throw model_error(e.what());
+  }
+}
+
+compressed_layer read_decode_weights(const pb::NodeProto& n,
+                                     const std::map<std::string, const pb::TensorProto*>& init,
+                                     const std::string& what) {
+  compressed_layer layer;
+  layer.weight = n.output(0);
+  const std::int64_t rows = required_int(n, "rows", what), cols = required_int(n, "cols", what);
+  const std::int64_t bits = required_int(n, "bits", what);
+  const std::int64_t basis = required_int(n, "basis", what);
+  const std::int64_t group = required_int(n, "group_size", what);
+  if (bits < 1 || bits > max_bits || (basis != 0 && basis != 1) || rows < 1 || cols < 1 ||
+      group < 1 || group > cols)
+    throw model_error(what + ": attributes rows " + std::to_string(rows) + ", cols " +
+                      std::to_string(cols) + ", bits " + std::to_string(bits) + ", basis " +
+                      std::to_string(basis) + ", group_size " + std::to_string(group) +
+                      " are out of range");
+  read_layout(n, rows, cols, what, layer);
+  try {
+    layer.code = make_weight_code(rows, cols, static_cast<int>(bits),
+                                  static_cast<qsl::basis>(basis), group == cols ? 0 : group);
+  } catch (const qsl::error& e) {
+    throw model_error(what + ": " + e.what());
+  }
+  weight_code& code = layer.code;
+  const std::vector<std::int64_t> plane_dims = {rows, bits, (cols + 7) / 8};
+  unpack(input_tensor(n, 0, init, pb::TensorProto::UINT8, plane_dims, what), code, false, what);
+  const pb::TensorProto& alpha = input_tensor(n, 1, init, pb::TensorProto::FLOAT,
+                                              {rows, code.groups(), 1, bits}, what);
+  code.coefficients = detail::read_floats(alpha, what);
+  if (code.basis == qsl::basis::ternary)
+    unpack(input_tensor(n, 2, init, pb::TensorProto::UINT8, plane_dims, what), code, true, what);
+  check_code(code, what);
+  return layer;
+}
+
+compressed_layer read_decode_factorized(const pb::NodeProto& n,
+                                        const std::map<std::string, const pb::TensorProto*>& init,
+                                        const std::string& what) {
+  compressed_layer layer;
+  layer.weight = n.output(0);
+  layer.factorized = true;
+  const std::int64_t rows = required_int(n, "rows", what), cols = required_int(n, "cols", what);
+  const std::int64_t k = required_int(n, "basis_vectors", what);
+  if (rows < 1 || cols < 1 || k < 1 || k > (std::int64_t{1} << 16))
+    throw model_error(what + ": attributes rows " + std::to_string(rows) + ", cols " +
+                      std::to_string(cols) + ", basis_vectors " + std::to_string(k) +
+                      " are out of range");
+  read_layout(n, rows, cols, what, layer);
+  twd_code& t = layer.twd;
+  t.rows = rows;
+  t.cols = cols;
+  try {
+    t.basis = make_weight_code(k, cols, 1, qsl::basis::ternary, 0);
+  } catch (const qsl::error& e) {
+    throw model_error(what + ": " + e.what());
+  }
+  const std::vector<std::int64_t> plane_dims = {k, 1, (cols + 7) / 8};
+  unpack(input_tensor(n, 0, init, pb::TensorProto::UINT8, plane_dims, what), t.basis, false, what);
+  unpack(input_tensor(n, 1, init, pb::TensorProto::UINT8, plane_dims, what), t.basis, true, what);
+  std::fill(t.basis.coefficients.begin(), t.basis.coefficients.end(), 1.0f);
+  check_code(t.basis, what);
+  t.mixing = detail::read_floats(input_tensor(n, 2, init, pb::TensorProto::FLOAT, {k, rows}, what), what);
+  try {
+    validate(t, what.c_str());
+  } catch (const qsl::error& e) {
+    throw model_error(e.what());
+  }
+  return layer;
+}
+
+}  // namespace
+
 std::vector<compressed_layer> compressed_layers(const model& m) {
   const pb::GraphProto& g = m.internals().proto.graph();
   std::map<std::string, const pb::TensorProto*> init;
@@ -89,56 +216,14 @@ std::vector<compressed_layer> compressed_layers(const model& m) {
   std::vector<compressed_layer> out;
   for (int i = 0; i < g.node_size(); ++i) {
     const pb::NodeProto& n = g.node(i);
-    if (n.domain() != qsl_domain || n.op_type() != decode_op) continue;
-    const std::string what = std::string(decode_op) + " node " +
+    const bool bcq = n.op_type() == decode_op, twd = n.op_type() == decode_factorized_op;
+    if (n.domain() != qsl_domain || (!bcq && !twd)) continue;
+    const std::string what = n.op_type() + " node " +
                              in_quotes(n.name().empty() ? "#" + std::to_string(i) : n.name());
     if (n.output_size() != 1) throw model_error(what + ": expected one output");
-    compressed_layer layer;
-    layer.weight = n.output(0);
-    const std::int64_t rows = required_int(n, "rows", what), cols = required_int(n, "cols", what);
-    const std::int64_t bits = required_int(n, "bits", what);
-    const std::int64_t basis = required_int(n, "basis", what);
-    const std::int64_t group = required_int(n, "group_size", what);
-    layer.transposed = required_int(n, "transposed", what) != 0;
-    const pb::AttributeProto* shape = find_attribute(n, "shape");
-    if (shape == nullptr || shape->type() != pb::AttributeProto::INTS)
-      throw model_error(what + ": ints attribute 'shape' is missing");
-    layer.shape.assign(shape->ints().begin(), shape->ints().end());
-    if (bits < 1 || bits > max_bits || (basis != 0 && basis != 1) || rows < 1 || cols < 1 ||
-        group < 1 || group > cols)
-      throw model_error(what + ": attributes rows " + std::to_string(rows) + ", cols " +
-                        std::to_string(cols) + ", bits " + std::to_string(bits) + ", basis " +
-                        std::to_string(basis) + ", group_size " + std::to_string(group) +
-                        " are out of range");
-    try {
-      layer.code = make_weight_code(rows, cols, static_cast<int>(bits),
-                                    static_cast<qsl::basis>(basis), group == cols ? 0 : group);
-    } catch (const qsl::error& e) {
-      throw model_error(what + ": " + e.what());
-    }
-    std::int64_t elements = 1;  // product of the dims, -1 once it exceeds rows * cols
-    for (std::int64_t d : layer.shape)
-      elements = d < 1 || elements < 0 || elements > rows * cols / d ? -1 : elements * d;
-    const bool shape_ok = elements == rows * cols && !layer.shape.empty() &&
-                          (layer.transposed ? layer.shape.size() == 2 && layer.shape[0] == cols
-                                            : layer.shape[0] == rows);
-    if (!shape_ok) throw model_error(what + ": attribute 'shape' does not match rows x cols");
-    weight_code& code = layer.code;
-    const std::vector<std::int64_t> plane_dims = {rows, bits, (cols + 7) / 8};
-    unpack(input_tensor(n, 0, init, pb::TensorProto::UINT8, plane_dims, what), code, false, what);
-    const pb::TensorProto& alpha = input_tensor(n, 1, init, pb::TensorProto::FLOAT,
-                                                {rows, code.groups(), 1, bits}, what);
-    code.coefficients = detail::read_floats(alpha, what);
-    if (code.basis == qsl::basis::ternary)
-      unpack(input_tensor(n, 2, init, pb::TensorProto::UINT8, plane_dims, what), code, true, what);
-    for (float a : code.coefficients)
-      if (!std::isfinite(a)) throw model_error(what + ": a coefficient is not finite");
-    compute_offsets(code);
-    try {
-      validate(code, what.c_str());
-    } catch (const qsl::error& e) {
-      throw model_error(e.what());
-    }
+    compressed_layer layer = bcq ? read_decode_weights(n, init, what)
+                                 : read_decode_factorized(n, init, what);
+    layer.activations = activation_quantizers(n, what);
     out.push_back(std::move(layer));
   }
   return out;

@@ -158,11 +158,13 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
                              : c.value.data[static_cast<std::size_t>(r * cols + k)];
     return w;
   };
-  auto qsl_layer = [&](const compressed_layer& l, const float* bias) {
+  auto qsl_layer = [&](const weight_code& code, const compressed_layer& l, const float* bias) {
     dense_parameters p;
-    p.code = l.code;
-    if (bias != nullptr) p.bias.assign(bias, bias + l.code.rows);
+    p.code = code;
+    if (bias != nullptr) p.bias.assign(bias, bias + code.rows);
     p.activations.bits = options.activation_bits;
+    if (options.activation_bits > 0 && options.calibrated_activations && !l.activations.empty())
+      p.activations = l.activations[static_cast<std::size_t>(options.activation_bits - 1)];
     return std::make_shared<quantized_dense>(std::move(p));
   };
   // Where a compressed layer runs: its own CPU kernels, or the accelerator's runner.
@@ -171,13 +173,35 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
       return [layer](const float* x, std::int64_t batch, float* y) { layer->forward(x, batch, y); };
     return options.accelerator(*layer);
   };
+  // The product of a compressed layer: per-row codes run as one quantized_dense; a TWD layer as
+  // z = M^T x (a quantized_dense of K ternary rows with coefficient 1, on the same kernels or
+  // accelerator) followed by y = C^T z + b (a K-deep fp32 GEMM on the CPU).
+  auto compressed_runner = [&](const compressed_layer& l, const float* bias) -> layer_runner {
+    if (!l.factorized) return runner_of(qsl_layer(l.code, l, bias));
+    const layer_runner basis = runner_of(qsl_layer(l.twd.basis, l, nullptr));
+    const std::int64_t k = l.twd.basis_vectors(), n = l.twd.rows;
+    auto mixing_t = std::make_shared<row_major>(
+        Eigen::Map<const row_major>(l.twd.mixing.data(), k, n).transpose());
+    auto b = std::make_shared<std::vector<float>>();
+    if (bias != nullptr) b->assign(bias, bias + n);
+    return [basis, mixing_t, b, k, n](const float* x, std::int64_t batch, float* y) {
+      std::vector<float> z(static_cast<std::size_t>(batch * k));
+      basis(x, batch, z.data());
+      qsl::detail::cpu::float_gemm_bt(z.data(), batch, k, mixing_t->data(), n,
+                                      b->empty() ? nullptr : b->data(), y);
+    };
+  };
+  auto layer_shape = [](const compressed_layer& l) {  // {rows, cols} of W
+    return l.factorized ? std::pair{l.twd.rows, l.twd.cols} : std::pair{l.code.rows, l.code.cols};
+  };
 
   for (int index = 0; index < g.node_size(); ++index) {
     const pb::NodeProto& n = g.node(index);
     const std::string what = "node " + in_quotes(n.name().empty() ? "#" + std::to_string(index) : n.name()) +
                              " (" + n.op_type() + ")";
     const std::string& op = n.op_type();
-    if (n.domain() == qsl_domain && op == decode_op) continue;  // read by compressed_layers
+    if (n.domain() == qsl_domain && (op == decode_op || op == decode_factorized_op))
+      continue;  // read by compressed_layers
     if (!n.domain().empty() && n.domain() != "ai.onnx")
       throw model_error(what + ": operator " + in_quotes(n.domain() + "::" + op) +
                         " is not supported by qsl-run");
@@ -220,11 +244,11 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
       const int c = gemm && n.input_size() > 2 && !n.input(2).empty() ? in(2) : -1;
       std::function<tensor(const tensor&)> product;
       if (auto it = coded.find(weight); it != coded.end()) {
-        auto layer = qsl_layer(it->second, nullptr);
         ++s.compressed;
-        product = [layer, run = runner_of(layer)](const tensor& a) {
-          const std::int64_t k = layer->in_features(), m = a.elements() / k;
-          tensor y{{m, layer->out_features()}, std::vector<float>(static_cast<std::size_t>(m * layer->out_features()))};
+        const auto [rows, cols] = layer_shape(it->second);
+        product = [rows = rows, cols = cols, run = compressed_runner(it->second, nullptr)](const tensor& a) {
+          const std::int64_t m = a.elements() / cols;
+          tensor y{{m, rows}, std::vector<float>(static_cast<std::size_t>(m * rows))};
           run(a.data.data(), m, y.data.data());
           return y;
         };
@@ -237,7 +261,13 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
       } else {
         throw model_error(what + ": the right operand must be a constant 2-D weight");
       }
-      const std::int64_t k = coded.count(weight) ? coded.at(weight).code.cols
+      if (options.observer)
+        product = [product, observer = options.observer, weight](const tensor& a) {
+          const std::int64_t cols = a.shape.back();
+          observer(weight, a.data.data(), a.elements() / cols, cols);
+          return product(a);
+        };
+      const std::int64_t k = coded.count(weight) ? layer_shape(coded.at(weight)).second
                                                  : (gemm && int_attr(n, "transB", 0) ? constant_of(weight)->value.shape[1]
                                                                                     : constant_of(weight)->value.shape[0]);
       s.steps.push_back([=](std::vector<tensor>& v) {
@@ -307,7 +337,7 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
       // (CPU kernels or accelerator), or the fp32 GEMM.
       qsl::detail::patch_gemm gemm;
       if (auto it = coded.find(weight); it != coded.end()) {
-        gemm = runner_of(qsl_layer(it->second, bias));
+        gemm = compressed_runner(it->second, bias);
         ++s.compressed;
       } else {
         auto plain = std::make_shared<row_major>(weight_matrix(*constant_of(weight), false, shape.out_channels, shape.patch()));
@@ -318,6 +348,12 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
                                           plain_bias->empty() ? nullptr : plain_bias->data(), result);
         };
       }
+      if (options.observer)
+        gemm = [gemm, observer = options.observer, weight, patch = shape.patch()](
+                   const float* patches, std::int64_t rows, float* result) {
+          observer(weight, patches, rows, patch);
+          gemm(patches, rows, result);
+        };
       const int x = in(0);
       s.steps.push_back([=](std::vector<tensor>& v) {
         const tensor& a = v[x];

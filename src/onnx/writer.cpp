@@ -82,13 +82,9 @@ std::string graph_writer::shared(const std::string& key) {
 
 std::uint64_t graph_writer::replace(const std::string& weight,
                                     const std::vector<std::int64_t>& shape, weight_layout layout,
-                                    const weight_code& code, int initializer, int constant_node) {
-  pb::GraphProto& g = *model_.mutable_graph();
-  if (initializer >= 0) g.mutable_initializer()->DeleteSubrange(initializer, 1);
-  if (constant_node >= 0) g.mutable_node()->DeleteSubrange(constant_node, 1);
-  for (int i = g.input_size() - 1; i >= 0; --i)  // IR < 4 lists initializers as inputs too
-    if (g.input(i).name() == weight) g.mutable_input()->DeleteSubrange(i, 1);
-
+                                    const weight_code& code, int initializer, int constant_node,
+                                    const std::vector<activation_quantizer>& activations) {
+  remove_constant(weight, initializer, constant_node);
   const bool ternary = code.basis == qsl::basis::ternary;
   const std::int64_t groups = code.groups();
   // The standard decoder reshapes to [rows, k, groups, G], so it needs groups * G bits per row.
@@ -116,26 +112,79 @@ std::uint64_t graph_writer::replace(const std::string& weight,
     pb::NodeProto& n = node(decode_op, {signs, coefficients}, weight);
     n.set_domain(qsl_domain);
     if (ternary) n.add_input(masks);
-    auto attribute = [&](const char* name, std::int64_t v) {
-      auto* a = n.add_attribute();
-      a->set_name(name);
-      a->set_type(pb::AttributeProto::INT);
-      a->set_i(v);
-    };
-    attribute("rows", code.rows);
-    attribute("cols", code.cols);
-    attribute("bits", code.bits);
-    attribute("basis", static_cast<std::int64_t>(code.basis));
-    attribute("group_size", code.group_size);
-    attribute("transposed", layout == weight_layout::transposed ? 1 : 0);
-    auto* s = n.add_attribute();
-    s->set_name("shape");
-    s->set_type(pb::AttributeProto::INTS);
-    for (std::int64_t d : shape) s->add_ints(d);
+    add_int_attribute(n, "rows", code.rows);
+    add_int_attribute(n, "cols", code.cols);
+    add_int_attribute(n, "bits", code.bits);
+    add_int_attribute(n, "basis", static_cast<std::int64_t>(code.basis));
+    add_int_attribute(n, "group_size", code.group_size);
+    add_layer_attributes(n, shape, layout, activations);
   } else {
     decode_standard(weight, shape, layout, code, signs, masks, coefficients, bytes);
   }
   return added;
+}
+
+std::uint64_t graph_writer::replace_factorized(const std::string& weight,
+                                               const std::vector<std::int64_t>& shape,
+                                               weight_layout layout, const twd_code& code,
+                                               int initializer, int constant_node,
+                                               const std::vector<activation_quantizer>& activations) {
+  if (format_ != output_format::qsl)
+    throw qsl::error("compress: weight '" + weight + "': TWD layers have no standard-format "
+                     "encoding yet; use the qsl format");
+  remove_constant(weight, initializer, constant_node);
+  const weight_code& basis = code.basis;
+  const std::int64_t bytes = (basis.cols + 7) / 8;
+  const std::vector<std::int64_t> plane_dims = {basis.rows, 1, bytes};
+  const std::string base = weight + "_qsl";
+  const auto signs_data = plane_bytes(basis, false, bytes);
+  const auto mask_data = plane_bytes(basis, true, bytes);
+  const std::string signs = add_tensor(make_uint8_tensor(base + "_signs", plane_dims, signs_data.data()));
+  const std::string masks = add_tensor(make_uint8_tensor(base + "_masks", plane_dims, mask_data.data()));
+  const std::string mixing = add_tensor(
+      make_float_tensor(base + "_mixing", {basis.rows, code.rows}, code.mixing.data()));
+  pb::NodeProto& n = node(decode_factorized_op, {signs, masks, mixing}, weight);
+  n.set_domain(qsl_domain);
+  add_int_attribute(n, "rows", code.rows);
+  add_int_attribute(n, "cols", code.cols);
+  add_int_attribute(n, "basis_vectors", basis.rows);
+  add_layer_attributes(n, shape, layout, activations);
+  return signs_data.size() + mask_data.size() + code.mixing.size() * sizeof(float);
+}
+
+void graph_writer::remove_constant(const std::string& weight, int initializer,
+                                   int constant_node) {
+  pb::GraphProto& g = *model_.mutable_graph();
+  if (initializer >= 0) g.mutable_initializer()->DeleteSubrange(initializer, 1);
+  if (constant_node >= 0) g.mutable_node()->DeleteSubrange(constant_node, 1);
+  for (int i = g.input_size() - 1; i >= 0; --i)  // IR < 4 lists initializers as inputs too
+    if (g.input(i).name() == weight) g.mutable_input()->DeleteSubrange(i, 1);
+}
+
+void add_int_attribute(pb::NodeProto& n, const char* name, std::int64_t value) {
+  auto* a = n.add_attribute();
+  a->set_name(name);
+  a->set_type(pb::AttributeProto::INT);
+  a->set_i(value);
+}
+
+void add_layer_attributes(pb::NodeProto& n, const std::vector<std::int64_t>& shape,
+                          weight_layout layout,
+                          const std::vector<activation_quantizer>& activations) {
+  add_int_attribute(n, "transposed", layout == weight_layout::transposed ? 1 : 0);
+  auto* s = n.add_attribute();
+  s->set_name("shape");
+  s->set_type(pb::AttributeProto::INTS);
+  for (std::int64_t d : shape) s->add_ints(d);
+  if (activations.empty()) return;
+  auto floats = [&](const char* name, auto value) {
+    auto* a = n.add_attribute();
+    a->set_name(name);
+    a->set_type(pb::AttributeProto::FLOATS);
+    for (const auto& q : activations) a->add_floats(value(q));
+  };
+  floats("activation_steps", [](const activation_quantizer& q) { return q.step; });
+  floats("activation_minimums", [](const activation_quantizer& q) { return q.minimum; });
 }
 
 void graph_writer::decode_standard(const std::string& weight,

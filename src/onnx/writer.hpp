@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "onnx/proto.hpp"
+#include "qsl/twd.hpp"
 
 namespace qsl::onnx::detail {
 
@@ -18,6 +19,13 @@ enum class weight_layout : std::uint8_t {
   as_is = 0,       ///< the tensor is W, possibly with more dims (Conv: [M, C, kh, kw])
   transposed = 1,  ///< the tensor is W^T (MatMul, Gemm with transB = 0)
 };
+
+/// Node attributes shared by both qsl-format operators.
+void add_int_attribute(pb::NodeProto& n, const char* name, std::int64_t value);
+/// transposed, shape and (when given) the activation quantizers.
+void add_layer_attributes(pb::NodeProto& n, const std::vector<std::int64_t>& shape,
+                          weight_layout layout,
+                          const std::vector<activation_quantizer>& activations);
 
 /// BitShift appeared in opset 11.
 inline constexpr std::int64_t min_standard_opset = 11;
@@ -32,14 +40,24 @@ class graph_writer {
 
   /// Removes the constant `weight` (initializer index, or Constant node index) and adds the
   /// tensors and nodes that rebuild it from `code`. Returns the bytes of the added tensors.
+  /// `activations` (empty, or one quantizer per bit count 1..8) are stored as attributes of
+  /// the qsl format's node; the standard format has no place for them.
   std::uint64_t replace(const std::string& weight, const std::vector<std::int64_t>& shape,
                         weight_layout layout, const weight_code& code, int initializer,
-                        int constant_node);
+                        int constant_node,
+                        const std::vector<activation_quantizer>& activations = {});
+  /// The same for a TWD layer (qsl format only: a DecodeFactorized node; the standard format
+  /// throws qsl::error).
+  std::uint64_t replace_factorized(const std::string& weight,
+                                   const std::vector<std::int64_t>& shape, weight_layout layout,
+                                   const twd_code& code, int initializer, int constant_node,
+                                   const std::vector<activation_quantizer>& activations = {});
   /// Puts the new nodes before every other node (their inputs are all initializers) and adds
   /// the ai.qsl opset import when needed.
   void finish();
 
  private:
+  void remove_constant(const std::string& weight, int initializer, int constant_node);
   std::string unique(const std::string& base);
   std::string add_tensor(pb::TensorProto t);
   std::string int64s(const std::string& base, const std::vector<std::int64_t>& values);
