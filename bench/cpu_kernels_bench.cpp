@@ -18,11 +18,10 @@
 #include <benchmark/benchmark.h>
 
 #include <Eigen/Core>
-#include <cstdlib>
 #include <map>
 #include <random>
-#include <thread>
 #include <tuple>
+#include <utility>
 
 #include "bench_util.hpp"
 #include "cpu/kernels.hpp"  // both float drivers, to place qsl::cpu_decode_min_batch
@@ -31,25 +30,18 @@
 
 namespace {
 
-using row_matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using qsl::bench::all_threads;
+using qsl::bench::row_matrix;
+using qsl::bench::threads_of;
 
 constexpr std::uint32_t kWeightSeed = 1, kInputSeed = 3;
 constexpr std::int64_t kGroup = 128;
 
-int all_threads() { return static_cast<int>(std::max(1U, std::thread::hardware_concurrency())); }
-
 const row_matrix& weights(std::int64_t n, std::int64_t d) {
-  static std::map<std::pair<std::int64_t, std::int64_t>, row_matrix> cache;
-  row_matrix& w = cache[{n, d}];
-  if (w.size() == 0) w = qsl::bench::gaussian(n, d, kWeightSeed);
-  return w;
+  return qsl::bench::gaussian_rows(n, d, kWeightSeed);
 }
-
 const row_matrix& inputs(std::int64_t batch, std::int64_t d) {
-  static std::map<std::pair<std::int64_t, std::int64_t>, row_matrix> cache;
-  row_matrix& x = cache[{batch, d}];
-  if (x.size() == 0) x = qsl::bench::gaussian(batch, d, kInputSeed);
-  return x;
+  return qsl::bench::gaussian_rows(batch, d, kInputSeed);
 }
 
 // The packed layer. Speed does not depend on how the planes were chosen, so random codes stand
@@ -74,13 +66,6 @@ const qsl::cpu_weights& packed(std::int64_t n, std::int64_t d, int k) {
   return it->second;
 }
 
-void eigen_forward(const row_matrix& w, const row_matrix& x, row_matrix& y) {
-  if (x.rows() == 1)
-    y.row(0).noalias() = (w * x.row(0).transpose()).transpose();  // GEMV
-  else
-    y.noalias() = x * w.transpose();  // GEMM
-}
-
 void set_rates(benchmark::State& state, std::int64_t n, std::int64_t d, std::int64_t batch,
                double bytes_per_call) {
   state.counters["weights_per_s"] = benchmark::Counter(
@@ -92,22 +77,15 @@ void set_rates(benchmark::State& state, std::int64_t n, std::int64_t d, std::int
 // Arguments: N, D, batch, threads (0: all).
 void BM_Eigen(benchmark::State& state) {
   const std::int64_t n = state.range(0), d = state.range(1), batch = state.range(2);
-  const int threads = state.range(3) == 0 ? all_threads() : static_cast<int>(state.range(3));
-  Eigen::setNbThreads(threads);
-  const row_matrix& w = weights(n, d);
-  const row_matrix& x = inputs(batch, d);
-  row_matrix y(batch, n);
-  for (auto _ : state) {
-    eigen_forward(w, x, y);
-    benchmark::DoNotOptimize(y.data());
-  }
+  Eigen::setNbThreads(threads_of(state.range(3)));
+  qsl::bench::time_eigen_forward(state, weights(n, d), inputs(batch, d));
   set_rates(state, n, d, batch, static_cast<double>(n * d) * sizeof(float));
 }
 
 // Arguments: N, D, batch, threads (0: all), k, kx.
 void BM_Qsl(benchmark::State& state) {
   const std::int64_t n = state.range(0), d = state.range(1), batch = state.range(2);
-  const int threads = state.range(3) == 0 ? all_threads() : static_cast<int>(state.range(3));
+  const int threads = threads_of(state.range(3));
   const int k = static_cast<int>(state.range(4)), kx = static_cast<int>(state.range(5));
   qsl::set_cpu_threads(threads);
   const qsl::cpu_weights& w = packed(n, d, k);
@@ -190,13 +168,4 @@ BENCHMARK(BM_Qsl)
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  // Eigen's OpenMP threads must not spin between its GEMMs while qsl's pool runs.
-  setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
-
+int main(int argc, char** argv) { return qsl::bench::run_benchmarks(argc, argv); }

@@ -106,6 +106,20 @@ BENCHMARK(BM_DecomposeMultiStart)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
+// Times decompose(w, options); reports the output error on the calibration inputs x (whether
+// or not options use them), the weight error and the common counters.
+void run_calibrated(benchmark::State& state, const Eigen::MatrixXf& w, const Eigen::MatrixXf& x,
+                    const qsl::decompose_options& options) {
+  qsl::weight_code code;
+  for (auto _ : state) {
+    code = qsl::decompose(w, options);
+    benchmark::DoNotOptimize(code.coefficients.data());
+  }
+  state.counters["output_nmse"] = qsl::normalized_output_error(w, code, x);
+  state.counters["nmse"] = qsl::normalized_error(w, code);
+  set_common_counters(state, w);
+}
+
 // Data-aware decomposition: k = 2, multi_start, 1024 x 4096, judged by the output error on the
 // calibration inputs. Argument: 1 passes them in options.weights.calibration, 0 does not (the
 // plain weight fit, for comparison in the same run).
@@ -118,14 +132,7 @@ void BM_DecomposeDataAware(benchmark::State& state) {
   options.method = qsl::method::multi_start;
   if (use_calibration) options.calibration = x;
 
-  qsl::weight_code code;
-  for (auto _ : state) {
-    code = qsl::decompose(w, options);
-    benchmark::DoNotOptimize(code.coefficients.data());
-  }
-  state.counters["output_nmse"] = qsl::normalized_output_error(w, code, x);
-  state.counters["nmse"] = qsl::normalized_error(w, code);
-  set_common_counters(state, w);
+  run_calibrated(state, w, x, options);
 }
 BENCHMARK(BM_DecomposeDataAware)
     ->ArgName("calibrated")
@@ -162,14 +169,7 @@ void BM_DecomposeErrorFeedback(benchmark::State& state) {
   options.calibration = x;
   options.error_feedback = state.range(0) != 0;
 
-  qsl::weight_code code;
-  for (auto _ : state) {
-    code = qsl::decompose(w, options);
-    benchmark::DoNotOptimize(code.coefficients.data());
-  }
-  state.counters["output_nmse"] = qsl::normalized_output_error(w, code, x);
-  state.counters["nmse"] = qsl::normalized_error(w, code);
-  set_common_counters(state, w);
+  run_calibrated(state, w, x, options);
 }
 BENCHMARK(BM_DecomposeErrorFeedback)
     ->ArgNames({"feedback", "group"})

@@ -15,11 +15,8 @@
 #include <benchmark/benchmark.h>
 
 #include <Eigen/Core>
-#include <algorithm>
-#include <cstdlib>
 #include <map>
 #include <random>
-#include <thread>
 #include <tuple>
 #include <utility>
 
@@ -30,25 +27,16 @@
 
 namespace {
 
-using row_matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using qsl::bench::row_matrix;
+using qsl::bench::threads_of;
 
 constexpr std::uint32_t kWeightSeed = 1, kInputSeed = 3;
 
-int all_threads() { return static_cast<int>(std::max(1U, std::thread::hardware_concurrency())); }
-int threads_of(std::int64_t arg) { return arg == 0 ? all_threads() : static_cast<int>(arg); }
-
 const row_matrix& weights(std::int64_t n, std::int64_t d) {
-  static std::map<std::pair<std::int64_t, std::int64_t>, row_matrix> cache;
-  row_matrix& w = cache[{n, d}];
-  if (w.size() == 0) w = qsl::bench::gaussian(n, d, kWeightSeed);
-  return w;
+  return qsl::bench::gaussian_rows(n, d, kWeightSeed);
 }
-
 const row_matrix& inputs(std::int64_t batch, std::int64_t d) {
-  static std::map<std::pair<std::int64_t, std::int64_t>, row_matrix> cache;
-  row_matrix& x = cache[{batch, d}];
-  if (x.size() == 0) x = qsl::bench::gaussian(batch, d, kInputSeed);
-  return x;
+  return qsl::bench::gaussian_rows(batch, d, kInputSeed);
 }
 
 // A layer with K random ternary basis vectors (a third zeros) and random mixing.
@@ -86,16 +74,7 @@ void set_rate(benchmark::State& state, std::int64_t n, std::int64_t d, std::int6
 void BM_Eigen(benchmark::State& state) {
   const std::int64_t n = state.range(0), d = state.range(1), batch = state.range(2);
   Eigen::setNbThreads(threads_of(state.range(3)));
-  const row_matrix& w = weights(n, d);
-  const row_matrix& x = inputs(batch, d);
-  row_matrix y(batch, n);
-  for (auto _ : state) {
-    if (batch == 1)
-      y.row(0).noalias() = (w * x.row(0).transpose()).transpose();  // GEMV
-    else
-      y.noalias() = x * w.transpose();  // GEMM
-    benchmark::DoNotOptimize(y.data());
-  }
+  qsl::bench::time_eigen_forward(state, weights(n, d), inputs(batch, d));
   set_rate(state, n, d, batch);
 }
 
@@ -169,12 +148,4 @@ BENCHMARK(BM_Factorize)
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  // Eigen's OpenMP threads must not spin between its GEMMs while qsl's pool runs.
-  setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return qsl::bench::run_benchmarks(argc, argv); }

@@ -4,7 +4,7 @@
 //                [--json report.json] [--skip PATTERN] [--override PATTERN=BITS[/GROUP]]
 //                [--calib images.idx.gz|inputs.npy [--calib-count N] [--no-error-feedback]
 //                 [--damping 0.1]]
-//                [--twd PATTERN (--twd-k K | --twd-bits B)]
+//                [--scheme bcq|twd] [--twd PATTERN] [--twd-k K | --twd-bits B]
 //
 // --calib runs the model (qsl's executor) on sample inputs first, and decomposes every layer
 // against its output error on them; in the qsl format each layer also stores activation
@@ -207,6 +207,7 @@ int run(int argc, char** argv) {
   // bundled model (docs/benchmarks.md, "Calibration").
   float damping = 0.1f;
   std::vector<std::string> twd_layers;
+  std::string scheme = "bcq";
   int twd_k = 0;
   double twd_bits = 0;
   std::vector<std::string> skip, overrides;
@@ -234,6 +235,10 @@ int run(int argc, char** argv) {
   app.add_flag("--error-feedback,!--no-error-feedback", error_feedback,
                "with --calib: push each column's error into the columns not yet coded "
                "(default on)");
+  app.add_option("--scheme", scheme,
+                 "bcq: per-row binary/ternary codes; twd: every layer factorized with a shared "
+                 "ternary basis (the same as --twd '*')")
+      ->check(CLI::IsMember({"bcq", "twd"}));
   app.add_option("--twd", twd_layers,
                  "factorize the layers whose node or weight name matches (glob; '*': all) with "
                  "a shared ternary basis (TWD)");
@@ -279,9 +284,10 @@ int run(int argc, char** argv) {
   qsl::detail::require(min_weights >= 0, "--min-weights must be >= 0");
   for (const auto& text : overrides) options.overrides.push_back(parse_override(text, options.weights));
   options.skip = skip;
+  if (scheme == "twd" && twd_layers.empty()) twd_layers = {"*"};
   options.twd_layers = twd_layers;
   qsl::detail::require(twd_layers.empty() || twd_k > 0 || twd_bits > 0,
-                       "--twd needs --twd-k K or --twd-bits B");
+                       "--twd / --scheme twd needs --twd-k K or --twd-bits B");
   qsl::detail::require(twd_layers.empty() || format == "qsl",
                        "--twd: TWD layers have no standard-format encoding yet; use --format qsl");
   options.twd.basis_vectors = twd_k;

@@ -1,11 +1,10 @@
 #include "qsl/serialize.hpp"
 
-#include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstring>
-#include <limits>
 
+#include "byte_io.hpp"
+#include "layer_checks.hpp"
 #include "qsl/error.hpp"
 
 namespace qsl {
@@ -21,112 +20,17 @@ constexpr std::uint64_t max_dimension = std::uint64_t{1} << 31;
 
 std::string str(std::uint64_t v) { return std::to_string(v); }
 
-class byte_writer {
- public:
-  template <class T>
-  void put(T value) {  // little-endian whatever the host
-    static_assert(std::is_trivially_copyable_v<T>);
-    std::uint8_t raw[sizeof(T)];
-    std::memcpy(raw, &value, sizeof(T));
-    if (!little_endian()) std::reverse(raw, raw + sizeof(T));
-    bytes_.insert(bytes_.end(), raw, raw + sizeof(T));
-  }
-  template <class T>
-  void put_all(const std::vector<T>& values) {
-    for (const T& v : values) put(v);
-  }
-  std::vector<std::uint8_t>& bytes() { return bytes_; }
-  static bool little_endian() {
-    const std::uint16_t one = 1;
-    std::uint8_t first;
-    std::memcpy(&first, &one, 1);
-    return first == 1;
-  }
-
- private:
-  std::vector<std::uint8_t> bytes_;
-};
-
-class byte_reader {
- public:
-  byte_reader(const std::uint8_t* data, std::size_t size) : data_(data), size_(size) {}
-  template <class T>
-  T get() {
-    detail::require(pos_ + sizeof(T) <= size_, "deserialize: truncated at byte " + str(pos_));
-    std::uint8_t raw[sizeof(T)];
-    std::memcpy(raw, data_ + pos_, sizeof(T));
-    if (!byte_writer::little_endian()) std::reverse(raw, raw + sizeof(T));
-    pos_ += sizeof(T);
-    T value;
-    std::memcpy(&value, raw, sizeof(T));
-    return value;
-  }
-  template <class T>
-  void get_all(std::vector<T>& out, std::size_t count) {
-    out.resize(count);
-    for (T& v : out) v = get<T>();
-  }
-
- private:
-  const std::uint8_t* data_;
-  std::size_t size_;
-  std::size_t pos_ = 0;
-};
-
-// CRC-32 (IEEE 802.3, reflected, the checksum of zlib and PNG). Written out rather than taken
-// from zlib so that the core library depends on nothing but Eigen and threads: it then
-// cross-compiles for a Jetson (and for the NEON tests under qemu) with no target libraries.
-// The tests check it against zlib's crc32.
-std::uint32_t crc32_of(const std::uint8_t* data, std::size_t size) {
-  static const auto table = [] {
-    std::array<std::uint32_t, 256> t{};
-    for (std::uint32_t i = 0; i < 256; ++i) {
-      std::uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320U ^ (c >> 1) : c >> 1;
-      t[i] = c;
-    }
-    return t;
-  }();
-  std::uint32_t crc = 0xFFFFFFFFU;
-  for (std::size_t i = 0; i < size; ++i) crc = table[(crc ^ data[i]) & 0xFF] ^ (crc >> 8);
-  return crc ^ 0xFFFFFFFFU;
-}
-
-// a * b, or an error when it does not fit: sizes come from untrusted headers.
-std::uint64_t checked_mul(std::uint64_t a, std::uint64_t b, const char* what) {
-  detail::require(b == 0 || a <= std::numeric_limits<std::uint64_t>::max() / b,
-                  std::string("deserialize: ") + what + " overflows");
-  return a * b;
-}
-
 }  // namespace
 
 void validate(const dense_parameters& p, const char* what) {
   validate(p.code, what);
-  const std::string where = std::string(what) + ": ";
-  detail::require(p.bias.empty() || p.bias.size() == static_cast<std::size_t>(p.code.rows),
-                  where + "bias has " + str(p.bias.size()) + " values; expected 0 or " +
-                      str(static_cast<std::uint64_t>(p.code.rows)));
-  for (std::size_t i = 0; i < p.bias.size(); ++i)
-    detail::require(std::isfinite(p.bias[i]), where + "bias " + str(i) + " is " +
-                                                  std::to_string(p.bias[i]) +
-                                                  "; expected a finite value");
-  const activation_quantizer& a = p.activations;
-  detail::require(a.bits >= 0 && a.bits <= max_activation_bits,
-                  where + "activation bits is " + std::to_string(a.bits) + "; expected 0.." +
-                      std::to_string(max_activation_bits));
-  if (a.calibrated)
-    detail::require(a.bits > 0 && std::isfinite(a.step) && a.step >= 0 &&
-                        std::isfinite(a.minimum),
-                    where + "calibrated activations need bits >= 1, a finite step >= 0 and a "
-                            "finite minimum; got bits " +
-                        std::to_string(a.bits) + ", step " + std::to_string(a.step) +
-                        ", minimum " + std::to_string(a.minimum));
+  detail::validate_bias_and_activations(p.bias, p.code.rows, p.activations,
+                                        std::string(what) + ": ");
 }
 
 std::vector<std::uint8_t> serialize(const dense_parameters& p) {
   validate(p);
-  byte_writer out;
+  detail::byte_writer out;
   for (char c : magic) out.put(static_cast<std::uint8_t>(c));
   out.put(format_version);
   out.put(static_cast<std::uint64_t>(p.code.rows));
@@ -143,8 +47,7 @@ std::vector<std::uint8_t> serialize(const dense_parameters& p) {
   out.put_all(p.code.masks);
   out.put_all(p.code.coefficients);
   out.put_all(p.bias);
-  out.put(crc32_of(out.bytes().data(), out.bytes().size()));
-  return std::move(out.bytes());
+  return out.seal();
 }
 
 dense_parameters deserialize_dense(const std::uint8_t* data, std::size_t size) {
@@ -154,7 +57,7 @@ dense_parameters deserialize_dense(const std::uint8_t* data, std::size_t size) {
                       str(header_bytes + checksum_bytes));
   detail::require(std::memcmp(data, magic, 4) == 0,
                   "deserialize: not a qsl layer (the first bytes are not \"QSLD\")");
-  byte_reader in(data + 4, size - 4);
+  detail::byte_reader in(data + 4, size - 4, "deserialize");
   const auto version = in.get<std::uint32_t>();
   detail::require(version == format_version, "deserialize: format version " + str(version) +
                                                  "; this build reads version " +
@@ -188,18 +91,14 @@ dense_parameters deserialize_dense(const std::uint8_t* data, std::size_t size) {
   const std::uint64_t plane_words = rows * bits * static_cast<std::uint64_t>(words_for(d));
   const std::uint64_t groups = (cols + group_size - 1) / group_size;
   std::uint64_t expected = header_bytes + checksum_bytes;
-  expected += checked_mul(plane_words * (basis == qsl::basis::ternary ? 2 : 1), 8, "plane size");
-  expected += checked_mul(rows * groups * bits, 4, "coefficient size");
-  expected += has_bias ? checked_mul(rows, 4, "bias size") : 0;
+  expected += detail::checked_mul(plane_words * (basis == qsl::basis::ternary ? 2 : 1), 8,
+                                  "deserialize", "plane size");
+  expected += detail::checked_mul(rows * groups * bits, 4, "deserialize", "coefficient size");
+  expected += has_bias ? detail::checked_mul(rows, 4, "deserialize", "bias size") : 0;
   detail::require(size == expected, "deserialize: " + str(size) + " bytes; the header (" +
                                         str(rows) + " x " + str(cols) + ", " + str(bits) +
                                         " bits) needs exactly " + str(expected));
-  byte_reader tail(data + size - checksum_bytes, checksum_bytes);
-  const auto stored_crc = tail.get<std::uint32_t>();
-  const std::uint32_t actual_crc = crc32_of(data, size - checksum_bytes);
-  detail::require(stored_crc == actual_crc,
-                  "deserialize: checksum " + str(actual_crc) + " does not match the stored " +
-                      str(stored_crc) + "; the data is corrupt");
+  detail::check_crc32(data, size, "deserialize");
 
   dense_parameters p;
   const weight_code shape = make_weight_code(n, d, bits, basis, g == d ? 0 : g);

@@ -21,6 +21,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = "/usr/share/datasets/fashion-mnist"
 MODEL = os.path.join(ROOT, "models", "fashion_mnist_cnn.onnx")
 
+CALIB = ["--calib", os.path.join(DATA, "train-images-idx3-ubyte.gz"), "--calib-count", "1024"]
+
 # (label, qsl-compress options, qsl-run activation bits)
 SETTINGS = [
     ("3 bits, groups of 128", ["--bits", "3", "--group", "128"], 0),
@@ -29,6 +31,11 @@ SETTINGS = [
     ("2 bits, one group per row", ["--bits", "2", "--group", "0"], 0),
     ("ternary 1 plane, g128", ["--bits", "1", "--group", "128", "--basis", "ternary"], 0),
     ("1 bit, g64, 4-bit first/last", ["--bits", "1", "--group", "64", "--edge-bits", "4"], 0),
+    # Calibrated (issue 7): statistics of 1,024 *training* images (never the test set).
+    ("2 bits/row, calibrated", ["--bits", "2", "--group", "0"] + CALIB, 0),
+    ("2 bits/row, calibrated, 4-bit act.", ["--bits", "2", "--group", "0"] + CALIB, 4),
+    ("TWD FC1 + 4-bit rest, calibrated", ["--twd", "/classifier/classifier.1/*", "--twd-bits",
+                                          "1.44", "--bits", "4", "--group", "0"] + CALIB, 0),
 ]
 
 

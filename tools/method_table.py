@@ -17,8 +17,7 @@ import tempfile
 
 import demo
 
-TRAIN = os.path.join(demo.DATA, "train-images-idx3-ubyte.gz")
-CALIB = ["--calib", TRAIN, "--calib-count", "1024"]
+CALIB = demo.CALIB  # 1,024 training images
 
 # Budget (stored bits per weight) -> the per-row code that fits it.
 BUDGETS = [

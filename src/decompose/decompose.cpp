@@ -12,6 +12,8 @@
 #include "decompose/code_writer.hpp"
 #include "decompose/error_feedback.hpp"
 #include "decompose/group_fit.hpp"
+#include "finite_check.hpp"
+#include "error_metrics.hpp"
 #include "parallel.hpp"
 #include "qsl/error.hpp"
 
@@ -60,18 +62,6 @@ void check_options(const decompose_options& o, std::int64_t rows, std::int64_t c
                       " columns; expected " + str(cols) + " (the columns of w)");
 }
 
-// The first non-finite element in row-major order, so the message is the same whatever the
-// storage order.
-template <class Matrix>
-void check_finite(const Matrix& m, const std::string& name) {
-  if (m.allFinite()) return;
-  for (Eigen::Index r = 0; r < m.rows(); ++r)
-    for (Eigen::Index c = 0; c < m.cols(); ++c)
-      if (!std::isfinite(m(r, c)))
-        throw error("decompose: " + name + " has " + std::to_string(m(r, c)) + " at row " +
-                    str(r) + ", col " + str(c) + "; expected finite values");
-}
-
 // Error feedback (docs/design.md): codes chosen under the full H, refitted, then row by row the
 // better of them and the plain calibrated code. Both errors are measured the same way (the
 // refit's residual under E^T E = H), so no row can get worse than the plain fit.
@@ -102,8 +92,9 @@ void keep_better_feedback(weight_code& code, const detail::row_reader& rows,
 template <class Matrix>
 weight_code decompose_matrix(const Matrix& w, const decompose_options& o) {
   check_options(o, w.rows(), w.cols());
-  check_finite(w, "w");
-  if (o.calibration.size() > 0) check_finite(o.calibration, "options.calibration");
+  detail::require_finite(w, "decompose: ", "w");
+  if (o.calibration.size() > 0)
+    detail::require_finite(o.calibration, "decompose: ", "options.calibration");
 
   weight_code code = make_weight_code(w.rows(), w.cols(), o.bits, o.basis, o.group_size);
   const detail::row_reader rows = [&w](std::int64_t first, std::int64_t count, row_matrix& out) {
@@ -189,13 +180,7 @@ double normalized_output_error(const Eigen::Ref<const Eigen::MatrixXf>& w,
   detail::require(w.rows() == code.rows && w.cols() == code.cols,
                   "normalized_output_error: w is " + str(w.rows()) + " x " + str(w.cols()) +
                       "; expected the code's " + str(code.rows) + " x " + str(code.cols));
-  detail::require(x.cols() == w.cols(), "normalized_output_error: x has " + str(x.cols()) +
-                                            " columns; expected " + str(w.cols()));
-  const Eigen::MatrixXd xd = x.cast<double>();
-  const Eigen::MatrixXd wd = w.cast<double>();
-  const double norm = (wd * xd.transpose()).squaredNorm();
-  const double err = ((wd - reconstruct(code).cast<double>()) * xd.transpose()).squaredNorm();
-  return norm > 0 ? err / norm : err;
+  return detail::normalized_output_error(w, x, [&] { return reconstruct(code); });
 }
 
 }  // namespace qsl

@@ -252,30 +252,36 @@ compress_report compress(model& m, const compress_options& o) {
     }
     const std::uint64_t before = values.size() * element_size(ref.tensor->data_type());
     layer_report result;
-    if (twd[l]) {
-      twd_options factorization = o.twd;
-      factorization.calibration = layer_options.calibration;
-      const twd_code code = factorize_ternary(w, factorization);
-      result.factorized = true;
-      result.basis_vectors = code.basis_vectors();
-      result.basis = basis::ternary;
-      result.bytes_after = writer.replace_factorized(c.weight, c.shape, c.layout, code,
-                                                     ref.initializer, ref.constant_node, quantizers);
-      result.relative_error = std::sqrt(normalized_error(w, code));
-      if (stats != nullptr)
-        result.relative_output_error =
-            std::sqrt(normalized_output_error(w, code, layer_options.calibration));
-    } else {
-      const weight_code code = decompose(w, layer_options);
-      result.bits = code.bits;
-      result.basis = code.basis;
-      result.group_size = code.group_size;
-      result.bytes_after = writer.replace(c.weight, c.shape, c.layout, code, ref.initializer,
-                                          ref.constant_node, quantizers);
-      result.relative_error = std::sqrt(normalized_error(w, code));
-      if (stats != nullptr)
-        result.relative_output_error =
-            std::sqrt(normalized_output_error(w, code, layer_options.calibration));
+    try {
+      if (twd[l]) {
+        twd_options factorization = o.twd;
+        factorization.calibration = layer_options.calibration;
+        const twd_code code = factorize_ternary(w, factorization);
+        result.factorized = true;
+        result.basis_vectors = code.basis_vectors();
+        result.basis = basis::ternary;
+        result.bytes_after = writer.replace_factorized(c.weight, c.shape, c.layout, code,
+                                                       ref.initializer, ref.constant_node, quantizers);
+        result.relative_error = std::sqrt(normalized_error(w, code));
+        if (stats != nullptr)
+          result.relative_output_error =
+              std::sqrt(normalized_output_error(w, code, layer_options.calibration));
+      } else {
+        const weight_code code = decompose(w, layer_options);
+        result.bits = code.bits;
+        result.basis = code.basis;
+        result.group_size = code.group_size;
+        result.bytes_after = writer.replace(c.weight, c.shape, c.layout, code, ref.initializer,
+                                            ref.constant_node, quantizers);
+        result.relative_error = std::sqrt(normalized_error(w, code));
+        if (stats != nullptr)
+          result.relative_output_error =
+              std::sqrt(normalized_output_error(w, code, layer_options.calibration));
+      }
+    } catch (const model_error&) {
+      throw;
+    } catch (const qsl::error& e) {  // an option that does not suit this layer: name the layer
+      throw qsl::error(what + ": " + e.what());
     }
     const std::uint64_t after = result.bytes_after;
     for (auto& r : report.layers)

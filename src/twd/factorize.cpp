@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <string>
 
+#include "finite_check.hpp"
 #include "qsl/error.hpp"
 #include "qsl/twd.hpp"
 #include "twd/factorization.hpp"
@@ -27,16 +28,6 @@ std::string num(double v) {
 double bytes_per_vector(std::int64_t rows, std::int64_t cols) {
   return static_cast<double>(2 * words_for(cols) * sizeof(word) + 2 * sizeof(float) +
                              static_cast<std::size_t>(rows) * sizeof(float));
-}
-
-// The first non-finite element in row-major order.
-void check_finite(const Eigen::Ref<const Eigen::MatrixXf>& m, const std::string& name) {
-  if (m.allFinite()) return;
-  for (Eigen::Index r = 0; r < m.rows(); ++r)
-    for (Eigen::Index c = 0; c < m.cols(); ++c)
-      if (!std::isfinite(m(r, c)))
-        throw error("factorize_ternary: " + name + " has " + std::to_string(m(r, c)) + " at row " +
-                    str(r) + ", col " + str(c) + "; expected finite values");
 }
 
 // K from the options (explicit, or from the size target), checked.
@@ -134,8 +125,8 @@ int twd_basis_vectors_for(std::int64_t rows, std::int64_t cols, double bits_per_
 twd_code factorize_ternary(const Eigen::Ref<const Eigen::MatrixXf>& w, const twd_options& options) {
   check_options(options, w.rows(), w.cols());
   const int k_count = resolve_basis_vectors(options, w.rows(), w.cols());
-  check_finite(w, "w");
-  if (options.calibration.size() > 0) check_finite(options.calibration, "options.calibration");
+  detail::require_finite(w, "factorize_ternary: ", "w");
+  if (options.calibration.size() > 0) detail::require_finite(options.calibration, "factorize_ternary: ", "options.calibration");
 
   const std::int64_t rounds = options.refine_iterations;
   const std::int64_t total = k_count + rounds;

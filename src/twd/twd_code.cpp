@@ -3,6 +3,7 @@
 #include <cmath>
 #include <string>
 
+#include "error_metrics.hpp"
 #include "qsl/error.hpp"
 #include "qsl/twd.hpp"
 
@@ -86,13 +87,7 @@ double normalized_error(const Eigen::Ref<const Eigen::MatrixXf>& w, const twd_co
 double normalized_output_error(const Eigen::Ref<const Eigen::MatrixXf>& w, const twd_code& code,
                                const Eigen::Ref<const Eigen::MatrixXf>& x) {
   check_w("normalized_output_error", w, code);
-  detail::require(x.cols() == w.cols(), "normalized_output_error: x has " + str(x.cols()) +
-                                            " columns; expected " + str(w.cols()));
-  const Eigen::MatrixXd xd = x.cast<double>();
-  const Eigen::MatrixXd wd = w.cast<double>();
-  const double norm = (wd * xd.transpose()).squaredNorm();
-  const double err = ((wd - reconstruct(code).cast<double>()) * xd.transpose()).squaredNorm();
-  return norm > 0 ? err / norm : err;
+  return detail::normalized_output_error(w, x, [&] { return reconstruct(code); });
 }
 
 }  // namespace qsl

@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "cpu/float_gemm.hpp"
+#include "layer_checks.hpp"
 #include "qsl/error.hpp"
 #include "qsl/serialize.hpp"
 #include "scratch.hpp"
@@ -36,25 +37,8 @@ constexpr std::int64_t small_product = std::int64_t{1} << 18;
 
 void validate(const twd_dense_parameters& p, const char* what) {
   validate(p.code, what);
-  const std::string where = std::string(what) + ": ";
-  detail::require(p.bias.empty() || p.bias.size() == static_cast<std::size_t>(p.code.rows),
-                  where + "bias has " + str(static_cast<std::int64_t>(p.bias.size())) +
-                      " values; expected 0 or " + str(p.code.rows));
-  for (std::size_t i = 0; i < p.bias.size(); ++i)
-    detail::require(std::isfinite(p.bias[i]), where + "bias " + str(static_cast<std::int64_t>(i)) +
-                                                  " is " + std::to_string(p.bias[i]) +
-                                                  "; expected a finite value");
-  const activation_quantizer& a = p.activations;
-  detail::require(a.bits >= 0 && a.bits <= max_activation_bits,
-                  where + "activation bits is " + std::to_string(a.bits) + "; expected 0.." +
-                      std::to_string(max_activation_bits));
-  if (a.calibrated)
-    detail::require(a.bits > 0 && std::isfinite(a.step) && a.step >= 0 && std::isfinite(a.minimum),
-                    where +
-                        "calibrated activations need bits >= 1, a finite step >= 0 and a "
-                        "finite minimum; got bits " +
-                        std::to_string(a.bits) + ", step " + std::to_string(a.step) + ", minimum " +
-                        std::to_string(a.minimum));
+  detail::validate_bias_and_activations(p.bias, p.code.rows, p.activations,
+                                        std::string(what) + ": ");
 }
 
 twd_dense_parameters compress_twd_dense(const Eigen::Ref<const Eigen::MatrixXf>& w,
