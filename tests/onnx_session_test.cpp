@@ -14,11 +14,18 @@
 
 namespace {
 
-qsl::onnx::model compressed_bundled_model() {
+// The bundled model with 2-bit codes; with `twd`, FC1 factorized with a shared ternary basis
+// of 16 vectors instead.
+qsl::onnx::model compressed_bundled_model(bool twd = false) {
   qsl::onnx::model m = qsl::onnx::model::load(QSL_BUNDLED_MODEL);
   qsl::onnx::compress_options o;
   o.weights.bits = 2;
   o.weights.group_size = 128;
+  if (twd) {
+    o.twd_layers = {"/classifier/classifier.1/*"};
+    o.twd.basis_vectors = 16;
+    o.twd.refine_iterations = 2;
+  }
   qsl::onnx::compress(m, o);
   return m;
 }
@@ -57,6 +64,25 @@ TEST(OnnxSession, AcceleratorRunsEveryCompressedLayerWithTheCpuResults) {
   ASSERT_EQ(got.size(), expected.size());
   EXPECT_EQ(got[0].shape, expected[0].shape);
   EXPECT_EQ(got[0].data, expected[0].data);
+}
+
+// A TWD layer hands its ternary basis step (K rows of coefficient 1) to the accelerator and
+// keeps the K-deep mixing product on the CPU; the outputs equal the CPU backend's exactly.
+TEST(OnnxSession, AcceleratorRunsTheBasisStepOfTwdLayers) {
+  const qsl::onnx::model m = compressed_bundled_model(true);
+  std::vector<std::int64_t> rows;
+  qsl::onnx::session_options o;
+  o.device = qsl::onnx::backend::cuda;
+  o.accelerator = [&rows](const qsl::quantized_dense& layer) -> qsl::onnx::layer_runner {
+    rows.push_back(layer.out_features());
+    auto own = std::make_shared<qsl::quantized_dense>(layer);
+    return [own](const float* x, std::int64_t batch, float* y) { own->forward(x, batch, y); };
+  };
+  const qsl::onnx::session accelerated(m, o);
+  EXPECT_EQ(rows, (std::vector<std::int64_t>{64, 16, 10}));  // conv 2, FC1's basis, FC2
+  const auto x = random_images(3);
+  const auto expected = qsl::onnx::session(m).run({x});
+  EXPECT_EQ(accelerated.run({x})[0].data, expected[0].data);
 }
 
 TEST(OnnxSession, CudaBackendWithoutAcceleratorIsANamedError) {
