@@ -216,4 +216,81 @@ TEST(Cuda, ForwardHostSplitsLargeBatchesLikeDeviceCalls) {
   EXPECT_THROW(gpu.forward_host(x.data(), -1, y.data()), qsl::error);
 }
 
+// ---- TWD layers: the basis step on quantized_dense's kernels, then the mixing kernel ----
+
+// A TWD layer with a random ternary basis (K x D) and random (or integer) C and bias.
+qsl::twd_dense twd_layer_of(std::int64_t n, std::int64_t d, std::int64_t k, int activation_bits,
+                            bool integers, std::uint32_t seed) {
+  qsl::twd_dense_parameters p;
+  p.code.rows = n;
+  p.code.cols = d;
+  p.code.basis = qsl::test::random_code(k, d, 1, qsl::basis::ternary, 0, seed);
+  std::fill(p.code.basis.coefficients.begin(), p.code.basis.coefficients.end(), 1.0f);
+  qsl::compute_offsets(p.code.basis);
+  std::mt19937 rng(seed + 1);
+  std::uniform_int_distribution<int> small(-3, 3);
+  std::normal_distribution<float> normal;
+  auto value = [&] { return integers ? static_cast<float>(small(rng)) : normal(rng); };
+  for (std::int64_t i = 0; i < k * n; ++i) p.code.mixing.push_back(value());
+  for (std::int64_t i = 0; i < n; ++i) p.bias.push_back(value());
+  p.activations.bits = activation_bits;
+  if (activation_bits > 0 && integers) {  // levels 0..2^bits-1 represent integers exactly
+    p.activations.calibrated = true;
+    p.activations.step = 1;
+    p.activations.minimum = 0;
+  }
+  return qsl::twd_dense(std::move(p));
+}
+
+TEST(Cuda, TwdDenseMatchesCpuOnEdgeShapes) {
+  SKIP_WITHOUT_GPU();
+  std::uint32_t seed = 40;
+  for (std::int64_t d : {1, 63, 65, 300})
+    for (std::int64_t n : {1, 33, 300})
+      for (std::int64_t k : {1, 5, 40}) {
+        SCOPED_TRACE("d " + std::to_string(d) + " n " + std::to_string(n) + " k " + std::to_string(k));
+        const qsl::twd_dense cpu = twd_layer_of(n, d, k, 0, false, ++seed);
+        const qsl::cuda::twd_dense gpu(cpu);
+        EXPECT_EQ(gpu.basis_vectors(), k);
+        for (std::int64_t batch : {1, 3, 8, 64}) {
+          const row_matrix_f x = qsl::test::gaussian_rows(batch, d, seed + 7);
+          row_matrix_f got(batch, n), expected(batch, n);
+          gpu.forward_host(x.data(), batch, got.data());
+          cpu.forward(x.data(), batch, expected.data());
+          // Both sum z_k = m_k . x (D terms, any order) then C^T z + b (K + 1 terms): each
+          // within gamma_{D + K + 1} of the scale S = sum_k |C_kn| |x|_1 + |b_n|; the wmma
+          // path (batch >= 8) rounds x to fp16 first: 2^-11 relative on each |x_d|.
+          const double rel = gamma_bound(static_cast<double>(d + k + 1)) * 2 +
+                             (batch >= 8 ? std::ldexp(1.0, -10) : 0.0);
+          for (std::int64_t v = 0; v < batch; ++v) {
+            const double l1 = x.row(v).cwiseAbs().cast<double>().sum();
+            for (std::int64_t o = 0; o < n; ++o) {
+              double scale = std::abs(cpu.bias()[static_cast<std::size_t>(o)]);
+              for (std::int64_t j = 0; j < k; ++j) scale += std::abs(cpu.code().mix(j, o)) * l1;
+              ASSERT_NEAR(got(v, o), expected(v, o), rel * scale + 1e-30) << v << ", " << o;
+            }
+          }
+        }
+      }
+}
+
+TEST(Cuda, TwdDenseEncodedIsExactOnIntegers) {
+  SKIP_WITHOUT_GPU();
+  const std::int64_t n = 70, d = 129, k = 17, batch = 5;
+  const qsl::twd_dense cpu = twd_layer_of(n, d, k, 4, true, 3);
+  const qsl::cuda::twd_dense gpu(cpu);
+  std::mt19937 rng(4);
+  std::uniform_int_distribution<int> level(0, 15);
+  row_matrix_f x(batch, d);
+  for (std::int64_t i = 0; i < x.size(); ++i) x.data()[i] = static_cast<float>(level(rng));
+  row_matrix_f got(batch, n), expected(batch, n);
+  gpu.forward_host(x.data(), batch, got.data(), qsl::cuda::kernel::popcount_gemv);
+  cpu.forward(x.data(), batch, expected.data());
+  // z_k = m_k . x is an integer below 2^11 and C, b are small integers: every sum is exact.
+  EXPECT_EQ(got, expected);
+  EXPECT_THROW(gpu.forward_host(x.data(), batch, got.data(), qsl::cuda::kernel::lut_gemv),
+               qsl::error);
+  EXPECT_THROW(gpu.forward_host(nullptr, 2, nullptr), qsl::error);
+}
+
 }  // namespace

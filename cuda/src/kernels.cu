@@ -297,6 +297,37 @@ void launch_wmma_gemm(const layer_view& w, const float* x, std::int64_t batch, f
   wmma_gemm<<<grid, block_threads, 0, as_stream(stream)>>>(w, x, batch, y);
 }
 
+// TWD mixing: one thread per output column and vector; the vector's K values of z pass through
+// shared memory in chunks, and the reads of C are coalesced along n.
+constexpr int mix_threads = 256;
+constexpr int mix_chunk = 2048;  // floats of z per pass: 8 KiB of shared memory
+
+__global__ void __launch_bounds__(mix_threads)
+    mix(const float* z, std::int64_t k, const float* c, const float* bias, std::int64_t n,
+        float* y) {
+  __shared__ float zs[mix_chunk];
+  const std::int64_t v = blockIdx.y;
+  const std::int64_t col = static_cast<std::int64_t>(blockIdx.x) * mix_threads + threadIdx.x;
+  const float* zv = z + v * k;
+  float sum = 0;
+  for (std::int64_t k0 = 0; k0 < k; k0 += mix_chunk) {
+    const int len = static_cast<int>(k - k0 < mix_chunk ? k - k0 : mix_chunk);
+    __syncthreads();
+    for (int i = threadIdx.x; i < len; i += mix_threads) zs[i] = zv[k0 + i];
+    __syncthreads();
+    if (col < n)
+      for (int i = 0; i < len; ++i) sum += zs[i] * c[(k0 + i) * n + col];
+  }
+  if (col < n) y[v * n + col] = sum + (bias != nullptr ? bias[col] : 0.0f);
+}
+
+void launch_mix(const float* z, std::int64_t batch, std::int64_t k, const float* c,
+                const float* bias, std::int64_t n, float* y, void* stream) {
+  const dim3 grid(static_cast<unsigned>((n + mix_threads - 1) / mix_threads),
+                  static_cast<unsigned>(batch));
+  mix<<<grid, mix_threads, 0, as_stream(stream)>>>(z, k, c, bias, n, y);
+}
+
 const char* last_launch_error() {
   const cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? "" : cudaGetErrorString(e);

@@ -29,6 +29,11 @@ void launch_popcount_gemv(const layer_view& w, const std::uint32_t* planes,
 void launch_wmma_gemm(const layer_view& w, const float* x, std::int64_t batch, float* y,
                       void* stream);
 
+/// The mixing step of a TWD layer: y[v][n] = sum_k z[v][k] c[k][n] + bias[n] (c: K x N
+/// row-major; bias may be null), batch <= 65535.
+void launch_mix(const float* z, std::int64_t batch, std::int64_t k, const float* c,
+                const float* bias, std::int64_t n, float* y, void* stream);
+
 /// The error of the last launch, as a message ("" when none).
 const char* last_launch_error();
 

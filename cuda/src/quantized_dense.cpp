@@ -6,97 +6,17 @@
 #include <string>
 #include <vector>
 
+#include "device_memory.hpp"
 #include "kernels.hpp"
 #include "pack.hpp"
 #include "qsl/cuda.hpp"
 
 namespace qsl::cuda {
-namespace {
 
-// Throws qsl::error naming the call that failed.
-void check(cudaError_t status, const char* call) {
-  if (status != cudaSuccess)
-    throw qsl::error(std::string("CUDA: ") + call + " failed: " + cudaGetErrorString(status));
-}
-#define QSL_CUDA(call) check((call), #call)
-
-void check_launch(const char* kernel_name) {
-  const char* message = detail::last_launch_error();
-  if (message[0] != '\0')
-    throw qsl::error(std::string("CUDA: launching ") + kernel_name + " failed: " + message);
-}
-
-// Device memory, or mapped host memory on an integrated GPU (the device reads it in place).
-class buffer {
- public:
-  buffer() = default;
-  buffer(const void* data, std::size_t bytes, bool mapped) : bytes_(bytes), mapped_(mapped) {
-    if (bytes == 0) return;
-    if (mapped) {
-      QSL_CUDA(cudaHostAlloc(&host_, bytes, cudaHostAllocMapped));
-      std::memcpy(host_, data, bytes);
-      QSL_CUDA(cudaHostGetDevicePointer(&device_, host_, 0));
-    } else {
-      QSL_CUDA(cudaMalloc(&device_, bytes));
-      QSL_CUDA(cudaMemcpy(device_, data, bytes, cudaMemcpyHostToDevice));
-    }
-  }
-  buffer(const buffer&) = delete;
-  buffer& operator=(const buffer&) = delete;
-  ~buffer() {
-    if (mapped_ && host_ != nullptr) cudaFreeHost(host_);
-    if (!mapped_ && device_ != nullptr) cudaFree(device_);
-  }
-  template <class T>
-  const T* get() const {
-    return static_cast<const T*>(device_);
-  }
-  std::size_t bytes() const { return bytes_; }
-
- private:
-  void* device_ = nullptr;
-  void* host_ = nullptr;
-  std::size_t bytes_ = 0;
-  bool mapped_ = false;
-};
-
-template <class T>
-std::unique_ptr<buffer> upload(const std::vector<T>& v, bool mapped) {
-  return std::make_unique<buffer>(v.data(), v.size() * sizeof(T), mapped);
-}
-
-// Scratch memory for one forward call, ordered on the stream where the device has memory
-// pools (not every Tegra does), released even when a launch fails.
-class scratch_buffer {
- public:
-  scratch_buffer(int device, std::size_t bytes, cudaStream_t stream) : stream_(stream) {
-    int pools = 0;
-    cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device);
-    pooled_ = pools != 0;
-    if (pooled_)
-      QSL_CUDA(cudaMallocAsync(&data_, bytes, stream));
-    else
-      QSL_CUDA(cudaMalloc(&data_, bytes));
-  }
-  scratch_buffer(const scratch_buffer&) = delete;
-  scratch_buffer& operator=(const scratch_buffer&) = delete;
-  ~scratch_buffer() {
-    if (pooled_) {
-      cudaFreeAsync(data_, stream_);
-    } else {
-      cudaStreamSynchronize(stream_);  // the kernels must be done with it
-      cudaFree(data_);
-    }
-  }
-  void* get() const { return data_; }
-
- private:
-  void* data_ = nullptr;
-  cudaStream_t stream_;
-  bool pooled_ = false;
-};
-
-}  // namespace
+using detail::buffer;
+using detail::check_launch;
+using detail::scratch_buffer;
+using detail::upload;
 
 int device_count() {
   int count = 0;
@@ -212,30 +132,11 @@ void quantized_dense::forward(const float* x, std::int64_t batch, float* y, void
 
 void quantized_dense::forward_host(const float* x, std::int64_t batch, float* y,
                                    kernel which) const {
-  qsl::detail::require(batch >= 0, "qsl::cuda::quantized_dense::forward_host: batch is " +
-                                       std::to_string(batch) + "; expected >= 0");
-  if (batch == 0) return;
-  qsl::detail::require(x != nullptr && y != nullptr,
-                       "qsl::cuda::quantized_dense::forward_host: x or y is null");
-  constexpr std::int64_t max_call = 65535;  // forward's limit per call
-  const std::int64_t rows = std::min(batch, max_call);
-  const std::size_t in_bytes = static_cast<std::size_t>(rows * in_features()) * sizeof(float);
-  const std::size_t out_bytes = static_cast<std::size_t>(rows * out_features()) * sizeof(float);
-  QSL_CUDA(cudaSetDevice(impl_->device));
-  // The default stream: synchronous copies order themselves with the kernels.
-  scratch_buffer scratch(impl_->device, in_bytes + out_bytes, nullptr);
-  auto* dx = static_cast<float*>(scratch.get());
-  auto* dy = reinterpret_cast<float*>(static_cast<char*>(scratch.get()) + in_bytes);
-  for (std::int64_t v0 = 0; v0 < batch; v0 += max_call) {
-    const std::int64_t count = std::min(max_call, batch - v0);
-    QSL_CUDA(cudaMemcpy(dx, x + v0 * in_features(),
-                        static_cast<std::size_t>(count * in_features()) * sizeof(float),
-                        cudaMemcpyHostToDevice));
-    forward(dx, count, dy, nullptr, which);
-    QSL_CUDA(cudaMemcpy(y + v0 * out_features(), dy,
-                        static_cast<std::size_t>(count * out_features()) * sizeof(float),
-                        cudaMemcpyDeviceToHost));
-  }
+  detail::forward_on_host(impl_->device, in_features(), out_features(), x, batch, y,
+                          "qsl::cuda::quantized_dense::forward_host",
+                          [&](const float* dx, std::int64_t count, float* dy) {
+                            forward(dx, count, dy, nullptr, which);
+                          });
 }
 
 }  // namespace qsl::cuda

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "qsl/quantized_dense.hpp"
+#include "qsl/twd_dense.hpp"
 
 namespace qsl::cuda {
 
@@ -63,6 +64,34 @@ class quantized_dense {
   /// The same for host arrays, synchronously: copies x to the device, runs forward in calls of
   /// at most 65535 vectors (any batch), copies y back. For executors that keep activations on
   /// the host (qsl-run); a pipeline that stays on the device should call forward.
+  void forward_host(const float* x, std::int64_t batch, float* y,
+                    kernel which = kernel::automatic) const;
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+/// A TWD layer (qsl/twd_dense.hpp) on the GPU: the basis step z = M^T x runs as a
+/// quantized_dense of K ternary rows (any of its kernels: `which` as there), the mixing step
+/// y = C^T z + b as one more kernel. Same contract as quantized_dense (device pointers and a
+/// stream, or host arrays with forward_host; mapped host memory on an integrated GPU).
+class twd_dense {
+ public:
+  explicit twd_dense(const qsl::twd_dense& layer, int device = 0);
+  twd_dense(twd_dense&&) noexcept;
+  twd_dense& operator=(twd_dense&&) noexcept;
+  ~twd_dense();
+
+  std::int64_t in_features() const;
+  std::int64_t out_features() const;
+  std::int64_t basis_vectors() const;
+  int device() const;
+  /// Bytes of the basis, C and the bias on the device.
+  std::size_t device_bytes() const;
+
+  void forward(const float* x, std::int64_t batch, float* y, void* stream = nullptr,
+               kernel which = kernel::automatic) const;
   void forward_host(const float* x, std::int64_t batch, float* y,
                     kernel which = kernel::automatic) const;
 

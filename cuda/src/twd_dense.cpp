@@ -1,0 +1,84 @@
+// qsl::cuda::twd_dense: a TWD layer on the GPU. The basis step z = M^T x is a
+// qsl::cuda::quantized_dense of K ternary rows with coefficient 1 (every kernel of that class,
+// float or encoded), the mixing step y = C^T z + b one small kernel (launch_mix).
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "device_memory.hpp"
+#include "kernels.hpp"
+#include "qsl/cuda.hpp"
+
+namespace qsl::cuda {
+namespace {
+
+// The basis step as a CPU layer object (what qsl::cuda::quantized_dense is built from).
+qsl::quantized_dense basis_layer(const qsl::twd_dense& layer) {
+  dense_parameters p;
+  p.code = layer.code().basis;
+  p.activations = layer.activations();
+  return qsl::quantized_dense(std::move(p));
+}
+
+}  // namespace
+
+struct twd_dense::impl {
+  explicit impl(const qsl::twd_dense& layer, int device)
+      : basis(basis_layer(layer), device), device(device) {}
+  quantized_dense basis;
+  int device = 0;
+  std::int64_t rows = 0, k = 0;
+  std::unique_ptr<detail::buffer> mixing, bias;
+};
+
+twd_dense::twd_dense(const qsl::twd_dense& layer, int device)
+    : impl_(std::make_unique<impl>(layer, device)) {
+  const bool mapped = properties(device).integrated;  // Jetson: the GPU reads host memory
+  impl_->rows = layer.out_features();
+  impl_->k = layer.basis_vectors();
+  impl_->mixing = detail::upload(layer.code().mixing, mapped);
+  impl_->bias = detail::upload(layer.bias(), mapped);
+}
+
+twd_dense::twd_dense(twd_dense&&) noexcept = default;
+twd_dense& twd_dense::operator=(twd_dense&&) noexcept = default;
+twd_dense::~twd_dense() = default;
+
+std::int64_t twd_dense::in_features() const { return impl_->basis.in_features(); }
+std::int64_t twd_dense::out_features() const { return impl_->rows; }
+std::int64_t twd_dense::basis_vectors() const { return impl_->k; }
+int twd_dense::device() const { return impl_->device; }
+std::size_t twd_dense::device_bytes() const {
+  return impl_->basis.device_bytes() + impl_->mixing->bytes() + impl_->bias->bytes();
+}
+
+void twd_dense::forward(const float* x, std::int64_t batch, float* y, void* stream,
+                        kernel which) const {
+  const std::string what = "qsl::cuda::twd_dense::forward";
+  qsl::detail::require(batch >= 0, what + ": batch is " + std::to_string(batch) +
+                                       "; expected >= 0");
+  if (batch == 0) return;
+  qsl::detail::require(x != nullptr && y != nullptr, what + ": x or y is null");
+  qsl::detail::require(batch <= 65535, what + ": batch is " + std::to_string(batch) +
+                                           "; at most 65535 per call");
+  QSL_CUDA(cudaSetDevice(impl_->device));
+  const auto s = static_cast<cudaStream_t>(stream);
+  detail::scratch_buffer z(impl_->device,
+                           static_cast<std::size_t>(batch * impl_->k) * sizeof(float), s);
+  auto* zp = static_cast<float*>(z.get());
+  impl_->basis.forward(x, batch, zp, stream, which);
+  detail::launch_mix(zp, batch, impl_->k, impl_->mixing->get<float>(),
+                     impl_->bias->bytes() == 0 ? nullptr : impl_->bias->get<float>(),
+                     impl_->rows, y, stream);
+  detail::check_launch("mix");
+}
+
+void twd_dense::forward_host(const float* x, std::int64_t batch, float* y, kernel which) const {
+  detail::forward_on_host(impl_->device, in_features(), out_features(), x, batch, y,
+                          "qsl::cuda::twd_dense::forward_host",
+                          [&](const float* dx, std::int64_t count, float* dy) {
+                            forward(dx, count, dy, nullptr, which);
+                          });
+}
+
+}  // namespace qsl::cuda
