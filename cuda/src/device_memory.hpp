@@ -1,13 +1,11 @@
 #pragma once
 // Host-side helpers both layer types of qsl::cuda share: CUDA error checks that name the call,
-// device (or mapped host) buffers, per-call scratch memory, and the host-array wrapper of a
-// device forward pass.
+// device (or mapped host) buffers and per-call scratch memory.
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -99,35 +97,5 @@ class scratch_buffer {
   cudaStream_t stream_;
   bool pooled_ = false;
 };
-
-/// Runs a device forward pass (`forward(dx, count, dy)` on the default stream) on host arrays:
-/// copies x in and y out, in calls of at most 65535 vectors, synchronously.
-inline void forward_on_host(int device, std::int64_t in_features, std::int64_t out_features,
-                            const float* x, std::int64_t batch, float* y, const char* what,
-                            const std::function<void(const float*, std::int64_t, float*)>& forward) {
-  qsl::detail::require(batch >= 0, std::string(what) + ": batch is " + std::to_string(batch) +
-                                       "; expected >= 0");
-  if (batch == 0) return;
-  qsl::detail::require(x != nullptr && y != nullptr, std::string(what) + ": x or y is null");
-  constexpr std::int64_t max_call = 65535;  // forward's limit per call
-  const std::int64_t rows = std::min(batch, max_call);
-  const std::size_t in_bytes = static_cast<std::size_t>(rows * in_features) * sizeof(float);
-  const std::size_t out_bytes = static_cast<std::size_t>(rows * out_features) * sizeof(float);
-  QSL_CUDA(cudaSetDevice(device));
-  // The default stream: synchronous copies order themselves with the kernels.
-  scratch_buffer scratch(device, in_bytes + out_bytes, nullptr);
-  auto* dx = static_cast<float*>(scratch.get());
-  auto* dy = reinterpret_cast<float*>(static_cast<char*>(scratch.get()) + in_bytes);
-  for (std::int64_t v0 = 0; v0 < batch; v0 += max_call) {
-    const std::int64_t count = std::min(max_call, batch - v0);
-    QSL_CUDA(cudaMemcpy(dx, x + v0 * in_features,
-                        static_cast<std::size_t>(count * in_features) * sizeof(float),
-                        cudaMemcpyHostToDevice));
-    forward(dx, count, dy);
-    QSL_CUDA(cudaMemcpy(y + v0 * out_features, dy,
-                        static_cast<std::size_t>(count * out_features) * sizeof(float),
-                        cudaMemcpyDeviceToHost));
-  }
-}
 
 }  // namespace qsl::cuda::detail

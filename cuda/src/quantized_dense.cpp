@@ -81,15 +81,8 @@ std::size_t quantized_dense::device_bytes() const {
          impl_->bias->bytes();
 }
 
-void quantized_dense::forward(const float* x, std::int64_t batch, float* y, void* stream,
-                              kernel which) const {
-  qsl::detail::require(batch >= 0, "qsl::cuda::quantized_dense::forward: batch is " +
-                                       std::to_string(batch) + "; expected >= 0");
-  if (batch == 0) return;
-  qsl::detail::require(x != nullptr && y != nullptr,
-                       "qsl::cuda::quantized_dense::forward: x or y is null");
-  qsl::detail::require(batch <= 65535, "qsl::cuda::quantized_dense::forward: batch is " +
-                                           std::to_string(batch) + "; at most 65535 per call");
+void quantized_dense::run(const float* x, std::int64_t batch, float* y, void* stream,
+                          kernel which) const {
   const detail::layer_view& w = impl_->view;
   const activation_quantizer& q = impl_->activations;
   const bool encoded = q.bits > 0;
@@ -128,15 +121,6 @@ void quantized_dense::forward(const float* x, std::int64_t batch, float* y, void
   check_launch("encode");
   detail::launch_popcount_gemv(w, planes, levels, scales, q.bits, batch, y, stream);
   check_launch("popcount_gemv");
-}
-
-void quantized_dense::forward_host(const float* x, std::int64_t batch, float* y,
-                                   kernel which) const {
-  detail::forward_on_host(impl_->device, in_features(), out_features(), x, batch, y,
-                          "qsl::cuda::quantized_dense::forward_host",
-                          [&](const float* dx, std::int64_t count, float* dy) {
-                            forward(dx, count, dy, nullptr, which);
-                          });
 }
 
 }  // namespace qsl::cuda

@@ -3,8 +3,6 @@
 // float or encoded), the mixing step y = C^T z + b one small kernel (launch_mix).
 #include <cuda_runtime.h>
 
-#include <string>
-
 #include "device_memory.hpp"
 #include "kernels.hpp"
 #include "qsl/cuda.hpp"
@@ -52,15 +50,8 @@ std::size_t twd_dense::device_bytes() const {
   return impl_->basis.device_bytes() + impl_->mixing->bytes() + impl_->bias->bytes();
 }
 
-void twd_dense::forward(const float* x, std::int64_t batch, float* y, void* stream,
-                        kernel which) const {
-  const std::string what = "qsl::cuda::twd_dense::forward";
-  qsl::detail::require(batch >= 0, what + ": batch is " + std::to_string(batch) +
-                                       "; expected >= 0");
-  if (batch == 0) return;
-  qsl::detail::require(x != nullptr && y != nullptr, what + ": x or y is null");
-  qsl::detail::require(batch <= 65535, what + ": batch is " + std::to_string(batch) +
-                                           "; at most 65535 per call");
+void twd_dense::run(const float* x, std::int64_t batch, float* y, void* stream,
+                    kernel which) const {
   QSL_CUDA(cudaSetDevice(impl_->device));
   const auto s = static_cast<cudaStream_t>(stream);
   detail::scratch_buffer z(impl_->device,
@@ -71,14 +62,6 @@ void twd_dense::forward(const float* x, std::int64_t batch, float* y, void* stre
                      impl_->bias->bytes() == 0 ? nullptr : impl_->bias->get<float>(),
                      impl_->rows, y, stream);
   detail::check_launch("mix");
-}
-
-void twd_dense::forward_host(const float* x, std::int64_t batch, float* y, kernel which) const {
-  detail::forward_on_host(impl_->device, in_features(), out_features(), x, batch, y,
-                          "qsl::cuda::twd_dense::forward_host",
-                          [&](const float* dx, std::int64_t count, float* dy) {
-                            forward(dx, count, dy, nullptr, which);
-                          });
 }
 
 }  // namespace qsl::cuda

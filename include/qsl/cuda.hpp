@@ -41,19 +41,16 @@ enum class kernel : std::uint8_t {
   popcount_gemv = 3,  ///< encoded activations (the layer's activation_bits > 0)
 };
 
-class quantized_dense {
+/// What every qsl::cuda layer offers: its shape, where it lives, and the forward pass on device
+/// pointers (asynchronous, on a stream) or on host arrays (synchronous).
+class layer {
  public:
-  /// Packs the layer for the device and uploads it (or maps it, on an integrated GPU).
-  explicit quantized_dense(const qsl::quantized_dense& layer, int device = 0);
-  quantized_dense(quantized_dense&&) noexcept;
-  quantized_dense& operator=(quantized_dense&&) noexcept;
-  ~quantized_dense();
-
-  std::int64_t in_features() const;
-  std::int64_t out_features() const;
-  int device() const;
-  /// Bytes of the weights, coefficients, offsets and bias on the device.
-  std::size_t device_bytes() const;
+  virtual ~layer() = default;
+  virtual std::int64_t in_features() const = 0;
+  virtual std::int64_t out_features() const = 0;
+  virtual int device() const = 0;
+  /// Bytes of everything the layer holds on the device.
+  virtual std::size_t device_bytes() const = 0;
 
   /// y = layer(x) for a batch: x is batch x in_features, y batch x out_features, both row-major
   /// device pointers; asynchronous on `stream` (a cudaStream_t; null: the default stream).
@@ -67,35 +64,61 @@ class quantized_dense {
   void forward_host(const float* x, std::int64_t batch, float* y,
                     kernel which = kernel::automatic) const;
 
+ protected:
+  layer() = default;
+  layer(layer&&) noexcept = default;
+  layer& operator=(layer&&) noexcept = default;
+  /// The forward pass proper; forward has checked batch (1..65535) and the pointers.
+  virtual void run(const float* x, std::int64_t batch, float* y, void* stream,
+                   kernel which) const = 0;
+  /// The class, for messages ("qsl::cuda::quantized_dense").
+  virtual const char* name() const = 0;
+};
+
+/// A qsl::quantized_dense on the GPU.
+class quantized_dense final : public layer {
+ public:
+  /// Packs the layer for the device and uploads it (or maps it, on an integrated GPU).
+  explicit quantized_dense(const qsl::quantized_dense& layer, int device = 0);
+  quantized_dense(quantized_dense&&) noexcept;
+  quantized_dense& operator=(quantized_dense&&) noexcept;
+  ~quantized_dense() override;
+
+  std::int64_t in_features() const override;
+  std::int64_t out_features() const override;
+  int device() const override;
+  /// The weights, coefficients, offsets and bias.
+  std::size_t device_bytes() const override;
+
  private:
+  void run(const float* x, std::int64_t batch, float* y, void* stream,
+           kernel which) const override;
+  const char* name() const override { return "qsl::cuda::quantized_dense"; }
   struct impl;
   std::unique_ptr<impl> impl_;
 };
 
 /// A TWD layer (qsl/twd_dense.hpp) on the GPU: the basis step z = M^T x runs as a
 /// quantized_dense of K ternary rows (any of its kernels: `which` as there), the mixing step
-/// y = C^T z + b as one more kernel. Same contract as quantized_dense (device pointers and a
-/// stream, or host arrays with forward_host; mapped host memory on an integrated GPU).
-class twd_dense {
+/// y = C^T z + b as one more kernel (mapped host memory on an integrated GPU, as there).
+class twd_dense final : public layer {
  public:
   explicit twd_dense(const qsl::twd_dense& layer, int device = 0);
   twd_dense(twd_dense&&) noexcept;
   twd_dense& operator=(twd_dense&&) noexcept;
-  ~twd_dense();
+  ~twd_dense() override;
 
-  std::int64_t in_features() const;
-  std::int64_t out_features() const;
+  std::int64_t in_features() const override;
+  std::int64_t out_features() const override;
   std::int64_t basis_vectors() const;
-  int device() const;
-  /// Bytes of the basis, C and the bias on the device.
-  std::size_t device_bytes() const;
-
-  void forward(const float* x, std::int64_t batch, float* y, void* stream = nullptr,
-               kernel which = kernel::automatic) const;
-  void forward_host(const float* x, std::int64_t batch, float* y,
-                    kernel which = kernel::automatic) const;
+  int device() const override;
+  /// The basis, C and the bias.
+  std::size_t device_bytes() const override;
 
  private:
+  void run(const float* x, std::int64_t batch, float* y, void* stream,
+           kernel which) const override;
+  const char* name() const override { return "qsl::cuda::twd_dense"; }
   struct impl;
   std::unique_ptr<impl> impl_;
 };

@@ -1,0 +1,56 @@
+// qsl::cuda::layer: the argument checks of every forward pass, and forward_host (copies in,
+// device forward passes of at most 65535 vectors, copies out), written once for every layer.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <string>
+
+#include "device_memory.hpp"
+#include "qsl/cuda.hpp"
+
+namespace qsl::cuda {
+
+namespace {
+constexpr std::int64_t max_batch_per_call = 65535;  // the kernels' grid limit
+}  // namespace
+
+void layer::forward(const float* x, std::int64_t batch, float* y, void* stream,
+                    kernel which) const {
+  const std::string what = std::string(name()) + "::forward";
+  qsl::detail::require(batch >= 0, what + ": batch is " + std::to_string(batch) +
+                                       "; expected >= 0");
+  if (batch == 0) return;
+  qsl::detail::require(x != nullptr && y != nullptr, what + ": x or y is null");
+  qsl::detail::require(batch <= max_batch_per_call,
+                       what + ": batch is " + std::to_string(batch) + "; at most " +
+                           std::to_string(max_batch_per_call) + " per call");
+  run(x, batch, y, stream, which);
+}
+
+void layer::forward_host(const float* x, std::int64_t batch, float* y, kernel which) const {
+  const std::string what = std::string(name()) + "::forward_host";
+  qsl::detail::require(batch >= 0, what + ": batch is " + std::to_string(batch) +
+                                       "; expected >= 0");
+  if (batch == 0) return;
+  qsl::detail::require(x != nullptr && y != nullptr, what + ": x or y is null");
+  const std::int64_t rows = std::min(batch, max_batch_per_call);
+  const std::size_t in_bytes = static_cast<std::size_t>(rows * in_features()) * sizeof(float);
+  const std::size_t out_bytes = static_cast<std::size_t>(rows * out_features()) * sizeof(float);
+  QSL_CUDA(cudaSetDevice(device()));
+  // The default stream: synchronous copies order themselves with the kernels.
+  detail::scratch_buffer scratch(device(), in_bytes + out_bytes, nullptr);
+  auto* dx = static_cast<float*>(scratch.get());
+  auto* dy = reinterpret_cast<float*>(static_cast<char*>(scratch.get()) + in_bytes);
+  for (std::int64_t v0 = 0; v0 < batch; v0 += max_batch_per_call) {
+    const std::int64_t count = std::min(max_batch_per_call, batch - v0);
+    QSL_CUDA(cudaMemcpy(dx, x + v0 * in_features(),
+                        static_cast<std::size_t>(count * in_features()) * sizeof(float),
+                        cudaMemcpyHostToDevice));
+    run(dx, count, dy, nullptr, which);
+    QSL_CUDA(cudaMemcpy(y + v0 * out_features(), dy,
+                        static_cast<std::size_t>(count * out_features()) * sizeof(float),
+                        cudaMemcpyDeviceToHost));
+  }
+}
+
+}  // namespace qsl::cuda
