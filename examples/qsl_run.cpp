@@ -39,15 +39,21 @@ double percentile(std::vector<double> v, double p) {
 
 // --backend cuda: every compressed layer as a qsl::cuda layer fed from host memory (glue and
 // uncompressed layers stay on the CPU). Named errors when this build or machine has no CUDA.
-qsl::onnx::accelerator_factory cuda_accelerator() {
+void use_cuda(qsl::onnx::session_options& options) {
 #if defined(QSL_RUN_WITH_CUDA)
   qsl::detail::require(qsl::cuda::device_count() > 0,
                        "--backend cuda: no CUDA device is visible to this process");
-  return [](const qsl::quantized_dense& layer) -> qsl::onnx::layer_runner {
-    auto gpu = std::make_shared<qsl::cuda::quantized_dense>(layer);
+  auto runner = [](std::shared_ptr<const qsl::cuda::layer> gpu) -> qsl::onnx::layer_runner {
     return [gpu](const float* x, std::int64_t batch, float* y) { gpu->forward_host(x, batch, y); };
   };
+  options.accelerator = [runner](const qsl::quantized_dense& layer) {
+    return runner(std::make_shared<qsl::cuda::quantized_dense>(layer));
+  };
+  options.twd_accelerator = [runner](const qsl::twd_dense& layer) {
+    return runner(std::make_shared<qsl::cuda::twd_dense>(layer));
+  };
 #else
+  (void)options;
   throw qsl::error("--backend cuda: this qsl-run was built without qsl::cuda (configure with "
                    "-DQSL_WITH_CUDA=ON where nvcc is installed; docs/cuda.md)");
 #endif
@@ -88,7 +94,7 @@ int run(int argc, char** argv) {
   const qsl::onnx::model model = qsl::onnx::model::load(model_path);
   qsl::onnx::session_options options;
   options.device = backend == "cuda" ? qsl::onnx::backend::cuda : qsl::onnx::backend::cpu;
-  if (options.device == qsl::onnx::backend::cuda) options.accelerator = cuda_accelerator();
+  if (options.device == qsl::onnx::backend::cuda) use_cuda(options);
   options.activation_bits = activation_bits;
   const qsl::onnx::session session(model, options);
   qsl::detail::require(session.input_names().size() == 1,

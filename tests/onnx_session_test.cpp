@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cmath>
 #include <memory>
 #include <random>
 
@@ -83,6 +84,41 @@ TEST(OnnxSession, AcceleratorRunsTheBasisStepOfTwdLayers) {
   const auto x = random_images(3);
   const auto expected = qsl::onnx::session(m).run({x});
   EXPECT_EQ(accelerated.run({x})[0].data, expected[0].data);
+}
+
+// With twd_accelerator set, a TWD layer goes to it whole (basis and mixing), with its activation
+// quantizer; the other layers still go through `accelerator`.
+TEST(OnnxSession, TwdAcceleratorTakesWholeTwdLayers) {
+  const qsl::onnx::model m = compressed_bundled_model(true);
+  std::vector<std::int64_t> rows, twd_basis;
+  qsl::onnx::session_options o;
+  o.device = qsl::onnx::backend::cuda;
+  o.activation_bits = 4;
+  o.accelerator = [&rows](const qsl::quantized_dense& layer) -> qsl::onnx::layer_runner {
+    rows.push_back(layer.out_features());
+    auto own = std::make_shared<qsl::quantized_dense>(layer);
+    return [own](const float* x, std::int64_t batch, float* y) { own->forward(x, batch, y); };
+  };
+  o.twd_accelerator = [&twd_basis](const qsl::twd_dense& layer) -> qsl::onnx::layer_runner {
+    twd_basis.push_back(layer.basis_vectors());
+    EXPECT_TRUE(layer.bias().empty());  // a Gemm's C input is added by the executor afterwards
+    EXPECT_EQ(layer.activations().bits, 4);
+    auto own = std::make_shared<qsl::twd_dense>(layer);
+    return [own](const float* x, std::int64_t batch, float* y) { own->forward(x, batch, y); };
+  };
+  const qsl::onnx::session accelerated(m, o);
+  EXPECT_EQ(rows, (std::vector<std::int64_t>{64, 10}));  // conv 2, FC2
+  EXPECT_EQ(twd_basis, (std::vector<std::int64_t>{16}));  // FC1
+  qsl::onnx::session_options cpu_options;
+  cpu_options.activation_bits = 4;
+  const auto x = random_images(3);
+  const auto expected = qsl::onnx::session(m, cpu_options).run({x})[0];
+  const auto got = accelerated.run({x})[0];
+  ASSERT_EQ(got.shape, expected.shape);
+  // Same kernels; only the mixing GEMM's summation may differ (twd_dense vs the executor's own
+  // call), so the logits agree to float rounding of a 16-term sum.
+  for (std::size_t i = 0; i < got.data.size(); ++i)
+    EXPECT_NEAR(got.data[i], expected.data[i], 1e-4f * (1 + std::abs(expected.data[i])));
 }
 
 TEST(OnnxSession, CudaBackendWithoutAcceleratorIsANamedError) {

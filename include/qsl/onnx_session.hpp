@@ -16,6 +16,7 @@
 
 #include "qsl/onnx.hpp"
 #include "qsl/quantized_dense.hpp"
+#include "qsl/twd_dense.hpp"
 
 namespace qsl::onnx {
 
@@ -38,6 +39,8 @@ using layer_runner = std::function<void(const float* x, std::int64_t batch, floa
 /// Builds the runner of a compressed layer on an accelerator. qsl::onnx does not link any GPU
 /// library; the caller that does supplies this (qsl-run does, from qsl::cuda, when built with it).
 using accelerator_factory = std::function<layer_runner(const quantized_dense& layer)>;
+/// The same for a whole TWD layer (basis and mixing steps).
+using twd_accelerator_factory = std::function<layer_runner(const twd_dense& layer)>;
 
 /// Sees the input of a Gemm / MatMul / Conv node as its product sees it: `rows` vectors of
 /// `cols` values, row-major (Conv: im2col patches, one per output position and image; a large
@@ -55,6 +58,10 @@ struct session_options {
   /// with a per-vector scale.
   int activation_bits = 0;
   accelerator_factory accelerator;
+  /// Optional, for backend::cuda: TWD layers run whole through it. Without it their basis step
+  /// (a quantized_dense of K ternary rows) goes through `accelerator` and the K-deep mixing
+  /// product stays on the CPU.
+  twd_accelerator_factory twd_accelerator;
   /// Use a compressed layer's calibrated activation quantizer (stored by qsl-compress --calib)
   /// for `activation_bits` when it has one; false: always a per-vector scale.
   bool calibrated_activations = true;

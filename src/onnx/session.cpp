@@ -158,13 +158,20 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
                              : c.value.data[static_cast<std::size_t>(r * cols + k)];
     return w;
   };
+  // The activation quantizer of a compressed layer: its calibrated one for the requested bits
+  // when it has one (and the options allow it), else a per-vector scale.
+  auto activations_of = [&](const compressed_layer& l) {
+    activation_quantizer q;
+    q.bits = options.activation_bits;
+    if (options.activation_bits > 0 && options.calibrated_activations && !l.activations.empty())
+      q = l.activations[static_cast<std::size_t>(options.activation_bits - 1)];
+    return q;
+  };
   auto qsl_layer = [&](const weight_code& code, const compressed_layer& l, const float* bias) {
     dense_parameters p;
     p.code = code;
     if (bias != nullptr) p.bias.assign(bias, bias + code.rows);
-    p.activations.bits = options.activation_bits;
-    if (options.activation_bits > 0 && options.calibrated_activations && !l.activations.empty())
-      p.activations = l.activations[static_cast<std::size_t>(options.activation_bits - 1)];
+    p.activations = activations_of(l);
     return std::make_shared<quantized_dense>(std::move(p));
   };
   // Where a compressed layer runs: its own CPU kernels, or the accelerator's runner.
@@ -178,6 +185,13 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
   // accelerator) followed by y = C^T z + b (a K-deep fp32 GEMM on the CPU).
   auto compressed_runner = [&](const compressed_layer& l, const float* bias) -> layer_runner {
     if (!l.factorized) return runner_of(qsl_layer(l.code, l, bias));
+    if (options.device != backend::cpu && options.twd_accelerator) {
+      twd_dense_parameters p;
+      p.code = l.twd;
+      if (bias != nullptr) p.bias.assign(bias, bias + l.twd.rows);
+      p.activations = activations_of(l);
+      return options.twd_accelerator(twd_dense(std::move(p)));
+    }
     const layer_runner basis = runner_of(qsl_layer(l.twd.basis, l, nullptr));
     const std::int64_t k = l.twd.basis_vectors(), n = l.twd.rows;
     auto mixing_t = std::make_shared<row_major>(
