@@ -9,6 +9,7 @@
 #include <random>
 
 #include "cpu/kernels.hpp"  // the encoder, to check its bits directly
+#include "cpu_target_fixture.hpp"
 #include "qsl/cpu.hpp"
 #include "qsl/quantized_dense.hpp"
 #include "test_util.hpp"
@@ -22,23 +23,7 @@ double gamma_bound(double m) {
   return m * u / (1 - m * u);
 }
 
-// Restores the active target and thread count after each test.
-class CpuKernels : public testing::TestWithParam<qsl::cpu_target> {
- protected:
-  void SetUp() override {
-    saved_target_ = qsl::active_cpu_target();
-    saved_threads_ = qsl::cpu_threads();
-    qsl::set_cpu_target(GetParam());
-  }
-  void TearDown() override {
-    qsl::set_cpu_target(saved_target_);
-    qsl::set_cpu_threads(saved_threads_);
-  }
-
- private:
-  qsl::cpu_target saved_target_{};
-  int saved_threads_ = 0;
-};
+class CpuKernels : public qsl::test::on_each_cpu_target {};
 
 // A random shape: small enough for thousands of cases, with the edges drawn often.
 struct shape {

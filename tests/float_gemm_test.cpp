@@ -9,26 +9,12 @@
 #include <random>
 #include <vector>
 
+#include "cpu_target_fixture.hpp"
 #include "qsl/cpu.hpp"
 
 namespace {
 
-class FloatGemm : public testing::TestWithParam<qsl::cpu_target> {
- protected:
-  void SetUp() override {
-    saved_target_ = qsl::active_cpu_target();
-    saved_threads_ = qsl::cpu_threads();
-    qsl::set_cpu_target(GetParam());
-  }
-  void TearDown() override {
-    qsl::set_cpu_target(saved_target_);
-    qsl::set_cpu_threads(saved_threads_);
-  }
-
- private:
-  qsl::cpu_target saved_target_{};
-  int saved_threads_ = 0;
-};
+class FloatGemm : public qsl::test::on_each_cpu_target {};
 
 std::vector<float> uniform(std::int64_t count, std::mt19937& rng) {
   std::uniform_real_distribution<float> d(-1.0f, 1.0f);

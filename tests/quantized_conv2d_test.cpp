@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <string>
 
 #include "test_util.hpp"
 
@@ -44,6 +45,22 @@ std::vector<double> direct_conv(const qsl::conv2d_shape& s, const qsl::weight_co
   return y;
 }
 
+// A float-activation convolution's outputs y against direct_conv, within the bound of
+// quantized_dense_test: (8 gamma_m + gamma_k(float)) S, m = patch + groups*k + k + 8.
+void expect_matches_direct_conv(const qsl::quantized_conv2d& conv, const qsl::conv2d_shape& s,
+                                const std::vector<float>& bias, const std::vector<float>& x,
+                                std::int64_t n, std::int64_t h, std::int64_t w,
+                                const std::vector<float>& y, const std::string& what) {
+  const auto& code = conv.layer().code();
+  std::vector<double> size;
+  const auto expected = direct_conv(s, code, bias, x, n, h, w, size);
+  const double u = std::numeric_limits<float>::epsilon() / 2;
+  const double m = static_cast<double>(s.patch() + code.groups() * code.bits + code.bits + 8);
+  const double tol = 8 * m * u / (1 - m * u) + code.bits * u / (1 - code.bits * u);
+  for (std::size_t i = 0; i < y.size(); ++i)
+    ASSERT_NEAR(y[i], expected[i], tol * size[i]) << what << ", output " << i;
+}
+
 TEST(QuantizedConv2d, MatchesDirectConvolution) {
   std::mt19937 rng(5);
   for (int trial = 0; trial < 60; ++trial) {
@@ -76,15 +93,7 @@ TEST(QuantizedConv2d, MatchesDirectConvolution) {
       std::vector<float> y(static_cast<std::size_t>(n * s.out_channels * s.out_h(h) * s.out_w(w)));
       conv.forward(x.data(), n, h, w, y.data());
       if (kx == 0) {
-        // As in quantized_dense_test: (8 gamma_m + gamma_k(float)) S, m = patch + groups*k + k + 8.
-        const auto& code = conv.layer().code();
-        std::vector<double> size;
-        const auto expected = direct_conv(s, code, bias, x, n, h, w, size);
-        const double u = std::numeric_limits<float>::epsilon() / 2;
-        const double m = static_cast<double>(s.patch() + code.groups() * code.bits + code.bits + 8);
-        const double tol = 8 * m * u / (1 - m * u) + code.bits * u / (1 - code.bits * u);
-        for (std::size_t i = 0; i < y.size(); ++i)
-          ASSERT_NEAR(y[i], expected[i], tol * size[i]) << "trial " << trial;
+        expect_matches_direct_conv(conv, s, bias, x, n, h, w, y, "trial " + std::to_string(trial));
       } else {
         // Encoded activations: each output position is one vector of the dense layer.
         const std::int64_t oh = s.out_h(h), ow = s.out_w(w);
@@ -191,14 +200,7 @@ TEST(QuantizedConv2d, ChunkedBatchMatchesImageByImage) {
     std::vector<float> all(static_cast<std::size_t>(n * out_image)), one(out_image);
     conv.forward(x.data(), n, h, w, all.data());
     if (kx == 0) {
-      const auto& code = conv.layer().code();
-      std::vector<double> size;
-      const auto expected = direct_conv(s, code, bias, x, n, h, w, size);
-      const double u = std::numeric_limits<float>::epsilon() / 2;
-      const double m = static_cast<double>(s.patch() + code.groups() * code.bits + code.bits + 8);
-      const double tol = 8 * m * u / (1 - m * u) + code.bits * u / (1 - code.bits * u);
-      for (std::size_t i = 0; i < all.size(); ++i)
-        ASSERT_NEAR(all[i], expected[i], tol * size[i]) << "output " << i;
+      expect_matches_direct_conv(conv, s, bias, x, n, h, w, all, "chunked batch");
       continue;
     }
     for (std::int64_t i = 0; i < n; ++i) {

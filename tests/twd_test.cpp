@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_target_fixture.hpp"
 #include "qsl/cpu.hpp"
 #include "qsl/quantized_dense.hpp"
 #include "qsl/twd_dense.hpp"
@@ -592,17 +593,7 @@ TEST(TwdBasisVectorsFor, FactorizeUsesTheSizeTarget) {
 // ---------------------------------------------------------------------------------------------
 // twd_dense on every CPU target
 
-class TwdDense : public testing::TestWithParam<qsl::cpu_target> {
- protected:
-  void SetUp() override {
-    saved_target_ = qsl::active_cpu_target();
-    qsl::set_cpu_target(GetParam());
-  }
-  void TearDown() override { qsl::set_cpu_target(saved_target_); }
-
- private:
-  qsl::cpu_target saved_target_{};
-};
+class TwdDense : public qsl::test::on_each_cpu_target {};
 
 // Float activations. The kernel computes z_k = M^T x within 3 gamma_m S_k of the exact value
 // (S_k = sum_d |M_dk| |x_d|, m = D + 9: the bound tests/cpu_kernels_test.cpp derives for one

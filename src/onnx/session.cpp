@@ -10,6 +10,7 @@
 #include "cpu/float_gemm.hpp"
 #include "onnx/ops.hpp"
 #include "onnx/proto.hpp"
+#include "scratch.hpp"
 #include "qsl/quantized_conv2d.hpp"
 
 namespace qsl::onnx {
@@ -199,7 +200,7 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
     auto b = std::make_shared<std::vector<float>>();
     if (bias != nullptr) b->assign(bias, bias + n);
     return [basis, mixing_t, b, k, n](const float* x, std::int64_t batch, float* y) {
-      std::vector<float> z(static_cast<std::size_t>(batch * k));
+      qsl::detail::scratch<float> z(static_cast<std::size_t>(batch * k));  // fully written next
       basis(x, batch, z.data());
       qsl::detail::cpu::float_gemm_bt(z.data(), batch, k, mixing_t->data(), n,
                                       b->empty() ? nullptr : b->data(), y);
