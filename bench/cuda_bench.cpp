@@ -4,8 +4,8 @@
 //   build/bench/cuda_bench --benchmark_out=cuda.json --benchmark_out_format=json
 //
 // GEMV: N x D = 4096^2 and 8192^2, k = 1, 2, 3 planes, groups of 128, float activations
-// (look-up tables) and 4-bit activations (encoder + popcount). GEMM: batch 8, 16, 64 (tensor
-// cores). Counters: weights_per_s (N D batch / time), weight_GBps (bytes of the device weights
+// (look-up tables, kernel 1, and warp-level decode, kernel 4) and 4-bit activations (encoder +
+// popcount). Batch 8, 16, 64: the look-up GEMV beside the tensor-core GEMM (kernel 2). Counters: weights_per_s (N D batch / time), weight_GBps (bytes of the device weights
 // read per call / time) and roofline_pct (weight_GBps / the device's memory bandwidth, measured
 // in this process as a device-to-device copy). Times come from CUDA events (manual time).
 #include <benchmark/benchmark.h>
@@ -114,15 +114,17 @@ const qsl::cuda::quantized_dense& layer(std::int64_t n, std::int64_t d, int k, i
   return *slot;
 }
 
-// Arguments: N, D, batch, k, kx.
+// Arguments: N, D, batch, k, kx, kernel (qsl::cuda::kernel: 0 automatic, 1 lut_gemv,
+// 2 wmma_gemm, 4 decode_gemv).
 void BM_Qsl(benchmark::State& state) {
   if (!have_gpu()) return state.SkipWithError("no CUDA device");
   const std::int64_t n = state.range(0), d = state.range(1), batch = state.range(2);
   const int k = static_cast<int>(state.range(3)), kx = static_cast<int>(state.range(4));
+  const auto which = static_cast<qsl::cuda::kernel>(state.range(5));
   const auto& gpu = layer(n, d, k, kx);
   float* x = device_array<float>(static_cast<std::size_t>(batch * d), 1.0f, 1);
   float* y = device_array<float>(static_cast<std::size_t>(batch * n), 1.0f, 2);
-  timed(state, [&] { gpu.forward(x, batch, y); });
+  timed(state, [&] { gpu.forward(x, batch, y, nullptr, which); });
   rates(state, n, d, batch, static_cast<double>(gpu.device_bytes()));
   cudaFree(x);
   cudaFree(y);
@@ -178,14 +180,19 @@ void BM_CublasHalf(benchmark::State& state) {
   cudaFree(y);
 }
 
+constexpr std::int64_t lut = 1, wmma = 2, decode = 4, automatic = 0;
+
 void gemv_shapes(benchmark::internal::Benchmark* b, bool qsl) {
   for (std::int64_t n : {4096, 8192}) {
     if (!qsl) {
       b->Args({n, n, 1});
       continue;
     }
-    for (std::int64_t kx : {0, 4})
-      for (std::int64_t k : {1, 2, 3}) b->Args({n, n, 1, k, kx});
+    for (std::int64_t k : {1, 2, 3}) {
+      b->Args({n, n, 1, k, 0, lut});
+      b->Args({n, n, 1, k, 0, decode});
+      b->Args({n, n, 1, k, 4, automatic});
+    }
   }
 }
 void gemm_shapes(benchmark::internal::Benchmark* b, bool qsl) {
@@ -194,7 +201,9 @@ void gemm_shapes(benchmark::internal::Benchmark* b, bool qsl) {
       b->Args({4096, 4096, batch});
       continue;
     }
-    for (std::int64_t kx : {0, 4}) b->Args({4096, 4096, batch, 2, kx});
+    b->Args({4096, 4096, batch, 2, 0, lut});
+    b->Args({4096, 4096, batch, 2, 0, wmma});
+    b->Args({4096, 4096, batch, 2, 4, automatic});
   }
 }
 
@@ -203,7 +212,7 @@ BENCHMARK(BM_CublasFloat)->Apply([](auto* b) { gemv_shapes(b, false); gemm_shape
 BENCHMARK(BM_CublasHalf)->Apply([](auto* b) { gemv_shapes(b, false); gemm_shapes(b, false); })
     ->ArgNames({"N", "D", "batch"})->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Qsl)->Apply([](auto* b) { gemv_shapes(b, true); gemm_shapes(b, true); })
-    ->ArgNames({"N", "D", "batch", "k", "kx"})->UseManualTime()->Unit(benchmark::kMicrosecond);
+    ->ArgNames({"N", "D", "batch", "k", "kx", "kernel"})->UseManualTime()->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 

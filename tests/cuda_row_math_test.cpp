@@ -7,6 +7,7 @@
 #include <limits>
 #include <random>
 
+#include "kernels.hpp"
 #include "pack.hpp"
 #include "qsl/quantized_dense.hpp"
 #include "row_math.hpp"
@@ -22,32 +23,53 @@ double gamma_bound(double m) {
   return m * u / (1 - m * u);
 }
 
-// The float-activation kernel on the host: tables for every nibble, each lane walks the groups
-// of its row with lookup_nibbles (column tiles only change where the table lives), B = sum of
-// T[s][15] over the group's nibbles.
+// The column splits of a GEMV as the kernels walk them: `splits` ranges of whole chunks, each
+// walked in column tiles of `tile` chunks, the parts summed in split order.
+std::vector<std::pair<std::int64_t, std::int64_t>> split_ranges(const layer_view& w,
+                                                                std::int64_t splits) {
+  std::vector<std::pair<std::int64_t, std::int64_t>> out;
+  const std::int64_t len = (w.chunks + splits - 1) / splits;
+  for (std::int64_t c = 0; c < w.chunks; c += len) out.emplace_back(c, std::min(c + len, w.chunks));
+  return out;
+}
+
+// The float-activation kernels on the host: tables for every nibble (lut_gemv), or the sums
+// of up to 4 inputs (decode_gemv); each lane walks its split in tiles with walk_float.
 template <int P, bool Ternary>
-std::vector<float> lut_gemv(const layer_view& w, const float* x) {
-  const std::int64_t nibbles = (w.cols + 3) / 4;
-  std::vector<float> table(static_cast<std::size_t>(nibbles * 16));
+std::vector<float> float_gemv(const layer_view& w, const float* x, std::int64_t splits,
+                              std::int64_t tile_chunks, bool tables) {
+  const std::int64_t nibbles = w.chunks * 8;
+  std::vector<float> xs(static_cast<std::size_t>(w.chunks * 32), 0.0f), table(static_cast<std::size_t>(nibbles * 16));
+  std::copy(x, x + w.cols, xs.begin());
   for (std::int64_t s = 0; s < nibbles; ++s)
     for (int b = 0; b < 16; ++b) {
       float sum = 0;
       for (int i = 0; i < 4; ++i)
-        if (((b >> i) & 1) && 4 * s + i < w.cols) sum += x[4 * s + i];
+        if ((b >> i) & 1) sum += xs[static_cast<std::size_t>(4 * s + i)];
       table[static_cast<std::size_t>(s * 16 + b)] = sum;
     }
   const auto lookup = [&](std::int64_t s, std::uint32_t v) { return table[s * 16 + v]; };
+  const auto decode = [&](std::int64_t s, std::uint32_t v) {
+    float sum = 0;
+    for (int i = 0; i < 4; ++i)
+      if ((v >> i) & 1) sum += xs[static_cast<std::size_t>(4 * s + i)];
+    return sum;
+  };
   std::vector<float> y(static_cast<std::size_t>(w.rows));
   for (std::int64_t tile = 0; tile < w.tiles; ++tile)
     for (int lane = 0; lane < 32 && tile * 32 + lane < w.rows; ++lane) {
       float out = 0;
-      for (std::int64_t g = 0; g < w.groups; ++g) {
-        float acc[P] = {};
-        const std::int64_t a = w.group_begin(g) / 4, b = (w.group_end(g) + 3) / 4;
-        lookup_nibbles<P>(w, tile, lane, a, b, lookup, acc);
-        float group_sum = 0;
-        for (std::int64_t n = a; n < b; ++n) group_sum += lookup(n, 15);
-        out += finish_float_group<P, Ternary>(w, tile, g, lane, acc, group_sum);
+      for (const auto& [begin, end] : split_ranges(w, splits)) {
+        row_walk<P, float> r;
+        for (std::int64_t t0 = begin; t0 < end; t0 += tile_chunks) {
+          const std::int64_t t1 = std::min(t0 + tile_chunks, end);
+          if (tables)
+            walk_float<P, Ternary>(w, tile, lane, t0, t1, lookup, r);
+          else
+            walk_float<P, Ternary>(w, tile, lane, t0, t1, decode, r);
+        }
+        finish_group<P, Ternary>(w, tile, lane, r);
+        out += r.out;
       }
       y[tile * 32 + lane] = out + (w.bias ? w.bias[tile * 32 + lane] : 0.0f);
     }
@@ -56,26 +78,26 @@ std::vector<float> lut_gemv(const layer_view& w, const float* x) {
 
 // The encoder and the popcount kernel on the host (the encoder's ballots are bit gathers).
 template <int P, bool Ternary>
-std::vector<float> popcount_gemv(const layer_view& w, const float* x, int bits) {
+std::vector<float> popcount_gemv(const layer_view& w, const float* x, int bits,
+                                 std::int64_t splits) {
   const float top = static_cast<float>((1 << bits) - 1);
   const auto [lo, hi] = std::minmax_element(x, x + w.cols);
   const float minimum = *lo, step = (*hi - *lo) / top;
   const float inv_step = step == 0 ? 0.0f : 1.0f / step;
   std::vector<std::uint32_t> act(static_cast<std::size_t>(bits * w.chunks), 0);
-  std::vector<std::int32_t> levels(static_cast<std::size_t>(w.groups), 0);
   for (std::int64_t c = 0; c < w.cols; ++c) {
     const std::uint32_t q = encode_level(x[c], minimum, inv_step, top);
     for (int i = 0; i < bits; ++i) act[i * w.chunks + c / 32] |= ((q >> i) & 1U) << (c % 32);
-    levels[c / w.group_size] += static_cast<std::int32_t>(q);
   }
   std::vector<float> y(static_cast<std::size_t>(w.rows));
   for (std::int64_t tile = 0; tile < w.tiles; ++tile)
     for (int lane = 0; lane < 32 && tile * 32 + lane < w.rows; ++lane) {
       float z = 0;
-      for (std::int64_t g = 0; g < w.groups; ++g) {
-        std::int64_t acc[P] = {};
-        count_group<P>(w, tile, lane, g, act.data(), bits, acc);
-        z += finish_encoded_group<P, Ternary>(w, tile, g, lane, acc, levels[g]);
+      for (const auto& [begin, end] : split_ranges(w, splits)) {
+        row_walk<P, std::int64_t> r;
+        walk_encoded<P, Ternary>(w, tile, lane, begin, end, act.data(), bits, r);
+        finish_group<P, Ternary>(w, tile, lane, r);
+        z += r.out;
       }
       const std::int64_t row = tile * 32 + lane;
       y[row] = step * z + minimum * w.offsets[row] + (w.bias ? w.bias[row] : 0.0f);
@@ -99,20 +121,26 @@ void for_planes(const qsl::weight_code& code, Case&& run) {
   }
 }
 
-TEST(CudaRowMath, DecodeWeightIsReconstruct) {
+TEST(CudaRowMath, DecodeByteIsReconstruct) {
   for (auto basis : {qsl::basis::binary, qsl::basis::ternary})
     for (std::int64_t cols : {1, 31, 32, 33, 100, 257}) {
       const auto code = qsl::test::random_code(45, cols, 3, basis, cols > 64 ? 64 : 0, 3);
       const auto packed = pack(code, {});
       const layer_view w = packed.view();
       const Eigen::MatrixXf expected = qsl::reconstruct(code);
-      for (std::int64_t r = 0; r < code.rows; ++r)
-        for (std::int64_t c = 0; c < cols; ++c)
-          ASSERT_EQ(decode_weight(w, r, c), expected(r, c)) << r << ", " << c;
+      for (std::int64_t r = 0; r < code.rows + 3; ++r)  // rows past the last decode to zero
+        for (std::int64_t c8 = 0; c8 < cols + 8; c8 += 8) {
+          float decoded[8];
+          decode_byte(w, r, c8, decoded);
+          for (std::int64_t c = c8; c < c8 + 8; ++c)
+            ASSERT_EQ(decoded[c - c8], r < code.rows && c < cols ? expected(r, c) : 0.0f)
+                << r << ", " << c;
+        }
     }
 }
 
-// Float path: both sides sum D + groups*k + a few terms; 2A - B triples magnitudes (see
+// Float path: both sides sum D + groups*k + a few terms, and each split cuts at most one
+// more group in two (k more terms); 2A - B triples magnitudes (see
 // tests/cpu_kernels_test.cpp): tolerance 6 gamma_m S.
 TEST(CudaRowMath, LookUpKernelMatchesReference) {
   std::mt19937 rng(11);
@@ -127,9 +155,17 @@ TEST(CudaRowMath, LookUpKernelMatchesReference) {
     const row_matrix_f x = qsl::test::gaussian_rows(1, cols, rng());
     std::vector<float> expected(static_cast<std::size_t>(rows));
     qsl::reference::forward_float<float>(code, x.data(), 1, bias.data(), expected.data());
-    std::vector<float> y;
-    for_planes(code, [&](auto p, auto t) { y = lut_gemv<decltype(p)::value, decltype(t)::value>(packed.view(), x.data()); });
-    const double m = static_cast<double>(cols + code.groups() * bits + 8);
+    // Any split count and column tile: the walk must not depend on where the ranges end.
+    const std::int64_t splits = 1 + rng() % 4, tile_chunks = 1 + rng() % 3;
+    std::vector<float> y, decoded;
+    for_planes(code, [&](auto p, auto t) {
+      constexpr int P = decltype(p)::value;
+      constexpr bool T = decltype(t)::value;
+      y = float_gemv<P, T>(packed.view(), x.data(), splits, tile_chunks, true);
+      decoded = float_gemv<P, T>(packed.view(), x.data(), splits, tile_chunks, false);
+    });
+    ASSERT_EQ(y, decoded) << "trial " << trial << ": decode_gemv's sums differ from the tables'";
+    const double m = static_cast<double>(cols + (code.groups() + splits) * bits + 8);
     for (std::int64_t n = 0; n < rows; ++n) {
       double size = 0.5;
       for (std::int64_t c = 0; c < cols; ++c)
@@ -158,14 +194,51 @@ TEST(CudaRowMath, PopcountKernelIsExactOnIntegers) {
     for (std::int64_t c = 0; c < cols; ++c) x(0, c) = static_cast<float>(rng() % (1U << kx));
     x(0, 0) = 0;                                             // the minimum is 0 ...
     x(0, 1) = static_cast<float>((1 << kx) - 1);             // ... and the step 1
+    const std::int64_t splits = 1 + rng() % 4;
     std::vector<float> y;
     for_planes(code, [&](auto p, auto t) {
-      y = popcount_gemv<decltype(p)::value, decltype(t)::value>(packed.view(), x.data(), kx);
+      y = popcount_gemv<decltype(p)::value, decltype(t)::value>(packed.view(), x.data(), kx, splits);
     });
     const Eigen::VectorXd exact = qsl::reconstruct(code).cast<double>() * x.row(0).transpose().cast<double>();
     for (std::int64_t n = 0; n < rows; ++n)
       ASSERT_EQ(double{y[n]}, exact[n]) << "trial " << trial << " row " << n << " kx " << kx;
   }
+}
+
+// The split-K plan: every chunk in exactly one split, splits of at least min_split_chunks
+// (unless the row is shorter), about blocks_per_multiprocessor blocks per multiprocessor when
+// the columns allow, scratch for the partial sums of every split.
+TEST(CudaRowMath, GemvPlanCoversEveryChunkOnce) {
+  for (std::int64_t rows : {1, 31, 256, 4096, 100000})
+    for (std::int64_t cols : {1, 33, 255, 256, 4096, 8192, 100003})
+      for (std::int64_t batch : {1, 3, 64})
+        for (int sms : {0, 8, 132}) {
+          layer_view w{};
+          w.rows = rows;
+          w.cols = cols;
+          w.tiles = (rows + 31) / 32;
+          w.chunks = (cols + 31) / 32;
+          const gemv_plan plan = plan_gemv(w, batch, sms);
+          const std::string at = std::to_string(rows) + "x" + std::to_string(cols) + " batch " +
+                                 std::to_string(batch) + " sms " + std::to_string(sms);
+          ASSERT_EQ(plan.row_blocks, (w.tiles + 7) / 8) << at;
+          ASSERT_GE(plan.splits, 1) << at;
+          ASSERT_GE(plan.splits * plan.split_chunks, w.chunks) << at;
+          ASSERT_LT((plan.splits - 1) * plan.split_chunks, w.chunks) << at;
+          ASSERT_GE(plan.split_chunks, std::min<std::int64_t>(min_split_chunks, w.chunks)) << at;
+          const std::int64_t blocks = plan.row_blocks * plan.splits * batch;
+          const std::int64_t wanted = blocks_per_multiprocessor * std::max(sms, 1);
+          if (plan.splits > 1) {
+            EXPECT_LT(blocks, 2 * wanted + plan.row_blocks * batch) << at;
+            EXPECT_GE(plan.scratch_bytes,
+                      static_cast<std::size_t>(plan.splits * batch * w.tiles * 32 * 4)) << at;
+          } else {
+            EXPECT_EQ(plan.scratch_bytes, 0U) << at;
+          }
+          if (2 * blocks < wanted) {  // far fewer blocks than wanted: the columns ran out
+            EXPECT_EQ(plan.splits, w.chunks >= 2 * min_split_chunks ? w.chunks / min_split_chunks : 1) << at;
+          }
+        }
 }
 
 TEST(CudaRowMath, EncoderRuleMatchesEncodeActivations) {

@@ -81,25 +81,64 @@ TEST(Cuda, DeviceCountNeverThrows) {
   EXPECT_GE(qsl::cuda::device_count(), 0);  // 0 on machines without a driver or a GPU
 }
 
-TEST(Cuda, LookUpGemvMatchesReference) {
+// Float activations, both GEMVs: within the derived bound of the reference; the warp-level
+// decode adds the same numbers in the same order as the tables, so it must give the same bits.
+void expect_float_gemvs_match(const shape& s, std::int64_t batch, std::uint32_t seed) {
+  const auto layer = layer_of(s, 0, seed);
+  const qsl::cuda::quantized_dense gpu(layer);
+  const row_matrix_f x = qsl::test::gaussian_rows(batch, s.cols, seed + 1);
+  const row_matrix_f y = run(gpu, x, qsl::cuda::kernel::lut_gemv);
+  ASSERT_EQ(run(gpu, x, qsl::cuda::kernel::decode_gemv), y)
+      << s.rows << "x" << s.cols << " k " << s.bits << " batch " << batch;
+  row_matrix_f expected(batch, s.rows);
+  qsl::reference::forward_float<float>(layer.code(), x.data(), batch, layer.bias().data(),
+                                       expected.data());
+  // Terms: D inputs, groups * k finishes, and each split (at most one per 256 columns) cuts one
+  // more group in two.
+  const double m = static_cast<double>(s.cols + (layer.code().groups() + s.cols / 256 + 1) * s.bits + 8);
+  for (std::int64_t v = 0; v < batch; ++v)
+    for (std::int64_t n = 0; n < s.rows; ++n)
+      ASSERT_NEAR(y(v, n), expected(v, n),
+                  6 * gamma_bound(m) * (magnitude(layer.code(), x, v, n) + 0.25))
+          << s.rows << "x" << s.cols << " k " << s.bits << " batch " << batch;
+}
+
+TEST(Cuda, LookUpAndDecodeGemvsMatchReference) {
   SKIP_WITHOUT_GPU();
   std::uint32_t seed = 1;
   for (const shape& s : shapes())
-    for (std::int64_t batch : {1, 3}) {
-      const auto layer = layer_of(s, 0, ++seed);
-      const qsl::cuda::quantized_dense gpu(layer);
-      const row_matrix_f x = qsl::test::gaussian_rows(batch, s.cols, ++seed);
-      const row_matrix_f y = run(gpu, x, qsl::cuda::kernel::lut_gemv);
-      row_matrix_f expected(batch, s.rows);
-      qsl::reference::forward_float<float>(layer.code(), x.data(), batch, layer.bias().data(),
-                                           expected.data());
-      const double m = static_cast<double>(s.cols + layer.code().groups() * s.bits + 8);
-      for (std::int64_t v = 0; v < batch; ++v)
-        for (std::int64_t n = 0; n < s.rows; ++n)
-          ASSERT_NEAR(y(v, n), expected(v, n),
-                      6 * gamma_bound(m) * (magnitude(layer.code(), x, v, n) + 0.25))
-              << s.rows << "x" << s.cols << " k " << s.bits << " batch " << batch;
-    }
+    for (std::int64_t batch : {1, 3}) expect_float_gemvs_match(s, batch, seed += 2);
+}
+
+// Layers wide enough to be split over many blocks (split-K), row counts off the block size.
+TEST(Cuda, GemvsSplitWideLayers) {
+  SKIP_WITHOUT_GPU();
+  const shape wide[] = {{4096, 4096, 128, 2, qsl::basis::binary},
+                        {1000, 8192, 64, 2, qsl::basis::ternary},
+                        {33, 100003, 0, 1, qsl::basis::binary},
+                        {257, 20000, 40, 3, qsl::basis::binary}};
+  std::uint32_t seed = 50;
+  for (const shape& s : wide)
+    for (std::int64_t batch : {1, 3}) expect_float_gemvs_match(s, batch, seed += 2);
+  // Encoded: integers in [0, 8) and dyadic coefficients, exact (|sums| < 2^24).
+  std::mt19937 rng(51);
+  for (const shape& s : wide) {
+    auto code = qsl::test::random_code(s.rows, s.cols, s.bits, s.basis, s.group, rng());
+    for (float& a : code.coefficients) a = static_cast<float>(1 << (rng() % 3));
+    qsl::compute_offsets(code);
+    qsl::dense_parameters p;
+    p.code = code;
+    p.activations = {3, true, 1.0f, 0.0f};
+    const qsl::quantized_dense layer(p);
+    row_matrix_f x(2, s.cols);
+    for (std::int64_t i = 0; i < x.size(); ++i) x.data()[i] = static_cast<float>(rng() % 8);
+    const row_matrix_f y =
+        run(qsl::cuda::quantized_dense(layer), x, qsl::cuda::kernel::popcount_gemv);
+    const Eigen::MatrixXd exact = x.cast<double>() * qsl::reconstruct(code).cast<double>().transpose();
+    for (std::int64_t v = 0; v < 2; ++v)
+      for (std::int64_t n = 0; n < s.rows; ++n)
+        ASSERT_EQ(double{y(v, n)}, exact(v, n)) << s.rows << "x" << s.cols;
+  }
 }
 
 // Integer inputs and dyadic coefficients: every sum is exact, so the GPU must match exactly.
@@ -195,6 +234,8 @@ TEST(Cuda, AutomaticKernelChoiceAndErrors) {
   float* dummy = reinterpret_cast<float*>(16);
   EXPECT_THROW(gpu.forward(dummy, 1, dummy, nullptr, qsl::cuda::kernel::popcount_gemv),
                qsl::error);  // a float-activation layer has no encoded path
+  EXPECT_THROW(gpu.forward(dummy, 1, dummy, nullptr, static_cast<qsl::cuda::kernel>(9)),
+               qsl::error);  // not a kernel
   EXPECT_THROW(qsl::cuda::quantized_dense(layer, 99), qsl::error);
 }
 

@@ -35,7 +35,7 @@ sanitizer=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/
 step cuda_test build-gpu/tests/cuda_test
 step cuda_row_math_test build-gpu/tests/cuda_row_math_test
 step memcheck "$sanitizer" --tool memcheck --error-exitcode 1 build-gpu/tests/cuda_test \
-  --gtest_filter='Cuda.LookUp*:Cuda.Popcount*Integers:Cuda.Automatic*:Cuda.ForwardHost*:Cuda.TwdDense*'
+  --gtest_filter='Cuda.LookUp*:Cuda.GemvsSplit*:Cuda.Popcount*Integers:Cuda.Automatic*:Cuda.ForwardHost*:Cuda.TwdDense*'
 step cuda_bench build-gpu/bench/cuda_bench --benchmark_min_time=0.2 \
   --benchmark_out="$out/cuda_bench.json" --benchmark_out_format=json
 exit $status

@@ -14,70 +14,104 @@ namespace {
 
 constexpr int block_threads = 256;                         // 8 warps
 constexpr int warps_per_block = block_threads / 32;
-constexpr int table_nibbles = block_threads;               // one table per thread to build
-constexpr int table_entries = 16;
+constexpr int tile_chunks = 16;                            // columns per shared-memory tile: 512
+constexpr int tile_nibbles = tile_chunks * 8;              // 128 tables, two threads each
+constexpr int table_entries = 16;                          // 8 KiB of tables per block
+static_assert(2 * tile_nibbles == block_threads, "two threads build each table");
 constexpr unsigned full_mask = 0xFFFFFFFFU;
 
 cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
 
 __device__ std::int64_t smaller(std::int64_t a, std::int64_t b) { return a < b ? a : b; }
 
-__device__ std::int64_t last_nibble(const layer_view& w, std::int64_t g) {
-  return (w.group_end(g) + 3) / 4;
+// ---- split-K ------------------------------------------------------------------------------------
+
+// Ends a GEMV block. With one split it writes epilogue(row, z) itself. Otherwise it stores its
+// part of z; the block that finishes last for its row block and vector (a counter per pair,
+// zeroed before the launch) sums the parts in split order, so results do not depend on block
+// timing, and writes epilogue(row, sum). Every thread of the block must call it.
+template <class Epilogue>
+__device__ void finish_rows(const layer_view& w, const split_args& sp, std::int64_t tile, int lane,
+                            float z, Epilogue epilogue) {
+  __shared__ bool last;
+  const std::int64_t v = blockIdx.z, batch = gridDim.z;
+  const std::int64_t row = tile * warp_rows + lane, padded = w.tiles * warp_rows;
+  const bool live = tile < w.tiles;
+  if (sp.splits > 1) {
+    if (live) sp.partials[(blockIdx.y * batch + v) * padded + row] = z;
+    __threadfence();  // the part is visible device-wide before the counter moves
+    __syncthreads();
+    if (threadIdx.x == 0)
+      last = atomicAdd(&sp.counters[v * gridDim.x + blockIdx.x], 1U) == sp.splits - 1U;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    z = 0;
+    if (live)
+      for (unsigned s = 0; s < sp.splits; ++s)
+        z += __ldcg(&sp.partials[(s * batch + v) * padded + row]);  // L2, not a stale L1 line
+  }
+  if (live && row < w.rows) epilogue(row, z);
 }
 
-// ---- float activations: look-up tables in shared memory ------------------------------------
+// ---- float activations: look-up tables (or the staged inputs) in shared memory -------------------
 
-template <int P, bool Ternary>
-__global__ void __launch_bounds__(block_threads) lut_gemv(layer_view w, const float* x, float* y) {
-  __shared__ float table[table_nibbles * table_entries];
+// One block: 8 warps of 32 rows, the columns of split blockIdx.y in tiles of 512, vector
+// blockIdx.z. Tables: per tile, 16 subset sums of every 4 inputs (two threads per table);
+// without tables the inputs themselves are staged and each lookup adds up to 4 of them
+// (warp-level decode; the same additions in the same order, so both give the same bits).
+template <int P, bool Ternary, bool Tables>
+__global__ void __launch_bounds__(block_threads)
+    float_gemv(layer_view w, const float* x, split_args sp, float* y) {
+  constexpr int staged = Tables ? tile_nibbles * table_entries : tile_chunks * chunk_cols;
+  __shared__ float stage[staged];
   const int lane = threadIdx.x % 32;
   const std::int64_t tile = static_cast<std::int64_t>(blockIdx.x) * warps_per_block + threadIdx.x / 32;
-  const std::int64_t v = blockIdx.y;
-  const float* xv = x + v * w.cols;
-  const std::int64_t nibbles = (w.cols + 3) / 4;
-
-  float acc[P];
-  for (int p = 0; p < P; ++p) acc[p] = 0;
-  float group_sum = 0, out = 0;
-  std::int64_t g = 0;
-  for (std::int64_t t0 = 0; t0 < nibbles; t0 += table_nibbles) {
-    const std::int64_t t1 = smaller(nibbles, t0 + table_nibbles);
-    __syncthreads();  // the previous column tile's table is no longer read
-    const std::int64_t s = t0 + threadIdx.x;
-    if (s < t1) {
+  const float* xv = x + static_cast<std::int64_t>(blockIdx.z) * w.cols;
+  const std::int64_t c_begin = static_cast<std::int64_t>(blockIdx.y) * sp.split_chunks;
+  const std::int64_t c_end = smaller(c_begin + sp.split_chunks, w.chunks);
+  row_walk<P, float> r;
+  for (std::int64_t t0 = c_begin; t0 < c_end; t0 += tile_chunks) {
+    const std::int64_t t1 = smaller(t0 + tile_chunks, c_end), s0 = t0 * 8;
+    __syncthreads();  // the previous tile is no longer read
+    if (Tables) {
+      const std::int64_t s = s0 + threadIdx.x / 2;
       float values[4];
       for (int i = 0; i < 4; ++i) values[i] = 4 * s + i < w.cols ? xv[4 * s + i] : 0.0f;
-      for (int b = 0; b < table_entries; ++b) {
+      for (int b = 8 * (threadIdx.x % 2); b < 8 * (threadIdx.x % 2) + 8; ++b) {
         float sum = 0;  // the order of the CPU targets: x0 + x1 + x2 + x3
         for (int i = 0; i < 4; ++i)
           if ((b >> i) & 1) sum += values[i];
-        table[threadIdx.x * table_entries + b] = sum;
+        stage[(threadIdx.x / 2) * table_entries + b] = sum;
       }
+    } else {
+      for (int i = threadIdx.x; i < staged; i += block_threads)
+        stage[i] = t0 * chunk_cols + i < w.cols ? xv[t0 * chunk_cols + i] : 0.0f;
     }
     __syncthreads();
     if (tile >= w.tiles) continue;  // no early return: every thread takes part in the syncs
-    const auto lookup = [&](std::int64_t nibble, std::uint32_t entry) {
-      return table[(nibble - t0) * table_entries + entry];
-    };
-    for (std::int64_t a = t0; a < t1;) {  // the part of each group inside this column tile
-      const std::int64_t group_end = last_nibble(w, g);
-      const std::int64_t b = smaller(t1, group_end);
-      lookup_nibbles<P>(w, tile, lane, a, b, lookup, acc);
-      if (!Ternary)
-        for (std::int64_t n = a; n < b; ++n) group_sum += lookup(n, 15);  // sum of x
-      if (b == group_end) {
-        out += finish_float_group<P, Ternary>(w, tile, g, lane, acc, group_sum);
-        for (int p = 0; p < P; ++p) acc[p] = 0;
-        group_sum = 0;
-        ++g;
-      }
-      a = b;
+    if (Tables) {
+      walk_float<P, Ternary>(
+          w, tile, lane, t0, t1,
+          [&](std::int64_t n, std::uint32_t v) { return stage[(n - s0) * table_entries + v]; }, r);
+    } else {
+      walk_float<P, Ternary>(
+          w, tile, lane, t0, t1,
+          [&](std::int64_t n, std::uint32_t v) {
+            const float* xs = stage + 4 * (n - s0);
+            float sum = 0;
+            for (int i = 0; i < 4; ++i)
+              if ((v >> i) & 1) sum += xs[i];
+            return sum;
+          },
+          r);
     }
   }
-  const std::int64_t row = tile * 32 + lane;
-  if (tile < w.tiles && row < w.rows)
-    y[v * w.rows + row] = w.bias == nullptr ? out : out + w.bias[row];
+  if (tile < w.tiles) finish_group<P, Ternary>(w, tile, lane, r);
+  float* yv = y + static_cast<std::int64_t>(blockIdx.z) * w.rows;
+  finish_rows(w, sp, tile, lane, r.out, [&](std::int64_t row, float z) {
+    yv[row] = w.bias == nullptr ? z : z + w.bias[row];
+  });
 }
 
 // ---- encoding -----------------------------------------------------------------------------------
@@ -93,7 +127,7 @@ __device__ float warp_max(float v) {
 
 __global__ void __launch_bounds__(block_threads)
     encode(layer_view w, const float* x, int bits, bool calibrated, float fixed_step,
-           float fixed_minimum, std::uint32_t* planes, std::int32_t* levels, float* scales) {
+           float fixed_minimum, std::uint32_t* planes, float* scales) {
   __shared__ float lo_part[warps_per_block], hi_part[warps_per_block];
   __shared__ float minimum_shared, step_shared;
   const std::int64_t v = blockIdx.x;
@@ -135,7 +169,6 @@ __global__ void __launch_bounds__(block_threads)
     scales[2 * v + 1] = step;
   }
   std::uint32_t* planes_v = planes + v * bits * w.chunks;
-  std::int32_t* levels_v = levels + v * w.groups;
   for (std::int64_t c = warp; c < w.chunks; c += warps_per_block) {
     const std::int64_t col = c * 32 + lane;
     const std::uint32_t q =
@@ -144,16 +177,6 @@ __global__ void __launch_bounds__(block_threads)
       const std::uint32_t word = __ballot_sync(full_mask, (q >> i) & 1U);
       if (lane == 0) planes_v[i * w.chunks + c] = word;
     }
-    // Group level sums: one atomic per chunk when the chunk lies in one group.
-    const std::int64_t g = (col < w.cols ? col : w.cols - 1) / w.group_size;
-    const std::int64_t g_first = __shfl_sync(full_mask, g, 0), g_last = __shfl_sync(full_mask, g, 31);
-    if (g_first == g_last) {
-      std::int32_t sum = static_cast<std::int32_t>(q);
-      for (int o = 16; o > 0; o /= 2) sum += __shfl_down_sync(full_mask, sum, o);
-      if (lane == 0) atomicAdd(&levels_v[g], sum);
-    } else if (q != 0) {
-      atomicAdd(&levels_v[g], static_cast<std::int32_t>(q));
-    }
   }
 }
 
@@ -161,30 +184,29 @@ __global__ void __launch_bounds__(block_threads)
 
 template <int P, bool Ternary>
 __global__ void __launch_bounds__(block_threads)
-    popcount_gemv(layer_view w, const std::uint32_t* planes, const std::int32_t* levels,
-                  const float* scales, int bits, float* y) {
+    popcount_gemv(layer_view w, const std::uint32_t* planes, const float* scales, int bits,
+                  split_args sp, float* y) {
   const int lane = threadIdx.x % 32;
   const std::int64_t tile = static_cast<std::int64_t>(blockIdx.x) * warps_per_block + threadIdx.x / 32;
-  const std::int64_t v = blockIdx.y;
-  if (tile >= w.tiles) return;
-  const std::uint32_t* act = planes + v * bits * w.chunks;  // the same words for every lane
-  float z = 0;
-  for (std::int64_t g = 0; g < w.groups; ++g) {
-    std::int64_t acc[P];
-    for (int p = 0; p < P; ++p) acc[p] = 0;
-    count_group<P>(w, tile, lane, g, act, bits, acc);
-    z += finish_encoded_group<P, Ternary>(w, tile, g, lane, acc, levels[v * w.groups + g]);
+  const std::int64_t v = blockIdx.z;
+  const std::int64_t c_begin = static_cast<std::int64_t>(blockIdx.y) * sp.split_chunks;
+  const std::int64_t c_end = smaller(c_begin + sp.split_chunks, w.chunks);
+  row_walk<P, std::int64_t> r;
+  if (tile < w.tiles) {
+    walk_encoded<P, Ternary>(w, tile, lane, c_begin, c_end, planes + v * bits * w.chunks, bits, r);
+    finish_group<P, Ternary>(w, tile, lane, r);
   }
-  const std::int64_t row = tile * 32 + lane;
-  if (row < w.rows) {
-    const float value = scales[2 * v + 1] * z + scales[2 * v] * w.offsets[row];
+  const float minimum = scales[2 * v], step = scales[2 * v + 1];
+  finish_rows(w, sp, tile, lane, r.out, [&](std::int64_t row, float z) {
+    const float value = step * z + minimum * w.offsets[row];
     y[v * w.rows + row] = w.bias == nullptr ? value : value + w.bias[row];
-  }
+  });
 }
 
 // ---- GEMM on tensor cores ---------------------------------------------------------------------
 
 constexpr int gemm_rows = 64, gemm_batch = 64, gemm_k = 32;
+static_assert(gemm_rows * gemm_k / 8 == block_threads, "one thread decodes 8 weights");
 
 __global__ void __launch_bounds__(block_threads)
     wmma_gemm(layer_view w, const float* x, std::int64_t batch, float* y) {
@@ -201,9 +223,11 @@ __global__ void __launch_bounds__(block_threads)
   for (auto& a : acc) wmma::fill_fragment(a, 0.0f);
   for (std::int64_t k0 = 0; k0 < w.cols; k0 += gemm_k) {
     __syncthreads();
-    for (int i = threadIdx.x; i < gemm_rows * gemm_k; i += block_threads) {
-      const std::int64_t r = row0 + i / gemm_k, c = k0 + i % gemm_k;
-      weights[i] = __float2half(r < w.rows && c < w.cols ? decode_weight(w, r, c) : 0.0f);
+    {  // one thread per row and 8 columns
+      const int r = threadIdx.x / (gemm_k / 8), c = 8 * (threadIdx.x % (gemm_k / 8));
+      float decoded[8];
+      decode_byte(w, row0 + r, k0 + c, decoded);
+      for (int i = 0; i < 8; ++i) weights[r * gemm_k + c + i] = __float2half(decoded[i]);
     }
     for (int i = threadIdx.x; i < gemm_batch * gemm_k; i += block_threads) {
       const std::int64_t b = b0 + i / gemm_k, c = k0 + i % gemm_k;
@@ -249,45 +273,61 @@ void by_planes(const layer_view& w, Args... args) {
   }
 }
 
+split_args split_of(const layer_view& w, std::int64_t batch, const gemv_plan& plan,
+                     void* scratch, cudaStream_t s) {
+  split_args sp{plan.split_chunks, static_cast<unsigned>(plan.splits), nullptr, nullptr};
+  if (plan.splits > 1) {
+    sp.partials = static_cast<float*>(scratch);
+    sp.counters = reinterpret_cast<unsigned*>(sp.partials + plan.splits * batch * w.tiles * warp_rows);
+    cudaMemsetAsync(sp.counters, 0, static_cast<std::size_t>(batch * plan.row_blocks) * sizeof(unsigned), s);
+  }
+  return sp;
+}
+
+dim3 grid_of(const gemv_plan& plan, std::int64_t batch) {
+  return dim3(static_cast<unsigned>(plan.row_blocks), static_cast<unsigned>(plan.splits),
+              static_cast<unsigned>(batch));
+}
+
 template <int P, bool T>
-struct lut_launch {
-  static void run(const layer_view& w, const float* x, std::int64_t batch, float* y,
-                  cudaStream_t s) {
-    const dim3 grid(static_cast<unsigned>((w.tiles + warps_per_block - 1) / warps_per_block),
-                    static_cast<unsigned>(batch));
-    lut_gemv<P, T><<<grid, block_threads, 0, s>>>(w, x, y);
+struct float_launch {
+  static void run(const layer_view& w, const float* x, std::int64_t batch, float* y, bool tables,
+                  const gemv_plan& plan, void* scratch, cudaStream_t s) {
+    const split_args sp = split_of(w, batch, plan, scratch, s);
+    if (tables)
+      float_gemv<P, T, true><<<grid_of(plan, batch), block_threads, 0, s>>>(w, x, sp, y);
+    else
+      float_gemv<P, T, false><<<grid_of(plan, batch), block_threads, 0, s>>>(w, x, sp, y);
   }
 };
 template <int P, bool T>
 struct popcount_launch {
-  static void run(const layer_view& w, const std::uint32_t* planes, const std::int32_t* levels,
-                  const float* scales, int bits, std::int64_t batch, float* y, cudaStream_t s) {
-    const dim3 grid(static_cast<unsigned>((w.tiles + warps_per_block - 1) / warps_per_block),
-                    static_cast<unsigned>(batch));
-    popcount_gemv<P, T><<<grid, block_threads, 0, s>>>(w, planes, levels, scales, bits, y);
+  static void run(const layer_view& w, const std::uint32_t* planes, const float* scales, int bits,
+                  std::int64_t batch, float* y, const gemv_plan& plan, void* scratch,
+                  cudaStream_t s) {
+    const split_args sp = split_of(w, batch, plan, scratch, s);
+    popcount_gemv<P, T><<<grid_of(plan, batch), block_threads, 0, s>>>(w, planes, scales, bits, sp, y);
   }
 };
 
 }  // namespace
 
-void launch_lut_gemv(const layer_view& w, const float* x, std::int64_t batch, float* y,
-                     void* stream) {
-  by_planes<lut_launch>(w, x, batch, y, as_stream(stream));
+void launch_float_gemv(const layer_view& w, const float* x, std::int64_t batch, float* y,
+                       bool tables, const gemv_plan& plan, void* scratch, void* stream) {
+  by_planes<float_launch>(w, x, batch, y, tables, plan, scratch, as_stream(stream));
 }
 
 void launch_encode(const layer_view& w, const float* x, std::int64_t batch, int bits,
                    bool calibrated, float step, float minimum, std::uint32_t* planes,
-                   std::int32_t* levels, float* scales, void* stream) {
-  cudaMemsetAsync(levels, 0, static_cast<std::size_t>(batch * w.groups) * sizeof(std::int32_t),
-                  as_stream(stream));
+                   float* scales, void* stream) {
   encode<<<static_cast<unsigned>(batch), block_threads, 0, as_stream(stream)>>>(
-      w, x, bits, calibrated, step, minimum, planes, levels, scales);
+      w, x, bits, calibrated, step, minimum, planes, scales);
 }
 
-void launch_popcount_gemv(const layer_view& w, const std::uint32_t* planes,
-                          const std::int32_t* levels, const float* scales, int bits,
-                          std::int64_t batch, float* y, void* stream) {
-  by_planes<popcount_launch>(w, planes, levels, scales, bits, batch, y, as_stream(stream));
+void launch_popcount_gemv(const layer_view& w, const std::uint32_t* planes, const float* scales,
+                          int bits, std::int64_t batch, float* y, const gemv_plan& plan,
+                          void* scratch, void* stream) {
+  by_planes<popcount_launch>(w, planes, scales, bits, batch, y, plan, scratch, as_stream(stream));
 }
 
 void launch_wmma_gemm(const layer_view& w, const float* x, std::int64_t batch, float* y,

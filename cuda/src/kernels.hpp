@@ -2,27 +2,69 @@
 // Launchers of the CUDA kernels (host-callable, declared without CUDA types so that plain C++
 // can include this header). `stream` is a cudaStream_t.
 
+#include <cstddef>
 #include <cstdint>
 
 #include "layer_view.hpp"
 
 namespace qsl::cuda::detail {
 
-/// Float activations, batch < 8: y[v][n] = sum_g sum_j alpha (2 A - B) + bias. Tables of 16
-/// subset sums per 4 columns are built in shared memory per block and column tile.
-void launch_lut_gemv(const layer_view& w, const float* x, std::int64_t batch, float* y,
-                     void* stream);
+/// How a GEMV spreads over the GPU: blocks of 256 rows (row_blocks), the columns cut into
+/// `splits` ranges of split_chunks chunks (split-K), one block per row block, split and vector.
+/// One vector of a 4096 x 4096 layer is only 16 row blocks; without splits most of a large
+/// GPU idles and each warp waits on one load after another (measured on an H200: 100 us, a
+/// quarter of cuBLAS SGEMV's speed). Splits are at least 8 chunks (256 columns) long, so a
+/// block's partial sums (4 bytes per row) stay small beside the weights it reads.
+struct gemv_plan {
+  std::int64_t row_blocks = 1, splits = 1, split_chunks = 1;
+  std::size_t scratch_bytes = 0;  ///< partial sums and counters (none with one split)
+};
 
-/// Per vector: the quantizer's minimum and step (per-vector min/max when !calibrated), the
-/// activation bit planes [v][bit][chunk] and the group level sums [v][group] (zeroed here).
+inline constexpr std::int64_t min_split_chunks = 8;
+inline constexpr std::int64_t blocks_per_multiprocessor = 4;  ///< the grid the plan aims for
+
+/// About blocks_per_multiprocessor blocks per multiprocessor, fewer where the columns run out.
+inline gemv_plan plan_gemv(const layer_view& w, std::int64_t batch, int multiprocessors) {
+  gemv_plan plan;
+  plan.row_blocks = (w.tiles + 7) / 8;
+  const std::int64_t wanted = blocks_per_multiprocessor * (multiprocessors > 0 ? multiprocessors : 1);
+  const std::int64_t per_split = plan.row_blocks * batch;
+  // Each split at least min_split_chunks long (or the whole row).
+  const std::int64_t most = w.chunks >= 2 * min_split_chunks ? w.chunks / min_split_chunks : 1;
+  std::int64_t splits = (wanted + per_split - 1) / per_split;
+  splits = splits < 1 ? 1 : splits > most ? most : splits;
+  plan.split_chunks = (w.chunks + splits - 1) / splits;
+  plan.splits = (w.chunks + plan.split_chunks - 1) / plan.split_chunks;
+  if (plan.splits > 1)
+    plan.scratch_bytes = static_cast<std::size_t>(plan.splits * batch * w.tiles * warp_rows) * 4 +
+                         static_cast<std::size_t>(batch * plan.row_blocks) * 4;
+  return plan;
+}
+
+/// The plan as the kernels see it, with the scratch memory laid out.
+struct split_args {
+  std::int64_t split_chunks;
+  unsigned splits;
+  float* partials;     ///< [split][vector][padded row]
+  unsigned* counters;  ///< [vector][row block], zeroed before each launch
+};
+
+/// Float activations: y[v][n] = sum_g sum_j alpha (2 A - B) + bias, A and B from 16-entry
+/// subset-sum tables per 4 columns in shared memory (`tables`), or from the staged inputs
+/// (warp-level decode). `scratch` holds plan.scratch_bytes (may be null when 0).
+void launch_float_gemv(const layer_view& w, const float* x, std::int64_t batch, float* y,
+                       bool tables, const gemv_plan& plan, void* scratch, void* stream);
+
+/// Per vector: the quantizer's minimum and step (per-vector min/max when !calibrated) and the
+/// activation bit planes [v][bit][chunk].
 void launch_encode(const layer_view& w, const float* x, std::int64_t batch, int bits,
                    bool calibrated, float step, float minimum, std::uint32_t* planes,
-                   std::int32_t* levels, float* scales /* [v][2]: minimum, step */, void* stream);
+                   float* scales /* [v][2]: minimum, step */, void* stream);
 
 /// Encoded activations: y[v][n] = step * z + minimum * offset[n] + bias[n].
-void launch_popcount_gemv(const layer_view& w, const std::uint32_t* planes,
-                          const std::int32_t* levels, const float* scales, int bits,
-                          std::int64_t batch, float* y, void* stream);
+void launch_popcount_gemv(const layer_view& w, const std::uint32_t* planes, const float* scales,
+                          int bits, std::int64_t batch, float* y, const gemv_plan& plan,
+                          void* scratch, void* stream);
 
 /// Float activations, any batch: W_hat decoded to fp16 tiles in shared memory, tensor-core
 /// (wmma) products with fp32 accumulation.

@@ -38,7 +38,7 @@ device_properties properties(int device) {
 }
 
 struct quantized_dense::impl {
-  int device = 0;
+  int device = 0, multiprocessors = 1;
   detail::packed_layer host;
   activation_quantizer activations;
   std::unique_ptr<buffer> words, coefficients, offsets, bias;
@@ -50,6 +50,7 @@ quantized_dense::quantized_dense(const qsl::quantized_dense& layer, int device)
   const device_properties props = properties(device);
   QSL_CUDA(cudaSetDevice(device));
   impl_->device = device;
+  impl_->multiprocessors = props.multiprocessors;
   impl_->activations = layer.activations();
   impl_->host = detail::pack(layer.code(), layer.bias());
   const bool mapped = props.integrated;  // Jetson: no copy, the GPU reads host memory
@@ -86,6 +87,9 @@ void quantized_dense::run(const float* x, std::int64_t batch, float* y, void* st
   const detail::layer_view& w = impl_->view;
   const activation_quantizer& q = impl_->activations;
   const bool encoded = q.bits > 0;
+  qsl::detail::require(static_cast<int>(which) <= static_cast<int>(kernel::decode_gemv),
+                       "qsl::cuda::quantized_dense::forward: kernel " +
+                           std::to_string(static_cast<int>(which)) + " is not a qsl::cuda::kernel");
   if (which == kernel::automatic)
     which = encoded ? kernel::popcount_gemv : batch < 8 ? kernel::lut_gemv : kernel::wmma_gemm;
   qsl::detail::require(encoded == (which == kernel::popcount_gemv),
@@ -95,31 +99,33 @@ void quantized_dense::run(const float* x, std::int64_t batch, float* y, void* st
                                       "activation_bits > 0"));
   QSL_CUDA(cudaSetDevice(impl_->device));
   const auto s = static_cast<cudaStream_t>(stream);
-  switch (which) {
-    case kernel::lut_gemv:
-      detail::launch_lut_gemv(w, x, batch, y, stream);
-      check_launch("lut_gemv");
-      return;
-    case kernel::wmma_gemm:
-      detail::launch_wmma_gemm(w, x, batch, y, stream);
-      check_launch("wmma_gemm");
-      return;
-    default:
-      break;
+  if (which == kernel::wmma_gemm) {
+    detail::launch_wmma_gemm(w, x, batch, y, stream);
+    check_launch("wmma_gemm");
+    return;
   }
-  // Encoded: scratch for the bit planes, level sums and scales, ordered on the stream.
-  const std::size_t plane_bytes = static_cast<std::size_t>(batch * q.bits * w.chunks) * 4;
-  const std::size_t level_bytes = static_cast<std::size_t>(batch * w.groups) * 4;
-  const std::size_t scale_bytes = static_cast<std::size_t>(batch) * 2 * sizeof(float);
-  scratch_buffer scratch(impl_->device, plane_bytes + level_bytes + scale_bytes, s);
-  auto* planes = static_cast<std::uint32_t*>(scratch.get());
-  auto* levels = reinterpret_cast<std::int32_t*>(static_cast<char*>(scratch.get()) + plane_bytes);
-  auto* scales =
-      reinterpret_cast<float*>(static_cast<char*>(scratch.get()) + plane_bytes + level_bytes);
-  detail::launch_encode(w, x, batch, q.bits, q.calibrated, q.step, q.minimum, planes, levels,
-                        scales, stream);
+  // The GEMVs: split-K scratch (partial sums), and for encoded activations the bit planes and
+  // scales, in one allocation ordered on the stream.
+  const detail::gemv_plan plan = detail::plan_gemv(w, batch, impl_->multiprocessors);
+  const std::size_t plane_bytes =
+      encoded ? static_cast<std::size_t>(batch * q.bits * w.chunks) * 4 : 0;
+  const std::size_t scale_bytes = encoded ? static_cast<std::size_t>(batch) * 2 * sizeof(float) : 0;
+  const std::size_t bytes = plan.scratch_bytes + plane_bytes + scale_bytes;
+  std::unique_ptr<scratch_buffer> scratch;
+  if (bytes > 0) scratch = std::make_unique<scratch_buffer>(impl_->device, bytes, s);
+  char* base = scratch ? static_cast<char*>(scratch->get()) : nullptr;
+  if (!encoded) {
+    const bool tables = which == kernel::lut_gemv;
+    detail::launch_float_gemv(w, x, batch, y, tables, plan, base, stream);
+    check_launch(tables ? "lut_gemv" : "decode_gemv");
+    return;
+  }
+  auto* planes = reinterpret_cast<std::uint32_t*>(base + plan.scratch_bytes);
+  auto* scales = reinterpret_cast<float*>(base + plan.scratch_bytes + plane_bytes);
+  detail::launch_encode(w, x, batch, q.bits, q.calibrated, q.step, q.minimum, planes, scales,
+                        stream);
   check_launch("encode");
-  detail::launch_popcount_gemv(w, planes, levels, scales, q.bits, batch, y, stream);
+  detail::launch_popcount_gemv(w, planes, scales, q.bits, batch, y, plan, base, stream);
   check_launch("popcount_gemv");
 }
 

@@ -11,6 +11,14 @@
 #include "layer_view.hpp"
 #include "qsl/bit_planes.hpp"
 
+// Full unrolling where the loop indexes a register array (dynamic indexes would put the array in
+// local memory); the host compiler needs no hint.
+#if defined(__CUDA_ARCH__)
+#define QSL_UNROLL _Pragma("unroll")
+#else
+#define QSL_UNROLL
+#endif
+
 namespace qsl::cuda::detail {
 
 /// The encoding rule of qsl/activation_code.hpp, bit for bit: the multiply and the add are
@@ -36,83 +44,144 @@ QSL_HOST_DEVICE inline std::uint32_t group_chunk_mask(const layer_view& w, std::
   return upper & ~((1U << b) - 1);
 }
 
-/// Float activations: acc[p] += T(s, nibble s of lookup plane p at this lane) for the nibbles
-/// s in [s_begin, s_end). table(s, v) is the table entry: the sum of x[4s + i] over the bits i
-/// of v (zero past the last column).
-template <int P, class Table>
-QSL_HOST_DEVICE void lookup_nibbles(const layer_view& w, std::int64_t tile, int lane,
-                                    std::int64_t s_begin, std::int64_t s_end, const Table& table,
-                                    float (&acc)[P]) {
-  std::uint32_t word[P] = {};
-  for (std::int64_t s = s_begin; s < s_end; ++s) {
-    if (s == s_begin || s % 8 == 0)
-      for (int p = 0; p < P; ++p) word[p] = w.word(tile, s / 8, p, lane) >> (4 * (s % 8));
-    for (int p = 0; p < P; ++p) {
-      acc[p] += table(s, word[p] & 15U);
-      word[p] >>= 4;
-    }
-  }
-}
-
-/// The end of group g for float activations: sum_j alpha_j (2 A_j - B_j), B the group's sum of
-/// x (binary) or the mask look-up (ternary).
-template <int P, bool Ternary>
-QSL_HOST_DEVICE float finish_float_group(const layer_view& w, std::int64_t tile, std::int64_t g,
-                                         int lane, const float (&acc)[P], float group_sum) {
-  constexpr int K = Ternary ? P / 2 : P;
-  float out = 0;
-  for (int j = 0; j < K; ++j) {
-    const float other = Ternary ? acc[K + j] : group_sum;
-    out += w.alpha(tile, g, j, lane) * (2 * acc[j] - other);
-  }
-  return out;
-}
-
-/// Encoded activations over the chunks of group g: acc[p] += sum_i 2^i popcount(m_p AND t_i),
-/// act[i * chunks + c] the activation bit planes (zero past the last column).
+/// Words of one lane prefetched per step of the walks below: the loads of several chunks are
+/// issued before any is used, so each lane has up to 16 loads in flight (memory-level
+/// parallelism is what a GEMV needs; one load at a time leaves it latency-bound).
 template <int P>
-QSL_HOST_DEVICE void count_group(const layer_view& w, std::int64_t tile, int lane, std::int64_t g,
-                                 const std::uint32_t* act, int kx, std::int64_t (&acc)[P]) {
-  const std::int64_t end = w.group_end(g);
-  for (std::int64_t c = w.group_begin(g) / chunk_cols; c * chunk_cols < end; ++c) {
-    const std::uint32_t mask = group_chunk_mask(w, g, c);
-    for (int p = 0; p < P; ++p) {
-      const std::uint32_t m = w.word(tile, c, p, lane) & mask;
-      std::int64_t h = 0;  // Horner over the bits, from the top
-      for (int i = kx - 1; i >= 0; --i) h = 2 * h + qsl::popcount(m & act[i * w.chunks + c]);
-      acc[p] += h;
+inline constexpr int prefetch_chunks = P >= 16 ? 1 : 16 / P;
+
+/// Loads the words of chunks [c, c + D) of one lane (zero past c_end).
+template <int P, int D>
+QSL_HOST_DEVICE void load_words(const layer_view& w, std::int64_t tile, int lane, std::int64_t c,
+                                std::int64_t c_end, std::uint32_t (&words)[D][P]) {
+  QSL_UNROLL for (int d = 0; d < D; ++d)
+    QSL_UNROLL for (int p = 0; p < P; ++p)
+      words[d][p] = c + d < c_end ? w.word(tile, c + d, p, lane) : 0U;
+}
+
+/// What one lane (row) carries along its walk over a range of columns: the open group's
+/// sums, the finished groups' total, and which group is open (a walk may start anywhere with
+/// group 0: it moves to the group of its first column). Any column range may be walked
+/// (a split of the columns, in column tiles): a group cut by the range's end is finished with
+/// the sums of its part, which is exact because alpha (2 A - B) is linear in A and B.
+template <int P, class Sum>
+struct row_walk {
+  Sum acc[P] = {};
+  Sum group_sum = 0;   ///< binary: B of the open group's part (sum of x, or of the levels)
+  float out = 0;       ///< sum over finished groups
+  std::int64_t group = 0;
+  bool open = false;   ///< the open group has columns in the sums
+};
+
+/// Adds alpha_j (2 A_j - B_j) of the open group to out and clears its sums; B is the group
+/// sum (binary) or the mask sums acc[K + j] (ternary).
+template <int P, bool Ternary, class Sum>
+QSL_HOST_DEVICE void finish_group(const layer_view& w, std::int64_t tile, int lane,
+                                  row_walk<P, Sum>& r) {
+  constexpr int K = Ternary ? P / 2 : P;
+  if (r.open)
+    for (int j = 0; j < K; ++j) {
+      const Sum other = Ternary ? r.acc[K + j] : r.group_sum;
+      r.out += w.alpha(tile, r.group, j, lane) * static_cast<float>(2 * r.acc[j] - other);
+    }
+  for (int p = 0; p < P; ++p) r.acc[p] = 0;
+  r.group_sum = 0;
+  r.open = false;
+}
+
+/// Float activations over chunks [c_begin, c_end) of one lane: acc[p] += table(s, nibble s of
+/// plane p) for every nibble s of the chunks inside the layer, where table(s, v) is the sum of
+/// x[4 s + i] over the bits i of v (zero past the last column); binary B adds table(s, 15).
+/// Groups are multiples of 8 columns, so a group boundary never cuts a nibble.
+template <int P, bool Ternary, class Table>
+QSL_HOST_DEVICE void walk_float(const layer_view& w, std::int64_t tile, int lane,
+                                std::int64_t c_begin, std::int64_t c_end, const Table& table,
+                                row_walk<P, float>& r) {
+  constexpr int D = prefetch_chunks<P>;
+  const std::int64_t nibbles = (w.cols + 3) / 4;
+  std::int64_t group_end = w.group_end(r.group);
+  for (std::int64_t c0 = c_begin; c0 < c_end; c0 += D) {
+    std::uint32_t words[D][P];
+    load_words<P, D>(w, tile, lane, c0, c_end, words);
+    QSL_UNROLL for (int d = 0; d < D; ++d) {
+      if (c0 + d >= c_end) break;
+      const std::int64_t s_begin = (c0 + d) * 8;
+      const std::int64_t s_end = s_begin + 8 < nibbles ? s_begin + 8 : nibbles;
+      for (std::int64_t s = s_begin; s < s_end; ++s) {
+        if (4 * s >= group_end) {  // a new group starts at this nibble
+          finish_group<P, Ternary>(w, tile, lane, r);
+          r.group = 4 * s / w.group_size;
+          group_end = w.group_end(r.group);
+        }
+        const int shift = 4 * static_cast<int>(s - s_begin);
+        QSL_UNROLL for (int p = 0; p < P; ++p) r.acc[p] += table(s, (words[d][p] >> shift) & 15U);
+        if (!Ternary) r.group_sum += table(s, 15U);
+        r.open = true;
+      }
     }
   }
 }
 
-/// The end of group g for encoded activations: sum_j alpha_j (2 I_j - B_j), B the group's sum
-/// of levels (binary) or the mask count (ternary).
+/// Encoded activations over chunks [c_begin, c_end) of one lane: acc[p] += sum_i 2^i
+/// popcount(m_p AND t_i) with act[i * chunks + c] the activation bit planes (zero past the last
+/// column); binary B adds sum_i 2^i popcount(t_i) over the same columns (the group's levels).
 template <int P, bool Ternary>
-QSL_HOST_DEVICE float finish_encoded_group(const layer_view& w, std::int64_t tile, std::int64_t g,
-                                           int lane, const std::int64_t (&acc)[P],
-                                           std::int32_t group_levels) {
-  constexpr int K = Ternary ? P / 2 : P;
-  float out = 0;
-  for (int j = 0; j < K; ++j) {
-    const std::int64_t other = Ternary ? acc[K + j] : group_levels;
-    out += w.alpha(tile, g, j, lane) * static_cast<float>(2 * acc[j] - other);
+QSL_HOST_DEVICE void walk_encoded(const layer_view& w, std::int64_t tile, int lane,
+                                  std::int64_t c_begin, std::int64_t c_end,
+                                  const std::uint32_t* act, int kx,
+                                  row_walk<P, std::int64_t>& r) {
+  constexpr int D = prefetch_chunks<P>;
+  for (std::int64_t c0 = c_begin; c0 < c_end; c0 += D) {
+    std::uint32_t words[D][P];
+    load_words<P, D>(w, tile, lane, c0, c_end, words);
+    QSL_UNROLL for (int d = 0; d < D; ++d) {
+      if (c0 + d >= c_end) break;
+      const std::int64_t c = c0 + d, lo = c * chunk_cols;
+      for (;;) {  // the groups inside this chunk
+        if (lo >= w.group_end(r.group)) {  // the open group ended before this chunk
+          finish_group<P, Ternary>(w, tile, lane, r);
+          r.group = lo / w.group_size;
+        }
+        const std::uint32_t mask = group_chunk_mask(w, r.group, c);
+        QSL_UNROLL for (int p = 0; p < P; ++p) {
+          const std::uint32_t m = words[d][p] & mask;
+          std::int64_t h = 0;  // Horner over the bits, from the top
+          for (int i = kx - 1; i >= 0; --i) h = 2 * h + qsl::popcount(m & act[i * w.chunks + c]);
+          r.acc[p] += h;
+        }
+        if (!Ternary) {
+          std::int64_t h = 0;
+          for (int i = kx - 1; i >= 0; --i) h = 2 * h + qsl::popcount(mask & act[i * w.chunks + c]);
+          r.group_sum += h;
+        }
+        r.open = true;
+        if (w.group_end(r.group) >= lo + chunk_cols || w.group_end(r.group) >= w.cols) break;
+        finish_group<P, Ternary>(w, tile, lane, r);  // the group ends inside this chunk
+        ++r.group;
+      }
+    }
   }
-  return out;
 }
 
-/// One reconstructed weight W_hat[row, col] (the GEMM kernel decodes tiles of these).
-QSL_HOST_DEVICE inline float decode_weight(const layer_view& w, std::int64_t row,
-                                           std::int64_t col) {
-  const std::int64_t tile = row / warp_rows, c = col / chunk_cols, g = col / w.group_size;
+/// Eight reconstructed weights W_hat[row, col8 .. col8 + 8) (col8 a multiple of 8; zero past
+/// the last row or column). Groups are multiples of 8 columns, so the eight share a group: one
+/// thread of the GEMM kernel decodes them with k (or 2k) word reads and k coefficient reads.
+QSL_HOST_DEVICE inline void decode_byte(const layer_view& w, std::int64_t row, std::int64_t col8,
+                                        float (&out)[8]) {
+  for (int i = 0; i < 8; ++i) out[i] = 0;
+  if (row >= w.rows || col8 >= w.cols) return;
+  const std::int64_t tile = row / warp_rows, c = col8 / chunk_cols, g = col8 / w.group_size;
   const int lane = static_cast<int>(row % warp_rows);
-  const int bit = static_cast<int>(col % chunk_cols);
-  float out = 0;
+  const int shift = static_cast<int>(col8 % chunk_cols);
   for (int j = 0; j < w.bits; ++j) {
-    const bool positive = (w.word(tile, c, j, lane) >> bit) & 1U;
-    const bool nonzero = !w.ternary || ((w.word(tile, c, w.bits + j, lane) >> bit) & 1U);
-    if (nonzero) out += positive ? w.alpha(tile, g, j, lane) : -w.alpha(tile, g, j, lane);
+    const std::uint32_t signs = w.word(tile, c, j, lane) >> shift;
+    const std::uint32_t nonzero = w.ternary ? w.word(tile, c, w.bits + j, lane) >> shift : ~0U;
+    const float alpha = w.alpha(tile, g, j, lane);
+    for (int i = 0; i < 8; ++i)
+      if ((nonzero >> i) & 1U) out[i] += ((signs >> i) & 1U) ? alpha : -alpha;
   }
-  return out;
+  for (int i = 0; i < 8; ++i)
+    if (col8 + i >= w.cols) out[i] = 0;
 }
 
 }  // namespace qsl::cuda::detail

@@ -39,6 +39,7 @@ enum class kernel : std::uint8_t {
   lut_gemv = 1,       ///< float activations, shared-memory look-up tables
   wmma_gemm = 2,      ///< float activations, fp16 tensor cores (inputs and W_hat rounded to fp16)
   popcount_gemv = 3,  ///< encoded activations (the layer's activation_bits > 0)
+  decode_gemv = 4,    ///< float activations, bits decoded per warp (same results as lut_gemv)
 };
 
 /// What every qsl::cuda layer offers: its shape, where it lives, and the forward pass on device
