@@ -230,11 +230,20 @@ TEST(CudaRowMath, GemvPlanCoversEveryChunkOnce) {
           const std::int64_t wanted = blocks_per_multiprocessor * std::max(sms, 1);
           if (plan.splits > 1) {
             EXPECT_LT(blocks, 2 * wanted + plan.row_blocks * batch) << at;
-            EXPECT_GE(plan.scratch_bytes,
+            EXPECT_GE(plan.scratch_bytes(),
                       static_cast<std::size_t>(plan.splits * batch * w.tiles * 32 * 4)) << at;
           } else {
-            EXPECT_EQ(plan.scratch_bytes, 0U) << at;
+            EXPECT_EQ(plan.scratch_bytes(), 0U) << at;
           }
+          // The GEMM: tiles of 64 rows x 64 vectors, the same rules for the splits.
+          const gemv_plan gemm = plan_gemm(w, batch, sms);
+          ASSERT_EQ(gemm.row_blocks, (rows + 63) / 64) << at;
+          ASSERT_GE(gemm.splits * gemm.split_chunks, w.chunks) << at;
+          ASSERT_LT((gemm.splits - 1) * gemm.split_chunks, w.chunks) << at;
+          ASSERT_GE(gemm.split_chunks, std::min<std::int64_t>(min_split_chunks, w.chunks)) << at;
+          ASSERT_EQ(gemm.partial_floats,
+                    gemm.splits > 1 ? gemm.splits * gemm.row_blocks * ((batch + 63) / 64) * 64 * 64 : 0)
+              << at;
           if (2 * blocks < wanted) {  // far fewer blocks than wanted: the columns ran out
             EXPECT_EQ(plan.splits, w.chunks >= 2 * min_split_chunks ? w.chunks / min_split_chunks : 1) << at;
           }

@@ -120,6 +120,21 @@ TEST(Cuda, GemvsSplitWideLayers) {
   std::uint32_t seed = 50;
   for (const shape& s : wide)
     for (std::int64_t batch : {1, 3}) expect_float_gemvs_match(s, batch, seed += 2);
+  // The tensor-core GEMM, split the same way (bound as in WmmaGemmMatchesReference...).
+  for (const shape& s : wide) {
+    const auto layer = layer_of(s, 0, seed += 2);
+    const row_matrix_f x = qsl::test::gaussian_rows(9, s.cols, seed + 1);
+    const row_matrix_f y = run(qsl::cuda::quantized_dense(layer), x, qsl::cuda::kernel::wmma_gemm);
+    row_matrix_f expected(9, s.rows);
+    qsl::reference::forward_float<float>(layer.code(), x.data(), 9, layer.bias().data(),
+                                         expected.data());
+    for (std::int64_t v = 0; v < 9; ++v)
+      for (std::int64_t n = 0; n < s.rows; ++n)
+        ASSERT_NEAR(y(v, n), expected(v, n),
+                    (std::ldexp(1.0, -9) + 2 * gamma_bound(static_cast<double>(s.cols))) *
+                            magnitude(layer.code(), x, v, n) + 1e-6)
+            << s.rows << "x" << s.cols << " wmma_gemm";
+  }
   // Encoded: integers in [0, 8) and dyadic coefficients, exact (|sums| < 2^24).
   std::mt19937 rng(51);
   for (const shape& s : wide) {

@@ -205,11 +205,11 @@ __global__ void __launch_bounds__(block_threads)
 
 // ---- GEMM on tensor cores ---------------------------------------------------------------------
 
-constexpr int gemm_rows = 64, gemm_batch = 64, gemm_k = 32;
+constexpr int gemm_k = chunk_cols;  // one chunk per step
 static_assert(gemm_rows * gemm_k / 8 == block_threads, "one thread decodes 8 weights");
 
 __global__ void __launch_bounds__(block_threads)
-    wmma_gemm(layer_view w, const float* x, std::int64_t batch, float* y) {
+    wmma_gemm(layer_view w, const float* x, std::int64_t batch, split_args sp, float* y) {
   using namespace nvcuda;
   // wmma loads and stores need 256-bit aligned pointers.
   __shared__ __align__(32) __half weights[gemm_rows * gemm_k];  // [row][k]: W_hat^T column-major
@@ -221,7 +221,9 @@ __global__ void __launch_bounds__(block_threads)
   const int frag_b = warp / 2, frag_n = (warp % 2) * 2;  // 4 x 4 fragments of 16 x 16, 2 per warp
   wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2];
   for (auto& a : acc) wmma::fill_fragment(a, 0.0f);
-  for (std::int64_t k0 = 0; k0 < w.cols; k0 += gemm_k) {
+  const std::int64_t k_begin = static_cast<std::int64_t>(blockIdx.z) * sp.split_chunks * gemm_k;
+  const std::int64_t k_end = smaller(k_begin + sp.split_chunks * gemm_k, w.cols);
+  for (std::int64_t k0 = k_begin; k0 < k_end; k0 += gemm_k) {
     __syncthreads();
     {  // one thread per row and 8 columns
       const int r = threadIdx.x / (gemm_k / 8), c = 8 * (threadIdx.x % (gemm_k / 8));
@@ -248,7 +250,26 @@ __global__ void __launch_bounds__(block_threads)
     wmma::store_matrix_sync(out + frag_b * 16 * gemm_rows + (frag_n + f) * 16, acc[f], gemm_rows,
                             wmma::mem_row_major);
   __syncthreads();
-  for (int i = threadIdx.x; i < gemm_batch * gemm_rows; i += block_threads) {
+  constexpr int items = gemm_batch * gemm_rows;
+  if (sp.splits > 1) {  // as finish_rows: parts stored, the last block sums them in split order
+    __shared__ bool last;
+    const std::int64_t block = static_cast<std::int64_t>(blockIdx.y) * gridDim.x + blockIdx.x;
+    const std::int64_t blocks = static_cast<std::int64_t>(gridDim.x) * gridDim.y;
+    float* part = sp.partials + (blockIdx.z * blocks + block) * items;
+    for (int i = threadIdx.x; i < items; i += block_threads) part[i] = out[i];
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(&sp.counters[block], 1U) == sp.splits - 1U;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    for (int i = threadIdx.x; i < items; i += block_threads) {  // the same i as the loop below
+      float sum = 0;
+      for (unsigned s = 0; s < sp.splits; ++s) sum += __ldcg(&sp.partials[(s * blocks + block) * items + i]);
+      out[i] = sum;
+    }
+  }
+  for (int i = threadIdx.x; i < items; i += block_threads) {
     const std::int64_t b = b0 + i / gemm_rows, r = row0 + i % gemm_rows;
     if (b < batch && r < w.rows)
       y[b * w.rows + r] = w.bias == nullptr ? out[i] : out[i] + w.bias[r];
@@ -273,13 +294,12 @@ void by_planes(const layer_view& w, Args... args) {
   }
 }
 
-split_args split_of(const layer_view& w, std::int64_t batch, const gemv_plan& plan,
-                     void* scratch, cudaStream_t s) {
+split_args split_of(const gemv_plan& plan, void* scratch, cudaStream_t s) {
   split_args sp{plan.split_chunks, static_cast<unsigned>(plan.splits), nullptr, nullptr};
   if (plan.splits > 1) {
     sp.partials = static_cast<float*>(scratch);
-    sp.counters = reinterpret_cast<unsigned*>(sp.partials + plan.splits * batch * w.tiles * warp_rows);
-    cudaMemsetAsync(sp.counters, 0, static_cast<std::size_t>(batch * plan.row_blocks) * sizeof(unsigned), s);
+    sp.counters = reinterpret_cast<unsigned*>(sp.partials + plan.partial_floats);
+    cudaMemsetAsync(sp.counters, 0, static_cast<std::size_t>(plan.counters) * sizeof(unsigned), s);
   }
   return sp;
 }
@@ -293,7 +313,7 @@ template <int P, bool T>
 struct float_launch {
   static void run(const layer_view& w, const float* x, std::int64_t batch, float* y, bool tables,
                   const gemv_plan& plan, void* scratch, cudaStream_t s) {
-    const split_args sp = split_of(w, batch, plan, scratch, s);
+    const split_args sp = split_of(plan, scratch, s);
     if (tables)
       float_gemv<P, T, true><<<grid_of(plan, batch), block_threads, 0, s>>>(w, x, sp, y);
     else
@@ -305,7 +325,7 @@ struct popcount_launch {
   static void run(const layer_view& w, const std::uint32_t* planes, const float* scales, int bits,
                   std::int64_t batch, float* y, const gemv_plan& plan, void* scratch,
                   cudaStream_t s) {
-    const split_args sp = split_of(w, batch, plan, scratch, s);
+    const split_args sp = split_of(plan, scratch, s);
     popcount_gemv<P, T><<<grid_of(plan, batch), block_threads, 0, s>>>(w, planes, scales, bits, sp, y);
   }
 };
@@ -331,10 +351,12 @@ void launch_popcount_gemv(const layer_view& w, const std::uint32_t* planes, cons
 }
 
 void launch_wmma_gemm(const layer_view& w, const float* x, std::int64_t batch, float* y,
-                      void* stream) {
-  const dim3 grid(static_cast<unsigned>((w.rows + gemm_rows - 1) / gemm_rows),
-                  static_cast<unsigned>((batch + gemm_batch - 1) / gemm_batch));
-  wmma_gemm<<<grid, block_threads, 0, as_stream(stream)>>>(w, x, batch, y);
+                      const gemv_plan& plan, void* scratch, void* stream) {
+  const split_args sp = split_of(plan, scratch, as_stream(stream));
+  const dim3 grid(static_cast<unsigned>(plan.row_blocks),
+                  static_cast<unsigned>((batch + gemm_batch - 1) / gemm_batch),
+                  static_cast<unsigned>(plan.splits));
+  wmma_gemm<<<grid, block_threads, 0, as_stream(stream)>>>(w, x, batch, sp, y);
 }
 
 // TWD mixing: one thread per output column and vector; the vector's K values of z pass through

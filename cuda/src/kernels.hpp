@@ -9,35 +9,60 @@
 
 namespace qsl::cuda::detail {
 
-/// How a GEMV spreads over the GPU: blocks of 256 rows (row_blocks), the columns cut into
-/// `splits` ranges of split_chunks chunks (split-K), one block per row block, split and vector.
-/// One vector of a 4096 x 4096 layer is only 16 row blocks; without splits most of a large
-/// GPU idles and each warp waits on one load after another (measured on an H200: 100 us, a
-/// quarter of cuBLAS SGEMV's speed). Splits are at least 8 chunks (256 columns) long, so a
-/// block's partial sums (4 bytes per row) stay small beside the weights it reads.
+/// How a GEMV or GEMM spreads over the GPU: row_blocks x (vectors or vector tiles) blocks, and
+/// the columns cut into `splits` ranges of split_chunks chunks (split-K), one block each. One
+/// vector of a 4096 x 4096 layer is only 16 row blocks of 256 rows; without splits most of a
+/// large GPU idles and each warp waits on one load after another (measured on an H200: 60 to
+/// 100 us, slower than cuBLAS SGEMV). Splits are at least 8 chunks (256 columns) long, so a
+/// block's partial sums stay small beside the weights it reads.
 struct gemv_plan {
   std::int64_t row_blocks = 1, splits = 1, split_chunks = 1;
-  std::size_t scratch_bytes = 0;  ///< partial sums and counters (none with one split)
+  std::int64_t partial_floats = 0, counters = 0;  ///< scratch, none with one split
+  std::size_t scratch_bytes() const {
+    return static_cast<std::size_t>(partial_floats + counters) * 4;
+  }
 };
 
 inline constexpr std::int64_t min_split_chunks = 8;
-inline constexpr std::int64_t blocks_per_multiprocessor = 4;  ///< the grid the plan aims for
+inline constexpr std::int64_t blocks_per_multiprocessor = 4;  ///< the grid the plans aim for
+inline constexpr int gemm_rows = 64, gemm_batch = 64;          ///< the tile of one GEMM block
 
-/// About blocks_per_multiprocessor blocks per multiprocessor, fewer where the columns run out.
+/// Splits for `blocks` blocks per split: about blocks_per_multiprocessor blocks per
+/// multiprocessor in all, fewer where the columns run out.
+inline void split_columns(std::int64_t chunks, std::int64_t blocks, int multiprocessors,
+                          gemv_plan& plan) {
+  const std::int64_t wanted = blocks_per_multiprocessor * (multiprocessors > 0 ? multiprocessors : 1);
+  // Each split at least min_split_chunks long (or the whole row).
+  const std::int64_t most = chunks >= 2 * min_split_chunks ? chunks / min_split_chunks : 1;
+  std::int64_t splits = (wanted + blocks - 1) / blocks;
+  splits = splits < 1 ? 1 : splits > most ? most : splits;
+  plan.split_chunks = (chunks + splits - 1) / splits;
+  plan.splits = (chunks + plan.split_chunks - 1) / plan.split_chunks;
+}
+
+/// The GEMVs: blocks of 8 tiles (256 rows) per vector; partial sums [split][vector][row].
 inline gemv_plan plan_gemv(const layer_view& w, std::int64_t batch, int multiprocessors) {
   gemv_plan plan;
   plan.row_blocks = (w.tiles + 7) / 8;
-  const std::int64_t wanted = blocks_per_multiprocessor * (multiprocessors > 0 ? multiprocessors : 1);
-  const std::int64_t per_split = plan.row_blocks * batch;
-  // Each split at least min_split_chunks long (or the whole row).
-  const std::int64_t most = w.chunks >= 2 * min_split_chunks ? w.chunks / min_split_chunks : 1;
-  std::int64_t splits = (wanted + per_split - 1) / per_split;
-  splits = splits < 1 ? 1 : splits > most ? most : splits;
-  plan.split_chunks = (w.chunks + splits - 1) / splits;
-  plan.splits = (w.chunks + plan.split_chunks - 1) / plan.split_chunks;
-  if (plan.splits > 1)
-    plan.scratch_bytes = static_cast<std::size_t>(plan.splits * batch * w.tiles * warp_rows) * 4 +
-                         static_cast<std::size_t>(batch * plan.row_blocks) * 4;
+  split_columns(w.chunks, plan.row_blocks * batch, multiprocessors, plan);
+  if (plan.splits > 1) {
+    plan.partial_floats = plan.splits * batch * w.tiles * warp_rows;
+    plan.counters = batch * plan.row_blocks;
+  }
+  return plan;
+}
+
+/// The tensor-core GEMM: blocks of gemm_rows x gemm_batch outputs; partial sums
+/// [split][block][gemm_batch x gemm_rows].
+inline gemv_plan plan_gemm(const layer_view& w, std::int64_t batch, int multiprocessors) {
+  gemv_plan plan;
+  plan.row_blocks = (w.rows + gemm_rows - 1) / gemm_rows;
+  const std::int64_t blocks = plan.row_blocks * ((batch + gemm_batch - 1) / gemm_batch);
+  split_columns(w.chunks, blocks, multiprocessors, plan);
+  if (plan.splits > 1) {
+    plan.partial_floats = plan.splits * blocks * gemm_rows * gemm_batch;
+    plan.counters = blocks;
+  }
   return plan;
 }
 
@@ -67,9 +92,9 @@ void launch_popcount_gemv(const layer_view& w, const std::uint32_t* planes, cons
                           void* scratch, void* stream);
 
 /// Float activations, any batch: W_hat decoded to fp16 tiles in shared memory, tensor-core
-/// (wmma) products with fp32 accumulation.
+/// (wmma) products with fp32 accumulation; `plan` from plan_gemm.
 void launch_wmma_gemm(const layer_view& w, const float* x, std::int64_t batch, float* y,
-                      void* stream);
+                      const gemv_plan& plan, void* scratch, void* stream);
 
 /// The mixing step of a TWD layer: y[v][n] = sum_k z[v][k] c[k][n] + bias[n] (c: K x N
 /// row-major; bias may be null), batch <= 65535.

@@ -99,29 +99,32 @@ void quantized_dense::run(const float* x, std::int64_t batch, float* y, void* st
                                       "activation_bits > 0"));
   QSL_CUDA(cudaSetDevice(impl_->device));
   const auto s = static_cast<cudaStream_t>(stream);
-  if (which == kernel::wmma_gemm) {
-    detail::launch_wmma_gemm(w, x, batch, y, stream);
-    check_launch("wmma_gemm");
-    return;
-  }
-  // The GEMVs: split-K scratch (partial sums), and for encoded activations the bit planes and
-  // scales, in one allocation ordered on the stream.
-  const detail::gemv_plan plan = detail::plan_gemv(w, batch, impl_->multiprocessors);
+  // Split-K scratch (partial sums), and for encoded activations the bit planes and scales, in
+  // one allocation ordered on the stream.
+  const bool gemm = which == kernel::wmma_gemm;
+  const detail::gemv_plan plan = gemm ? detail::plan_gemm(w, batch, impl_->multiprocessors)
+                                      : detail::plan_gemv(w, batch, impl_->multiprocessors);
+  const std::size_t split_bytes = plan.scratch_bytes();
   const std::size_t plane_bytes =
       encoded ? static_cast<std::size_t>(batch * q.bits * w.chunks) * 4 : 0;
   const std::size_t scale_bytes = encoded ? static_cast<std::size_t>(batch) * 2 * sizeof(float) : 0;
-  const std::size_t bytes = plan.scratch_bytes + plane_bytes + scale_bytes;
+  const std::size_t bytes = split_bytes + plane_bytes + scale_bytes;
   std::unique_ptr<scratch_buffer> scratch;
   if (bytes > 0) scratch = std::make_unique<scratch_buffer>(impl_->device, bytes, s);
   char* base = scratch ? static_cast<char*>(scratch->get()) : nullptr;
+  if (gemm) {
+    detail::launch_wmma_gemm(w, x, batch, y, plan, base, stream);
+    check_launch("wmma_gemm");
+    return;
+  }
   if (!encoded) {
     const bool tables = which == kernel::lut_gemv;
     detail::launch_float_gemv(w, x, batch, y, tables, plan, base, stream);
     check_launch(tables ? "lut_gemv" : "decode_gemv");
     return;
   }
-  auto* planes = reinterpret_cast<std::uint32_t*>(base + plan.scratch_bytes);
-  auto* scales = reinterpret_cast<float*>(base + plan.scratch_bytes + plane_bytes);
+  auto* planes = reinterpret_cast<std::uint32_t*>(base + split_bytes);
+  auto* scales = reinterpret_cast<float*>(base + split_bytes + plane_bytes);
   detail::launch_encode(w, x, batch, q.bits, q.calibrated, q.step, q.minimum, planes, scales,
                         stream);
   check_launch("encode");
