@@ -7,7 +7,9 @@
 // (look-up tables, kernel 1, and warp-level decode, kernel 4) and 4-bit activations (encoder +
 // popcount). Batch 8, 16, 64: the look-up GEMV beside the tensor-core GEMM (kernel 2). Counters: weights_per_s (N D batch / time), weight_GBps (bytes of the device weights
 // read per call / time) and roofline_pct (weight_GBps / the device's memory bandwidth, measured
-// in this process as a device-to-device copy). Times come from CUDA events (manual time).
+// in this process as a device-to-device copy). Times come from CUDA events (manual time), per
+// call, over 20 calls: back to back (name<false>: what a plain call costs, host API work
+// included) and replayed as a CUDA graph (name<true>: the device's time).
 #include <benchmark/benchmark.h>
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
@@ -59,22 +61,53 @@ double memory_bandwidth() {
   return bandwidth;
 }
 
-// Times fn() with CUDA events for every iteration.
-template <class Fn>
+constexpr int calls_per_timing = 20;
+
+cudaStream_t bench_stream() {
+  static const cudaStream_t stream = [] {
+    cudaStream_t s = nullptr;
+    cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+    return s;
+  }();
+  return stream;
+}
+
+// Per call: calls_per_timing back-to-back calls fn(stream) between two CUDA events. With
+// Graph, the calls are captured once into a CUDA graph that each iteration replays: the
+// device's time without the host's per-call API work (launches, stream-ordered scratch), which
+// is what a deployment that records its forward passes as graphs (CUDA graphs, TensorRT) pays.
+template <bool Graph, class Fn>
 void timed(benchmark::State& state, Fn fn) {
+  const cudaStream_t s = bench_stream();
+  fn(s);  // warm up (tables of the pool, cuBLAS's workspace)
+  cudaGraphExec_t exec = nullptr;
+  if (Graph) {
+    cudaGraph_t graph = nullptr;
+    cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal);
+    for (int i = 0; i < calls_per_timing; ++i) fn(s);
+    if (cudaStreamEndCapture(s, &graph) != cudaSuccess ||
+        cudaGraphInstantiateWithFlags(&exec, graph, 0) != cudaSuccess) {
+      cudaGetLastError();
+      return state.SkipWithError("the calls could not be captured into a CUDA graph");
+    }
+    cudaGraphDestroy(graph);
+  }
   cudaEvent_t start, stop;
   cudaEventCreate(&start);
   cudaEventCreate(&stop);
-  fn();  // warm up
   for (auto _ : state) {
-    cudaEventRecord(start);
-    fn();
-    cudaEventRecord(stop);
+    cudaEventRecord(start, s);
+    if (Graph)
+      cudaGraphLaunch(exec, s);
+    else
+      for (int i = 0; i < calls_per_timing; ++i) fn(s);
+    cudaEventRecord(stop, s);
     cudaEventSynchronize(stop);
     float ms = 0;
     cudaEventElapsedTime(&ms, start, stop);
-    state.SetIterationTime(ms * 1e-3);
+    state.SetIterationTime(ms * 1e-3 / calls_per_timing);
   }
+  if (exec != nullptr) cudaGraphExecDestroy(exec);
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
 }
@@ -116,6 +149,7 @@ const qsl::cuda::quantized_dense& layer(std::int64_t n, std::int64_t d, int k, i
 
 // Arguments: N, D, batch, k, kx, kernel (qsl::cuda::kernel: 0 automatic, 1 lut_gemv,
 // 2 wmma_gemm, 4 decode_gemv).
+template <bool Graph>
 void BM_Qsl(benchmark::State& state) {
   if (!have_gpu()) return state.SkipWithError("no CUDA device");
   const std::int64_t n = state.range(0), d = state.range(1), batch = state.range(2);
@@ -124,7 +158,7 @@ void BM_Qsl(benchmark::State& state) {
   const auto& gpu = layer(n, d, k, kx);
   float* x = device_array<float>(static_cast<std::size_t>(batch * d), 1.0f, 1);
   float* y = device_array<float>(static_cast<std::size_t>(batch * n), 1.0f, 2);
-  timed(state, [&] { gpu.forward(x, batch, y, nullptr, which); });
+  timed<Graph>(state, [&](cudaStream_t s) { gpu.forward(x, batch, y, s, which); });
   rates(state, n, d, batch, static_cast<double>(gpu.device_bytes()));
   cudaFree(x);
   cudaFree(y);
@@ -134,12 +168,14 @@ cublasHandle_t handle() {
   static cublasHandle_t h = [] {
     cublasHandle_t c;
     cublasCreate(&c);
+    cublasSetStream(c, bench_stream());
     return c;
   }();
   return h;
 }
 
 // Arguments: N, D, batch. W is row-major N x D (column-major D x N), y = x W^T.
+template <bool Graph>
 void BM_CublasFloat(benchmark::State& state) {
   if (!have_gpu()) return state.SkipWithError("no CUDA device");
   const int n = static_cast<int>(state.range(0)), d = static_cast<int>(state.range(1));
@@ -148,7 +184,7 @@ void BM_CublasFloat(benchmark::State& state) {
   float* x = device_array<float>(static_cast<std::size_t>(batch) * d, 1.0f, 4);
   float* y = device_array<float>(static_cast<std::size_t>(batch) * n, 1.0f, 5);
   const float one = 1, zero = 0;
-  timed(state, [&] {
+  timed<Graph>(state, [&](cudaStream_t) {
     if (batch == 1)
       cublasSgemv(handle(), CUBLAS_OP_T, d, n, &one, w, d, x, 1, &zero, y, 1);  // SGEMV
     else
@@ -162,6 +198,7 @@ void BM_CublasFloat(benchmark::State& state) {
 }
 
 // Arguments: N, D, batch. fp16 data, fp32 accumulation (HGEMV is a one-column GemmEx).
+template <bool Graph>
 void BM_CublasHalf(benchmark::State& state) {
   if (!have_gpu()) return state.SkipWithError("no CUDA device");
   const int n = static_cast<int>(state.range(0)), d = static_cast<int>(state.range(1));
@@ -170,7 +207,7 @@ void BM_CublasHalf(benchmark::State& state) {
   __half* x = device_array<__half>(static_cast<std::size_t>(batch) * d, 1.0f, 7);
   __half* y = device_array<__half>(static_cast<std::size_t>(batch) * n, 1.0f, 8);
   const float one = 1, zero = 0;
-  timed(state, [&] {
+  timed<Graph>(state, [&](cudaStream_t) {
     cublasGemmEx(handle(), CUBLAS_OP_T, CUBLAS_OP_N, n, batch, d, &one, w, CUDA_R_16F, d, x,
                  CUDA_R_16F, d, &zero, y, CUDA_R_16F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
   });
@@ -207,11 +244,38 @@ void gemm_shapes(benchmark::internal::Benchmark* b, bool qsl) {
   }
 }
 
-BENCHMARK(BM_CublasFloat)->Apply([](auto* b) { gemv_shapes(b, false); gemm_shapes(b, false); })
-    ->ArgNames({"N", "D", "batch"})->UseManualTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_CublasHalf)->Apply([](auto* b) { gemv_shapes(b, false); gemm_shapes(b, false); })
-    ->ArgNames({"N", "D", "batch"})->UseManualTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_Qsl)->Apply([](auto* b) { gemv_shapes(b, true); gemm_shapes(b, true); })
+// Plain calls: every shape; graph replays: the GEMV shapes and batch 64.
+void graph_shapes(benchmark::internal::Benchmark* b, bool qsl) {
+  for (std::int64_t n : {4096, 8192}) {
+    if (!qsl) {
+      b->Args({n, n, 1});
+      continue;
+    }
+    for (std::int64_t k : {1, 2, 3}) b->Args({n, n, 1, k, 0, lut});
+    b->Args({n, n, 1, 2, 0, decode});
+    b->Args({n, n, 1, 2, 4, automatic});
+  }
+  if (!qsl) {
+    b->Args({4096, 4096, 64});
+    return;
+  }
+  b->Args({4096, 4096, 64, 2, 0, wmma});
+}
+
+#define QSL_CUBLAS_BENCH(name)                                                             \
+  BENCHMARK_TEMPLATE(name, false)                                                          \
+      ->Apply([](auto* b) { gemv_shapes(b, false); gemm_shapes(b, false); })               \
+      ->ArgNames({"N", "D", "batch"})->UseManualTime()->Unit(benchmark::kMicrosecond);     \
+  BENCHMARK_TEMPLATE(name, true)                                                           \
+      ->Apply([](auto* b) { graph_shapes(b, false); })                                     \
+      ->ArgNames({"N", "D", "batch"})->UseManualTime()->Unit(benchmark::kMicrosecond);
+QSL_CUBLAS_BENCH(BM_CublasFloat)
+QSL_CUBLAS_BENCH(BM_CublasHalf)
+BENCHMARK_TEMPLATE(BM_Qsl, false)
+    ->Apply([](auto* b) { gemv_shapes(b, true); gemm_shapes(b, true); })
+    ->ArgNames({"N", "D", "batch", "k", "kx", "kernel"})->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_TEMPLATE(BM_Qsl, true)
+    ->Apply([](auto* b) { graph_shapes(b, true); })
     ->ArgNames({"N", "D", "batch", "k", "kx", "kernel"})->UseManualTime()->Unit(benchmark::kMicrosecond);
 
 }  // namespace

@@ -42,18 +42,11 @@ std::vector<float> float_gemv(const layer_view& w, const float* x, std::int64_t 
   std::vector<float> xs(static_cast<std::size_t>(w.chunks * 32), 0.0f), table(static_cast<std::size_t>(nibbles * 16));
   std::copy(x, x + w.cols, xs.begin());
   for (std::int64_t s = 0; s < nibbles; ++s)
-    for (int b = 0; b < 16; ++b) {
-      float sum = 0;
-      for (int i = 0; i < 4; ++i)
-        if ((b >> i) & 1) sum += xs[static_cast<std::size_t>(4 * s + i)];
-      table[static_cast<std::size_t>(s * 16 + b)] = sum;
-    }
+    for (std::uint32_t b = 0; b < 16; ++b)
+      table[static_cast<std::size_t>(s * 16 + b)] = table_entry<Ternary>(&xs[4 * s], b);
   const auto lookup = [&](std::int64_t s, std::uint32_t v) { return table[s * 16 + v]; };
   const auto decode = [&](std::int64_t s, std::uint32_t v) {
-    float sum = 0;
-    for (int i = 0; i < 4; ++i)
-      if ((v >> i) & 1) sum += xs[static_cast<std::size_t>(4 * s + i)];
-    return sum;
+    return table_entry<Ternary>(&xs[4 * s], v);
   };
   std::vector<float> y(static_cast<std::size_t>(w.rows));
   for (std::int64_t tile = 0; tile < w.tiles; ++tile)
@@ -68,7 +61,7 @@ std::vector<float> float_gemv(const layer_view& w, const float* x, std::int64_t 
           else
             walk_float<P, Ternary>(w, tile, lane, t0, t1, decode, r);
         }
-        finish_group<P, Ternary>(w, tile, lane, r);
+        finish_float<P, Ternary>(w, tile, lane, r);
         out += r.out;
       }
       y[tile * 32 + lane] = out + (w.bias ? w.bias[tile * 32 + lane] : 0.0f);
@@ -96,7 +89,7 @@ std::vector<float> popcount_gemv(const layer_view& w, const float* x, int bits,
       for (const auto& [begin, end] : split_ranges(w, splits)) {
         row_walk<P, std::int64_t> r;
         walk_encoded<P, Ternary>(w, tile, lane, begin, end, act.data(), bits, r);
-        finish_group<P, Ternary>(w, tile, lane, r);
+        finish_encoded<P, Ternary>(w, tile, lane, r);
         z += r.out;
       }
       const std::int64_t row = tile * 32 + lane;

@@ -254,6 +254,48 @@ TEST(Cuda, AutomaticKernelChoiceAndErrors) {
   EXPECT_THROW(qsl::cuda::quantized_dense(layer, 99), qsl::error);
 }
 
+// forward on a stream can be recorded into a CUDA graph (its scratch becomes the graph's
+// allocation nodes) and replayed, with the bits of a direct call: the kernels are deterministic.
+TEST(Cuda, ForwardCanBeCapturedIntoAGraph) {
+  SKIP_WITHOUT_GPU();
+  const shape s{1000, 8192, 64, 2, qsl::basis::binary};
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  for (int activation_bits : {0, 4})
+    for (auto which : {qsl::cuda::kernel::automatic, qsl::cuda::kernel::wmma_gemm}) {
+      if (activation_bits > 0 && which == qsl::cuda::kernel::wmma_gemm) continue;
+      const qsl::cuda::quantized_dense gpu(layer_of(s, activation_bits, 77));
+      const std::int64_t batch = 3;
+      const row_matrix_f x = qsl::test::gaussian_rows(batch, s.cols, 78);
+      float *dx = nullptr, *direct = nullptr, *replayed = nullptr;
+      const std::size_t out = static_cast<std::size_t>(batch * s.rows) * sizeof(float);
+      ASSERT_EQ(cudaMalloc(&dx, static_cast<std::size_t>(x.size()) * sizeof(float)), cudaSuccess);
+      ASSERT_EQ(cudaMalloc(&direct, out), cudaSuccess);
+      ASSERT_EQ(cudaMalloc(&replayed, out), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(dx, x.data(), static_cast<std::size_t>(x.size()) * sizeof(float),
+                           cudaMemcpyHostToDevice), cudaSuccess);
+      gpu.forward(dx, batch, direct, stream, which);
+      cudaGraph_t graph = nullptr;
+      cudaGraphExec_t exec = nullptr;
+      ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+      gpu.forward(dx, batch, replayed, stream, which);
+      ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+      ASSERT_EQ(cudaGraphInstantiateWithFlags(&exec, graph, 0), cudaSuccess);
+      for (int replay = 0; replay < 2; ++replay) ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+      row_matrix_f a(batch, s.rows), b(batch, s.rows);
+      ASSERT_EQ(cudaMemcpy(a.data(), direct, out, cudaMemcpyDeviceToHost), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(b.data(), replayed, out, cudaMemcpyDeviceToHost), cudaSuccess);
+      EXPECT_EQ(a, b) << "activation bits " << activation_bits;
+      cudaGraphExecDestroy(exec);
+      cudaGraphDestroy(graph);
+      cudaFree(dx);
+      cudaFree(direct);
+      cudaFree(replayed);
+    }
+  cudaStreamDestroy(stream);
+}
+
 // forward_host = copies + forward, split at forward's 65535-vector limit: the same numbers as
 // the device calls over the same splits.
 TEST(Cuda, ForwardHostSplitsLargeBatchesLikeDeviceCalls) {

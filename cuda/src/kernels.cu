@@ -57,8 +57,8 @@ __device__ void finish_rows(const layer_view& w, const split_args& sp, std::int6
 // ---- float activations: look-up tables (or the staged inputs) in shared memory -------------------
 
 // One block: 8 warps of 32 rows, the columns of split blockIdx.y in tiles of 512, vector
-// blockIdx.z. Tables: per tile, 16 subset sums of every 4 inputs (two threads per table);
-// without tables the inputs themselves are staged and each lookup adds up to 4 of them
+// blockIdx.z. Tables: per tile, the 16 table_entry values of every 4 inputs (two threads per
+// table); without tables the inputs themselves are staged and each lookup computes its entry
 // (warp-level decode; the same additions in the same order, so both give the same bits).
 template <int P, bool Ternary, bool Tables>
 __global__ void __launch_bounds__(block_threads)
@@ -78,12 +78,8 @@ __global__ void __launch_bounds__(block_threads)
       const std::int64_t s = s0 + threadIdx.x / 2;
       float values[4];
       for (int i = 0; i < 4; ++i) values[i] = 4 * s + i < w.cols ? xv[4 * s + i] : 0.0f;
-      for (int b = 8 * (threadIdx.x % 2); b < 8 * (threadIdx.x % 2) + 8; ++b) {
-        float sum = 0;  // the order of the CPU targets: x0 + x1 + x2 + x3
-        for (int i = 0; i < 4; ++i)
-          if ((b >> i) & 1) sum += values[i];
-        stage[(threadIdx.x / 2) * table_entries + b] = sum;
-      }
+      for (int b = 8 * (threadIdx.x % 2); b < 8 * (threadIdx.x % 2) + 8; ++b)
+        stage[(threadIdx.x / 2) * table_entries + b] = table_entry<Ternary>(values, b);
     } else {
       for (int i = threadIdx.x; i < staged; i += block_threads)
         stage[i] = t0 * chunk_cols + i < w.cols ? xv[t0 * chunk_cols + i] : 0.0f;
@@ -97,17 +93,11 @@ __global__ void __launch_bounds__(block_threads)
     } else {
       walk_float<P, Ternary>(
           w, tile, lane, t0, t1,
-          [&](std::int64_t n, std::uint32_t v) {
-            const float* xs = stage + 4 * (n - s0);
-            float sum = 0;
-            for (int i = 0; i < 4; ++i)
-              if ((v >> i) & 1) sum += xs[i];
-            return sum;
-          },
+          [&](std::int64_t n, std::uint32_t v) { return table_entry<Ternary>(stage + 4 * (n - s0), v); },
           r);
     }
   }
-  if (tile < w.tiles) finish_group<P, Ternary>(w, tile, lane, r);
+  if (tile < w.tiles) finish_float<P, Ternary>(w, tile, lane, r);
   float* yv = y + static_cast<std::int64_t>(blockIdx.z) * w.rows;
   finish_rows(w, sp, tile, lane, r.out, [&](std::int64_t row, float z) {
     yv[row] = w.bias == nullptr ? z : z + w.bias[row];
@@ -194,7 +184,7 @@ __global__ void __launch_bounds__(block_threads)
   row_walk<P, std::int64_t> r;
   if (tile < w.tiles) {
     walk_encoded<P, Ternary>(w, tile, lane, c_begin, c_end, planes + v * bits * w.chunks, bits, r);
-    finish_group<P, Ternary>(w, tile, lane, r);
+    finish_encoded<P, Ternary>(w, tile, lane, r);
   }
   const float minimum = scales[2 * v], step = scales[2 * v + 1];
   finish_rows(w, sp, tile, lane, r.out, [&](std::int64_t row, float z) {

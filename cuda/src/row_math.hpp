@@ -67,32 +67,67 @@ QSL_HOST_DEVICE void load_words(const layer_view& w, std::int64_t tile, int lane
 template <int P, class Sum>
 struct row_walk {
   Sum acc[P] = {};
-  Sum group_sum = 0;   ///< binary: B of the open group's part (sum of x, or of the levels)
+  Sum group_sum = 0;   ///< binary encoded: B of the open group's part (its levels)
   float out = 0;       ///< sum over finished groups
   std::int64_t group = 0;
   bool open = false;   ///< the open group has columns in the sums
 };
 
-/// Adds alpha_j (2 A_j - B_j) of the open group to out and clears its sums; B is the group
-/// sum (binary) or the mask sums acc[K + j] (ternary).
-template <int P, bool Ternary, class Sum>
+/// Adds the open group's alpha_j S_j to out and clears its sums: S_j = acc[j] where the walk
+/// summed signed values (binary float activations), else 2 A_j - B_j with B the group sum
+/// (binary) or the mask sums acc[K + j] (ternary).
+template <int P, bool Ternary, bool Signed, class Sum>
 QSL_HOST_DEVICE void finish_group(const layer_view& w, std::int64_t tile, int lane,
                                   row_walk<P, Sum>& r) {
   constexpr int K = Ternary ? P / 2 : P;
   if (r.open)
     for (int j = 0; j < K; ++j) {
       const Sum other = Ternary ? r.acc[K + j] : r.group_sum;
-      r.out += w.alpha(tile, r.group, j, lane) * static_cast<float>(2 * r.acc[j] - other);
+      const Sum sum = Signed ? r.acc[j] : 2 * r.acc[j] - other;
+      r.out += w.alpha(tile, r.group, j, lane) * static_cast<float>(sum);
     }
   for (int p = 0; p < P; ++p) r.acc[p] = 0;
   r.group_sum = 0;
   r.open = false;
 }
 
+/// The end of a float walk (binary tables hold signed sums, see walk_float).
+template <int P, bool Ternary>
+QSL_HOST_DEVICE void finish_float(const layer_view& w, std::int64_t tile, int lane,
+                                  row_walk<P, float>& r) {
+  finish_group<P, Ternary, !Ternary>(w, tile, lane, r);
+}
+
+/// The end of an encoded walk.
+template <int P, bool Ternary>
+QSL_HOST_DEVICE void finish_encoded(const layer_view& w, std::int64_t tile, int lane,
+                                    row_walk<P, std::int64_t>& r) {
+  finish_group<P, Ternary, false>(w, tile, lane, r);
+}
+
+/// The table entry of 4 inputs x[0..4) (zero past the last column) for the bits of v, added
+/// in the order x0, x1, x2, x3 (the look-up and the decode kernels add the same numbers in the
+/// same order, so they give the same bits). Binary: the signed sum sum_i (v_i ? x_i : -x_i),
+/// which is 2 A - B for these four, so the walk needs no sum of x per group (one look-up per
+/// nibble and plane, not k + 1). Ternary: the sum of x_i over the bits of v (sign and mask
+/// planes are looked up alike).
+template <bool Ternary>
+QSL_HOST_DEVICE inline float table_entry(const float* x, std::uint32_t v) {
+  float sum = 0;
+  for (int i = 0; i < 4; ++i) {
+    if (Ternary) {
+      if ((v >> i) & 1U) sum += x[i];
+    } else {
+      sum += ((v >> i) & 1U) ? x[i] : -x[i];
+    }
+  }
+  return sum;
+}
+
 /// Float activations over chunks [c_begin, c_end) of one lane: acc[p] += table(s, nibble s of
-/// plane p) for every nibble s of the chunks inside the layer, where table(s, v) is the sum of
-/// x[4 s + i] over the bits i of v (zero past the last column); binary B adds table(s, 15).
-/// Groups are multiples of 8 columns, so a group boundary never cuts a nibble.
+/// plane p) for every nibble s of the chunks inside the layer, where table(s, v) is
+/// table_entry<Ternary>(x + 4 s, v). Groups are multiples of 8 columns, so a group boundary
+/// never cuts a nibble.
 template <int P, bool Ternary, class Table>
 QSL_HOST_DEVICE void walk_float(const layer_view& w, std::int64_t tile, int lane,
                                 std::int64_t c_begin, std::int64_t c_end, const Table& table,
@@ -109,13 +144,12 @@ QSL_HOST_DEVICE void walk_float(const layer_view& w, std::int64_t tile, int lane
       const std::int64_t s_end = s_begin + 8 < nibbles ? s_begin + 8 : nibbles;
       for (std::int64_t s = s_begin; s < s_end; ++s) {
         if (4 * s >= group_end) {  // a new group starts at this nibble
-          finish_group<P, Ternary>(w, tile, lane, r);
+          finish_float<P, Ternary>(w, tile, lane, r);
           r.group = 4 * s / w.group_size;
           group_end = w.group_end(r.group);
         }
         const int shift = 4 * static_cast<int>(s - s_begin);
         QSL_UNROLL for (int p = 0; p < P; ++p) r.acc[p] += table(s, (words[d][p] >> shift) & 15U);
-        if (!Ternary) r.group_sum += table(s, 15U);
         r.open = true;
       }
     }
@@ -139,7 +173,7 @@ QSL_HOST_DEVICE void walk_encoded(const layer_view& w, std::int64_t tile, int la
       const std::int64_t c = c0 + d, lo = c * chunk_cols;
       for (;;) {  // the groups inside this chunk
         if (lo >= w.group_end(r.group)) {  // the open group ended before this chunk
-          finish_group<P, Ternary>(w, tile, lane, r);
+          finish_encoded<P, Ternary>(w, tile, lane, r);
           r.group = lo / w.group_size;
         }
         const std::uint32_t mask = group_chunk_mask(w, r.group, c);
@@ -156,7 +190,7 @@ QSL_HOST_DEVICE void walk_encoded(const layer_view& w, std::int64_t tile, int la
         }
         r.open = true;
         if (w.group_end(r.group) >= lo + chunk_cols || w.group_end(r.group) >= w.cols) break;
-        finish_group<P, Ternary>(w, tile, lane, r);  // the group ends inside this chunk
+        finish_encoded<P, Ternary>(w, tile, lane, r);  // the group ends inside this chunk
         ++r.group;
       }
     }
