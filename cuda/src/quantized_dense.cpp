@@ -91,7 +91,9 @@ void quantized_dense::run(const float* x, std::int64_t batch, float* y, void* st
                        "qsl::cuda::quantized_dense::forward: kernel " +
                            std::to_string(static_cast<int>(which)) + " is not a qsl::cuda::kernel");
   if (which == kernel::automatic)
-    which = encoded ? kernel::popcount_gemv : batch < 8 ? kernel::lut_gemv : kernel::wmma_gemm;
+    // Measured on an H200 (docs/benchmarks.md): the look-up GEMV is faster up to batch 8
+    // (75 vs 89 us at 4096 x 4096), the tensor-core GEMM from batch 16 (90 vs 131 us).
+    which = encoded ? kernel::popcount_gemv : batch <= 8 ? kernel::lut_gemv : kernel::wmma_gemm;
   qsl::detail::require(encoded == (which == kernel::popcount_gemv),
                        std::string("qsl::cuda::quantized_dense::forward: ") +
                            (encoded ? "the layer encodes its activations: use popcount_gemv"

@@ -6,10 +6,11 @@
 //   qsl::cuda::quantized_dense gpu(layer);        // packs and uploads once
 //   gpu.forward(x_device, batch, y_device, stream);
 //
-// Kernels (docs/cuda.md): float activations use shared-memory look-up tables (batch < 8) or
-// fp16 tensor-core tiles decoded from the planes (batch >= 8); encoded activations use AND +
-// __popc after an encoder kernel. On an integrated GPU (Jetson) the weights live in mapped
-// host memory: no copies, one copy of the weights in memory.
+// Kernels (docs/cuda.md): float activations use shared-memory look-up tables (batch <= 8) or
+// fp16 tensor-core tiles decoded from the planes (batch > 8); encoded activations use AND +
+// __popc after an encoder kernel; the columns are split over blocks so that one vector fills
+// the GPU. On an integrated GPU (Jetson) the weights live in mapped host memory: no copies,
+// one copy of the weights in memory. forward() on a stream may be captured into a CUDA graph.
 
 #include <cstdint>
 #include <memory>
@@ -35,7 +36,7 @@ device_properties properties(int device);
 
 /// Which kernel runs a forward pass.
 enum class kernel : std::uint8_t {
-  automatic = 0,      ///< lut_gemv (float, batch < 8), wmma_gemm (float), popcount_gemv (encoded)
+  automatic = 0,      ///< lut_gemv (float, batch <= 8), wmma_gemm (float), popcount_gemv (encoded)
   lut_gemv = 1,       ///< float activations, shared-memory look-up tables
   wmma_gemm = 2,      ///< float activations, fp16 tensor cores (inputs and W_hat rounded to fp16)
   popcount_gemv = 3,  ///< encoded activations (the layer's activation_bits > 0)
