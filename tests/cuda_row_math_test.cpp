@@ -69,6 +69,37 @@ std::vector<float> float_gemv(const layer_view& w, const float* x, std::int64_t 
   return y;
 }
 
+// The float walk written plainly, nibble by nibble (no prefetch, no whole-chunk fast path):
+// walk_float must give exactly these bits, since it adds the same numbers in the same order.
+template <int P, bool Ternary>
+std::vector<float> plain_float_walk(const layer_view& w, const float* x, std::int64_t splits) {
+  std::vector<float> xs(static_cast<std::size_t>(w.chunks * 32), 0.0f);
+  std::copy(x, x + w.cols, xs.begin());
+  const std::int64_t nibbles = (w.cols + 3) / 4;
+  std::vector<float> y(static_cast<std::size_t>(w.rows));
+  for (std::int64_t tile = 0; tile < w.tiles; ++tile)
+    for (int lane = 0; lane < 32 && tile * 32 + lane < w.rows; ++lane) {
+      float out = 0;
+      for (const auto& [begin, end] : split_ranges(w, splits)) {
+        row_walk<P, float> r;
+        for (std::int64_t s = begin * 8; s < std::min(end * 8, nibbles); ++s) {
+          if (4 * s >= w.group_end(r.group)) {
+            finish_float<P, Ternary>(w, tile, lane, r);
+            r.group = 4 * s / w.group_size;
+          }
+          for (int p = 0; p < P; ++p)
+            r.acc[p] += table_entry<Ternary>(&xs[static_cast<std::size_t>(4 * s)],
+                                             (w.word(tile, s / 8, p, lane) >> (4 * (s % 8))) & 15U);
+          r.open = true;
+        }
+        finish_float<P, Ternary>(w, tile, lane, r);
+        out += r.out;
+      }
+      y[static_cast<std::size_t>(tile * 32 + lane)] = out + (w.bias ? w.bias[tile * 32 + lane] : 0.0f);
+    }
+  return y;
+}
+
 // The encoder and the popcount kernel on the host (the encoder's ballots are bit gathers).
 template <int P, bool Ternary>
 std::vector<float> popcount_gemv(const layer_view& w, const float* x, int bits,
@@ -150,14 +181,16 @@ TEST(CudaRowMath, LookUpKernelMatchesReference) {
     qsl::reference::forward_float<float>(code, x.data(), 1, bias.data(), expected.data());
     // Any split count and column tile: the walk must not depend on where the ranges end.
     const std::int64_t splits = 1 + rng() % 4, tile_chunks = 1 + rng() % 3;
-    std::vector<float> y, decoded;
+    std::vector<float> y, decoded, plain;
     for_planes(code, [&](auto p, auto t) {
       constexpr int P = decltype(p)::value;
       constexpr bool T = decltype(t)::value;
       y = float_gemv<P, T>(packed.view(), x.data(), splits, tile_chunks, true);
       decoded = float_gemv<P, T>(packed.view(), x.data(), splits, tile_chunks, false);
+      plain = plain_float_walk<P, T>(packed.view(), x.data(), splits);
     });
     ASSERT_EQ(y, decoded) << "trial " << trial << ": decode_gemv's sums differ from the tables'";
+    ASSERT_EQ(y, plain) << "trial " << trial << ": walk_float differs from the plain walk";
     const double m = static_cast<double>(cols + (code.groups() + splits) * bits + 8);
     for (std::int64_t n = 0; n < rows; ++n) {
       double size = 0.5;

@@ -89,11 +89,16 @@ __global__ void __launch_bounds__(block_threads)
     if (Tables) {
       walk_float<P, Ternary>(
           w, tile, lane, t0, t1,
-          [&](std::int64_t n, std::uint32_t v) { return stage[(n - s0) * table_entries + v]; }, r);
+          [&](std::int64_t n, std::uint32_t v) {  // 32-bit index: n - s0 < tile_nibbles
+            return stage[static_cast<int>(n - s0) * table_entries + static_cast<int>(v)];
+          },
+          r);
     } else {
       walk_float<P, Ternary>(
           w, tile, lane, t0, t1,
-          [&](std::int64_t n, std::uint32_t v) { return table_entry<Ternary>(stage + 4 * (n - s0), v); },
+          [&](std::int64_t n, std::uint32_t v) {
+            return table_entry<Ternary>(stage + 4 * static_cast<int>(n - s0), v);
+          },
           r);
     }
   }

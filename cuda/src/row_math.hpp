@@ -142,6 +142,20 @@ QSL_HOST_DEVICE void walk_float(const layer_view& w, std::int64_t tile, int lane
       if (c0 + d >= c_end) break;
       const std::int64_t s_begin = (c0 + d) * 8;
       const std::int64_t s_end = s_begin + 8 < nibbles ? s_begin + 8 : nibbles;
+      if (4 * s_begin >= group_end) {  // a new group starts with this chunk
+        finish_float<P, Ternary>(w, tile, lane, r);
+        r.group = 4 * s_begin / w.group_size;
+        group_end = w.group_end(r.group);
+      }
+      if (s_end == s_begin + 8 && 4 * s_end <= group_end) {
+        // The common case: a whole chunk inside one group. No group checks, constant shifts;
+        // the same additions in the same order as the general loop below.
+        QSL_UNROLL for (int q = 0; q < 8; ++q)
+          QSL_UNROLL for (int p = 0; p < P; ++p)
+            r.acc[p] += table(s_begin + q, (words[d][p] >> (4 * q)) & 15U);
+        r.open = true;
+        continue;
+      }
       for (std::int64_t s = s_begin; s < s_end; ++s) {
         if (4 * s >= group_end) {  // a new group starts at this nibble
           finish_float<P, Ternary>(w, tile, lane, r);
