@@ -179,33 +179,43 @@ QSL_HOST_DEVICE void walk_encoded(const layer_view& w, std::int64_t tile, int la
                                   const std::uint32_t* act, int kx,
                                   row_walk<P, std::int64_t>& r) {
   constexpr int D = prefetch_chunks<P>;
+  constexpr int max_kx = 8;
+  std::int64_t group_end = w.group_end(r.group);
   for (std::int64_t c0 = c_begin; c0 < c_end; c0 += D) {
     std::uint32_t words[D][P];
     load_words<P, D>(w, tile, lane, c0, c_end, words);
     QSL_UNROLL for (int d = 0; d < D; ++d) {
       if (c0 + d >= c_end) break;
       const std::int64_t c = c0 + d, lo = c * chunk_cols;
+      std::uint32_t t[max_kx];  // this chunk's activation words, once for every plane
+      QSL_UNROLL for (int i = 0; i < max_kx; ++i) t[i] = i < kx ? act[i * w.chunks + c] : 0U;
       for (;;) {  // the groups inside this chunk
-        if (lo >= w.group_end(r.group)) {  // the open group ended before this chunk
+        if (lo >= group_end) {  // the open group ended before this chunk
           finish_encoded<P, Ternary>(w, tile, lane, r);
           r.group = lo / w.group_size;
+          group_end = w.group_end(r.group);
         }
-        const std::uint32_t mask = group_chunk_mask(w, r.group, c);
+        // A chunk inside one group (the common case) needs no mask.
+        const bool whole = lo >= w.group_begin(r.group) && lo + chunk_cols <= group_end;
+        const std::uint32_t mask = whole ? ~0U : group_chunk_mask(w, r.group, c);
         QSL_UNROLL for (int p = 0; p < P; ++p) {
           const std::uint32_t m = words[d][p] & mask;
-          std::int64_t h = 0;  // Horner over the bits, from the top
-          for (int i = kx - 1; i >= 0; --i) h = 2 * h + qsl::popcount(m & act[i * w.chunks + c]);
+          int h = 0;  // Horner over the bits, from the top
+          QSL_UNROLL for (int i = max_kx - 1; i >= 0; --i)
+            if (i < kx) h = 2 * h + qsl::popcount(m & t[i]);
           r.acc[p] += h;
         }
         if (!Ternary) {
-          std::int64_t h = 0;
-          for (int i = kx - 1; i >= 0; --i) h = 2 * h + qsl::popcount(mask & act[i * w.chunks + c]);
+          int h = 0;
+          QSL_UNROLL for (int i = max_kx - 1; i >= 0; --i)
+            if (i < kx) h = 2 * h + qsl::popcount(mask & t[i]);
           r.group_sum += h;
         }
         r.open = true;
-        if (w.group_end(r.group) >= lo + chunk_cols || w.group_end(r.group) >= w.cols) break;
+        if (group_end >= lo + chunk_cols || group_end >= w.cols) break;
         finish_encoded<P, Ternary>(w, tile, lane, r);  // the group ends inside this chunk
         ++r.group;
+        group_end = w.group_end(r.group);
       }
     }
   }
