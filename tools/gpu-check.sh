@@ -3,6 +3,10 @@
 # tests, compute-sanitizer (memcheck) on them, and the benchmarks against cuBLAS; every log goes
 # to OUTDIR. Meant for the device tool, after tools/gpu-deps.sh staged .gpu-deps/ here:
 #   run(command="tools/gpu-check.sh $OUT", carry=[".gpu-deps"], timeout_s=540)
+# or, cheaper in device time, with the programs built here first (docs/cuda.md):
+#   QSL_GPU_BUILD_ONLY=90 tools/gpu-check.sh /tmp/gpu-build
+#   run(command="QSL_GPU_PREBUILT=1 tools/gpu-check.sh $OUT", timeout_s=300, carry=[".gpu-deps",
+#       "build-gpu/tests/cuda_test", "build-gpu/tests/cuda_row_math_test", "build-gpu/bench/cuda_bench"])
 # On an H200 (2026-11-26): build about 1.5 minutes, tests 16 s, memcheck 17 s; the benchmarks
 # (54 cases at min_time 0.02) are expected to take 1-2 minutes (not yet timed at that setting).
 # Steps that fail are logged and the script goes on; it exits non-zero if any did.
@@ -21,6 +25,9 @@ step() {  # step NAME COMMAND...: runs it, logging to OUTDIR/NAME.log
 nvidia-smi > "$out/nvidia-smi.log" 2>&1 || true
 arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d '.')
 arch="${arch:-90}"
+# QSL_GPU_BUILD_ONLY=ARCH (here, before calling the device): configure and build the three
+# programs for compute capability ARCH into build-gpu/, then stop; see QSL_GPU_PREBUILT below.
+arch="${QSL_GPU_BUILD_ONLY:-$arch}"
 deps=()
 if [ -d .gpu-deps ]; then
   export LD_LIBRARY_PATH="$PWD/.gpu-deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
@@ -33,7 +40,8 @@ export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:${CUDA_HOME:-/usr/local/cuda}/lib64
 # and carried along as build-gpu/tests/cuda_test, build-gpu/tests/cuda_row_math_test and
 # build-gpu/bench/cuda_bench: the device's minutes then go to the GPU work, not the compiler.
 # If they do not start here, they are built as usual.
-if [ "${QSL_GPU_PREBUILT:-0}" = 1 ] && build-gpu/tests/cuda_row_math_test --gtest_list_tests \
+if [ -z "${QSL_GPU_BUILD_ONLY:-}" ] && [ "${QSL_GPU_PREBUILT:-0}" = 1 ] &&
+    build-gpu/tests/cuda_row_math_test --gtest_list_tests \
     > /dev/null 2>&1 && build-gpu/tests/cuda_test --gtest_list_tests > /dev/null 2>&1; then
   echo "== prebuilt programs in build-gpu/: configure and build skipped"
 else
@@ -42,6 +50,7 @@ else
   step build cmake --build build-gpu --parallel "$(nproc)" --target cuda_test cuda_row_math_test \
     cuda_bench
 fi
+if [ -n "${QSL_GPU_BUILD_ONLY:-}" ]; then exit $status; fi
 sanitizer=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
 step cuda_test build-gpu/tests/cuda_test
 step cuda_row_math_test build-gpu/tests/cuda_row_math_test
