@@ -33,6 +33,27 @@ std::vector<std::pair<std::int64_t, std::int64_t>> split_ranges(const layer_view
   return out;
 }
 
+// z[row] = the sum, in split order, of part(tile, lane, begin, end) over the splits: what each
+// lane of the GEMV kernels computes, and what the last block of a row block adds up.
+template <class Part>
+std::vector<float> split_sums(const layer_view& w, std::int64_t splits, Part part) {
+  std::vector<float> z(static_cast<std::size_t>(w.rows));
+  for (std::int64_t tile = 0; tile < w.tiles; ++tile)
+    for (int lane = 0; lane < 32 && tile * 32 + lane < w.rows; ++lane) {
+      float sum = 0;
+      for (const auto& [begin, end] : split_ranges(w, splits)) sum += part(tile, lane, begin, end);
+      z[static_cast<std::size_t>(tile * 32 + lane)] = sum;
+    }
+  return z;
+}
+
+// y = z + bias, the float kernels' epilogue.
+std::vector<float> plus_bias(const layer_view& w, std::vector<float> z) {
+  if (w.bias != nullptr)
+    for (std::int64_t n = 0; n < w.rows; ++n) z[static_cast<std::size_t>(n)] += w.bias[n];
+  return z;
+}
+
 // The float-activation kernels on the host: tables for every nibble (lut_gemv), or the sums
 // of up to 4 inputs (decode_gemv); each lane walks its split in tiles with walk_float.
 template <int P, bool Ternary>
@@ -48,25 +69,19 @@ std::vector<float> float_gemv(const layer_view& w, const float* x, std::int64_t 
   const auto decode = [&](std::int64_t s, std::uint32_t v) {
     return table_entry<Ternary>(&xs[4 * s], v);
   };
-  std::vector<float> y(static_cast<std::size_t>(w.rows));
-  for (std::int64_t tile = 0; tile < w.tiles; ++tile)
-    for (int lane = 0; lane < 32 && tile * 32 + lane < w.rows; ++lane) {
-      float out = 0;
-      for (const auto& [begin, end] : split_ranges(w, splits)) {
-        row_walk<P, float> r;
-        for (std::int64_t t0 = begin; t0 < end; t0 += tile_chunks) {
-          const std::int64_t t1 = std::min(t0 + tile_chunks, end);
-          if (tables)
-            walk_float<P, Ternary>(w, tile, lane, t0, t1, lookup, r);
-          else
-            walk_float<P, Ternary>(w, tile, lane, t0, t1, decode, r);
-        }
-        finish_float<P, Ternary>(w, tile, lane, r);
-        out += r.out;
-      }
-      y[tile * 32 + lane] = out + (w.bias ? w.bias[tile * 32 + lane] : 0.0f);
+  return plus_bias(w, split_sums(w, splits, [&](std::int64_t tile, int lane, std::int64_t begin,
+                                                  std::int64_t end) {
+    row_walk<P, float> r;
+    for (std::int64_t t0 = begin; t0 < end; t0 += tile_chunks) {
+      const std::int64_t t1 = std::min(t0 + tile_chunks, end);
+      if (tables)
+        walk_float<P, Ternary>(w, tile, lane, t0, t1, lookup, r);
+      else
+        walk_float<P, Ternary>(w, tile, lane, t0, t1, decode, r);
     }
-  return y;
+    finish_float<P, Ternary>(w, tile, lane, r);
+    return r.out;
+  }));
 }
 
 // The float walk written plainly, nibble by nibble (no prefetch, no whole-chunk fast path):
@@ -76,28 +91,22 @@ std::vector<float> plain_float_walk(const layer_view& w, const float* x, std::in
   std::vector<float> xs(static_cast<std::size_t>(w.chunks * 32), 0.0f);
   std::copy(x, x + w.cols, xs.begin());
   const std::int64_t nibbles = (w.cols + 3) / 4;
-  std::vector<float> y(static_cast<std::size_t>(w.rows));
-  for (std::int64_t tile = 0; tile < w.tiles; ++tile)
-    for (int lane = 0; lane < 32 && tile * 32 + lane < w.rows; ++lane) {
-      float out = 0;
-      for (const auto& [begin, end] : split_ranges(w, splits)) {
-        row_walk<P, float> r;
-        for (std::int64_t s = begin * 8; s < std::min(end * 8, nibbles); ++s) {
-          if (4 * s >= w.group_end(r.group)) {
-            finish_float<P, Ternary>(w, tile, lane, r);
-            r.group = 4 * s / w.group_size;
-          }
-          for (int p = 0; p < P; ++p)
-            r.acc[p] += table_entry<Ternary>(&xs[static_cast<std::size_t>(4 * s)],
-                                             (w.word(tile, s / 8, p, lane) >> (4 * (s % 8))) & 15U);
-          r.open = true;
-        }
+  return plus_bias(w, split_sums(w, splits, [&](std::int64_t tile, int lane, std::int64_t begin,
+                                                  std::int64_t end) {
+    row_walk<P, float> r;
+    for (std::int64_t s = begin * 8; s < std::min(end * 8, nibbles); ++s) {
+      if (4 * s >= w.group_end(r.group)) {
         finish_float<P, Ternary>(w, tile, lane, r);
-        out += r.out;
+        r.group = 4 * s / w.group_size;
       }
-      y[static_cast<std::size_t>(tile * 32 + lane)] = out + (w.bias ? w.bias[tile * 32 + lane] : 0.0f);
+      for (int p = 0; p < P; ++p)
+        r.acc[p] += table_entry<Ternary>(&xs[static_cast<std::size_t>(4 * s)],
+                                         (w.word(tile, s / 8, p, lane) >> (4 * (s % 8))) & 15U);
+      r.open = true;
     }
-  return y;
+    finish_float<P, Ternary>(w, tile, lane, r);
+    return r.out;
+  }));
 }
 
 // The encoder and the popcount kernel on the host (the encoder's ballots are bit gathers).
@@ -113,19 +122,17 @@ std::vector<float> popcount_gemv(const layer_view& w, const float* x, int bits,
     const std::uint32_t q = encode_level(x[c], minimum, inv_step, top);
     for (int i = 0; i < bits; ++i) act[i * w.chunks + c / 32] |= ((q >> i) & 1U) << (c % 32);
   }
-  std::vector<float> y(static_cast<std::size_t>(w.rows));
-  for (std::int64_t tile = 0; tile < w.tiles; ++tile)
-    for (int lane = 0; lane < 32 && tile * 32 + lane < w.rows; ++lane) {
-      float z = 0;
-      for (const auto& [begin, end] : split_ranges(w, splits)) {
-        row_walk<P, std::int64_t> r;
-        walk_encoded<P, Ternary>(w, tile, lane, begin, end, act.data(), bits, r);
-        finish_encoded<P, Ternary>(w, tile, lane, r);
-        z += r.out;
-      }
-      const std::int64_t row = tile * 32 + lane;
-      y[row] = step * z + minimum * w.offsets[row] + (w.bias ? w.bias[row] : 0.0f);
-    }
+  std::vector<float> y = split_sums(w, splits, [&](std::int64_t tile, int lane,
+                                                   std::int64_t begin, std::int64_t end) {
+    row_walk<P, std::int64_t> r;
+    walk_encoded<P, Ternary>(w, tile, lane, begin, end, act.data(), bits, r);
+    finish_encoded<P, Ternary>(w, tile, lane, r);
+    return r.out;
+  });
+  for (std::int64_t row = 0; row < w.rows; ++row) {
+    float& value = y[static_cast<std::size_t>(row)];
+    value = step * value + minimum * w.offsets[row] + (w.bias ? w.bias[row] : 0.0f);
+  }
   return y;
 }
 

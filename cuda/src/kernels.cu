@@ -26,6 +26,19 @@ __device__ std::int64_t smaller(std::int64_t a, std::int64_t b) { return a < b ?
 
 // ---- split-K ------------------------------------------------------------------------------------
 
+// Called by every thread of a block after it stored its part: true in the block that arrives
+// last at `counter` (one of `splits`), which may then read every part. The fences make each
+// part visible device-wide before the counter moves, and the parts visible to the last block.
+__device__ bool arrived_last(unsigned* counter, unsigned splits) {
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(counter, 1U) == splits - 1U;
+  __syncthreads();
+  if (last) __threadfence();
+  return last;
+}
+
 // Ends a GEMV block. With one split it writes epilogue(row, z) itself. Otherwise it stores its
 // part of z; the block that finishes last for its row block and vector (a counter per pair,
 // zeroed before the launch) sums the parts in split order, so results do not depend on block
@@ -33,19 +46,12 @@ __device__ std::int64_t smaller(std::int64_t a, std::int64_t b) { return a < b ?
 template <class Epilogue>
 __device__ void finish_rows(const layer_view& w, const split_args& sp, std::int64_t tile, int lane,
                             float z, Epilogue epilogue) {
-  __shared__ bool last;
   const std::int64_t v = blockIdx.z, batch = gridDim.z;
   const std::int64_t row = tile * warp_rows + lane, padded = w.tiles * warp_rows;
   const bool live = tile < w.tiles;
   if (sp.splits > 1) {
     if (live) sp.partials[(blockIdx.y * batch + v) * padded + row] = z;
-    __threadfence();  // the part is visible device-wide before the counter moves
-    __syncthreads();
-    if (threadIdx.x == 0)
-      last = atomicAdd(&sp.counters[v * gridDim.x + blockIdx.x], 1U) == sp.splits - 1U;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
+    if (!arrived_last(&sp.counters[v * gridDim.x + blockIdx.x], sp.splits)) return;
     z = 0;
     if (live)
       for (unsigned s = 0; s < sp.splits; ++s)
@@ -247,17 +253,11 @@ __global__ void __launch_bounds__(block_threads)
   __syncthreads();
   constexpr int items = gemm_batch * gemm_rows;
   if (sp.splits > 1) {  // as finish_rows: parts stored, the last block sums them in split order
-    __shared__ bool last;
     const std::int64_t block = static_cast<std::int64_t>(blockIdx.y) * gridDim.x + blockIdx.x;
     const std::int64_t blocks = static_cast<std::int64_t>(gridDim.x) * gridDim.y;
     float* part = sp.partials + (blockIdx.z * blocks + block) * items;
     for (int i = threadIdx.x; i < items; i += block_threads) part[i] = out[i];
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(&sp.counters[block], 1U) == sp.splits - 1U;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
+    if (!arrived_last(&sp.counters[block], sp.splits)) return;
     for (int i = threadIdx.x; i < items; i += block_threads) {  // the same i as the loop below
       float sum = 0;
       for (unsigned s = 0; s < sp.splits; ++s) sum += __ldcg(&sp.partials[(s * blocks + block) * items + i]);

@@ -50,13 +50,22 @@ QSL_HOST_DEVICE inline std::uint32_t group_chunk_mask(const layer_view& w, std::
 template <int P>
 inline constexpr int prefetch_chunks = P >= 16 ? 1 : 16 / P;
 
-/// Loads the words of chunks [c, c + D) of one lane (zero past c_end).
-template <int P, int D>
-QSL_HOST_DEVICE void load_words(const layer_view& w, std::int64_t tile, int lane, std::int64_t c,
-                                std::int64_t c_end, std::uint32_t (&words)[D][P]) {
-  QSL_UNROLL for (int d = 0; d < D; ++d)
-    QSL_UNROLL for (int p = 0; p < P; ++p)
-      words[d][p] = c + d < c_end ? w.word(tile, c + d, p, lane) : 0U;
+/// Calls fn(c, words) for the chunks c in [c_begin, c_end) of one lane, words[p] the lane's
+/// word of plane p, loading prefetch_chunks<P> chunks' words before using any.
+template <int P, class Fn>
+QSL_HOST_DEVICE void for_each_chunk(const layer_view& w, std::int64_t tile, int lane,
+                                    std::int64_t c_begin, std::int64_t c_end, Fn&& fn) {
+  constexpr int D = prefetch_chunks<P>;
+  for (std::int64_t c0 = c_begin; c0 < c_end; c0 += D) {
+    std::uint32_t words[D][P];
+    QSL_UNROLL for (int d = 0; d < D; ++d)
+      QSL_UNROLL for (int p = 0; p < P; ++p)
+        words[d][p] = c0 + d < c_end ? w.word(tile, c0 + d, p, lane) : 0U;
+    QSL_UNROLL for (int d = 0; d < D; ++d) {
+      if (c0 + d >= c_end) break;
+      fn(c0 + d, words[d]);
+    }
+  }
 }
 
 /// What one lane (row) carries along its walk over a range of columns: the open group's
@@ -132,42 +141,37 @@ template <int P, bool Ternary, class Table>
 QSL_HOST_DEVICE void walk_float(const layer_view& w, std::int64_t tile, int lane,
                                 std::int64_t c_begin, std::int64_t c_end, const Table& table,
                                 row_walk<P, float>& r) {
-  constexpr int D = prefetch_chunks<P>;
   const std::int64_t nibbles = (w.cols + 3) / 4;
   std::int64_t group_end = w.group_end(r.group);
-  for (std::int64_t c0 = c_begin; c0 < c_end; c0 += D) {
-    std::uint32_t words[D][P];
-    load_words<P, D>(w, tile, lane, c0, c_end, words);
-    QSL_UNROLL for (int d = 0; d < D; ++d) {
-      if (c0 + d >= c_end) break;
-      const std::int64_t s_begin = (c0 + d) * 8;
-      const std::int64_t s_end = s_begin + 8 < nibbles ? s_begin + 8 : nibbles;
-      if (4 * s_begin >= group_end) {  // a new group starts with this chunk
+  for_each_chunk<P>(w, tile, lane, c_begin, c_end,
+                    [&](std::int64_t c, const std::uint32_t(&words)[P]) {
+    const std::int64_t s_begin = c * 8;
+    const std::int64_t s_end = s_begin + 8 < nibbles ? s_begin + 8 : nibbles;
+    if (4 * s_begin >= group_end) {  // a new group starts with this chunk
+      finish_float<P, Ternary>(w, tile, lane, r);
+      r.group = 4 * s_begin / w.group_size;
+      group_end = w.group_end(r.group);
+    }
+    if (s_end == s_begin + 8 && 4 * s_end <= group_end) {
+      // The common case: a whole chunk inside one group. No group checks, constant shifts;
+      // the same additions in the same order as the general loop below.
+      QSL_UNROLL for (int q = 0; q < 8; ++q)
+        QSL_UNROLL for (int p = 0; p < P; ++p)
+          r.acc[p] += table(s_begin + q, (words[p] >> (4 * q)) & 15U);
+      r.open = true;
+      return;
+    }
+    for (std::int64_t s = s_begin; s < s_end; ++s) {
+      if (4 * s >= group_end) {  // a new group starts at this nibble
         finish_float<P, Ternary>(w, tile, lane, r);
-        r.group = 4 * s_begin / w.group_size;
+        r.group = 4 * s / w.group_size;
         group_end = w.group_end(r.group);
       }
-      if (s_end == s_begin + 8 && 4 * s_end <= group_end) {
-        // The common case: a whole chunk inside one group. No group checks, constant shifts;
-        // the same additions in the same order as the general loop below.
-        QSL_UNROLL for (int q = 0; q < 8; ++q)
-          QSL_UNROLL for (int p = 0; p < P; ++p)
-            r.acc[p] += table(s_begin + q, (words[d][p] >> (4 * q)) & 15U);
-        r.open = true;
-        continue;
-      }
-      for (std::int64_t s = s_begin; s < s_end; ++s) {
-        if (4 * s >= group_end) {  // a new group starts at this nibble
-          finish_float<P, Ternary>(w, tile, lane, r);
-          r.group = 4 * s / w.group_size;
-          group_end = w.group_end(r.group);
-        }
-        const int shift = 4 * static_cast<int>(s - s_begin);
-        QSL_UNROLL for (int p = 0; p < P; ++p) r.acc[p] += table(s, (words[d][p] >> shift) & 15U);
-        r.open = true;
-      }
+      const int shift = 4 * static_cast<int>(s - s_begin);
+      QSL_UNROLL for (int p = 0; p < P; ++p) r.acc[p] += table(s, (words[p] >> shift) & 15U);
+      r.open = true;
     }
-  }
+  });
 }
 
 /// Encoded activations over chunks [c_begin, c_end) of one lane: acc[p] += sum_i 2^i
@@ -178,47 +182,42 @@ QSL_HOST_DEVICE void walk_encoded(const layer_view& w, std::int64_t tile, int la
                                   std::int64_t c_begin, std::int64_t c_end,
                                   const std::uint32_t* act, int kx,
                                   row_walk<P, std::int64_t>& r) {
-  constexpr int D = prefetch_chunks<P>;
   constexpr int max_kx = 8;
   std::int64_t group_end = w.group_end(r.group);
-  for (std::int64_t c0 = c_begin; c0 < c_end; c0 += D) {
-    std::uint32_t words[D][P];
-    load_words<P, D>(w, tile, lane, c0, c_end, words);
-    QSL_UNROLL for (int d = 0; d < D; ++d) {
-      if (c0 + d >= c_end) break;
-      const std::int64_t c = c0 + d, lo = c * chunk_cols;
-      std::uint32_t t[max_kx];  // this chunk's activation words, once for every plane
-      QSL_UNROLL for (int i = 0; i < max_kx; ++i) t[i] = i < kx ? act[i * w.chunks + c] : 0U;
-      for (;;) {  // the groups inside this chunk
-        if (lo >= group_end) {  // the open group ended before this chunk
-          finish_encoded<P, Ternary>(w, tile, lane, r);
-          r.group = lo / w.group_size;
-          group_end = w.group_end(r.group);
-        }
-        // A chunk inside one group (the common case) needs no mask.
-        const bool whole = lo >= w.group_begin(r.group) && lo + chunk_cols <= group_end;
-        const std::uint32_t mask = whole ? ~0U : group_chunk_mask(w, r.group, c);
-        QSL_UNROLL for (int p = 0; p < P; ++p) {
-          const std::uint32_t m = words[d][p] & mask;
-          int h = 0;  // Horner over the bits, from the top
-          QSL_UNROLL for (int i = max_kx - 1; i >= 0; --i)
-            if (i < kx) h = 2 * h + qsl::popcount(m & t[i]);
-          r.acc[p] += h;
-        }
-        if (!Ternary) {
-          int h = 0;
-          QSL_UNROLL for (int i = max_kx - 1; i >= 0; --i)
-            if (i < kx) h = 2 * h + qsl::popcount(mask & t[i]);
-          r.group_sum += h;
-        }
-        r.open = true;
-        if (group_end >= lo + chunk_cols || group_end >= w.cols) break;
-        finish_encoded<P, Ternary>(w, tile, lane, r);  // the group ends inside this chunk
-        ++r.group;
+  for_each_chunk<P>(w, tile, lane, c_begin, c_end,
+                    [&](std::int64_t c, const std::uint32_t(&words)[P]) {
+    const std::int64_t lo = c * chunk_cols;
+    std::uint32_t t[max_kx];  // this chunk's activation words, once for every plane
+    QSL_UNROLL for (int i = 0; i < max_kx; ++i) t[i] = i < kx ? act[i * w.chunks + c] : 0U;
+    for (;;) {  // the groups inside this chunk
+      if (lo >= group_end) {  // the open group ended before this chunk
+        finish_encoded<P, Ternary>(w, tile, lane, r);
+        r.group = lo / w.group_size;
         group_end = w.group_end(r.group);
       }
+      // A chunk inside one group (the common case) needs no mask.
+      const bool whole = lo >= w.group_begin(r.group) && lo + chunk_cols <= group_end;
+      const std::uint32_t mask = whole ? ~0U : group_chunk_mask(w, r.group, c);
+      QSL_UNROLL for (int p = 0; p < P; ++p) {
+        const std::uint32_t m = words[p] & mask;
+        int h = 0;  // Horner over the bits, from the top
+        QSL_UNROLL for (int i = max_kx - 1; i >= 0; --i)
+          if (i < kx) h = 2 * h + qsl::popcount(m & t[i]);
+        r.acc[p] += h;
+      }
+      if (!Ternary) {
+        int h = 0;
+        QSL_UNROLL for (int i = max_kx - 1; i >= 0; --i)
+          if (i < kx) h = 2 * h + qsl::popcount(mask & t[i]);
+        r.group_sum += h;
+      }
+      r.open = true;
+      if (group_end >= lo + chunk_cols || group_end >= w.cols) break;
+      finish_encoded<P, Ternary>(w, tile, lane, r);  // the group ends inside this chunk
+      ++r.group;
+      group_end = w.group_end(r.group);
     }
-  }
+  });
 }
 
 /// Eight reconstructed weights W_hat[row, col8 .. col8 + 8) (col8 a multiple of 8; zero past
