@@ -1,12 +1,15 @@
 // The CUDA kernels against the CPU reference, on the GPU. Compiled everywhere CUDA is; every
 // test skips, saying why, when no GPU is present (the per-lane math is also tested without a
 // GPU in cuda_row_math_test.cpp).
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <iterator>
 #include <limits>
 #include <random>
+#include <vector>
 
 #include "qsl/cuda.hpp"
 #include "test_util.hpp"
@@ -21,8 +24,7 @@ using qsl::row_matrix_f;
                   "(run tools/gpu-check.sh on a machine with a GPU)"
 
 // y = forward(x) through device memory.
-row_matrix_f run(const qsl::cuda::quantized_dense& gpu, const row_matrix_f& x,
-                 qsl::cuda::kernel which) {
+row_matrix_f run(const qsl::cuda::layer& gpu, const row_matrix_f& x, qsl::cuda::kernel which) {
   float *dx = nullptr, *dy = nullptr;
   const std::size_t in = static_cast<std::size_t>(x.size()) * sizeof(float);
   const std::size_t out = static_cast<std::size_t>(x.rows() * gpu.out_features()) * sizeof(float);
@@ -31,6 +33,41 @@ row_matrix_f run(const qsl::cuda::quantized_dense& gpu, const row_matrix_f& x,
   EXPECT_EQ(cudaMemcpy(dx, x.data(), in, cudaMemcpyHostToDevice), cudaSuccess);
   gpu.forward(dx, x.rows(), dy, nullptr, which);
   row_matrix_f y(x.rows(), gpu.out_features());
+  EXPECT_EQ(cudaMemcpy(y.data(), dy, out, cudaMemcpyDeviceToHost), cudaSuccess);
+  cudaFree(dx);
+  cudaFree(dy);
+  return y;
+}
+
+// The same through fp16 device arrays: x rounded to the nearest fp16 on the host (its bits in
+// x_half), y's fp16 bits returned.
+using half_bits = Eigen::Matrix<std::uint16_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+half_bits to_half(const row_matrix_f& x) {
+  half_bits out(x.rows(), x.cols());
+  for (std::int64_t i = 0; i < x.size(); ++i)
+    out.data()[i] = __half_as_ushort(__float2half_rn(x.data()[i]));
+  return out;
+}
+
+row_matrix_f to_float(const half_bits& h) {
+  row_matrix_f out(h.rows(), h.cols());
+  for (std::int64_t i = 0; i < h.size(); ++i)
+    out.data()[i] = __half2float(__ushort_as_half(h.data()[i]));
+  return out;
+}
+
+template <class Layer>
+half_bits run_half(const Layer& gpu, const half_bits& x, qsl::cuda::kernel which) {
+  void *dx = nullptr, *dy = nullptr;
+  const std::size_t in = static_cast<std::size_t>(x.size()) * 2;
+  const std::size_t out = static_cast<std::size_t>(x.rows() * gpu.out_features()) * 2;
+  EXPECT_EQ(cudaMalloc(&dx, in), cudaSuccess);
+  EXPECT_EQ(cudaMalloc(&dy, out), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(dx, x.data(), in, cudaMemcpyHostToDevice), cudaSuccess);
+  gpu.forward(static_cast<const qsl::cuda::fp16*>(dx), x.rows(),
+              static_cast<qsl::cuda::fp16*>(dy), nullptr, which);
+  half_bits y(x.rows(), gpu.out_features());
   EXPECT_EQ(cudaMemcpy(y.data(), dy, out, cudaMemcpyDeviceToHost), cudaSuccess);
   cudaFree(dx);
   cudaFree(dy);
@@ -244,8 +281,13 @@ TEST(Cuda, AutomaticKernelChoiceAndErrors) {
   const row_matrix_f x = qsl::test::gaussian_rows(2, 100, 8);
   const row_matrix_f y = run(gpu, x, qsl::cuda::kernel::automatic);
   EXPECT_TRUE(y.isApprox(layer.forward(x), 1e-4f));
-  EXPECT_THROW(gpu.forward(nullptr, 2, nullptr), qsl::error);
-  EXPECT_THROW(gpu.forward(nullptr, -1, nullptr), qsl::error);
+  const float* no_x = nullptr;
+  float* no_y = nullptr;
+  EXPECT_THROW(gpu.forward(no_x, 2, no_y), qsl::error);
+  EXPECT_THROW(gpu.forward(no_x, -1, no_y), qsl::error);
+  const qsl::cuda::fp16* no_half_x = nullptr;
+  qsl::cuda::fp16* no_half_y = nullptr;
+  EXPECT_THROW(gpu.forward(no_half_x, 2, no_half_y), qsl::error);
   float* dummy = reinterpret_cast<float*>(16);
   EXPECT_THROW(gpu.forward(dummy, 1, dummy, nullptr, qsl::cuda::kernel::popcount_gemv),
                qsl::error);  // a float-activation layer has no encoded path
@@ -256,6 +298,76 @@ TEST(Cuda, AutomaticKernelChoiceAndErrors) {
 
 // forward on a stream can be recorded into a CUDA graph (its scratch becomes the graph's
 // allocation nodes) and replayed, with the bits of a direct call: the kernels are deterministic.
+// fp16 activations are the fp32 pass of the fp16 inputs, rounded once at the end: inside, the
+// kernels widen x exactly and do the same arithmetic, so every kernel must give the bits of
+// __float2half_rn(fp32 result on the widened inputs).
+TEST(Cuda, HalfActivationsAreTheFp32PassRoundedOnce) {
+  SKIP_WITHOUT_GPU();
+  using qsl::cuda::kernel;
+  std::uint32_t seed = 300;
+  std::vector<shape> cases;
+  for (std::size_t i = 0; i < shapes().size(); i += 7) cases.push_back(shapes()[i]);
+  cases.push_back({1000, 8192, 64, 2, qsl::basis::binary});  // split over many blocks
+  for (const shape& s : cases)
+    for (int activation_bits : {0, 4})
+      for (kernel which : {kernel::lut_gemv, kernel::decode_gemv, kernel::wmma_gemm,
+                           kernel::popcount_gemv}) {
+        if ((activation_bits > 0) != (which == kernel::popcount_gemv)) continue;
+        const qsl::cuda::quantized_dense gpu(layer_of(s, activation_bits, ++seed));
+        for (std::int64_t batch : {1, 3, 70}) {
+          const half_bits x = to_half(qsl::test::gaussian_rows(batch, s.cols, ++seed));
+          const half_bits expected = to_half(run(gpu, to_float(x), which));
+          EXPECT_EQ(run_half(gpu, x, which), expected)
+              << s.rows << "x" << s.cols << " kernel " << static_cast<int>(which) << " batch "
+              << batch;
+        }
+      }
+}
+
+// Calls reuse their stream's workspace: the split counters must be back at zero after every
+// call (else a later call never finishes its sums), and growing the workspace for a larger
+// batch must not disturb later calls. More streams than the cache keeps take the per-call path.
+// Every result is compared bit for bit with the first call's, into outputs filled with NaN.
+TEST(Cuda, RepeatedCallsOnManyStreamsGiveTheFirstCallsBits) {
+  SKIP_WITHOUT_GPU();
+  using qsl::cuda::kernel;
+  const shape s{1000, 8192, 64, 2, qsl::basis::binary};
+  const std::int64_t batches[] = {1, 3, 2, 70};
+  std::vector<cudaStream_t> streams(6);
+  for (auto& stream : streams)
+    ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  for (int activation_bits : {0, 4})
+    for (kernel which : {kernel::lut_gemv, kernel::wmma_gemm, kernel::popcount_gemv}) {
+      if ((activation_bits > 0) != (which == kernel::popcount_gemv)) continue;
+      const qsl::cuda::quantized_dense gpu(layer_of(s, activation_bits, 90));
+      const row_matrix_f x = qsl::test::gaussian_rows(70, s.cols, 91);
+      float *dx = nullptr, *dy = nullptr;
+      const std::size_t out = static_cast<std::size_t>(70 * s.rows) * sizeof(float);
+      ASSERT_EQ(cudaMalloc(&dx, static_cast<std::size_t>(x.size()) * sizeof(float)), cudaSuccess);
+      ASSERT_EQ(cudaMalloc(&dy, out), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(dx, x.data(), static_cast<std::size_t>(x.size()) * sizeof(float),
+                           cudaMemcpyHostToDevice), cudaSuccess);
+      std::vector<row_matrix_f> first;
+      for (std::int64_t batch : batches) first.push_back(run(gpu, x.topRows(batch), which));
+      for (int round = 0; round < 3; ++round)
+        for (std::size_t i = 0; i < streams.size(); ++i)
+          for (std::size_t b = 0; b < std::size(batches); ++b) {
+            const std::int64_t batch = batches[b];
+            ASSERT_EQ(cudaMemsetAsync(dy, 0xFF, out, streams[i]), cudaSuccess);  // NaN
+            gpu.forward(dx, batch, dy, streams[i], which);
+            row_matrix_f y(batch, s.rows);
+            ASSERT_EQ(cudaStreamSynchronize(streams[i]), cudaSuccess);
+            ASSERT_EQ(cudaMemcpy(y.data(), dy, static_cast<std::size_t>(y.size()) * sizeof(float),
+                                 cudaMemcpyDeviceToHost), cudaSuccess);
+            ASSERT_EQ(y, first[b]) << "kernel " << static_cast<int>(which) << " round " << round
+                                   << " stream " << i << " batch " << batch;
+          }
+      cudaFree(dx);
+      cudaFree(dy);
+    }
+  for (auto& stream : streams) cudaStreamDestroy(stream);
+}
+
 TEST(Cuda, ForwardCanBeCapturedIntoAGraph) {
   SKIP_WITHOUT_GPU();
   const shape s{1000, 8192, 64, 2, qsl::basis::binary};
@@ -370,6 +482,20 @@ TEST(Cuda, TwdDenseMatchesCpuOnEdgeShapes) {
           }
         }
       }
+}
+
+// As for quantized_dense: fp16 in and out, fp32 inside (z too), rounded once.
+TEST(Cuda, TwdDenseHalfActivationsAreTheFp32PassRoundedOnce) {
+  SKIP_WITHOUT_GPU();
+  for (int activation_bits : {0, 4}) {
+    const qsl::cuda::twd_dense gpu(twd_layer_of(300, 129, 17, activation_bits, false, 5));
+    for (std::int64_t batch : {1, 8, 64}) {
+      const auto which = qsl::cuda::kernel::automatic;
+      const half_bits x = to_half(qsl::test::gaussian_rows(batch, 129, 6));
+      const half_bits expected = to_half(run(gpu, to_float(x), which));
+      EXPECT_EQ(run_half(gpu, x, which), expected) << "activation bits " << activation_bits;
+    }
+  }
 }
 
 TEST(Cuda, TwdDenseEncodedIsExactOnIntegers) {

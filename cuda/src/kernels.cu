@@ -24,16 +24,34 @@ cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
 
 __device__ std::int64_t smaller(std::int64_t a, std::int64_t b) { return a < b ? a : b; }
 
+// Element i of x, widened to fp32 (exact for fp16). The branch is the same for every thread.
+__device__ float load_x(const activation_io& io, std::int64_t i) {
+  return io.x_half ? __half2float(static_cast<const __half*>(io.x)[i])
+                   : static_cast<const float*>(io.x)[i];
+}
+// y[i] = value, rounded to the nearest fp16 for fp16 outputs.
+__device__ void store_y(const activation_io& io, std::int64_t i, float value) {
+  if (io.y_half)
+    static_cast<__half*>(io.y)[i] = __float2half_rn(value);
+  else
+    static_cast<float*>(io.y)[i] = value;
+}
+
 // ---- split-K ------------------------------------------------------------------------------------
 
 // Called by every thread of a block after it stored its part: true in the block that arrives
 // last at `counter` (one of `splits`), which may then read every part. The fences make each
 // part visible device-wide before the counter moves, and the parts visible to the last block.
+// The last block puts the counter back to zero: no other block of this launch touches it
+// again, and the next launch on the stream finds it cleared (workspace_cache reuses it).
 __device__ bool arrived_last(unsigned* counter, unsigned splits) {
   __shared__ bool last;
   __threadfence();
   __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(counter, 1U) == splits - 1U;
+  if (threadIdx.x == 0) {
+    last = atomicAdd(counter, 1U) == splits - 1U;
+    if (last) *counter = 0;
+  }
   __syncthreads();
   if (last) __threadfence();
   return last;
@@ -41,7 +59,7 @@ __device__ bool arrived_last(unsigned* counter, unsigned splits) {
 
 // Ends a GEMV block. With one split it writes epilogue(row, z) itself. Otherwise it stores its
 // part of z; the block that finishes last for its row block and vector (a counter per pair,
-// zeroed before the launch) sums the parts in split order, so results do not depend on block
+// zero when the launch starts) sums the parts in split order, so results do not depend on block
 // timing, and writes epilogue(row, sum). Every thread of the block must call it.
 template <class Epilogue>
 __device__ void finish_rows(const layer_view& w, const split_args& sp, std::int64_t tile, int lane,
@@ -68,12 +86,12 @@ __device__ void finish_rows(const layer_view& w, const split_args& sp, std::int6
 // (warp-level decode; the same additions in the same order, so both give the same bits).
 template <int P, bool Ternary, bool Tables>
 __global__ void __launch_bounds__(block_threads)
-    float_gemv(layer_view w, const float* x, split_args sp, float* y) {
+    float_gemv(layer_view w, activation_io io, split_args sp) {
   constexpr int staged = Tables ? tile_nibbles * table_entries : tile_chunks * chunk_cols;
   __shared__ float stage[staged];
   const int lane = threadIdx.x % 32;
   const std::int64_t tile = static_cast<std::int64_t>(blockIdx.x) * warps_per_block + threadIdx.x / 32;
-  const float* xv = x + static_cast<std::int64_t>(blockIdx.z) * w.cols;
+  const std::int64_t x0 = static_cast<std::int64_t>(blockIdx.z) * w.cols;  // the vector's x
   const std::int64_t c_begin = static_cast<std::int64_t>(blockIdx.y) * sp.split_chunks;
   const std::int64_t c_end = smaller(c_begin + sp.split_chunks, w.chunks);
   row_walk<P, float> r;
@@ -83,12 +101,12 @@ __global__ void __launch_bounds__(block_threads)
     if (Tables) {
       const std::int64_t s = s0 + threadIdx.x / 2;
       float values[4];
-      for (int i = 0; i < 4; ++i) values[i] = 4 * s + i < w.cols ? xv[4 * s + i] : 0.0f;
+      for (int i = 0; i < 4; ++i) values[i] = 4 * s + i < w.cols ? load_x(io, x0 + 4 * s + i) : 0.0f;
       for (int b = 8 * (threadIdx.x % 2); b < 8 * (threadIdx.x % 2) + 8; ++b)
         stage[(threadIdx.x / 2) * table_entries + b] = table_entry<Ternary>(values, b);
     } else {
       for (int i = threadIdx.x; i < staged; i += block_threads)
-        stage[i] = t0 * chunk_cols + i < w.cols ? xv[t0 * chunk_cols + i] : 0.0f;
+        stage[i] = t0 * chunk_cols + i < w.cols ? load_x(io, x0 + t0 * chunk_cols + i) : 0.0f;
     }
     __syncthreads();
     if (tile >= w.tiles) continue;  // no early return: every thread takes part in the syncs
@@ -109,9 +127,9 @@ __global__ void __launch_bounds__(block_threads)
     }
   }
   if (tile < w.tiles) finish_float<P, Ternary>(w, tile, lane, r);
-  float* yv = y + static_cast<std::int64_t>(blockIdx.z) * w.rows;
+  const std::int64_t y0 = static_cast<std::int64_t>(blockIdx.z) * w.rows;
   finish_rows(w, sp, tile, lane, r.out, [&](std::int64_t row, float z) {
-    yv[row] = w.bias == nullptr ? z : z + w.bias[row];
+    store_y(io, y0 + row, w.bias == nullptr ? z : z + w.bias[row]);
   });
 }
 
@@ -127,19 +145,20 @@ __device__ float warp_max(float v) {
 }
 
 __global__ void __launch_bounds__(block_threads)
-    encode(layer_view w, const float* x, int bits, bool calibrated, float fixed_step,
+    encode(layer_view w, activation_io io, int bits, bool calibrated, float fixed_step,
            float fixed_minimum, std::uint32_t* planes, float* scales) {
   __shared__ float lo_part[warps_per_block], hi_part[warps_per_block];
   __shared__ float minimum_shared, step_shared;
   const std::int64_t v = blockIdx.x;
-  const float* xv = x + v * w.cols;
+  const std::int64_t x0 = v * w.cols;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int top = (1 << bits) - 1;
   if (!calibrated) {  // the same arithmetic as encode_activations: min, (max - min) / top
     float lo = INFINITY, hi = -INFINITY;
     for (std::int64_t c = threadIdx.x; c < w.cols; c += block_threads) {
-      lo = fminf(lo, xv[c]);
-      hi = fmaxf(hi, xv[c]);
+      const float value = load_x(io, x0 + c);
+      lo = fminf(lo, value);
+      hi = fmaxf(hi, value);
     }
     lo = warp_min(lo);
     hi = warp_max(hi);
@@ -173,7 +192,7 @@ __global__ void __launch_bounds__(block_threads)
   for (std::int64_t c = warp; c < w.chunks; c += warps_per_block) {
     const std::int64_t col = c * 32 + lane;
     const std::uint32_t q =
-        col < w.cols ? encode_level(xv[col], minimum, inv_step, static_cast<float>(top)) : 0U;
+        col < w.cols ? encode_level(load_x(io, x0 + col), minimum, inv_step, static_cast<float>(top)) : 0U;
     for (int i = 0; i < bits; ++i) {
       const std::uint32_t word = __ballot_sync(full_mask, (q >> i) & 1U);
       if (lane == 0) planes_v[i * w.chunks + c] = word;
@@ -186,7 +205,7 @@ __global__ void __launch_bounds__(block_threads)
 template <int P, bool Ternary>
 __global__ void __launch_bounds__(block_threads)
     popcount_gemv(layer_view w, const std::uint32_t* planes, const float* scales, int bits,
-                  split_args sp, float* y) {
+                  activation_io io, split_args sp) {
   const int lane = threadIdx.x % 32;
   const std::int64_t tile = static_cast<std::int64_t>(blockIdx.x) * warps_per_block + threadIdx.x / 32;
   const std::int64_t v = blockIdx.z;
@@ -200,7 +219,7 @@ __global__ void __launch_bounds__(block_threads)
   const float minimum = scales[2 * v], step = scales[2 * v + 1];
   finish_rows(w, sp, tile, lane, r.out, [&](std::int64_t row, float z) {
     const float value = step * z + minimum * w.offsets[row];
-    y[v * w.rows + row] = w.bias == nullptr ? value : value + w.bias[row];
+    store_y(io, v * w.rows + row, w.bias == nullptr ? value : value + w.bias[row]);
   });
 }
 
@@ -210,7 +229,7 @@ constexpr int gemm_k = chunk_cols;  // one chunk per step
 static_assert(gemm_rows * gemm_k / 8 == block_threads, "one thread decodes 8 weights");
 
 __global__ void __launch_bounds__(block_threads)
-    wmma_gemm(layer_view w, const float* x, std::int64_t batch, split_args sp, float* y) {
+    wmma_gemm(layer_view w, activation_io io, std::int64_t batch, split_args sp) {
   using namespace nvcuda;
   // wmma loads and stores need 256-bit aligned pointers.
   __shared__ __align__(32) __half weights[gemm_rows * gemm_k];  // [row][k]: W_hat^T column-major
@@ -234,7 +253,7 @@ __global__ void __launch_bounds__(block_threads)
     }
     for (int i = threadIdx.x; i < gemm_batch * gemm_k; i += block_threads) {
       const std::int64_t b = b0 + i / gemm_k, c = k0 + i % gemm_k;
-      inputs[i] = __float2half(b < batch && c < w.cols ? x[b * w.cols + c] : 0.0f);
+      inputs[i] = __float2half(b < batch && c < w.cols ? load_x(io, b * w.cols + c) : 0.0f);
     }
     __syncthreads();
     for (int kk = 0; kk < gemm_k; kk += 16) {
@@ -267,7 +286,7 @@ __global__ void __launch_bounds__(block_threads)
   for (int i = threadIdx.x; i < items; i += block_threads) {
     const std::int64_t b = b0 + i / gemm_rows, r = row0 + i % gemm_rows;
     if (b < batch && r < w.rows)
-      y[b * w.rows + r] = w.bias == nullptr ? out[i] : out[i] + w.bias[r];
+      store_y(io, b * w.rows + r, w.bias == nullptr ? out[i] : out[i] + w.bias[r]);
   }
 }
 
@@ -289,16 +308,6 @@ void by_planes(const layer_view& w, Args... args) {
   }
 }
 
-split_args split_of(const gemv_plan& plan, void* scratch, cudaStream_t s) {
-  split_args sp{plan.split_chunks, static_cast<unsigned>(plan.splits), nullptr, nullptr};
-  if (plan.splits > 1) {
-    sp.partials = static_cast<float*>(scratch);
-    sp.counters = reinterpret_cast<unsigned*>(sp.partials + plan.partial_floats);
-    cudaMemsetAsync(sp.counters, 0, static_cast<std::size_t>(plan.counters) * sizeof(unsigned), s);
-  }
-  return sp;
-}
-
 dim3 grid_of(const gemv_plan& plan, std::int64_t batch) {
   return dim3(static_cast<unsigned>(plan.row_blocks), static_cast<unsigned>(plan.splits),
               static_cast<unsigned>(batch));
@@ -306,52 +315,49 @@ dim3 grid_of(const gemv_plan& plan, std::int64_t batch) {
 
 template <int P, bool T>
 struct float_launch {
-  static void run(const layer_view& w, const float* x, std::int64_t batch, float* y, bool tables,
-                  const gemv_plan& plan, void* scratch, cudaStream_t s) {
-    const split_args sp = split_of(plan, scratch, s);
+  static void run(const layer_view& w, const activation_io& io, std::int64_t batch, bool tables,
+                  const gemv_plan& plan, const split_args& sp, cudaStream_t s) {
     if (tables)
-      float_gemv<P, T, true><<<grid_of(plan, batch), block_threads, 0, s>>>(w, x, sp, y);
+      float_gemv<P, T, true><<<grid_of(plan, batch), block_threads, 0, s>>>(w, io, sp);
     else
-      float_gemv<P, T, false><<<grid_of(plan, batch), block_threads, 0, s>>>(w, x, sp, y);
+      float_gemv<P, T, false><<<grid_of(plan, batch), block_threads, 0, s>>>(w, io, sp);
   }
 };
 template <int P, bool T>
 struct popcount_launch {
   static void run(const layer_view& w, const std::uint32_t* planes, const float* scales, int bits,
-                  std::int64_t batch, float* y, const gemv_plan& plan, void* scratch,
-                  cudaStream_t s) {
-    const split_args sp = split_of(plan, scratch, s);
-    popcount_gemv<P, T><<<grid_of(plan, batch), block_threads, 0, s>>>(w, planes, scales, bits, sp, y);
+                  const activation_io& io, std::int64_t batch, const gemv_plan& plan,
+                  const split_args& sp, cudaStream_t s) {
+    popcount_gemv<P, T><<<grid_of(plan, batch), block_threads, 0, s>>>(w, planes, scales, bits, io, sp);
   }
 };
 
 }  // namespace
 
-void launch_float_gemv(const layer_view& w, const float* x, std::int64_t batch, float* y,
-                       bool tables, const gemv_plan& plan, void* scratch, void* stream) {
-  by_planes<float_launch>(w, x, batch, y, tables, plan, scratch, as_stream(stream));
+void launch_float_gemv(const layer_view& w, const activation_io& io, std::int64_t batch,
+                       bool tables, const gemv_plan& plan, const split_args& sp, void* stream) {
+  by_planes<float_launch>(w, io, batch, tables, plan, sp, as_stream(stream));
 }
 
-void launch_encode(const layer_view& w, const float* x, std::int64_t batch, int bits,
+void launch_encode(const layer_view& w, const activation_io& io, std::int64_t batch, int bits,
                    bool calibrated, float step, float minimum, std::uint32_t* planes,
                    float* scales, void* stream) {
   encode<<<static_cast<unsigned>(batch), block_threads, 0, as_stream(stream)>>>(
-      w, x, bits, calibrated, step, minimum, planes, scales);
+      w, io, bits, calibrated, step, minimum, planes, scales);
 }
 
 void launch_popcount_gemv(const layer_view& w, const std::uint32_t* planes, const float* scales,
-                          int bits, std::int64_t batch, float* y, const gemv_plan& plan,
-                          void* scratch, void* stream) {
-  by_planes<popcount_launch>(w, planes, scales, bits, batch, y, plan, scratch, as_stream(stream));
+                          int bits, const activation_io& io, std::int64_t batch,
+                          const gemv_plan& plan, const split_args& sp, void* stream) {
+  by_planes<popcount_launch>(w, planes, scales, bits, io, batch, plan, sp, as_stream(stream));
 }
 
-void launch_wmma_gemm(const layer_view& w, const float* x, std::int64_t batch, float* y,
-                      const gemv_plan& plan, void* scratch, void* stream) {
-  const split_args sp = split_of(plan, scratch, as_stream(stream));
+void launch_wmma_gemm(const layer_view& w, const activation_io& io, std::int64_t batch,
+                      const gemv_plan& plan, const split_args& sp, void* stream) {
   const dim3 grid(static_cast<unsigned>(plan.row_blocks),
                   static_cast<unsigned>((batch + gemm_batch - 1) / gemm_batch),
                   static_cast<unsigned>(plan.splits));
-  wmma_gemm<<<grid, block_threads, 0, as_stream(stream)>>>(w, x, batch, sp, y);
+  wmma_gemm<<<grid, block_threads, 0, as_stream(stream)>>>(w, io, batch, sp);
 }
 
 // TWD mixing: one thread per output column and vector; the vector's K values of z pass through
@@ -361,7 +367,7 @@ constexpr int mix_chunk = 2048;  // floats of z per pass: 8 KiB of shared memory
 
 __global__ void __launch_bounds__(mix_threads)
     mix(const float* z, std::int64_t k, const float* c, const float* bias, std::int64_t n,
-        float* y) {
+        activation_io io) {
   __shared__ float zs[mix_chunk];
   const std::int64_t v = blockIdx.y;
   const std::int64_t col = static_cast<std::int64_t>(blockIdx.x) * mix_threads + threadIdx.x;
@@ -375,14 +381,15 @@ __global__ void __launch_bounds__(mix_threads)
     if (col < n)
       for (int i = 0; i < len; ++i) sum += zs[i] * c[(k0 + i) * n + col];
   }
-  if (col < n) y[v * n + col] = sum + (bias != nullptr ? bias[col] : 0.0f);
+  if (col < n) store_y(io, v * n + col, sum + (bias != nullptr ? bias[col] : 0.0f));
 }
 
 void launch_mix(const float* z, std::int64_t batch, std::int64_t k, const float* c,
-                const float* bias, std::int64_t n, float* y, void* stream) {
+                const float* bias, std::int64_t n, void* y, bool y_half, void* stream) {
   const dim3 grid(static_cast<unsigned>((n + mix_threads - 1) / mix_threads),
                   static_cast<unsigned>(batch));
-  mix<<<grid, mix_threads, 0, as_stream(stream)>>>(z, k, c, bias, n, y);
+  const activation_io io{nullptr, y, false, y_half};
+  mix<<<grid, mix_threads, 0, as_stream(stream)>>>(z, k, c, bias, n, io);
 }
 
 const char* last_launch_error() {

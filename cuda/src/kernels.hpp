@@ -70,36 +70,51 @@ inline gemv_plan plan_gemm(const layer_view& w, std::int64_t batch, int multipro
 struct split_args {
   std::int64_t split_chunks;
   unsigned splits;
-  float* partials;     ///< [split][vector][padded row]
-  unsigned* counters;  ///< [vector][row block], zeroed before each launch
+  float* partials;     ///< [split][vector][padded row] (null with one split)
+  unsigned* counters;  ///< [vector][row block]: zero when the kernel starts, and when it ends
 };
 
-/// Float activations: y[v][n] = sum_g sum_j alpha (2 A - B) + bias, A and B from 16-entry
-/// subset-sum tables per 4 columns in shared memory (`tables`), or from the staged inputs
-/// (warp-level decode). `scratch` holds plan.scratch_bytes (may be null when 0).
-void launch_float_gemv(const layer_view& w, const float* x, std::int64_t batch, float* y,
-                       bool tables, const gemv_plan& plan, void* scratch, void* stream);
+inline split_args split_args_of(const gemv_plan& plan, float* partials, unsigned* counters) {
+  const bool split = plan.splits > 1;
+  return {plan.split_chunks, static_cast<unsigned>(plan.splits), split ? partials : nullptr,
+          split ? counters : nullptr};
+}
+
+/// A call's activations in device memory: x (read) and y (written), each fp32 or IEEE fp16.
+/// Inside, everything is fp32: fp16 inputs are widened (exactly) where they are read, results
+/// rounded to nearest where they are written.
+struct activation_io {
+  const void* x;
+  void* y;
+  bool x_half, y_half;
+};
+
+/// Float activations: y[v][n] = sum_g sum_j alpha S_j + bias, S_j from 16-entry tables of
+/// signed (or subset) sums per 4 columns in shared memory (`tables`), or from the staged inputs
+/// (warp-level decode).
+void launch_float_gemv(const layer_view& w, const activation_io& io, std::int64_t batch,
+                       bool tables, const gemv_plan& plan, const split_args& sp, void* stream);
 
 /// Per vector: the quantizer's minimum and step (per-vector min/max when !calibrated) and the
-/// activation bit planes [v][bit][chunk].
-void launch_encode(const layer_view& w, const float* x, std::int64_t batch, int bits,
+/// activation bit planes [v][bit][chunk]. Reads io.x.
+void launch_encode(const layer_view& w, const activation_io& io, std::int64_t batch, int bits,
                    bool calibrated, float step, float minimum, std::uint32_t* planes,
                    float* scales /* [v][2]: minimum, step */, void* stream);
 
-/// Encoded activations: y[v][n] = step * z + minimum * offset[n] + bias[n].
+/// Encoded activations: y[v][n] = step * z + minimum * offset[n] + bias[n]. Writes io.y.
 void launch_popcount_gemv(const layer_view& w, const std::uint32_t* planes, const float* scales,
-                          int bits, std::int64_t batch, float* y, const gemv_plan& plan,
-                          void* scratch, void* stream);
+                          int bits, const activation_io& io, std::int64_t batch,
+                          const gemv_plan& plan, const split_args& sp, void* stream);
 
 /// Float activations, any batch: W_hat decoded to fp16 tiles in shared memory, tensor-core
 /// (wmma) products with fp32 accumulation; `plan` from plan_gemm.
-void launch_wmma_gemm(const layer_view& w, const float* x, std::int64_t batch, float* y,
-                      const gemv_plan& plan, void* scratch, void* stream);
+void launch_wmma_gemm(const layer_view& w, const activation_io& io, std::int64_t batch,
+                      const gemv_plan& plan, const split_args& sp, void* stream);
 
 /// The mixing step of a TWD layer: y[v][n] = sum_k z[v][k] c[k][n] + bias[n] (c: K x N
-/// row-major; bias may be null), batch <= 65535.
+/// row-major; bias may be null), batch <= 65535; y fp32 or fp16 (y_half).
 void launch_mix(const float* z, std::int64_t batch, std::int64_t k, const float* c,
-                const float* bias, std::int64_t n, float* y, void* stream);
+                const float* bias, std::int64_t n, void* y, bool y_half, void* stream);
 
 /// The error of the last launch, as a message ("" when none).
 const char* last_launch_error();

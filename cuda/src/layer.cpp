@@ -16,6 +16,16 @@ constexpr std::int64_t max_batch_per_call = 65535;  // the kernels' grid limit
 
 void layer::forward(const float* x, std::int64_t batch, float* y, void* stream,
                     kernel which) const {
+  checked_run(x, element::f32, batch, y, stream, which);
+}
+
+void layer::forward(const fp16* x, std::int64_t batch, fp16* y, void* stream,
+                    kernel which) const {
+  checked_run(x, element::f16, batch, y, stream, which);
+}
+
+void layer::checked_run(const void* x, element type, std::int64_t batch, void* y, void* stream,
+                        kernel which) const {
   const std::string what = std::string(name()) + "::forward";
   qsl::detail::require(batch >= 0, what + ": batch is " + std::to_string(batch) +
                                        "; expected >= 0");
@@ -24,7 +34,7 @@ void layer::forward(const float* x, std::int64_t batch, float* y, void* stream,
   qsl::detail::require(batch <= max_batch_per_call,
                        what + ": batch is " + std::to_string(batch) + "; at most " +
                            std::to_string(max_batch_per_call) + " per call");
-  run(x, batch, y, stream, which);
+  run(x, type, batch, y, type, stream, which);
 }
 
 void layer::forward_host(const float* x, std::int64_t batch, float* y, kernel which) const {
@@ -46,7 +56,7 @@ void layer::forward_host(const float* x, std::int64_t batch, float* y, kernel wh
     QSL_CUDA(cudaMemcpy(dx, x + v0 * in_features(),
                         static_cast<std::size_t>(count * in_features()) * sizeof(float),
                         cudaMemcpyHostToDevice));
-    run(dx, count, dy, nullptr, which);
+    run(dx, element::f32, count, dy, element::f32, nullptr, which);
     QSL_CUDA(cudaMemcpy(y + v0 * out_features(), dy,
                         static_cast<std::size_t>(count * out_features()) * sizeof(float),
                         cudaMemcpyDeviceToHost));

@@ -15,7 +15,6 @@ namespace qsl::cuda {
 
 using detail::buffer;
 using detail::check_launch;
-using detail::scratch_buffer;
 using detail::upload;
 
 int device_count() {
@@ -38,18 +37,19 @@ device_properties properties(int device) {
 }
 
 struct quantized_dense::impl {
+  explicit impl(int device) : device(device), workspaces(device) {}
   int device = 0, multiprocessors = 1;
   detail::packed_layer host;
   activation_quantizer activations;
   std::unique_ptr<buffer> words, coefficients, offsets, bias;
   detail::layer_view view{};
+  mutable detail::workspace_cache workspaces;
 };
 
 quantized_dense::quantized_dense(const qsl::quantized_dense& layer, int device)
-    : impl_(std::make_unique<impl>()) {
+    : impl_(std::make_unique<impl>(device)) {
   const device_properties props = properties(device);
   QSL_CUDA(cudaSetDevice(device));
-  impl_->device = device;
   impl_->multiprocessors = props.multiprocessors;
   impl_->activations = layer.activations();
   impl_->host = detail::pack(layer.code(), layer.bias());
@@ -82,8 +82,8 @@ std::size_t quantized_dense::device_bytes() const {
          impl_->bias->bytes();
 }
 
-void quantized_dense::run(const float* x, std::int64_t batch, float* y, void* stream,
-                          kernel which) const {
+void quantized_dense::run(const void* x, element x_type, std::int64_t batch, void* y,
+                          element y_type, void* stream, kernel which) const {
   const detail::layer_view& w = impl_->view;
   const activation_quantizer& q = impl_->activations;
   const bool encoded = q.bits > 0;
@@ -101,36 +101,38 @@ void quantized_dense::run(const float* x, std::int64_t batch, float* y, void* st
                                       "activation_bits > 0"));
   QSL_CUDA(cudaSetDevice(impl_->device));
   const auto s = static_cast<cudaStream_t>(stream);
-  // Split-K scratch (partial sums), and for encoded activations the bit planes and scales, in
-  // one allocation ordered on the stream.
+  const detail::activation_io io{x, y, x_type == element::f16, y_type == element::f16};
+  // Split-K partial sums and counters, and for encoded activations the bit planes and scales.
   const bool gemm = which == kernel::wmma_gemm;
   const detail::gemv_plan plan = gemm ? detail::plan_gemm(w, batch, impl_->multiprocessors)
                                       : detail::plan_gemv(w, batch, impl_->multiprocessors);
-  const std::size_t split_bytes = plan.scratch_bytes();
+  const std::size_t split_bytes = static_cast<std::size_t>(plan.partial_floats) * sizeof(float);
   const std::size_t plane_bytes =
       encoded ? static_cast<std::size_t>(batch * q.bits * w.chunks) * 4 : 0;
   const std::size_t scale_bytes = encoded ? static_cast<std::size_t>(batch) * 2 * sizeof(float) : 0;
-  const std::size_t bytes = split_bytes + plane_bytes + scale_bytes;
-  std::unique_ptr<scratch_buffer> scratch;
-  if (bytes > 0) scratch = std::make_unique<scratch_buffer>(impl_->device, bytes, s);
-  char* base = scratch ? static_cast<char*>(scratch->get()) : nullptr;
+  const auto lease = impl_->workspaces.acquire(s, static_cast<std::size_t>(plan.counters),
+                                               split_bytes + plane_bytes + scale_bytes);
+  const detail::workspace ws = lease.get();
+  char* data = static_cast<char*>(ws.data);
+  const detail::split_args sp =
+      detail::split_args_of(plan, reinterpret_cast<float*>(data), ws.counters);
   if (gemm) {
-    detail::launch_wmma_gemm(w, x, batch, y, plan, base, stream);
+    detail::launch_wmma_gemm(w, io, batch, plan, sp, stream);
     check_launch("wmma_gemm");
     return;
   }
   if (!encoded) {
     const bool tables = which == kernel::lut_gemv;
-    detail::launch_float_gemv(w, x, batch, y, tables, plan, base, stream);
+    detail::launch_float_gemv(w, io, batch, tables, plan, sp, stream);
     check_launch(tables ? "lut_gemv" : "decode_gemv");
     return;
   }
-  auto* planes = reinterpret_cast<std::uint32_t*>(base + split_bytes);
-  auto* scales = reinterpret_cast<float*>(base + split_bytes + plane_bytes);
-  detail::launch_encode(w, x, batch, q.bits, q.calibrated, q.step, q.minimum, planes, scales,
+  auto* planes = reinterpret_cast<std::uint32_t*>(data + split_bytes);
+  auto* scales = reinterpret_cast<float*>(data + split_bytes + plane_bytes);
+  detail::launch_encode(w, io, batch, q.bits, q.calibrated, q.step, q.minimum, planes, scales,
                         stream);
   check_launch("encode");
-  detail::launch_popcount_gemv(w, planes, scales, q.bits, batch, y, plan, base, stream);
+  detail::launch_popcount_gemv(w, planes, scales, q.bits, io, batch, plan, sp, stream);
   check_launch("popcount_gemv");
 }
 

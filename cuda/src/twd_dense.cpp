@@ -22,9 +22,10 @@ qsl::quantized_dense basis_layer(const qsl::twd_dense& layer) {
 
 struct twd_dense::impl {
   explicit impl(const qsl::twd_dense& layer, int device)
-      : basis(basis_layer(layer), device), device(device) {}
+      : basis(basis_layer(layer), device), device(device), workspaces(device) {}
   quantized_dense basis;
   int device = 0;
+  mutable detail::workspace_cache workspaces;  // z
   std::int64_t rows = 0, k = 0;
   std::unique_ptr<detail::buffer> mixing, bias;
 };
@@ -50,17 +51,16 @@ std::size_t twd_dense::device_bytes() const {
   return impl_->basis.device_bytes() + impl_->mixing->bytes() + impl_->bias->bytes();
 }
 
-void twd_dense::run(const float* x, std::int64_t batch, float* y, void* stream,
-                    kernel which) const {
+void twd_dense::run(const void* x, element x_type, std::int64_t batch, void* y,
+                    element y_type, void* stream, kernel which) const {
   QSL_CUDA(cudaSetDevice(impl_->device));
-  const auto s = static_cast<cudaStream_t>(stream);
-  detail::scratch_buffer z(impl_->device,
-                           static_cast<std::size_t>(batch * impl_->k) * sizeof(float), s);
-  auto* zp = static_cast<float*>(z.get());
-  impl_->basis.forward(x, batch, zp, stream, which);
-  detail::launch_mix(zp, batch, impl_->k, impl_->mixing->get<float>(),
+  const auto lease = impl_->workspaces.acquire(
+      static_cast<cudaStream_t>(stream), 0, static_cast<std::size_t>(batch * impl_->k) * sizeof(float));
+  auto* z = static_cast<float*>(lease.get().data);
+  impl_->basis.run(x, x_type, batch, z, element::f32, stream, which);
+  detail::launch_mix(z, batch, impl_->k, impl_->mixing->get<float>(),
                      impl_->bias->bytes() == 0 ? nullptr : impl_->bias->get<float>(),
-                     impl_->rows, y, stream);
+                     impl_->rows, y, y_type == element::f16, stream);
   detail::check_launch("mix");
 }
 

@@ -34,6 +34,13 @@ int device_count();
 /// Throws qsl::error for a bad index or a CUDA failure.
 device_properties properties(int device);
 
+/// An IEEE 754 binary16 value in device memory (the bits of a CUDA __half): half-precision
+/// activations. A __half* converts with reinterpret_cast.
+enum class fp16 : std::uint16_t {};
+
+/// The element type of activations in device memory.
+enum class element : std::uint8_t { f32 = 0, f16 = 1 };
+
 /// Which kernel runs a forward pass.
 enum class kernel : std::uint8_t {
   automatic = 0,      ///< lut_gemv (float, batch <= 8), wmma_gemm (float), popcount_gemv (encoded)
@@ -60,6 +67,12 @@ class layer {
   /// path, NaN/Inf inputs are not detected on the device: their outputs are unspecified.
   void forward(const float* x, std::int64_t batch, float* y, void* stream = nullptr,
                kernel which = kernel::automatic) const;
+  /// The same with half-precision activations. Inside, everything is fp32 as above: x is
+  /// widened where it is read (exactly), y rounded to the nearest fp16 where it is written, so
+  /// the result is the fp32 forward pass of the fp16 inputs, rounded (overflow gives +-Inf).
+  /// Halves the activation traffic (wmma_gemm rounds fp32 inputs to fp16 in any case).
+  void forward(const fp16* x, std::int64_t batch, fp16* y, void* stream = nullptr,
+               kernel which = kernel::automatic) const;
   /// The same for host arrays, synchronously: copies x to the device, runs forward in calls of
   /// at most 65535 vectors (any batch), copies y back. For executors that keep activations on
   /// the host (qsl-run); a pipeline that stays on the device should call forward.
@@ -70,11 +83,17 @@ class layer {
   layer() = default;
   layer(layer&&) noexcept = default;
   layer& operator=(layer&&) noexcept = default;
-  /// The forward pass proper; forward has checked batch (1..65535) and the pointers.
-  virtual void run(const float* x, std::int64_t batch, float* y, void* stream,
-                   kernel which) const = 0;
+  /// The forward pass proper, x and y of the given element types; forward has checked batch
+  /// (1..65535) and the pointers.
+  virtual void run(const void* x, element x_type, std::int64_t batch, void* y, element y_type,
+                   void* stream, kernel which) const = 0;
   /// The class, for messages ("qsl::cuda::quantized_dense").
   virtual const char* name() const = 0;
+
+ private:
+  /// forward's argument checks, then run.
+  void checked_run(const void* x, element type, std::int64_t batch, void* y, void* stream,
+                   kernel which) const;
 };
 
 /// A qsl::quantized_dense on the GPU.
@@ -93,9 +112,10 @@ class quantized_dense final : public layer {
   std::size_t device_bytes() const override;
 
  private:
-  void run(const float* x, std::int64_t batch, float* y, void* stream,
-           kernel which) const override;
+  void run(const void* x, element x_type, std::int64_t batch, void* y, element y_type,
+           void* stream, kernel which) const override;
   const char* name() const override { return "qsl::cuda::quantized_dense"; }
+  friend class twd_dense;  // runs its basis step with fp32 outputs whatever its inputs
   struct impl;
   std::unique_ptr<impl> impl_;
 };
@@ -118,8 +138,8 @@ class twd_dense final : public layer {
   std::size_t device_bytes() const override;
 
  private:
-  void run(const float* x, std::int64_t batch, float* y, void* stream,
-           kernel which) const override;
+  void run(const void* x, element x_type, std::int64_t batch, void* y, element y_type,
+           void* stream, kernel which) const override;
   const char* name() const override { return "qsl::cuda::twd_dense"; }
   struct impl;
   std::unique_ptr<impl> impl_;
