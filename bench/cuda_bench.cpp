@@ -5,8 +5,9 @@
 //
 // GEMV: N x D = 4096^2 and 8192^2, k = 1, 2, 3 planes, groups of 128, float activations
 // (look-up tables, kernel 1, and warp-level decode, kernel 4) and 4-bit activations (encoder +
-// popcount). Batch 8, 16, 64: the look-up GEMV beside the tensor-core GEMM (kernel 2). Counters: weights_per_s (N D batch / time), weight_GBps (bytes of the device weights
-// read per call / time) and roofline_pct (weight_GBps / the device's memory bandwidth, measured
+// popcount), and k = 2 with fp16 activations. Batch 8, 16, 64: the look-up GEMV beside the
+// tensor-core GEMM (kernel 2). Counters: weights_per_s (N D batch / time), weight_GBps (bytes
+// of the device weights read per call / time) and roofline_pct (weight_GBps / the device's memory bandwidth, measured
 // in this process as a device-to-device copy). Times come from CUDA events (manual time), per
 // call, over 20 calls: back to back (name<false>: what a plain call costs, host API work
 // included) and replayed as a CUDA graph (name<true>: the device's time).
@@ -148,17 +149,24 @@ const qsl::cuda::quantized_dense& layer(std::int64_t n, std::int64_t d, int k, i
 }
 
 // Arguments: N, D, batch, k, kx, kernel (qsl::cuda::kernel: 0 automatic, 1 lut_gemv,
-// 2 wmma_gemm, 4 decode_gemv).
+// 2 wmma_gemm, 4 decode_gemv), fp16 (1: fp16 activations in and out, as cuBLAS HGEMV's).
 template <bool Graph>
 void BM_Qsl(benchmark::State& state) {
   if (!have_gpu()) return state.SkipWithError("no CUDA device");
   const std::int64_t n = state.range(0), d = state.range(1), batch = state.range(2);
   const int k = static_cast<int>(state.range(3)), kx = static_cast<int>(state.range(4));
   const auto which = static_cast<qsl::cuda::kernel>(state.range(5));
+  const bool half = state.range(6) != 0;
   const auto& gpu = layer(n, d, k, kx);
   float* x = device_array<float>(static_cast<std::size_t>(batch * d), 1.0f, 1);
   float* y = device_array<float>(static_cast<std::size_t>(batch * n), 1.0f, 2);
-  timed<Graph>(state, [&](cudaStream_t s) { gpu.forward(x, batch, y, s, which); });
+  if (half) {  // the first halves of the same arrays
+    const auto* hx = reinterpret_cast<const qsl::cuda::fp16*>(x);
+    auto* hy = reinterpret_cast<qsl::cuda::fp16*>(y);
+    timed<Graph>(state, [&](cudaStream_t s) { gpu.forward(hx, batch, hy, s, which); });
+  } else {
+    timed<Graph>(state, [&](cudaStream_t s) { gpu.forward(x, batch, y, s, which); });
+  }
   rates(state, n, d, batch, static_cast<double>(gpu.device_bytes()));
   cudaFree(x);
   cudaFree(y);
@@ -226,10 +234,11 @@ void gemv_shapes(benchmark::internal::Benchmark* b, bool qsl) {
       continue;
     }
     for (std::int64_t k : {1, 2, 3}) {
-      b->Args({n, n, 1, k, 0, lut});
-      b->Args({n, n, 1, k, 0, decode});
-      b->Args({n, n, 1, k, 4, automatic});
+      b->Args({n, n, 1, k, 0, lut, 0});
+      b->Args({n, n, 1, k, 0, decode, 0});
+      b->Args({n, n, 1, k, 4, automatic, 0});
     }
+    b->Args({n, n, 1, 2, 0, lut, 1});
   }
 }
 void gemm_shapes(benchmark::internal::Benchmark* b, bool qsl) {
@@ -238,9 +247,9 @@ void gemm_shapes(benchmark::internal::Benchmark* b, bool qsl) {
       b->Args({4096, 4096, batch});
       continue;
     }
-    b->Args({4096, 4096, batch, 2, 0, lut});
-    b->Args({4096, 4096, batch, 2, 0, wmma});
-    b->Args({4096, 4096, batch, 2, 4, automatic});
+    b->Args({4096, 4096, batch, 2, 0, lut, 0});
+    b->Args({4096, 4096, batch, 2, 0, wmma, 0});
+    b->Args({4096, 4096, batch, 2, 4, automatic, 0});
   }
 }
 
@@ -251,15 +260,17 @@ void graph_shapes(benchmark::internal::Benchmark* b, bool qsl) {
       b->Args({n, n, 1});
       continue;
     }
-    for (std::int64_t k : {1, 2, 3}) b->Args({n, n, 1, k, 0, lut});
-    b->Args({n, n, 1, 2, 0, decode});
-    b->Args({n, n, 1, 2, 4, automatic});
+    for (std::int64_t k : {1, 2, 3}) b->Args({n, n, 1, k, 0, lut, 0});
+    b->Args({n, n, 1, 2, 0, decode, 0});
+    b->Args({n, n, 1, 2, 4, automatic, 0});
+    b->Args({n, n, 1, 2, 0, lut, 1});
   }
   if (!qsl) {
     b->Args({4096, 4096, 64});
     return;
   }
-  b->Args({4096, 4096, 64, 2, 0, wmma});
+  b->Args({4096, 4096, 64, 2, 0, wmma, 0});
+  b->Args({4096, 4096, 64, 2, 0, wmma, 1});
 }
 
 #define QSL_CUBLAS_BENCH(name)                                                             \
@@ -273,10 +284,10 @@ QSL_CUBLAS_BENCH(BM_CublasFloat)
 QSL_CUBLAS_BENCH(BM_CublasHalf)
 BENCHMARK_TEMPLATE(BM_Qsl, false)
     ->Apply([](auto* b) { gemv_shapes(b, true); gemm_shapes(b, true); })
-    ->ArgNames({"N", "D", "batch", "k", "kx", "kernel"})->UseManualTime()->Unit(benchmark::kMicrosecond);
+    ->ArgNames({"N", "D", "batch", "k", "kx", "kernel", "fp16"})->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_TEMPLATE(BM_Qsl, true)
     ->Apply([](auto* b) { graph_shapes(b, true); })
-    ->ArgNames({"N", "D", "batch", "k", "kx", "kernel"})->UseManualTime()->Unit(benchmark::kMicrosecond);
+    ->ArgNames({"N", "D", "batch", "k", "kx", "kernel", "fp16"})->UseManualTime()->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 
