@@ -37,7 +37,36 @@ __device__ void store_y(const activation_io& io, std::int64_t i, float value) {
     static_cast<float*>(io.y)[i] = value;
 }
 
+// Asks L2 for the 128-byte line at p without waiting for it (sm_20+; a hint: never faults).
+__device__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
+// Prefetches the words of one warp's rows (a tile) in chunks [c0, c1): one 128-byte line per
+// chunk and plane, the lines spread over the lanes.
+template <int P>
+__device__ void prefetch_words(const layer_view& w, std::int64_t tile, int lane, std::int64_t c0,
+                               std::int64_t c1) {
+  const std::uint32_t* first = w.words + (tile * w.chunks + c0) * P * warp_rows;
+  for (std::int64_t line = lane; line < (c1 - c0) * P; line += 32)
+    prefetch_l2(first + line * warp_rows);
+}
+
 // ---- split-K ------------------------------------------------------------------------------------
+
+// sum_{s < splits} part(s), added in split order (so the result does not depend on timing),
+// with up to 8 loads in flight: one at a time, 16 parts in L2 cost 16 round trips (~2 us).
+template <class Part>
+__device__ float sum_in_split_order(unsigned splits, Part part) {
+  constexpr unsigned in_flight = 8;
+  float sum = 0;
+  for (unsigned s0 = 0; s0 < splits; s0 += in_flight) {
+    float parts[in_flight];
+    QSL_UNROLL for (unsigned i = 0; i < in_flight; ++i)
+      parts[i] = s0 + i < splits ? part(s0 + i) : 0.0f;
+    QSL_UNROLL for (unsigned i = 0; i < in_flight; ++i)
+      if (s0 + i < splits) sum += parts[i];
+  }
+  return sum;
+}
 
 // Called by every thread of a block after it stored its part: true in the block that arrives
 // last at `counter` (one of `splits`), which may then read every part. The fences make each
@@ -70,10 +99,10 @@ __device__ void finish_rows(const layer_view& w, const split_args& sp, std::int6
   if (sp.splits > 1) {
     if (live) sp.partials[(blockIdx.y * batch + v) * padded + row] = z;
     if (!arrived_last(&sp.counters[v * gridDim.x + blockIdx.x], sp.splits)) return;
-    z = 0;
     if (live)
-      for (unsigned s = 0; s < sp.splits; ++s)
-        z += __ldcg(&sp.partials[(s * batch + v) * padded + row]);  // L2, not a stale L1 line
+      z = sum_in_split_order(sp.splits, [&](unsigned s) {  // from L2, not a stale L1 line
+        return __ldcg(&sp.partials[(s * batch + v) * padded + row]);
+      });
   }
   if (live && row < w.rows) epilogue(row, z);
 }
@@ -95,8 +124,13 @@ __global__ void __launch_bounds__(block_threads)
   const std::int64_t c_begin = static_cast<std::int64_t>(blockIdx.y) * sp.split_chunks;
   const std::int64_t c_end = smaller(c_begin + sp.split_chunks, w.chunks);
   row_walk<P, float> r;
+  // The weights of the first column tile are on their way while the tables are built, those
+  // of the next while this tile is walked.
+  if (tile < w.tiles) prefetch_words<P>(w, tile, lane, c_begin, smaller(c_begin + tile_chunks, c_end));
   for (std::int64_t t0 = c_begin; t0 < c_end; t0 += tile_chunks) {
     const std::int64_t t1 = smaller(t0 + tile_chunks, c_end), s0 = t0 * 8;
+    if (tile < w.tiles && t1 < c_end)
+      prefetch_words<P>(w, tile, lane, t1, smaller(t1 + tile_chunks, c_end));
     __syncthreads();  // the previous tile is no longer read
     if (Tables) {
       const std::int64_t s = s0 + threadIdx.x / 2;
@@ -227,6 +261,36 @@ __global__ void __launch_bounds__(block_threads)
 
 constexpr int gemm_k = chunk_cols;  // one chunk per step
 static_assert(gemm_rows * gemm_k / 8 == block_threads, "one thread decodes 8 weights");
+constexpr int gemm_prefetch_steps = 4;  // steps between a prefetch and the loads it serves
+static_assert(gemm_rows / warp_rows * 16 * 2 <= block_threads - gemm_batch,
+              "a thread per line of a step: inputs, then words and coefficients of 16 planes");
+
+// Prefetches what the GEMM step at column k0 reads (the step's loads then wait on L2, not
+// DRAM): one line per input vector (threads 0..63), and per row tile the chunk's planes and the
+// group's coefficients (threads 64 on), each thread one line.
+__device__ void prefetch_gemm_step(const layer_view& w, const activation_io& io,
+                                   std::int64_t batch, std::int64_t row0, std::int64_t b0,
+                                   std::int64_t k0) {
+  const int t = threadIdx.x;
+  if (t < gemm_batch) {
+    const std::int64_t b = b0 + t;
+    if (b < batch) {
+      const std::int64_t i = b * w.cols + k0;
+      prefetch_l2(io.x_half ? static_cast<const void*>(static_cast<const __half*>(io.x) + i)
+                            : static_cast<const void*>(static_cast<const float*>(io.x) + i));
+    }
+    return;
+  }
+  const int line = t - gemm_batch, per_tile = w.planes + w.bits;
+  const std::int64_t tile = row0 / warp_rows + line / per_tile;
+  if (line >= (gemm_rows / warp_rows) * per_tile || tile >= w.tiles) return;
+  const int which = line % per_tile;
+  const std::int64_t c = k0 / chunk_cols, g = k0 / w.group_size;
+  if (which < w.planes)
+    prefetch_l2(&w.words[((tile * w.chunks + c) * w.planes + which) * warp_rows]);
+  else
+    prefetch_l2(&w.coefficients[((tile * w.groups + g) * w.bits + which - w.planes) * warp_rows]);
+}
 
 __global__ void __launch_bounds__(block_threads)
     wmma_gemm(layer_view w, activation_io io, std::int64_t batch, split_args sp) {
@@ -243,7 +307,11 @@ __global__ void __launch_bounds__(block_threads)
   for (auto& a : acc) wmma::fill_fragment(a, 0.0f);
   const std::int64_t k_begin = static_cast<std::int64_t>(blockIdx.z) * sp.split_chunks * gemm_k;
   const std::int64_t k_end = smaller(k_begin + sp.split_chunks * gemm_k, w.cols);
+  for (int i = 0; i < gemm_prefetch_steps && k_begin + i * gemm_k < k_end; ++i)
+    prefetch_gemm_step(w, io, batch, row0, b0, k_begin + i * gemm_k);
   for (std::int64_t k0 = k_begin; k0 < k_end; k0 += gemm_k) {
+    if (k0 + gemm_prefetch_steps * gemm_k < k_end)
+      prefetch_gemm_step(w, io, batch, row0, b0, k0 + gemm_prefetch_steps * gemm_k);
     __syncthreads();
     {  // one thread per row and 8 columns
       const int r = threadIdx.x / (gemm_k / 8), c = 8 * (threadIdx.x % (gemm_k / 8));
@@ -277,11 +345,10 @@ __global__ void __launch_bounds__(block_threads)
     float* part = sp.partials + (blockIdx.z * blocks + block) * items;
     for (int i = threadIdx.x; i < items; i += block_threads) part[i] = out[i];
     if (!arrived_last(&sp.counters[block], sp.splits)) return;
-    for (int i = threadIdx.x; i < items; i += block_threads) {  // the same i as the loop below
-      float sum = 0;
-      for (unsigned s = 0; s < sp.splits; ++s) sum += __ldcg(&sp.partials[(s * blocks + block) * items + i]);
-      out[i] = sum;
-    }
+    for (int i = threadIdx.x; i < items; i += block_threads)  // the same i as the loop below
+      out[i] = sum_in_split_order(sp.splits, [&](unsigned s) {
+        return __ldcg(&sp.partials[(s * blocks + block) * items + i]);
+      });
   }
   for (int i = threadIdx.x; i < items; i += block_threads) {
     const std::int64_t b = b0 + i / gemm_rows, r = row0 + i % gemm_rows;
