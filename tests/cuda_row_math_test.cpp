@@ -239,37 +239,39 @@ TEST(CudaRowMath, PopcountKernelIsExactOnIntegers) {
 }
 
 // The split-K plan: every chunk in exactly one split, splits of at least min_split_chunks
-// (unless the row is shorter), about blocks_per_multiprocessor blocks per multiprocessor when
-// the columns allow, scratch for the partial sums of every split.
+// (unless the row is shorter), never more blocks than one wave holds (resident per
+// multiprocessor), scratch for the partial sums of every split.
 TEST(CudaRowMath, GemvPlanCoversEveryChunkOnce) {
   for (std::int64_t rows : {1, 31, 256, 4096, 100000})
     for (std::int64_t cols : {1, 33, 255, 256, 4096, 8192, 100003})
       for (std::int64_t batch : {1, 3, 64})
-        for (int sms : {0, 8, 132}) {
+        for (int sms : {0, 8, 132})
+          for (int resident : {1, 3, 4}) {
           layer_view w{};
           w.rows = rows;
           w.cols = cols;
           w.tiles = (rows + 31) / 32;
           w.chunks = (cols + 31) / 32;
-          const gemv_plan plan = plan_gemv(w, batch, sms);
+          const gemv_plan plan = plan_gemv(w, batch, sms, resident);
           const std::string at = std::to_string(rows) + "x" + std::to_string(cols) + " batch " +
-                                 std::to_string(batch) + " sms " + std::to_string(sms);
+                                 std::to_string(batch) + " sms " + std::to_string(sms) +
+                                 " resident " + std::to_string(resident);
           ASSERT_EQ(plan.row_blocks, (w.tiles + 7) / 8) << at;
           ASSERT_GE(plan.splits, 1) << at;
           ASSERT_GE(plan.splits * plan.split_chunks, w.chunks) << at;
           ASSERT_LT((plan.splits - 1) * plan.split_chunks, w.chunks) << at;
           ASSERT_GE(plan.split_chunks, std::min<std::int64_t>(min_split_chunks, w.chunks)) << at;
           const std::int64_t blocks = plan.row_blocks * plan.splits * batch;
-          const std::int64_t wanted = blocks_per_multiprocessor * std::max(sms, 1);
+          const std::int64_t wanted = std::int64_t{resident} * std::max(sms, 1);
           if (plan.splits > 1) {
-            EXPECT_LT(blocks, 2 * wanted + plan.row_blocks * batch) << at;
+            EXPECT_LE(blocks, wanted) << at;  // one wave
             EXPECT_GE(plan.scratch_bytes(),
                       static_cast<std::size_t>(plan.splits * batch * w.tiles * 32 * 4)) << at;
           } else {
             EXPECT_EQ(plan.scratch_bytes(), 0U) << at;
           }
           // The GEMM: tiles of 64 rows x 64 vectors, the same rules for the splits.
-          const gemv_plan gemm = plan_gemm(w, batch, sms);
+          const gemv_plan gemm = plan_gemm(w, batch, sms, resident);
           ASSERT_EQ(gemm.row_blocks, (rows + 63) / 64) << at;
           ASSERT_GE(gemm.splits * gemm.split_chunks, w.chunks) << at;
           ASSERT_LT((gemm.splits - 1) * gemm.split_chunks, w.chunks) << at;
@@ -277,6 +279,9 @@ TEST(CudaRowMath, GemvPlanCoversEveryChunkOnce) {
           ASSERT_EQ(gemm.partial_floats,
                     gemm.splits > 1 ? gemm.splits * gemm.row_blocks * ((batch + 63) / 64) * 64 * 64 : 0)
               << at;
+          if (gemm.splits > 1) {
+            EXPECT_LE(gemm.splits * gemm.row_blocks * ((batch + 63) / 64), wanted) << at;
+          }
           if (2 * blocks < wanted) {  // far fewer blocks than wanted: the columns ran out
             EXPECT_EQ(plan.splits, w.chunks >= 2 * min_split_chunks ? w.chunks / min_split_chunks : 1) << at;
           }

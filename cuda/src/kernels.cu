@@ -292,7 +292,9 @@ __device__ void prefetch_gemm_step(const layer_view& w, const activation_io& io,
     prefetch_l2(&w.coefficients[((tile * w.groups + g) * w.bits + which - w.planes) * warp_rows]);
 }
 
-__global__ void __launch_bounds__(block_threads)
+// At most 80 registers (3 blocks of 256 threads per SM; 86 without the bound, so 2 fitted): no
+// spills with CUDA 13 for sm_75 and sm_90. Xavier's 96 KiB of shared memory holds 3 as well.
+__global__ void __launch_bounds__(block_threads, 3)
     wmma_gemm(layer_view w, activation_io io, std::int64_t batch, split_args sp) {
   using namespace nvcuda;
   // wmma loads and stores need 256-bit aligned pointers.
@@ -399,7 +401,34 @@ struct popcount_launch {
   }
 };
 
+template <int P, bool T>
+struct resident_query {
+  static void run(const layer_view&, kernel_kind kind, int* blocks) {
+    switch (kind) {
+      case kernel_kind::lut_gemv:
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, float_gemv<P, T, true>, block_threads, 0);
+        break;
+      case kernel_kind::decode_gemv:
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, float_gemv<P, T, false>, block_threads, 0);
+        break;
+      case kernel_kind::popcount_gemv:
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, popcount_gemv<P, T>, block_threads, 0);
+        break;
+      case kernel_kind::wmma_gemm:
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, wmma_gemm, block_threads, 0);
+        break;
+    }
+  }
+};
+
 }  // namespace
+
+int resident_blocks(const layer_view& w, kernel_kind kind) {
+  int blocks = 0;
+  by_planes<resident_query>(w, kind, &blocks);
+  cudaGetLastError();  // a failed query (no device yet) only means the fallback below
+  return blocks > 0 ? blocks : 1;
+}
 
 void launch_float_gemv(const layer_view& w, const activation_io& io, std::int64_t batch,
                        bool tables, const gemv_plan& plan, const split_args& sp, void* stream) {

@@ -24,27 +24,33 @@ struct gemv_plan {
 };
 
 inline constexpr std::int64_t min_split_chunks = 8;
-inline constexpr std::int64_t blocks_per_multiprocessor = 4;  ///< the grid the plans aim for
-inline constexpr int gemm_rows = 64, gemm_batch = 64;          ///< the tile of one GEMM block
+inline constexpr int gemm_rows = 64, gemm_batch = 64;  ///< the tile of one GEMM block
 
-/// Splits for `blocks` blocks per split: about blocks_per_multiprocessor blocks per
-/// multiprocessor in all, fewer where the columns run out.
+/// The kernels, for resident_blocks.
+enum class kernel_kind : std::uint8_t { lut_gemv, decode_gemv, popcount_gemv, wmma_gemm };
+
+/// Splits for `blocks` blocks per split: as many as one wave of the GPU holds (`resident`
+/// blocks per multiprocessor, from resident_blocks), fewer where the columns run out, at least
+/// one. One wave, not more: a second, partly filled wave would cost a whole block's latency
+/// for a few blocks' work (the first plans aimed at 4 blocks per SM, where wmma_gemm fits 2).
 inline void split_columns(std::int64_t chunks, std::int64_t blocks, int multiprocessors,
-                          gemv_plan& plan) {
-  const std::int64_t wanted = blocks_per_multiprocessor * (multiprocessors > 0 ? multiprocessors : 1);
+                          int resident, gemv_plan& plan) {
+  const std::int64_t wanted =
+      std::int64_t{resident > 0 ? resident : 1} * (multiprocessors > 0 ? multiprocessors : 1);
   // Each split at least min_split_chunks long (or the whole row).
   const std::int64_t most = chunks >= 2 * min_split_chunks ? chunks / min_split_chunks : 1;
-  std::int64_t splits = (wanted + blocks - 1) / blocks;
+  std::int64_t splits = wanted / blocks;
   splits = splits < 1 ? 1 : splits > most ? most : splits;
   plan.split_chunks = (chunks + splits - 1) / splits;
   plan.splits = (chunks + plan.split_chunks - 1) / plan.split_chunks;
 }
 
 /// The GEMVs: blocks of 8 tiles (256 rows) per vector; partial sums [split][vector][row].
-inline gemv_plan plan_gemv(const layer_view& w, std::int64_t batch, int multiprocessors) {
+inline gemv_plan plan_gemv(const layer_view& w, std::int64_t batch, int multiprocessors,
+                           int resident) {
   gemv_plan plan;
   plan.row_blocks = (w.tiles + 7) / 8;
-  split_columns(w.chunks, plan.row_blocks * batch, multiprocessors, plan);
+  split_columns(w.chunks, plan.row_blocks * batch, multiprocessors, resident, plan);
   if (plan.splits > 1) {
     plan.partial_floats = plan.splits * batch * w.tiles * warp_rows;
     plan.counters = batch * plan.row_blocks;
@@ -54,11 +60,12 @@ inline gemv_plan plan_gemv(const layer_view& w, std::int64_t batch, int multipro
 
 /// The tensor-core GEMM: blocks of gemm_rows x gemm_batch outputs; partial sums
 /// [split][block][gemm_batch x gemm_rows].
-inline gemv_plan plan_gemm(const layer_view& w, std::int64_t batch, int multiprocessors) {
+inline gemv_plan plan_gemm(const layer_view& w, std::int64_t batch, int multiprocessors,
+                           int resident) {
   gemv_plan plan;
   plan.row_blocks = (w.rows + gemm_rows - 1) / gemm_rows;
   const std::int64_t blocks = plan.row_blocks * ((batch + gemm_batch - 1) / gemm_batch);
-  split_columns(w.chunks, blocks, multiprocessors, plan);
+  split_columns(w.chunks, blocks, multiprocessors, resident, plan);
   if (plan.splits > 1) {
     plan.partial_floats = plan.splits * blocks * gemm_rows * gemm_batch;
     plan.counters = blocks;
@@ -115,6 +122,10 @@ void launch_wmma_gemm(const layer_view& w, const activation_io& io, std::int64_t
 /// row-major; bias may be null), batch <= 65535; y fp32 or fp16 (y_half).
 void launch_mix(const float* z, std::int64_t batch, std::int64_t k, const float* c,
                 const float* bias, std::int64_t n, void* y, bool y_half, void* stream);
+
+/// Blocks of `kind` for this layer's plane count that fit on one multiprocessor of the current
+/// device at once (CUDA's occupancy calculator: registers, shared memory, threads); at least 1.
+int resident_blocks(const layer_view& w, kernel_kind kind);
 
 /// The error of the last launch, as a message ("" when none).
 const char* last_launch_error();

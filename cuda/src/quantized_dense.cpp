@@ -43,8 +43,20 @@ struct quantized_dense::impl {
   activation_quantizer activations;
   std::unique_ptr<buffer> words, coefficients, offsets, bias;
   detail::layer_view view{};
+  int resident[4] = {1, 1, 1, 1};  ///< blocks per SM, by detail::kernel_kind
   mutable detail::workspace_cache workspaces;
 };
+
+namespace {
+detail::kernel_kind kind_of(kernel which) {
+  switch (which) {
+    case kernel::wmma_gemm: return detail::kernel_kind::wmma_gemm;
+    case kernel::popcount_gemv: return detail::kernel_kind::popcount_gemv;
+    case kernel::decode_gemv: return detail::kernel_kind::decode_gemv;
+    default: return detail::kernel_kind::lut_gemv;
+  }
+}
+}  // namespace
 
 quantized_dense::quantized_dense(const qsl::quantized_dense& layer, int device)
     : impl_(std::make_unique<impl>(device)) {
@@ -63,6 +75,9 @@ quantized_dense::quantized_dense(const qsl::quantized_dense& layer, int device)
   impl_->view.coefficients = impl_->coefficients->get<float>();
   impl_->view.offsets = impl_->offsets->get<float>();
   impl_->view.bias = impl_->host.bias.empty() ? nullptr : impl_->bias->get<float>();
+  for (auto kind : {detail::kernel_kind::lut_gemv, detail::kernel_kind::decode_gemv,
+                    detail::kernel_kind::popcount_gemv, detail::kernel_kind::wmma_gemm})
+    impl_->resident[static_cast<int>(kind)] = detail::resident_blocks(impl_->view, kind);
   // The host copies are only needed for the shapes once uploaded.
   impl_->host.words.clear();
   impl_->host.words.shrink_to_fit();
@@ -104,8 +119,9 @@ void quantized_dense::run(const void* x, element x_type, std::int64_t batch, voi
   const detail::activation_io io{x, y, x_type == element::f16, y_type == element::f16};
   // Split-K partial sums and counters, and for encoded activations the bit planes and scales.
   const bool gemm = which == kernel::wmma_gemm;
-  const detail::gemv_plan plan = gemm ? detail::plan_gemm(w, batch, impl_->multiprocessors)
-                                      : detail::plan_gemv(w, batch, impl_->multiprocessors);
+  const int resident = impl_->resident[static_cast<int>(kind_of(which))];
+  const detail::gemv_plan plan = gemm ? detail::plan_gemm(w, batch, impl_->multiprocessors, resident)
+                                      : detail::plan_gemv(w, batch, impl_->multiprocessors, resident);
   const std::size_t split_bytes = static_cast<std::size_t>(plan.partial_floats) * sizeof(float);
   const std::size_t plane_bytes =
       encoded ? static_cast<std::size_t>(batch * q.bits * w.chunks) * 4 : 0;
