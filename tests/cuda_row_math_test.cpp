@@ -79,7 +79,7 @@ std::vector<float> float_gemv(const layer_view& w, const float* x, std::int64_t 
       else
         walk_float<P, Ternary>(w, tile, lane, t0, t1, decode, r);
     }
-    finish_float<P, Ternary>(w, tile, lane, r);
+    finish_float<P, Ternary>(r);
     return r.out;
   }));
 }
@@ -96,15 +96,15 @@ std::vector<float> plain_float_walk(const layer_view& w, const float* x, std::in
     row_walk<P, float> r;
     for (std::int64_t s = begin * 8; s < std::min(end * 8, nibbles); ++s) {
       if (4 * s >= w.group_end(r.group)) {
-        finish_float<P, Ternary>(w, tile, lane, r);
-        r.group = 4 * s / w.group_size;
+        finish_float<P, Ternary>(r);
+        start_group<P, Ternary>(w, tile, lane, 4 * s / w.group_size, r);
       }
       for (int p = 0; p < P; ++p)
         r.acc[p] += table_entry<Ternary>(&xs[static_cast<std::size_t>(4 * s)],
                                          (w.word(tile, s / 8, p, lane) >> (4 * (s % 8))) & 15U);
       r.open = true;
     }
-    finish_float<P, Ternary>(w, tile, lane, r);
+    finish_float<P, Ternary>(r);
     return r.out;
   }));
 }
@@ -126,7 +126,7 @@ std::vector<float> popcount_gemv(const layer_view& w, const float* x, int bits,
                                                    std::int64_t begin, std::int64_t end) {
     row_walk<P, std::int64_t> r;
     walk_encoded<P, Ternary>(w, tile, lane, begin, end, act.data(), bits, r);
-    finish_encoded<P, Ternary>(w, tile, lane, r);
+    finish_encoded<P, Ternary>(r);
     return r.out;
   });
   for (std::int64_t row = 0; row < w.rows; ++row) {

@@ -160,7 +160,7 @@ __global__ void __launch_bounds__(block_threads)
           r);
     }
   }
-  if (tile < w.tiles) finish_float<P, Ternary>(w, tile, lane, r);
+  if (tile < w.tiles) finish_float<P, Ternary>(r);
   const std::int64_t y0 = static_cast<std::int64_t>(blockIdx.z) * w.rows;
   finish_rows(w, sp, tile, lane, r.out, [&](std::int64_t row, float z) {
     store_y(io, y0 + row, w.bias == nullptr ? z : z + w.bias[row]);
@@ -248,7 +248,7 @@ __global__ void __launch_bounds__(block_threads)
   row_walk<P, std::int64_t> r;
   if (tile < w.tiles) {
     walk_encoded<P, Ternary>(w, tile, lane, c_begin, c_end, planes + v * bits * w.chunks, bits, r);
-    finish_encoded<P, Ternary>(w, tile, lane, r);
+    finish_encoded<P, Ternary>(r);
   }
   const float minimum = scales[2 * v], step = scales[2 * v + 1];
   finish_rows(w, sp, tile, lane, r.out, [&](std::int64_t row, float z) {

@@ -69,49 +69,58 @@ QSL_HOST_DEVICE void for_each_chunk(const layer_view& w, std::int64_t tile, int 
 }
 
 /// What one lane (row) carries along its walk over a range of columns: the open group's
-/// sums, the finished groups' total, and which group is open (a walk may start anywhere with
-/// group 0: it moves to the group of its first column). Any column range may be walked
+/// sums and coefficients, the finished groups' total, and which group is open (none at first:
+/// a walk may start anywhere, and moves to the group of its first column). Any column range may be walked
 /// (a split of the columns, in column tiles): a group cut by the range's end is finished with
 /// the sums of its part, which is exact because alpha (2 A - B) is linear in A and B.
 template <int P, class Sum>
 struct row_walk {
   Sum acc[P] = {};
   Sum group_sum = 0;   ///< binary encoded: B of the open group's part (its levels)
+  float alpha[P] = {};  ///< the group's coefficients (the first K), loaded when it starts
   float out = 0;       ///< sum over finished groups
-  std::int64_t group = 0;
+  std::int64_t group = -1;  ///< -1: none yet (group_end(-1) = 0, so any column starts one)
   bool open = false;   ///< the open group has columns in the sums
 };
+
+/// Makes g the walk's group and loads its coefficients now: they are used when the group ends,
+/// at least a chunk of loads and look-ups later for groups of 32 columns or more, so the load
+/// is hidden (loaded at the end, each group waited a full memory latency).
+template <int P, bool Ternary, class Sum>
+QSL_HOST_DEVICE void start_group(const layer_view& w, std::int64_t tile, int lane, std::int64_t g,
+                                 row_walk<P, Sum>& r) {
+  constexpr int K = Ternary ? P / 2 : P;
+  r.group = g;
+  QSL_UNROLL for (int j = 0; j < K; ++j) r.alpha[j] = w.alpha(tile, g, j, lane);
+}
 
 /// Adds the open group's alpha_j S_j to out and clears its sums: S_j = acc[j] where the walk
 /// summed signed values (binary float activations), else 2 A_j - B_j with B the group sum
 /// (binary) or the mask sums acc[K + j] (ternary).
 template <int P, bool Ternary, bool Signed, class Sum>
-QSL_HOST_DEVICE void finish_group(const layer_view& w, std::int64_t tile, int lane,
-                                  row_walk<P, Sum>& r) {
+QSL_HOST_DEVICE void finish_group(row_walk<P, Sum>& r) {
   constexpr int K = Ternary ? P / 2 : P;
   if (r.open)
-    for (int j = 0; j < K; ++j) {
+    QSL_UNROLL for (int j = 0; j < K; ++j) {
       const Sum other = Ternary ? r.acc[K + j] : r.group_sum;
       const Sum sum = Signed ? r.acc[j] : 2 * r.acc[j] - other;
-      r.out += w.alpha(tile, r.group, j, lane) * static_cast<float>(sum);
+      r.out += r.alpha[j] * static_cast<float>(sum);
     }
-  for (int p = 0; p < P; ++p) r.acc[p] = 0;
+  QSL_UNROLL for (int p = 0; p < P; ++p) r.acc[p] = 0;
   r.group_sum = 0;
   r.open = false;
 }
 
 /// The end of a float walk (binary tables hold signed sums, see walk_float).
 template <int P, bool Ternary>
-QSL_HOST_DEVICE void finish_float(const layer_view& w, std::int64_t tile, int lane,
-                                  row_walk<P, float>& r) {
-  finish_group<P, Ternary, !Ternary>(w, tile, lane, r);
+QSL_HOST_DEVICE void finish_float(row_walk<P, float>& r) {
+  finish_group<P, Ternary, !Ternary>(r);
 }
 
 /// The end of an encoded walk.
 template <int P, bool Ternary>
-QSL_HOST_DEVICE void finish_encoded(const layer_view& w, std::int64_t tile, int lane,
-                                    row_walk<P, std::int64_t>& r) {
-  finish_group<P, Ternary, false>(w, tile, lane, r);
+QSL_HOST_DEVICE void finish_encoded(row_walk<P, std::int64_t>& r) {
+  finish_group<P, Ternary, false>(r);
 }
 
 /// The table entry of 4 inputs x[0..4) (zero past the last column) for the bits of v, added
@@ -148,8 +157,8 @@ QSL_HOST_DEVICE void walk_float(const layer_view& w, std::int64_t tile, int lane
     const std::int64_t s_begin = c * 8;
     const std::int64_t s_end = s_begin + 8 < nibbles ? s_begin + 8 : nibbles;
     if (4 * s_begin >= group_end) {  // a new group starts with this chunk
-      finish_float<P, Ternary>(w, tile, lane, r);
-      r.group = 4 * s_begin / w.group_size;
+      finish_float<P, Ternary>(r);
+      start_group<P, Ternary>(w, tile, lane, 4 * s_begin / w.group_size, r);
       group_end = w.group_end(r.group);
     }
     if (s_end == s_begin + 8 && 4 * s_end <= group_end) {
@@ -163,8 +172,8 @@ QSL_HOST_DEVICE void walk_float(const layer_view& w, std::int64_t tile, int lane
     }
     for (std::int64_t s = s_begin; s < s_end; ++s) {
       if (4 * s >= group_end) {  // a new group starts at this nibble
-        finish_float<P, Ternary>(w, tile, lane, r);
-        r.group = 4 * s / w.group_size;
+        finish_float<P, Ternary>(r);
+        start_group<P, Ternary>(w, tile, lane, 4 * s / w.group_size, r);
         group_end = w.group_end(r.group);
       }
       const int shift = 4 * static_cast<int>(s - s_begin);
@@ -191,8 +200,8 @@ QSL_HOST_DEVICE void walk_encoded(const layer_view& w, std::int64_t tile, int la
     QSL_UNROLL for (int i = 0; i < max_kx; ++i) t[i] = i < kx ? act[i * w.chunks + c] : 0U;
     for (;;) {  // the groups inside this chunk
       if (lo >= group_end) {  // the open group ended before this chunk
-        finish_encoded<P, Ternary>(w, tile, lane, r);
-        r.group = lo / w.group_size;
+        finish_encoded<P, Ternary>(r);
+        start_group<P, Ternary>(w, tile, lane, lo / w.group_size, r);
         group_end = w.group_end(r.group);
       }
       // A chunk inside one group (the common case) needs no mask.
@@ -213,8 +222,8 @@ QSL_HOST_DEVICE void walk_encoded(const layer_view& w, std::int64_t tile, int la
       }
       r.open = true;
       if (group_end >= lo + chunk_cols || group_end >= w.cols) break;
-      finish_encoded<P, Ternary>(w, tile, lane, r);  // the group ends inside this chunk
-      ++r.group;
+      finish_encoded<P, Ternary>(r);  // the group ends inside this chunk
+      start_group<P, Ternary>(w, tile, lane, r.group + 1, r);
       group_end = w.group_end(r.group);
     }
   });
