@@ -178,17 +178,24 @@ __device__ float warp_max(float v) {
   return v;
 }
 
+// One block per vector and encode_chunks chunks: a single block per vector (as first written)
+// encoded 8192 columns in 32 rounds of load, encode and ballots, one after another.
+constexpr int encode_chunks = 32;
+
 __global__ void __launch_bounds__(block_threads)
     encode(layer_view w, activation_io io, int bits, bool calibrated, float fixed_step,
            float fixed_minimum, std::uint32_t* planes, float* scales) {
   __shared__ float lo_part[warps_per_block], hi_part[warps_per_block];
   __shared__ float minimum_shared, step_shared;
-  const std::int64_t v = blockIdx.x;
+  const std::int64_t v = blockIdx.y;
   const std::int64_t x0 = v * w.cols;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int top = (1 << bits) - 1;
   if (!calibrated) {  // the same arithmetic as encode_activations: min, (max - min) / top
+    // Every block of the vector finds the same minimum and maximum (the same reads and
+    // reductions; min and max do not depend on the order), then encodes its own chunks.
     float lo = INFINITY, hi = -INFINITY;
+#pragma unroll 8
     for (std::int64_t c = threadIdx.x; c < w.cols; c += block_threads) {
       const float value = load_x(io, x0 + c);
       lo = fminf(lo, value);
@@ -218,12 +225,14 @@ __global__ void __launch_bounds__(block_threads)
   __syncthreads();
   const float minimum = minimum_shared, step = step_shared;
   const float inv_step = step == 0 ? 0.0f : 1.0f / step;  // IEEE division, as on the host
-  if (threadIdx.x == 0) {
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
     scales[2 * v] = minimum;
     scales[2 * v + 1] = step;
   }
   std::uint32_t* planes_v = planes + v * bits * w.chunks;
-  for (std::int64_t c = warp; c < w.chunks; c += warps_per_block) {
+  const std::int64_t c_end = smaller((blockIdx.x + 1) * std::int64_t{encode_chunks}, w.chunks);
+  for (std::int64_t c = blockIdx.x * std::int64_t{encode_chunks} + warp; c < c_end;
+       c += warps_per_block) {
     const std::int64_t col = c * 32 + lane;
     const std::uint32_t q =
         col < w.cols ? encode_level(load_x(io, x0 + col), minimum, inv_step, static_cast<float>(top)) : 0U;
@@ -438,7 +447,9 @@ void launch_float_gemv(const layer_view& w, const activation_io& io, std::int64_
 void launch_encode(const layer_view& w, const activation_io& io, std::int64_t batch, int bits,
                    bool calibrated, float step, float minimum, std::uint32_t* planes,
                    float* scales, void* stream) {
-  encode<<<static_cast<unsigned>(batch), block_threads, 0, as_stream(stream)>>>(
+  const dim3 grid(static_cast<unsigned>((w.chunks + encode_chunks - 1) / encode_chunks),
+                  static_cast<unsigned>(batch));
+  encode<<<grid, block_threads, 0, as_stream(stream)>>>(
       w, io, bits, calibrated, step, minimum, planes, scales);
 }
 
