@@ -65,10 +65,8 @@ std::vector<float> float_gemv(const layer_view& w, const float* x, std::int64_t 
   for (std::int64_t s = 0; s < nibbles; ++s)
     for (std::uint32_t b = 0; b < 16; ++b)
       table[static_cast<std::size_t>(s * 16 + b)] = table_entry<Ternary>(&xs[4 * s], b);
-  const auto lookup = [&](std::int64_t s, std::uint32_t v) { return table[s * 16 + v]; };
-  const auto decode = [&](std::int64_t s, std::uint32_t v) {
-    return table_entry<Ternary>(&xs[4 * s], v);
-  };
+  const lut_tables lookup{table.data(), 0};
+  const decoded_tables<Ternary> decode{xs.data(), 0};
   return plus_bias(w, split_sums(w, splits, [&](std::int64_t tile, int lane, std::int64_t begin,
                                                   std::int64_t end) {
     row_walk<P, float> r;

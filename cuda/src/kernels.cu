@@ -144,21 +144,11 @@ __global__ void __launch_bounds__(block_threads)
     }
     __syncthreads();
     if (tile >= w.tiles) continue;  // no early return: every thread takes part in the syncs
-    if (Tables) {
-      walk_float<P, Ternary>(
-          w, tile, lane, t0, t1,
-          [&](std::int64_t n, std::uint32_t v) {  // 32-bit index: n - s0 < tile_nibbles
-            return stage[static_cast<int>(n - s0) * table_entries + static_cast<int>(v)];
-          },
-          r);
-    } else {
-      walk_float<P, Ternary>(
-          w, tile, lane, t0, t1,
-          [&](std::int64_t n, std::uint32_t v) {
-            return table_entry<Ternary>(stage + 4 * static_cast<int>(n - s0), v);
-          },
-          r);
-    }
+    static_assert(table_entries == 16, "lut_tables: 16 entries per nibble");
+    if (Tables)
+      walk_float<P, Ternary>(w, tile, lane, t0, t1, lut_tables{stage, s0}, r);
+    else
+      walk_float<P, Ternary>(w, tile, lane, t0, t1, decoded_tables<Ternary>{stage, s0}, r);
   }
   if (tile < w.tiles) finish_float<P, Ternary>(r);
   const std::int64_t y0 = static_cast<std::int64_t>(blockIdx.z) * w.rows;

@@ -15,6 +15,7 @@ namespace qsl::cuda::detail {
 
 inline constexpr int warp_rows = 32;
 inline constexpr int chunk_cols = 32;
+inline constexpr int max_bits = 8;  ///< k of any weight code (pack.hpp checks qsl::max_bits)
 
 /// Shapes and pointers of a packed layer (device or host memory).
 struct layer_view {
@@ -26,9 +27,13 @@ struct layer_view {
   const float* offsets;
   const float* bias;  ///< may be null
 
+  QSL_HOST_DEVICE const std::uint32_t* word_at(std::int64_t tile, std::int64_t chunk, int plane,
+                                               int lane) const {
+    return words + ((tile * chunks + chunk) * planes + plane) * warp_rows + lane;
+  }
   QSL_HOST_DEVICE std::uint32_t word(std::int64_t tile, std::int64_t chunk, int plane,
                                      int lane) const {
-    return words[((tile * chunks + chunk) * planes + plane) * warp_rows + lane];
+    return *word_at(tile, chunk, plane, lane);
   }
   QSL_HOST_DEVICE float alpha(std::int64_t tile, std::int64_t group, int j, int lane) const {
     return coefficients[((tile * groups + group) * bits + j) * warp_rows + lane];

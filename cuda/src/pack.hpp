@@ -8,6 +8,8 @@
 
 namespace qsl::cuda::detail {
 
+static_assert(qsl::max_bits <= max_bits, "the kernels keep up to max_bits planes in registers");
+
 /// The packed arrays on the host.
 struct packed_layer {
   std::int64_t rows = 0, cols = 0, tiles = 0, chunks = 0, groups = 0, group_size = 0;

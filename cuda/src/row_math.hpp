@@ -44,6 +44,20 @@ QSL_HOST_DEVICE inline std::uint32_t group_chunk_mask(const layer_view& w, std::
   return upper & ~((1U << b) - 1);
 }
 
+/// *p, loaded where the call is: on the device an asm volatile load, which the compiler may
+/// neither sink into the branch that uses its value nor drop. With plain loads (and a select
+/// for the chunks past the end) the compiler moved each chunk's loads down to the chunk's
+/// processing (seen in the sm_90 SASS): one chunk in flight per lane, not 16.
+QSL_HOST_DEVICE inline std::uint32_t load_here(const std::uint32_t* p) {
+#if defined(__CUDA_ARCH__)
+  std::uint32_t value;
+  asm volatile("ld.global.nc.u32 %0, [%1];" : "=r"(value) : "l"(p));
+  return value;
+#else
+  return *p;
+#endif
+}
+
 /// Words of one lane prefetched per step of the walks below: the loads of several chunks are
 /// issued before any is used, so each lane has up to 16 loads in flight (memory-level
 /// parallelism is what a GEMV needs; one load at a time leaves it latency-bound).
@@ -51,7 +65,8 @@ template <int P>
 inline constexpr int prefetch_chunks = P >= 16 ? 1 : 16 / P;
 
 /// Calls fn(c, words) for the chunks c in [c_begin, c_end) of one lane, words[p] the lane's
-/// word of plane p, loading prefetch_chunks<P> chunks' words before using any.
+/// word of plane p, loading prefetch_chunks<P> chunks' words before using any (past c_end the
+/// last chunk again, so that every load is unconditional).
 template <int P, class Fn>
 QSL_HOST_DEVICE void for_each_chunk(const layer_view& w, std::int64_t tile, int lane,
                                     std::int64_t c_begin, std::int64_t c_end, Fn&& fn) {
@@ -60,7 +75,7 @@ QSL_HOST_DEVICE void for_each_chunk(const layer_view& w, std::int64_t tile, int 
     std::uint32_t words[D][P];
     QSL_UNROLL for (int d = 0; d < D; ++d)
       QSL_UNROLL for (int p = 0; p < P; ++p)
-        words[d][p] = c0 + d < c_end ? w.word(tile, c0 + d, p, lane) : 0U;
+        words[d][p] = load_here(w.word_at(tile, c0 + d < c_end ? c0 + d : c_end - 1, p, lane));
     QSL_UNROLL for (int d = 0; d < D; ++d) {
       if (c0 + d >= c_end) break;
       fn(c0 + d, words[d]);
@@ -142,10 +157,61 @@ QSL_HOST_DEVICE inline float table_entry(const float* x, std::uint32_t v) {
   return sum;
 }
 
+/// Byte k (0..3) of x.
+QSL_HOST_DEVICE inline std::uint32_t byte_of(std::uint32_t x, int k) {
+#if defined(__CUDA_ARCH__)
+  return __byte_perm(x, 0U, 0x4440U | static_cast<unsigned>(k));  // one PRMT
+#else
+  return (x >> (8 * k)) & 0xFFU;
+#endif
+}
+
+/// The 16-entry tables of a column tile in memory (shared memory on the device): the table of
+/// nibble s at tables + 16 (s - s0). chunk(s) gives the tables of nibbles s, s + 1, ... and
+/// looks up nibble q of a word in them. The look-up adds the byte offset 4 v to the table's
+/// address with v taken from the word by one byte permute: v's of the even nibbles are spread
+/// over the bytes of (word << 2) & 0x3C3C3C3C, those of the odd ones of (word >> 2) & ..., two
+/// shifts and masks per word for 8 look-ups. Extracting (word >> 4 q) & 15, scaling and adding
+/// the tile offset cost 5 instructions per look-up on sm_90, for one shared-memory load and one
+/// add.
+struct lut_tables {
+  const float* tables;
+  std::int64_t s0;
+
+  struct row {
+    const float* tables;
+    QSL_HOST_DEVICE float operator()(std::uint32_t word, int q) const {
+      const std::uint32_t spread = q % 2 == 0 ? (word << 2) & 0x3C3C3C3CU : (word >> 2) & 0x3C3C3C3CU;
+      const char* table = reinterpret_cast<const char*>(tables + 16 * q);
+      return *reinterpret_cast<const float*>(table + byte_of(spread, q / 2));
+    }
+  };
+  QSL_HOST_DEVICE row chunk(std::int64_t s) const {
+    return {tables + 16 * static_cast<int>(s - s0)};  // a tile's offsets fit an int
+  }
+};
+
+/// The same entries computed from the inputs (warp-level decode): x holds the inputs of nibble
+/// s0 on, and entry (s, v) is table_entry<Ternary>(x + 4 (s - s0), v), the same additions in
+/// the same order as the tables hold.
+template <bool Ternary>
+struct decoded_tables {
+  const float* x;
+  std::int64_t s0;
+
+  struct row {
+    const float* x;
+    QSL_HOST_DEVICE float operator()(std::uint32_t word, int q) const {
+      return table_entry<Ternary>(x + 4 * q, (word >> (4 * q)) & 15U);
+    }
+  };
+  QSL_HOST_DEVICE row chunk(std::int64_t s) const { return {x + 4 * static_cast<int>(s - s0)}; }
+};
+
 /// Float activations over chunks [c_begin, c_end) of one lane: acc[p] += table(s, nibble s of
 /// plane p) for every nibble s of the chunks inside the layer, where table(s, v) is
-/// table_entry<Ternary>(x + 4 s, v). Groups are multiples of 8 columns, so a group boundary
-/// never cuts a nibble.
+/// table_entry<Ternary>(x + 4 s, v) (Table: lut_tables or decoded_tables). Groups are
+/// multiples of 8 columns, so a group boundary never cuts a nibble.
 template <int P, bool Ternary, class Table>
 QSL_HOST_DEVICE void walk_float(const layer_view& w, std::int64_t tile, int lane,
                                 std::int64_t c_begin, std::int64_t c_end, const Table& table,
@@ -161,12 +227,12 @@ QSL_HOST_DEVICE void walk_float(const layer_view& w, std::int64_t tile, int lane
       start_group<P, Ternary>(w, tile, lane, 4 * s_begin / w.group_size, r);
       group_end = w.group_end(r.group);
     }
+    const auto row = table.chunk(s_begin);
     if (s_end == s_begin + 8 && 4 * s_end <= group_end) {
-      // The common case: a whole chunk inside one group. No group checks, constant shifts;
-      // the same additions in the same order as the general loop below.
+      // The common case: a whole chunk inside one group. No group checks, constant nibble
+      // indexes; the same additions in the same order as the general loop below.
       QSL_UNROLL for (int q = 0; q < 8; ++q)
-        QSL_UNROLL for (int p = 0; p < P; ++p)
-          r.acc[p] += table(s_begin + q, (words[p] >> (4 * q)) & 15U);
+        QSL_UNROLL for (int p = 0; p < P; ++p) r.acc[p] += row(words[p], q);
       r.open = true;
       return;
     }
@@ -176,8 +242,8 @@ QSL_HOST_DEVICE void walk_float(const layer_view& w, std::int64_t tile, int lane
         start_group<P, Ternary>(w, tile, lane, 4 * s / w.group_size, r);
         group_end = w.group_end(r.group);
       }
-      const int shift = 4 * static_cast<int>(s - s_begin);
-      QSL_UNROLL for (int p = 0; p < P; ++p) r.acc[p] += table(s, (words[p] >> shift) & 15U);
+      const int q = static_cast<int>(s - s_begin);
+      QSL_UNROLL for (int p = 0; p < P; ++p) r.acc[p] += row(words[p], q);
       r.open = true;
     }
   });
@@ -239,12 +305,20 @@ QSL_HOST_DEVICE inline void decode_byte(const layer_view& w, std::int64_t row, s
   const std::int64_t tile = row / warp_rows, c = col8 / chunk_cols, g = col8 / w.group_size;
   const int lane = static_cast<int>(row % warp_rows);
   const int shift = static_cast<int>(col8 % chunk_cols);
-  for (int j = 0; j < w.bits; ++j) {
-    const std::uint32_t signs = w.word(tile, c, j, lane) >> shift;
-    const std::uint32_t nonzero = w.ternary ? w.word(tile, c, w.bits + j, lane) >> shift : ~0U;
-    const float alpha = w.alpha(tile, g, j, lane);
+  // Every load first, then the arithmetic: loaded inside the plane loop, each plane waited for
+  // its own memory round trip.
+  std::uint32_t signs[max_bits], nonzero[max_bits];
+  float alpha[max_bits];
+  QSL_UNROLL for (int j = 0; j < max_bits; ++j) {
+    if (j >= w.bits) break;
+    signs[j] = load_here(w.word_at(tile, c, j, lane));
+    nonzero[j] = w.ternary ? load_here(w.word_at(tile, c, w.bits + j, lane)) : ~0U;
+    alpha[j] = w.alpha(tile, g, j, lane);
+  }
+  QSL_UNROLL for (int j = 0; j < max_bits; ++j) {
+    if (j >= w.bits) break;
     for (int i = 0; i < 8; ++i)
-      if ((nonzero >> i) & 1U) out[i] += ((signs >> i) & 1U) ? alpha : -alpha;
+      if (((nonzero[j] >> shift) >> i) & 1U) out[i] += (((signs[j] >> shift) >> i) & 1U) ? alpha[j] : -alpha[j];
   }
   for (int i = 0; i < 8; ++i)
     if (col8 + i >= w.cols) out[i] = 0;
