@@ -29,6 +29,39 @@ __device__ float load_x(const activation_io& io, std::int64_t i) {
   return io.x_half ? __half2float(static_cast<const __half*>(io.x)[i])
                    : static_cast<const float*>(io.x)[i];
 }
+// The bits of x[i] (fp16 bits zero-extended), by an asm volatile load: issued where it is
+// written, so a loop of these puts every load in flight before the first is used (the compiler
+// had paired each load with its use, one memory round trip per element).
+__device__ std::uint32_t load_x_bits(const activation_io& io, std::int64_t i) {
+  std::uint32_t bits;
+  if (io.x_half) {
+    unsigned short h;
+    asm volatile("ld.global.nc.u16 %0, [%1];" : "=h"(h) : "l"(static_cast<const __half*>(io.x) + i));
+    bits = h;
+  } else {
+    asm volatile("ld.global.nc.u32 %0, [%1];" : "=r"(bits) : "l"(static_cast<const float*>(io.x) + i));
+  }
+  return bits;
+}
+
+// x[index(n)] widened to fp32 for n < N, 0 where index(n) < 0 (outside x): all N loads first
+// (index 0, always in x, stands in for the ones outside), then the conversions.
+template <int N, class Index>
+__device__ void load_x_values(const activation_io& io, Index index, float (&out)[N]) {
+  std::uint32_t bits[N];
+  bool valid[N];
+  QSL_UNROLL for (int n = 0; n < N; ++n) {
+    const std::int64_t i = index(n);
+    valid[n] = i >= 0;
+    bits[n] = load_x_bits(io, valid[n] ? i : 0);
+  }
+  QSL_UNROLL for (int n = 0; n < N; ++n) {
+    const float value = io.x_half ? __half2float(__ushort_as_half(static_cast<unsigned short>(bits[n])))
+                                  : __uint_as_float(bits[n]);
+    out[n] = valid[n] ? value : 0.0f;
+  }
+}
+
 // y[i] = value, rounded to the nearest fp16 for fp16 outputs.
 __device__ void store_y(const activation_io& io, std::int64_t i, float value) {
   if (io.y_half)
@@ -135,12 +168,18 @@ __global__ void __launch_bounds__(block_threads)
     if (Tables) {
       const std::int64_t s = s0 + threadIdx.x / 2;
       float values[4];
-      for (int i = 0; i < 4; ++i) values[i] = 4 * s + i < w.cols ? load_x(io, x0 + 4 * s + i) : 0.0f;
+      load_x_values(io, [&](int i) { return 4 * s + i < w.cols ? x0 + 4 * s + i : -1; }, values);
       for (int b = 8 * (threadIdx.x % 2); b < 8 * (threadIdx.x % 2) + 8; ++b)
         stage[(threadIdx.x / 2) * table_entries + b] = table_entry<Ternary>(values, b);
     } else {
-      for (int i = threadIdx.x; i < staged; i += block_threads)
-        stage[i] = t0 * chunk_cols + i < w.cols ? load_x(io, x0 + t0 * chunk_cols + i) : 0.0f;
+      constexpr int per_thread = staged / block_threads;
+      static_assert(per_thread * block_threads == staged, "the staged inputs split evenly");
+      float values[per_thread];
+      load_x_values(io, [&](int n) {
+        const std::int64_t col = t0 * chunk_cols + threadIdx.x + n * block_threads;
+        return col < w.cols ? x0 + col : -1;
+      }, values);
+      QSL_UNROLL for (int n = 0; n < per_thread; ++n) stage[threadIdx.x + n * block_threads] = values[n];
     }
     __syncthreads();
     if (tile >= w.tiles) continue;  // no early return: every thread takes part in the syncs
@@ -320,9 +359,16 @@ __global__ void __launch_bounds__(block_threads, 3)
       decode_byte(w, row0 + r, k0 + c, decoded);
       for (int i = 0; i < 8; ++i) weights[r * gemm_k + c + i] = __float2half(decoded[i]);
     }
-    for (int i = threadIdx.x; i < gemm_batch * gemm_k; i += block_threads) {
-      const std::int64_t b = b0 + i / gemm_k, c = k0 + i % gemm_k;
-      inputs[i] = __float2half(b < batch && c < w.cols ? load_x(io, b * w.cols + c) : 0.0f);
+    {  // 8 inputs per thread, all loads in flight at once
+      constexpr int per_thread = gemm_batch * gemm_k / block_threads;
+      constexpr int rows_apart = block_threads / gemm_k;  // vectors between a thread's inputs
+      const std::int64_t b = b0 + threadIdx.x / gemm_k, c = k0 + threadIdx.x % gemm_k;
+      float values[per_thread];
+      load_x_values(io, [&](int n) {
+        return b + n * rows_apart < batch && c < w.cols ? (b + n * rows_apart) * w.cols + c : -1;
+      }, values);
+      QSL_UNROLL for (int n = 0; n < per_thread; ++n)
+        inputs[threadIdx.x + n * block_threads] = __float2half(values[n]);
     }
     __syncthreads();
     for (int kk = 0; kk < gemm_k; kk += 16) {
