@@ -16,6 +16,8 @@ namespace qsl::cuda::detail {
 inline constexpr int warp_rows = 32;
 inline constexpr int chunk_cols = 32;
 inline constexpr int max_bits = 8;  ///< k of any weight code (pack.hpp checks qsl::max_bits)
+/// Most columns of a layer on the device: the walks count columns in 32-bit integers.
+inline constexpr std::int64_t max_cols = std::int64_t{1} << 30;
 
 /// Shapes and pointers of a packed layer (device or host memory).
 struct layer_view {

@@ -1,9 +1,11 @@
 #pragma once
 // Host side of the device layout (layer_view.hpp): packing a weight code into it.
 
+#include <string>
 #include <vector>
 
 #include "layer_view.hpp"
+#include "qsl/error.hpp"
 #include "qsl/weight_code.hpp"
 
 namespace qsl::cuda::detail {
@@ -26,6 +28,10 @@ struct packed_layer {
 };
 
 inline packed_layer pack(const weight_code& code, const std::vector<float>& bias) {
+  qsl::detail::require(code.cols <= max_cols,
+                       "qsl::cuda: the layer has " + std::to_string(code.cols) +
+                           " input features; the CUDA kernels take at most " +
+                           std::to_string(max_cols));
   packed_layer p;
   p.rows = code.rows;
   p.cols = code.cols;

@@ -71,14 +71,15 @@ template <int P, class Fn>
 QSL_HOST_DEVICE void for_each_chunk(const layer_view& w, std::int64_t tile, int lane,
                                     std::int64_t c_begin, std::int64_t c_end, Fn&& fn) {
   constexpr int D = prefetch_chunks<P>;
-  for (std::int64_t c0 = c_begin; c0 < c_end; c0 += D) {
+  const int count = static_cast<int>(c_end - c_begin);  // 32-bit loop arithmetic (max_cols)
+  for (int d0 = 0; d0 < count; d0 += D) {
     std::uint32_t words[D][P];
     QSL_UNROLL for (int d = 0; d < D; ++d)
       QSL_UNROLL for (int p = 0; p < P; ++p)
-        words[d][p] = load_here(w.word_at(tile, c0 + d < c_end ? c0 + d : c_end - 1, p, lane));
+        words[d][p] = load_here(w.word_at(tile, c_begin + (d0 + d < count ? d0 + d : count - 1), p, lane));
     QSL_UNROLL for (int d = 0; d < D; ++d) {
-      if (c0 + d >= c_end) break;
-      fn(c0 + d, words[d]);
+      if (d0 + d >= count) break;
+      fn(static_cast<int>(c_begin) + d0 + d, words[d]);
     }
   }
 }
@@ -97,6 +98,12 @@ struct row_walk {
   std::int64_t group = -1;  ///< -1: none yet (group_end(-1) = 0, so any column starts one)
   bool open = false;   ///< the open group has columns in the sums
 };
+
+/// The group of column col for a walk that left group `previous` (-1: none) at or before col:
+/// walks move forward, so it is usually the next one, found without a division.
+QSL_HOST_DEVICE inline std::int64_t next_group(const layer_view& w, int col, std::int64_t previous) {
+  return col < w.group_end(previous + 1) ? previous + 1 : col / static_cast<int>(w.group_size);
+}
 
 /// Makes g the walk's group and loads its coefficients now: they are used when the group ends,
 /// at least a chunk of loads and look-ups later for groups of 32 columns or more, so the load
@@ -216,16 +223,17 @@ template <int P, bool Ternary, class Table>
 QSL_HOST_DEVICE void walk_float(const layer_view& w, std::int64_t tile, int lane,
                                 std::int64_t c_begin, std::int64_t c_end, const Table& table,
                                 row_walk<P, float>& r) {
-  const std::int64_t nibbles = (w.cols + 3) / 4;
-  std::int64_t group_end = w.group_end(r.group);
-  for_each_chunk<P>(w, tile, lane, c_begin, c_end,
-                    [&](std::int64_t c, const std::uint32_t(&words)[P]) {
-    const std::int64_t s_begin = c * 8;
-    const std::int64_t s_end = s_begin + 8 < nibbles ? s_begin + 8 : nibbles;
+  // Nibble and column positions in 32 bits (layers have at most max_cols columns): 64-bit
+  // compares and selects were a fifth of the instructions per chunk in the sm_90 SASS.
+  const int nibbles = static_cast<int>((w.cols + 3) / 4);
+  int group_end = static_cast<int>(w.group_end(r.group));
+  for_each_chunk<P>(w, tile, lane, c_begin, c_end, [&](int c, const std::uint32_t(&words)[P]) {
+    const int s_begin = c * 8;
+    const int s_end = s_begin + 8 < nibbles ? s_begin + 8 : nibbles;
     if (4 * s_begin >= group_end) {  // a new group starts with this chunk
       finish_float<P, Ternary>(r);
-      start_group<P, Ternary>(w, tile, lane, 4 * s_begin / w.group_size, r);
-      group_end = w.group_end(r.group);
+      start_group<P, Ternary>(w, tile, lane, next_group(w, 4 * s_begin, r.group), r);
+      group_end = static_cast<int>(w.group_end(r.group));
     }
     const auto row = table.chunk(s_begin);
     if (s_end == s_begin + 8 && 4 * s_end <= group_end) {
@@ -236,13 +244,13 @@ QSL_HOST_DEVICE void walk_float(const layer_view& w, std::int64_t tile, int lane
       r.open = true;
       return;
     }
-    for (std::int64_t s = s_begin; s < s_end; ++s) {
+    for (int s = s_begin; s < s_end; ++s) {
       if (4 * s >= group_end) {  // a new group starts at this nibble
         finish_float<P, Ternary>(r);
-        start_group<P, Ternary>(w, tile, lane, 4 * s / w.group_size, r);
-        group_end = w.group_end(r.group);
+        start_group<P, Ternary>(w, tile, lane, next_group(w, 4 * s, r.group), r);
+        group_end = static_cast<int>(w.group_end(r.group));
       }
-      const int q = static_cast<int>(s - s_begin);
+      const int q = s - s_begin;
       QSL_UNROLL for (int p = 0; p < P; ++p) r.acc[p] += row(words[p], q);
       r.open = true;
     }
@@ -258,20 +266,25 @@ QSL_HOST_DEVICE void walk_encoded(const layer_view& w, std::int64_t tile, int la
                                   const std::uint32_t* act, int kx,
                                   row_walk<P, std::int64_t>& r) {
   constexpr int max_kx = 8;
-  std::int64_t group_end = w.group_end(r.group);
-  for_each_chunk<P>(w, tile, lane, c_begin, c_end,
-                    [&](std::int64_t c, const std::uint32_t(&words)[P]) {
-    const std::int64_t lo = c * chunk_cols;
+  const int cols = static_cast<int>(w.cols);  // 32-bit positions, as in walk_float
+  int group_begin = static_cast<int>(w.group_begin(r.group));
+  int group_end = static_cast<int>(w.group_end(r.group));
+  for_each_chunk<P>(w, tile, lane, c_begin, c_end, [&](int c, const std::uint32_t(&words)[P]) {
+    const int lo = c * chunk_cols;
     std::uint32_t t[max_kx];  // this chunk's activation words, once for every plane
     QSL_UNROLL for (int i = 0; i < max_kx; ++i) t[i] = i < kx ? act[i * w.chunks + c] : 0U;
+    const auto move_to = [&](std::int64_t g) {
+      start_group<P, Ternary>(w, tile, lane, g, r);
+      group_begin = static_cast<int>(w.group_begin(g));
+      group_end = static_cast<int>(w.group_end(g));
+    };
     for (;;) {  // the groups inside this chunk
       if (lo >= group_end) {  // the open group ended before this chunk
         finish_encoded<P, Ternary>(r);
-        start_group<P, Ternary>(w, tile, lane, lo / w.group_size, r);
-        group_end = w.group_end(r.group);
+        move_to(next_group(w, lo, r.group));
       }
       // A chunk inside one group (the common case) needs no mask.
-      const bool whole = lo >= w.group_begin(r.group) && lo + chunk_cols <= group_end;
+      const bool whole = lo >= group_begin && lo + chunk_cols <= group_end;
       const std::uint32_t mask = whole ? ~0U : group_chunk_mask(w, r.group, c);
       QSL_UNROLL for (int p = 0; p < P; ++p) {
         const std::uint32_t m = words[p] & mask;
@@ -287,10 +300,9 @@ QSL_HOST_DEVICE void walk_encoded(const layer_view& w, std::int64_t tile, int la
         r.group_sum += h;
       }
       r.open = true;
-      if (group_end >= lo + chunk_cols || group_end >= w.cols) break;
+      if (group_end >= lo + chunk_cols || group_end >= cols) break;
       finish_encoded<P, Ternary>(r);  // the group ends inside this chunk
-      start_group<P, Ternary>(w, tile, lane, r.group + 1, r);
-      group_end = w.group_end(r.group);
+      move_to(r.group + 1);
     }
   });
 }
