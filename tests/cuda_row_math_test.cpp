@@ -286,6 +286,29 @@ TEST(CudaRowMath, GemvPlanCoversEveryChunkOnce) {
         }
 }
 
+// The walks count columns in 32-bit integers: wider layers are refused by name when packed (the
+// check comes before any array is read, so empty arrays suffice here).
+TEST(CudaRowMath, PackingRefusesLayersWiderThanTheKernelsTake) {
+  qsl::weight_code code;
+  code.rows = 1;
+  code.bits = 1;
+  code.cols = max_cols + 1;
+  code.group_size = code.cols;
+  try {
+    (void)pack(code, {});
+    FAIL() << "a layer of " << code.cols << " columns was packed";
+  } catch (const qsl::error& e) {
+    EXPECT_NE(std::string(e.what()).find(std::to_string(code.cols) + " input features"),
+              std::string::npos) << e.what();
+  }
+  code.cols = 100;  // the limit is the only thing wrong above
+  code.group_size = 100;
+  code.signs.assign(2, 0);
+  code.coefficients.assign(1, 1.0f);
+  code.offsets.assign(1, 0.0f);
+  EXPECT_EQ(pack(code, {}).cols, 100);
+}
+
 TEST(CudaRowMath, EncoderRuleMatchesEncodeActivations) {
   const row_matrix_f x = qsl::test::gaussian_rows(1, 257, 13);
   for (int bits = 1; bits <= 8; ++bits) {
