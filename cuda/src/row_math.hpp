@@ -286,19 +286,17 @@ QSL_HOST_DEVICE void walk_encoded(const layer_view& w, std::int64_t tile, int la
       // A chunk inside one group (the common case) needs no mask.
       const bool whole = lo >= group_begin && lo + chunk_cols <= group_end;
       const std::uint32_t mask = whole ? ~0U : group_chunk_mask(w, r.group, c);
-      QSL_UNROLL for (int p = 0; p < P; ++p) {
-        const std::uint32_t m = words[p] & mask;
-        int h = 0;  // Horner over the bits, from the top
-        QSL_UNROLL for (int i = max_kx - 1; i >= 0; --i)
-          if (i < kx) h = 2 * h + qsl::popcount(m & t[i]);
-        r.acc[p] += h;
+      // Horner over the activation bits, from the top. The bit is the outer loop, so that
+      // the bits at or above kx (the same for every lane) are skipped by one branch each; with
+      // the planes outside, the compiler predicated every AND and popcount of all 8 bits.
+      int h[P] = {}, levels = 0;
+      QSL_UNROLL for (int i = max_kx - 1; i >= 0; --i) {
+        if (i >= kx) continue;
+        QSL_UNROLL for (int p = 0; p < P; ++p) h[p] = 2 * h[p] + qsl::popcount(words[p] & mask & t[i]);
+        if (!Ternary) levels = 2 * levels + qsl::popcount(mask & t[i]);
       }
-      if (!Ternary) {
-        int h = 0;
-        QSL_UNROLL for (int i = max_kx - 1; i >= 0; --i)
-          if (i < kx) h = 2 * h + qsl::popcount(mask & t[i]);
-        r.group_sum += h;
-      }
+      QSL_UNROLL for (int p = 0; p < P; ++p) r.acc[p] += h[p];
+      if (!Ternary) r.group_sum += levels;
       r.open = true;
       if (group_end >= lo + chunk_cols || group_end >= cols) break;
       finish_encoded<P, Ternary>(r);  // the group ends inside this chunk
