@@ -178,9 +178,9 @@ QSL_HOST_DEVICE inline std::uint32_t byte_of(std::uint32_t x, int k) {
 /// looks up nibble q of a word in them. The look-up adds the byte offset 4 v to the table's
 /// address with v taken from the word by one byte permute: v's of the even nibbles are spread
 /// over the bytes of (word << 2) & 0x3C3C3C3C, those of the odd ones of (word >> 2) & ..., two
-/// shifts and masks per word for 8 look-ups. Extracting (word >> 4 q) & 15, scaling and adding
-/// the tile offset cost 5 instructions per look-up on sm_90, for one shared-memory load and one
-/// add.
+/// shifts and masks per word for 8 look-ups. In the sm_90 SASS (tools/sass.sh) a look-up is a
+/// PRMT, an LDS [R + UR + imm] and an FADD; extracting (word >> 4 q) & 15, scaling it and
+/// adding the tile offset took about 6 instructions.
 struct lut_tables {
   const float* tables;
   std::int64_t s0;
