@@ -6,7 +6,11 @@
 # or, cheaper in device time, with the programs built here first (docs/cuda.md):
 #   QSL_GPU_BUILD_ONLY=90 tools/gpu-check.sh /tmp/gpu-build
 #   run(command="QSL_GPU_PREBUILT=1 tools/gpu-check.sh $OUT", timeout_s=300, carry=[".gpu-deps",
-#       "build-gpu/tests/cuda_test", "build-gpu/tests/cuda_row_math_test", "build-gpu/bench/cuda_bench"])
+#       "build-gpu/tests/cuda_test", "build-gpu/tests/cuda_row_math_test", "build-gpu/bench/cuda_bench",
+#       "build-gpu/examples/qsl-run", "build-gpu/gpu-model"])
+# Built here, the build includes qsl-run with ONNX and a compressed copy of the bundled model
+# (build-gpu/gpu-model/), so that the device also runs the model end to end with
+# --backend cuda beside --backend cpu (accuracy and time in OUTDIR/qsl_run_*.json).
 # On an H200 (2026-11-26): build about 1.5 minutes, tests 16 s, memcheck 17 s; the benchmarks
 # (54 cases at min_time 0.02) are expected to take 1-2 minutes (not yet timed at that setting).
 # Steps that fail are logged and the script goes on; it exits non-zero if any did.
@@ -45,12 +49,21 @@ if [ -z "${QSL_GPU_BUILD_ONLY:-}" ] && [ "${QSL_GPU_PREBUILT:-0}" = 1 ] &&
     > /dev/null 2>&1 && build-gpu/tests/cuda_test --gtest_list_tests > /dev/null 2>&1; then
   echo "== prebuilt programs in build-gpu/: configure and build skipped"
 else
+  # Here (QSL_GPU_BUILD_ONLY) the Debian packages are installed: qsl-run is built too, with
+  # ONNX. The device has no ONNX packages: there the examples are left out.
+  onnx=OFF
+  targets=(cuda_test cuda_row_math_test cuda_bench)
+  if [ -n "${QSL_GPU_BUILD_ONLY:-}" ]; then onnx=ON; targets+=(qsl-run qsl-compress); fi
   step configure cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$arch" \
-    -DQSL_WITH_ONNX=OFF -DQSL_BUILD_EXAMPLES=OFF -DQSL_INSTALL=OFF -DQSL_BENCH_NATIVE=OFF "${deps[@]}"
-  step build cmake --build build-gpu --parallel "$(nproc)" --target cuda_test cuda_row_math_test \
-    cuda_bench
+    -DQSL_WITH_ONNX=$onnx -DQSL_BUILD_EXAMPLES=$onnx -DQSL_INSTALL=OFF -DQSL_BENCH_NATIVE=OFF "${deps[@]}"
+  step build cmake --build build-gpu --parallel "$(nproc)" --target "${targets[@]}"
 fi
-if [ -n "${QSL_GPU_BUILD_ONLY:-}" ]; then exit $status; fi
+if [ -n "${QSL_GPU_BUILD_ONLY:-}" ]; then
+  mkdir -p build-gpu/gpu-model
+  step compress build-gpu/examples/qsl-compress models/fashion_mnist_cnn.onnx \
+    -o build-gpu/gpu-model/cnn_2bit_g128.onnx --bits 2 --group 128 -q --force
+  exit $status
+fi
 sanitizer=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
 step cuda_test build-gpu/tests/cuda_test
 step cuda_row_math_test build-gpu/tests/cuda_row_math_test
@@ -61,4 +74,15 @@ step memcheck "$sanitizer" --tool memcheck --error-exitcode 1 build-gpu/tests/cu
 # minutes on an H200).
 step cuda_bench build-gpu/bench/cuda_bench --benchmark_min_time=0.02 \
   --benchmark_out="$out/cuda_bench.json" --benchmark_out_format=json
+# The bundled model end to end (only where qsl-run and the model were carried): the same 2,000
+# test images on the CPU and through qsl::cuda; the accuracies must agree to within a few
+# images (the GPU adds in another order).
+images=.gpu-deps/usr/share/datasets/fashion-mnist
+if [ -x build-gpu/examples/qsl-run ] && [ -f build-gpu/gpu-model/cnn_2bit_g128.onnx ]; then
+  for backend in cpu cuda; do
+    step "qsl_run_$backend" build-gpu/examples/qsl-run build-gpu/gpu-model/cnn_2bit_g128.onnx \
+      --images "$images/t10k-images-idx3-ubyte.gz" --labels "$images/t10k-labels-idx1-ubyte.gz" \
+      --batch 64 --limit 2000 --backend "$backend" --json "$out/qsl_run_$backend.json"
+  done
+fi
 exit $status
