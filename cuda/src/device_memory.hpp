@@ -215,28 +215,36 @@ class workspace_cache {
       found = entries_.end() - 1;
     }
     entry& e = *found;
-    // Growing frees the old memory first: cudaFree waits for the kernels still using it.
-    if (e.counter_count < counters) {
-      cudaFree(e.counters);
+    // Growing frees the old memory first (cudaFree waits for the kernels still using it); new
+    // counters are cleared on the stream before its kernels run. Any failure leaves the entry
+    // empty or as it was, and the call takes the per-call path.
+    const auto grow = [](void** memory, std::size_t& have, std::size_t need) {
+      if (have >= need) return true;
+      if (*memory != nullptr && cudaFree(*memory) != cudaSuccess) return false;
+      *memory = nullptr;
+      have = 0;
+      if (cudaMalloc(memory, need) != cudaSuccess) {
+        *memory = nullptr;
+        return false;
+      }
+      have = need;
+      return true;
+    };
+    std::size_t counter_bytes = e.counter_count * sizeof(unsigned);
+    const bool fresh = counter_bytes < counters * sizeof(unsigned);
+    bool ready = grow(reinterpret_cast<void**>(&e.counters), counter_bytes, counters * sizeof(unsigned));
+    e.counter_count = counter_bytes / sizeof(unsigned);
+    if (ready && fresh &&
+        cudaMemsetAsync(e.counters, 0, counter_bytes, stream) != cudaSuccess) {
+      cudaFree(e.counters);  // not known to be zero: never reuse it
       e.counters = nullptr;
       e.counter_count = 0;
-      if (cudaMalloc(reinterpret_cast<void**>(&e.counters), counters * sizeof(unsigned)) !=
-              cudaSuccess ||
-          cudaMemsetAsync(e.counters, 0, counters * sizeof(unsigned), stream) != cudaSuccess) {
-        cudaGetLastError();
-        return false;
-      }
-      e.counter_count = counters;
+      ready = false;
     }
-    if (e.data_bytes < data_bytes) {
-      cudaFree(e.data);
-      e.data = nullptr;
-      e.data_bytes = 0;
-      if (cudaMalloc(&e.data, data_bytes) != cudaSuccess) {
-        cudaGetLastError();
-        return false;
-      }
-      e.data_bytes = data_bytes;
+    ready = ready && grow(&e.data, e.data_bytes, data_bytes);
+    if (!ready) {
+      cudaGetLastError();  // not an error for the caller: the per-call path decides
+      return false;
     }
     out.ws_ = {e.counters, e.data};
     out.lock_ = std::move(lock);
