@@ -7,7 +7,7 @@
 #   QSL_GPU_BUILD_ONLY=90 tools/gpu-check.sh /tmp/gpu-build
 #   run(command="QSL_GPU_PREBUILT=1 tools/gpu-check.sh $OUT", timeout_s=300, carry=[".gpu-deps",
 #       "build-gpu/tests/cuda_test", "build-gpu/tests/cuda_row_math_test", "build-gpu/bench/cuda_bench",
-#       "build-gpu/examples/qsl-run", "build-gpu/gpu-model"])
+#       "build-gpu/examples/qsl-run", "build-gpu/examples/qsl-cuda-example", "build-gpu/gpu-model"])
 # Built here, the build includes qsl-run with ONNX and a compressed copy of the bundled model
 # (build-gpu/gpu-model/), so that the device also runs the model end to end with
 # --backend cuda beside --backend cpu (accuracy and time in OUTDIR/qsl_run_*.json).
@@ -53,7 +53,7 @@ else
   # ONNX. The device has no ONNX packages: there the examples are left out.
   onnx=OFF
   targets=(cuda_test cuda_row_math_test cuda_bench)
-  if [ -n "${QSL_GPU_BUILD_ONLY:-}" ]; then onnx=ON; targets+=(qsl-run qsl-compress); fi
+  if [ -n "${QSL_GPU_BUILD_ONLY:-}" ]; then onnx=ON; targets+=(qsl-run qsl-compress qsl-cuda-example); fi
   step configure cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$arch" \
     -DQSL_WITH_ONNX=$onnx -DQSL_BUILD_EXAMPLES=$onnx -DQSL_INSTALL=OFF -DQSL_BENCH_NATIVE=OFF "${deps[@]}"
   step build cmake --build build-gpu --parallel "$(nproc)" --target "${targets[@]}"
@@ -74,6 +74,7 @@ step memcheck "$sanitizer" --tool memcheck --error-exitcode 1 build-gpu/tests/cu
 # minutes on an H200).
 step cuda_bench build-gpu/bench/cuda_bench --benchmark_min_time=0.02 \
   --benchmark_out="$out/cuda_bench.json" --benchmark_out_format=json
+if [ -x build-gpu/examples/qsl-cuda-example ]; then step cuda_example build-gpu/examples/qsl-cuda-example; fi
 # The bundled model end to end (only where qsl-run and the model were carried): the same 2,000
 # test images on the CPU and through qsl::cuda; the accuracies must agree to within a few
 # images (the GPU adds in another order).
