@@ -150,22 +150,35 @@ void for_planes(const qsl::weight_code& code, Case&& run) {
   }
 }
 
-TEST(CudaRowMath, DecodeByteIsReconstruct) {
-  for (auto basis : {qsl::basis::binary, qsl::basis::ternary})
-    for (std::int64_t cols : {1, 31, 32, 33, 100, 257}) {
-      const auto code = qsl::test::random_code(45, cols, 3, basis, cols > 64 ? 64 : 0, 3);
-      const auto packed = pack(code, {});
-      const layer_view w = packed.view();
-      const Eigen::MatrixXf expected = qsl::reconstruct(code);
-      for (std::int64_t r = 0; r < code.rows + 3; ++r)  // rows past the last decode to zero
-        for (std::int64_t c8 = 0; c8 < cols + 8; c8 += 8) {
-          float decoded[8];
-          decode_byte(w, r, c8, decoded);
-          for (std::int64_t c = c8; c < c8 + 8; ++c)
-            ASSERT_EQ(decoded[c - c8], r < code.rows && c < cols ? expected(r, c) : 0.0f)
-                << r << ", " << c;
-        }
+// The GEMM's weights: load_byte then decode_loaded give qsl::reconstruct exactly (the same
+// sums in the same order), and zeros past the last row or column.
+template <int P, bool Ternary>
+void expect_bytes_are_reconstruct(const qsl::weight_code& code) {
+  const auto packed = pack(code, {});
+  const layer_view w = packed.view();
+  const Eigen::MatrixXf expected = qsl::reconstruct(code);
+  for (std::int64_t r = 0; r < code.rows + 3; ++r)
+    for (std::int64_t c8 = 0; c8 < code.cols + 8; c8 += 8) {
+      byte_source<P, Ternary> source;
+      load_byte(w, r, c8, source);
+      float decoded[8];
+      decode_loaded(w, r, c8, source, decoded);
+      for (std::int64_t c = c8; c < c8 + 8; ++c)
+        ASSERT_EQ(decoded[c - c8], r < code.rows && c < code.cols ? expected(r, c) : 0.0f)
+            << code.rows << "x" << code.cols << " k " << code.bits << " at " << r << ", " << c;
     }
+}
+
+TEST(CudaRowMath, DecodedBytesAreReconstruct) {
+  for (auto basis : {qsl::basis::binary, qsl::basis::ternary})
+    for (int bits : {1, 2, 3})
+      for (std::int64_t cols : {1, 31, 32, 33, 100, 257}) {
+        const auto code = qsl::test::random_code(45, cols, bits, basis, cols > 64 ? 64 : 0, 3);
+        const bool t = basis == qsl::basis::ternary;
+        if (bits == 1) t ? expect_bytes_are_reconstruct<2, true>(code) : expect_bytes_are_reconstruct<1, false>(code);
+        if (bits == 2) t ? expect_bytes_are_reconstruct<4, true>(code) : expect_bytes_are_reconstruct<2, false>(code);
+        if (bits == 3) t ? expect_bytes_are_reconstruct<6, true>(code) : expect_bytes_are_reconstruct<3, false>(code);
+      }
 }
 
 // Float path: both sides sum D + groups*k + a few terms, and each split cuts at most one

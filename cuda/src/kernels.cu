@@ -330,15 +330,25 @@ __device__ void prefetch_gemm_step(const layer_view& w, const activation_io& io,
     prefetch_l2(&w.coefficients[((tile * w.groups + g) * w.bits + which - w.planes) * warp_rows]);
 }
 
-// At most 80 registers (3 blocks of 256 threads per SM; 86 without the bound, so 2 fitted): no
-// spills with CUDA 13 for sm_75 and sm_90. Xavier's 96 KiB of shared memory holds 3 as well.
+// Double-buffered: while the tensor cores multiply the step in one stage of shared memory, the
+// words, coefficients and inputs of the next step are on their way into registers (load_byte,
+// load_x_bits); they are decoded into the other stage after the multiplies, and one barrier per
+// step separates the two. (First written with one stage, two barriers per step and the loads
+// after the first barrier: every step waited for its loads, 93 us at batch 64 on an H200.)
+// At most 80 registers (3 blocks of 256 threads per SM); 16 KiB of shared memory (the two
+// stages, reused for the results after the last step).
+template <int P, bool Ternary>
 __global__ void __launch_bounds__(block_threads, 3)
     wmma_gemm(layer_view w, activation_io io, std::int64_t batch, split_args sp) {
   using namespace nvcuda;
-  // wmma loads and stores need 256-bit aligned pointers.
-  __shared__ __align__(32) __half weights[gemm_rows * gemm_k];  // [row][k]: W_hat^T column-major
-  __shared__ __align__(32) __half inputs[gemm_batch * gemm_k];  // [batch][k], row-major
-  __shared__ __align__(32) float out[gemm_batch * gemm_rows];
+  constexpr int stage_halves = (gemm_rows + gemm_batch) * gemm_k;  // weights, then inputs
+  constexpr int items = gemm_batch * gemm_rows;
+  static_assert(2 * stage_halves * sizeof(__half) == items * sizeof(float), "results reuse stages");
+  // wmma loads and stores need 256-bit aligned pointers. Stage: weights [row][k] (W_hat^T
+  // column-major), then inputs [batch][k] (row-major).
+  __shared__ __align__(32) float shared[items];
+  __half* const stages = reinterpret_cast<__half*>(shared);
+  float* const out = shared;
   const std::int64_t row0 = static_cast<std::int64_t>(blockIdx.x) * gemm_rows;
   const std::int64_t b0 = static_cast<std::int64_t>(blockIdx.y) * gemm_batch;
   const int warp = threadIdx.x / 32;
@@ -347,30 +357,61 @@ __global__ void __launch_bounds__(block_threads, 3)
   for (auto& a : acc) wmma::fill_fragment(a, 0.0f);
   const std::int64_t k_begin = static_cast<std::int64_t>(blockIdx.z) * sp.split_chunks * gemm_k;
   const std::int64_t k_end = smaller(k_begin + sp.split_chunks * gemm_k, w.cols);
-  for (int i = 0; i < gemm_prefetch_steps && k_begin + i * gemm_k < k_end; ++i)
+  const int steps = static_cast<int>((k_end - k_begin + gemm_k - 1) / gemm_k);
+
+  // This thread's share of a step: 8 weights of one row, and inputs of 8 vectors in one column.
+  const int byte_row = threadIdx.x / (gemm_k / 8), byte_col = 8 * (threadIdx.x % (gemm_k / 8));
+  constexpr int per_thread = gemm_batch * gemm_k / block_threads;
+  constexpr int rows_apart = block_threads / gemm_k;  // vectors between a thread's inputs
+  const std::int64_t first_vector = b0 + threadIdx.x / gemm_k;
+  const int input_col = threadIdx.x % gemm_k;
+  // Vectors of this thread's column inside the batch (0..64), and where its inputs start: few
+  // live 64-bit values, so that the step's loads fit in registers beside the accumulators.
+  const int vectors_here = static_cast<int>(
+      batch - first_vector < 0 ? 0 : batch - first_vector > gemm_batch ? gemm_batch : batch - first_vector);
+  const std::int64_t input_base = first_vector * w.cols + input_col;
+  byte_source<P, Ternary> weight_bits;
+  std::uint32_t input_bits[per_thread];
+  const auto input_index = [&](std::int64_t k0, int n) -> std::int64_t {
+    return n * rows_apart < vectors_here && k0 + input_col < w.cols
+               ? input_base + n * rows_apart * w.cols + k0
+               : -1;
+  };
+  const auto load_step = [&](std::int64_t k0) {
+    load_byte<P, Ternary>(w, row0 + byte_row, k0 + byte_col, weight_bits);
+    QSL_UNROLL for (int n = 0; n < per_thread; ++n) {
+      const std::int64_t i = input_index(k0, n);
+      input_bits[n] = load_x_bits(io, i >= 0 ? i : 0);  // index 0 stands in; zeroed below
+    }
+  };
+  const auto store_step = [&](std::int64_t k0, __half* stage) {
+    float decoded[8];
+    decode_loaded<P, Ternary>(w, row0 + byte_row, k0 + byte_col, weight_bits, decoded);
+    QSL_UNROLL for (int i = 0; i < 8; ++i)
+      stage[byte_row * gemm_k + byte_col + i] = __float2half(decoded[i]);
+    __half* inputs = stage + gemm_rows * gemm_k;
+    QSL_UNROLL for (int n = 0; n < per_thread; ++n) {
+      const float value = io.x_half ? __half2float(__ushort_as_half(static_cast<unsigned short>(input_bits[n])))
+                                    : __uint_as_float(input_bits[n]);
+      inputs[threadIdx.x + n * block_threads] = __float2half(input_index(k0, n) >= 0 ? value : 0.0f);
+    }
+  };
+
+  for (int i = 0; i < gemm_prefetch_steps && i < steps; ++i)
     prefetch_gemm_step(w, io, batch, row0, b0, k_begin + i * gemm_k);
-  for (std::int64_t k0 = k_begin; k0 < k_end; k0 += gemm_k) {
-    if (k0 + gemm_prefetch_steps * gemm_k < k_end)
+  if (steps > 0) {
+    load_step(k_begin);
+    store_step(k_begin, stages);
+  }
+  __syncthreads();
+  for (int step = 0; step < steps; ++step) {
+    const std::int64_t k0 = k_begin + static_cast<std::int64_t>(step) * gemm_k;
+    const bool next = step + 1 < steps;
+    if (step + gemm_prefetch_steps < steps)
       prefetch_gemm_step(w, io, batch, row0, b0, k0 + gemm_prefetch_steps * gemm_k);
-    __syncthreads();
-    {  // one thread per row and 8 columns
-      const int r = threadIdx.x / (gemm_k / 8), c = 8 * (threadIdx.x % (gemm_k / 8));
-      float decoded[8];
-      decode_byte(w, row0 + r, k0 + c, decoded);
-      for (int i = 0; i < 8; ++i) weights[r * gemm_k + c + i] = __float2half(decoded[i]);
-    }
-    {  // 8 inputs per thread, all loads in flight at once
-      constexpr int per_thread = gemm_batch * gemm_k / block_threads;
-      constexpr int rows_apart = block_threads / gemm_k;  // vectors between a thread's inputs
-      const std::int64_t b = b0 + threadIdx.x / gemm_k, c = k0 + threadIdx.x % gemm_k;
-      float values[per_thread];
-      load_x_values(io, [&](int n) {
-        return b + n * rows_apart < batch && c < w.cols ? (b + n * rows_apart) * w.cols + c : -1;
-      }, values);
-      QSL_UNROLL for (int n = 0; n < per_thread; ++n)
-        inputs[threadIdx.x + n * block_threads] = __float2half(values[n]);
-    }
-    __syncthreads();
+    if (next) load_step(k0 + gemm_k);  // in flight during the multiplies
+    const __half* weights = stages + (step % 2) * stage_halves;
+    const __half* inputs = weights + gemm_rows * gemm_k;
     for (int kk = 0; kk < gemm_k; kk += 16) {
       wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
       wmma::load_matrix_sync(a, inputs + frag_b * 16 * gemm_k + kk, gemm_k);
@@ -380,12 +421,14 @@ __global__ void __launch_bounds__(block_threads, 3)
         wmma::mma_sync(acc[f], a, b, acc[f]);
       }
     }
+    // The other stage was last read in the previous step, before the barrier that ended it.
+    if (next) store_step(k0 + gemm_k, stages + ((step + 1) % 2) * stage_halves);
+    __syncthreads();
   }
   for (int f = 0; f < 2; ++f)
     wmma::store_matrix_sync(out + frag_b * 16 * gemm_rows + (frag_n + f) * 16, acc[f], gemm_rows,
                             wmma::mem_row_major);
   __syncthreads();
-  constexpr int items = gemm_batch * gemm_rows;
   if (sp.splits > 1) {  // as finish_rows: parts stored, the last block sums them in split order
     const std::int64_t block = static_cast<std::int64_t>(blockIdx.y) * gridDim.x + blockIdx.x;
     const std::int64_t blocks = static_cast<std::int64_t>(gridDim.x) * gridDim.y;
@@ -447,6 +490,17 @@ struct popcount_launch {
 };
 
 template <int P, bool T>
+struct wmma_launch {
+  static void run(const layer_view& w, const activation_io& io, std::int64_t batch,
+                  const gemv_plan& plan, const split_args& sp, cudaStream_t s) {
+    const dim3 grid(static_cast<unsigned>(plan.row_blocks),
+                    static_cast<unsigned>((batch + gemm_batch - 1) / gemm_batch),
+                    static_cast<unsigned>(plan.splits));
+    wmma_gemm<P, T><<<grid, block_threads, 0, s>>>(w, io, batch, sp);
+  }
+};
+
+template <int P, bool T>
 struct resident_query {
   static void run(const layer_view&, kernel_kind kind, int* blocks) {
     switch (kind) {
@@ -460,7 +514,7 @@ struct resident_query {
         cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, popcount_gemv<P, T>, block_threads, 0);
         break;
       case kernel_kind::wmma_gemm:
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, wmma_gemm, block_threads, 0);
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, wmma_gemm<P, T>, block_threads, 0);
         break;
     }
   }
@@ -497,10 +551,7 @@ void launch_popcount_gemv(const layer_view& w, const std::uint32_t* planes, cons
 
 void launch_wmma_gemm(const layer_view& w, const activation_io& io, std::int64_t batch,
                       const gemv_plan& plan, const split_args& sp, void* stream) {
-  const dim3 grid(static_cast<unsigned>(plan.row_blocks),
-                  static_cast<unsigned>((batch + gemm_batch - 1) / gemm_batch),
-                  static_cast<unsigned>(plan.splits));
-  wmma_gemm<<<grid, block_threads, 0, as_stream(stream)>>>(w, io, batch, sp);
+  by_planes<wmma_launch>(w, io, batch, plan, sp, as_stream(stream));
 }
 
 // TWD mixing: one thread per output column and vector; the vector's K values of z pass through

@@ -10,7 +10,7 @@
 
 namespace qsl::cuda::detail {
 
-static_assert(qsl::max_bits <= max_bits, "the kernels keep up to max_bits planes in registers");
+static_assert(qsl::max_bits <= max_bits, "the kernels are instantiated for up to max_bits planes");
 
 /// The packed arrays on the host.
 struct packed_layer {

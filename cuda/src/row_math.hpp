@@ -305,33 +305,47 @@ QSL_HOST_DEVICE void walk_encoded(const layer_view& w, std::int64_t tile, int la
   });
 }
 
-/// Eight reconstructed weights W_hat[row, col8 .. col8 + 8) (col8 a multiple of 8; zero past
-/// the last row or column). Groups are multiples of 8 columns, so the eight share a group: one
-/// thread of the GEMM kernel decodes them with k (or 2k) word reads and k coefficient reads.
-QSL_HOST_DEVICE inline void decode_byte(const layer_view& w, std::int64_t row, std::int64_t col8,
-                                        float (&out)[8]) {
-  for (int i = 0; i < 8; ++i) out[i] = 0;
-  if (row >= w.rows || col8 >= w.cols) return;
-  const std::int64_t tile = row / warp_rows, c = col8 / chunk_cols, g = col8 / w.group_size;
-  const int lane = static_cast<int>(row % warp_rows);
+/// What eight reconstructed weights W_hat[row, col8 .. col8 + 8) are made of (col8 a multiple
+/// of 8): the row's words of the chunk, one per plane, and its k coefficients of the group
+/// (groups are multiples of 8 columns, so the eight share one). The GEMM loads these for its
+/// next step (load_byte) while the tensor cores work on this one, and decodes them
+/// (decode_loaded) once they have arrived.
+template <int P, bool Ternary>
+struct byte_source {
+  static constexpr int K = Ternary ? P / 2 : P;
+  std::uint32_t words[P];  ///< k sign planes, then k mask planes (ternary)
+  float alpha[K];
+};
+
+template <int P, bool Ternary>
+QSL_HOST_DEVICE void load_byte(const layer_view& w, std::int64_t row, std::int64_t col8,
+                               byte_source<P, Ternary>& b) {
+  // Outside the layer the first row and chunk stand in (any address in the arrays would do):
+  // the loads stay unconditional, and decode_loaded gives zeros there.
+  const bool inside = row < w.rows && col8 < w.cols;
+  const std::int64_t r = inside ? row : 0, c8 = inside ? col8 : 0;
+  const std::int64_t tile = r / warp_rows, c = c8 / chunk_cols, g = c8 / w.group_size;
+  const int lane = static_cast<int>(r % warp_rows);
+  QSL_UNROLL for (int p = 0; p < P; ++p) b.words[p] = load_here(w.word_at(tile, c, p, lane));
+  QSL_UNROLL for (int j = 0; j < byte_source<P, Ternary>::K; ++j) b.alpha[j] = w.alpha(tile, g, j, lane);
+}
+
+/// The eight weights (zero past the last row or column), summed over the planes in order, as
+/// qsl::reconstruct does.
+template <int P, bool Ternary>
+QSL_HOST_DEVICE void decode_loaded(const layer_view& w, std::int64_t row, std::int64_t col8,
+                                   const byte_source<P, Ternary>& b, float (&out)[8]) {
+  constexpr int K = byte_source<P, Ternary>::K;
   const int shift = static_cast<int>(col8 % chunk_cols);
-  // Every load first, then the arithmetic: loaded inside the plane loop, each plane waited for
-  // its own memory round trip.
-  std::uint32_t signs[max_bits], nonzero[max_bits];
-  float alpha[max_bits];
-  QSL_UNROLL for (int j = 0; j < max_bits; ++j) {
-    if (j >= w.bits) break;
-    signs[j] = load_here(w.word_at(tile, c, j, lane));
-    nonzero[j] = w.ternary ? load_here(w.word_at(tile, c, w.bits + j, lane)) : ~0U;
-    alpha[j] = w.alpha(tile, g, j, lane);
+  QSL_UNROLL for (int i = 0; i < 8; ++i) out[i] = 0;
+  QSL_UNROLL for (int j = 0; j < K; ++j) {
+    const std::uint32_t signs = b.words[j] >> shift;
+    const std::uint32_t nonzero = Ternary ? b.words[K + j] >> shift : ~0U;
+    QSL_UNROLL for (int i = 0; i < 8; ++i)
+      if ((nonzero >> i) & 1U) out[i] += ((signs >> i) & 1U) ? b.alpha[j] : -b.alpha[j];
   }
-  QSL_UNROLL for (int j = 0; j < max_bits; ++j) {
-    if (j >= w.bits) break;
-    for (int i = 0; i < 8; ++i)
-      if (((nonzero[j] >> shift) >> i) & 1U) out[i] += (((signs[j] >> shift) >> i) & 1U) ? alpha[j] : -alpha[j];
-  }
-  for (int i = 0; i < 8; ++i)
-    if (col8 + i >= w.cols) out[i] = 0;
+  QSL_UNROLL for (int i = 0; i < 8; ++i)
+    if (row >= w.rows || col8 + i >= w.cols) out[i] = 0;
 }
 
 }  // namespace qsl::cuda::detail
