@@ -62,7 +62,8 @@ class layer {
   virtual std::size_t device_bytes() const = 0;
 
   /// y = layer(x) for a batch: x is batch x in_features, y batch x out_features, both row-major
-  /// device pointers; asynchronous on `stream` (a cudaStream_t; null: the default stream).
+  /// device pointers that must not overlap; asynchronous on `stream` (a cudaStream_t; null:
+  /// the default stream). x must not change until the call has run on the stream.
   /// Throws qsl::error for bad arguments and CUDA failures (naming the call). Unlike the CPU
   /// path, NaN/Inf inputs are not detected on the device: their outputs are unspecified.
   void forward(const float* x, std::int64_t batch, float* y, void* stream = nullptr,
