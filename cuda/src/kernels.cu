@@ -44,6 +44,12 @@ __device__ std::uint32_t load_x_bits(const activation_io& io, std::int64_t i) {
   return bits;
 }
 
+// The value of bits from load_x_bits, widened to fp32.
+__device__ float x_value(const activation_io& io, std::uint32_t bits) {
+  return io.x_half ? __half2float(__ushort_as_half(static_cast<unsigned short>(bits)))
+                   : __uint_as_float(bits);
+}
+
 // x[index(n)] widened to fp32 for n < N, 0 where index(n) < 0 (outside x): all N loads first
 // (index 0, always in x, stands in for the ones outside), then the conversions.
 template <int N, class Index>
@@ -55,11 +61,7 @@ __device__ void load_x_values(const activation_io& io, Index index, float (&out)
     valid[n] = i >= 0;
     bits[n] = load_x_bits(io, valid[n] ? i : 0);
   }
-  QSL_UNROLL for (int n = 0; n < N; ++n) {
-    const float value = io.x_half ? __half2float(__ushort_as_half(static_cast<unsigned short>(bits[n])))
-                                  : __uint_as_float(bits[n]);
-    out[n] = valid[n] ? value : 0.0f;
-  }
+  QSL_UNROLL for (int n = 0; n < N; ++n) out[n] = valid[n] ? x_value(io, bits[n]) : 0.0f;
 }
 
 // y[i] = value, rounded to the nearest fp16 for fp16 outputs.
@@ -390,11 +392,9 @@ __global__ void __launch_bounds__(block_threads, 3)
     QSL_UNROLL for (int i = 0; i < 8; ++i)
       stage[byte_row * gemm_k + byte_col + i] = __float2half(decoded[i]);
     __half* inputs = stage + gemm_rows * gemm_k;
-    QSL_UNROLL for (int n = 0; n < per_thread; ++n) {
-      const float value = io.x_half ? __half2float(__ushort_as_half(static_cast<unsigned short>(input_bits[n])))
-                                    : __uint_as_float(input_bits[n]);
-      inputs[threadIdx.x + n * block_threads] = __float2half(input_index(k0, n) >= 0 ? value : 0.0f);
-    }
+    QSL_UNROLL for (int n = 0; n < per_thread; ++n)
+      inputs[threadIdx.x + n * block_threads] =
+          __float2half(input_index(k0, n) >= 0 ? x_value(io, input_bits[n]) : 0.0f);
   };
 
   for (int i = 0; i < gemm_prefetch_steps && i < steps; ++i)
