@@ -392,9 +392,10 @@ __global__ void __launch_bounds__(block_threads, 3)
     QSL_UNROLL for (int i = 0; i < 8; ++i)
       stage[byte_row * gemm_k + byte_col + i] = __float2half(decoded[i]);
     __half* inputs = stage + gemm_rows * gemm_k;
-    QSL_UNROLL for (int n = 0; n < per_thread; ++n)
-      inputs[threadIdx.x + n * block_threads] =
-          __float2half(input_index(k0, n) >= 0 ? x_value(io, input_bits[n]) : 0.0f);
+    QSL_UNROLL for (int n = 0; n < per_thread; ++n) {
+      const float value = x_value(io, input_bits[n]);  // unconditional: a select, no branch
+      inputs[threadIdx.x + n * block_threads] = __float2half(input_index(k0, n) >= 0 ? value : 0.0f);
+    }
   };
 
   for (int i = 0; i < gemm_prefetch_steps && i < steps; ++i)
