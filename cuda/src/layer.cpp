@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <string>
 
 #include "device_memory.hpp"
@@ -12,6 +13,22 @@ namespace qsl::cuda {
 
 namespace {
 constexpr std::int64_t max_batch_per_call = 65535;  // the kernels' grid limit
+
+// True for an empty batch; throws qsl::error naming the class and the call for a negative or
+// too large batch or a null array. No message is built unless it throws: forward runs once per
+// layer and pass, and its checks should cost nothing beside the launch.
+bool empty_batch(const char* who, const char* call, const void* x, const void* y,
+                 std::int64_t batch, std::int64_t most) {
+  const auto fail = [&](const std::string& what) {
+    throw qsl::error(std::string(who) + "::" + call + ": " + what);
+  };
+  if (batch < 0) fail("batch is " + std::to_string(batch) + "; expected >= 0");
+  if (batch == 0) return true;
+  if (x == nullptr || y == nullptr) fail("x or y is null");
+  if (batch > most)
+    fail("batch is " + std::to_string(batch) + "; at most " + std::to_string(most) + " per call");
+  return false;
+}
 }  // namespace
 
 void layer::forward(const float* x, std::int64_t batch, float* y, void* stream,
@@ -26,23 +43,13 @@ void layer::forward(const fp16* x, std::int64_t batch, fp16* y, void* stream,
 
 void layer::checked_run(const void* x, element type, std::int64_t batch, void* y, void* stream,
                         kernel which) const {
-  const std::string what = std::string(name()) + "::forward";
-  qsl::detail::require(batch >= 0, what + ": batch is " + std::to_string(batch) +
-                                       "; expected >= 0");
-  if (batch == 0) return;
-  qsl::detail::require(x != nullptr && y != nullptr, what + ": x or y is null");
-  qsl::detail::require(batch <= max_batch_per_call,
-                       what + ": batch is " + std::to_string(batch) + "; at most " +
-                           std::to_string(max_batch_per_call) + " per call");
+  if (empty_batch(name(), "forward", x, y, batch, max_batch_per_call)) return;
   run(x, type, batch, y, type, stream, which);
 }
 
 void layer::forward_host(const float* x, std::int64_t batch, float* y, kernel which) const {
-  const std::string what = std::string(name()) + "::forward_host";
-  qsl::detail::require(batch >= 0, what + ": batch is " + std::to_string(batch) +
-                                       "; expected >= 0");
-  if (batch == 0) return;
-  qsl::detail::require(x != nullptr && y != nullptr, what + ": x or y is null");
+  // Any batch: larger ones run as several calls below.
+  if (empty_batch(name(), "forward_host", x, y, batch, INT64_MAX)) return;
   const std::int64_t rows = std::min(batch, max_batch_per_call);
   const std::size_t in_bytes = static_cast<std::size_t>(rows * in_features()) * sizeof(float);
   const std::size_t out_bytes = static_cast<std::size_t>(rows * out_features()) * sizeof(float);

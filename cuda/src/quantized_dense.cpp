@@ -102,18 +102,19 @@ void quantized_dense::run(const void* x, element x_type, std::int64_t batch, voi
   const detail::layer_view& w = impl_->view;
   const activation_quantizer& q = impl_->activations;
   const bool encoded = q.bits > 0;
-  qsl::detail::require(static_cast<int>(which) <= static_cast<int>(kernel::decode_gemv),
-                       "qsl::cuda::quantized_dense::forward: kernel " +
-                           std::to_string(static_cast<int>(which)) + " is not a qsl::cuda::kernel");
+  // Checks that build their messages only when they fail (they run on every call).
+  if (static_cast<int>(which) > static_cast<int>(kernel::decode_gemv))
+    throw qsl::error("qsl::cuda::quantized_dense::forward: kernel " +
+                     std::to_string(static_cast<int>(which)) + " is not a qsl::cuda::kernel");
   if (which == kernel::automatic)
     // Measured on an H200 (docs/benchmarks.md): the look-up GEMV is faster up to batch 8
     // (75 vs 89 us at 4096 x 4096), the tensor-core GEMM from batch 16 (90 vs 131 us).
     which = encoded ? kernel::popcount_gemv : batch <= 8 ? kernel::lut_gemv : kernel::wmma_gemm;
-  qsl::detail::require(encoded == (which == kernel::popcount_gemv),
-                       std::string("qsl::cuda::quantized_dense::forward: ") +
-                           (encoded ? "the layer encodes its activations: use popcount_gemv"
-                                    : "the layer keeps float activations: popcount_gemv needs "
-                                      "activation_bits > 0"));
+  if (encoded != (which == kernel::popcount_gemv))
+    throw qsl::error(encoded ? "qsl::cuda::quantized_dense::forward: the layer encodes its "
+                               "activations: use popcount_gemv"
+                             : "qsl::cuda::quantized_dense::forward: the layer keeps float "
+                               "activations: popcount_gemv needs activation_bits > 0");
   QSL_CUDA(cudaSetDevice(impl_->device));
   const auto s = static_cast<cudaStream_t>(stream);
   const detail::activation_io io{x, y, x_type == element::f16, y_type == element::f16};
