@@ -269,10 +269,18 @@ QSL_HOST_DEVICE void walk_encoded(const layer_view& w, std::int64_t tile, int la
   const int cols = static_cast<int>(w.cols);  // 32-bit positions, as in walk_float
   int group_begin = static_cast<int>(w.group_begin(r.group));
   int group_end = static_cast<int>(w.group_end(r.group));
+  // The activation words of chunk c (zero past kx). Each chunk's are loaded while the chunk
+  // before is worked on: loaded at their chunk, every chunk waited for them.
+  std::uint32_t t_next[max_kx];
+  const auto load_activations = [&](std::int64_t c) {
+    QSL_UNROLL for (int i = 0; i < max_kx; ++i) t_next[i] = i < kx ? load_here(act + i * w.chunks + c) : 0U;
+  };
+  if (c_begin < c_end) load_activations(c_begin);
   for_each_chunk<P>(w, tile, lane, c_begin, c_end, [&](int c, const std::uint32_t(&words)[P]) {
     const int lo = c * chunk_cols;
     std::uint32_t t[max_kx];  // this chunk's activation words, once for every plane
-    QSL_UNROLL for (int i = 0; i < max_kx; ++i) t[i] = i < kx ? act[i * w.chunks + c] : 0U;
+    QSL_UNROLL for (int i = 0; i < max_kx; ++i) t[i] = t_next[i];
+    if (c + 1 < c_end) load_activations(c + 1);
     const auto move_to = [&](std::int64_t g) {
       start_group<P, Ternary>(w, tile, lane, g, r);
       group_begin = static_cast<int>(w.group_begin(g));
