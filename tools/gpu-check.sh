@@ -74,6 +74,11 @@ step memcheck "$sanitizer" --tool memcheck --error-exitcode 1 build-gpu/tests/cu
 # minutes on an H200).
 step cuda_bench build-gpu/bench/cuda_bench --benchmark_min_time=0.02 \
   --benchmark_out="$out/cuda_bench.json" --benchmark_out_format=json
+# Issue 5's targets from that file (also runnable here afterwards on the fetched JSON).
+if command -v python3 > /dev/null; then
+  step targets python3 tools/cuda_targets.py "$out/cuda_bench.json"
+  cat "$out/targets.log"
+fi
 if [ -x build-gpu/examples/qsl-cuda-example ]; then step cuda_example build-gpu/examples/qsl-cuda-example; fi
 # The bundled model end to end (only where qsl-run and the model were carried): the same 2,000
 # test images on the CPU and through qsl::cuda; the accuracies must agree to within a few
