@@ -140,6 +140,43 @@ void expect_float_gemvs_match(const shape& s, std::int64_t batch, std::uint32_t 
           << s.rows << "x" << s.cols << " k " << s.bits << " batch " << batch;
 }
 
+// The tensor-core GEMM within the fp16 bound: x and W_hat are rounded to half (relative 2^-11
+// each), products are exact in fp32 and summed in fp32: |error| <= (2^-10 + gamma_D) S, with
+// 2^-9 and 2 gamma_D for margin.
+void expect_wmma_matches(const qsl::quantized_dense& layer, const row_matrix_f& x) {
+  const qsl::weight_code& code = layer.code();
+  const row_matrix_f y = run(qsl::cuda::quantized_dense(layer), x, qsl::cuda::kernel::wmma_gemm);
+  row_matrix_f expected(x.rows(), code.rows);
+  qsl::reference::forward_float<float>(code, x.data(), x.rows(), layer.bias().data(),
+                                       expected.data());
+  for (std::int64_t v = 0; v < x.rows(); ++v)
+    for (std::int64_t n = 0; n < code.rows; ++n)
+      ASSERT_NEAR(y(v, n), expected(v, n),
+                  (std::ldexp(1.0, -9) + 2 * gamma_bound(static_cast<double>(code.cols))) *
+                          magnitude(code, x, v, n) + 1e-6)
+          << code.rows << "x" << code.cols << " k " << code.bits << " batch " << x.rows();
+}
+
+// Encoded activations on integers in [0, 2^kx) with dyadic coefficients: every sum is exact,
+// so the GPU must give x W_hat^T exactly.
+void expect_popcount_exact(const shape& s, int kx, std::int64_t batch, std::mt19937& rng) {
+  auto code = qsl::test::random_code(s.rows, s.cols, s.bits, s.basis, s.group, rng());
+  for (float& a : code.coefficients) a = static_cast<float>(1 << (rng() % 3));
+  qsl::compute_offsets(code);
+  qsl::dense_parameters p;
+  p.code = code;
+  p.activations = {kx, true, 1.0f, 0.0f};  // q = x for integers in [0, 2^kx)
+  const qsl::quantized_dense layer(p);
+  row_matrix_f x(batch, s.cols);
+  for (std::int64_t i = 0; i < x.size(); ++i) x.data()[i] = static_cast<float>(rng() % (1U << kx));
+  const row_matrix_f y = run(qsl::cuda::quantized_dense(layer), x, qsl::cuda::kernel::popcount_gemv);
+  const Eigen::MatrixXd exact = x.cast<double>() * qsl::reconstruct(code).cast<double>().transpose();
+  for (std::int64_t v = 0; v < batch; ++v)
+    for (std::int64_t n = 0; n < s.rows; ++n)
+      ASSERT_EQ(double{y(v, n)}, exact(v, n))
+          << s.rows << "x" << s.cols << " k " << s.bits << " kx " << kx << " batch " << batch;
+}
+
 TEST(Cuda, LookUpAndDecodeGemvsMatchReference) {
   SKIP_WITHOUT_GPU();
   std::uint32_t seed = 1;
@@ -157,40 +194,31 @@ TEST(Cuda, GemvsSplitWideLayers) {
   std::uint32_t seed = 50;
   for (const shape& s : wide)
     for (std::int64_t batch : {1, 3}) expect_float_gemvs_match(s, batch, seed += 2);
-  // The tensor-core GEMM, split the same way (bound as in WmmaGemmMatchesReference...).
+  // The tensor-core GEMM, split the same way.
   for (const shape& s : wide) {
-    const auto layer = layer_of(s, 0, seed += 2);
-    const row_matrix_f x = qsl::test::gaussian_rows(9, s.cols, seed + 1);
-    const row_matrix_f y = run(qsl::cuda::quantized_dense(layer), x, qsl::cuda::kernel::wmma_gemm);
-    row_matrix_f expected(9, s.rows);
-    qsl::reference::forward_float<float>(layer.code(), x.data(), 9, layer.bias().data(),
-                                         expected.data());
-    for (std::int64_t v = 0; v < 9; ++v)
-      for (std::int64_t n = 0; n < s.rows; ++n)
-        ASSERT_NEAR(y(v, n), expected(v, n),
-                    (std::ldexp(1.0, -9) + 2 * gamma_bound(static_cast<double>(s.cols))) *
-                            magnitude(layer.code(), x, v, n) + 1e-6)
-            << s.rows << "x" << s.cols << " wmma_gemm";
+    seed += 2;
+    expect_wmma_matches(layer_of(s, 0, seed), qsl::test::gaussian_rows(9, s.cols, seed + 1));
   }
   // Encoded: integers in [0, 8) and dyadic coefficients, exact (|sums| < 2^24).
   std::mt19937 rng(51);
-  for (const shape& s : wide) {
-    auto code = qsl::test::random_code(s.rows, s.cols, s.bits, s.basis, s.group, rng());
-    for (float& a : code.coefficients) a = static_cast<float>(1 << (rng() % 3));
-    qsl::compute_offsets(code);
-    qsl::dense_parameters p;
-    p.code = code;
-    p.activations = {3, true, 1.0f, 0.0f};
-    const qsl::quantized_dense layer(p);
-    row_matrix_f x(2, s.cols);
-    for (std::int64_t i = 0; i < x.size(); ++i) x.data()[i] = static_cast<float>(rng() % 8);
-    const row_matrix_f y =
-        run(qsl::cuda::quantized_dense(layer), x, qsl::cuda::kernel::popcount_gemv);
-    const Eigen::MatrixXd exact = x.cast<double>() * qsl::reconstruct(code).cast<double>().transpose();
-    for (std::int64_t v = 0; v < 2; ++v)
-      for (std::int64_t n = 0; n < s.rows; ++n)
-        ASSERT_EQ(double{y(v, n)}, exact(v, n)) << s.rows << "x" << s.cols;
-  }
+  for (const shape& s : wide) expect_popcount_exact(s, 3, 2, rng);
+}
+
+// Every kernel is instantiated per plane count (k binary planes, or 2k for ternary): each
+// instantiation runs here, k = 1..8 of both bases, on a shape with several groups and splits.
+TEST(Cuda, EveryPlaneCountRunsOnEveryKernel) {
+  SKIP_WITHOUT_GPU();
+  std::uint32_t seed = 400;
+  std::mt19937 rng(401);
+  for (auto basis : {qsl::basis::binary, qsl::basis::ternary})
+    for (int bits = 1; bits <= 8; ++bits) {
+      SCOPED_TRACE("k " + std::to_string(bits) + (basis == qsl::basis::ternary ? " ternary" : " binary"));
+      const shape s{70, 1500, 64, bits, basis};
+      expect_float_gemvs_match(s, 3, seed += 2);
+      seed += 2;
+      expect_wmma_matches(layer_of(s, 0, seed), qsl::test::gaussian_rows(9, s.cols, seed + 1));
+      expect_popcount_exact(s, 1 + bits % 4, 3, rng);
+    }
 }
 
 // Integer inputs and dyadic coefficients: every sum is exact, so the GPU must match exactly.
@@ -200,22 +228,7 @@ TEST(Cuda, PopcountGemvIsExactOnIntegers) {
   for (const shape& s : shapes())
     for (std::int64_t batch : {1, 3, 8, 64}) {
       const int kx = 1 + static_cast<int>(rng() % 8);
-      auto code = qsl::test::random_code(s.rows, s.cols, s.bits, s.basis, s.group, rng());
-      for (float& a : code.coefficients) a = static_cast<float>(1 << (rng() % 3));
-      qsl::compute_offsets(code);
-      qsl::dense_parameters p;
-      p.code = code;
-      p.activations = {kx, true, 1.0f, 0.0f};  // q = x for integers in [0, 2^kx)
-      const qsl::quantized_dense layer(p);
-      row_matrix_f x(batch, s.cols);
-      for (std::int64_t i = 0; i < x.size(); ++i)
-        x.data()[i] = static_cast<float>(rng() % (1U << kx));
-      const row_matrix_f y = run(qsl::cuda::quantized_dense(layer), x,
-                                 qsl::cuda::kernel::popcount_gemv);
-      const Eigen::MatrixXd exact = x.cast<double>() * qsl::reconstruct(code).cast<double>().transpose();
-      for (std::int64_t v = 0; v < batch; ++v)
-        for (std::int64_t n = 0; n < s.rows; ++n)
-          ASSERT_EQ(double{y(v, n)}, exact(v, n)) << s.rows << "x" << s.cols << " kx " << kx;
+      expect_popcount_exact(s, kx, batch, rng);
     }
 }
 
@@ -248,26 +261,14 @@ TEST(Cuda, PopcountGemvWithPerVectorScaleMatchesCpu) {
   }
 }
 
-// fp16 tensor cores: x and W_hat are rounded to half (relative 2^-11 each), products are exact
-// in fp32 and summed in fp32: |error| <= (2^-10 + gamma_D) S.
+// The tensor-core GEMM on edge shapes and batches around its 64-vector tile (fp16 bound).
 TEST(Cuda, WmmaGemmMatchesReferenceWithinHalfPrecision) {
   SKIP_WITHOUT_GPU();
   std::uint32_t seed = 200;
   for (const shape& s : shapes())
     for (std::int64_t batch : {1, 3, 8, 64, 70}) {
       const auto layer = layer_of(s, 0, ++seed);
-      const row_matrix_f x = qsl::test::gaussian_rows(batch, s.cols, ++seed);
-      const row_matrix_f y = run(qsl::cuda::quantized_dense(layer), x,
-                                 qsl::cuda::kernel::wmma_gemm);
-      row_matrix_f expected(batch, s.rows);
-      qsl::reference::forward_float<float>(layer.code(), x.data(), batch, layer.bias().data(),
-                                           expected.data());
-      for (std::int64_t v = 0; v < batch; ++v)
-        for (std::int64_t n = 0; n < s.rows; ++n)
-          ASSERT_NEAR(y(v, n), expected(v, n),
-                      (std::ldexp(1.0, -9) + 2 * gamma_bound(static_cast<double>(s.cols))) *
-                              magnitude(layer.code(), x, v, n) + 1e-6)
-              << s.rows << "x" << s.cols << " batch " << batch;
+      expect_wmma_matches(layer, qsl::test::gaussian_rows(batch, s.cols, ++seed));
     }
 }
 
