@@ -24,11 +24,6 @@ cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
 
 __device__ std::int64_t smaller(std::int64_t a, std::int64_t b) { return a < b ? a : b; }
 
-// Element i of x, widened to fp32 (exact for fp16). The branch is the same for every thread.
-__device__ float load_x(const activation_io& io, std::int64_t i) {
-  return io.x_half ? __half2float(static_cast<const __half*>(io.x)[i])
-                   : static_cast<const float*>(io.x)[i];
-}
 // The bits of x[i] (fp16 bits zero-extended), by an asm volatile load: issued where it is
 // written, so a loop of these puts every load in flight before the first is used (the compiler
 // had paired each load with its use, one memory round trip per element).
@@ -48,6 +43,11 @@ __device__ std::uint32_t load_x_bits(const activation_io& io, std::int64_t i) {
 __device__ float x_value(const activation_io& io, std::uint32_t bits) {
   return io.x_half ? __half2float(__ushort_as_half(static_cast<unsigned short>(bits)))
                    : __uint_as_float(bits);
+}
+
+// Element i of x, widened to fp32 (exact for fp16). The branch is the same for every thread.
+__device__ float load_x(const activation_io& io, std::int64_t i) {
+  return x_value(io, load_x_bits(io, i));
 }
 
 // x[index(n)] widened to fp32 for n < N, 0 where index(n) < 0 (outside x): all N loads first
