@@ -269,6 +269,9 @@ int run(int argc, char** argv) {
     throw qsl::error("refusing to overwrite " + output + " (use --force)");
   if (!json_path.empty() && fs::exists(json_path, ec) && !force)
     throw qsl::error("refusing to overwrite " + json_path + " (use --force)");
+  // A path that cannot be written fails now, not after minutes of compression.
+  qsl::check_writable(output);
+  if (!json_path.empty()) qsl::check_writable(json_path);
 
   qsl::onnx::compress_options options;
   options.weights.bits = bits;

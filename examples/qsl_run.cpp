@@ -89,6 +89,9 @@ int run(int argc, char** argv) {
   qsl::detail::require(!images.empty() || !npy.empty() || random > 0,
                        "no inputs: give --images, --npy or --random N");
   qsl::detail::require(threads >= 0 && limit >= 0, "--threads and --limit must be >= 0");
+  // Report files that cannot be written fail now, not after the whole run.
+  if (!json_path.empty()) qsl::check_writable(json_path);
+  if (!dump.empty()) qsl::check_writable(dump);
   if (threads > 0) qsl::set_cpu_threads(threads);
 
   const qsl::onnx::model model = qsl::onnx::model::load(model_path);

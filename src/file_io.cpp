@@ -18,18 +18,36 @@ std::string system_error(const std::string& what, const std::string& path) {
   return what + " '" + path + "': " + std::strerror(errno);
 }
 
+// Creates the temporary file that write_file_atomically renames onto `path`, beside it so that
+// rename() stays on one file system; `temp` receives its name. Throws qsl::error naming `path`.
+int create_temporary_beside(const std::string& path, std::string& temp) {
+  const std::filesystem::path target(path);
+  std::error_code ec;
+  if (std::filesystem::is_directory(target, ec))
+    throw error("cannot write '" + path + "': it is a folder");
+  const std::filesystem::path folder =
+      target.has_parent_path() ? target.parent_path() : std::filesystem::path(".");
+  temp = (folder / ("." + target.filename().string() + ".tmp.XXXXXX")).string();
+  const int fd = mkstemp(temp.data());
+  if (fd < 0) throw error(system_error("cannot create a temporary file for", path));
+  return fd;
+}
+
 }  // namespace
+
+void check_writable(const std::string& path) {
+  detail::require(!path.empty(), "check_writable: the path is empty");
+  std::string temp;
+  const int fd = create_temporary_beside(path, temp);
+  ::close(fd);
+  ::unlink(temp.c_str());
+}
 
 void write_file_atomically(const std::string& path, const std::uint8_t* data, std::size_t size) {
   detail::require(!path.empty(), "write_file_atomically: the path is empty");
   detail::require(data != nullptr || size == 0, "write_file_atomically: data is null");
-  const std::filesystem::path target(path);
-  const std::filesystem::path folder =
-      target.has_parent_path() ? target.parent_path() : std::filesystem::path(".");
-  // The temporary file lives beside the target so that rename() stays on one file system.
-  std::string temp = (folder / ("." + target.filename().string() + ".tmp.XXXXXX")).string();
-  const int fd = mkstemp(temp.data());
-  if (fd < 0) throw error(system_error("cannot create a temporary file for", path));
+  std::string temp;
+  const int fd = create_temporary_beside(path, temp);
   std::size_t written = 0;
   while (written < size) {
     const ssize_t n = ::write(fd, data + written, size - written);

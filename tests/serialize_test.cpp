@@ -26,6 +26,7 @@
 namespace {
 
 using bytes = std::vector<std::uint8_t>;
+using testing::AllOf;
 using testing::HasSubstr;
 using testing::ThrowsMessage;
 
@@ -697,6 +698,28 @@ TEST(Serialize, WriteIntoMissingFolderThrows) {
   EXPECT_THAT([&] { qsl::write_file_atomically(path, b.data(), b.size()); },
               ThrowsMessage<qsl::error>(HasSubstr(path)));
   EXPECT_TRUE(folder.entries().empty());
+}
+
+TEST(Serialize, CheckWritableAcceptsANewFileAndLeavesNothing) {
+  const temp_folder folder;
+  EXPECT_NO_THROW(qsl::check_writable(folder.file("new.qsl")));
+  EXPECT_TRUE(folder.entries().empty());
+  write_all(folder.file("old.qsl"), bytes{1, 2, 3});
+  EXPECT_NO_THROW(qsl::check_writable(folder.file("old.qsl")));  // replaced later, atomically
+  EXPECT_EQ(read_all(folder.file("old.qsl")), (bytes{1, 2, 3}));
+  EXPECT_EQ(folder.entries(), std::vector<std::string>{"old.qsl"});
+}
+
+TEST(Serialize, CheckWritableRefusesAMissingFolderAFolderAndNoPath) {
+  const temp_folder folder;
+  const std::string missing = folder.file("missing/layer.qsl");
+  EXPECT_THAT([&] { qsl::check_writable(missing); },
+              ThrowsMessage<qsl::error>(AllOf(HasSubstr(missing), HasSubstr("No such file"))));
+  std::filesystem::create_directory(folder.file("taken"));
+  EXPECT_THAT([&] { qsl::check_writable(folder.file("taken")); },
+              ThrowsMessage<qsl::error>(HasSubstr("'" + folder.file("taken") + "': it is a folder")));
+  EXPECT_THAT([&] { qsl::check_writable(""); }, ThrowsMessage<qsl::error>(HasSubstr("empty")));
+  EXPECT_EQ(folder.entries(), std::vector<std::string>{"taken"});
 }
 
 TEST(Serialize, WriteFileAtomicallyWritesExactBytes) {

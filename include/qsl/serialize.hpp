@@ -51,6 +51,11 @@ dense_parameters deserialize_dense(const std::uint8_t* data, std::size_t size);
 /// that a reader never sees a half-written file. Throws qsl::error naming the path.
 void write_file_atomically(const std::string& path, const std::uint8_t* data, std::size_t size);
 
+/// Checks before long work that write_file_atomically(path, ...) can write there now: path is
+/// not a folder, and its folder exists and takes a new file (one is created and removed). Throws
+/// qsl::error naming the path and the reason. The write itself may still fail (a full disk).
+void check_writable(const std::string& path);
+
 /// Reads a whole file, refusing files larger than max_bytes. Throws qsl::error naming the path.
 std::vector<std::uint8_t> read_file(const std::string& path, std::size_t max_bytes);
 

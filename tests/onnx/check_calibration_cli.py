@@ -69,6 +69,23 @@ def main(compress, run, model, work):
         r = subprocess.run([compress, model, "-o", target, "-q"] + options, capture_output=True, text=True)
         ok = r.returncode == 1 and fragment in r.stderr and not os.path.exists(target)
         check(label, ok, f"exit {r.returncode}, {r.stderr.strip()[-240:]}")
+    # Paths that cannot be written fail before any work, and nothing is written: the model is
+    # not written when only its report's folder is missing.
+    missing = os.path.join(work, "no-such-folder")
+    for label, target, options in [
+            ("output in a missing folder", os.path.join(missing, "out.onnx"), []),
+            ("report in a missing folder", os.path.join(work, "unreported.onnx"),
+             ["--json", os.path.join(missing, "report.json")])]:
+        r = subprocess.run([compress, model, "-o", target] + options, capture_output=True, text=True)
+        ok = (r.returncode == 1 and "no-such-folder" in r.stderr and not os.path.exists(target)
+              and "layers" not in r.stderr)  # no progress bar: it stopped before compressing
+        check(label, ok, f"exit {r.returncode}, {r.stderr.strip()[-240:]}")
+    for option in ("--json", "--dump-outputs"):
+        r = subprocess.run([run, model, "--random", "4", option, os.path.join(missing, "x")],
+                           capture_output=True, text=True)
+        ok = r.returncode == 1 and "no-such-folder" in r.stderr and "latency" not in r.stdout
+        check(f"qsl-run {option} in a missing folder", ok,
+              f"exit {r.returncode}, {r.stdout.strip()[-120:]} {r.stderr.strip()[-240:]}")
     return 1 if failures else 0
 
 
