@@ -227,7 +227,8 @@ int run(int argc, char** argv) {
   app.add_option("--min-weights", min_weights, "leave smaller weights as they are");
   app.add_option("--edge-bits", edge_bits, "bits of the first and last compressed layer")
       ->check(CLI::Range(0, 8));
-  app.add_option("--threads", threads, "threads for the decomposition (0: all)");
+  app.add_option("--threads", threads, "threads for the decomposition (0: all)")
+      ->check(CLI::Range(0, qsl::max_threads));
   app.add_option("--calib", calib,
                  "calibration inputs: IDX images (scaled to [0, 1]) or a float32 .npy");
   app.add_option("--calib-count", calib_count, "use the first N calibration inputs (0: all)")
@@ -283,7 +284,6 @@ int run(int argc, char** argv) {
   options.weights.threads = threads;
   qsl::detail::require(group == 0 || (group >= 8 && group % 8 == 0),
                        "--group " + std::to_string(group) + ": expected 0 or a multiple of 8");
-  qsl::detail::require(threads >= 0, "--threads must be >= 0");
   qsl::detail::require(min_weights >= 0, "--min-weights must be >= 0");
   for (const auto& text : overrides) options.overrides.push_back(parse_override(text, options.weights));
   options.skip = skip;

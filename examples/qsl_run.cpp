@@ -74,7 +74,7 @@ int run(int argc, char** argv) {
   labels_opt->needs(images_opt);
   app.add_option("--batch", batch, "inputs per run")->check(CLI::Range(1, 65536));
   app.add_option("--limit", limit, "use only the first N inputs (0: all)");
-  app.add_option("--threads", threads, "CPU threads (0: all)");
+  app.add_option("--threads", threads, "CPU threads (0: all)")->check(CLI::Range(0, qsl::max_threads));
   app.add_option("--backend", backend, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--activation-bits", activation_bits, "encode the compressed layers' inputs")
       ->check(CLI::Range(0, 8));
@@ -88,7 +88,7 @@ int run(int argc, char** argv) {
   }
   qsl::detail::require(!images.empty() || !npy.empty() || random > 0,
                        "no inputs: give --images, --npy or --random N");
-  qsl::detail::require(threads >= 0 && limit >= 0, "--threads and --limit must be >= 0");
+  qsl::detail::require(limit >= 0, "--limit must be >= 0");
   // Report files that cannot be written fail now, not after the whole run.
   if (!json_path.empty()) qsl::check_writable(json_path);
   if (!dump.empty()) qsl::check_writable(dump);
@@ -127,11 +127,7 @@ int run(int argc, char** argv) {
       truth = l.bytes;
     }
   } else {
-    count = random;
-    data.resize(static_cast<std::size_t>(count * per_input));
-    std::mt19937 rng(1);
-    std::uniform_real_distribution<float> uniform(0, 1);
-    for (float& v : data) v = uniform(rng);
+    count = random;  // made batch by batch below: memory stays one batch, however many
   }
   if (limit > 0) count = std::min(count, limit);
   qsl::detail::require(count > 0, "no inputs to run");
@@ -140,13 +136,20 @@ int run(int argc, char** argv) {
   std::vector<float> dumped;
   std::vector<std::int64_t> out_shape;
   std::int64_t correct = 0;
+  std::mt19937 rng(1);  // --random: uniform [0, 1), the same values whatever the batch
+  std::uniform_real_distribution<float> uniform(0, 1);
   const auto all_start = std::chrono::steady_clock::now();
   for (std::int64_t first = 0; first < count; first += batch) {
     const std::int64_t n = std::min(batch, count - first);
     tensor input;
     input.shape = declared;
     input.shape[0] = n;
-    input.data.assign(data.begin() + first * per_input, data.begin() + (first + n) * per_input);
+    if (data.empty()) {
+      input.data.resize(static_cast<std::size_t>(n * per_input));
+      for (float& v : input.data) v = uniform(rng);
+    } else {
+      input.data.assign(data.begin() + first * per_input, data.begin() + (first + n) * per_input);
+    }
     const auto start = std::chrono::steady_clock::now();
     const std::vector<tensor> outputs = session.run({input});
     latencies.push_back(

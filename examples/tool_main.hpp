@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <exception>
+#include <new>
 #include <string>
 
 #include "qsl/onnx.hpp"
@@ -29,6 +30,10 @@ int tool_main(const char* name, Run run) {
   } catch (const qsl::error& e) {
     std::fprintf(stderr, "%s: %s\n", name, e.what());
     return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "%s: out of memory: the model or its inputs need more than this machine "
+                 "can allocate\n", name);
+    return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: %s\n", name, e.what());
     return 2;

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <exception>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -34,7 +35,13 @@ void parallel_for(std::int64_t items, int threads,
   };
   std::vector<std::thread> pool;
   pool.reserve(static_cast<std::size_t>(workers - 1));
-  for (int w = 1; w < workers; ++w) pool.emplace_back(run, w);
+  for (int w = 1; w < workers; ++w) {
+    try {
+      pool.emplace_back(run, w);
+    } catch (const std::system_error&) {
+      break;  // the system's thread limit: the started workers (and the caller) do every item
+    }
+  }
   run(0);
   for (auto& t : pool) t.join();
   if (first_error) std::rethrow_exception(first_error);

@@ -360,6 +360,9 @@ TEST(CpuTarget, NamesRoundTripAndUnknownIsAnError) {
   EXPECT_EQ(qsl::supported_cpu_targets().front(), qsl::cpu_target::scalar);
   EXPECT_NE(qsl::test::error_of([] { qsl::set_cpu_threads(-1); }).find("n is -1"),
             std::string::npos);
+  EXPECT_NE(qsl::test::error_of([] { qsl::set_cpu_threads(qsl::max_threads + 1); })
+                .find("n is 1025; expected 0 (all hardware threads) to 1024"),
+            std::string::npos);
 }
 
 }  // namespace

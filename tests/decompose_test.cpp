@@ -226,6 +226,8 @@ TEST(Decompose, BadInputsAreNamedErrors) {
   EXPECT_THAT(bad([](auto& o) { o.group_size = 12; }), HasSubstr("options.group_size is 12"));
   EXPECT_THAT(bad([](auto& o) { o.max_iterations = 0; }), HasSubstr("max_iterations is 0"));
   EXPECT_THAT(bad([](auto& o) { o.threads = -1; }), HasSubstr("threads is -1"));
+  EXPECT_THAT(bad([](auto& o) { o.threads = qsl::max_threads + 1; }),
+              HasSubstr("threads is 1025; expected 0 (all) to 1024"));
   EXPECT_THAT(bad([](auto& o) { o.method = static_cast<qsl::method>(9); }),
               HasSubstr("options.method is 9"));
   EXPECT_THAT(bad([](auto& o) { o.basis = static_cast<qsl::basis>(4); }),

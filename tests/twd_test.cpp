@@ -512,6 +512,8 @@ TEST(TwdFactorize, BadInputsAreNamedErrors) {
   o = options_for(2);
   o.threads = -1;
   EXPECT_TRUE(has(message(w, o), "options.threads is -1"));
+  o.threads = qsl::max_threads + 1;
+  EXPECT_TRUE(has(message(w, o), "options.threads is 1025; expected 0 (all) to 1024"));
   o = options_for(0);
   o.bits_per_weight = 0.001;
   EXPECT_TRUE(has(message(w, o), "bits_per_weight is 0.001"));

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "qsl/aligned_allocator.hpp"
+#include "qsl/config.hpp"
 #include "qsl/weight_code.hpp"
 
 namespace qsl {
@@ -38,7 +39,8 @@ cpu_target parse_cpu_target(const std::string& name);
 /// Worker threads the CPU kernels use (default: all hardware threads). Results do not depend
 /// on it: every output row is computed by one thread in a fixed order.
 int cpu_threads();
-/// Sets the thread count; 0 means all hardware threads. Throws qsl::error for n < 0.
+/// Sets the thread count; 0 means all hardware threads. Throws qsl::error for n < 0 or
+/// n > max_threads, and when the system cannot start the threads (the pool keeps those it has).
 void set_cpu_threads(int n);
 
 /// The weight layout of the CPU kernels. Rows are cut into tiles of 16 (the last tile padded

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 
+#include "qsl/config.hpp"
 #include "qsl/weight_code.hpp"
 
 namespace qsl {
@@ -46,7 +47,7 @@ struct decompose_options {
   /// Ridge added to H for the error feedback, relative to mean(diag(H)) (GPTQ's percdamp):
   /// larger values make the feedback weaker and fit X less closely. Finite and > 0.
   float damping = 0.01f;
-  int threads = 0;  ///< worker threads; 0: all hardware threads
+  int threads = 0;  ///< worker threads; 0: all hardware threads; at most max_threads
   /// Called with (rows done, rows total) as the work proceeds; may run on any worker thread,
   /// never on two at once.
   std::function<void(std::int64_t, std::int64_t)> progress;

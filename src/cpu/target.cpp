@@ -131,8 +131,9 @@ void set_cpu_target(cpu_target target) {
 int cpu_threads() { return detail::cpu::thread_pool::instance().size(); }
 
 void set_cpu_threads(int n) {
-  detail::require(n >= 0, "set_cpu_threads: n is " + std::to_string(n) +
-                              "; expected 0 (all hardware threads) or more");
+  detail::require(n >= 0 && n <= max_threads,
+                  "set_cpu_threads: n is " + std::to_string(n) +
+                      "; expected 0 (all hardware threads) to " + std::to_string(max_threads));
   const int threads =
       n > 0 ? n : static_cast<int>(std::max(1U, std::thread::hardware_concurrency()));
   detail::cpu::thread_pool::instance().resize(threads);

@@ -1,6 +1,10 @@
 #include "cpu/thread_pool.hpp"
 
 #include <algorithm>
+#include <string>
+#include <system_error>
+
+#include "qsl/error.hpp"
 
 namespace qsl::detail::cpu {
 
@@ -24,7 +28,13 @@ void thread_pool::resize(int threads) {
   workers_.clear();
   stop_ = false;
   const std::uint64_t generation = generation_;
-  for (int i = 1; i < threads; ++i) workers_.emplace_back([this, generation] { work(generation); });
+  try {
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, generation] { work(generation); });
+  } catch (const std::system_error& e) {
+    // The workers that started stay: still a working pool, smaller than asked.
+    throw error("cannot start " + std::to_string(threads) + " CPU threads (" +
+                std::to_string(size()) + " running): " + e.what());
+  }
 }
 
 // Takes parts until none are left; runs on the workers and on the caller.

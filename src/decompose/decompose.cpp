@@ -45,8 +45,9 @@ void check_options(const decompose_options& o, std::int64_t rows, std::int64_t c
   detail::require(o.max_iterations >= 1 && o.max_iterations <= max_iterations_limit,
                   where + "options.max_iterations is " + str(o.max_iterations) + "; expected 1.." +
                       str(max_iterations_limit));
-  detail::require(o.threads >= 0,
-                  where + "options.threads is " + str(o.threads) + "; expected 0 (all) or more");
+  detail::require(o.threads >= 0 && o.threads <= max_threads,
+                  where + "options.threads is " + str(o.threads) + "; expected 0 (all) to " +
+                      str(max_threads));
   std::ostringstream damping;
   damping << o.damping;
   detail::require(std::isfinite(o.damping) && o.damping > 0,

@@ -60,8 +60,9 @@ void check_options(const twd_options& o, std::int64_t rows, std::int64_t cols) {
   detail::require(o.refine_iterations >= 0 && o.refine_iterations <= iterations_limit,
                   where + "options.refine_iterations is " + str(o.refine_iterations) +
                       "; expected 0.." + str(iterations_limit));
-  detail::require(o.threads >= 0,
-                  where + "options.threads is " + str(o.threads) + "; expected 0 (all) or more");
+  detail::require(o.threads >= 0 && o.threads <= max_threads,
+                  where + "options.threads is " + str(o.threads) + "; expected 0 (all) to " +
+                      str(max_threads));
   const Eigen::MatrixXf& x = o.calibration;
   if (x.rows() == 0 && x.cols() == 0) return;
   detail::require(x.cols() == cols, where + "options.calibration has " + str(x.cols()) +
