@@ -74,7 +74,8 @@ int run(int argc, char** argv) {
   labels_opt->needs(images_opt);
   app.add_option("--batch", batch, "inputs per run")->check(CLI::Range(1, 65536));
   app.add_option("--limit", limit, "use only the first N inputs (0: all)");
-  app.add_option("--threads", threads, "CPU threads (0: all)")->check(CLI::Range(0, qsl::max_threads));
+  app.add_option("--threads", threads, "CPU threads (0: all)")
+      ->check(CLI::Range(0, qsl::max_threads));
   app.add_option("--backend", backend, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--activation-bits", activation_bits, "encode the compressed layers' inputs")
       ->check(CLI::Range(0, 8));

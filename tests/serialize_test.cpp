@@ -717,7 +717,8 @@ TEST(Serialize, CheckWritableRefusesAMissingFolderAFolderAndNoPath) {
               ThrowsMessage<qsl::error>(AllOf(HasSubstr(missing), HasSubstr("No such file"))));
   std::filesystem::create_directory(folder.file("taken"));
   EXPECT_THAT([&] { qsl::check_writable(folder.file("taken")); },
-              ThrowsMessage<qsl::error>(HasSubstr("'" + folder.file("taken") + "': it is a folder")));
+              ThrowsMessage<qsl::error>(
+                  HasSubstr("'" + folder.file("taken") + "': it is a folder")));
   EXPECT_THAT([&] { qsl::check_writable(""); }, ThrowsMessage<qsl::error>(HasSubstr("empty")));
   EXPECT_EQ(folder.entries(), std::vector<std::string>{"taken"});
 }

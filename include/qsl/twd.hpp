@@ -45,7 +45,8 @@ struct twd_options {
   /// ||W - W_hat||_F. X may also be any matrix with the same X^T X, e.g. its Cholesky factor.
   /// Empty (0 x 0) means none; a matrix with columns but no rows is an error.
   Eigen::MatrixXf calibration;
-  int threads = 0;  ///< worker threads (0: all hardware threads; at most max_threads); results do not depend on it
+  /// Worker threads (0: all hardware threads; at most max_threads). Results do not depend on it.
+  int threads = 0;
   /// Called on the calling thread with (basis vectors done, K), then
   /// (K + rounds done, K + refine_iterations); the last call is always (total, total). An
   /// exception it throws stops the work and reaches the caller.

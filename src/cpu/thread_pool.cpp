@@ -29,7 +29,8 @@ void thread_pool::resize(int threads) {
   stop_ = false;
   const std::uint64_t generation = generation_;
   try {
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, generation] { work(generation); });
+    for (int i = 1; i < threads; ++i)
+      workers_.emplace_back([this, generation] { work(generation); });
   } catch (const std::system_error& e) {
     // The workers that started stay: still a working pool, smaller than asked.
     throw error("cannot start " + std::to_string(threads) + " CPU threads (" +

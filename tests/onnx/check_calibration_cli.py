@@ -76,7 +76,8 @@ def main(compress, run, model, work):
             ("output in a missing folder", os.path.join(missing, "out.onnx"), []),
             ("report in a missing folder", os.path.join(work, "unreported.onnx"),
              ["--json", os.path.join(missing, "report.json")])]:
-        r = subprocess.run([compress, model, "-o", target] + options, capture_output=True, text=True)
+        r = subprocess.run([compress, model, "-o", target] + options,
+                           capture_output=True, text=True)
         ok = (r.returncode == 1 and "no-such-folder" in r.stderr and not os.path.exists(target)
               and "layers" not in r.stderr)  # no progress bar: it stopped before compressing
         check(label, ok, f"exit {r.returncode}, {r.stderr.strip()[-240:]}")
