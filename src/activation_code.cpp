@@ -147,12 +147,12 @@ activation_code encode_activations(const Eigen::Ref<const row_matrix_f>& x,
   return encode_activations(contiguous(x, copy), x.rows(), x.cols(), q);
 }
 
-row_matrix_f decode_activations(const activation_code& code) {
-  row_matrix_f out(code.vectors, code.length);
+void decode_activations(const activation_code& code, Eigen::Ref<row_matrix_f> out) {
+  detail::require_output_shape("decode_activations", out.rows(), out.cols(), code.vectors,
+                               code.length);
   for (std::int64_t r = 0; r < code.vectors; ++r)
     for (std::int64_t c = 0; c < code.length; ++c)
       out(r, c) = code.minimum[r] + code.step[r] * static_cast<float>(code.level(r, c));
-  return out;
 }
 
 }  // namespace qsl

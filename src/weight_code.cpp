@@ -133,8 +133,8 @@ void validate(const weight_code& code, const char* what) {
                         " from the planes and coefficients");
 }
 
-Eigen::MatrixXf reconstruct(const weight_code& code) {
-  Eigen::MatrixXf out(code.rows, code.cols);
+void reconstruct(const weight_code& code, Eigen::Ref<Eigen::MatrixXf> out) {
+  detail::require_output_shape("reconstruct", out.rows(), out.cols(), code.rows, code.cols);
   Eigen::VectorXf row(code.cols);
   for (std::int64_t n = 0; n < code.rows; ++n) {
     row.setZero();
@@ -146,7 +146,6 @@ Eigen::MatrixXf reconstruct(const weight_code& code) {
       }
     out.row(n) = row.transpose();
   }
-  return out;
 }
 
 }  // namespace qsl

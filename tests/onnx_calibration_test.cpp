@@ -57,7 +57,7 @@ TEST(OnnxCalibration, GramAndSamplesAreThoseOfTheObservedInputs) {
     const auto d = static_cast<std::int64_t>(vectors.front().size());
     ASSERT_EQ(c.width, d);
     ASSERT_EQ(c.vectors, static_cast<std::int64_t>(vectors.size()));
-    ASSERT_EQ(c.samples.rows(), c.vectors);
+    ASSERT_EQ(c.samples().rows(), c.vectors);
     Eigen::MatrixXd gram = Eigen::MatrixXd::Zero(d, d);
     for (const auto& v : vectors) {
       const Eigen::VectorXd e = Eigen::Map<const Eigen::VectorXf>(v.data(), d).cast<double>();
@@ -66,10 +66,11 @@ TEST(OnnxCalibration, GramAndSamplesAreThoseOfTheObservedInputs) {
     // Float blocks of <= 256 vectors, summed in double: relative error ~ 256 * 2^-24 per
     // entry against the sum of |products|, which for these non-negative inputs is the entry.
     const double scale = gram.cwiseAbs().maxCoeff();
-    EXPECT_LE((c.gram - gram).cwiseAbs().maxCoeff(), 1e-4 * scale);
+    EXPECT_LE((c.gram() - gram).cwiseAbs().maxCoeff(), 1e-4 * scale);
     // Every vector is kept (reservoir larger than the stream), in order.
     for (std::size_t r = 0; r < vectors.size(); r += 97)
-      for (std::int64_t k = 0; k < d; ++k) ASSERT_EQ(c.samples(static_cast<Eigen::Index>(r), k), vectors[r][k]);
+      for (std::int64_t k = 0; k < d; ++k)
+        ASSERT_EQ(c.samples()(static_cast<Eigen::Index>(r), k), vectors[r][k]);
   }
 }
 
@@ -81,13 +82,13 @@ TEST(OnnxCalibration, ReservoirKeepsAtMostMaxSamples) {
   const auto stats = qsl::onnx::collect_calibration(m, x.data(), 4, o);
   for (const auto& [weight, c] : stats) {
     SCOPED_TRACE(weight);
-    EXPECT_EQ(c.samples.rows(), std::min<std::int64_t>(10, c.vectors));
-    EXPECT_EQ(c.samples.cols(), c.width);
+    EXPECT_EQ(c.samples().rows(), std::min<std::int64_t>(10, c.vectors));
+    EXPECT_EQ(c.samples().cols(), c.width);
   }
   // The factor stands in for the inputs: E^T E = gram / vectors (+ a tiny ridge).
   const auto& fc = stats.rbegin()->second;
   const Eigen::MatrixXd e = fc.factor().cast<double>();
-  const Eigen::MatrixXd h = fc.gram / static_cast<double>(fc.vectors);
+  const Eigen::MatrixXd h = fc.gram() / static_cast<double>(fc.vectors);
   EXPECT_LE((e.transpose() * e - h).cwiseAbs().maxCoeff(), 1e-3 * h.diagonal().mean());
 }
 
@@ -129,7 +130,8 @@ TEST(OnnxCalibration, CompressedLayersCarryCalibratedQuantizersThatTheExecutorUs
     SCOPED_TRACE(l.weight);
     ASSERT_EQ(l.activations.size(), 8u);
     for (int b = 1; b <= 8; ++b) {
-      const qsl::activation_quantizer expected = qsl::calibrate_activations(stats.at(l.weight).samples, b);
+      const qsl::activation_quantizer expected =
+          qsl::calibrate_activations(stats.at(l.weight).samples(), b);
       const qsl::activation_quantizer& got = l.activations[static_cast<std::size_t>(b - 1)];
       EXPECT_EQ(got.bits, b);
       EXPECT_TRUE(got.calibrated);

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "qsl/bit_planes.hpp"
+#include "qsl/config.hpp"
 
 namespace qsl {
 
@@ -67,18 +68,27 @@ struct activation_code {
 /// Fixed step and minimum minimizing the mean squared error of kx-bit uniform quantization
 /// over every value of x (M x D); at most 2^20 values are used, evenly spaced. Throws
 /// qsl::error for an empty x, NaN/Inf, or bits outside 1..8.
-activation_quantizer calibrate_activations(const Eigen::Ref<const row_matrix_f>& x, int bits);
+QSL_API activation_quantizer calibrate_activations(const Eigen::Ref<const row_matrix_f>& x,
+                                                   int bits);
 
 /// Encodes `vectors` rows of `length` floats (row-major). Throws qsl::error for NaN/Inf, a
 /// quantizer with bits outside 1..8, or a bad calibrated step.
-activation_code encode_activations(const float* x, std::int64_t vectors, std::int64_t length,
-                                   const activation_quantizer& quantizer);
+QSL_API activation_code encode_activations(const float* x, std::int64_t vectors,
+                                           std::int64_t length,
+                                           const activation_quantizer& quantizer);
 
 /// The same for an Eigen row-major batch.
-activation_code encode_activations(const Eigen::Ref<const row_matrix_f>& x,
-                                   const activation_quantizer& quantizer);
+QSL_API activation_code encode_activations(const Eigen::Ref<const row_matrix_f>& x,
+                                           const activation_quantizer& quantizer);
 
-/// The values the code stands for: x_min + step * q.
-row_matrix_f decode_activations(const activation_code& code);
+/// Writes the values the code stands for, x_min + step * q, into `out` (vectors x length).
+QSL_API void decode_activations(const activation_code& code, Eigen::Ref<row_matrix_f> out);
+
+/// The same, in a new matrix (inline: allocated and freed by the caller's Eigen).
+inline row_matrix_f decode_activations(const activation_code& code) {
+  row_matrix_f out(code.vectors, code.length);
+  decode_activations(code, out);
+  return out;
+}
 
 }  // namespace qsl

@@ -7,6 +7,16 @@
 #define QSL_HOST_DEVICE
 #endif
 
+// QSL_API marks what the compiled part exports. The library is built with hidden visibility
+// (docs/design.md, "An ABI that does not depend on the user's flags"): everything else in it,
+// its copies of Eigen's templates above all, stays private to it, so a program compiled with
+// other vector flags never mixes its Eigen with qsl's.
+#if defined(__GNUC__) || defined(__clang__)
+#define QSL_API __attribute__((visibility("default")))
+#else
+#define QSL_API
+#endif
+
 namespace qsl {
 
 /// Most threads a qsl call may be asked for (options.threads, set_cpu_threads): a larger

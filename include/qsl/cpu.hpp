@@ -26,22 +26,22 @@ enum class cpu_target : std::uint8_t {
 };
 
 /// "scalar", "avx2", ...
-const char* to_string(cpu_target target);
+QSL_API const char* to_string(cpu_target target);
 /// The targets this build has kernels for and this CPU runs, worst to best.
-std::vector<cpu_target> supported_cpu_targets();
+QSL_API std::vector<cpu_target> supported_cpu_targets();
 /// The target the kernels use now.
-cpu_target active_cpu_target();
+QSL_API cpu_target active_cpu_target();
 /// Makes `target` the active one. Throws qsl::error if it is not supported.
-void set_cpu_target(cpu_target target);
+QSL_API void set_cpu_target(cpu_target target);
 /// Parses a target name ("avx2"); throws qsl::error naming the value and the choices.
-cpu_target parse_cpu_target(const std::string& name);
+QSL_API cpu_target parse_cpu_target(const std::string& name);
 
 /// Worker threads the CPU kernels use (default: all hardware threads). Results do not depend
 /// on it: every output row is computed by one thread in a fixed order.
-int cpu_threads();
+QSL_API int cpu_threads();
 /// Sets the thread count; 0 means all hardware threads. Throws qsl::error for n < 0 or
 /// n > max_threads, and when the system cannot start the threads (the pool keeps those it has).
-void set_cpu_threads(int n);
+QSL_API void set_cpu_threads(int n);
 
 /// The weight layout of the CPU kernels. Rows are cut into tiles of 16 (the last tile padded
 /// with rows whose coefficients are 0), columns into 32-bit chunks (padded with 0 bits). For
@@ -82,7 +82,7 @@ struct cpu_weights {
 };
 
 /// The explicit packing step: weight code -> CPU layout. Validates the code first.
-cpu_weights pack_for_cpu(const weight_code& code);
+QSL_API cpu_weights pack_for_cpu(const weight_code& code);
 
 }  // namespace qsl
 
@@ -105,13 +105,14 @@ inline constexpr std::int64_t cpu_decode_max_rows = 512;
 /// reference (qsl::reference::forward_float) up to float summation order. On the
 /// look-up path a vector's result does not depend on the batch it is in; at any batch
 /// it does not depend on the thread count.
-void cpu_forward_float(const cpu_weights& w, const float* x, std::int64_t batch,
-                       const float* bias, float* y);
+QSL_API void cpu_forward_float(const cpu_weights& w, const float* x, std::int64_t batch,
+                               const float* bias, float* y);
 
 /// The same with activations encoded by `quantizer` (bits >= 1, per vector or calibrated):
 /// equals qsl::reference::forward_encoded with exact integer parts. Throws qsl::error for
 /// NaN/Inf in x, like encode_activations.
-void cpu_forward_encoded(const cpu_weights& w, const float* x, std::int64_t batch,
-                         const activation_quantizer& quantizer, const float* bias, float* y);
+QSL_API void cpu_forward_encoded(const cpu_weights& w, const float* x, std::int64_t batch,
+                                 const activation_quantizer& quantizer, const float* bias,
+                                 float* y);
 
 }  // namespace qsl

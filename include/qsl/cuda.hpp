@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 
+#include "qsl/config.hpp"
 #include "qsl/quantized_dense.hpp"
 #include "qsl/twd_dense.hpp"
 
@@ -30,9 +31,9 @@ struct device_properties {
 };
 
 /// CUDA devices usable by this process; 0 when there is no driver or no device (never throws).
-int device_count();
+QSL_API int device_count();
 /// Throws qsl::error for a bad index or a CUDA failure.
-device_properties properties(int device);
+QSL_API device_properties properties(int device);
 
 /// An IEEE 754 binary16 value in device memory (the bits of a CUDA __half): half-precision
 /// activations. A __half* converts with reinterpret_cast.
@@ -52,7 +53,7 @@ enum class kernel : std::uint8_t {
 
 /// What every qsl::cuda layer offers: its shape, where it lives, and the forward pass on device
 /// pointers (asynchronous, on a stream) or on host arrays (synchronous).
-class layer {
+class QSL_API layer {
  public:
   virtual ~layer() = default;
   virtual std::int64_t in_features() const = 0;
@@ -98,7 +99,7 @@ class layer {
 };
 
 /// A qsl::quantized_dense on the GPU.
-class quantized_dense final : public layer {
+class QSL_API quantized_dense final : public layer {
  public:
   /// Packs the layer for the device and uploads it (or maps it, on an integrated GPU).
   explicit quantized_dense(const qsl::quantized_dense& layer, int device = 0);
@@ -124,7 +125,7 @@ class quantized_dense final : public layer {
 /// A TWD layer (qsl/twd_dense.hpp) on the GPU: the basis step z = M^T x runs as a
 /// quantized_dense of K ternary rows (any of its kernels: `which` as there), the mixing step
 /// y = C^T z + b as one more kernel (mapped host memory on an integrated GPU, as there).
-class twd_dense final : public layer {
+class QSL_API twd_dense final : public layer {
  public:
   explicit twd_dense(const qsl::twd_dense& layer, int device = 0);
   twd_dense(twd_dense&&) noexcept;

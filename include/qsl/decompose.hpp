@@ -55,19 +55,20 @@ struct decompose_options {
 
 /// Decomposes w (N x D, outputs x inputs). Throws qsl::error for NaN/Inf, empty shapes and
 /// options out of range.
-weight_code decompose(const Eigen::Ref<const Eigen::MatrixXf>& w,
-                      const decompose_options& options = {});
+QSL_API weight_code decompose(const Eigen::Ref<const Eigen::MatrixXf>& w,
+                              const decompose_options& options = {});
 
 /// The same for a row-major N x D array.
-weight_code decompose(const float* w, std::int64_t rows, std::int64_t cols,
-                      const decompose_options& options = {});
+QSL_API weight_code decompose(const float* w, std::int64_t rows, std::int64_t cols,
+                              const decompose_options& options = {});
 
 /// Normalized error ||W - W_hat||_F^2 / ||W||_F^2 of a code against the matrix it came from.
-double normalized_error(const Eigen::Ref<const Eigen::MatrixXf>& w, const weight_code& code);
+QSL_API double normalized_error(const Eigen::Ref<const Eigen::MatrixXf>& w,
+                                const weight_code& code);
 
 /// Normalized output error ||(W - W_hat) X^T||_F^2 / ||W X^T||_F^2 on inputs x (M x D).
-double normalized_output_error(const Eigen::Ref<const Eigen::MatrixXf>& w,
-                               const weight_code& code,
-                               const Eigen::Ref<const Eigen::MatrixXf>& x);
+QSL_API double normalized_output_error(const Eigen::Ref<const Eigen::MatrixXf>& w,
+                                       const weight_code& code,
+                                       const Eigen::Ref<const Eigen::MatrixXf>& x);
 
 }  // namespace qsl

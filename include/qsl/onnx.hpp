@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "qsl/activation_code.hpp"
+#include "qsl/config.hpp"
 #include "qsl/decompose.hpp"
 #include "qsl/error.hpp"
 #include "qsl/twd.hpp"
@@ -24,7 +25,7 @@ namespace qsl::onnx {
 
 /// The model file is malformed, unsafe or unsupported (the tools exit with code 2). Other
 /// qsl::error exceptions are the caller's mistakes (exit code 1).
-class model_error : public qsl::error {
+class QSL_API model_error : public qsl::error {
  public:
   using qsl::error::error;
 };
@@ -44,7 +45,7 @@ struct load_limits {
 };
 
 /// A validated ONNX model held in memory (external data already read in).
-class model {
+class QSL_API model {
  public:
   /// Reads and validates `path`. Throws model_error for anything wrong with the file, qsl::error
   /// when the file cannot be read.
@@ -133,7 +134,7 @@ struct layer_report {
   double relative_output_error = 0;
 };
 
-struct compress_report {
+struct QSL_API compress_report {
   std::vector<layer_report> layers;
   std::uint64_t model_bytes_before = 0, model_bytes_after = 0;  ///< serialized sizes
   std::uint64_t weight_bytes_before = 0, weight_bytes_after = 0;  ///< compressed layers only
@@ -147,7 +148,7 @@ struct compress_report {
 
 /// Compresses the model in place. Throws model_error for weights that cannot be compressed
 /// (NaN/Inf) and qsl::error for bad options.
-compress_report compress(model& m, const compress_options& options);
+QSL_API compress_report compress(model& m, const compress_options& options);
 
 /// A constant of the main graph (an initializer, or the value of a Constant node) as floats.
 struct float_tensor {
@@ -155,7 +156,7 @@ struct float_tensor {
   std::vector<float> values;
 };
 /// Throws qsl::error if there is no such constant, model_error if it is not floating point.
-float_tensor read_constant(const model& m, const std::string& name);
+QSL_API float_tensor read_constant(const model& m, const std::string& name);
 
 /// A layer compressed in the qsl format, read back.
 struct compressed_layer {
@@ -171,6 +172,6 @@ struct compressed_layer {
 
 /// Every DecodeWeights and DecodeFactorized node of the main graph, decoded (throws
 /// model_error if malformed).
-std::vector<compressed_layer> compressed_layers(const model& m);
+QSL_API std::vector<compressed_layer> compressed_layers(const model& m);
 
 }  // namespace qsl::onnx

@@ -9,25 +9,43 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "qsl/activation_code.hpp"
+#include "qsl/config.hpp"
 #include "qsl/onnx.hpp"
 
 namespace qsl::onnx {
 
 /// What one layer saw (calibration_data, declared in qsl/onnx.hpp, maps the name of each
 /// layer's weight tensor to one of these).
-struct layer_calibration {
-  std::int64_t width = 0;      ///< D: values per input vector
-  std::int64_t vectors = 0;    ///< how many input vectors were seen
-  Eigen::MatrixXd gram;        ///< sum of x x^T over every vector (D x D)
-  row_matrix_f samples;        ///< a uniform random subset of the vectors (reservoir sampling)
+/// It owns no Eigen storage (docs/design.md, "An ABI that does not depend on the user's flags"):
+/// the values live in std::vectors, and gram() and samples() are views of them.
+struct QSL_API layer_calibration {
+  std::int64_t width = 0;            ///< D: values per input vector
+  std::int64_t vectors = 0;          ///< how many input vectors were seen
+  std::int64_t sample_count = 0;     ///< how many of them samples() keeps
+  std::vector<double> gram_values;   ///< D x D (symmetric): see gram()
+  std::vector<float> sample_values;  ///< sample_count x D, row-major: see samples()
+
+  /// The sum of x x^T over every vector (D x D).
+  Eigen::Map<const Eigen::MatrixXd> gram() const { return {gram_values.data(), width, width}; }
+  /// A uniform random subset of the vectors (reservoir sampling), one per row.
+  Eigen::Map<const row_matrix_f> samples() const {
+    return {sample_values.data(), sample_count, width};
+  }
 
   /// A D x D matrix E with E^T E = gram / vectors plus a ridge (at least 1e-4 of the mean
   /// diagonal: see calibration.cpp):
   /// a stand-in for the inputs with the same second moments, as decompose_options::calibration
-  /// takes them.
-  Eigen::MatrixXf factor() const;
+  /// takes them. Throws qsl::error without statistics or unless `out` is D x D.
+  void factor(Eigen::Ref<Eigen::MatrixXf> out) const;
+  /// The same, in a new matrix (made here, in the caller's code).
+  Eigen::MatrixXf factor() const {
+    Eigen::MatrixXf e(width, width);
+    factor(e);
+    return e;
+  }
 };
 
 struct calibration_options {
@@ -44,7 +62,8 @@ struct calibration_options {
 /// batch dimension, row-major in `inputs`, and returns the statistics of every Gemm / MatMul /
 /// Conv layer. Throws qsl::error for no inputs, NaN/Inf inputs or options out of range, and
 /// model_error for a model the executor cannot run, or layer inputs that become non-finite.
-calibration_data collect_calibration(const model& m, const float* inputs, std::int64_t count,
-                                     const calibration_options& options = {});
+QSL_API calibration_data collect_calibration(const model& m, const float* inputs,
+                                             std::int64_t count,
+                                             const calibration_options& options = {});
 
 }  // namespace qsl::onnx

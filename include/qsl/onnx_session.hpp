@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "qsl/config.hpp"
 #include "qsl/onnx.hpp"
 #include "qsl/quantized_dense.hpp"
 #include "qsl/twd_dense.hpp"
@@ -69,7 +70,7 @@ struct session_options {
   layer_observer observer;
 };
 
-class session {
+class QSL_API session {
  public:
   /// Plans the model (checks every operator and attribute). Throws model_error.
   explicit session(const model& m, const session_options& options = {});

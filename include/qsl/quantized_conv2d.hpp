@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "qsl/config.hpp"
 #include "qsl/quantized_dense.hpp"
 
 namespace qsl {
@@ -44,8 +45,8 @@ inline void validate(const conv2d_shape& s, const char* what = "conv2d") {
 
 /// Copies the receptive field of every output position of image `x` (C x H x W) into `patches`
 /// ((OH OW) x (C kh kw), row-major; zeros where the field leaves the image).
-void im2col(const conv2d_shape& s, const float* x, std::int64_t h, std::int64_t w,
-            float* patches);
+QSL_API void im2col(const conv2d_shape& s, const float* x, std::int64_t h, std::int64_t w,
+                    float* patches);
 
 namespace detail {
 /// Computes `out` (rows x M, row-major) from `patches` (rows x C kh kw, row-major).
@@ -54,8 +55,8 @@ using patch_gemm = std::function<void(const float* patches, std::int64_t rows, f
 /// through in chunks (bounded scratch memory, one large GEMM per chunk), with im2col and the
 /// transposition to NCHW spread over the CPU threads; `gemm` runs outside the thread pool, so
 /// it may use the pool itself. Throws qsl::error on bad sizes.
-void conv2d_by_gemm(const conv2d_shape& s, const float* x, std::int64_t n, std::int64_t h,
-                    std::int64_t w, float* y, const patch_gemm& gemm, const char* what);
+QSL_API void conv2d_by_gemm(const conv2d_shape& s, const float* x, std::int64_t n, std::int64_t h,
+                            std::int64_t w, float* y, const patch_gemm& gemm, const char* what);
 }  // namespace detail
 
 class quantized_conv2d {

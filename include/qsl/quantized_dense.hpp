@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "qsl/activation_code.hpp"
+#include "qsl/config.hpp"
 #include "qsl/cpu.hpp"
 #include "qsl/decompose.hpp"
 #include "qsl/error.hpp"
@@ -38,8 +39,8 @@ struct quantized_dense_options {
 
 /// The non-template half of compress(): decomposes w (out x in) and fixes the activation
 /// quantizer. `bias` may be null. Throws qsl::error on bad input.
-dense_parameters compress_dense(const Eigen::Ref<const Eigen::MatrixXf>& w, const float* bias,
-                                const quantized_dense_options& options);
+QSL_API dense_parameters compress_dense(const Eigen::Ref<const Eigen::MatrixXf>& w,
+                                        const float* bias, const quantized_dense_options& options);
 
 /// Scalar is the type of the activations and outputs (float or double); the code itself
 /// always stores fp32 coefficients. With Scalar = float, forward runs the SIMD CPU kernels

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "qsl/activation_code.hpp"
+#include "qsl/config.hpp"
 #include "qsl/weight_code.hpp"
 
 namespace qsl {
@@ -42,21 +43,22 @@ struct dense_parameters {
 
 /// Throws qsl::error unless every part is consistent (code invariants, bias length, finite
 /// values, activation settings in range).
-void validate(const dense_parameters& p, const char* what = "dense layer");
+QSL_API void validate(const dense_parameters& p, const char* what = "dense layer");
 
-std::vector<std::uint8_t> serialize(const dense_parameters& p);
-dense_parameters deserialize_dense(const std::uint8_t* data, std::size_t size);
+QSL_API std::vector<std::uint8_t> serialize(const dense_parameters& p);
+QSL_API dense_parameters deserialize_dense(const std::uint8_t* data, std::size_t size);
 
 /// Writes the bytes to `path` through a temporary file in the same folder and a rename, so
 /// that a reader never sees a half-written file. Throws qsl::error naming the path.
-void write_file_atomically(const std::string& path, const std::uint8_t* data, std::size_t size);
+QSL_API void write_file_atomically(const std::string& path, const std::uint8_t* data,
+                                   std::size_t size);
 
 /// Checks before long work that write_file_atomically(path, ...) can write there now: path is
 /// not a folder, and its folder exists and takes a new file (one is created and removed). Throws
 /// qsl::error naming the path and the reason. The write itself may still fail (a full disk).
-void check_writable(const std::string& path);
+QSL_API void check_writable(const std::string& path);
 
 /// Reads a whole file, refusing files larger than max_bytes. Throws qsl::error naming the path.
-std::vector<std::uint8_t> read_file(const std::string& path, std::size_t max_bytes);
+QSL_API std::vector<std::uint8_t> read_file(const std::string& path, std::size_t max_bytes);
 
 }  // namespace qsl

@@ -75,26 +75,35 @@ struct twd_code {
 /// most bits_per_weight * N * D / 8, but never more than min(D, max_twd_basis_vectors) (K = D
 /// already represents any W exactly, with M = I). Throws qsl::error for a bad shape, a target
 /// that is not finite and positive, or one below the size of a single basis vector.
-int twd_basis_vectors_for(std::int64_t rows, std::int64_t cols, double bits_per_weight);
+QSL_API int twd_basis_vectors_for(std::int64_t rows, std::int64_t cols, double bits_per_weight);
 
 /// Factorizes w (N x D, outputs x inputs). Throws qsl::error for NaN/Inf, empty shapes, K out
 /// of 1..min(N * D, max_twd_basis_vectors), negative iteration or thread counts, and
 /// calibration inputs of the wrong width, with no rows, or with NaN/Inf.
-twd_code factorize_ternary(const Eigen::Ref<const Eigen::MatrixXf>& w,
-                           const twd_options& options = {});
+QSL_API twd_code factorize_ternary(const Eigen::Ref<const Eigen::MatrixXf>& w,
+                                   const twd_options& options = {});
 
 /// Checks every invariant (shapes, basis code, coefficients 1, offsets M^T 1, finite C).
 /// Throws qsl::error prefixed by `what`.
-void validate(const twd_code& code, const char* what = "twd code");
+QSL_API void validate(const twd_code& code, const char* what = "twd code");
 
-/// The dense approximation W_hat = C^T M^T (N x D), summed in double and rounded once.
-Eigen::MatrixXf reconstruct(const twd_code& code);
+/// Writes the dense approximation W_hat = C^T M^T (N x D), summed in double and rounded once,
+/// into `out`, which must be N x D.
+QSL_API void reconstruct(const twd_code& code, Eigen::Ref<Eigen::MatrixXf> out);
+
+/// The same, in a new matrix (inline: allocated and freed by the caller's Eigen).
+inline Eigen::MatrixXf reconstruct(const twd_code& code) {
+  Eigen::MatrixXf out(code.rows, code.cols);
+  reconstruct(code, out);
+  return out;
+}
 
 /// ||W - W_hat||_F^2 / ||W||_F^2 (the plain squared error when W = 0).
-double normalized_error(const Eigen::Ref<const Eigen::MatrixXf>& w, const twd_code& code);
+QSL_API double normalized_error(const Eigen::Ref<const Eigen::MatrixXf>& w, const twd_code& code);
 
 /// ||(W - W_hat) X^T||_F^2 / ||W X^T||_F^2 on inputs x (M x D).
-double normalized_output_error(const Eigen::Ref<const Eigen::MatrixXf>& w, const twd_code& code,
-                               const Eigen::Ref<const Eigen::MatrixXf>& x);
+QSL_API double normalized_output_error(const Eigen::Ref<const Eigen::MatrixXf>& w,
+                                       const twd_code& code,
+                                       const Eigen::Ref<const Eigen::MatrixXf>& x);
 
 }  // namespace qsl

@@ -21,6 +21,7 @@
 
 #include "qsl/activation_code.hpp"
 #include "qsl/aligned_allocator.hpp"
+#include "qsl/config.hpp"
 #include "qsl/cpu.hpp"
 #include "qsl/quantized_dense.hpp"  // activation_scaling
 #include "qsl/twd.hpp"
@@ -51,7 +52,7 @@ struct twd_dense_parameters {
 
 /// Throws qsl::error unless every part is consistent (code invariants, bias length, finite
 /// values, activation settings in range).
-void validate(const twd_dense_parameters& p, const char* what = "twd dense layer");
+QSL_API void validate(const twd_dense_parameters& p, const char* what = "twd dense layer");
 
 /// The byte format (little-endian, version 1; the QSLD format's rules, docs/design.md):
 ///   "QSLT" magic, u32 version, u64 rows N, u64 cols D, u64 basis vectors K,
@@ -61,15 +62,16 @@ void validate(const twd_dense_parameters& p, const char* what = "twd dense layer
 ///   u32 CRC-32 (zlib's) of every byte before it.
 /// The basis coefficients (1) and offsets (M^T 1) are derived, not stored. Loading checks the
 /// length against the header before allocating, then the checksum, then every invariant.
-std::vector<std::uint8_t> serialize(const twd_dense_parameters& p);
-twd_dense_parameters deserialize_twd_dense(const std::uint8_t* data, std::size_t size);
+QSL_API std::vector<std::uint8_t> serialize(const twd_dense_parameters& p);
+QSL_API twd_dense_parameters deserialize_twd_dense(const std::uint8_t* data, std::size_t size);
 
 /// The non-template half of twd_dense::compress: factorizes w (out x in) and fixes the
 /// activation quantizer. `bias` may be null. Throws qsl::error on bad input.
-twd_dense_parameters compress_twd_dense(const Eigen::Ref<const Eigen::MatrixXf>& w,
-                                        const float* bias, const twd_dense_options& options);
+QSL_API twd_dense_parameters compress_twd_dense(const Eigen::Ref<const Eigen::MatrixXf>& w,
+                                                const float* bias,
+                                                const twd_dense_options& options);
 
-class twd_dense {
+class QSL_API twd_dense {
  public:
   using matrix = row_matrix_f;
 
@@ -104,7 +106,12 @@ class twd_dense {
   /// y = layer(x) for a batch: x is batch x in_features, y batch x out_features (row-major;
   /// blocks with strides are accepted).
   void forward(const Eigen::Ref<const matrix>& x, Eigen::Ref<matrix> y) const;
-  matrix forward(const Eigen::Ref<const matrix>& x) const;
+  /// The same, into a new matrix (inline: allocated and freed by the caller's Eigen).
+  matrix forward(const Eigen::Ref<const matrix>& x) const {
+    matrix y(x.rows(), out_features());
+    forward(x, y);
+    return y;
+  }
   /// Raw pointers: x holds batch x in_features values, y receives batch x out_features.
   void forward(const float* x, std::int64_t batch, float* y) const;
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "qsl/bit_planes.hpp"
+#include "qsl/config.hpp"
 
 namespace qsl {
 
@@ -83,22 +84,32 @@ struct weight_code {
 /// Checks a shape without allocating anything and returns the group size it resolves to
 /// (group_size 0, or one at least `cols`, means one group per row). Throws qsl::error whose
 /// message starts with `what`.
-std::int64_t check_shape(std::int64_t rows, std::int64_t cols, int bits, qsl::basis basis,
-                         std::int64_t group_size, const char* what = "weight code");
+QSL_API std::int64_t check_shape(std::int64_t rows, std::int64_t cols, int bits, qsl::basis basis,
+                                 std::int64_t group_size, const char* what = "weight code");
 
 /// Allocates a zeroed code of the given shape. Throws qsl::error on a bad shape.
-weight_code make_weight_code(std::int64_t rows, std::int64_t cols, int bits, qsl::basis basis,
-                             std::int64_t group_size);
+QSL_API weight_code make_weight_code(std::int64_t rows, std::int64_t cols, int bits,
+                                     qsl::basis basis, std::int64_t group_size);
 
 /// Checks every invariant: shape, sizes of the arrays, zero padding bits, canonical ternary
 /// signs, finite coefficients, offsets equal to their definition. Throws qsl::error naming
 /// what is wrong; `what` prefixes the message (e.g. the layer's name).
-void validate(const weight_code& code, const char* what = "weight code");
+QSL_API void validate(const weight_code& code, const char* what = "weight code");
 
 /// Recomputes code.offsets from the planes and coefficients.
-void compute_offsets(weight_code& code);
+QSL_API void compute_offsets(weight_code& code);
 
-/// The dense approximation W_hat (rows x cols).
-Eigen::MatrixXf reconstruct(const weight_code& code);
+/// Writes the dense approximation W_hat into `out`, which must be rows x cols. Throws qsl::error
+/// naming the shape otherwise.
+QSL_API void reconstruct(const weight_code& code, Eigen::Ref<Eigen::MatrixXf> out);
+
+/// The dense approximation W_hat (rows x cols). Inline, so that the matrix is allocated and
+/// freed by the caller's Eigen (docs/design.md, "An ABI that does not depend on the user's
+/// flags").
+inline Eigen::MatrixXf reconstruct(const weight_code& code) {
+  Eigen::MatrixXf out(code.rows, code.cols);
+  reconstruct(code, out);
+  return out;
+}
 
 }  // namespace qsl

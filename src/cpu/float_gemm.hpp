@@ -5,12 +5,15 @@
 
 #include <cstdint>
 
+#include "qsl/config.hpp"
+
 namespace qsl::detail::cpu {
 
+/// Exported (QSL_API) for qsl::onnx's executor; not API.
 /// c (m x n, row-major) = a (m x k, row-major) * b^T (b is n x k, row-major) + bias (n values,
 /// or null). Nothing may alias c.
-void float_gemm_bt(const float* a, std::int64_t m, std::int64_t k, const float* b, std::int64_t n,
-                   const float* bias, float* c);
+QSL_API void float_gemm_bt(const float* a, std::int64_t m, std::int64_t k, const float* b,
+                           std::int64_t n, const float* bias, float* c);
 
 using float_gemm_block_fn = void (*)(const float*, std::int64_t, std::int64_t, std::int64_t,
                                      const float*, std::int64_t, std::int64_t, float*,

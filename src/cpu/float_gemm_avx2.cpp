@@ -7,6 +7,9 @@
 #include "cpu/float_gemm.hpp"
 
 #define Eigen qsl_eigen_avx2
+// This file exists to vectorize: a build-wide EIGEN_DONT_VECTORIZE (a user's flags, when qsl is
+// added as a subproject) must not reach its private, renamed Eigen.
+#undef EIGEN_DONT_VECTORIZE
 #include <Eigen/Core>
 #if !defined(EIGEN_VECTORIZE_AVX2) || !defined(EIGEN_VECTORIZE_FMA)
 #error "float_gemm_avx2.cpp must be compiled with -mavx2 -mfma"

@@ -6,6 +6,9 @@
 #include "cpu/float_gemm.hpp"
 
 #define Eigen qsl_eigen_avx512
+// This file exists to vectorize: a build-wide EIGEN_DONT_VECTORIZE (a user's flags, when qsl is
+// added as a subproject) must not reach its private, renamed Eigen.
+#undef EIGEN_DONT_VECTORIZE
 #include <Eigen/Core>
 #if !defined(EIGEN_VECTORIZE_AVX512)
 #error "float_gemm_avx512.cpp must be compiled with -mavx512f -mavx512dq -mavx512vl -mavx512bw"

@@ -10,9 +10,12 @@
 #include <thread>
 #include <vector>
 
+#include "qsl/config.hpp"
+
 namespace qsl::detail::cpu {
 
-class thread_pool {
+// Exported (QSL_API) for qsl's other libraries (qsl::onnx), which share the one pool; not API.
+class QSL_API thread_pool {
  public:
   /// The process-wide pool, sized by set_cpu_threads (all hardware threads by default).
   static thread_pool& instance();

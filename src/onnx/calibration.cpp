@@ -20,7 +20,9 @@ constexpr std::uint64_t reservoir_seed = 0x9e3779b97f4a7c15ULL;
 using row_map = Eigen::Map<const row_matrix_f>;
 
 struct accumulator {
-  layer_calibration stats;
+  layer_calibration stats;  // width and vectors; the values are below until finish()
+  Eigen::MatrixXd gram;
+  row_matrix_f samples;
   std::mt19937_64 rng{reservoir_seed};
   Eigen::MatrixXf block_gram;
   bool skipped = false;  // wider than max_width
@@ -29,8 +31,8 @@ struct accumulator {
            const std::string& weight) {
     if (stats.width == 0) {
       stats.width = cols;
-      stats.gram.setZero(cols, cols);
-      stats.samples.resize(std::min<std::int64_t>(max_samples, 1024), cols);
+      gram.setZero(cols, cols);
+      samples.resize(std::min<std::int64_t>(max_samples, 1024), cols);
     }
     if (cols != stats.width)
       throw model_error("calibration: layer '" + weight + "' saw inputs of " +
@@ -43,30 +45,44 @@ struct accumulator {
     for (std::int64_t r0 = 0; r0 < rows; r0 += gram_block_rows) {
       const std::int64_t n = std::min(gram_block_rows, rows - r0);
       block_gram.noalias() = all.middleRows(r0, n).transpose() * all.middleRows(r0, n);
-      stats.gram += block_gram.cast<double>();
+      gram += block_gram.cast<double>();
     }
     // Reservoir sampling (Algorithm R): every vector seen so far is kept with equal chance.
     for (std::int64_t r = 0; r < rows; ++r) {
       const std::int64_t seen = stats.vectors + r;
       if (seen < max_samples) {
-        if (seen >= stats.samples.rows())  // grow geometrically, up to max_samples rows
-          stats.samples.conservativeResize(std::min(max_samples, 2 * stats.samples.rows()), cols);
-        stats.samples.row(seen) = all.row(r);
+        if (seen >= samples.rows())  // grow geometrically, up to max_samples rows
+          samples.conservativeResize(std::min(max_samples, 2 * samples.rows()), cols);
+        samples.row(seen) = all.row(r);
       } else {
         const auto j = static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(seen + 1));
-        if (j < max_samples) stats.samples.row(j) = all.row(r);
+        if (j < max_samples) samples.row(j) = all.row(r);
       }
     }
     stats.vectors += rows;
+  }
+
+  // Moves the statistics into stats: the kept samples (the first min(vectors, max_samples)
+  // rows) and the Gram matrix.
+  layer_calibration finish(std::int64_t max_samples) {
+    stats.sample_count = std::min(stats.vectors, max_samples);
+    stats.gram_values.assign(gram.data(), gram.data() + gram.size());
+    stats.sample_values.assign(samples.data(), samples.data() + stats.sample_count * stats.width);
+    return std::move(stats);
   }
 };
 
 }  // namespace
 
-Eigen::MatrixXf layer_calibration::factor() const {
-  qsl::detail::require(vectors > 0 && gram.rows() == width && gram.cols() == width,
-                       "layer_calibration::factor: no statistics (0 vectors)");
-  const Eigen::MatrixXd h = gram / static_cast<double>(vectors);
+void layer_calibration::factor(Eigen::Ref<Eigen::MatrixXf> out) const {
+  qsl::detail::require(
+      vectors > 0 && width > 0 && gram_values.size() == static_cast<std::size_t>(width * width),
+      "layer_calibration::factor: no statistics (0 vectors)");
+  qsl::detail::require(out.rows() == width && out.cols() == width,
+                       "layer_calibration::factor: out is " + std::to_string(out.rows()) + " x " +
+                           std::to_string(out.cols()) + "; expected " + std::to_string(width) +
+                           " x " + std::to_string(width));
+  const Eigen::MatrixXd h = gram() / static_cast<double>(vectors);
   const double mean = std::max(h.diagonal().mean(), 1e-30);
   // Fewer vectors than D (or dead inputs) make H singular, and the float blocks of the sum
   // leave it indefinite by ~1e-7 of its largest eigenvalue: a ridge, the smallest that lets
@@ -75,7 +91,10 @@ Eigen::MatrixXf layer_calibration::factor() const {
     Eigen::MatrixXd damped = h;
     damped.diagonal().array() += ridge * mean;
     const Eigen::LLT<Eigen::MatrixXd> llt(damped);
-    if (llt.info() == Eigen::Success) return Eigen::MatrixXd(llt.matrixU()).cast<float>();
+    if (llt.info() == Eigen::Success) {
+      out = Eigen::MatrixXd(llt.matrixU()).cast<float>();
+      return;
+    }
   }
   throw error("layer_calibration::factor: the Gram matrix is not positive semi-definite "
               "(non-finite statistics)");
@@ -134,10 +153,7 @@ calibration_data collect_calibration(const model& m, const float* inputs, std::i
   }
   calibration_data out;
   for (auto& [weight, a] : layers)
-    if (!a.skipped && a.stats.vectors > 0) {
-      a.stats.samples.conservativeResize(std::min(a.stats.vectors, o.max_samples), a.stats.width);
-      out[weight] = std::move(a.stats);
-    }
+    if (!a.skipped && a.stats.vectors > 0) out[weight] = a.finish(o.max_samples);
   return out;
 }
 

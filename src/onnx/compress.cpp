@@ -248,7 +248,7 @@ compress_report compress(model& m, const compress_options& o) {
       layer_options.calibration = stats->factor();
       if (o.format == output_format::qsl)
         for (int b = 1; b <= max_activation_bits; ++b)
-          quantizers.push_back(calibrate_activations(stats->samples, b));
+          quantizers.push_back(calibrate_activations(stats->samples(), b));
     }
     const std::uint64_t before = values.size() * element_size(ref.tensor->data_type());
     layer_report result;

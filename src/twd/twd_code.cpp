@@ -71,10 +71,11 @@ void validate(const twd_code& code, const char* what) {
                         std::to_string(code.mixing[i]) + "; expected a finite value");
 }
 
-Eigen::MatrixXf reconstruct(const twd_code& code) {
+void reconstruct(const twd_code& code, Eigen::Ref<Eigen::MatrixXf> out) {
   validate(code, "reconstruct");
+  detail::require_output_shape("reconstruct", out.rows(), out.cols(), code.rows, code.cols);
   const Eigen::MatrixXd w_hat = mixing_matrix(code).transpose() * basis_matrix(code).transpose();
-  return w_hat.cast<float>();
+  out = w_hat.cast<float>();
 }
 
 double normalized_error(const Eigen::Ref<const Eigen::MatrixXf>& w, const twd_code& code) {

@@ -120,12 +120,6 @@ void twd_dense::forward(const Eigen::Ref<const matrix>& x, Eigen::Ref<matrix> y)
   if (!y_packed) y = y_copy;
 }
 
-twd_dense::matrix twd_dense::forward(const Eigen::Ref<const matrix>& x) const {
-  matrix y(x.rows(), out_features());
-  forward(x, y);
-  return y;
-}
-
 void twd_dense::forward(const float* x, std::int64_t batch, float* y) const {
   detail::require(batch >= 0, "twd_dense::forward: batch is " + str(batch) + "; expected >= 0");
   detail::require(batch == 0 || (x != nullptr && y != nullptr),
