@@ -93,7 +93,13 @@ void print_table(const compress_report& r) {
       std::printf("%-28.28s %-7s %-16s  (%s)\n", l.node.c_str(), l.op_type.c_str(),
                   shape_text(l.shape).c_str(), l.note.c_str());
     }
+    if (!l.warning.empty()) std::printf("  warning: %s\n", l.warning.c_str());
   }
+  if (r.opset_after != r.opset_before)
+    std::printf("\nopset: converted the default-domain opset %lld -> %lld with ONNX's version "
+                "converter (the standard format's decoding needs >= %lld)\n",
+                static_cast<long long>(r.opset_before), static_cast<long long>(r.opset_after),
+                static_cast<long long>(qsl::onnx::min_standard_opset));
   std::printf("\nmodel: %s -> %s (%.2f%% of the original), compressed layers: %s -> %s, "
               "%.3f bits per weight\n",
               human_bytes(r.model_bytes_before).c_str(), human_bytes(r.model_bytes_after).c_str(),
@@ -122,11 +128,13 @@ nlohmann::json to_json(const compress_report& r, const std::string& input,
     } else {
       j["note"] = l.note;
     }
+    if (!l.warning.empty()) j["warning"] = l.warning;
     layers.push_back(j);
   }
   return {{"input", input},
           {"output", output},
           {"format", format},
+          {"opset", {{"before", r.opset_before}, {"after", r.opset_after}}},
           {"layers", layers},
           {"totals",
            {{"model_bytes_before", r.model_bytes_before},

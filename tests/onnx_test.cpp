@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <random>
 #include <set>
 
@@ -206,15 +207,92 @@ TEST_F(Onnx, BadOptionsAreUserErrors) {
   EXPECT_FALSE(model_error);
 }
 
-TEST_F(Onnx, StandardFormatNeedsOpset11) {
-  auto m = qsl::onnx::model::load(models + "/layers.onnx");
-  for (auto& o : *m.internals().proto.mutable_opset_import()) o.set_version(10);
+TEST_F(Onnx, StandardFormatConvertsOlderOpsetsAndSaysSo) {
+  auto m = qsl::onnx::model::load(models + "/old_opset.onnx");
+  ASSERT_EQ(m.opset(), 9);
   auto o = options(2, 0);
+  o.min_weights = 100;
   o.format = qsl::onnx::output_format::standard;
-  bool model_error = true;
-  EXPECT_THAT(error_text([&] { qsl::onnx::compress(m, o); }, model_error),
-              HasSubstr("needs opset >= 11"));
-  EXPECT_FALSE(model_error);
+  const auto report = qsl::onnx::compress(m, o);
+  EXPECT_EQ(report.opset_before, 9);
+  EXPECT_EQ(report.opset_after, qsl::onnx::min_standard_opset);
+  EXPECT_EQ(m.opset(), qsl::onnx::min_standard_opset);
+  EXPECT_NO_THROW(m.check());
+  m.save(path("converted.onnx"));
+  EXPECT_EQ(qsl::onnx::model::load(path("converted.onnx")).opset(), 11);
+
+  // The qsl format needs no conversion: the opset stays as it was.
+  auto q = qsl::onnx::model::load(models + "/old_opset.onnx");
+  o.format = qsl::onnx::output_format::qsl;
+  const auto qsl_report = qsl::onnx::compress(q, o);
+  EXPECT_EQ(qsl_report.opset_after, 9);
+  EXPECT_EQ(q.opset(), 9);
+}
+
+TEST_F(Onnx, StandardFormatRefusesAModelTheConverterCannotConvert) {
+  auto m = qsl::onnx::model::load(models + "/pad_opset10.onnx");
+  auto o = options(2, 0);
+  o.min_weights = 100;
+  o.format = qsl::onnx::output_format::standard;
+  bool model_error = false;
+  const std::string text = error_text([&] { qsl::onnx::compress(m, o); }, model_error);
+  EXPECT_TRUE(model_error) << text;
+  EXPECT_THAT(text, HasSubstr("needs opset >= 11"));
+  EXPECT_THAT(text, HasSubstr("converting the default-domain opset 10 to 11"));
+  EXPECT_THAT(text, HasSubstr("use the qsl format"));
+  EXPECT_EQ(m.opset(), 10);  // nothing was changed
+}
+
+// ONNX Runtime refuses a Gemm whose weight has rank 3 (tests/onnx/check_ort_agrees.py shows
+// it); so does the loader, with ONNX's message and the node's name, and so does check().
+TEST_F(Onnx, ShapeInferenceRefusesWhatOnnxRuntimeRefuses) {
+  auto m = qsl::onnx::model::load(models + "/layers.onnx");
+  for (auto& t : *m.internals().proto.mutable_graph()->mutable_initializer())
+    if (t.name() == "fc1_w") {
+      t.clear_dims();
+      for (std::int64_t d : {200, 288, 2}) t.add_dims(d);
+    }
+  bool model_error = false;
+  std::string text = error_text([&] { m.check(); }, model_error);
+  EXPECT_TRUE(model_error) << text;
+  EXPECT_THAT(text, HasSubstr("ONNX shape inference"));
+  EXPECT_THAT(text, HasSubstr("node name: fc1"));
+  const std::vector<std::uint8_t> bytes = m.serialize();
+  text = error_text([&] { qsl::onnx::model::parse(bytes.data(), bytes.size()); }, model_error);
+  EXPECT_TRUE(model_error) << text;
+  EXPECT_THAT(text, HasSubstr("node name: fc1"));
+  EXPECT_THAT(text, HasSubstr("rank 2"));
+}
+
+// The loader's check sets the large tensors' data aside and puts it back: nothing changes.
+TEST_F(Onnx, LoadingLeavesTheWeightsAsTheyWere) {
+  const auto bytes = qsl::read_file(models + "/layers.onnx", 1 << 24);
+  const auto m = qsl::onnx::model::parse(bytes.data(), bytes.size());
+  EXPECT_EQ(m.serialize(), bytes);
+  m.check();
+  EXPECT_EQ(m.serialize(), bytes);
+}
+
+TEST_F(Onnx, NonFiniteWeightsOfLayersLeftAsTheyAreAreWarnings) {
+  auto m = qsl::onnx::model::load(models + "/layers.onnx");
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  for (auto& t : *m.internals().proto.mutable_graph()->mutable_initializer()) {
+    if (t.name() == "tiny_w") std::memcpy(&(*t.mutable_raw_data())[4 * (40 + 3)], &nan, 4);
+    if (t.name() == "mm_w") std::memcpy(&(*t.mutable_raw_data())[4 * 2], &inf, 4);
+  }
+  auto o = options(2, 0);  // tiny (400 weights) is below min_weights
+  o.skip = {"mm"};         // and mm is skipped by request
+  const auto report = qsl::onnx::compress(m, o);
+  std::map<std::string, const qsl::onnx::layer_report*> by_node;
+  for (const auto& l : report.layers) by_node[l.node] = &l;
+  ASSERT_EQ(by_node.count("tiny"), 1u);
+  EXPECT_FALSE(by_node["tiny"]->compressed);
+  EXPECT_THAT(by_node["tiny"]->warning, HasSubstr("weight 'tiny_w' has nan at row 1, col 3"));
+  // mm_w is W^T (MatMul): value 2 of its first row is W's row 2, column 0.
+  EXPECT_THAT(by_node["mm"]->warning, HasSubstr("weight 'mm_w' has inf at row 2, col 0"));
+  EXPECT_TRUE(by_node["fc1"]->compressed);
+  EXPECT_TRUE(by_node["fc1"]->warning.empty());
 }
 
 // A qsl-format model whose DecodeWeights node or tensors are changed by `edit`.

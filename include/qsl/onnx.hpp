@@ -47,8 +47,10 @@ struct load_limits {
 /// A validated ONNX model held in memory (external data already read in).
 class QSL_API model {
  public:
-  /// Reads and validates `path`. Throws model_error for anything wrong with the file, qsl::error
-  /// when the file cannot be read.
+  /// Reads and validates `path`: qsl's own checks of every tensor and name, ONNX's checker, and
+  /// ONNX's strict shape and type inference (a model ONNX Runtime would refuse on loading is
+  /// refused, with ONNX's message naming the node). Throws model_error for anything wrong with
+  /// the file, qsl::error when the file cannot be read.
   static model load(const std::string& path, const load_limits& limits = {});
   /// The same from bytes; external data is refused (there is no folder to resolve it in).
   static model parse(const std::uint8_t* data, std::size_t size, const load_limits& limits = {});
@@ -63,7 +65,8 @@ class QSL_API model {
   /// The path it was loaded from (empty when parsed from bytes).
   const std::string& source() const;
 
-  /// Validates the in-memory model as the loader would, then runs ONNX's checker on it.
+  /// Validates the in-memory model as the loader would, then runs ONNX's checker and its strict
+  /// shape inference on it (what ONNX Runtime refuses, this refuses).
   void check() const;
   /// The serialized model.
   std::vector<std::uint8_t> serialize() const;
@@ -82,8 +85,12 @@ class QSL_API model {
 
 enum class output_format : std::uint8_t {
   qsl = 0,       ///< one ai.qsl DecodeWeights node per layer: packed planes + coefficients
-  standard = 1,  ///< the same codes unpacked by standard operators (opset <= 17)
+  standard = 1,  ///< the same codes unpacked by standard operators (opset 11..17)
 };
+
+/// The oldest default-domain opset the standard format's decoding runs in (BitShift). Older
+/// models are converted to it with ONNX's version converter when compressed in that format.
+inline constexpr std::int64_t min_standard_opset = 11;
 
 /// Statistics of each layer's inputs by weight name (qsl/onnx_calibration.hpp).
 struct layer_calibration;
@@ -121,6 +128,9 @@ struct layer_report {
   std::vector<std::int64_t> shape;  ///< of the weight tensor
   bool compressed = false;
   std::string note;  ///< why a layer was skipped
+  /// Set for a layer left as it is whose weight has NaN or Inf values ("has nan at row 5, col
+  /// 7"): qsl leaves it to the runtime. (A layer qsl would compress refuses them: model_error.)
+  std::string warning;
   bool factorized = false;     ///< TWD (basis_vectors is K) rather than per-row codes (bits...)
   std::int64_t basis_vectors = 0;
   int bits = 0;
@@ -136,6 +146,10 @@ struct layer_report {
 
 struct QSL_API compress_report {
   std::vector<layer_report> layers;
+  /// The default-domain opset of the input model and of the output: they differ when the
+  /// standard format needed a newer one (min_standard_opset) and ONNX's version converter
+  /// made it.
+  std::int64_t opset_before = 0, opset_after = 0;
   std::uint64_t model_bytes_before = 0, model_bytes_after = 0;  ///< serialized sizes
   std::uint64_t weight_bytes_before = 0, weight_bytes_after = 0;  ///< compressed layers only
   double size_ratio() const {
@@ -146,8 +160,10 @@ struct QSL_API compress_report {
   double bits_per_weight() const;
 };
 
-/// Compresses the model in place. Throws model_error for weights that cannot be compressed
-/// (NaN/Inf) and qsl::error for bad options.
+/// Compresses the model in place. For the standard format a model older than
+/// min_standard_opset is first converted to it (compress_report::opset_after). Throws
+/// model_error for weights that cannot be compressed (NaN/Inf) or a model the version
+/// converter cannot convert, and qsl::error for bad options.
 QSL_API compress_report compress(model& m, const compress_options& options);
 
 /// A constant of the main graph (an initializer, or the value of a Constant node) as floats.

@@ -8,6 +8,7 @@
 #include <map>
 #include <set>
 
+#include "onnx/conformance.hpp"
 #include "onnx/proto.hpp"
 #include "onnx/writer.hpp"
 #include "qsl/onnx_calibration.hpp"
@@ -63,6 +64,21 @@ struct candidate {
   std::vector<std::int64_t> shape;
   std::int64_t rows = 0, cols = 0;
 };
+
+// "has nan at row 5, col 7 (of W, outputs x inputs)" for the first non-finite value of the
+// candidate's weight, empty when every value is finite.
+std::string first_non_finite(const candidate& c, const std::vector<float>& values) {
+  for (std::int64_t r = 0; r < c.rows; ++r)
+    for (std::int64_t col = 0; col < c.cols; ++col) {
+      const float v = c.layout == detail::weight_layout::transposed
+                          ? values[static_cast<std::size_t>(col * c.rows + r)]
+                          : values[static_cast<std::size_t>(r * c.cols + col)];
+      if (!std::isfinite(v))
+        return "has " + std::to_string(v) + " at row " + std::to_string(r) + ", col " +
+               std::to_string(col) + " (of W, outputs x inputs)";
+    }
+  return {};
+}
 
 std::string node_label(const pb::NodeProto& n, int index) {
   return n.name().empty() ? n.op_type() + "#" + std::to_string(index) : n.name();
@@ -148,13 +164,19 @@ compress_report compress(model& m, const compress_options& o) {
   qsl::detail::require(o.format == output_format::qsl || o.format == output_format::standard,
                   "compress: unknown output format " + std::to_string(static_cast<int>(o.format)));
   pb::ModelProto& proto = m.internals().proto;
-  if (o.format == output_format::standard)
-    qsl::detail::require(m.opset() >= detail::min_standard_opset,
-                    "compress: the standard format needs opset >= " +
-                        std::to_string(detail::min_standard_opset) + " (BitShift); the model has " +
-                        std::to_string(m.opset()) + " (use the qsl format, or re-export)");
   compress_report report;
+  report.opset_before = report.opset_after = m.opset();
   report.model_bytes_before = proto.ByteSizeLong();
+  if (o.format == output_format::standard && m.opset() < min_standard_opset) {
+    try {
+      detail::convert_opset(proto, min_standard_opset);
+    } catch (const model_error& e) {
+      throw model_error("compress: the standard format needs opset >= " +
+                        std::to_string(min_standard_opset) + " (BitShift), and " + e.what() +
+                        " (use the qsl format, or re-export the model)");
+    }
+    report.opset_after = m.opset();
+  }
   pb::GraphProto& g = *proto.mutable_graph();
 
   // 1. The layers, in graph order; a weight shared by several nodes is compressed once.
@@ -193,6 +215,12 @@ compress_report compress(model& m, const compress_options& o) {
       chosen_options.push_back(options_for(o, c));
       r.compressed = true;
     }
+    // A weight left as it is is the runtime's to judge; a non-finite one is worth a warning.
+    if (found && !r.compressed && floating_point(consts.at(c.weight).tensor->data_type())) {
+      const std::string non_finite =
+          first_non_finite(c, read_floats(*consts.at(c.weight).tensor, c.weight));
+      if (!non_finite.empty()) r.warning = "weight " + in_quotes(c.weight) + " " + non_finite;
+    }
     report.layers.push_back(r);
   }
   for (int i = 0; i < g.node_size(); ++i)
@@ -223,17 +251,14 @@ compress_report compress(model& m, const compress_options& o) {
     const constant_ref ref = constants(g).at(c.weight);  // indices move as the graph changes
     const std::string what = "weight " + in_quotes(c.weight) + " of node " + in_quotes(c.node_name);
     const std::vector<float> values = read_floats(*ref.tensor, what);
+    const std::string non_finite = first_non_finite(c, values);
+    if (!non_finite.empty()) throw model_error(what + ": " + non_finite);
     Eigen::MatrixXf w(c.rows, c.cols);
     for (std::int64_t r = 0; r < c.rows; ++r)
-      for (std::int64_t col = 0; col < c.cols; ++col) {
-        const float v = c.layout == detail::weight_layout::transposed
-                            ? values[static_cast<std::size_t>(col * c.rows + r)]
-                            : values[static_cast<std::size_t>(r * c.cols + col)];
-        if (!std::isfinite(v))
-          throw model_error(what + ": has " + std::to_string(v) + " at row " + std::to_string(r) +
-                            ", col " + std::to_string(col) + " (of W, outputs x inputs)");
-        w(r, col) = v;
-      }
+      for (std::int64_t col = 0; col < c.cols; ++col)
+        w(r, col) = c.layout == detail::weight_layout::transposed
+                        ? values[static_cast<std::size_t>(col * c.rows + r)]
+                        : values[static_cast<std::size_t>(r * c.cols + col)];
     // With calibration statistics: decompose against the output error on those inputs, and
     // fit the activation quantizers of every bit count offline.
     decompose_options layer_options = chosen_options[l];

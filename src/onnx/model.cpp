@@ -9,6 +9,7 @@
 #include <fstream>
 #include <set>
 
+#include "onnx/conformance.hpp"
 #include "onnx/proto.hpp"
 #include "qsl/serialize.hpp"
 
@@ -234,6 +235,7 @@ std::unique_ptr<model::impl> parse_and_check(const std::uint8_t* data, std::size
   context ctx{folder, limits, 0};
   check_model(p->proto, &ctx);
   run_onnx_checker(p->proto);
+  detail::check_shapes(p->proto);  // what ONNX Runtime refuses on loading, refused here
   return p;
 }
 
@@ -284,6 +286,7 @@ void model::check() const {
   pb::ModelProto copy = impl_->proto;  // check_graph may resolve (here: refuse) external data
   check_model(copy, nullptr);
   run_onnx_checker(impl_->proto);
+  detail::check_shapes_of_copy(copy);
 }
 
 std::vector<std::uint8_t> model::serialize() const {

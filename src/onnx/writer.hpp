@@ -27,9 +27,6 @@ void add_layer_attributes(pb::NodeProto& n, const std::vector<std::int64_t>& sha
                           weight_layout layout,
                           const std::vector<activation_quantizer>& activations);
 
-/// BitShift appeared in opset 11.
-inline constexpr std::int64_t min_standard_opset = 11;
-
 /// Bits of the planes in the file layout: [row][plane][byte], column c = bit c % 8 of byte c / 8,
 /// `bytes` bytes per row and plane (zero past the code's columns). masks: the ternary masks.
 std::vector<std::uint8_t> plane_bytes(const weight_code& code, bool masks, std::int64_t bytes);

@@ -96,6 +96,11 @@ def cases(folder):
     out.append(("nan_weights.onnx", base_model(w), "has nan at row 5, col 7"))
     w = np.ones((128, 64), np.float32); w[0, 3] = np.inf
     out.append(("inf_weights.onnx", base_model(w), "has inf at row 0, col 3"))
+    # Shapes ONNX Runtime refuses on loading (tests/onnx/check_ort_agrees.py runs them there).
+    m = base_model(); weight(m).dims[:] = [128, 32, 2]
+    out.append(("gemm_weight_rank3.onnx", m, "node name: fc"))
+    m = base_model(); m.graph.node[0].op_type = "MatMul"; del m.graph.node[0].attribute[:]
+    out.append(("matmul_inner_mismatch.onnx", m, "Incompatible dimensions for matrix multiplication"))
     m = base_model(); m.graph.node[0].input[1] = "nowhere"
     out.append(("missing_initializer.onnx", m, "input 'nowhere' is not a graph input"))
     m = base_model(); m.graph.output[0].name = "ghost"

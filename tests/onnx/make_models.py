@@ -6,7 +6,11 @@ checks). Deterministic: the same files every run.
 writes OUTDIR/layers.onnx: Conv (weight from a Constant node) -> BatchNormalization -> Relu ->
 Flatten -> Gemm (transB=1) -> Relu -> MatMul -> Gemm (transB=0) -> Softmax, plus a small Gemm
 that stays below the size threshold; OUTDIR/layers_input.npy, a batch of inputs; and
-OUTDIR/subgraph.onnx, an If whose branch holds a Gemm.
+OUTDIR/subgraph.onnx, an If whose branch holds a Gemm; OUTDIR/old_opset.onnx, a CNN exported at
+opset 9 (IR 4): Conv -> BatchNormalization -> Relu -> Reshape -> MatMul -> Add -> Relu -> Gemm,
+for the standard format's opset conversion (its input is layers_input.npy); and
+OUTDIR/pad_opset10.onnx, a Pad -> Flatten -> MatMul model at opset 10 that Debian's libonnx 1.12
+version converter cannot convert (its Pad 10 -> 11 adapter needs a 'value' attribute).
 """
 import os
 import sys
@@ -80,11 +84,67 @@ def subgraph_model(rng):
     return model
 
 
+def old_opset_model(rng):
+    """What an older exporter writes: opset 9, IR 4, Reshape with a shape input."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 12, 12])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])
+    f = lambda a, name: numpy_helper.from_array(a.astype(np.float32), name)
+    nodes = [
+        helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["c1"], name="conv1",
+                         pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("BatchNormalization", ["c1", "bn_s", "bn_b", "bn_m", "bn_v"], ["b1"],
+                         name="bn1"),
+        helper.make_node("Relu", ["b1"], ["r1"]),
+        helper.make_node("Reshape", ["r1", "flat_shape"], ["f1"], name="flatten"),
+        helper.make_node("MatMul", ["f1", "fc1_w"], ["m1"], name="fc1"),
+        helper.make_node("Add", ["m1", "fc1_b"], ["a1"]),
+        helper.make_node("Relu", ["a1"], ["r2"]),
+        helper.make_node("Gemm", ["r2", "fc2_w", "fc2_b"], ["y"], name="fc2", transB=1),
+    ]
+    inits = [
+        f(rng.standard_normal((16, 3, 3, 3)) * 0.3, "conv_w"),
+        f(rng.standard_normal(16) * 0.1, "conv_b"),
+        f(np.abs(rng.standard_normal(16)) + 0.5, "bn_s"),
+        f(rng.standard_normal(16) * 0.1, "bn_b"),
+        f(rng.standard_normal(16) * 0.1, "bn_m"),
+        f(np.abs(rng.standard_normal(16)) + 0.5, "bn_v"),
+        numpy_helper.from_array(np.array([-1, 576], np.int64), "flat_shape"),
+        f(rng.standard_normal((576, 96)) * 0.05, "fc1_w"),
+        f(rng.standard_normal(96) * 0.1, "fc1_b"),
+        f(rng.standard_normal((10, 96)) * 0.1, "fc2_w"),
+        f(rng.standard_normal(10) * 0.1, "fc2_b"),
+    ]
+    graph = helper.make_graph(nodes, "old_opset", [x], [y], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)], ir_version=4,
+                              producer_name="qsl-tests")
+    onnx.checker.check_model(model)
+    return model
+
+
+def pad_opset10_model(rng):
+    """Pad without its optional 'value': valid at opset 10, not convertible by libonnx 1.12."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6, 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])
+    nodes = [
+        helper.make_node("Pad", ["x"], ["p"], name="pad", pads=[0, 0, 1, 1, 0, 0, 1, 1]),
+        helper.make_node("Flatten", ["p"], ["f"], axis=1),
+        helper.make_node("MatMul", ["f", "fc_w"], ["y"], name="fc"),
+    ]
+    w = numpy_helper.from_array(rng.standard_normal((256, 64)).astype(np.float32), "fc_w")
+    graph = helper.make_graph(nodes, "pad_opset10", [x], [y], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 10)], ir_version=5,
+                              producer_name="qsl-tests")
+    onnx.checker.check_model(model)
+    return model
+
+
 def main(out):
     os.makedirs(out, exist_ok=True)
     rng = np.random.default_rng(7)
     onnx.save(layers_model(rng), os.path.join(out, "layers.onnx"))
     onnx.save(subgraph_model(rng), os.path.join(out, "subgraph.onnx"))
+    onnx.save(old_opset_model(np.random.default_rng(9)), os.path.join(out, "old_opset.onnx"))
+    onnx.save(pad_opset10_model(np.random.default_rng(10)), os.path.join(out, "pad_opset10.onnx"))
     np.save(os.path.join(out, "layers_input.npy"),
             rng.standard_normal((5, 3, 12, 12)).astype(np.float32))
 
