@@ -41,11 +41,13 @@ void check_tensor(const pb::TensorProto& t, std::uint64_t max_bytes, const std::
 /// other types. The tensor must have passed check_tensor.
 std::vector<float> read_floats(const pb::TensorProto& t, const std::string& what);
 
-/// A FLOAT tensor (raw little-endian data) and a UINT8 tensor.
+/// FLOAT, UINT8, INT32 and INT64 tensors (raw little-endian data).
 pb::TensorProto make_float_tensor(const std::string& name, const std::vector<std::int64_t>& dims,
                                   const float* values);
 pb::TensorProto make_uint8_tensor(const std::string& name, const std::vector<std::int64_t>& dims,
                                   const std::uint8_t* values);
+pb::TensorProto make_int32_tensor(const std::string& name, const std::vector<std::int64_t>& dims,
+                                  const std::int32_t* values);
 pb::TensorProto make_int64_tensor(const std::string& name, const std::vector<std::int64_t>& dims,
                                   const std::int64_t* values);
 

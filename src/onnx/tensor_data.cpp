@@ -229,6 +229,10 @@ pb::TensorProto make_uint8_tensor(const std::string& name, const std::vector<std
                                   const std::uint8_t* values) {
   return make_raw(name, dims, values, TensorProto::UINT8);
 }
+pb::TensorProto make_int32_tensor(const std::string& name, const std::vector<std::int64_t>& dims,
+                                  const std::int32_t* values) {
+  return make_raw(name, dims, values, TensorProto::INT32);
+}
 pb::TensorProto make_int64_tensor(const std::string& name, const std::vector<std::int64_t>& dims,
                                   const std::int64_t* values) {
   return make_raw(name, dims, values, TensorProto::INT64);

@@ -1,5 +1,6 @@
 #include "onnx/writer.hpp"
 
+#include <functional>
 #include <map>
 
 namespace qsl::onnx::detail {
@@ -59,25 +60,11 @@ pb::NodeProto& graph_writer::node(const std::string& op, std::vector<std::string
   return nodes_.back();
 }
 
-// Constants every standard decoder uses, made once per model.
-std::string graph_writer::shared(const std::string& key) {
+std::string graph_writer::shared(const std::string& key,
+                                 const std::function<pb::TensorProto()>& make) {
   auto it = shared_.find(key);
   if (it != shared_.end()) return it->second;
-  std::string name;
-  if (key == "shifts") {
-    const std::uint8_t shifts[8] = {0, 1, 2, 3, 4, 5, 6, 7};
-    name = add_tensor(make_uint8_tensor("qsl_bit_shifts", {8}, shifts));
-  } else if (key == "two_u8") {
-    const std::uint8_t two = 2;
-    name = add_tensor(make_uint8_tensor("qsl_two_u8", {}, &two));
-  } else if (key == "two") {
-    const float two = 2;
-    name = add_tensor(make_float_tensor("qsl_two", {}, &two));
-  } else {
-    const float one = 1;
-    name = add_tensor(make_float_tensor("qsl_one", {}, &one));
-  }
-  return shared_[key] = name;
+  return shared_[key] = add_tensor(make());
 }
 
 std::uint64_t graph_writer::replace(const std::string& weight,
@@ -87,10 +74,7 @@ std::uint64_t graph_writer::replace(const std::string& weight,
   remove_constant(weight, initializer, constant_node);
   const bool ternary = code.basis == qsl::basis::ternary;
   const std::int64_t groups = code.groups();
-  // The standard decoder reshapes to [rows, k, groups, G], so it needs groups * G bits per row.
-  const std::int64_t bits_per_row =
-      format_ == output_format::standard ? groups * code.group_size : code.cols;
-  const std::int64_t bytes = (bits_per_row + 7) / 8;
+  const std::int64_t bytes = (code.cols + 7) / 8;  // both formats: the same planes
   const std::vector<std::int64_t> plane_dims = {code.rows, code.bits, bytes};
   const std::string base = weight + "_qsl";
   const auto signs_data = plane_bytes(code, false, bytes);
@@ -102,8 +86,8 @@ std::uint64_t graph_writer::replace(const std::string& weight,
     masks = add_tensor(make_uint8_tensor(base + "_masks", plane_dims, mask_data.data()));
     added += mask_data.size();
   }
-  // Coefficients [rows, groups, 1, k]: the layout the standard decoder's MatMul takes; the qsl
-  // decoder reads the same numbers ([row][group][plane]).
+  // Coefficients [rows, groups, 1, k]: the layout the standard decoder's level-table MatMul
+  // takes; the qsl decoder reads the same numbers ([row][group][plane]).
   const std::string coefficients = add_tensor(make_float_tensor(
       base + "_coefficients", {code.rows, groups, 1, code.bits}, code.coefficients.data()));
   added += code.coefficients.size() * sizeof(float);
@@ -119,7 +103,7 @@ std::uint64_t graph_writer::replace(const std::string& weight,
     add_int_attribute(n, "group_size", code.group_size);
     add_layer_attributes(n, shape, layout, activations);
   } else {
-    decode_standard(weight, shape, layout, code, signs, masks, coefficients, bytes);
+    decode_standard(weight, shape, layout, code, signs, masks, coefficients);
   }
   return added;
 }
@@ -185,89 +169,6 @@ void add_layer_attributes(pb::NodeProto& n, const std::vector<std::int64_t>& sha
   };
   floats("activation_steps", [](const activation_quantizer& q) { return q.step; });
   floats("activation_minimums", [](const activation_quantizer& q) { return q.minimum; });
-}
-
-void graph_writer::decode_standard(const std::string& weight,
-                                   const std::vector<std::int64_t>& shape, weight_layout layout,
-                                   const weight_code& code, const std::string& signs,
-                                   const std::string& masks, const std::string& coefficients,
-                                   std::int64_t bytes) {
-  const std::int64_t n = code.rows, k = code.bits, groups = code.groups();
-  const std::int64_t g_size = code.group_size, padded = groups * g_size;
-  const std::string p = weight + "_qsl";
-  // uint8 planes [n, k, bytes] -> 0/1 floats [n, k, padded]
-  auto unpack = [&](const std::string& planes, const std::string& tag) {
-    const std::string bytes4 = unique(p + "_" + tag + "_bytes");
-    node("Reshape", {planes, int64s(p + "_shape_bytes", {n, k, bytes, 1})}, bytes4);
-    const std::string shifted = unique(p + "_" + tag + "_shifted");
-    auto& shift = node("BitShift", {bytes4, shared("shifts")}, shifted);
-    auto* direction = shift.add_attribute();
-    direction->set_name("direction");
-    direction->set_type(pb::AttributeProto::STRING);
-    direction->set_s("RIGHT");
-    const std::string bits = unique(p + "_" + tag + "_bits");
-    node("Mod", {shifted, shared("two_u8")}, bits);
-    const std::string floats = unique(p + "_" + tag + "_float");
-    auto& cast = node("Cast", {bits}, floats);
-    auto* to = cast.add_attribute();
-    to->set_name("to");
-    to->set_type(pb::AttributeProto::INT);
-    to->set_i(pb::TensorProto::FLOAT);
-    std::string flat = unique(p + "_" + tag + "_flat");
-    node("Reshape", {floats, int64s(p + "_shape_flat", {n, k, bytes * 8})}, flat);
-    if (bytes * 8 != padded) {
-      const std::string cut = unique(p + "_" + tag + "_cut");
-      node("Slice", {flat, int64s(p + "_start", {0}), int64s(p + "_end", {padded}),
-                     int64s(p + "_axis", {2})},
-           cut);
-      flat = cut;
-    }
-    return flat;
-  };
-  // +-1 from the sign bits: 2s - 1; ternary multiplies by the mask.
-  const std::string s01 = unpack(signs, "signs");
-  const std::string doubled = unique(p + "_doubled");
-  node("Mul", {s01, shared("two")}, doubled);
-  std::string values = unique(p + "_pm1");
-  node("Sub", {doubled, shared("one")}, values);
-  if (!masks.empty()) {
-    const std::string masked = unique(p + "_ternary");
-    node("Mul", {values, unpack(masks, "masks")}, masked);
-    values = masked;
-  }
-  // [n, k, groups, G] -> [n, groups, k, G]; coefficients [n, groups, 1, k] @ that -> [n, groups, 1, G]
-  const std::string grouped = unique(p + "_grouped");
-  node("Reshape", {values, int64s(p + "_shape_groups", {n, k, groups, g_size})}, grouped);
-  const std::string swapped = unique(p + "_swapped");
-  auto& transpose = node("Transpose", {grouped}, swapped);
-  auto* perm = transpose.add_attribute();
-  perm->set_name("perm");
-  perm->set_type(pb::AttributeProto::INTS);
-  for (int axis : {0, 2, 1, 3}) perm->add_ints(axis);
-  const std::string summed = unique(p + "_summed");
-  node("MatMul", {coefficients, swapped}, summed);
-  std::string w = unique(p + "_rows");
-  node("Reshape", {summed, int64s(p + "_shape_rows", {n, padded})}, w);
-  if (padded != code.cols) {
-    const std::string cut = unique(p + "_cols");
-    node("Slice", {w, int64s(p + "_start", {0}), int64s(p + "_end", {code.cols}),
-                   int64s(p + "_axis", {1})},
-         cut);
-    w = cut;
-  }
-  // W -> the tensor's own layout, under the weight's name.
-  names_.erase(weight);  // the final output takes the original name
-  if (layout == weight_layout::transposed) {
-    auto& t = node("Transpose", {w}, weight);
-    auto* perm2 = t.add_attribute();
-    perm2->set_name("perm");
-    perm2->set_type(pb::AttributeProto::INTS);
-    perm2->add_ints(1);
-    perm2->add_ints(0);
-  } else {
-    node("Reshape", {w, int64s(p + "_shape_weight", shape)}, weight);
-  }
-  names_.insert(weight);
 }
 
 void graph_writer::finish() {

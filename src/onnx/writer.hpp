@@ -1,9 +1,10 @@
 #pragma once
 // Internal: replacing a constant weight tensor by nodes that produce it from a weight code, in
-// the qsl format (one ai.qsl DecodeWeights node) or the standard format (BitShift, Mod, Cast,
-// Mul, Sub, Reshape, Transpose, MatMul, Slice: opset >= 11, checked by ONNX 1.12).
+// the qsl format (one ai.qsl DecodeWeights node) or the standard format (standard_decoder.cpp:
+// BitShift, Mod, MatMulInteger, GatherElements, ...: opset >= 11, checked by ONNX 1.12).
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -59,11 +60,17 @@ class graph_writer {
   std::string add_tensor(pb::TensorProto t);
   std::string int64s(const std::string& base, const std::vector<std::int64_t>& values);
   pb::NodeProto& node(const std::string& op, std::vector<std::string> inputs, std::string output);
-  std::string shared(const std::string& key);
+  /// A constant made once per model under `key` (the first call makes it).
+  std::string shared(const std::string& key, const std::function<pb::TensorProto()>& make);
+  /// The standard format's nodes (standard_decoder.cpp): `weight` from the plane tensors
+  /// ([rows, k, ceil(cols / 8)] bytes) and the coefficients ([rows, groups, 1, k]).
   void decode_standard(const std::string& weight, const std::vector<std::int64_t>& shape,
                        weight_layout layout, const weight_code& code, const std::string& signs,
-                       const std::string& masks, const std::string& coefficients,
-                       std::int64_t bytes);
+                       const std::string& masks, const std::string& coefficients);
+  std::string unpack_bits(const std::string& packed, const weight_code& code, int channels,
+                          weight_layout layout);
+  std::string level_table(const weight_code& code, const std::string& coefficients, int first_plane,
+                          int planes, weight_layout layout);
 
   pb::ModelProto& model_;
   output_format format_;

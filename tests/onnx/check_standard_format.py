@@ -2,13 +2,17 @@
 """The standard-format model runs unchanged in ONNX Runtime and gives the outputs of the
 original graph with the reconstructed weights.
 
-    python3 tests/onnx/check_standard_format.py QSL_MODEL STANDARD_MODEL INPUT_NPY
+    python3 tests/onnx/check_standard_format.py QSL_MODEL STANDARD_MODEL INPUT_NPY [MAX_TOTAL]
 
 QSL_MODEL and STANDARD_MODEL were compressed with the same settings (the codes are
 deterministic). The weights are decoded from QSL_MODEL's DecodeWeights nodes by an independent
 numpy decoder (the layout of docs/design.md); a reference model with those weights as plain
 initializers and STANDARD_MODEL are run in ONNX Runtime on the same inputs, and must agree
-within float tolerance. Exit status 0 on success.
+within float tolerance. It also checks what a runtime that folds the decoding into constants
+(ONNX Runtime keeps every folded tensor until the whole graph is folded) has to hold: no tensor
+the decoding makes is larger than the fp32 weight it rebuilds, and all of them together stay
+within MAX_TOTAL times the fp32 weights (round_trip.sh derives it per configuration). Exit status
+0 on success.
 """
 import sys
 
@@ -60,6 +64,40 @@ def reference_model(qsl_model):
     return model
 
 
+ELEMENT_BYTES = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.UINT8: 1, onnx.TensorProto.INT32: 4,
+                 onnx.TensorProto.INT64: 8}
+
+
+def decoder_memory(standard_model, qsl_model):
+    """(largest decoder tensor / its weight, sum of decoder tensors / the weights)."""
+    model = onnx.shape_inference.infer_shapes(onnx.load(standard_model), strict_mode=True)
+    original = {n.output[0] for n in onnx.load(qsl_model).graph.node if n.domain != "ai.qsl"}
+    weights = {}
+    for n in onnx.load(qsl_model).graph.node:
+        if n.domain == "ai.qsl":
+            a = attributes(n)
+            weights[n.output[0]] = 4 * a["rows"] * a["cols"]
+    info = {v.name: v.type.tensor_type for v in list(model.graph.value_info) + list(model.graph.output)}
+    worst, total = 0.0, 0
+    for n in model.graph.node:
+        out = n.output[0]
+        if out in original and out not in weights:
+            continue  # the model's own node
+        t = info.get(out)
+        if t is None or t.elem_type not in ELEMENT_BYTES:
+            raise AssertionError(f"decoder tensor {out} has no inferred type")
+        size = ELEMENT_BYTES[t.elem_type]
+        for d in t.shape.dim:
+            size *= d.dim_value
+        # the weight this node belongs to: its name starts with the weight's
+        owner = max((w for w in weights if out.startswith(w)), key=len, default=None)
+        if owner is None:
+            raise AssertionError(f"decoder tensor {out} belongs to no weight")
+        worst = max(worst, size / weights[owner])
+        total += size
+    return worst, total / sum(weights.values())
+
+
 def run(model_bytes, x):
     ort.set_default_logger_severity(3)
     session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
@@ -67,7 +105,7 @@ def run(model_bytes, x):
     return session.run(None, {name: x})[0]
 
 
-def main(qsl_model, standard_model, input_npy):
+def main(qsl_model, standard_model, input_npy, max_total="inf"):
     x = np.load(input_npy)
     expected = run(reference_model(qsl_model).SerializeToString(), x)
     with open(standard_model, "rb") as f:
@@ -78,8 +116,14 @@ def main(qsl_model, standard_model, input_npy):
     if not np.isfinite(got).all() or error > 1e-5 * max(1.0, scale):
         print("FAIL: the standard-format model disagrees with the reconstructed weights")
         return 1
+    worst, total = decoder_memory(standard_model, qsl_model)
+    print(f"decoder tensors: largest {worst:.2f}x its fp32 weight (bound 1), all {total:.2f}x "
+          f"the fp32 weights (bound {max_total})")
+    if worst > 1.0 or total > float(max_total):
+        print("FAIL: the decoding holds more than the weights it rebuilds allow")
+        return 1
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:4]))
+    sys.exit(main(*sys.argv[1:5]))
