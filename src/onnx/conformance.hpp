@@ -10,7 +10,7 @@
 namespace qsl::onnx::detail {
 
 /// Runs ONNX's shape and type inference in strict mode (node-level errors throw, types are
-/// checked, constant shapes propagated) on a copy of `m` whose large tensors carry no data, so
+/// checked) on a copy of `m` whose large tensors carry no data, so
 /// that checking a model does not double its memory; `m` is not modified. Throws model_error
 /// with ONNX's message, which names the node ("(op_type:Gemm, node name: fc1): ...").
 /// `m` is modified meanwhile (its large tensors' data is swapped out and back): the caller must
