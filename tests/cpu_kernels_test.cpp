@@ -6,9 +6,14 @@
 #include <cmath>
 #include <cstdlib>
 #include <limits>
+#include <atomic>
 #include <random>
+#include <stdexcept>
+#include <thread>
+#include <vector>
 
 #include "cpu/kernels.hpp"  // the encoder, to check its bits directly
+#include "cpu/thread_pool.hpp"  // external executors (ONNX Runtime's threads)
 #include "cpu_target_fixture.hpp"
 #include "qsl/cpu.hpp"
 #include "qsl/quantized_dense.hpp"
@@ -224,6 +229,68 @@ TEST_P(CpuKernels, ThreadCountDoesNotChangeResults) {
       }
     }
   }
+}
+
+// An executor that runs the parts on its own threads, as ONNX Runtime's ParallelFor does, and
+// counts them.
+struct counting_executor {
+  std::atomic<std::int64_t> parts{0};
+  static void run(void* self, std::int64_t parts, void (*task)(void*, std::int64_t),
+                  void* task_context) {
+    auto& e = *static_cast<counting_executor*>(self);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 3; ++t)
+      threads.emplace_back([&, t] {
+        for (std::int64_t p = t; p < parts; p += 3) {
+          task(task_context, p);
+          ++e.parts;
+        }
+      });
+    for (auto& t : threads) t.join();
+  }
+};
+
+// The kernels give the same bits on another runtime's threads (and on none: sequential).
+TEST_P(CpuKernels, ExternalExecutorGivesTheSameResults) {
+  const auto code = qsl::test::random_code(300, 777, 3, qsl::basis::binary, 64, 8);
+  const row_matrix_f x = qsl::test::gaussian_rows(5, 777, 10);
+  const qsl::cpu_weights packed = qsl::pack_for_cpu(code);
+  qsl::set_cpu_threads(2);
+  row_matrix_f own_float(5, 300), own_encoded(5, 300);
+  qsl::cpu_forward_float(packed, x.data(), 5, nullptr, own_float.data());
+  qsl::cpu_forward_encoded(packed, x.data(), 5, {4}, nullptr, own_encoded.data());
+  counting_executor counter;
+  const qsl::detail::cpu::external_executor threaded{3, counting_executor::run, &counter};
+  const qsl::detail::cpu::external_executor sequential{1, nullptr, nullptr};
+  for (const auto* e : {&threaded, &sequential}) {
+    const qsl::detail::cpu::scoped_executor scope(*e);
+    EXPECT_EQ(qsl::detail::cpu::thread_pool::instance().size(), e->threads);
+    row_matrix_f y_float(5, 300), y_encoded(5, 300);
+    qsl::cpu_forward_float(packed, x.data(), 5, nullptr, y_float.data());
+    qsl::cpu_forward_encoded(packed, x.data(), 5, {4}, nullptr, y_encoded.data());
+    EXPECT_EQ(y_float, own_float);
+    EXPECT_EQ(y_encoded, own_encoded);
+  }
+  EXPECT_GT(counter.parts.load(), 1);
+  EXPECT_EQ(qsl::detail::cpu::thread_pool::instance().size(), 2);  // the scope has ended
+}
+
+TEST(ExternalExecutor, ExceptionsComeBackToTheCaller) {
+  counting_executor counter;
+  const qsl::detail::cpu::external_executor threaded{3, counting_executor::run, &counter};
+  const qsl::detail::cpu::scoped_executor scope(threaded);
+  auto& pool = qsl::detail::cpu::thread_pool::instance();
+  EXPECT_THROW(pool.run(10, [](std::int64_t p) {
+                 if (p == 4) throw std::runtime_error("part 4");
+               }),
+               std::runtime_error);
+  // A run inside a part stays on that part's thread.
+  std::atomic<int> inner{0};
+  pool.run(4, [&](std::int64_t) {
+    EXPECT_EQ(pool.size(), 1);
+    pool.run(3, [&](std::int64_t) { ++inner; });
+  });
+  EXPECT_EQ(inner.load(), 12);
 }
 
 // A vector's output does not depend on the batch it is in (kernels may process several

@@ -40,8 +40,15 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# ONNX Runtime's API headers for the custom-operator library (a download on Debian 12).
+fetch_onnxruntime_headers() {
+  [ -n "${1:-}" ] && return 0  # --neon, --train: not needed
+  "$(dirname "$0")/fetch-onnxruntime-headers.sh"
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
   install_python_packages "$@"
+  fetch_onnxruntime_headers "$@"
   exit 0
 fi
 
@@ -52,3 +59,4 @@ echo "qsl: installing ${missing[*]}"
 $sudo apt-get install -y --no-install-recommends "${missing[@]}" ||
   { $sudo apt-get update && $sudo apt-get install -y --no-install-recommends "${missing[@]}"; }
 install_python_packages "$@"
+fetch_onnxruntime_headers "$@"

@@ -7,6 +7,49 @@
 #include "qsl/error.hpp"
 
 namespace qsl::detail::cpu {
+namespace {
+
+thread_local const external_executor* current_executor = nullptr;
+// Runs every part on the calling thread: what parts running on an external executor see, so
+// that a loop inside a part never starts another parallel run.
+const external_executor sequential_executor{1, nullptr, nullptr};
+
+struct external_task {
+  const std::function<void(std::int64_t)>* task;
+  std::mutex mutex;
+  std::exception_ptr error;
+};
+
+// One part on the external executor's thread: exceptions are kept for the caller, never thrown
+// into the other runtime.
+void run_external_part(void* context, std::int64_t part) {
+  auto& t = *static_cast<external_task*>(context);
+  const scoped_executor sequential(sequential_executor);
+  {
+    std::lock_guard<std::mutex> lock(t.mutex);
+    if (t.error) return;
+  }
+  try {
+    (*t.task)(part);
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(t.mutex);
+    if (!t.error) t.error = std::current_exception();
+  }
+}
+
+}  // namespace
+
+scoped_executor::scoped_executor(const external_executor& executor)
+    : previous_(current_executor) {
+  current_executor = &executor;
+}
+
+scoped_executor::~scoped_executor() { current_executor = previous_; }
+
+int thread_pool::size() const {
+  if (current_executor != nullptr) return std::max(1, current_executor->threads);
+  return static_cast<int>(workers_.size()) + 1;
+}
 
 thread_pool& thread_pool::instance() {
   static thread_pool pool(static_cast<int>(std::max(1U, std::thread::hardware_concurrency())));
@@ -75,8 +118,18 @@ void thread_pool::work(std::uint64_t generation_seen) {
 }
 
 void thread_pool::run(std::int64_t parts, const std::function<void(std::int64_t)>& task) {
-  std::lock_guard<std::mutex> call(call_mutex_);
   if (parts <= 0) return;
+  if (const external_executor* e = current_executor) {
+    external_task t{&task, {}, nullptr};
+    if (e->run == nullptr || parts == 1) {
+      for (std::int64_t p = 0; p < parts; ++p) run_external_part(&t, p);
+    } else {
+      e->run(e->context, parts, run_external_part, &t);
+    }
+    if (t.error) std::rethrow_exception(t.error);
+    return;
+  }
+  std::lock_guard<std::mutex> call(call_mutex_);
   {
     std::lock_guard<std::mutex> lock(mutex_);
     task_ = &task;

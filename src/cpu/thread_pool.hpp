@@ -14,6 +14,30 @@
 
 namespace qsl::detail::cpu {
 
+/// Another runtime's threads, to run qsl's parallel loops on instead of qsl's pool: ONNX
+/// Runtime's intra-op pool inside an ORT operator (onnxruntime/), so that a session never gets
+/// more threads than it asked for. run(context, parts, task, task_context) must call
+/// task(task_context, part) once for every part in [0, parts) and return when all are done;
+/// `threads` is how many it may run at once (it only shapes how the work is split).
+struct external_executor {
+  int threads = 1;
+  void (*run)(void* context, std::int64_t parts, void (*task)(void*, std::int64_t),
+              void* task_context) = nullptr;
+  void* context = nullptr;
+};
+
+/// While one is alive, thread_pool calls made from this thread run on `executor`.
+class QSL_API scoped_executor {
+ public:
+  explicit scoped_executor(const external_executor& executor);
+  ~scoped_executor();
+  scoped_executor(const scoped_executor&) = delete;
+  scoped_executor& operator=(const scoped_executor&) = delete;
+
+ private:
+  const external_executor* previous_;
+};
+
 // Exported (QSL_API) for qsl's other libraries (qsl::onnx), which share the one pool; not API.
 class QSL_API thread_pool {
  public:
@@ -25,8 +49,10 @@ class QSL_API thread_pool {
   thread_pool(const thread_pool&) = delete;
   thread_pool& operator=(const thread_pool&) = delete;
 
-  int size() const { return static_cast<int>(workers_.size()) + 1; }
+  /// Threads a run() may use: the pool's, or the scoped external executor's.
+  int size() const;
   /// Runs task(part) for part in [0, parts) and waits; the caller runs part 0's share too.
+  /// Under a scoped_executor the parts run on that executor instead.
   /// Parts are handed out in order; the first exception is rethrown here. Not reentrant: calls
   /// from several threads at once are serialized.
   void run(std::int64_t parts, const std::function<void(std::int64_t)>& task);
