@@ -1,5 +1,6 @@
 #include "qsl/weight_code.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -131,6 +132,39 @@ void validate(const weight_code& code, const char* what) {
                     where + "offset of row " + str(n) + " is " + std::to_string(code.offsets[n]) +
                         "; expected " + std::to_string(expected[n]) +
                         " from the planes and coefficients");
+}
+
+std::vector<std::uint8_t> plane_bytes(const weight_code& code, bool masks) {
+  const std::int64_t bytes = (code.cols + 7) / 8;
+  std::vector<std::uint8_t> out(static_cast<std::size_t>(code.rows * code.bits * bytes), 0);
+  if (masks && code.masks.empty()) return out;
+  for (std::int64_t n = 0; n < code.rows; ++n)
+    for (int j = 0; j < code.bits; ++j) {
+      const word* plane = masks ? code.mask_plane(n, j) : code.sign_plane(n, j);
+      std::uint8_t* dst = out.data() + (n * code.bits + j) * bytes;
+      for (std::int64_t b = 0; b < bytes; ++b)
+        dst[b] = static_cast<std::uint8_t>(plane[b / 8] >> (8 * (b % 8)));
+    }
+  return out;
+}
+
+void read_plane_bytes(weight_code& code, bool masks, const std::uint8_t* bytes,
+                      const char* what) {
+  const std::int64_t per_plane = (code.cols + 7) / 8;
+  detail::require(!masks || !code.masks.empty(),
+                  std::string(what) + ": a binary code has no masks to read");
+  for (std::int64_t n = 0; n < code.rows; ++n)
+    for (int j = 0; j < code.bits; ++j) {
+      word* plane = masks ? code.mask_plane(n, j) : code.sign_plane(n, j);
+      std::fill(plane, plane + code.words_per_plane(), word{0});
+      const std::uint8_t* src = bytes + (n * code.bits + j) * per_plane;
+      for (std::int64_t b = 0; b < per_plane; ++b) plane[b / 8] |= word{src[b]} << (8 * (b % 8));
+      const std::int64_t last = code.words_per_plane() - 1;
+      detail::require((plane[last] & ~range_mask(last, 0, code.cols)) == 0,
+                      std::string(what) + ": row " + str(n) + " " + (masks ? "mask" : "sign") +
+                          " plane " + std::to_string(j) + " has bits set past column " +
+                          str(code.cols - 1));
+    }
 }
 
 void reconstruct(const weight_code& code, Eigen::Ref<Eigen::MatrixXf> out) {

@@ -133,3 +133,28 @@ TEST(WeightCode, ValidateRejectsBrokenInvariants) {
 }
 
 }  // namespace
+
+// The ONNX operators' byte layout: column c is bit c % 8 of byte c / 8, rows and planes in
+// order; reading it back gives the same planes, and a set padding bit is a named error.
+TEST(WeightCode, PlaneBytesRoundTripAndRefuseSetPaddingBits) {
+  for (std::int64_t cols : {1, 7, 8, 63, 64, 65, 131}) {
+    const auto code = qsl::test::random_code(5, cols, 3, qsl::basis::ternary, 0, 4);
+    const auto signs = qsl::plane_bytes(code, false), masks = qsl::plane_bytes(code, true);
+    const std::int64_t per_plane = (cols + 7) / 8;
+    ASSERT_EQ(signs.size(), static_cast<std::size_t>(5 * 3 * per_plane));
+    for (std::int64_t c = 0; c < cols; ++c)  // row 2, plane 1
+      EXPECT_EQ((signs[(2 * 3 + 1) * per_plane + c / 8] >> (c % 8)) & 1,
+                qsl::get_bit(code.sign_plane(2, 1), c) ? 1 : 0);
+    qsl::weight_code back = qsl::make_weight_code(5, cols, 3, qsl::basis::ternary, 0);
+    qsl::read_plane_bytes(back, false, signs.data());
+    qsl::read_plane_bytes(back, true, masks.data());
+    EXPECT_EQ(back.signs, code.signs);
+    EXPECT_EQ(back.masks, code.masks);
+    if (cols % 8 != 0) {
+      auto bad = signs;
+      bad[(4 * 3 + 2) * per_plane + per_plane - 1] |= 0x80;  // row 4, plane 2, past the last col
+      EXPECT_THAT(qsl::test::error_of([&] { qsl::read_plane_bytes(back, false, bad.data(), "fc"); }),
+                  testing::HasSubstr("fc: row 4 sign plane 2 has bits set past column"));
+    }
+  }
+}

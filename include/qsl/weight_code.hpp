@@ -99,6 +99,16 @@ QSL_API void validate(const weight_code& code, const char* what = "weight code")
 /// Recomputes code.offsets from the planes and coefficients.
 QSL_API void compute_offsets(weight_code& code);
 
+/// One kind of plane (the signs, or the ternary masks) as bytes, the layout qsl's ONNX operators
+/// store: [row][plane][ceil(cols / 8)], column c is bit c % 8 of byte c / 8, padding bits zero.
+QSL_API std::vector<std::uint8_t> plane_bytes(const weight_code& code, bool masks);
+
+/// Fills the signs (or masks) of `code`, made by make_weight_code, from bytes in that layout
+/// (rows * bits * ceil(cols / 8) of them). Throws qsl::error, prefixed by `what`, when a padding
+/// bit is set.
+QSL_API void read_plane_bytes(weight_code& code, bool masks, const std::uint8_t* bytes,
+                              const char* what = "weight code");
+
 /// Writes the dense approximation W_hat into `out`, which must be rows x cols. Throws qsl::error
 /// naming the shape otherwise.
 QSL_API void reconstruct(const weight_code& code, Eigen::Ref<Eigen::MatrixXf> out);

@@ -43,25 +43,17 @@ const pb::TensorProto& input_tensor(const pb::NodeProto& n, int index,
   return t;
 }
 
-// Unpacks [row][plane][byte] planes into the code's 64-bit words, refusing set padding bits.
+// The planes of a DecodeWeights / DecodeFactorized input, read into `code` (the layout of
+// qsl::plane_bytes); set padding bits are a model_error.
 void unpack(const pb::TensorProto& t, weight_code& code, bool masks, const std::string& what) {
-  const std::string& raw = t.raw_data();
-  const std::int64_t bytes = (code.cols + 7) / 8;
   if (!t.has_raw_data() && t.int32_data_size() > 0)
     throw model_error(what + ": planes must be stored as raw_data");
-  for (std::int64_t n = 0; n < code.rows; ++n)
-    for (int j = 0; j < code.bits; ++j) {
-      word* plane = masks ? code.mask_plane(n, j) : code.sign_plane(n, j);
-      for (std::int64_t b = 0; b < bytes; ++b) {
-        const auto byte = static_cast<std::uint8_t>(raw[static_cast<std::size_t>(
-            (n * code.bits + j) * bytes + b)]);
-        plane[b / 8] |= word{byte} << (8 * (b % 8));
-      }
-      const std::int64_t last = code.words_per_plane() - 1;
-      if (plane[last] & ~range_mask(last, 0, code.cols))
-        throw model_error(what + ": row " + std::to_string(n) + " plane " + std::to_string(j) +
-                          " has bits set past column " + std::to_string(code.cols - 1));
-    }
+  try {
+    read_plane_bytes(code, masks, reinterpret_cast<const std::uint8_t*>(t.raw_data().data()),
+                     what.c_str());
+  } catch (const qsl::error& e) {
+    throw model_error(e.what());
+  }
 }
 
 }  // namespace

@@ -5,19 +5,6 @@
 
 namespace qsl::onnx::detail {
 
-std::vector<std::uint8_t> plane_bytes(const weight_code& code, bool masks, std::int64_t bytes) {
-  std::vector<std::uint8_t> out(static_cast<std::size_t>(code.rows * code.bits * bytes), 0);
-  const std::int64_t have = code.words_per_plane() * 8;
-  for (std::int64_t n = 0; n < code.rows; ++n)
-    for (int j = 0; j < code.bits; ++j) {
-      const word* plane = masks ? code.mask_plane(n, j) : code.sign_plane(n, j);
-      std::uint8_t* dst = out.data() + (n * code.bits + j) * bytes;
-      for (std::int64_t b = 0; b < bytes && b < have; ++b)
-        dst[b] = static_cast<std::uint8_t>(plane[b / 8] >> (8 * (b % 8)));
-    }
-  return out;
-}
-
 graph_writer::graph_writer(pb::ModelProto& model, output_format format)
     : model_(model), format_(format) {
   const pb::GraphProto& g = model.graph();
@@ -77,12 +64,12 @@ std::uint64_t graph_writer::replace(const std::string& weight,
   const std::int64_t bytes = (code.cols + 7) / 8;  // both formats: the same planes
   const std::vector<std::int64_t> plane_dims = {code.rows, code.bits, bytes};
   const std::string base = weight + "_qsl";
-  const auto signs_data = plane_bytes(code, false, bytes);
+  const auto signs_data = plane_bytes(code, false);
   const std::string signs = add_tensor(make_uint8_tensor(base + "_signs", plane_dims, signs_data.data()));
   std::string masks;
   std::uint64_t added = signs_data.size();
   if (ternary) {
-    const auto mask_data = plane_bytes(code, true, bytes);
+    const auto mask_data = plane_bytes(code, true);
     masks = add_tensor(make_uint8_tensor(base + "_masks", plane_dims, mask_data.data()));
     added += mask_data.size();
   }
@@ -121,8 +108,8 @@ std::uint64_t graph_writer::replace_factorized(const std::string& weight,
   const std::int64_t bytes = (basis.cols + 7) / 8;
   const std::vector<std::int64_t> plane_dims = {basis.rows, 1, bytes};
   const std::string base = weight + "_qsl";
-  const auto signs_data = plane_bytes(basis, false, bytes);
-  const auto mask_data = plane_bytes(basis, true, bytes);
+  const auto signs_data = plane_bytes(basis, false);
+  const auto mask_data = plane_bytes(basis, true);
   const std::string signs = add_tensor(make_uint8_tensor(base + "_signs", plane_dims, signs_data.data()));
   const std::string masks = add_tensor(make_uint8_tensor(base + "_masks", plane_dims, mask_data.data()));
   const std::string mixing = add_tensor(

@@ -28,10 +28,6 @@ void add_layer_attributes(pb::NodeProto& n, const std::vector<std::int64_t>& sha
                           weight_layout layout,
                           const std::vector<activation_quantizer>& activations);
 
-/// Bits of the planes in the file layout: [row][plane][byte], column c = bit c % 8 of byte c / 8,
-/// `bytes` bytes per row and plane (zero past the code's columns). masks: the ternary masks.
-std::vector<std::uint8_t> plane_bytes(const weight_code& code, bool masks, std::int64_t bytes);
-
 class graph_writer {
  public:
   graph_writer(pb::ModelProto& model, output_format format);
