@@ -37,6 +37,15 @@ if(TARGET qsl_cuda)
   list(APPEND QSL_BUILT_COMPONENTS cuda)
 endif()
 
+if(TARGET qsl_onnxruntime)  # the ONNX Runtime operators: a library sessions load by path
+  install(TARGETS qsl_onnxruntime EXPORT qslOnnxruntimeTargets
+    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  install(EXPORT qslOnnxruntimeTargets NAMESPACE qsl:: DESTINATION ${QSL_INSTALL_CMAKEDIR})
+  export(EXPORT qslOnnxruntimeTargets NAMESPACE qsl::
+         FILE ${PROJECT_BINARY_DIR}/qslOnnxruntimeTargets.cmake)
+  list(APPEND QSL_BUILT_COMPONENTS onnxruntime)
+endif()
+
 configure_package_config_file(cmake/qslConfig.cmake.in
   ${PROJECT_BINARY_DIR}/qslConfig.cmake
   INSTALL_DESTINATION ${QSL_INSTALL_CMAKEDIR})

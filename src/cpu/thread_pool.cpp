@@ -48,7 +48,7 @@ scoped_executor::~scoped_executor() { current_executor = previous_; }
 
 int thread_pool::size() const {
   if (current_executor != nullptr) return std::max(1, current_executor->threads);
-  return static_cast<int>(workers_.size()) + 1;
+  return threads_;
 }
 
 thread_pool& thread_pool::instance() {
@@ -56,7 +56,7 @@ thread_pool& thread_pool::instance() {
   return pool;
 }
 
-thread_pool::thread_pool(int threads) { resize(threads); }
+thread_pool::thread_pool(int threads) : threads_(std::max(1, threads)) {}
 
 thread_pool::~thread_pool() { resize(0); }
 
@@ -70,14 +70,24 @@ void thread_pool::resize(int threads) {
   for (auto& t : workers_) t.join();
   workers_.clear();
   stop_ = false;
+  const bool was_started = started_;
+  started_ = false;
+  threads_ = std::max(1, threads);
+  if (was_started && threads > 0) start_workers();  // as before the resize: running
+}
+
+void thread_pool::start_workers() {
+  started_ = true;
   const std::uint64_t generation = generation_;
   try {
-    for (int i = 1; i < threads; ++i)
+    for (int i = static_cast<int>(workers_.size()) + 1; i < threads_; ++i)
       workers_.emplace_back([this, generation] { work(generation); });
   } catch (const std::system_error& e) {
     // The workers that started stay: still a working pool, smaller than asked.
-    throw error("cannot start " + std::to_string(threads) + " CPU threads (" +
-                std::to_string(size()) + " running): " + e.what());
+    const int asked = threads_;
+    threads_ = static_cast<int>(workers_.size()) + 1;
+    throw error("cannot start " + std::to_string(asked) + " CPU threads (" +
+                std::to_string(threads_) + " running): " + e.what());
   }
 }
 
@@ -130,6 +140,12 @@ void thread_pool::run(std::int64_t parts, const std::function<void(std::int64_t)
     return;
   }
   std::lock_guard<std::mutex> call(call_mutex_);
+  if (!started_ && parts > 1 && threads_ > 1) {
+    try {
+      start_workers();
+    } catch (const error&) {  // fewer threads than asked: the ones that started do the work
+    }
+  }
   {
     std::lock_guard<std::mutex> lock(mutex_);
     task_ = &task;

@@ -44,6 +44,9 @@ class QSL_API thread_pool {
   /// The process-wide pool, sized by set_cpu_threads (all hardware threads by default).
   static thread_pool& instance();
 
+  /// A pool of `threads` (the caller included). Its workers start with the first run() that
+  /// needs them, so a process whose qsl work all runs on an external executor (an ONNX Runtime
+  /// session) has no qsl threads at all.
   explicit thread_pool(int threads);
   ~thread_pool();
   thread_pool(const thread_pool&) = delete;
@@ -56,12 +59,13 @@ class QSL_API thread_pool {
   /// Parts are handed out in order; the first exception is rethrown here. Not reentrant: calls
   /// from several threads at once are serialized.
   void run(std::int64_t parts, const std::function<void(std::int64_t)>& task);
-  /// Replaces the workers (between calls).
+  /// Replaces the workers (between calls); started ones are restarted at once.
   void resize(int threads);
 
  private:
   void work(std::uint64_t generation_seen);
   void drain();
+  void start_workers();  // under call_mutex_
 
   std::vector<std::thread> workers_;
   std::mutex call_mutex_;  // one run() at a time
@@ -73,6 +77,8 @@ class QSL_API thread_pool {
   std::uint64_t generation_ = 0;
   bool stop_ = false;
   std::exception_ptr error_;
+  int threads_ = 1;       // the pool's size, the caller included
+  bool started_ = false;  // workers_ holds threads_ - 1 running workers
 };
 
 }  // namespace qsl::detail::cpu

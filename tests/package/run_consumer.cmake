@@ -59,6 +59,9 @@ if(DEFINED SHARED AND NOT SHARED)
   list(APPEND configure_args -DQSL_SHARED=OFF)
 endif()
 
+if(WITH_ONNXRUNTIME AND MODE STREQUAL "find_package")
+  list(APPEND configure_args -DQSL_CONSUMER_ONNXRUNTIME=ON)
+endif()
 if(WITH_ONNX)  # the onnx component too: find_package(qsl COMPONENTS onnx), qsl::onnx
   list(APPEND configure_args -DQSL_CONSUMER_ONNX=ON)
 endif()

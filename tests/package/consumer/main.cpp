@@ -11,6 +11,10 @@
 #include <qsl/onnx.hpp>
 #endif
 
+#ifdef QSL_ONNXRUNTIME_LIBRARY
+#include <dlfcn.h>
+#endif
+
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -142,6 +146,21 @@ int main() {
       refused = true;
     }
     check(refused, "qsl::onnx: garbage parsed as an ONNX model");
+#endif
+#ifdef QSL_ONNXRUNTIME_LIBRARY
+    // The installed operator library loads by path (finding libqsl.so beside it) and is this qsl.
+    void* ops = dlopen(QSL_ONNXRUNTIME_LIBRARY, RTLD_NOW | RTLD_LOCAL);
+    if (ops == nullptr)
+      throw failure{std::string("dlopen ") + QSL_ONNXRUNTIME_LIBRARY + ": " + dlerror()};
+    using version_fn = const char* (*)();
+    const auto version = reinterpret_cast<version_fn>(dlsym(ops, "qsl_onnxruntime_version"));
+    check(version != nullptr && dlsym(ops, "RegisterCustomOps") != nullptr,
+          "libqsl_onnxruntime exports no RegisterCustomOps / qsl_onnxruntime_version");
+    const std::string expected = std::to_string(qsl::version_major) + "." +
+                                 std::to_string(qsl::version_minor) + "." +
+                                 std::to_string(qsl::version_patch);
+    check(version() == expected, std::string("libqsl_onnxruntime is ") + version());
+    dlclose(ops);
 #endif
     std::printf("qsl consumer ok %d.%d.%d\n", qsl::version_major, qsl::version_minor,
                 qsl::version_patch);

@@ -1,0 +1,63 @@
+#pragma once
+// What every qsl operator in ONNX Runtime needs: attributes and constant inputs read with named
+// errors, C++ exceptions turned into OrtStatus (never thrown into the runtime), and qsl's
+// parallel loops run on the session's own intra-op threads.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ort_api.hpp"
+
+namespace qsl::ort {
+
+/// Reads a node's attributes and constant inputs; every error names the node.
+class node_reader {
+ public:
+  node_reader(const OrtKernelInfo* info, const char* op);
+  const std::string& what() const { return what_; }  ///< "QuantizedMatMul node 'fc1'"
+
+  std::int64_t int_attribute(const char* name) const;  ///< required
+  std::int64_t int_attribute(const char* name, std::int64_t fallback) const;
+  bool has_attribute(const char* name) const;
+  float float_attribute(const char* name) const;  ///< required
+
+  /// Constant input `index`: an initializer of type `type` and exactly `dims`; returns its
+  /// data. Optional inputs that are absent return nullptr when `optional`.
+  const void* constant(std::size_t index, const char* name, ONNXTensorElementDataType type,
+                       const std::vector<std::int64_t>& dims, bool optional = false) const;
+
+ private:
+  Ort::ConstKernelInfo info_;
+  std::string what_;
+};
+
+/// Runs qsl's CPU work under `context`'s intra-op thread pool (ParallelFor): a session never
+/// gets more threads than it asked for. Construct it around the call to qsl.
+class session_threads {
+ public:
+  explicit session_threads(OrtKernelContext* context);
+  ~session_threads();
+  session_threads(const session_threads&) = delete;
+  session_threads& operator=(const session_threads&) = delete;
+
+ private:
+  struct impl;
+  impl* impl_;
+};
+
+/// `body()` with any exception turned into an OrtStatus whose message starts with `what`.
+template <class Body>
+OrtStatusPtr guarded(const std::string& what, Body&& body) noexcept {
+  try {
+    body();
+    return nullptr;
+  } catch (const Ort::Exception& e) {
+    return Ort::GetApi().CreateStatus(e.GetOrtErrorCode(), (what + ": " + e.what()).c_str());
+  } catch (const std::exception& e) {
+    return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT, (what + ": " + e.what()).c_str());
+  } catch (...) {
+    return Ort::GetApi().CreateStatus(ORT_FAIL, (what + ": unknown error").c_str());
+  }
+}
+
+}  // namespace qsl::ort
