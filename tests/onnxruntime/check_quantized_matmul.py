@@ -6,8 +6,8 @@ reference written from the operator's definition (docs/onnxruntime.md), not from
 
 * Random codes (binary and ternary, 1..4 planes, per-row and grouped coefficients), random and
   edge widths (1, 7, 63, 64, 65, 127, a prime), inputs of rank 1 to 4 and batches 1, 3 and 64,
-  with and without bias, on 1 and 2 intra-op threads (and with one, no thread but the caller's): float activations within the derived
-  float bound; encoded activations (per vector and calibrated) exactly equal to the same weights
+  with and without bias, on 1 and 2 intra-op threads (and with one, no thread but the
+  caller's): float activations within the derived float bound; encoded activations (per vector and calibrated) exactly equal to the same weights
   applied to the decoded activations, up to the same bound.
 * Bad input: a wrong X width at run time, corrupt tensors (a set padding bit, a NaN
   coefficient, wrong dims, masks on a binary code), a weight that is not an initializer and a
@@ -54,7 +54,8 @@ def dense(signs, masks, alpha, g):
 
 def model(rows, cols, bits, ternary, group, signs, masks, alpha, bias, x_shape,
           activation=None, attrs=None, weights_as_input=False):
-    inputs = ["x", "signs", "coefficients", "masks" if ternary else "", "bias" if bias is not None else ""]
+    inputs = ["x", "signs", "coefficients", "masks" if ternary else "",
+              "bias" if bias is not None else ""]
     while inputs and inputs[-1] == "":
         inputs.pop()
     a = dict(in_features=cols, out_features=rows, bits=bits, basis=1 if ternary else 0,
@@ -216,7 +217,8 @@ def main(library):
     expect_error(library, model(**{**good, "alpha": nan_alpha}), ["qmm", "coefficient 7", "nan"])
     m = onnx.load_from_string(ok)
     m.graph.initializer[1].CopyFrom(numpy_helper.from_array(alpha.reshape(8, 1, 2), "coefficients"))
-    expect_error(library, m.SerializeToString(), ["qmm", "coefficients", "expected float [8, 1, 1, 2]"])
+    expect_error(library, m.SerializeToString(),
+                 ["qmm", "coefficients", "expected float [8, 1, 1, 2]"])
     m = onnx.load_from_string(ok)
     m.graph.node[0].input.append("masks")
     m.graph.initializer.append(numpy_helper.from_array(pack(signs), "masks"))
