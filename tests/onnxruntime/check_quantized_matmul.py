@@ -7,8 +7,9 @@ reference written from the operator's definition (docs/onnxruntime.md), not from
 * Random codes (binary and ternary, 1..4 planes, per-row and grouped coefficients), random and
   edge widths (1, 7, 63, 64, 65, 127, a prime), inputs of rank 1 to 4 and batches 1, 3 and 64,
   with and without bias, on 1 and 2 intra-op threads (and with one, no thread but the
-  caller's): float activations within the derived float bound; encoded activations (per vector and calibrated) exactly equal to the same weights
-  applied to the decoded activations, up to the same bound.
+  caller's): float activations within the derived float bound; encoded activations (per
+  vector and calibrated) equal to the same weights applied to the decoded activations, up to
+  the same bound.
 * Bad input: a wrong X width at run time, corrupt tensors (a set padding bit, a NaN
   coefficient, wrong dims, masks on a binary code), a weight that is not an initializer and a
   newer format_version each give an ONNX Runtime error naming the node and the value; the
