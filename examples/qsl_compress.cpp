@@ -89,6 +89,7 @@ void print_table(const compress_report& r) {
                   human_bytes(l.bytes_before).c_str(), human_bytes(l.bytes_after).c_str(),
                   l.relative_error, output_error,
                   l.factorized ? ("  TWD K=" + std::to_string(l.basis_vectors)).c_str() : "");
+      if (!l.runs_as.empty()) std::printf("  runs as %s\n", l.runs_as.c_str());
     } else {
       std::printf("%-28.28s %-7s %-16s  (%s)\n", l.node.c_str(), l.op_type.c_str(),
                   shape_text(l.shape).c_str(), l.note.c_str());
@@ -125,6 +126,7 @@ nlohmann::json to_json(const compress_report& r, const std::string& input,
       j["relative_error"] = l.relative_error;
       j["calibrated"] = l.calibrated;
       if (l.calibrated) j["relative_output_error"] = l.relative_output_error;
+      j["runs_as"] = l.runs_as;
     } else {
       j["note"] = l.note;
     }
@@ -207,7 +209,8 @@ int run(int argc, char** argv) {
   std::string input, output, json_path, format = "qsl", basis = "binary", method = "multi_start";
   int bits = 2, edge_bits = 0, threads = 0;
   std::int64_t group = 128, min_weights = 4096;
-  bool force = false, quiet = false, error_feedback = true;
+  bool force = false, quiet = false, error_feedback = true, no_fuse = false;
+  int activation_bits = 0;
   std::string calib;
   std::int64_t calib_count = 1024;
   // Error feedback's ridge, relative to mean(diag H). qsl's default is GPTQ's 0.01; the tool
@@ -227,8 +230,16 @@ int run(int argc, char** argv) {
       ->check(CLI::IsMember({"binary", "ternary"}));
   app.add_option("--method", method, "greedy, alternating or multi_start")
       ->check(CLI::IsMember({"greedy", "alternating", "multi_start"}));
-  app.add_option("--format", format, "qsl (compact, qsl runs it) or standard (any runtime)")
+  app.add_option("--format", format,
+                 "qsl (compact: qsl-run, or ONNX Runtime with libqsl_onnxruntime.so) or "
+                 "standard (any runtime)")
       ->check(CLI::IsMember({"qsl", "standard"}));
+  app.add_flag("--no-fuse", no_fuse,
+               "qsl format: DecodeWeights nodes feeding the original MatMul/Gemm, not fused "
+               "QuantizedMatMul layers");
+  app.add_option("--activation-bits", activation_bits,
+                 "activation mode of the fused layers in ONNX Runtime: 0 float, 1..8 encoded")
+      ->check(CLI::Range(0, 8));
   app.add_option("--json", json_path, "also write the report as JSON to this file");
   app.add_option("--skip", skip, "leave layers whose node or weight name matches (glob)");
   app.add_option("--override", overrides, "PATTERN=BITS[/GROUP] for matching layers");
@@ -305,6 +316,8 @@ int run(int argc, char** argv) {
   options.twd.bits_per_weight = twd_bits;
   options.twd.threads = threads;
   options.min_weights = min_weights;
+  options.fuse = !no_fuse;
+  options.activation_bits = activation_bits;
   options.edge_bits = edge_bits;
   options.format = format == "standard" ? qsl::onnx::output_format::standard
                                         : qsl::onnx::output_format::qsl;

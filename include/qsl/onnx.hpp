@@ -33,6 +33,9 @@ class QSL_API model_error : public qsl::error {
 /// The custom operator domain and the operator that decodes a weight code into a weight tensor.
 inline constexpr const char* qsl_domain = "ai.qsl";
 inline constexpr const char* decode_op = "DecodeWeights";
+/// The fused layer: Y = X W^T + bias on qsl's kernels (docs/onnxruntime.md), written for MatMul
+/// and Gemm layers; ONNX Runtime runs it with libqsl_onnxruntime.so, qsl-run with its executor.
+inline constexpr const char* quantized_matmul_op = "QuantizedMatMul";
 /// The operator that rebuilds a weight tensor from a TWD factorization (ternary basis, mixing).
 inline constexpr const char* decode_factorized_op = "DecodeFactorized";
 
@@ -109,6 +112,12 @@ struct compress_options {
   std::int64_t min_weights = 4096;        ///< smaller weights are left as they are
   int edge_bits = 0;  ///< > 0: the first and the last compressed layer use this many bits
   output_format format = output_format::qsl;
+  /// qsl format: MatMul and Gemm layers become one QuantizedMatMul node each where they can
+  /// (docs/onnxruntime.md); false keeps DecodeWeights nodes feeding the original operators.
+  bool fuse = true;
+  /// The activation mode written into QuantizedMatMul nodes: 0 float, 1..8 encoded (with the
+  /// layer's calibrated quantizer when calibration statistics were given).
+  int activation_bits = 0;
   /// Layers whose node or weight name matches one of these globs are factorized with the
   /// shared ternary basis (TWD, qsl/twd.hpp) and `twd` instead of per-row codes; qsl format
   /// only. edge_bits does not apply to them.
@@ -131,6 +140,10 @@ struct layer_report {
   /// Set for a layer left as it is whose weight has NaN or Inf values ("has nan at row 5, col
   /// 7"): qsl leaves it to the runtime. (A layer qsl would compress refuses them: model_error.)
   std::string warning;
+  /// How a compressed layer runs: "QuantizedMatMul" (fused: X in, Y out, on qsl's kernels in
+  /// ONNX Runtime and qsl-run), or "DecodeWeights" / "DecodeFactorized" feeding the original
+  /// operator, then with the reason it was not fused; "standard" in the standard format.
+  std::string runs_as;
   bool factorized = false;     ///< TWD (basis_vectors is K) rather than per-row codes (bits...)
   std::int64_t basis_vectors = 0;
   int bits = 0;
@@ -176,7 +189,12 @@ QSL_API float_tensor read_constant(const model& m, const std::string& name);
 
 /// A layer compressed in the qsl format, read back.
 struct compressed_layer {
-  std::string weight;                  ///< the tensor the DecodeWeights node produces
+  /// The tensor the DecodeWeights node produces; for a QuantizedMatMul, the weight it replaced
+  /// (its `weight_name` attribute)
+  std::string weight;
+  std::string node;                    ///< the QuantizedMatMul node (empty for DecodeWeights)
+  std::string output;                  ///< the QuantizedMatMul node's output (Y)
+  std::vector<float> bias;             ///< QuantizedMatMul's bias input (may be empty)
   std::vector<std::int64_t> shape;     ///< its shape
   bool transposed = false;             ///< true: the tensor is W^T (MatMul, Gemm transB = 0)
   weight_code code;                    ///< W (outputs x inputs), validated (BCQ layers)
@@ -186,8 +204,8 @@ struct compressed_layer {
   std::vector<activation_quantizer> activations;
 };
 
-/// Every DecodeWeights and DecodeFactorized node of the main graph, decoded (throws
-/// model_error if malformed).
+/// Every DecodeWeights, DecodeFactorized and QuantizedMatMul node of the main graph, decoded
+/// (throws model_error if malformed).
 QSL_API std::vector<compressed_layer> compressed_layers(const model& m);
 
 }  // namespace qsl::onnx

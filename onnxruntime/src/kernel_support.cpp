@@ -77,6 +77,22 @@ float node_reader::float_attribute(const char* name) const {
   return v;
 }
 
+std::vector<std::int64_t> node_reader::ints_attribute(const char* name) const {
+  try {
+    return info_.GetAttributes<std::int64_t>(name);
+  } catch (const Ort::Exception&) {
+    throw qsl::error("ints attribute " + in_quotes(name) + " is missing");
+  }
+}
+
+std::vector<float> node_reader::floats_attribute(const char* name) const {
+  try {
+    return info_.GetAttributes<float>(name);
+  } catch (const Ort::Exception&) {
+    return {};
+  }
+}
+
 const void* node_reader::constant(std::size_t index, const char* name,
                                   ONNXTensorElementDataType type,
                                   const std::vector<std::int64_t>& dims, bool optional) const {

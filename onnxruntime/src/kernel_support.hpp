@@ -20,6 +20,9 @@ class node_reader {
   std::int64_t int_attribute(const char* name, std::int64_t fallback) const;
   bool has_attribute(const char* name) const;
   float float_attribute(const char* name) const;  ///< required
+  std::vector<std::int64_t> ints_attribute(const char* name) const;  ///< required
+  /// An optional list of floats; empty when absent.
+  std::vector<float> floats_attribute(const char* name) const;
 
   /// Constant input `index`: an initializer of type `type` and exactly `dims`; returns its
   /// data. Optional inputs that are absent return nullptr when `optional`.

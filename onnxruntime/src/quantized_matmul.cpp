@@ -103,6 +103,23 @@ quantized_matmul_kernel::quantized_matmul_kernel(const OrtKernelInfo* info) {
   const bool minimum = node.has_attribute("activation_minimum");
   detail::require(step == minimum,
                   "activation_step and activation_minimum come together (a calibrated quantizer)");
+  // The quantizers qsl-compress fits with calibration: one per bit count 1..8.
+  const std::vector<float> steps = node.floats_attribute("activation_steps");
+  const std::vector<float> minimums = node.floats_attribute("activation_minimums");
+  detail::require(
+      steps.size() == minimums.size() &&
+          (steps.empty() || steps.size() == static_cast<std::size_t>(max_activation_bits)),
+      "activation_steps and activation_minimums must both hold " + str(max_activation_bits) +
+          " values (or neither be given)");
+  if (!step && !steps.empty() && activations.bits > 0) {
+    activations.calibrated = true;
+    activations.step = steps[static_cast<std::size_t>(activations.bits - 1)];
+    activations.minimum = minimums[static_cast<std::size_t>(activations.bits - 1)];
+    detail::require(std::isfinite(activations.step) && activations.step >= 0 &&
+                        std::isfinite(activations.minimum),
+                    "the calibrated quantizer for " + str(activations.bits) +
+                        " bits is not finite (or has a negative step)");
+  }
   if (step && activations.bits > 0) {
     activations.calibrated = true;
     activations.step = node.float_attribute("activation_step");

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "decode_weights.hpp"
 #include "ort_api.hpp"
 #include "qsl/version.hpp"
 #include "quantized_matmul.hpp"
@@ -36,6 +37,8 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   try {
     Ort::CustomOpDomain domain("ai.qsl");
     domain.Add(qsl::ort::quantized_matmul_op());
+    domain.Add(qsl::ort::decode_weights_op());
+    domain.Add(qsl::ort::decode_factorized_op());
     Ort::UnownedSessionOptions(options).Add(domain);
     const std::lock_guard<std::mutex> lock(domains_mutex);
     domains().push_back(std::move(domain));

@@ -156,6 +156,9 @@ double compress_report::bits_per_weight() const {
 }
 
 compress_report compress(model& m, const compress_options& o) {
+  qsl::detail::require(o.activation_bits >= 0 && o.activation_bits <= max_activation_bits,
+                       "compress: activation_bits is " + std::to_string(o.activation_bits) +
+                           "; expected 0.." + std::to_string(max_activation_bits));
   qsl::detail::require(o.min_weights >= 0, "compress: min_weights is " +
                                           std::to_string(o.min_weights) + "; expected >= 0");
   qsl::detail::require(o.edge_bits >= 0 && o.edge_bits <= max_bits,
@@ -237,6 +240,18 @@ compress_report compress(model& m, const compress_options& o) {
   if (o.format == output_format::standard && std::find(twd.begin(), twd.end(), true) != twd.end())
     throw qsl::error("compress: TWD layers have no standard-format encoding yet; use the qsl "
                      "format (or leave them out of twd_layers)");
+  // Fused layers (qsl format): decided on the graph as it is, before any rewriting.
+  std::vector<detail::fused_layer> fusion(chosen.size());
+  for (std::size_t l = 0; l < chosen.size(); ++l) {
+    if (o.format != output_format::qsl) continue;
+    if (!o.fuse) {
+      fusion[l].why_not = "fusion off";
+    } else if (twd[l]) {
+      fusion[l].why_not = "TWD";
+    } else {
+      fusion[l] = detail::plan_fusion(g, g.node(chosen[l].node), chosen[l].weight, chosen[l].rows);
+    }
+  }
   if (o.edge_bits > 0 && !chosen_options.empty()) {
     chosen_options.front().bits = o.edge_bits;
     chosen_options.back().bits = o.edge_bits;
@@ -283,6 +298,7 @@ compress_report compress(model& m, const compress_options& o) {
         factorization.calibration = layer_options.calibration;
         const twd_code code = factorize_ternary(w, factorization);
         result.factorized = true;
+        result.runs_as = std::string(decode_factorized_op) + " + " + c.op_type;
         result.basis_vectors = code.basis_vectors();
         result.basis = basis::ternary;
         result.bytes_after = writer.replace_factorized(c.weight, c.shape, c.layout, code,
@@ -296,8 +312,20 @@ compress_report compress(model& m, const compress_options& o) {
         result.bits = code.bits;
         result.basis = code.basis;
         result.group_size = code.group_size;
-        result.bytes_after = writer.replace(c.weight, c.shape, c.layout, code, ref.initializer,
-                                            ref.constant_node, quantizers);
+        const detail::fused_layer& f = fusion[l];
+        if (o.format == output_format::qsl && f.why_not.empty()) {
+          result.bytes_after =
+              writer.replace_fused(c.weight, c.shape, c.layout, code, ref.initializer,
+                                   ref.constant_node, f, o.activation_bits, quantizers);
+          result.runs_as = quantized_matmul_op;
+        } else {
+          result.bytes_after = writer.replace(c.weight, c.shape, c.layout, code, ref.initializer,
+                                              ref.constant_node, quantizers);
+          result.runs_as =
+              o.format == output_format::standard
+                  ? "standard"
+                  : std::string(decode_op) + " + " + c.op_type + " (" + f.why_not + ")";
+        }
         result.relative_error = std::sqrt(normalized_error(w, code));
         if (stats != nullptr)
           result.relative_output_error =
@@ -322,6 +350,7 @@ compress_report compress(model& m, const compress_options& o) {
         r.relative_error = result.relative_error;
         r.calibrated = stats != nullptr;
         r.relative_output_error = result.relative_output_error;
+        r.runs_as = result.runs_as;
       }
     report.weight_bytes_before += before;
     report.weight_bytes_after += after;

@@ -1,6 +1,7 @@
 // Reading qsl-format layers back into weight codes (qsl::onnx::compressed_layers).
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <map>
 
 #include "onnx/proto.hpp"
@@ -130,37 +131,89 @@ void check_code(weight_code& code, const std::string& what) {
   }
 }
 
+// A weight code from a node's attributes (`rows` and `cols` named as the operator names them)
+// and its plane and coefficient inputs; `attributes_read(code)` runs between the two (the
+// node's other attribute checks come before its tensors').
+weight_code read_code(const pb::NodeProto& n,
+                      const std::map<std::string, const pb::TensorProto*>& init,
+                      const char* rows_name, const char* cols_name, int signs, int coefficients,
+                      int masks, const std::string& what,
+                      const std::function<void(const weight_code&)>& attributes_read) {
+  const std::int64_t rows = required_int(n, rows_name, what);
+  const std::int64_t cols = required_int(n, cols_name, what);
+  const std::int64_t bits = required_int(n, "bits", what);
+  const std::int64_t basis = required_int(n, "basis", what);
+  std::int64_t group = required_int(n, "group_size", what);
+  if (group == 0) group = cols;  // QuantizedMatMul: 0 is one group per row
+  if (bits < 1 || bits > max_bits || (basis != 0 && basis != 1) || rows < 1 || cols < 1 ||
+      group < 1 || group > cols)
+    throw model_error(what + ": attributes " + rows_name + " " + std::to_string(rows) + ", " +
+                      cols_name + " " + std::to_string(cols) + ", bits " + std::to_string(bits) +
+                      ", basis " + std::to_string(basis) + ", group_size " + std::to_string(group) +
+                      " are out of range");
+  weight_code code;
+  try {
+    code = make_weight_code(rows, cols, static_cast<int>(bits), static_cast<qsl::basis>(basis),
+                            group == cols ? 0 : group);
+  } catch (const qsl::error& e) {
+    throw model_error(what + ": " + e.what());
+  }
+  attributes_read(code);
+  const std::vector<std::int64_t> plane_dims = {rows, bits, (cols + 7) / 8};
+  unpack(input_tensor(n, signs, init, pb::TensorProto::UINT8, plane_dims, what), code, false, what);
+  const pb::TensorProto& alpha = input_tensor(n, coefficients, init, pb::TensorProto::FLOAT,
+                                              {rows, code.groups(), 1, bits}, what);
+  code.coefficients = detail::read_floats(alpha, what);
+  if (code.basis == qsl::basis::ternary)
+    unpack(input_tensor(n, masks, init, pb::TensorProto::UINT8, plane_dims, what), code, true,
+           what);
+  else if (n.input_size() > masks && !n.input(masks).empty())
+    throw model_error(what + ": a binary code takes no masks (input " + std::to_string(masks) +
+                      ")");
+  check_code(code, what);
+  return code;
+}
+
 compressed_layer read_decode_weights(const pb::NodeProto& n,
                                      const std::map<std::string, const pb::TensorProto*>& init,
                                      const std::string& what) {
   compressed_layer layer;
   layer.weight = n.output(0);
-  const std::int64_t rows = required_int(n, "rows", what), cols = required_int(n, "cols", what);
-  const std::int64_t bits = required_int(n, "bits", what);
-  const std::int64_t basis = required_int(n, "basis", what);
-  const std::int64_t group = required_int(n, "group_size", what);
-  if (bits < 1 || bits > max_bits || (basis != 0 && basis != 1) || rows < 1 || cols < 1 ||
-      group < 1 || group > cols)
-    throw model_error(what + ": attributes rows " + std::to_string(rows) + ", cols " +
-                      std::to_string(cols) + ", bits " + std::to_string(bits) + ", basis " +
-                      std::to_string(basis) + ", group_size " + std::to_string(group) +
-                      " are out of range");
-  read_layout(n, rows, cols, what, layer);
-  try {
-    layer.code = make_weight_code(rows, cols, static_cast<int>(bits),
-                                  static_cast<qsl::basis>(basis), group == cols ? 0 : group);
-  } catch (const qsl::error& e) {
-    throw model_error(what + ": " + e.what());
+  layer.code = read_code(n, init, "rows", "cols", 0, 1, 2, what, [&](const weight_code& c) {
+    read_layout(n, c.rows, c.cols, what, layer);
+  });
+  return layer;
+}
+
+compressed_layer read_quantized_matmul(const pb::NodeProto& n,
+                                       const std::map<std::string, const pb::TensorProto*>& init,
+                                       const std::string& what) {
+  compressed_layer layer;
+  layer.node = n.name();
+  layer.output = n.output(0);
+  layer.code =
+      read_code(n, init, "out_features", "in_features", 1, 2, 3, what, [&](const weight_code& c) {
+        if (find_attribute(n, "shape") != nullptr) {
+          read_layout(n, c.rows, c.cols, what, layer);
+        } else {  // written by hand: the weight a MatMul would have, [in, out]
+          layer.transposed = true;
+          layer.shape = {c.cols, c.rows};
+        }
+      });
+  const pb::AttributeProto* name = find_attribute(n, "weight_name");
+  layer.weight =
+      name != nullptr && name->type() == pb::AttributeProto::STRING ? name->s() : n.output(0);
+  if (n.input_size() > 4 && !n.input(4).empty()) {
+    layer.bias = detail::read_floats(
+        input_tensor(n, 4, init, pb::TensorProto::FLOAT, {layer.code.rows}, what), what);
+    for (float b : layer.bias)
+      if (!std::isfinite(b)) throw model_error(what + ": a bias value is not finite");
   }
-  weight_code& code = layer.code;
-  const std::vector<std::int64_t> plane_dims = {rows, bits, (cols + 7) / 8};
-  unpack(input_tensor(n, 0, init, pb::TensorProto::UINT8, plane_dims, what), code, false, what);
-  const pb::TensorProto& alpha = input_tensor(n, 1, init, pb::TensorProto::FLOAT,
-                                              {rows, code.groups(), 1, bits}, what);
-  code.coefficients = detail::read_floats(alpha, what);
-  if (code.basis == qsl::basis::ternary)
-    unpack(input_tensor(n, 2, init, pb::TensorProto::UINT8, plane_dims, what), code, true, what);
-  check_code(code, what);
+  const std::int64_t version =
+      find_attribute(n, "format_version") != nullptr ? required_int(n, "format_version", what) : 1;
+  if (version != 1)
+    throw model_error(what + ": format_version is " + std::to_string(version) +
+                      "; this qsl reads 1 (compress the model again with this qsl)");
   return layer;
 }
 
@@ -209,12 +262,14 @@ std::vector<compressed_layer> compressed_layers(const model& m) {
   for (int i = 0; i < g.node_size(); ++i) {
     const pb::NodeProto& n = g.node(i);
     const bool bcq = n.op_type() == decode_op, twd = n.op_type() == decode_factorized_op;
-    if (n.domain() != qsl_domain || (!bcq && !twd)) continue;
+    const bool fused = n.op_type() == quantized_matmul_op;
+    if (n.domain() != qsl_domain || (!bcq && !twd && !fused)) continue;
     const std::string what = n.op_type() + " node " +
                              in_quotes(n.name().empty() ? "#" + std::to_string(i) : n.name());
     if (n.output_size() != 1) throw model_error(what + ": expected one output");
-    compressed_layer layer = bcq ? read_decode_weights(n, init, what)
-                                 : read_decode_factorized(n, init, what);
+    compressed_layer layer = fused ? read_quantized_matmul(n, init, what)
+                             : bcq ? read_decode_weights(n, init, what)
+                                   : read_decode_factorized(n, init, what);
     layer.activations = activation_quantizers(n, what);
     out.push_back(std::move(layer));
   }

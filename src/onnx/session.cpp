@@ -217,7 +217,8 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
     const std::string& op = n.op_type();
     if (n.domain() == qsl_domain && (op == decode_op || op == decode_factorized_op))
       continue;  // read by compressed_layers
-    if (!n.domain().empty() && n.domain() != "ai.onnx")
+    const bool fused = n.domain() == qsl_domain && op == quantized_matmul_op;
+    if (!fused && !n.domain().empty() && n.domain() != "ai.onnx")
       throw model_error(what + ": operator " + in_quotes(n.domain() + "::" + op) +
                         " is not supported by qsl-run");
     auto in = [&](int i) { return s.existing(n.input(i), what); };
@@ -226,6 +227,33 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
       if (n.input_size() < count)
         throw model_error(what + ": expected at least " + std::to_string(count) + " inputs");
     };
+    if (n.domain() == qsl_domain && op == quantized_matmul_op) {  // Y = X W^T + bias, fused
+      const compressed_layer* layer = nullptr;
+      for (const auto& entry : coded)
+        if (!entry.second.output.empty() && entry.second.output == n.output(0))
+          layer = &entry.second;
+      if (layer == nullptr) throw model_error(what + ": not read as a compressed layer");
+      const int x = in(0);
+      const std::int64_t rows = layer->code.rows, cols = layer->code.cols;
+      const layer_runner run =
+          compressed_runner(*layer, layer->bias.empty() ? nullptr : layer->bias.data());
+      ++s.compressed;
+      s.steps.push_back(
+          [=, observer = options.observer, weight = layer->weight](std::vector<tensor>& v) {
+            const tensor& a = v[x];
+            qsl::detail::require(!a.shape.empty() && a.shape.back() == cols,
+                                 what + ": input is " + ops::shape_text(a.shape) +
+                                     "; the last dimension must be " + std::to_string(cols));
+            const std::int64_t m = a.elements() / cols;
+            if (observer) observer(weight, a.data.data(), m, cols);
+            dims shape(a.shape.begin(), a.shape.end() - 1);
+            shape.push_back(rows);
+            tensor y{shape, std::vector<float>(static_cast<std::size_t>(m * rows))};
+            if (m > 0) run(a.data.data(), m, y.data.data());
+            v[out] = std::move(y);
+          });
+      continue;
+    }
     if (op == "Constant") {
       const auto* value = attribute(n, "value");
       if (value == nullptr || !value->has_t())

@@ -59,30 +59,11 @@ std::uint64_t graph_writer::replace(const std::string& weight,
                                     const weight_code& code, int initializer, int constant_node,
                                     const std::vector<activation_quantizer>& activations) {
   remove_constant(weight, initializer, constant_node);
-  const bool ternary = code.basis == qsl::basis::ternary;
-  const std::int64_t groups = code.groups();
-  const std::int64_t bytes = (code.cols + 7) / 8;  // both formats: the same planes
-  const std::vector<std::int64_t> plane_dims = {code.rows, code.bits, bytes};
-  const std::string base = weight + "_qsl";
-  const auto signs_data = plane_bytes(code, false);
-  const std::string signs = add_tensor(make_uint8_tensor(base + "_signs", plane_dims, signs_data.data()));
-  std::string masks;
-  std::uint64_t added = signs_data.size();
-  if (ternary) {
-    const auto mask_data = plane_bytes(code, true);
-    masks = add_tensor(make_uint8_tensor(base + "_masks", plane_dims, mask_data.data()));
-    added += mask_data.size();
-  }
-  // Coefficients [rows, groups, 1, k]: the layout the standard decoder's level-table MatMul
-  // takes; the qsl decoder reads the same numbers ([row][group][plane]).
-  const std::string coefficients = add_tensor(make_float_tensor(
-      base + "_coefficients", {code.rows, groups, 1, code.bits}, code.coefficients.data()));
-  added += code.coefficients.size() * sizeof(float);
-
+  const code_tensors t = add_code_tensors(weight, code);
   if (format_ == output_format::qsl) {
-    pb::NodeProto& n = node(decode_op, {signs, coefficients}, weight);
+    pb::NodeProto& n = node(decode_op, {t.signs, t.coefficients}, weight);
     n.set_domain(qsl_domain);
-    if (ternary) n.add_input(masks);
+    if (!t.masks.empty()) n.add_input(t.masks);
     add_int_attribute(n, "rows", code.rows);
     add_int_attribute(n, "cols", code.cols);
     add_int_attribute(n, "bits", code.bits);
@@ -90,9 +71,88 @@ std::uint64_t graph_writer::replace(const std::string& weight,
     add_int_attribute(n, "group_size", code.group_size);
     add_layer_attributes(n, shape, layout, activations);
   } else {
-    decode_standard(weight, shape, layout, code, signs, masks, coefficients);
+    decode_standard(weight, shape, layout, code, t.signs, t.masks, t.coefficients);
   }
-  return added;
+  return t.bytes;
+}
+
+// The planes (uint8 [rows, k, ceil(cols/8)]: qsl::plane_bytes), the ternary masks and the
+// coefficients ([rows, groups, 1, k]: the layout the standard decoder's level-table MatMul takes;
+// the qsl operators read the same numbers, [row][group][plane]).
+graph_writer::code_tensors graph_writer::add_code_tensors(const std::string& weight,
+                                                          const weight_code& code) {
+  code_tensors t;
+  const std::vector<std::int64_t> plane_dims = {code.rows, code.bits, (code.cols + 7) / 8};
+  const std::string base = weight + "_qsl";
+  const auto signs_data = plane_bytes(code, false);
+  t.signs = add_tensor(make_uint8_tensor(base + "_signs", plane_dims, signs_data.data()));
+  t.bytes = signs_data.size();
+  if (code.basis == qsl::basis::ternary) {
+    const auto mask_data = plane_bytes(code, true);
+    t.masks = add_tensor(make_uint8_tensor(base + "_masks", plane_dims, mask_data.data()));
+    t.bytes += mask_data.size();
+  }
+  t.coefficients = add_tensor(make_float_tensor(
+      base + "_coefficients", {code.rows, code.groups(), 1, code.bits}, code.coefficients.data()));
+  t.bytes += code.coefficients.size() * sizeof(float);
+  return t;
+}
+
+std::uint64_t graph_writer::replace_fused(const std::string& weight,
+                                          const std::vector<std::int64_t>& shape,
+                                          weight_layout layout, const weight_code& code,
+                                          int initializer, int constant_node, const fused_layer& f,
+                                          int activation_bits,
+                                          const std::vector<activation_quantizer>& activations) {
+  pb::GraphProto& g = *model_.mutable_graph();
+  std::string bias = f.bias;
+  if (!bias.empty() && f.bias_needs_reshape) {  // C [1, N] -> a [N] copy for the bias input
+    for (const auto& t : g.initializer())
+      if (t.name() == f.bias) {
+        pb::TensorProto copy = t;
+        copy.set_name(f.bias + "_qsl_bias");
+        copy.clear_dims();
+        copy.add_dims(code.rows);
+        bias = add_tensor(std::move(copy));
+        break;
+      }
+  }
+  remove_constant(weight, initializer, constant_node);  // may move nodes: find ours after it
+  pb::NodeProto* n = nullptr;
+  for (auto& candidate : *g.mutable_node())
+    if (candidate.output_size() == 1 && candidate.output(0) == f.output) n = &candidate;
+  if (n == nullptr) throw qsl::error("compress: no node produces '" + f.output + "'");
+  const code_tensors t = add_code_tensors(weight, code);
+  const std::string name = n->name().empty() ? f.output + "_QuantizedMatMul" : n->name();
+  pb::NodeProto fused;
+  fused.set_name(name);
+  fused.set_op_type(quantized_matmul_op);
+  fused.set_domain(qsl_domain);
+  for (const std::string& input : {f.x, t.signs, t.coefficients, t.masks, bias})
+    fused.add_input(input);
+  while (fused.input_size() > 0 && fused.input(fused.input_size() - 1).empty())
+    fused.mutable_input()->RemoveLast();
+  fused.add_output(f.output);
+  add_int_attribute(fused, "in_features", code.cols);
+  add_int_attribute(fused, "out_features", code.rows);
+  add_int_attribute(fused, "bits", code.bits);
+  add_int_attribute(fused, "basis", static_cast<std::int64_t>(code.basis));
+  add_int_attribute(fused, "group_size", code.group_size);
+  add_int_attribute(fused, "activation_bits", activation_bits);
+  add_int_attribute(fused, "format_version", 1);
+  auto* source = fused.add_attribute();
+  source->set_name("weight_name");
+  source->set_type(pb::AttributeProto::STRING);
+  source->set_s(weight);
+  add_layer_attributes(fused, shape, layout, activations);
+  *n = std::move(fused);
+  if (bias != f.bias && uses(g, f.bias) == 0)  // C [1, N], replaced by its [N] copy
+    for (int i = 0; i < g.initializer_size(); ++i)
+      if (g.initializer(i).name() == f.bias) {
+        g.mutable_initializer()->DeleteSubrange(i, 1);
+        break;
+      }
+  return t.bytes;
 }
 
 std::uint64_t graph_writer::replace_factorized(const std::string& weight,

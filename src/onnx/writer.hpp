@@ -28,6 +28,24 @@ void add_layer_attributes(pb::NodeProto& n, const std::vector<std::int64_t>& sha
                           weight_layout layout,
                           const std::vector<activation_quantizer>& activations);
 
+/// How a compressed MatMul / Gemm node becomes one QuantizedMatMul node (fusion.cpp).
+struct fused_layer {
+  std::string output;  ///< the node's output, which the fused node keeps
+  std::string x;       ///< its activation input
+  std::string bias;    ///< Gemm's C (a float initializer of one value per output), or empty
+  bool bias_needs_reshape = false;  ///< C is [1, N]: the fused node gets a [N] copy
+  std::string why_not;              ///< non-empty: the layer keeps a DecodeWeights node, and why
+};
+
+/// How often `name` is read: node inputs (subgraphs included) and graph outputs.
+int uses(const pb::GraphProto& g, const std::string& name);
+
+/// Whether node `n`, whose right operand is the compressed `weight` (`rows` outputs), can be
+/// fused: a MatMul, or a Gemm with transA = 0, alpha = beta = 1 and a per-output C; the weight
+/// read by nothing else.
+fused_layer plan_fusion(const pb::GraphProto& g, const pb::NodeProto& n, const std::string& weight,
+                        std::int64_t rows);
+
 class graph_writer {
  public:
   graph_writer(pb::ModelProto& model, output_format format);
@@ -40,6 +58,13 @@ class graph_writer {
                         weight_layout layout, const weight_code& code, int initializer,
                         int constant_node,
                         const std::vector<activation_quantizer>& activations = {});
+  /// Removes the constant `weight` and turns the node producing `f.output` into a
+  /// QuantizedMatMul of `code` (docs/onnxruntime.md) with activation mode `activation_bits`.
+  /// Returns the bytes of the added tensors.
+  std::uint64_t replace_fused(const std::string& weight, const std::vector<std::int64_t>& shape,
+                              weight_layout layout, const weight_code& code, int initializer,
+                              int constant_node, const fused_layer& f, int activation_bits,
+                              const std::vector<activation_quantizer>& activations = {});
   /// The same for a TWD layer (qsl format only: a DecodeFactorized node; the standard format
   /// throws qsl::error).
   std::uint64_t replace_factorized(const std::string& weight,
@@ -51,6 +76,11 @@ class graph_writer {
   void finish();
 
  private:
+  struct code_tensors {
+    std::string signs, masks, coefficients;  // masks: empty for binary codes
+    std::uint64_t bytes = 0;
+  };
+  code_tensors add_code_tensors(const std::string& weight, const weight_code& code);
   void remove_constant(const std::string& weight, int initializer, int constant_node);
   std::string unique(const std::string& base);
   std::string add_tensor(pb::TensorProto t);

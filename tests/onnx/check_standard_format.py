@@ -27,18 +27,24 @@ def attributes(node):
 
 
 def decode(node, inits):
+    """W (or its tensor's layout) from a DecodeWeights or a QuantizedMatMul node."""
     a = attributes(node)
-    rows, cols, bits = a["rows"], a["cols"], a["bits"]
-    group, basis = a["group_size"], a["basis"]
-    planes = inits[node.input[0]]                       # uint8 [rows, bits, ceil(cols/8)]
-    alpha = inits[node.input[1]].reshape(rows, -1, bits)  # [rows, groups, bits]
+    fused = node.op_type == "QuantizedMatMul"
+    rows, cols = (a["out_features"], a["in_features"]) if fused else (a["rows"], a["cols"])
+    bits, basis = a["bits"], a["basis"]
+    group = a["group_size"] or cols
+    first = 1 if fused else 0  # the planes' input
+    planes = inits[node.input[first]]                         # uint8 [rows, bits, ceil(cols/8)]
+    alpha = inits[node.input[first + 1]].reshape(rows, -1, bits)  # [rows, groups, bits]
     signs = np.unpackbits(planes, axis=2, bitorder="little")[:, :, :cols].astype(np.float32)
     values = 2 * signs - 1
     if basis == 1:
-        masks = np.unpackbits(inits[node.input[2]], axis=2, bitorder="little")[:, :, :cols]
+        masks = np.unpackbits(inits[node.input[first + 2]], axis=2, bitorder="little")[:, :, :cols]
         values = values * masks
     group_of = np.arange(cols) // group
     w = np.einsum("rjc,rcj->rc", values, alpha[:, group_of, :])
+    if fused:
+        return w
     return w.T if a["transposed"] else w.reshape(a["shape"])
 
 
@@ -51,6 +57,16 @@ def reference_model(qsl_model):
             decoded.append(numpy_helper.from_array(decode(node, inits).astype(np.float32),
                                                    node.output[0]))
             used.update(node.input)
+        elif node.domain == "ai.qsl" and node.op_type == "QuantizedMatMul":
+            # Y = X W^T + bias, as plain MatMul (and Add) on the decoded W
+            w_t = node.output[0] + "_reference_wt"
+            decoded.append(numpy_helper.from_array(decode(node, inits).T.astype(np.float32), w_t))
+            used.update(node.input[1:4])
+            bias = node.input[4] if len(node.input) > 4 and node.input[4] else None
+            product = node.output[0] + "_reference_product" if bias else node.output[0]
+            kept.append(helper.make_node("MatMul", [node.input[0], w_t], [product]))
+            if bias:
+                kept.append(helper.make_node("Add", [product, bias], [node.output[0]]))
         else:
             kept.append(node)
     remaining = [t for t in model.graph.initializer if t.name not in used]
@@ -71,12 +87,17 @@ ELEMENT_BYTES = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.UINT8: 1, onnx.Tens
 def decoder_memory(standard_model, qsl_model):
     """(largest decoder tensor / its weight, sum of decoder tensors / the weights)."""
     model = onnx.shape_inference.infer_shapes(onnx.load(standard_model), strict_mode=True)
-    original = {n.output[0] for n in onnx.load(qsl_model).graph.node if n.domain != "ai.qsl"}
-    weights = {}
-    for n in onnx.load(qsl_model).graph.node:
-        if n.domain == "ai.qsl":
-            a = attributes(n)
+    qsl_nodes = onnx.load(qsl_model).graph.node
+    # the model's own tensors: every output but a DecodeWeights node's (a fused node's output is
+    # the original MatMul's)
+    original = {n.output[0] for n in qsl_nodes if n.op_type != "DecodeWeights"}
+    weights = {}  # weight tensor name -> bytes of its fp32 W
+    for n in qsl_nodes:
+        a = attributes(n)
+        if n.domain == "ai.qsl" and n.op_type == "DecodeWeights":
             weights[n.output[0]] = 4 * a["rows"] * a["cols"]
+        elif n.domain == "ai.qsl" and n.op_type == "QuantizedMatMul":
+            weights[a["weight_name"].decode()] = 4 * a["out_features"] * a["in_features"]
     info = {v.name: v.type.tensor_type for v in list(model.graph.value_info) + list(model.graph.output)}
     worst, total = 0.0, 0
     for n in model.graph.node:

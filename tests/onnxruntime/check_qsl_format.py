@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""The qsl format runs in ONNX Runtime with libqsl_onnxruntime.so: the same file gives qsl-run's
+outputs, and the standard format's (decoding the same codes with standard operators in ORT),
+within float tolerance. MatMul and Gemm layers are fused QuantizedMatMul nodes (the report says
+which layers run how); convolutions and TWD layers are DecodeWeights / DecodeFactorized nodes.
+
+    python3 tests/onnxruntime/check_qsl_format.py LIBQSL_ONNXRUNTIME QSL_COMPRESS QSL_RUN \\
+        MODELS_DIR BUNDLED_MODEL WORK_DIR
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+failures = 0
+
+
+def check(condition, message):
+    global failures
+    if not condition:
+        failures += 1
+        print("FAIL:", message)
+
+
+def ort_run(path, x, library=None, threads=1):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    if library:
+        options.register_custom_ops_library(library)
+    s = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return s.run(None, {s.get_inputs()[0].name: x})[0]
+
+
+def compress(tool, source, out, fmt, options, work):
+    report = out + ".json"
+    subprocess.run([tool, source, "-o", out, "--format", fmt, "-q", "--json", report] + options,
+                   check=True, stdout=subprocess.DEVNULL)
+    with open(report) as f:
+        return json.load(f)
+
+
+def case(library, compress_tool, run_tool, name, source, x, options, work, fused_expected,
+         standard_format=True, run_options=()):
+    npy = os.path.join(work, name + "_x.npy")
+    np.save(npy, x)
+    qsl = os.path.join(work, name + ".qsl.onnx")
+    standard = os.path.join(work, name + ".standard.onnx")
+    report = compress(compress_tool, source, qsl, "qsl", options, work)
+    if standard_format:
+        compress(compress_tool, source, standard, "standard", options, work)
+    runs = {l["node"]: l.get("runs_as", "") for l in report["layers"] if l["compressed"]}
+    fused = sorted(n for n, r in runs.items() if r == "QuantizedMatMul")
+    check(fused == sorted(fused_expected), f"{name}: fused layers {fused}, expected "
+                                           f"{sorted(fused_expected)} ({runs})")
+    in_ort = ort_run(qsl, x, library)
+    in_ort2 = ort_run(qsl, x, library, threads=2)
+    dumped = os.path.join(work, name + "_qsl_run.npy")
+    subprocess.run([run_tool, qsl, "--npy", npy, "--dump-outputs", dumped, *run_options],
+                   check=True, stdout=subprocess.DEVNULL)
+    in_qsl_run = np.load(dumped)
+    # TWD layers have no standard format: then qsl-run is the reference.
+    reference = ort_run(standard, x) if standard_format else in_qsl_run.reshape(in_ort.shape)
+    against = "the standard format in ORT" if standard_format else "qsl-run"
+    scale = max(1.0, float(np.abs(reference).max()))
+    for label, y in (("ORT + qsl", in_ort), ("ORT + qsl, 2 threads", in_ort2),
+                     ("qsl-run", in_qsl_run)):
+        error = float(np.abs(y.reshape(reference.shape) - reference).max())
+        print(f"{name} {' '.join(options)}: {label} vs {against}: max |difference| "
+              f"{error:.3g} (outputs up to {scale:.3g})")
+        check(error <= 1e-4 * scale, f"{name}: {label} differs by {error}")
+    check(np.array_equal(in_ort, in_ort2), f"{name}: 1 and 2 threads differ in ORT")
+
+
+def main(library, compress_tool, run_tool, models, bundled, work):
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    x = np.load(os.path.join(models, "layers_input.npy"))
+    # layers.onnx: Conv (a Constant weight), Gemm transB=1 with bias, MatMul, Gemm transB=0.
+    case(library, compress_tool, run_tool, "layers", os.path.join(models, "layers.onnx"), x,
+         ["--bits", "2", "--group", "64", "--min-weights", "100"], work, ["fc1", "mm", "fc2", "tiny"])
+    case(library, compress_tool, run_tool, "layers_ternary", os.path.join(models, "layers.onnx"),
+         x, ["--bits", "2", "--group", "0", "--basis", "ternary", "--min-weights", "100"], work,
+         ["fc1", "mm", "fc2", "tiny"])
+    # TWD on fc1 (DecodeFactorized) beside fused layers.
+    case(library, compress_tool, run_tool, "layers_twd", os.path.join(models, "layers.onnx"), x,
+         ["--bits", "3", "--group", "128", "--min-weights", "100", "--twd", "fc1", "--twd-k",
+          "24"], work, ["mm", "fc2", "tiny"], standard_format=False)
+    # Calibrated 4-bit activations in the fused layers (the file's mode): ORT runs what qsl-run
+    # runs with --activation-bits 4, the same integer kernels on the same quantizers (the Conv,
+    # a DecodeWeights layer in ORT, runs on float activations there: left out).
+    case(library, compress_tool, run_tool, "layers_act4", os.path.join(models, "layers.onnx"), x,
+         ["--bits", "2", "--group", "64", "--min-weights", "100", "--calib",
+          os.path.join(models, "layers_input.npy"), "--activation-bits", "4", "--skip", "conv1"],
+         work,
+         ["fc1", "mm", "fc2", "tiny"], standard_format=False, run_options=("--activation-bits", "4"))
+    # The bundled CNN on 16 test images (random pixels: what matters is agreement).
+    images = np.random.default_rng(3).random((16, 1, 28, 28)).astype(np.float32)
+    case(library, compress_tool, run_tool, "bundled", bundled, images,
+         ["--bits", "2", "--group", "128"], work,
+         ["/classifier/classifier.1/Gemm", "/classifier/classifier.4/Gemm"])
+    print(f"{failures} failures")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:7]))
