@@ -98,7 +98,8 @@ def decoder_memory(standard_model, qsl_model):
             weights[n.output[0]] = 4 * a["rows"] * a["cols"]
         elif n.domain == "ai.qsl" and n.op_type == "QuantizedMatMul":
             weights[a["weight_name"].decode()] = 4 * a["out_features"] * a["in_features"]
-    info = {v.name: v.type.tensor_type for v in list(model.graph.value_info) + list(model.graph.output)}
+    info = {v.name: v.type.tensor_type
+            for v in list(model.graph.value_info) + list(model.graph.output)}
     worst, total = 0.0, 0
     for n in model.graph.node:
         out = n.output[0]

@@ -82,7 +82,8 @@ def main(library, compress_tool, run_tool, models, bundled, work):
     x = np.load(os.path.join(models, "layers_input.npy"))
     # layers.onnx: Conv (a Constant weight), Gemm transB=1 with bias, MatMul, Gemm transB=0.
     case(library, compress_tool, run_tool, "layers", os.path.join(models, "layers.onnx"), x,
-         ["--bits", "2", "--group", "64", "--min-weights", "100"], work, ["fc1", "mm", "fc2", "tiny"])
+         ["--bits", "2", "--group", "64", "--min-weights", "100"], work,
+         ["fc1", "mm", "fc2", "tiny"])
     case(library, compress_tool, run_tool, "layers_ternary", os.path.join(models, "layers.onnx"),
          x, ["--bits", "2", "--group", "0", "--basis", "ternary", "--min-weights", "100"], work,
          ["fc1", "mm", "fc2", "tiny"])
@@ -97,7 +98,8 @@ def main(library, compress_tool, run_tool, models, bundled, work):
          ["--bits", "2", "--group", "64", "--min-weights", "100", "--calib",
           os.path.join(models, "layers_input.npy"), "--activation-bits", "4", "--skip", "conv1"],
          work,
-         ["fc1", "mm", "fc2", "tiny"], standard_format=False, run_options=("--activation-bits", "4"))
+         ["fc1", "mm", "fc2", "tiny"], standard_format=False,
+         run_options=("--activation-bits", "4"))
     # The bundled CNN on 16 test images (random pixels: what matters is agreement).
     images = np.random.default_rng(3).random((16, 1, 28, 28)).astype(np.float32)
     case(library, compress_tool, run_tool, "bundled", bundled, images,
