@@ -44,8 +44,8 @@ def encoder_model(rng, vocab=16000, hidden=512, layers=4, ffn=2048, heads=8, seq
               tensor(rng, (seq, hidden), "position_embeddings")]
     nodes += [helper.make_node("Gather", ["word_embeddings", "ids"], ["emb"]),
               helper.make_node("Add", ["emb", "position_embeddings"], ["h0"])]
-    const([1, seq, heads, head], "split_heads")
-    const([1, seq, hidden], "merge_heads")
+    const([0, seq, heads, head], "split_heads")  # 0: the batch dimension as it is
+    const([0, seq, hidden], "merge_heads")
     inits.append(numpy_helper.from_array(np.array(1 / np.sqrt(head), np.float32), "scale"))
     inits.append(numpy_helper.from_array(np.array(np.sqrt(0.5), np.float32), "rsqrt2"))
     inits.append(numpy_helper.from_array(np.array(0.5, np.float32), "half"))
@@ -96,8 +96,8 @@ def encoder_model(rng, vocab=16000, hidden=512, layers=4, ffn=2048, heads=8, seq
         x = p + "out"
     nodes.append(helper.make_node("Identity", [x], ["y"]))
     graph = helper.make_graph(
-        nodes, "encoder", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, seq])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, seq, hidden])], inits)
+        nodes, "encoder", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", seq])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", seq, hidden])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               ir_version=8)
     onnx.checker.check_model(model)

@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""qsl inside ONNX Runtime beside what a user would pick instead, same models, same machine,
+same run (issue 15's numbers):
+
+    python3 bench/onnxruntime_compare.py LIBQSL_ONNXRUNTIME QSL_COMPRESS WORK_DIR \\
+        [--models mlp,encoder,bundled] [--rounds 3] [--iterations 20]
+
+For each model: ORT fp32; ORT int8 `quantize_dynamic`; ORT MatMulNBits 4-bit and 2-bit (block
+128, accuracy_level 4: int8 activations); ORT + qsl (libqsl_onnxruntime.so, `qsl-compress` qsl
+format, groups of 128) at 1, 2 and 3 bits. Reported: file size; resident memory after session
+creation (VmRSS of a fresh process that created the session and ran once); latency at batch 1
+and 32 with one thread and with all threads (median over interleaved rounds: every variant runs
+once per round); and accuracy: top-1 on 1,000 Fashion-MNIST test images for the bundled CNN,
+relative output error against fp32 on the same random inputs for the synthetic models.
+
+Models: `mlp` (6 MatMul + Add + Relu layers of 2048 x 2048, 25 M weights), `encoder` (the
+BERT-style encoder of bench/onnx_memory.py, 21 M parameters, 128 tokens per sample) and
+`bundled` (models/fashion_mnist_cnn.onnx). Random weights in the synthetic models: speed and
+memory do not depend on them; accuracy there is only agreement with fp32.
+"""
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import onnx_memory  # noqa: E402  (the encoder model)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BUNDLED = os.path.join(HERE, "..", "models", "fashion_mnist_cnn.onnx")
+FASHION = "/usr/share/datasets/fashion-mnist"
+
+
+def mlp_model(rng, width=2048, layers=6):
+    nodes, inits, x = [], [], "x"
+    for l in range(layers):
+        inits += [numpy_helper.from_array((rng.standard_normal((width, width)) * 0.02)
+                                          .astype(np.float32), f"w{l}"),
+                  numpy_helper.from_array(np.zeros(width, np.float32), f"b{l}")]
+        nodes += [helper.make_node("MatMul", [x, f"w{l}"], [f"m{l}"], name=f"fc{l}"),
+                  helper.make_node("Add", [f"m{l}", f"b{l}"], [f"a{l}"]),
+                  helper.make_node("Relu", [f"a{l}"], [f"r{l}"])]
+        x = f"r{l}"
+    nodes.append(helper.make_node("Identity", [x], ["y"]))
+    g = helper.make_graph(nodes, "mlp",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", width])],
+                          inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def feeds(name, batch, rng):
+    if name == "mlp":
+        return {"x": rng.standard_normal((batch, 2048)).astype(np.float32)}
+    if name == "encoder":
+        return {"ids": rng.integers(0, 16000, (batch, 128)).astype(np.int64)}
+    return {"image": rng.random((batch, 1, 28, 28)).astype(np.float32)}
+
+
+def idx(path):
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    dims = data[3]
+    shape = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(dims)]
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def variants(name, fp32, work, compress_tool):
+    """name -> (path, needs the qsl library)."""
+    out = {"fp32": (fp32, False)}
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    int8 = os.path.join(work, name + ".int8.onnx")
+    if not os.path.exists(int8):
+        quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8)
+    out["int8 quantize_dynamic"] = (int8, False)
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    for bits in (4, 2):
+        path = os.path.join(work, f"{name}.nbits{bits}.onnx")
+        if not os.path.exists(path):
+            q = MatMulNBitsQuantizer(onnx.load(fp32), bits=bits, block_size=128,
+                                     is_symmetric=True, accuracy_level=4)
+            q.process()
+            q.model.save_model_to_file(path, use_external_data_format=False)
+        out[f"MatMulNBits {bits}-bit"] = (path, False)
+    for bits in (1, 2, 3):
+        path = os.path.join(work, f"{name}.qsl{bits}.onnx")
+        if not os.path.exists(path):
+            subprocess.run([compress_tool, fp32, "-o", path, "--bits", str(bits), "--group",
+                            "128", "-q", "--force"], check=True, stdout=subprocess.DEVNULL)
+        out[f"ORT + qsl {bits}-bit"] = (path, True)
+    return out
+
+
+def session(path, library, threads):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    if library:
+        options.register_custom_ops_library(library)
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+RSS_CHILD = """
+import sys, numpy as np, onnxruntime as ort
+o = ort.SessionOptions()
+o.intra_op_num_threads = 1
+if sys.argv[2]:
+    o.register_custom_ops_library(sys.argv[2])
+s = ort.InferenceSession(sys.argv[1], o, providers=["CPUExecutionProvider"])
+s.run(None, dict(np.load(sys.argv[3])))
+print([l.split()[1] for l in open("/proc/self/status") if l.startswith("VmRSS")][0])
+"""
+
+
+def resident_mib(path, library, feed_path):
+    out = subprocess.run([sys.executable, "-c", RSS_CHILD, path, library or "", feed_path],
+                         check=True, capture_output=True, text=True).stdout.split()
+    return float(out[-1]) / 1024
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("library")
+    ap.add_argument("qsl_compress")
+    ap.add_argument("work")
+    ap.add_argument("--models", default="mlp,encoder,bundled")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--iterations", type=int, default=20)
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    ort.set_default_logger_severity(3)
+    cores = os.cpu_count() or 1
+    results = {}
+    for name in a.models.split(","):
+        rng = np.random.default_rng(1)
+        fp32 = os.path.join(a.work, name + ".onnx") if name != "bundled" else BUNDLED
+        if name == "mlp" and not os.path.exists(fp32):
+            onnx.save(mlp_model(rng), fp32)
+        if name == "encoder" and not os.path.exists(fp32):
+            onnx.save(onnx_memory.encoder_model(rng)[0], fp32)
+        vs = variants(name, fp32, a.work, a.qsl_compress)
+        feed1 = feeds(name, 1, np.random.default_rng(2))
+        feed_path = os.path.join(a.work, name + "_feed.npz")
+        np.savez(feed_path, **feed1)
+        rows = {v: {"file_mib": os.path.getsize(p) / 2**20,
+                    "rss_mib": resident_mib(p, a.library if lib else None, feed_path)}
+                for v, (p, lib) in vs.items()}
+        # accuracy
+        if name == "bundled":
+            images = idx(os.path.join(FASHION, "t10k-images-idx3-ubyte.gz"))[:1000]
+            labels = idx(os.path.join(FASHION, "t10k-labels-idx1-ubyte.gz"))[:1000]
+            x = (images.astype(np.float32) / 255).reshape(-1, 1, 28, 28)
+            for v, (p, lib) in vs.items():
+                y = session(p, a.library if lib else None, cores).run(None, {"image": x})[0]
+                rows[v]["accuracy"] = f"{100 * np.mean(y.argmax(1) == labels):.2f}% top-1"
+        else:
+            feed = feeds(name, 8, np.random.default_rng(3))
+            ref = session(fp32, None, cores).run(None, feed)[0]
+            for v, (p, lib) in vs.items():
+                y = session(p, a.library if lib else None, cores).run(None, feed)[0]
+                err = np.linalg.norm(y - ref) / np.linalg.norm(ref)
+                rows[v]["accuracy"] = f"{err:.3f} rel. error"
+        # latency: interleaved rounds
+        for batch in (1, 32):
+            feed = feeds(name, batch, np.random.default_rng(4))
+            for threads in (1, cores):
+                sessions = {v: session(p, a.library if lib else None, threads)
+                            for v, (p, lib) in vs.items()}
+                times = {v: [] for v in vs}
+                for s in sessions.values():
+                    s.run(None, feed)  # warm-up
+                for _ in range(a.rounds):
+                    for v, s in sessions.items():
+                        for _ in range(a.iterations if batch == 1 else max(2, a.iterations // 4)):
+                            t0 = time.perf_counter()
+                            s.run(None, feed)
+                            times[v].append(time.perf_counter() - t0)
+                for v in vs:
+                    rows[v][f"ms b{batch} t{threads}"] = 1000 * float(np.median(times[v]))
+                del sessions
+        results[name] = rows
+        print_table(name, rows, cores)
+    with open(os.path.join(a.work, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+
+
+def print_table(name, rows, cores):
+    cols = ["ms b1 t1", f"ms b1 t{cores}", "ms b32 t1", f"ms b32 t{cores}"]
+    base = rows["fp32"]
+    print(f"\n{name}: file, VmRSS after creating the session and one run, latency (median ms; "
+          f"speedup vs fp32), accuracy")
+    print("| variant | file | VmRSS | " + " | ".join(c.replace("ms ", "") for c in cols) +
+          " | accuracy |")
+    print("|---|---|---|" + "---|" * len(cols) + "---|")
+    for v, r in rows.items():
+        cells = [f"{r[c]:.2f} ({base[c] / r[c]:.2f}x)" for c in cols]
+        print(f"| {v} | {r['file_mib']:.1f} MiB | {r['rss_mib']:.0f} MiB | " +
+              " | ".join(cells) + f" | {r['accuracy']} |")
+
+
+if __name__ == "__main__":
+    main()
