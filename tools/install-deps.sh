@@ -28,7 +28,8 @@ install_python_packages() {
   local python="${PYTHON:-python3}"
   local absent=()
   for m in "${python_packages[@]}"; do
-    "$python" -c "import $m" 2>/dev/null || absent+=("$m")
+    # From / so that the repository's onnxruntime/ folder is not taken for the package.
+    (cd / && "$python" -c "import $m") 2>/dev/null || absent+=("$m")
   done
   [ ${#absent[@]} -eq 0 ] && return 0
   echo "qsl: pip installing ${absent[*]}"
