@@ -349,16 +349,33 @@ TEST_P(CpuKernels, DecodedPathByRowBlocksMatchesTheReference) {
                             qsl::detail::cpu::forward_float_decoded);
 }
 
+// Decoding is exact: every target (and its whole-chunk fast path for groups of 32k columns)
+// gives reconstruct()'s floats, for any row range, through the public cpu_decode_rows too.
 TEST_P(CpuKernels, DecodedRowsEqualReconstruct) {
-  for (auto basis : {qsl::basis::binary, qsl::basis::ternary})
-    for (int bits : {1, 2, 5}) {
-      const auto code = qsl::test::random_code(37, 131, bits, basis, 0, 3 + bits);
-      const Eigen::MatrixXf expected = qsl::reconstruct(code);
-      const qsl::cpu_weights packed = qsl::pack_for_cpu(code);
-      row_matrix_f decoded(37, 131);
-      qsl::detail::cpu::decode_rows(packed, 0, 37, decoded.data());
-      ASSERT_EQ(decoded, expected) << "k " << bits;
-    }
+  std::uint32_t seed = 3;
+  for (std::int64_t cols : {1, 31, 32, 33, 64, 65, 131, 256, 257})
+    for (std::int64_t group : {0, 8, 32, 64, 96, 128})
+      for (auto basis : {qsl::basis::binary, qsl::basis::ternary})
+        for (int bits : {1, 2, 3, 5, 8}) {
+          if (group >= cols) continue;
+          const auto code = qsl::test::random_code(37, cols, bits, basis, group, ++seed);
+          const Eigen::MatrixXf expected = qsl::reconstruct(code);
+          const qsl::cpu_weights packed = qsl::pack_for_cpu(code);
+          const std::string what = std::to_string(cols) + " cols, group " +
+                                   std::to_string(group) + ", k " + std::to_string(bits);
+          row_matrix_f decoded(37, cols);
+          qsl::detail::cpu::decode_rows(packed, 0, 37, decoded.data());
+          ASSERT_EQ(decoded, expected) << what;
+          row_matrix_f part(20, cols);
+          qsl::cpu_decode_rows(packed, 17, 37, part.data());
+          ASSERT_EQ(part, expected.bottomRows(20)) << what << ", rows 17..36";
+        }
+  const auto code = qsl::test::random_code(5, 64, 2, qsl::basis::binary, 32, 1);
+  const qsl::cpu_weights packed = qsl::pack_for_cpu(code);
+  std::vector<float> out(5 * 64);
+  EXPECT_THROW(qsl::cpu_decode_rows(packed, 3, 6, out.data()), qsl::error);
+  EXPECT_THROW(qsl::cpu_decode_rows(packed, 4, 3, out.data()), qsl::error);
+  qsl::cpu_decode_rows(packed, 2, 2, out.data());  // an empty range is fine
 }
 
 // Integer inputs and dyadic coefficients: the GEMM on decoded weights is exact too, and no

@@ -108,6 +108,14 @@ inline constexpr std::int64_t cpu_decode_max_rows = 512;
 QSL_API void cpu_forward_float(const cpu_weights& w, const float* x, std::int64_t batch,
                                const float* bias, float* y);
 
+/// Rows [first, last) of W_hat as floats (summed over planes in order j = 0..k-1) into `out`,
+/// (last - first) x w.cols, row-major, on cpu_threads() threads. For callers that hand the
+/// decoded rows to another GEMM (qsl's ONNX Runtime operator gives large batches to ORT's own
+/// Gemm this way) one block at a time, so the fp32 weights never exist whole. Throws
+/// qsl::error unless 0 <= first <= last <= w.rows.
+QSL_API void cpu_decode_rows(const cpu_weights& w, std::int64_t first, std::int64_t last,
+                             float* out);
+
 /// The same with activations encoded by `quantizer` (bits >= 1, per vector or calibrated):
 /// equals qsl::reference::forward_encoded with exact integer parts. Throws qsl::error for
 /// NaN/Inf in x, like encode_activations.

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kernel_support.hpp"
+#include "ort_gemm.hpp"
 #include "qsl/activation_code.hpp"
 #include "qsl/cpu.hpp"
 #include "qsl/error.hpp"
@@ -22,6 +23,7 @@ struct quantized_matmul_kernel {
   cpu_weights packed;  // the only copy of the layer the kernel keeps
   std::vector<float> bias;
   activation_quantizer activations;
+  decoded_gemm large_batches;  // ORT's Gemm on decoded blocks (float activations)
 
   explicit quantized_matmul_kernel(const OrtKernelInfo* info);
   OrtStatusPtr ComputeV2(OrtKernelContext* context) const;
@@ -46,7 +48,8 @@ struct quantized_matmul
   }
 };
 
-quantized_matmul_kernel::quantized_matmul_kernel(const OrtKernelInfo* info) {
+quantized_matmul_kernel::quantized_matmul_kernel(const OrtKernelInfo* info)
+    : large_batches(info) {
   const node_reader node(info, "QuantizedMatMul");
   what = node.what();
   const std::int64_t version = node.int_attribute("format_version", format_version);
@@ -151,7 +154,9 @@ OrtStatusPtr quantized_matmul_kernel::ComputeV2(OrtKernelContext* context) const
     float* yp = y.GetTensorMutableData<float>();
     const float* bp = bias.empty() ? nullptr : bias.data();
     const session_threads threads(context);
-    if (activations.bits == 0)
+    if (activations.bits == 0 && batch >= gemm_min_rows())
+      large_batches.run(context, packed, xp, batch, bp, yp);
+    else if (activations.bits == 0)
       cpu_forward_float(packed, xp, batch, bp, yp);
     else
       cpu_forward_encoded(packed, xp, batch, activations, bp, yp);

@@ -63,65 +63,23 @@ void cpu_forward_float(const cpu_weights& w, const float* x, std::int64_t batch,
     forward_float_tables(w, x, batch, bias, y);
 }
 
-namespace detail::cpu {
-
-namespace {
-
-// byte_signs[b][i] = +1 if bit i of b is set, else -1; byte_bits[b][i] = bit i of b (0 or 1).
-// Decoding 8 columns is then one 8-float multiply-add, which the compiler vectorizes.
-struct byte_tables {
-  float signs[256][8], bits[256][8];
-  byte_tables() {
-    for (int b = 0; b < 256; ++b)
-      for (int i = 0; i < 8; ++i) {
-        bits[b][i] = static_cast<float>((b >> i) & 1);
-        signs[b][i] = 2 * bits[b][i] - 1;
-      }
-  }
-};
-const byte_tables& tables_of_bytes() {
-  static const byte_tables t;
-  return t;
+void cpu_decode_rows(const cpu_weights& w, std::int64_t first, std::int64_t last, float* out) {
+  detail::require(first >= 0 && first <= last && last <= w.rows,
+                  "cpu_decode_rows: rows [" + std::to_string(first) + ", " +
+                      std::to_string(last) + ") are not within the layer's " +
+                      std::to_string(w.rows) + " rows");
+  constexpr std::int64_t rows_per_task = 16;
+  const std::int64_t tasks = (last - first + rows_per_task - 1) / rows_per_task;
+  thread_pool::instance().run(tasks, [&](std::int64_t t) {
+    const std::int64_t n0 = first + t * rows_per_task;
+    decode_rows(w, n0, std::min(last, n0 + rows_per_task), out + (n0 - first) * w.cols);
+  });
 }
 
-}  // namespace
+namespace detail::cpu {
 
 void decode_rows(const cpu_weights& w, std::int64_t first, std::int64_t last, float* out) {
-  const bool ternary = w.basis == qsl::basis::ternary;
-  const byte_tables& bt = tables_of_bytes();
-  for (std::int64_t n = first; n < last; ++n) {
-    const std::int64_t tile = n / tile_rows;
-    const int lane = static_cast<int>(n % tile_rows);
-    float* row = out + (n - first) * w.cols;
-    std::fill(row, row + w.cols, 0.0f);
-    for (std::int64_t g = 0; g < w.groups; ++g) {
-      const float* alpha = w.tile_coefficients(tile, g);
-      // Groups start on a byte boundary (group sizes are multiples of 8), so every step below
-      // covers one byte of each plane; only the row's last byte may be partial.
-      const std::int64_t begin = g * w.group_size, end = std::min(w.cols, begin + w.group_size);
-      for (int j = 0; j < w.bits; ++j) {
-        const float a = alpha[j * tile_rows + lane];
-        for (std::int64_t c = begin; c < end; c += 8) {
-          const std::uint32_t* bits = w.chunk_bits(tile, c / chunk_cols);
-          const int shift = static_cast<int>(c % chunk_cols);
-          const unsigned sign = (bits[j * tile_rows + lane] >> shift) & 0xFFU;
-          const unsigned used =
-              ternary ? (bits[(w.bits + j) * tile_rows + lane] >> shift) & 0xFFU : 0xFFU;
-          const float* __restrict s = bt.signs[sign];
-          const float* __restrict u = bt.bits[used];
-          float step[8];
-          for (int i = 0; i < 8; ++i) step[i] = a * s[i] * u[i];
-          float* __restrict dst = row + c;
-          const std::int64_t count = std::min<std::int64_t>(8, end - c);
-          if (count == 8) {
-            for (int i = 0; i < 8; ++i) dst[i] += step[i];
-          } else {
-            for (std::int64_t i = 0; i < count; ++i) dst[i] += step[i];
-          }
-        }
-      }
-    }
-  }
+  active_kernels().decode_rows(w, first, last, out);
 }
 
 // Fixed block sizes (not derived from the thread count), so that every output is computed by

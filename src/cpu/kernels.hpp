@@ -1,6 +1,6 @@
 #pragma once
 // The contract between the CPU driver (forward.cpp) and the per-target kernels. Every target
-// implements the same four functions over the same packed layout (qsl::cpu_weights); the
+// implements the same five functions over the same packed layout (qsl::cpu_weights); the
 // portable scalar target is the schedule every SIMD target is tested against.
 //
 // Float activations (look-up tables). For every 4 columns (a "nibble" s) the table
@@ -59,6 +59,9 @@ struct kernel_table {
   /// z[r] for one vector, laid out as one vector's y of lut_rows, from encoded activations.
   void (*popcount_rows)(const cpu_weights& w, const encoded_input& x, std::int64_t tile_begin,
                         std::int64_t tile_end, float* z);
+  /// Rows [first, last) of W_hat into out ((last - first) x w.cols), planes summed in order
+  /// j = 0..k-1: the same floats on every target (decode_rows.inc, vectorized per target).
+  void (*decode_rows)(const cpu_weights& w, std::int64_t first, std::int64_t last, float* out);
 };
 
 const kernel_table& scalar_kernels();

@@ -171,6 +171,8 @@ struct tiles {
   }
 };
 
+#include "cpu/decode_rows.inc"  // NOLINT(bugprone-suspicious-include): per target
+
 }  // namespace
 }  // namespace qsl::detail::cpu
 
@@ -180,7 +182,8 @@ namespace qsl::detail::cpu {
 
 const kernel_table& avx2_kernels() {
   using adapter = tile_at_a_time<tiles>;
-  static const kernel_table table{build_tables, adapter::lut_rows, encode, adapter::popcount_rows};
+  static const kernel_table table{build_tables, adapter::lut_rows, encode, adapter::popcount_rows,
+                                  decode_target_rows};
   return table;
 }
 

@@ -338,6 +338,69 @@ void popcount_rows(const cpu_weights& w, const encoded_input& x, std::int64_t t0
   by_planes<popcount_call>(w, x, t0, t1, z);
 }
 
+// ---- decoding W_hat rows (decode_rows.inc's arithmetic, with masks) ---------------------------
+
+#include "cpu/decode_rows.inc"  // NOLINT(bugprone-suspicious-include): groups within a chunk
+
+// Groups of whole chunks (group sizes that are multiples of 32, the common case): per plane and
+// 16 columns the sign bits pick +alpha or -alpha (one blend) and the used columns (ternary
+// mask; the row's end) add it (one masked add). A masked-off column keeps its sum where
+// decode_rows.inc adds +-0: the same floats. P lookup planes: k, or 2k with the masks.
+template <int P, bool Ternary>
+struct decode_whole_chunks {
+  static constexpr int k = Ternary ? P / 2 : P;
+  static void run(const cpu_weights& w, std::int64_t first, std::int64_t last, float* out) {
+    const __m512 zero = _mm512_setzero_ps();
+    const std::int64_t chunks_per_group = w.group_size / chunk_cols;
+    for (std::int64_t n = first; n < last; ++n) {
+      const std::int64_t tile = n / tile_rows;
+      const int lane = static_cast<int>(n % tile_rows);
+      float* row = out + (n - first) * w.cols;
+      for (std::int64_t g = 0; g < w.groups; ++g) {
+        const float* alpha = w.tile_coefficients(tile, g);
+        __m512 plus[k], minus[k];
+        for (int j = 0; j < k; ++j) {
+          plus[j] = _mm512_set1_ps(alpha[j * tile_rows + lane]);
+          minus[j] = _mm512_sub_ps(zero, plus[j]);
+        }
+        const std::int64_t c_end = std::min(w.chunks, (g + 1) * chunks_per_group);
+        for (std::int64_t c = g * chunks_per_group; c < c_end; ++c) {
+          const std::uint32_t* bits = w.chunk_bits(tile, c) + lane;
+          const std::int64_t count = std::min<std::int64_t>(chunk_cols, w.cols - c * chunk_cols);
+          const std::uint32_t in_row = count == chunk_cols ? ~0U : (1U << count) - 1;
+          __m512 acc0 = zero, acc1 = zero;
+          for (int j = 0; j < k; ++j) {
+            const std::uint32_t sign = bits[j * tile_rows];
+            const std::uint32_t used = in_row & (Ternary ? bits[(k + j) * tile_rows] : ~0U);
+            acc0 = _mm512_mask_add_ps(
+                acc0, static_cast<__mmask16>(used), acc0,
+                _mm512_mask_blend_ps(static_cast<__mmask16>(sign), minus[j], plus[j]));
+            acc1 = _mm512_mask_add_ps(
+                acc1, static_cast<__mmask16>(used >> 16), acc1,
+                _mm512_mask_blend_ps(static_cast<__mmask16>(sign >> 16), minus[j], plus[j]));
+          }
+          float* dst = row + c * chunk_cols;
+          if (count == chunk_cols) {
+            _mm512_storeu_ps(dst, acc0);
+            _mm512_storeu_ps(dst + 16, acc1);
+          } else {
+            _mm512_mask_storeu_ps(dst, static_cast<__mmask16>(in_row), acc0);
+            _mm512_mask_storeu_ps(dst + 16, static_cast<__mmask16>(in_row >> 16), acc1);
+          }
+        }
+      }
+    }
+  }
+};
+
+void decode_rows_avx512(const cpu_weights& w, std::int64_t first, std::int64_t last,
+                        float* out) {
+  if (w.group_size % chunk_cols == 0)
+    by_planes<decode_whole_chunks>(w, first, last, out);
+  else
+    decode_target_rows(w, first, last, out);
+}
+
 }  // namespace
 }  // namespace qsl::detail::cpu
 
@@ -350,7 +413,8 @@ const kernel_table& avx512_vpopcnt_kernels() {
 #else
 const kernel_table& avx512_kernels() {
 #endif
-  static const kernel_table table{build_tables, lut_rows, encode, popcount_rows};
+  static const kernel_table table{build_tables, lut_rows, encode, popcount_rows,
+                                  decode_rows_avx512};
   return table;
 }
 

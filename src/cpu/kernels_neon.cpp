@@ -147,11 +147,14 @@ struct tiles {
   }
 };
 
+#include "cpu/decode_rows.inc"  // NOLINT(bugprone-suspicious-include): per target
+
 }  // namespace
 
 const kernel_table& neon_kernels() {
   using adapter = tile_at_a_time<tiles>;
-  static const kernel_table table{build_tables, adapter::lut_rows, encode, adapter::popcount_rows};
+  static const kernel_table table{build_tables, adapter::lut_rows, encode, adapter::popcount_rows,
+                                  decode_target_rows};
   return table;
 }
 

@@ -91,10 +91,13 @@ void popcount_rows(const cpu_weights& w, const encoded_input& x, std::int64_t ti
     }
 }
 
+#include "cpu/decode_rows.inc"  // NOLINT(bugprone-suspicious-include): per target
+
 }  // namespace
 
 const kernel_table& scalar_kernels() {
-  static const kernel_table table{build_tables, lut_rows, encode, popcount_rows};
+  static const kernel_table table{build_tables, lut_rows, encode, popcount_rows,
+                                  decode_target_rows};
   return table;
 }
 

@@ -1,0 +1,90 @@
+#include "ort_gemm.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "qsl/error.hpp"
+
+namespace qsl::ort {
+
+namespace {
+
+// Crossover measured on one AVX-512 core (bench/onnxruntime_compare.py --shapes, 2 bits,
+// layers of 512 x 512 to 512 x 2048): below 64 rows qsl's tables are faster than decoding
+// plus MLAS, from 64 rows on the decoded blocks are (docs/benchmarks.md).
+constexpr std::int64_t default_gemm_min_rows = 64;
+// A decoded block of at most this many floats (1 MiB) stays in L2 while MLAS streams the batch.
+constexpr std::int64_t block_floats = std::int64_t{1} << 18;
+
+std::int64_t parse_min_rows() {
+  const char* text = std::getenv("QSL_ORT_GEMM_MIN_ROWS");
+  if (text == nullptr || *text == '\0') return default_gemm_min_rows;
+  char* end = nullptr;
+  const long long value = std::strtoll(text, &end, 10);
+  if (*end != '\0' || value < 1)
+    throw error(std::string("QSL_ORT_GEMM_MIN_ROWS is '") + text +
+                "'; expected a whole number >= 1");
+  return value;
+}
+
+}  // namespace
+
+std::int64_t gemm_min_rows() {
+  static const std::int64_t rows = parse_min_rows();
+  return rows;
+}
+
+decoded_gemm::decoded_gemm(const OrtKernelInfo* info) {
+  const char* type_names[] = {"T"};
+  const ONNXTensorElementDataType types[] = {ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT};
+  // An operator made this way gets no default attributes: all four are given.
+  const std::int64_t zero = 0, one = 1;
+  const float unit = 1.0f;
+  const std::array<Ort::OpAttr, 4> attributes = {
+      Ort::OpAttr("transA", &zero, 1, OrtOpAttrType::ORT_OP_ATTR_INT),
+      Ort::OpAttr("transB", &one, 1, OrtOpAttrType::ORT_OP_ATTR_INT),
+      Ort::OpAttr("alpha", &unit, 1, OrtOpAttrType::ORT_OP_ATTR_FLOAT),
+      Ort::OpAttr("beta", &unit, 1, OrtOpAttrType::ORT_OP_ATTR_FLOAT)};
+  gemm_ = Ort::Op::Create(info, "Gemm", "", 13, type_names, types, 1, attributes.data(),
+                          attributes.size(), 2, 1);
+}
+
+void decoded_gemm::run(const OrtKernelContext* context, const cpu_weights& w, const float* x,
+                       std::int64_t batch, const float* bias, float* y) const {
+  const std::int64_t rows_per_block = std::min(
+      w.rows, std::max<std::int64_t>(16, block_floats / std::max<std::int64_t>(1, w.cols)));
+  const Ort::MemoryInfo memory = Ort::MemoryInfo::CreateCpu(OrtDeviceAllocator, OrtMemTypeCPU);
+  const std::array<std::int64_t, 2> x_dims = {batch, w.cols};
+  std::array<Ort::Value, 2> inputs = {
+      Ort::Value::CreateTensor<float>(memory, const_cast<float*>(x),
+                                      static_cast<std::size_t>(batch * w.cols), x_dims.data(), 2),
+      Ort::Value(nullptr)};
+  std::vector<float> decoded(static_cast<std::size_t>(rows_per_block * w.cols));
+  // One block covering every row writes y directly; otherwise each block's product is copied
+  // into its columns of y.
+  const bool direct = rows_per_block == w.rows;
+  std::vector<float> product(direct ? 0 : static_cast<std::size_t>(batch * rows_per_block));
+  for (std::int64_t n0 = 0; n0 < w.rows; n0 += rows_per_block) {
+    const std::int64_t count = std::min(rows_per_block, w.rows - n0);
+    cpu_decode_rows(w, n0, n0 + count, decoded.data());
+    const std::array<std::int64_t, 2> w_dims = {count, w.cols}, y_dims = {batch, count};
+    inputs[1] = Ort::Value::CreateTensor<float>(
+        memory, decoded.data(), static_cast<std::size_t>(count * w.cols), w_dims.data(), 2);
+    float* out = direct ? y : product.data();
+    Ort::Value output = Ort::Value::CreateTensor<float>(
+        memory, out, static_cast<std::size_t>(batch * count), y_dims.data(), 2);
+    gemm_.Invoke(context, inputs.data(), inputs.size(), &output, 1);
+    for (std::int64_t v = 0; v < batch; ++v) {
+      float* dst = y + v * w.rows + n0;
+      const float* src = out + v * count;
+      if (!direct) std::copy(src, src + count, dst);
+      if (bias != nullptr)
+        for (std::int64_t n = 0; n < count; ++n) dst[n] += bias[n0 + n];
+    }
+  }
+}
+
+}  // namespace qsl::ort

@@ -1,0 +1,31 @@
+#pragma once
+// Large batches on ONNX Runtime's own fp32 GEMM (MLAS): the layer's rows are decoded a block at
+// a time into a buffer of about 1 MiB and multiplied by the whole batch with ORT's Gemm
+// (OrtApi::InvokeOp), so the fp32 weights never exist whole. From a few dozen rows on, MLAS
+// multiplies a decoded block faster than qsl's look-up tables run (docs/onnxruntime.md,
+// "Which path a batch takes", measured by bench/onnxruntime_compare.py --shapes).
+#include <cstdint>
+
+#include "ort_api.hpp"
+#include "qsl/cpu.hpp"
+
+namespace qsl::ort {
+
+/// Batches of at least this many rows take the decoded-block path (float activations only;
+/// encoded activations always run on qsl's kernels, which define their arithmetic). Overridden
+/// per process by QSL_ORT_GEMM_MIN_ROWS (tests run both paths at every batch).
+std::int64_t gemm_min_rows();
+
+class decoded_gemm {
+ public:
+  explicit decoded_gemm(const OrtKernelInfo* info);
+
+  /// y (batch x w.rows) = x (batch x w.cols) W_hat^T + bias (may be null).
+  void run(const OrtKernelContext* context, const cpu_weights& w, const float* x,
+           std::int64_t batch, const float* bias, float* y) const;
+
+ private:
+  mutable Ort::Op gemm_{nullptr};  // Gemm(A, B) with transB = 1 (Invoke is not const)
+};
+
+}  // namespace qsl::ort
