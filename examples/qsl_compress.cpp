@@ -127,6 +127,7 @@ nlohmann::json to_json(const compress_report& r, const std::string& input,
       j["calibrated"] = l.calibrated;
       if (l.calibrated) j["relative_output_error"] = l.relative_output_error;
       j["runs_as"] = l.runs_as;
+      j["rows_per_call"] = l.rows_per_call;
     } else {
       j["note"] = l.note;
     }
@@ -211,6 +212,7 @@ int run(int argc, char** argv) {
   std::int64_t group = 128, min_weights = 4096;
   bool force = false, quiet = false, error_feedback = true, no_fuse = false;
   int activation_bits = 0;
+  std::int64_t native_rows = qsl::onnx::compress_options{}.native_min_rows;
   std::string calib;
   std::int64_t calib_count = 1024;
   // Error feedback's ridge, relative to mean(diag H). qsl's default is GPTQ's 0.01; the tool
@@ -240,6 +242,11 @@ int run(int argc, char** argv) {
   app.add_option("--activation-bits", activation_bits,
                  "activation mode of the fused layers in ONNX Runtime: 0 float, 1..8 encoded")
       ->check(CLI::Range(0, 8));
+  app.add_option("--native-rows", native_rows,
+                 "qsl format: layers with at least this many rows per call at batch 1 (tokens, "
+                 "output pixels) stay on ONNX Runtime's own operator, their weight decoded at "
+                 "load, where its fp32 GEMM is faster than qsl's kernels (0: never)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--json", json_path, "also write the report as JSON to this file");
   app.add_option("--skip", skip, "leave layers whose node or weight name matches (glob)");
   app.add_option("--override", overrides, "PATTERN=BITS[/GROUP] for matching layers");
@@ -318,6 +325,7 @@ int run(int argc, char** argv) {
   options.min_weights = min_weights;
   options.fuse = !no_fuse;
   options.activation_bits = activation_bits;
+  options.native_min_rows = native_rows;
   options.edge_bits = edge_bits;
   options.format = format == "standard" ? qsl::onnx::output_format::standard
                                         : qsl::onnx::output_format::qsl;

@@ -205,9 +205,106 @@ TEST_F(Onnx, BadOptionsAreUserErrors) {
   o = options(2, 12);
   EXPECT_THAT(error_text([&] { qsl::onnx::compress(m, o); }, model_error),
               HasSubstr("group_size is 12"));
+  o = options(2, 64);
+  o.native_min_rows = -1;
+  EXPECT_THAT(error_text([&] { qsl::onnx::compress(m, o); }, model_error),
+              HasSubstr("native_min_rows is -1"));
+  EXPECT_FALSE(model_error);
   EXPECT_THAT(error_text([&] { qsl::onnx::model::load(path("missing.onnx")); }, model_error),
               HasSubstr("not a regular file"));
   EXPECT_FALSE(model_error);
+}
+
+// Layers with many rows per call keep the runtime's operator, their weight rebuilt by standard
+// operators (folded by ONNX Runtime: tests/onnxruntime/check_qsl_format.py); the report says
+// so, the code is read back from the metadata entry, and qsl's executor runs the file (the
+// decoder nodes are not run) as it runs the fused form.
+TEST_F(Onnx, LayersWithManyRowsPerCallStayOnTheRuntimesOperator) {
+  const auto original = qsl::onnx::model::load(models + "/layers.onnx");
+  auto fused = qsl::onnx::model::load(models + "/layers.onnx");
+  auto o = options(2, 64);
+  o.native_min_rows = 0;
+  qsl::onnx::compress(fused, o);
+  auto m = qsl::onnx::model::load(models + "/layers.onnx");
+  o.native_min_rows = 1;  // every layer
+  const auto report = qsl::onnx::compress(m, o);
+  std::map<std::string, const qsl::onnx::layer_report*> by_node;
+  for (const auto& l : report.layers) by_node[l.node] = &l;
+  EXPECT_EQ(by_node.at("conv1")->rows_per_call, 36);  // 6 x 6 output pixels
+  EXPECT_EQ(by_node.at("fc1")->rows_per_call, 1);     // [N, 576]: N counts as 1
+  for (const char* node : {"conv1", "fc1", "mm", "fc2"})
+    EXPECT_THAT(by_node.at(node)->runs_as, HasSubstr("on the runtime's kernel")) << node;
+  for (const auto& n : m.internals().proto.graph().node())
+    EXPECT_NE(n.domain(), qsl::onnx::qsl_domain) << n.op_type();
+  m.save(path("native.onnx"));
+  const auto reloaded = qsl::onnx::model::load(path("native.onnx"));
+  const auto layers = qsl::onnx::compressed_layers(reloaded);
+  ASSERT_EQ(layers.size(), 4u);
+  for (const auto& l : layers) {
+    const qsl::weight_code expected = qsl::decompose(original_w(original, l), o.weights);
+    EXPECT_EQ(qsl::reconstruct(l.code), qsl::reconstruct(expected)) << l.weight;
+    EXPECT_EQ(l.shape, qsl::onnx::read_constant(original, l.weight).shape) << l.weight;
+  }
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal;
+  qsl::onnx::tensor x{{2, 3, 12, 12}, std::vector<float>(2 * 3 * 12 * 12)};
+  for (float& v : x.data) v = normal(rng);
+  const auto got = qsl::onnx::session(reloaded).run({x})[0];
+  const auto expected = qsl::onnx::session(fused).run({x})[0];
+  ASSERT_EQ(got.shape, expected.shape);
+  for (std::size_t i = 0; i < got.data.size(); ++i)
+    EXPECT_EQ(got.data[i], expected.data[i]) << i;  // the same codes on the same kernels
+
+  // The default (16 rows) keeps only the convolution (36 pixels) on the runtime's operator.
+  auto by_default = qsl::onnx::model::load(models + "/layers.onnx");
+  o.native_min_rows = qsl::onnx::compress_options{}.native_min_rows;
+  for (const auto& l : qsl::onnx::compress(by_default, o).layers) {
+    if (!l.compressed) continue;
+    EXPECT_EQ(l.runs_as.find("on the runtime's kernel") != std::string::npos, l.node == "conv1")
+        << l.node << ": " << l.runs_as;
+  }
+}
+
+// A metadata entry of a layer on the runtime's operator, changed by `edit`.
+std::string decoded_weight_error(const std::function<void(std::string&)>& edit) {
+  auto m = qsl::onnx::model::load(models + "/layers.onnx");
+  auto o = options(2, 64);
+  o.native_min_rows = 1;
+  qsl::onnx::compress(m, o);
+  for (auto& p : *m.internals().proto.mutable_metadata_props())
+    if (p.value().find("weight=fc1_w") != std::string::npos) edit(*p.mutable_value());
+  bool model_error = false;
+  const std::string text = error_text([&] { qsl::onnx::compressed_layers(m); }, model_error);
+  return model_error ? text : "not a model_error: " + text;
+}
+
+TEST_F(Onnx, MalformedDecodedWeightEntriesAreModelErrors) {
+  auto replace = [](const std::string& from, const std::string& to) {
+    return [from, to](std::string& v) {
+      const std::size_t at = v.find(from);
+      ASSERT_NE(at, std::string::npos) << v;
+      v.replace(at, from.size(), to);
+    };
+  };
+  EXPECT_THAT(decoded_weight_error(replace("format_version=1", "format_version=2")),
+              HasSubstr("format_version is 2; this qsl reads 1"));
+  EXPECT_THAT(decoded_weight_error(replace(" weight=fc1_w", "")),
+              HasSubstr("no weight name"));
+  EXPECT_THAT(decoded_weight_error(replace("bits=2", "bits=two")),
+              HasSubstr("field 'bits' is 'two'; expected whole numbers"));
+  EXPECT_THAT(decoded_weight_error(replace("bits=2", "bits=99999999999999999999")),
+              HasSubstr("expected whole numbers"));
+  EXPECT_THAT(decoded_weight_error(replace("bits=2", "bits=9")), HasSubstr("out of range"));
+  EXPECT_THAT(decoded_weight_error(replace("bits=2", "colour=2")),
+              HasSubstr("unknown field 'colour'"));
+  EXPECT_THAT(decoded_weight_error(replace("rows=200", "rows=201")),
+              HasSubstr("does not match rows x cols"));
+  EXPECT_THAT(decoded_weight_error(replace("signs=", "signs=x")),
+              HasSubstr("is not an initializer"));
+  EXPECT_THAT(decoded_weight_error(replace("transposed=", "transposed")),
+              HasSubstr("is not name=value"));
+  EXPECT_THAT(decoded_weight_error([](std::string& v) { v = "format_version=1 weight=fc1_w"; }),
+              HasSubstr("signs and coefficients tensors are not named"));
 }
 
 TEST_F(Onnx, StandardFormatConvertsOlderOpsetsAndSaysSo) {

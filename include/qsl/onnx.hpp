@@ -38,6 +38,10 @@ inline constexpr const char* decode_op = "DecodeWeights";
 inline constexpr const char* quantized_matmul_op = "QuantizedMatMul";
 /// The operator that rebuilds a weight tensor from a TWD factorization (ternary basis, mixing).
 inline constexpr const char* decode_factorized_op = "DecodeFactorized";
+/// Metadata keys (this prefix, then a number) of the qsl format's layers kept on the runtime's
+/// own operator: their weight is rebuilt by standard ONNX operators, which ONNX Runtime folds
+/// into a constant at load, and the entry tells qsl where the code is (docs/onnxruntime.md).
+inline constexpr const char* decoded_weight_key = "ai.qsl.decoded_weight.";
 
 struct load_limits {
   std::uint64_t max_file_bytes = (std::uint64_t{1} << 31) - 1;  ///< protobuf's own limit
@@ -128,6 +132,13 @@ struct compress_options {
   /// options' error_feedback decides how the codes are chosen), and, in the qsl format, gets
   /// calibrated activation quantizers for 1..8 bits stored with its code.
   const calibration_data* calibration = nullptr;
+  /// qsl format: a MatMul / Gemm / Conv layer that runs at least this many rows per call at
+  /// batch 1 (tokens, output pixels; from ONNX's shape inference) stays on the runtime's own
+  /// operator, its weight rebuilt by standard operators that ONNX Runtime folds into a
+  /// constant at load: there its fp32 GEMM, on packed weights, is faster than qsl's kernels
+  /// (bench/onnxruntime_compare.py --shapes). The file stays compact; the runtime holds the
+  /// layer in fp32. 0: never. Needs opset >= min_standard_opset (else the layer is fused).
+  std::int64_t native_min_rows = 16;
   /// Called before each layer with (layers done, layers to compress, layer name).
   std::function<void(std::size_t, std::size_t, const std::string&)> progress;
 };
@@ -142,8 +153,12 @@ struct layer_report {
   std::string warning;
   /// How a compressed layer runs: "QuantizedMatMul" (fused: X in, Y out, on qsl's kernels in
   /// ONNX Runtime and qsl-run), or "DecodeWeights" / "DecodeFactorized" feeding the original
-  /// operator, then with the reason it was not fused; "standard" in the standard format.
+  /// operator, then with the reason it was not fused; "standard" in the standard format; the
+  /// op type and "on the runtime's kernel" with the reason for a layer kept there
+  /// (compress_options::native_min_rows).
   std::string runs_as;
+  /// Rows the layer multiplies per call at batch 1, as shape inference found them (0: unknown).
+  std::int64_t rows_per_call = 0;
   bool factorized = false;     ///< TWD (basis_vectors is K) rather than per-row codes (bits...)
   std::int64_t basis_vectors = 0;
   int bits = 0;

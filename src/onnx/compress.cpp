@@ -65,6 +65,40 @@ struct candidate {
   std::int64_t rows = 0, cols = 0;
 };
 
+// Rows the layer multiplies per call at batch 1: MatMul / Gemm, the rows of X (its leading
+// dimensions, a symbolic one such as the batch counted as 1); Conv, the output pixels. 0 when
+// shape inference did not find the shape.
+std::int64_t rows_per_call(const pb::NodeProto& n,
+                           const std::map<std::string, std::vector<std::int64_t>>& shapes) {
+  auto dims_of = [&](const std::string& name) -> const std::vector<std::int64_t>* {
+    const auto it = shapes.find(name);
+    return it == shapes.end() ? nullptr : &it->second;
+  };
+  auto product = [](const std::vector<std::int64_t>& d, std::size_t first, std::size_t last,
+                    bool unknown_is_one) -> std::int64_t {
+    std::int64_t p = 1;
+    for (std::size_t i = first; i < last; ++i) {
+      if (d[i] < 0 && !unknown_is_one) return 0;
+      p *= d[i] < 0 ? 1 : d[i];
+      if (p > (std::int64_t{1} << 40)) return std::int64_t{1} << 40;
+    }
+    return p;
+  };
+  if (n.op_type() == "Conv") {
+    const auto* y = n.output_size() > 0 ? dims_of(n.output(0)) : nullptr;
+    return y == nullptr || y->size() < 3 ? 0 : product(*y, 2, y->size(), false);
+  }
+  const auto* x = n.input_size() > 0 ? dims_of(n.input(0)) : nullptr;
+  if (x == nullptr || x->empty()) return 0;
+  if (n.op_type() == "Gemm") {
+    bool trans_a = false;
+    for (const auto& a : n.attribute()) trans_a = trans_a || (a.name() == "transA" && a.i() != 0);
+    if (x->size() != 2) return 0;
+    return product(*x, trans_a ? 1 : 0, trans_a ? 2 : 1, true);
+  }
+  return x->size() == 1 ? 1 : product(*x, 0, x->size() - 1, true);
+}
+
 // "has nan at row 5, col 7 (of W, outputs x inputs)" for the first non-finite value of the
 // candidate's weight, empty when every value is finite.
 std::string first_non_finite(const candidate& c, const std::vector<float>& values) {
@@ -159,6 +193,9 @@ compress_report compress(model& m, const compress_options& o) {
   qsl::detail::require(o.activation_bits >= 0 && o.activation_bits <= max_activation_bits,
                        "compress: activation_bits is " + std::to_string(o.activation_bits) +
                            "; expected 0.." + std::to_string(max_activation_bits));
+  qsl::detail::require(o.native_min_rows >= 0, "compress: native_min_rows is " +
+                                              std::to_string(o.native_min_rows) +
+                                              "; expected >= 0 (0: never)");
   qsl::detail::require(o.min_weights >= 0, "compress: min_weights is " +
                                           std::to_string(o.min_weights) + "; expected >= 0");
   qsl::detail::require(o.edge_bits >= 0 && o.edge_bits <= max_bits,
@@ -252,6 +289,14 @@ compress_report compress(model& m, const compress_options& o) {
       fusion[l] = detail::plan_fusion(g, g.node(chosen[l].node), chosen[l].weight, chosen[l].rows);
     }
   }
+  // Layers kept on the runtime's own operator (qsl format): many rows per call at batch 1.
+  std::vector<std::int64_t> rows(chosen.size(), 0);
+  if (o.format == output_format::qsl) {
+    const auto shapes = detail::inferred_shapes(proto);
+    for (std::size_t l = 0; l < chosen.size(); ++l)
+      rows[l] = rows_per_call(g.node(chosen[l].node), shapes);
+  }
+  const bool can_decode_standard = m.opset() >= min_standard_opset;
   if (o.edge_bits > 0 && !chosen_options.empty()) {
     chosen_options.front().bits = o.edge_bits;
     chosen_options.back().bits = o.edge_bits;
@@ -313,7 +358,16 @@ compress_report compress(model& m, const compress_options& o) {
         result.basis = code.basis;
         result.group_size = code.group_size;
         const detail::fused_layer& f = fusion[l];
-        if (o.format == output_format::qsl && f.why_not.empty()) {
+        const bool native = o.format == output_format::qsl && o.native_min_rows > 0 &&
+                            rows[l] >= o.native_min_rows && can_decode_standard;
+        if (native) {
+          result.bytes_after = writer.replace_standard(c.weight, c.shape, c.layout, code,
+                                                       ref.initializer, ref.constant_node,
+                                                       quantizers);
+          result.runs_as = c.op_type + " on the runtime's kernel (" + std::to_string(rows[l]) +
+                           " rows per call >= " + std::to_string(o.native_min_rows) +
+                           "; weight decoded at load)";
+        } else if (o.format == output_format::qsl && f.why_not.empty()) {
           result.bytes_after =
               writer.replace_fused(c.weight, c.shape, c.layout, code, ref.initializer,
                                    ref.constant_node, f, o.activation_bits, quantizers);
@@ -351,6 +405,7 @@ compress_report compress(model& m, const compress_options& o) {
         r.calibrated = stats != nullptr;
         r.relative_output_error = result.relative_output_error;
         r.runs_as = result.runs_as;
+        r.rows_per_call = rows[l];
       }
     report.weight_bytes_before += before;
     report.weight_bytes_after += after;

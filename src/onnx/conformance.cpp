@@ -95,6 +95,33 @@ void check_shapes_of_copy(pb::ModelProto& copy) {
   }
 }
 
+std::map<std::string, std::vector<std::int64_t>> inferred_shapes(pb::ModelProto& m) {
+  pb::ModelProto copy;
+  {
+    const data_set_aside aside(m);
+    copy = m;
+  }
+  std::map<std::string, std::vector<std::int64_t>> shapes;
+  try {
+    const ::onnx::ShapeInferenceOptions options(false, 0, false);
+    ::onnx::shape_inference::InferShapes(copy, ::onnx::OpSchemaRegistry::Instance(), options);
+  } catch (const std::exception&) {
+    return shapes;  // what was inferred before the error is not kept: best effort
+  }
+  auto add = [&](const pb::ValueInfoProto& v) {
+    if (!v.type().has_tensor_type() || !v.type().tensor_type().has_shape()) return;
+    std::vector<std::int64_t> dims;
+    for (const auto& d : v.type().tensor_type().shape().dim())
+      dims.push_back(d.has_dim_value() && d.dim_value() > 0 ? d.dim_value() : -1);
+    shapes[v.name()] = std::move(dims);
+  };
+  const pb::GraphProto& g = copy.graph();
+  for (const auto& v : g.input()) add(v);
+  for (const auto& v : g.value_info()) add(v);
+  for (const auto& v : g.output()) add(v);
+  return shapes;
+}
+
 void convert_opset(pb::ModelProto& m, std::int64_t target) {
   const std::int64_t from = default_opset(m);
   const std::string what = "converting the default-domain opset " + std::to_string(from) +

@@ -4,6 +4,9 @@
 // a model's opset with ONNX's own version converter.
 
 #include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
 
 #include "onnx/proto.hpp"
 
@@ -19,6 +22,11 @@ void check_shapes(pb::ModelProto& m);
 /// The same check run on `copy` itself, which it fills with inferred value_info: for a copy made
 /// anyway.
 void check_shapes_of_copy(pb::ModelProto& copy);
+
+/// The shapes ONNX's shape inference finds for the main graph's values (inputs, outputs and
+/// value_info), by name; a dimension it cannot fix (symbolic, like a batch "N") is -1. Best
+/// effort: a value it cannot infer is absent. `m` is untouched on return (as check_shapes).
+std::map<std::string, std::vector<std::int64_t>> inferred_shapes(pb::ModelProto& m);
 
 /// Converts the default-domain opset of `m` to `target` with ONNX's version converter (every
 /// node of the default domain through its adapters). Throws model_error naming both opsets

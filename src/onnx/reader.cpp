@@ -1,6 +1,8 @@
 // Reading qsl-format layers back into weight codes (qsl::onnx::compressed_layers).
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <map>
 
@@ -252,6 +254,105 @@ compressed_layer read_decode_factorized(const pb::NodeProto& n,
   return layer;
 }
 
+// A metadata entry of replace_standard (writer.cpp): "format_version=1 rows=R ... weight=NAME",
+// the weight's name taking the rest of the line. Read as the DecodeWeights node it describes.
+compressed_layer read_decoded_weight(const std::string& key, const std::string& value,
+                                     const std::map<std::string, const pb::TensorProto*>& init) {
+  const std::string what = "metadata entry " + in_quotes(key);
+  const std::size_t at = value.find(" weight=");
+  if (at == std::string::npos || at + 8 >= value.size())
+    throw model_error(what + ": no weight name (expected '... weight=NAME' at the end)");
+  pb::NodeProto n;
+  n.set_op_type(decode_op);
+  n.add_output(value.substr(at + 8));
+  std::string signs, coefficients, masks;
+  std::int64_t version = 0;
+  std::size_t begin = 0;
+  const std::string fields = value.substr(0, at);
+  while (begin < fields.size()) {
+    std::size_t end = fields.find(' ', begin);
+    if (end == std::string::npos) end = fields.size();
+    const std::string field = fields.substr(begin, end - begin);
+    begin = end + 1;
+    if (field.empty()) continue;
+    const std::size_t eq = field.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == field.size())
+      throw model_error(what + ": field " + in_quotes(field) + " is not name=value");
+    const std::string name = field.substr(0, eq), text = field.substr(eq + 1);
+    if (name == "signs") {
+      signs = text;
+    } else if (name == "coefficients") {
+      coefficients = text;
+    } else if (name == "masks") {
+      masks = text;
+    } else if (name == "activation_steps" || name == "activation_minimums") {
+      pb::AttributeProto* a = n.add_attribute();
+      a->set_name(name);
+      a->set_type(pb::AttributeProto::FLOATS);
+      std::size_t p = 0;
+      while (p <= text.size()) {
+        std::size_t q = text.find(',', p);
+        if (q == std::string::npos) q = text.size();
+        const std::string number = text.substr(p, q - p);
+        char* stop = nullptr;
+        const float v = number.empty() ? 0.0f : std::strtof(number.c_str(), &stop);
+        if (number.empty() || *stop != '\0')
+          throw model_error(what + ": field " + in_quotes(name) + " is " + in_quotes(text) +
+                            "; expected numbers");
+        a->add_floats(v);
+        p = q + 1;
+      }
+    } else {
+      std::vector<std::int64_t> numbers;
+      std::size_t p = 0;
+      while (p <= text.size()) {
+        std::size_t q = text.find(',', p);
+        if (q == std::string::npos) q = text.size();
+        const std::string number = text.substr(p, q - p);
+        char* stop = nullptr;
+        errno = 0;
+        const long long v = number.empty() ? 0 : std::strtoll(number.c_str(), &stop, 10);
+        if (number.empty() || *stop != '\0' || errno == ERANGE)
+          throw model_error(what + ": field " + in_quotes(name) + " is " + in_quotes(text) +
+                            "; expected whole numbers");
+        numbers.push_back(v);
+        p = q + 1;
+      }
+      if (name == "format_version") {
+        version = numbers.front();
+        continue;
+      }
+      if (name != "rows" && name != "cols" && name != "bits" && name != "basis" &&
+          name != "group_size" && name != "transposed" && name != "shape")
+        throw model_error(what + ": unknown field " + in_quotes(name));
+      pb::AttributeProto* a = n.add_attribute();
+      a->set_name(name);
+      if (name == "shape") {
+        a->set_type(pb::AttributeProto::INTS);
+        for (std::int64_t v : numbers) a->add_ints(v);
+      } else {
+        if (numbers.size() != 1)
+          throw model_error(what + ": field " + in_quotes(name) + " is " + in_quotes(text) +
+                            "; expected one number");
+        a->set_type(pb::AttributeProto::INT);
+        a->set_i(numbers.front());
+      }
+    }
+  }
+  if (version != 1)
+    throw model_error(what + ": format_version is " + std::to_string(version) +
+                      "; this qsl reads 1 (compress the model again with this qsl)");
+  if (signs.empty() || coefficients.empty())
+    throw model_error(what + ": the signs and coefficients tensors are not named");
+  n.add_input(signs);
+  n.add_input(coefficients);
+  if (!masks.empty()) n.add_input(masks);
+  const std::string layer_what = what + " (weight " + in_quotes(n.output(0)) + ")";
+  compressed_layer layer = read_decode_weights(n, init, layer_what);
+  layer.activations = activation_quantizers(n, layer_what);
+  return layer;
+}
+
 }  // namespace
 
 std::vector<compressed_layer> compressed_layers(const model& m) {
@@ -273,6 +374,9 @@ std::vector<compressed_layer> compressed_layers(const model& m) {
     layer.activations = activation_quantizers(n, what);
     out.push_back(std::move(layer));
   }
+  for (const auto& p : m.internals().proto.metadata_props())
+    if (p.key().rfind(decoded_weight_key, 0) == 0)
+      out.push_back(read_decoded_weight(p.key(), p.value(), init));
   return out;
 }
 

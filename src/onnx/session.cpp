@@ -210,7 +210,25 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
     return l.factorized ? std::pair{l.twd.rows, l.twd.cols} : std::pair{l.code.rows, l.code.cols};
   };
 
+  // Nodes no graph output depends on are not run: the standard-operator decoders of weights
+  // the qsl format keeps on the runtime's operator (their codes are in `coded`, read directly).
+  std::vector<bool> live(static_cast<std::size_t>(g.node_size()), false);
+  {
+    std::set<std::string> needed;
+    for (const auto& o : g.output()) needed.insert(o.name());
+    for (int index = g.node_size() - 1; index >= 0; --index) {
+      const pb::NodeProto& n = g.node(index);
+      bool used = false;
+      for (const auto& o : n.output()) used = used || needed.count(o) > 0;
+      if (!used) continue;
+      live[static_cast<std::size_t>(index)] = true;
+      for (const auto& i : n.input())
+        if (!i.empty() && !coded.count(i)) needed.insert(i);
+    }
+  }
+
   for (int index = 0; index < g.node_size(); ++index) {
+    if (!live[static_cast<std::size_t>(index)]) continue;
     const pb::NodeProto& n = g.node(index);
     const std::string what = "node " + in_quotes(n.name().empty() ? "#" + std::to_string(index) : n.name()) +
                              " (" + n.op_type() + ")";

@@ -1,3 +1,4 @@
+#include <cstdio>
 #include "onnx/writer.hpp"
 
 #include <functional>
@@ -59,7 +60,7 @@ std::uint64_t graph_writer::replace(const std::string& weight,
                                     const weight_code& code, int initializer, int constant_node,
                                     const std::vector<activation_quantizer>& activations) {
   remove_constant(weight, initializer, constant_node);
-  const code_tensors t = add_code_tensors(weight, code);
+  const code_tensors t = add_code_tensors(weight + "_qsl", code);
   if (format_ == output_format::qsl) {
     pb::NodeProto& n = node(decode_op, {t.signs, t.coefficients}, weight);
     n.set_domain(qsl_domain);
@@ -76,14 +77,61 @@ std::uint64_t graph_writer::replace(const std::string& weight,
   return t.bytes;
 }
 
+std::uint64_t graph_writer::replace_standard(const std::string& weight,
+                                             const std::vector<std::int64_t>& shape,
+                                             weight_layout layout, const weight_code& code,
+                                             int initializer, int constant_node,
+                                             const std::vector<activation_quantizer>& activations) {
+  remove_constant(weight, initializer, constant_node);
+  // Generated names (no spaces or '='), so that the metadata line parses whatever the
+  // weight's name; the weight's name comes last and takes the rest of the line.
+  auto taken = [&](int i) {  // a model compressed before may hold entries already
+    for (const auto& p : model_.metadata_props())
+      if (p.key() == decoded_weight_key + std::to_string(i)) return true;
+    return false;
+  };
+  while (taken(decoded_weights_)) ++decoded_weights_;
+  const int index = decoded_weights_++;
+  const code_tensors t = add_code_tensors("qsl_decoded_" + std::to_string(index), code);
+  decode_standard(weight, shape, layout, code, t.signs, t.masks, t.coefficients);
+  std::string entry = "format_version=1 rows=" + std::to_string(code.rows) +
+                      " cols=" + std::to_string(code.cols) + " bits=" + std::to_string(code.bits) +
+                      " basis=" + std::to_string(static_cast<int>(code.basis)) +
+                      " group_size=" + std::to_string(code.group_size) +
+                      " transposed=" + (layout == weight_layout::transposed ? "1" : "0") +
+                      " shape=";
+  for (std::size_t d = 0; d < shape.size(); ++d)
+    entry += (d ? "," : "") + std::to_string(shape[d]);
+  entry += " signs=" + t.signs + " coefficients=" + t.coefficients;
+  if (!t.masks.empty()) entry += " masks=" + t.masks;
+  // Quantizers as hexadecimal floats ("%a"): read back to the same bits.
+  auto hex = [](float v) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%a", static_cast<double>(v));
+    return std::string(text);
+  };
+  if (!activations.empty()) {
+    std::string steps, minimums;
+    for (const activation_quantizer& q : activations) {
+      steps += (steps.empty() ? "" : ",") + hex(q.step);
+      minimums += (minimums.empty() ? "" : ",") + hex(q.minimum);
+    }
+    entry += " activation_steps=" + steps + " activation_minimums=" + minimums;
+  }
+  entry += " weight=" + weight;
+  auto* prop = model_.add_metadata_props();
+  prop->set_key(decoded_weight_key + std::to_string(index));
+  prop->set_value(entry);
+  return t.bytes;
+}
+
 // The planes (uint8 [rows, k, ceil(cols/8)]: qsl::plane_bytes), the ternary masks and the
 // coefficients ([rows, groups, 1, k]: the layout the standard decoder's level-table MatMul takes;
 // the qsl operators read the same numbers, [row][group][plane]).
-graph_writer::code_tensors graph_writer::add_code_tensors(const std::string& weight,
+graph_writer::code_tensors graph_writer::add_code_tensors(const std::string& base,
                                                           const weight_code& code) {
   code_tensors t;
   const std::vector<std::int64_t> plane_dims = {code.rows, code.bits, (code.cols + 7) / 8};
-  const std::string base = weight + "_qsl";
   const auto signs_data = plane_bytes(code, false);
   t.signs = add_tensor(make_uint8_tensor(base + "_signs", plane_dims, signs_data.data()));
   t.bytes = signs_data.size();
@@ -122,7 +170,7 @@ std::uint64_t graph_writer::replace_fused(const std::string& weight,
   for (auto& candidate : *g.mutable_node())
     if (candidate.output_size() == 1 && candidate.output(0) == f.output) n = &candidate;
   if (n == nullptr) throw qsl::error("compress: no node produces '" + f.output + "'");
-  const code_tensors t = add_code_tensors(weight, code);
+  const code_tensors t = add_code_tensors(weight + "_qsl", code);
   const std::string name = n->name().empty() ? f.output + "_QuantizedMatMul" : n->name();
   pb::NodeProto fused;
   fused.set_name(name);

@@ -58,6 +58,13 @@ class graph_writer {
                         weight_layout layout, const weight_code& code, int initializer,
                         int constant_node,
                         const std::vector<activation_quantizer>& activations = {});
+  /// qsl format: the standard format's decoding for this one layer (the runtime folds it into
+  /// a constant), and a metadata entry (decoded_weight_key) saying where its code is, so that
+  /// qsl reads the layer back. Returns the bytes of the added tensors.
+  std::uint64_t replace_standard(const std::string& weight, const std::vector<std::int64_t>& shape,
+                                 weight_layout layout, const weight_code& code, int initializer,
+                                 int constant_node,
+                                 const std::vector<activation_quantizer>& activations = {});
   /// Removes the constant `weight` and turns the node producing `f.output` into a
   /// QuantizedMatMul of `code` (docs/onnxruntime.md) with activation mode `activation_bits`.
   /// Returns the bytes of the added tensors.
@@ -80,7 +87,8 @@ class graph_writer {
     std::string signs, masks, coefficients;  // masks: empty for binary codes
     std::uint64_t bytes = 0;
   };
-  code_tensors add_code_tensors(const std::string& weight, const weight_code& code);
+  /// The code's tensors, named after `base`.
+  code_tensors add_code_tensors(const std::string& base, const weight_code& code);
   void remove_constant(const std::string& weight, int initializer, int constant_node);
   std::string unique(const std::string& base);
   std::string add_tensor(pb::TensorProto t);
@@ -103,6 +111,7 @@ class graph_writer {
   std::set<std::string> names_;
   std::vector<pb::NodeProto> nodes_;
   std::map<std::string, std::string> shared_;
+  int decoded_weights_ = 0;  // metadata entries written by replace_standard
 };
 
 }  // namespace qsl::onnx::detail

@@ -2,7 +2,9 @@
 """The qsl format runs in ONNX Runtime with libqsl_onnxruntime.so: the same file gives qsl-run's
 outputs, and the standard format's (decoding the same codes with standard operators in ORT),
 within float tolerance. MatMul and Gemm layers are fused QuantizedMatMul nodes (the report says
-which layers run how); convolutions and TWD layers are DecodeWeights / DecodeFactorized nodes.
+which layers run how); layers with many rows per call (--native-rows) stay on ORT's own
+operators, their weights decoded by standard operators that ORT folds into constants at load;
+other convolutions and TWD layers are DecodeWeights / DecodeFactorized nodes.
 
     python3 tests/onnxruntime/check_qsl_format.py LIBQSL_ONNXRUNTIME QSL_COMPRESS QSL_RUN \\
         MODELS_DIR BUNDLED_MODEL WORK_DIR
@@ -44,8 +46,21 @@ def compress(tool, source, out, fmt, options, work):
         return json.load(f)
 
 
+DECODER_OPS = {"BitShift", "MatMulInteger", "GatherElements"}
+
+
+def folded_by_ort(path, library, work):
+    """The op types left after ORT's basic optimizations (constant folding) of the session."""
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(library)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = os.path.join(work, os.path.basename(path) + ".optimized")
+    ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return {n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node}
+
+
 def case(library, compress_tool, run_tool, name, source, x, options, work, fused_expected,
-         standard_format=True, run_options=()):
+         standard_format=True, run_options=(), native_expected=()):
     npy = os.path.join(work, name + "_x.npy")
     np.save(npy, x)
     qsl = os.path.join(work, name + ".qsl.onnx")
@@ -57,6 +72,13 @@ def case(library, compress_tool, run_tool, name, source, x, options, work, fused
     fused = sorted(n for n, r in runs.items() if r == "QuantizedMatMul")
     check(fused == sorted(fused_expected), f"{name}: fused layers {fused}, expected "
                                            f"{sorted(fused_expected)} ({runs})")
+    # Layers with many rows per call stay on ORT's operator; ORT folds their decoding away.
+    native = sorted(n for n, r in runs.items() if "on the runtime's kernel" in r)
+    check(native == sorted(native_expected), f"{name}: layers on ORT's kernel {native}, "
+                                             f"expected {sorted(native_expected)} ({runs})")
+    if native:
+        left = folded_by_ort(qsl, library, work) & DECODER_OPS
+        check(not left, f"{name}: ORT did not fold the decoding of {native}: {left} remain")
     in_ort = ort_run(qsl, x, library)
     in_ort2 = ort_run(qsl, x, library, threads=2)
     dumped = os.path.join(work, name + "_qsl_run.npy")
@@ -81,16 +103,26 @@ def main(library, compress_tool, run_tool, models, bundled, work):
     os.makedirs(work)
     x = np.load(os.path.join(models, "layers_input.npy"))
     # layers.onnx: Conv (a Constant weight), Gemm transB=1 with bias, MatMul, Gemm transB=0.
+    # conv1 has 36 output pixels per image: it stays on ORT's Conv (--native-rows 16).
     case(library, compress_tool, run_tool, "layers", os.path.join(models, "layers.onnx"), x,
          ["--bits", "2", "--group", "64", "--min-weights", "100"], work,
-         ["fc1", "mm", "fc2", "tiny"])
+         ["fc1", "mm", "fc2", "tiny"], native_expected=["conv1"])
     case(library, compress_tool, run_tool, "layers_ternary", os.path.join(models, "layers.onnx"),
          x, ["--bits", "2", "--group", "0", "--basis", "ternary", "--min-weights", "100"], work,
+         ["fc1", "mm", "fc2", "tiny"], native_expected=["conv1"])
+    # Every layer on ORT's operators (Gemm with transB 1 and 0 and a bias, MatMul, Conv), and
+    # none (the Conv a DecodeWeights node).
+    case(library, compress_tool, run_tool, "layers_native", os.path.join(models, "layers.onnx"),
+         x, ["--bits", "3", "--group", "32", "--min-weights", "100", "--native-rows", "1"], work,
+         [], native_expected=["conv1", "fc1", "mm", "fc2", "tiny"])
+    case(library, compress_tool, run_tool, "layers_no_native",
+         os.path.join(models, "layers.onnx"), x,
+         ["--bits", "2", "--group", "64", "--min-weights", "100", "--native-rows", "0"], work,
          ["fc1", "mm", "fc2", "tiny"])
     # TWD on fc1 (DecodeFactorized) beside fused layers.
     case(library, compress_tool, run_tool, "layers_twd", os.path.join(models, "layers.onnx"), x,
          ["--bits", "3", "--group", "128", "--min-weights", "100", "--twd", "fc1", "--twd-k",
-          "24"], work, ["mm", "fc2", "tiny"], standard_format=False)
+          "24"], work, ["mm", "fc2", "tiny"], standard_format=False, native_expected=["conv1"])
     # Calibrated 4-bit activations in the fused layers (the file's mode): ORT runs what qsl-run
     # runs with --activation-bits 4, the same integer kernels on the same quantizers (the Conv,
     # a DecodeWeights layer in ORT, runs on float activations there: left out).
@@ -104,7 +136,8 @@ def main(library, compress_tool, run_tool, models, bundled, work):
     images = np.random.default_rng(3).random((16, 1, 28, 28)).astype(np.float32)
     case(library, compress_tool, run_tool, "bundled", bundled, images,
          ["--bits", "2", "--group", "128"], work,
-         ["/classifier/classifier.1/Gemm", "/classifier/classifier.4/Gemm"])
+         ["/classifier/classifier.1/Gemm", "/classifier/classifier.4/Gemm"],
+         native_expected=["/features/features.3/Conv"])
     print(f"{failures} failures")
     return 1 if failures else 0
 
