@@ -4,6 +4,7 @@ same run (issue 15's numbers):
 
     python3 bench/onnxruntime_compare.py LIBQSL_ONNXRUNTIME QSL_COMPRESS WORK_DIR \\
         [--models mlp,encoder,bundled] [--rounds 3] [--iterations 20]
+    python3 bench/onnxruntime_compare.py LIBQSL_ONNXRUNTIME QSL_COMPRESS WORK_DIR --shapes
 
 For each model: ORT fp32; ORT int8 `quantize_dynamic`; ORT MatMulNBits 4-bit and 2-bit (block
 128, accuracy_level 4: int8 activations); ORT + qsl (libqsl_onnxruntime.so, `qsl-compress` qsl
@@ -12,6 +13,8 @@ creation (VmRSS of a fresh process that created the session and ran once); laten
 and 32 with one thread and with all threads (median over interleaved rounds: every variant runs
 once per round); and accuracy: top-1 on 1,000 Fashion-MNIST test images for the bundled CNN,
 relative output error against fp32 on the same random inputs for the synthetic models.
+
+Needs `pip install onnx_ir` (ORT's MatMulNBits quantizer imports it).
 
 Models: `mlp` (6 MatMul + Add + Relu layers of 2048 x 2048, 25 M weights), `encoder` (the
 BERT-style encoder of bench/onnx_memory.py, 21 M parameters, 128 tokens per sample) and
@@ -125,6 +128,72 @@ def resident_mib(path, library, feed_path):
     return float(out[-1]) / 1024
 
 
+SHAPES = [(512, 2048), (2048, 512), (2048, 2048)]  # K x N of one MatMul layer
+SHAPE_ROWS = [1, 4, 16, 32, 64, 128, 256]
+TIME_CHILD = """
+import json, sys, time, numpy as np, onnxruntime as ort
+path, library, k, iterations = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+o = ort.SessionOptions()
+o.intra_op_num_threads = 1
+if library:
+    o.register_custom_ops_library(library)
+s = ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
+out = {}
+for m in json.loads(sys.argv[5]):
+    x = np.random.default_rng(m).standard_normal((m, k)).astype(np.float32)
+    s.run(None, {"x": x})
+    t = []
+    for _ in range(iterations):
+        t0 = time.perf_counter()
+        s.run(None, {"x": x})
+        t.append(time.perf_counter() - t0)
+    out[m] = 1000 * float(np.median(t))
+print(json.dumps(out))
+"""
+
+
+def shapes(a):
+    """One MatMul layer at 2 bits (groups of 128, a QuantizedMatMul node): ORT fp32 beside qsl's
+    two paths inside the operator, forced (QSL_ORT_GEMM_MIN_ROWS), and its own choice; one
+    thread. The crossovers behind ort_gemm.cpp's default_gemm_min_rows and qsl-compress's
+    --native-rows."""
+    print("| layer K x N | rows | ORT fp32 | qsl tables | qsl decoded + ORT Gemm | qsl (auto) |")
+    print("|---|---|---|---|---|---|")
+    for k, n in SHAPES:
+        rng = np.random.default_rng(k + n)
+        fp32 = os.path.join(a.work, f"layer_{k}x{n}.onnx")
+        g = helper.make_graph(
+            [helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")], "layer",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["M", k])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["M", n])],
+            [numpy_helper.from_array((rng.standard_normal((k, n)) * 0.02).astype(np.float32),
+                                     "w")])
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)],
+                                    ir_version=8), fp32)
+        qsl = fp32.replace(".onnx", ".qsl2.onnx")
+        subprocess.run([a.qsl_compress, fp32, "-o", qsl, "--bits", "2", "--group", "128",
+                        "--native-rows", "0", "-q", "--force"], check=True,
+                       stdout=subprocess.DEVNULL)
+        runs = {}
+        for label, path, library, min_rows in (("fp32", fp32, "", None),
+                                                ("tables", qsl, a.library, "1000000000"),
+                                                ("decoded", qsl, a.library, "1"),
+                                                ("auto", qsl, a.library, None)):
+            env = dict(os.environ)
+            env.pop("QSL_ORT_GEMM_MIN_ROWS", None)
+            if min_rows:
+                env["QSL_ORT_GEMM_MIN_ROWS"] = min_rows
+            out = subprocess.run([sys.executable, "-c", TIME_CHILD, path, library, str(k),
+                                  str(a.iterations), json.dumps(SHAPE_ROWS)], env=env,
+                                 check=True, capture_output=True, text=True).stdout
+            runs[label] = {int(m): t for m, t in json.loads(out).items()}
+        for m in SHAPE_ROWS:
+            base = runs["fp32"][m]
+            cells = [f"{runs[v][m]:.3f} ({base / runs[v][m]:.2f}x)"
+                     for v in ("tables", "decoded", "auto")]
+            print(f"| {k} x {n} | {m} | {base:.3f} | " + " | ".join(cells) + " |", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("library")
@@ -133,9 +202,14 @@ def main():
     ap.add_argument("--models", default="mlp,encoder,bundled")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--iterations", type=int, default=20)
+    ap.add_argument("--shapes", action="store_true",
+                    help="only the single-layer table: fp32 against qsl's paths by rows")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     ort.set_default_logger_severity(3)
+    if a.shapes:
+        shapes(a)
+        return
     cores = os.cpu_count() or 1
     results = {}
     for name in a.models.split(","):
