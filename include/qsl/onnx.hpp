@@ -134,7 +134,8 @@ struct compress_options {
   const calibration_data* calibration = nullptr;
   /// qsl format: a MatMul / Gemm / Conv layer that runs at least this many rows per call at
   /// batch 1 (tokens, output pixels; from ONNX's shape inference) stays on the runtime's own
-  /// operator, its weight rebuilt by standard operators that ONNX Runtime folds into a
+  /// operator (as does one whose sequence length or output size is symbolic), its weight
+  /// rebuilt by standard operators that ONNX Runtime folds into a
   /// constant at load: there its fp32 GEMM, on packed weights, is faster than qsl's kernels
   /// (bench/onnxruntime_compare.py --shapes). The file stays compact; the runtime holds the
   /// layer in fp32. 0: never. Needs opset >= min_standard_opset (else the layer is fused).
@@ -157,7 +158,9 @@ struct layer_report {
   /// op type and "on the runtime's kernel" with the reason for a layer kept there
   /// (compress_options::native_min_rows).
   std::string runs_as;
-  /// Rows the layer multiplies per call at batch 1, as shape inference found them (0: unknown).
+  /// Rows the layer multiplies per call at batch 1, as shape inference found them: -1 where a
+  /// size that multiplies them is unknown (a sequence length after the batch, a convolution's
+  /// output size: counted as many), 0 where nothing is known.
   std::int64_t rows_per_call = 0;
   bool factorized = false;     ///< TWD (basis_vectors is K) rather than per-row codes (bits...)
   std::int64_t basis_vectors = 0;

@@ -66,27 +66,30 @@ struct candidate {
 };
 
 // Rows the layer multiplies per call at batch 1: MatMul / Gemm, the rows of X (its leading
-// dimensions, a symbolic one such as the batch counted as 1); Conv, the output pixels. 0 when
-// shape inference did not find the shape.
+// dimensions, the first one, the batch, counted as 1 when symbolic); Conv, the output pixels.
+// many_rows (-1) where a size that multiplies the rows is unknown: a sequence length after the
+// batch, or a convolution's output size (exporters leave both symbolic; they are rarely small).
+// 0 when nothing is known (a MatMul whose input shape inference did not find).
+constexpr std::int64_t many_rows = -1;
+
 std::int64_t rows_per_call(const pb::NodeProto& n,
                            const std::map<std::string, std::vector<std::int64_t>>& shapes) {
   auto dims_of = [&](const std::string& name) -> const std::vector<std::int64_t>* {
     const auto it = shapes.find(name);
     return it == shapes.end() ? nullptr : &it->second;
   };
-  auto product = [](const std::vector<std::int64_t>& d, std::size_t first, std::size_t last,
-                    bool unknown_is_one) -> std::int64_t {
+  auto product = [](const std::vector<std::int64_t>& d, std::size_t first,
+                    std::size_t last) -> std::int64_t {
     std::int64_t p = 1;
     for (std::size_t i = first; i < last; ++i) {
-      if (d[i] < 0 && !unknown_is_one) return 0;
-      p *= d[i] < 0 ? 1 : d[i];
-      if (p > (std::int64_t{1} << 40)) return std::int64_t{1} << 40;
+      if (d[i] < 0) return many_rows;
+      p = std::min(p * d[i], std::int64_t{1} << 40);
     }
     return p;
   };
   if (n.op_type() == "Conv") {
     const auto* y = n.output_size() > 0 ? dims_of(n.output(0)) : nullptr;
-    return y == nullptr || y->size() < 3 ? 0 : product(*y, 2, y->size(), false);
+    return y == nullptr || y->size() < 3 ? many_rows : product(*y, 2, y->size());
   }
   const auto* x = n.input_size() > 0 ? dims_of(n.input(0)) : nullptr;
   if (x == nullptr || x->empty()) return 0;
@@ -94,9 +97,13 @@ std::int64_t rows_per_call(const pb::NodeProto& n,
     bool trans_a = false;
     for (const auto& a : n.attribute()) trans_a = trans_a || (a.name() == "transA" && a.i() != 0);
     if (x->size() != 2) return 0;
-    return product(*x, trans_a ? 1 : 0, trans_a ? 2 : 1, true);
+    const std::int64_t rows = (*x)[trans_a ? 1 : 0];
+    return rows < 0 ? 1 : rows;  // the batch
   }
-  return x->size() == 1 ? 1 : product(*x, 0, x->size() - 1, true);
+  if (x->size() == 1) return 1;
+  const std::int64_t batch = x->front() < 0 ? 1 : x->front();
+  const std::int64_t rest = product(*x, 1, x->size() - 1);
+  return rest == many_rows ? many_rows : std::min(batch * rest, std::int64_t{1} << 40);
 }
 
 // "has nan at row 5, col 7 (of W, outputs x inputs)" for the first non-finite value of the
@@ -358,15 +365,25 @@ compress_report compress(model& m, const compress_options& o) {
         result.basis = code.basis;
         result.group_size = code.group_size;
         const detail::fused_layer& f = fusion[l];
+        // On the runtime's operator: layers of many rows, and (unless fusion is off) layers
+        // that cannot be fused, whose DecodeWeights output ORT could not prepack anyway.
+        const bool many = rows[l] == many_rows || rows[l] >= o.native_min_rows;
+        const bool unfusable = o.fuse && !f.why_not.empty();
         const bool native = o.format == output_format::qsl && o.native_min_rows > 0 &&
-                            rows[l] >= o.native_min_rows && can_decode_standard;
+                            (many || unfusable) && can_decode_standard;
         if (native) {
           result.bytes_after = writer.replace_standard(c.weight, c.shape, c.layout, code,
                                                        ref.initializer, ref.constant_node,
                                                        quantizers);
-          result.runs_as = c.op_type + " on the runtime's kernel (" + std::to_string(rows[l]) +
-                           " rows per call >= " + std::to_string(o.native_min_rows) +
-                           "; weight decoded at load)";
+          const std::string rows_text =
+              !many ? "not fused: " + f.why_not
+              : rows[l] == many_rows
+                  ? std::string(c.op_type == "Conv" ? "output size" : "sequence length") +
+                        " unknown, counted as many rows"
+                  : std::to_string(rows[l]) + " rows per call >= " +
+                        std::to_string(o.native_min_rows);
+          result.runs_as =
+              c.op_type + " on the runtime's kernel (" + rows_text + "; weight decoded at load)";
         } else if (o.format == output_format::qsl && f.why_not.empty()) {
           result.bytes_after =
               writer.replace_fused(c.weight, c.shape, c.layout, code, ref.initializer,

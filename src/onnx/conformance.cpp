@@ -103,7 +103,9 @@ std::map<std::string, std::vector<std::int64_t>> inferred_shapes(pb::ModelProto&
   }
   std::map<std::string, std::vector<std::int64_t>> shapes;
   try {
-    const ::onnx::ShapeInferenceOptions options(false, 0, false);
+    // Not strict, and with data propagation (shapes computed by Shape -> Gather -> Concat ->
+    // Reshape, as exporters write them): an estimate, where a mistake costs speed, not a refusal.
+    const ::onnx::ShapeInferenceOptions options(false, 0, true);
     ::onnx::shape_inference::InferShapes(copy, ::onnx::OpSchemaRegistry::Instance(), options);
   } catch (const std::exception&) {
     return shapes;  // what was inferred before the error is not kept: best effort

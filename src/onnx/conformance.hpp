@@ -25,7 +25,8 @@ void check_shapes_of_copy(pb::ModelProto& copy);
 
 /// The shapes ONNX's shape inference finds for the main graph's values (inputs, outputs and
 /// value_info), by name; a dimension it cannot fix (symbolic, like a batch "N") is -1. Best
-/// effort: a value it cannot infer is absent. `m` is untouched on return (as check_shapes).
+/// effort (not strict, with data propagation): a value it cannot infer is absent. `m` is
+/// untouched on return (as check_shapes).
 std::map<std::string, std::vector<std::int64_t>> inferred_shapes(pb::ModelProto& m);
 
 /// Converts the default-domain opset of `m` to `target` with ONNX's version converter (every
