@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Fuzzes the checks of qsl's ONNX Runtime operators: valid QuantizedMatMul and DecodeWeights
+nodes with one thing changed at random (an attribute set to a wrong, huge, negative or
+wrongly typed value; a tensor with other dims, another dtype, truncated data or random bytes;
+NaN/Inf coefficients; an input removed; X of a wrong width at run time). Every case must either
+run or fail with an ORT error that names the node; none may crash the process. The cases run
+in a child process, which says which case it is on before each one, so that a crash (a signal)
+is reported with the case that caused it.
+
+    python3 tests/onnxruntime/fuzz_operators.py LIBQSL_ONNXRUNTIME [--cases 400] [--seed 1]
+"""
+import argparse
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+
+def cases(seed, count):
+    """(label, model bytes, input) for `count` mutated models."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    import check_quantized_matmul as q
+
+    rng = np.random.default_rng(seed)
+    huge = [0, -1, -(2**40), 2**31, 2**40, 2**62, 9, 7, 1, 3]
+    for i in range(count):
+        rows, cols = int(rng.integers(1, 40)), int(rng.integers(1, 140))
+        bits, ternary = int(rng.integers(1, 4)), bool(rng.integers(0, 2))
+        group = int(rng.choice([0, 8, 16]))
+        signs, masks, alpha, g = q.random_code(rng, rows, cols, bits, ternary, group)
+        decode = bool(rng.integers(0, 4) == 0)
+        m = onnx.load_from_string(q.model(rows, cols, bits, ternary, group, signs, masks, alpha,
+                                          rng.standard_normal(rows).astype(np.float32),
+                                          ["N", cols]))
+        node = m.graph.node[0]
+        if decode:  # the same code as a DecodeWeights node producing W^T for a MatMul
+            attrs = dict(rows=rows, cols=cols, bits=bits, basis=int(ternary),
+                         group_size=group, transposed=1, shape=[cols, rows])
+            dw = helper.make_node("DecodeWeights", list(node.input[1:4 if ternary else 3]),
+                                  ["w"], name="dw", domain="ai.qsl", **attrs)
+            mm = helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")
+            del m.graph.node[:]
+            m.graph.node.extend([dw, mm])
+            m.graph.initializer.pop()  # the bias
+            node = m.graph.node[0]
+        what = "dw" if decode else "qmm"
+        x = rng.standard_normal((int(rng.integers(1, 5)), cols)).astype(np.float32)
+        kind = int(rng.integers(0, 8))  # 7: unchanged, a control that must run
+        label = f"case {i}: {what} {rows}x{cols} k={bits} {'ternary' if ternary else 'binary'}"
+        if kind == 0 and len(node.attribute):  # an attribute's value
+            a = node.attribute[int(rng.integers(0, len(node.attribute)))]
+            if a.type == onnx.AttributeProto.INT:
+                a.i = int(rng.choice(huge))
+            elif a.type == onnx.AttributeProto.INTS:
+                a.ints[:] = [int(rng.choice(huge)) for _ in range(int(rng.integers(0, 4)))]
+            label += f", attribute {a.name} changed"
+        elif kind == 1 and len(node.attribute):  # an attribute of the wrong type
+            a = node.attribute[int(rng.integers(0, len(node.attribute)))]
+            name = a.name
+            node.attribute.remove(a)
+            node.attribute.append(helper.make_attribute(name, 1.5))
+            label += f", attribute {name} as a float"
+        elif kind == 2:  # a tensor's dims or dtype
+            t = m.graph.initializer[int(rng.integers(0, len(m.graph.initializer)))]
+            array = numpy_helper.to_array(t)
+            if rng.integers(0, 2):
+                array = array.reshape(-1)[: max(0, array.size - int(rng.integers(0, 3)))]
+            else:
+                array = array.astype(np.int8 if array.dtype == np.uint8 else np.float64)
+            t.CopyFrom(numpy_helper.from_array(array, t.name))
+            label += f", tensor {t.name} now {array.dtype} {array.shape}"
+        elif kind == 3:  # random bytes in the planes
+            t = m.graph.initializer[0]
+            data = bytearray(t.raw_data)
+            for _ in range(int(rng.integers(1, 8))):
+                if data:
+                    data[int(rng.integers(0, len(data)))] = int(rng.integers(0, 256))
+            t.raw_data = bytes(data)
+            label += ", random bytes in the signs"
+        elif kind == 4:  # NaN / Inf coefficients
+            t = m.graph.initializer[1]
+            array = numpy_helper.to_array(t).copy()
+            array.reshape(-1)[int(rng.integers(0, array.size))] = rng.choice([np.nan, np.inf])
+            t.CopyFrom(numpy_helper.from_array(array, t.name))
+            label += ", a non-finite coefficient"
+        elif kind == 5 and len(node.input) > 1:  # an input removed
+            index = int(rng.integers(1, len(node.input)))
+            node.input[index] = ""
+            label += f", input {index} removed"
+        elif kind == 7:
+            label += ", unchanged (must run)"
+        else:  # X of the wrong width at run time
+            x = rng.standard_normal((2, cols + int(rng.integers(1, 9)))).astype(np.float32)
+            m.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "K"
+            label += f", X of width {x.shape[1]}"
+        yield label, what, m.SerializeToString(), x
+
+
+def child(library, seed, count):
+    import onnxruntime as ort
+    ort.set_default_logger_severity(4)
+    ran = refused = 0
+    bad = []
+    for label, what, model, x in cases(seed, count):
+        print("at", label, flush=True)
+        options = ort.SessionOptions()
+        options.register_custom_ops_library(library)
+        options.intra_op_num_threads = 1
+        try:
+            s = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+            s.run(None, {"x": x})
+            ran += 1
+        except Exception as e:  # ORT's own exception types
+            text = str(e)
+            refused += 1
+            # Every refusal names the node: qsl's ("QuantizedMatMul node 'qmm': ...") and ORT's
+            # own graph checks ("node (qmm)"; the MatMul "mm" fed by a DecodeWeights node).
+            if "must run" in label or not any(n in text for n in ("qmm", "dw", "mm")):
+                bad.append(f"{label}: {text[:200]}")
+    print(f"done: {ran} ran, {refused} refused")
+    for b in bad:
+        print("FAIL (an unchanged model refused, or an error not naming the node):", b)
+    return 1 if bad else 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("library")
+    ap.add_argument("--cases", type=int, default=400)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        return child(a.library, a.seed, a.cases)
+    r = subprocess.run([sys.executable, __file__, a.library, "--cases", str(a.cases), "--seed",
+                        str(a.seed), "--child"], capture_output=True, text=True)
+    lines = r.stdout.strip().splitlines()
+    if r.returncode < 0:
+        print(f"FAIL: the process died of signal {-r.returncode} {lines[-1] if lines else ''}")
+        return 1
+    print("\n".join(line for line in lines if not line.startswith("at ")))
+    if r.stderr.strip():
+        print(r.stderr.strip()[-2000:])
+    return r.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
