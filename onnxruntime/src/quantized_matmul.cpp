@@ -7,6 +7,7 @@
 
 #include "kernel_support.hpp"
 #include "ort_gemm.hpp"
+#include "packed_cache.hpp"
 #include "qsl/activation_code.hpp"
 #include "qsl/cpu.hpp"
 #include "qsl/error.hpp"
@@ -20,7 +21,9 @@ constexpr std::int64_t format_version = 1;
 struct quantized_matmul_kernel {
   std::string what;
   std::int64_t in_features = 0, out_features = 0;
-  cpu_weights packed;  // the only copy of the layer the kernel keeps
+  // The only copy of the layer the kernel keeps, shared with the other nodes of the same
+  // code (packed_cache.hpp).
+  std::shared_ptr<const cpu_weights> packed;
   std::vector<float> bias;
   activation_quantizer activations;
   decoded_gemm large_batches;  // ORT's Gemm on decoded blocks (float activations)
@@ -81,15 +84,19 @@ quantized_matmul_kernel::quantized_matmul_kernel(const OrtKernelInfo* info)
   detail::require((masks != nullptr) == (code.basis == qsl::basis::ternary),
                   code.basis == qsl::basis::ternary ? "a ternary code needs input 3 (masks)"
                                                     : "a binary code takes no masks (input 3)");
-  read_plane_bytes(code, false, signs, "signs");
-  if (masks != nullptr) read_plane_bytes(code, true, masks, "masks");
-  code.coefficients.assign(alpha, alpha + code.coefficients.size());
-  for (std::size_t i = 0; i < code.coefficients.size(); ++i)
-    detail::require(std::isfinite(code.coefficients[i]),
-                    "coefficient " + str(static_cast<std::int64_t>(i)) + " is " +
-                        std::to_string(code.coefficients[i]) + "; expected a finite value");
-  compute_offsets(code);
-  validate(code, "weight code");
+  const packed_key key{signs, alpha, masks, out_features, in_features, bits, basis, group};
+  packed = shared_packed(key, [&] {
+    read_plane_bytes(code, false, signs, "signs");
+    if (masks != nullptr) read_plane_bytes(code, true, masks, "masks");
+    code.coefficients.assign(alpha, alpha + code.coefficients.size());
+    for (std::size_t i = 0; i < code.coefficients.size(); ++i)
+      detail::require(std::isfinite(code.coefficients[i]),
+                      "coefficient " + str(static_cast<std::int64_t>(i)) + " is " +
+                          std::to_string(code.coefficients[i]) + "; expected a finite value");
+    compute_offsets(code);
+    validate(code, "weight code");
+    return pack_for_cpu(code);  // `code` (and the session's initializers) are not needed again
+  });
   if (b != nullptr) {
     bias.assign(b, b + out_features);
     for (std::int64_t n = 0; n < out_features; ++n)
@@ -132,7 +139,6 @@ quantized_matmul_kernel::quantized_matmul_kernel(const OrtKernelInfo* info)
                     "activation_step " + std::to_string(activations.step) + " and minimum " +
                         std::to_string(activations.minimum) + " must be finite, step >= 0");
   }
-  packed = pack_for_cpu(code);  // `code` (and the session's initializers) are not needed again
 }
 
 OrtStatusPtr quantized_matmul_kernel::ComputeV2(OrtKernelContext* context) const {
@@ -155,11 +161,11 @@ OrtStatusPtr quantized_matmul_kernel::ComputeV2(OrtKernelContext* context) const
     const float* bp = bias.empty() ? nullptr : bias.data();
     const session_threads threads(context);
     if (activations.bits == 0 && batch >= gemm_min_rows())
-      large_batches.run(context, packed, xp, batch, bp, yp);
+      large_batches.run(context, *packed, xp, batch, bp, yp);
     else if (activations.bits == 0)
-      cpu_forward_float(packed, xp, batch, bp, yp);
+      cpu_forward_float(*packed, xp, batch, bp, yp);
     else
-      cpu_forward_encoded(packed, xp, batch, activations, bp, yp);
+      cpu_forward_encoded(*packed, xp, batch, activations, bp, yp);
   });
 }
 

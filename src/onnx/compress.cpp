@@ -285,7 +285,7 @@ compress_report compress(model& m, const compress_options& o) {
     throw qsl::error("compress: TWD layers have no standard-format encoding yet; use the qsl "
                      "format (or leave them out of twd_layers)");
   // Fused layers (qsl format): decided on the graph as it is, before any rewriting.
-  std::vector<detail::fused_layer> fusion(chosen.size());
+  std::vector<detail::fusion_plan> fusion(chosen.size());
   for (std::size_t l = 0; l < chosen.size(); ++l) {
     if (o.format != output_format::qsl) continue;
     if (!o.fuse) {
@@ -293,7 +293,7 @@ compress_report compress(model& m, const compress_options& o) {
     } else if (twd[l]) {
       fusion[l].why_not = "TWD";
     } else {
-      fusion[l] = detail::plan_fusion(g, g.node(chosen[l].node), chosen[l].weight, chosen[l].rows);
+      fusion[l] = detail::plan_fusions(g, chosen[l].weight, chosen[l].rows, chosen[l].layout);
     }
   }
   // Layers kept on the runtime's own operator (qsl format): many rows per call at batch 1.
@@ -364,7 +364,7 @@ compress_report compress(model& m, const compress_options& o) {
         result.bits = code.bits;
         result.basis = code.basis;
         result.group_size = code.group_size;
-        const detail::fused_layer& f = fusion[l];
+        const detail::fusion_plan& f = fusion[l];
         // On the runtime's operator: layers of many rows, and (unless fusion is off) layers
         // that cannot be fused, whose DecodeWeights output ORT could not prepack anyway.
         const bool many = rows[l] == many_rows || rows[l] >= o.native_min_rows;
@@ -387,8 +387,10 @@ compress_report compress(model& m, const compress_options& o) {
         } else if (o.format == output_format::qsl && f.why_not.empty()) {
           result.bytes_after =
               writer.replace_fused(c.weight, c.shape, c.layout, code, ref.initializer,
-                                   ref.constant_node, f, o.activation_bits, quantizers);
+                                   ref.constant_node, f.users, o.activation_bits, quantizers);
           result.runs_as = quantized_matmul_op;
+          if (f.users.size() > 1)
+            result.runs_as += " (" + std::to_string(f.users.size()) + " nodes on one code)";
         } else {
           result.bytes_after = writer.replace(c.weight, c.shape, c.layout, code, ref.initializer,
                                               ref.constant_node, quantizers);

@@ -2,6 +2,8 @@
 // qsl's kernels, in ONNX Runtime and in qsl-run) rather than a DecodeWeights node feeding the
 // original operator.
 #include <functional>
+#include <string>
+#include <vector>
 
 #include "onnx/writer.hpp"
 
@@ -46,27 +48,66 @@ fused_layer plan_fusion(const pb::GraphProto& g, const pb::NodeProto& n, const s
   };
   if (f.output.empty() || f.x.empty()) return no("not one input and one output");
   if (n.op_type() != "MatMul" && n.op_type() != "Gemm") return no("a Conv");
-  if (n.input(1) != weight) return no("the weight is not the right operand");
-  if (uses(g, weight) != 1) return no("the weight has other users");
+  if (n.input(1) != weight || n.input(0) == weight)
+    return no("the weight is not the right operand");
   if (n.op_type() == "Gemm") {
     const auto* trans_a = attribute(n, "transA");
-    if (trans_a != nullptr && trans_a->i() != 0) return no("Gemm with transA = 1");
     const auto* alpha = attribute(n, "alpha");
     const auto* beta = attribute(n, "beta");
-    if (alpha != nullptr && alpha->f() != 1.0f) return no("Gemm with alpha != 1");
+    f.transpose_x = trans_a != nullptr && trans_a->i() != 0;
+    f.alpha = alpha != nullptr ? alpha->f() : 1.0f;
+    f.beta = beta != nullptr ? beta->f() : 1.0f;
     if (n.input_size() > 2 && !n.input(2).empty()) {
-      if (beta != nullptr && beta->f() != 1.0f) return no("Gemm with beta != 1");
       const pb::TensorProto* c = initializer(g, n.input(2));
-      if (c == nullptr || c->data_type() != pb::TensorProto::FLOAT)
-        return no("Gemm whose C is not a float initializer");
-      const bool vector = c->dims_size() == 1 && c->dims(0) == rows;
-      const bool row = c->dims_size() == 2 && c->dims(0) == 1 && c->dims(1) == rows;
-      if (!vector && !row) return no("Gemm whose C is not one value per output");
-      f.bias = c->name();
-      f.bias_needs_reshape = row;
+      const bool vector = c != nullptr && c->dims_size() == 1 && c->dims(0) == rows;
+      const bool row = c != nullptr && c->dims_size() == 2 && c->dims(0) == 1 && c->dims(1) == rows;
+      if (c != nullptr && c->data_type() == pb::TensorProto::FLOAT && (vector || row) &&
+          f.alpha == 1.0f && f.beta == 1.0f) {
+        f.bias = c->name();
+        f.bias_needs_reshape = row;
+      } else if (f.beta != 0.0f) {
+        f.added = n.input(2);  // added after the product (Gemm broadcasts C to [M, N])
+      }
     }
   }
   return f;
+}
+
+fusion_plan plan_fusions(const pb::GraphProto& g, const std::string& weight, std::int64_t rows,
+                         weight_layout layout) {
+  fusion_plan plan;
+  const pb::TensorProto* w = initializer(g, weight);
+  if (w != nullptr && w->data_type() != pb::TensorProto::FLOAT) {
+    plan.why_not = "a " + type_name(w->data_type()) + " weight (QuantizedMatMul is float)";
+    return plan;
+  }
+  int reads = 0;  // inputs of top-level nodes that name the weight
+  for (const auto& n : g.node()) {
+    int here = 0;
+    for (const auto& i : n.input()) here += i == weight;
+    if (here == 0) continue;
+    reads += here;
+    fused_layer f = plan_fusion(g, n, weight, rows);
+    if (f.why_not.empty()) {
+      const bool rows_first = n.op_type() == "Gemm" && [&] {
+        const auto* t = attribute(n, "transB");
+        return t != nullptr && t->i() != 0;
+      }();
+      if ((rows_first ? weight_layout::as_is : weight_layout::transposed) != layout)
+        f.why_not = "the weight's users read it transposed differently";
+    }
+    if (!f.why_not.empty()) {
+      plan.why_not = f.why_not;
+      plan.users.clear();
+      return plan;
+    }
+    plan.users.push_back(f);
+  }
+  if (reads != uses(g, weight) || plan.users.empty()) {
+    plan.users.clear();
+    plan.why_not = "the weight has other users";
+  }
+  return plan;
 }
 
 }  // namespace qsl::onnx::detail

@@ -131,8 +131,15 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
         type == pb::TensorProto::INT64 || type == pb::TensorProto::INT32)
       consts[t.name()] = read_tensor(t, "initializer " + in_quotes(t.name()));
   }
-  std::map<std::string, compressed_layer> coded;
-  for (auto& layer : qsl::onnx::compressed_layers(m)) coded[layer.weight] = std::move(layer);
+  // Weights rebuilt by DecodeWeights nodes (or metadata entries), by weight name; fused
+  // QuantizedMatMul layers by their node's output (several may share one weight's code).
+  std::map<std::string, compressed_layer> coded, fused_layers;
+  for (auto& layer : qsl::onnx::compressed_layers(m)) {
+    if (layer.output.empty())
+      coded[layer.weight] = std::move(layer);
+    else
+      fused_layers[layer.output] = std::move(layer);
+  }
   std::set<std::string> initializer_names;
   for (const auto& t : g.initializer()) initializer_names.insert(t.name());
   for (const auto& v : g.input())
@@ -246,11 +253,9 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
         throw model_error(what + ": expected at least " + std::to_string(count) + " inputs");
     };
     if (n.domain() == qsl_domain && op == quantized_matmul_op) {  // Y = X W^T + bias, fused
-      const compressed_layer* layer = nullptr;
-      for (const auto& entry : coded)
-        if (!entry.second.output.empty() && entry.second.output == n.output(0))
-          layer = &entry.second;
-      if (layer == nullptr) throw model_error(what + ": not read as a compressed layer");
+      const auto found = fused_layers.find(n.output(0));
+      if (found == fused_layers.end()) throw model_error(what + ": not read as a compressed layer");
+      const compressed_layer* layer = &found->second;
       const int x = in(0);
       const std::int64_t rows = layer->code.rows, cols = layer->code.cols;
       const layer_runner run =

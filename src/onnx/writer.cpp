@@ -149,57 +149,114 @@ graph_writer::code_tensors graph_writer::add_code_tensors(const std::string& bas
 std::uint64_t graph_writer::replace_fused(const std::string& weight,
                                           const std::vector<std::int64_t>& shape,
                                           weight_layout layout, const weight_code& code,
-                                          int initializer, int constant_node, const fused_layer& f,
+                                          int initializer, int constant_node,
+                                          const std::vector<fused_layer>& users,
                                           int activation_bits,
                                           const std::vector<activation_quantizer>& activations) {
   pb::GraphProto& g = *model_.mutable_graph();
-  std::string bias = f.bias;
-  if (!bias.empty() && f.bias_needs_reshape) {  // C [1, N] -> a [N] copy for the bias input
-    for (const auto& t : g.initializer())
-      if (t.name() == f.bias) {
-        pb::TensorProto copy = t;
-        copy.set_name(f.bias + "_qsl_bias");
-        copy.clear_dims();
-        copy.add_dims(code.rows);
-        bias = add_tensor(std::move(copy));
-        break;
-      }
+  // Gemm's C [1, N] becomes a [N] copy for the bias input (one per user that has one).
+  std::vector<std::string> biases;
+  for (const fused_layer& f : users) {
+    std::string bias = f.bias;
+    if (!bias.empty() && f.bias_needs_reshape)
+      for (const auto& t : g.initializer())
+        if (t.name() == f.bias) {
+          pb::TensorProto copy = t;
+          copy.set_name(f.bias + "_qsl_bias");
+          copy.clear_dims();
+          copy.add_dims(code.rows);
+          bias = add_tensor(std::move(copy));
+          break;
+        }
+    biases.push_back(bias);
   }
   remove_constant(weight, initializer, constant_node);  // may move nodes: find ours after it
-  pb::NodeProto* n = nullptr;
-  for (auto& candidate : *g.mutable_node())
-    if (candidate.output_size() == 1 && candidate.output(0) == f.output) n = &candidate;
-  if (n == nullptr) throw qsl::error("compress: no node produces '" + f.output + "'");
   const code_tensors t = add_code_tensors(weight + "_qsl", code);
-  const std::string name = n->name().empty() ? f.output + "_QuantizedMatMul" : n->name();
-  pb::NodeProto fused;
-  fused.set_name(name);
-  fused.set_op_type(quantized_matmul_op);
-  fused.set_domain(qsl_domain);
-  for (const std::string& input : {f.x, t.signs, t.coefficients, t.masks, bias})
-    fused.add_input(input);
-  while (fused.input_size() > 0 && fused.input(fused.input_size() - 1).empty())
-    fused.mutable_input()->RemoveLast();
-  fused.add_output(f.output);
-  add_int_attribute(fused, "in_features", code.cols);
-  add_int_attribute(fused, "out_features", code.rows);
-  add_int_attribute(fused, "bits", code.bits);
-  add_int_attribute(fused, "basis", static_cast<std::int64_t>(code.basis));
-  add_int_attribute(fused, "group_size", code.group_size);
-  add_int_attribute(fused, "activation_bits", activation_bits);
-  add_int_attribute(fused, "format_version", 1);
-  auto* source = fused.add_attribute();
-  source->set_name("weight_name");
-  source->set_type(pb::AttributeProto::STRING);
-  source->set_s(weight);
-  add_layer_attributes(fused, shape, layout, activations);
-  *n = std::move(fused);
-  if (bias != f.bias && uses(g, f.bias) == 0)  // C [1, N], replaced by its [N] copy
-    for (int i = 0; i < g.initializer_size(); ++i)
-      if (g.initializer(i).name() == f.bias) {
-        g.mutable_initializer()->DeleteSubrange(i, 1);
-        break;
+  for (std::size_t u = 0; u < users.size(); ++u) {
+    const fused_layer& f = users[u];
+    int index = -1;
+    for (int i = 0; i < g.node_size(); ++i)
+      if (g.node(i).output_size() == 1 && g.node(i).output(0) == f.output) index = i;
+    if (index < 0) throw qsl::error("compress: no node produces '" + f.output + "'");
+    const pb::NodeProto& n = g.node(index);
+    const std::string name = n.name().empty() ? f.output + "_QuantizedMatMul" : n.name();
+    // Gemm's transA, alpha and a C that is not the bias: nodes around the fused one.
+    std::vector<pb::NodeProto> before, after;
+    auto step = [&](std::vector<pb::NodeProto>& where, const char* op,
+                    std::vector<std::string> inputs, const std::string& output) {
+      pb::NodeProto& s = where.emplace_back();
+      s.set_name(unique(name + "_" + op));
+      s.set_op_type(op);
+      for (auto& i : inputs) s.add_input(std::move(i));
+      s.add_output(output);
+      return &s;
+    };
+    auto scalar = [&](float v, const std::string& base) {
+      return add_tensor(make_float_tensor(base, {}, &v));
+    };
+    std::string x = f.x;
+    if (f.transpose_x) {
+      x = unique(name + "_a_t");
+      step(before, "Transpose", {f.x}, x);
+    }
+    std::string product = f.output;
+    if (f.alpha != 1.0f || !f.added.empty()) product = unique(name + "_product");
+    std::string scaled = product;
+    if (f.alpha != 1.0f) {
+      scaled = f.added.empty() ? f.output : unique(name + "_scaled");
+      step(after, "Mul", {product, scalar(f.alpha, name + "_alpha")}, scaled);
+    }
+    if (!f.added.empty()) {
+      std::string c = f.added;
+      if (f.beta != 1.0f) {
+        c = unique(name + "_beta_c");
+        step(after, "Mul", {f.added, scalar(f.beta, name + "_beta")}, c);
       }
+      step(after, "Add", {scaled, c}, f.output);
+    }
+    pb::NodeProto fused;
+    fused.set_name(name);
+    fused.set_op_type(quantized_matmul_op);
+    fused.set_domain(qsl_domain);
+    for (const std::string& input : {x, t.signs, t.coefficients, t.masks, biases[u]})
+      fused.add_input(input);
+    while (fused.input_size() > 0 && fused.input(fused.input_size() - 1).empty())
+      fused.mutable_input()->RemoveLast();
+    fused.add_output(product);
+    add_int_attribute(fused, "in_features", code.cols);
+    add_int_attribute(fused, "out_features", code.rows);
+    add_int_attribute(fused, "bits", code.bits);
+    add_int_attribute(fused, "basis", static_cast<std::int64_t>(code.basis));
+    add_int_attribute(fused, "group_size", code.group_size);
+    add_int_attribute(fused, "activation_bits", activation_bits);
+    add_int_attribute(fused, "format_version", 1);
+    auto* source = fused.add_attribute();
+    source->set_name("weight_name");
+    source->set_type(pb::AttributeProto::STRING);
+    source->set_s(weight);
+    add_layer_attributes(fused, shape, layout, activations);
+    // The node becomes [before..., fused, after...], in place (the graph stays sorted).
+    google::protobuf::RepeatedPtrField<pb::NodeProto> nodes;
+    for (int i = 0; i < g.node_size(); ++i) {
+      if (i != index) {
+        *nodes.Add() = std::move(*g.mutable_node(i));
+        continue;
+      }
+      for (auto& b : before) *nodes.Add() = std::move(b);
+      *nodes.Add() = std::move(fused);
+      for (auto& a : after) *nodes.Add() = std::move(a);
+    }
+    g.mutable_node()->Swap(&nodes);
+  }
+  for (std::size_t u = 0; u < users.size(); ++u) {
+    const std::string& c = users[u].bias;
+    if (biases[u] != c && uses(g, c) == 0)  // C [1, N], replaced by its [N] copy
+      for (int i = 0; i < g.initializer_size(); ++i)
+        if (g.initializer(i).name() == c) {
+          g.mutable_initializer()->DeleteSubrange(i, 1);
+          break;
+        }
+  }
   return t.bytes;
 }
 

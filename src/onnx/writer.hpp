@@ -29,22 +29,38 @@ void add_layer_attributes(pb::NodeProto& n, const std::vector<std::int64_t>& sha
                           const std::vector<activation_quantizer>& activations);
 
 /// How a compressed MatMul / Gemm node becomes one QuantizedMatMul node (fusion.cpp).
+/// Gemm's other attributes around the fused node: Y = alpha (op(A) W^T) + beta C becomes
+/// [Transpose A] -> QuantizedMatMul -> [Mul alpha] -> [Add (C, or Mul(C, beta))], unless C is a
+/// per-output float initializer and alpha = beta = 1, which is the fused node's bias.
 struct fused_layer {
-  std::string output;  ///< the node's output, which the fused node keeps
+  std::string output;  ///< the node's output, which the fused nodes keep
   std::string x;       ///< its activation input
   std::string bias;    ///< Gemm's C (a float initializer of one value per output), or empty
   bool bias_needs_reshape = false;  ///< C is [1, N]: the fused node gets a [N] copy
-  std::string why_not;              ///< non-empty: the layer keeps a DecodeWeights node, and why
+  bool transpose_x = false;         ///< Gemm transA = 1
+  float alpha = 1.0f, beta = 1.0f;  ///< Gemm's scales
+  std::string added;                ///< Gemm's C when it is added by a node (not a bias)
+  std::string why_not;              ///< non-empty: the layer is not fused, and why
 };
 
 /// How often `name` is read: node inputs (subgraphs included) and graph outputs.
 int uses(const pb::GraphProto& g, const std::string& name);
 
 /// Whether node `n`, whose right operand is the compressed `weight` (`rows` outputs), can be
-/// fused: a MatMul, or a Gemm with transA = 0, alpha = beta = 1 and a per-output C; the weight
-/// read by nothing else.
+/// fused: a MatMul, or a Gemm (any transA, alpha, beta; C any float tensor).
 fused_layer plan_fusion(const pb::GraphProto& g, const pb::NodeProto& n, const std::string& weight,
                         std::int64_t rows);
+
+/// Every node that reads `weight`, fused (one QuantizedMatMul each, all on the same code
+/// tensors: an unrolled LSTM's time steps); empty users and why_not set when one of them
+/// cannot be, reads it in another layout than `layout`, or the weight is read elsewhere
+/// (a subgraph, a graph output, another operand).
+struct fusion_plan {
+  std::vector<fused_layer> users;
+  std::string why_not;
+};
+fusion_plan plan_fusions(const pb::GraphProto& g, const std::string& weight, std::int64_t rows,
+                         weight_layout layout);
 
 class graph_writer {
  public:
@@ -65,12 +81,13 @@ class graph_writer {
                                  weight_layout layout, const weight_code& code, int initializer,
                                  int constant_node,
                                  const std::vector<activation_quantizer>& activations = {});
-  /// Removes the constant `weight` and turns the node producing `f.output` into a
-  /// QuantizedMatMul of `code` (docs/onnxruntime.md) with activation mode `activation_bits`.
-  /// Returns the bytes of the added tensors.
+  /// Removes the constant `weight` and turns each user's node (the one producing its output)
+  /// into a QuantizedMatMul of `code` (docs/onnxruntime.md), all reading one set of code
+  /// tensors, with activation mode `activation_bits`. Returns the bytes of the added tensors.
   std::uint64_t replace_fused(const std::string& weight, const std::vector<std::int64_t>& shape,
                               weight_layout layout, const weight_code& code, int initializer,
-                              int constant_node, const fused_layer& f, int activation_bits,
+                              int constant_node, const std::vector<fused_layer>& users,
+                              int activation_bits,
                               const std::vector<activation_quantizer>& activations = {});
   /// The same for a TWD layer (qsl format only: a DecodeFactorized node; the standard format
   /// throws qsl::error).

@@ -10,7 +10,9 @@ OUTDIR/subgraph.onnx, an If whose branch holds a Gemm; OUTDIR/old_opset.onnx, a 
 opset 9 (IR 4): Conv -> BatchNormalization -> Relu -> Reshape -> MatMul -> Add -> Relu -> Gemm,
 for the standard format's opset conversion (its input is layers_input.npy); and
 OUTDIR/pad_opset10.onnx, a Pad -> Flatten -> MatMul model at opset 10 that Debian's libonnx 1.12
-version converter cannot convert (its Pad 10 -> 11 adapter needs a 'value' attribute).
+version converter cannot convert (its Pad 10 -> 11 adapter needs a 'value' attribute); and
+OUTDIR/gemm_variants.onnx (+ _input.npy): Gemm with transA, alpha, beta and a computed C, and a
+weight that three nodes read (an unrolled recurrence), for fusion.
 """
 import os
 import sys
@@ -138,11 +140,51 @@ def pad_opset10_model(rng):
     return model
 
 
+def gemm_variants_model(rng):
+    """Every Gemm attribute and a weight several nodes read, for fusion: x [N, 64] ->
+    Gemm(transA=1 of its [64, N] transpose, alpha 0.5, beta 2, C a computed [N, 48] tensor) ->
+    Gemm(transB=1, C [48] with beta 0.25) -> two MatMuls on one shared weight (an unrolled
+    recurrence) -> a Gemm (transB=0, C [1, 48]) on the same weight."""
+    f = np.float32
+    w1 = (rng.standard_normal((64, 48)) * 0.2).astype(f)   # Gemm transA=1, transB=0: [K, N]
+    w2 = (rng.standard_normal((48, 48)) * 0.2).astype(f)   # Gemm transB=1: [N, K]
+    c2 = (rng.standard_normal(48) * 0.1).astype(f)
+    shared = (rng.standard_normal((48, 48)) * 0.2).astype(f)  # read by three nodes, [K, N]
+    c_row = (rng.standard_normal((1, 48)) * 0.1).astype(f)
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["x_t"], perm=[1, 0]),
+        helper.make_node("Relu", ["x"], ["x_r"]),
+        helper.make_node("MatMul", ["x_r", "w_c"], ["c_computed"]),  # a computed C [N, 48]
+        helper.make_node("Gemm", ["x_t", "w1", "c_computed"], ["g1"], name="g_trans_a",
+                         transA=1, alpha=0.5, beta=2.0),
+        helper.make_node("Gemm", ["g1", "w2", "c2"], ["g2"], name="g_beta", transB=1,
+                         beta=0.25),
+        helper.make_node("MatMul", ["g2", "shared"], ["s1"], name="step1"),
+        helper.make_node("Tanh", ["s1"], ["h1"]),
+        helper.make_node("MatMul", ["h1", "shared"], ["s2"], name="step2"),
+        helper.make_node("Gemm", ["s2", "shared", "c_row"], ["y"], name="step3"),
+    ]
+    w_c = (rng.standard_normal((64, 48)) * 0.1).astype(f)
+    inits = [numpy_helper.from_array(a, n) for a, n in
+             ((w1, "w1"), (w2, "w2"), (c2, "c2"), (shared, "shared"), (c_row, "c_row"),
+              (w_c, "w_c"))]
+    g = helper.make_graph(nodes, "gemm_variants",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 48])],
+                          inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
+                             ir_version=IR_VERSION)
+
+
 def main(out):
     os.makedirs(out, exist_ok=True)
     rng = np.random.default_rng(7)
     onnx.save(layers_model(rng), os.path.join(out, "layers.onnx"))
     onnx.save(subgraph_model(rng), os.path.join(out, "subgraph.onnx"))
+    onnx.save(gemm_variants_model(np.random.default_rng(11)),
+              os.path.join(out, "gemm_variants.onnx"))
+    np.save(os.path.join(out, "gemm_variants_input.npy"),
+            np.random.default_rng(12).standard_normal((5, 64)).astype(np.float32))
     onnx.save(old_opset_model(np.random.default_rng(9)), os.path.join(out, "old_opset.onnx"))
     onnx.save(pad_opset10_model(np.random.default_rng(10)), os.path.join(out, "pad_opset10.onnx"))
     np.save(os.path.join(out, "layers_input.npy"),

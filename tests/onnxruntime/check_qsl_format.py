@@ -69,7 +69,7 @@ def case(library, compress_tool, run_tool, name, source, x, options, work, fused
     if standard_format:
         compress(compress_tool, source, standard, "standard", options, work)
     runs = {l["node"]: l.get("runs_as", "") for l in report["layers"] if l["compressed"]}
-    fused = sorted(n for n, r in runs.items() if r == "QuantizedMatMul")
+    fused = sorted(n for n, r in runs.items() if r.startswith("QuantizedMatMul"))
     check(fused == sorted(fused_expected), f"{name}: fused layers {fused}, expected "
                                            f"{sorted(fused_expected)} ({runs})")
     # Layers with many rows per call stay on ORT's operator; ORT folds their decoding away.
@@ -119,6 +119,13 @@ def main(library, compress_tool, run_tool, models, bundled, work):
          os.path.join(models, "layers.onnx"), x,
          ["--bits", "2", "--group", "64", "--min-weights", "100", "--native-rows", "0"], work,
          ["fc1", "mm", "fc2", "tiny"])
+    # Gemm with transA, alpha, beta and a computed C (nodes around the fused one), and one
+    # weight read by three nodes (three QuantizedMatMul nodes on one code, packed once).
+    xg = np.load(os.path.join(models, "gemm_variants_input.npy"))
+    case(library, compress_tool, run_tool, "gemm_variants",
+         os.path.join(models, "gemm_variants.onnx"), xg,
+         ["--bits", "3", "--group", "16", "--min-weights", "100"], work,
+         ["g_trans_a", "g_beta", "step1", "MatMul#2"])
     # TWD on fc1 (DecodeFactorized) beside fused layers.
     case(library, compress_tool, run_tool, "layers_twd", os.path.join(models, "layers.onnx"), x,
          ["--bits", "3", "--group", "128", "--min-weights", "100", "--twd", "fc1", "--twd-k",

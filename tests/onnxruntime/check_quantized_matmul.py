@@ -167,6 +167,40 @@ def expect_error(library, model_bytes, fragments, feed=None):
     check(False, f"no error, expected one with {fragments}")
 
 
+SHARED_CHILD = """
+import sys, numpy as np, onnx, onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+nodes, n = int(sys.argv[2]), 4096
+signs = numpy_helper.from_array(np.random.default_rng(1).integers(0, 256, (n, 2, n // 8))
+                                .astype(np.uint8), "signs")
+alpha = numpy_helper.from_array(np.full((n, 1, 1, 2), 0.01, np.float32), "coefficients")
+graph = [helper.make_node("QuantizedMatMul", [f"h{i}", "signs", "coefficients"], [f"h{i + 1}"],
+                          name=f"step{i}", domain="ai.qsl", in_features=n, out_features=n,
+                          bits=2, basis=0, group_size=0) for i in range(nodes)]
+g = helper.make_graph(graph, "steps", [helper.make_tensor_value_info("h0", TensorProto.FLOAT,
+                                                                      [1, n])],
+                      [helper.make_tensor_value_info(f"h{nodes}", TensorProto.FLOAT, None)],
+                      [signs, alpha])
+m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17),
+                                        helper.make_opsetid("ai.qsl", 1)], ir_version=8)
+o = ort.SessionOptions()
+o.register_custom_ops_library(sys.argv[1])
+o.intra_op_num_threads = 1
+s = ort.InferenceSession(m.SerializeToString(), o, providers=["CPUExecutionProvider"])
+s.run(None, {"h0": np.ones((1, n), np.float32)})
+print([l.split()[1] for l in open("/proc/self/status") if l.startswith("VmRSS")][0])
+"""
+
+
+def shared_code_rss_growth(library):
+    """MiB of resident memory 24 nodes on one code add over 1 node (separate processes)."""
+    import subprocess
+    rss = [float(subprocess.run([sys.executable, "-c", SHARED_CHILD, library, str(k)],
+                                check=True, capture_output=True, text=True).stdout.split()[-1])
+           for k in (1, 24)]
+    return (rss[1] - rss[0]) / 1024
+
+
 def threads_of_this_process():
     return len(os.listdir("/proc/self/task"))
 
@@ -199,6 +233,12 @@ def main(library):
     for act in (1, 4, 8):
         run_case(library, rng, 40, 129, 2, False, 32, [5, 129], True, 2, act, False)
         run_case(library, rng, 40, 129, 2, True, 0, [3, 129], False, 1, act, True)
+
+    # Nodes that read one code (an unrolled recurrence) share one packed copy.
+    grown = shared_code_rss_growth(library)
+    check(grown < 40, f"24 nodes on one 4096 x 4096 code grew the process by {grown:.0f} MiB "
+                      "more than 1 node (one packed copy each would be ~120 MiB)")
+    print(f"24 nodes on one code: {grown:.0f} MiB more resident than 1 node")
 
     print("bad input:")
     signs, masks, alpha, g = random_code(rng, 8, 20, 2, False, 0)
