@@ -36,6 +36,8 @@ inline constexpr const char* decode_op = "DecodeWeights";
 /// The fused layer: Y = X W^T + bias on qsl's kernels (docs/onnxruntime.md), written for MatMul
 /// and Gemm layers; ONNX Runtime runs it with libqsl_onnxruntime.so, qsl-run with its executor.
 inline constexpr const char* quantized_matmul_op = "QuantizedMatMul";
+/// The fused convolution (1-D / 2-D, groups): ONNX Conv on a weight code (docs/onnxruntime.md).
+inline constexpr const char* quantized_conv_op = "QuantizedConv";
 /// The operator that rebuilds a weight tensor from a TWD factorization (ternary basis, mixing).
 inline constexpr const char* decode_factorized_op = "DecodeFactorized";
 /// Metadata keys (this prefix, then a number) of the qsl format's layers kept on the runtime's
@@ -207,12 +209,12 @@ QSL_API float_tensor read_constant(const model& m, const std::string& name);
 
 /// A layer compressed in the qsl format, read back.
 struct compressed_layer {
-  /// The tensor the DecodeWeights node produces; for a QuantizedMatMul, the weight it replaced
-  /// (its `weight_name` attribute)
+  /// The tensor the DecodeWeights node produces; for a QuantizedMatMul / QuantizedConv, the
+  /// weight it replaced (its `weight_name` attribute)
   std::string weight;
-  std::string node;                    ///< the QuantizedMatMul node (empty for DecodeWeights)
-  std::string output;                  ///< the QuantizedMatMul node's output (Y)
-  std::vector<float> bias;             ///< QuantizedMatMul's bias input (may be empty)
+  std::string node;                    ///< the fused node (empty for DecodeWeights)
+  std::string output;                  ///< the fused node's output (Y)
+  std::vector<float> bias;             ///< the fused node's bias input (may be empty)
   std::vector<std::int64_t> shape;     ///< its shape
   bool transposed = false;             ///< true: the tensor is W^T (MatMul, Gemm transB = 0)
   weight_code code;                    ///< W (outputs x inputs), validated (BCQ layers)

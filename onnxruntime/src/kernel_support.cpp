@@ -85,6 +85,23 @@ std::vector<std::int64_t> node_reader::ints_attribute(const char* name) const {
   }
 }
 
+std::string node_reader::string_attribute(const char* name, const std::string& fallback) const {
+  try {
+    return info_.GetAttribute<std::string>(name);
+  } catch (const Ort::Exception&) {
+    return fallback;
+  }
+}
+
+std::vector<std::int64_t> node_reader::ints_attribute(
+    const char* name, const std::vector<std::int64_t>& fallback) const {
+  try {
+    return info_.GetAttributes<std::int64_t>(name);
+  } catch (const Ort::Exception&) {
+    return fallback;
+  }
+}
+
 std::vector<float> node_reader::floats_attribute(const char* name) const {
   try {
     return info_.GetAttributes<float>(name);

@@ -21,6 +21,11 @@ class node_reader {
   bool has_attribute(const char* name) const;
   float float_attribute(const char* name) const;  ///< required
   std::vector<std::int64_t> ints_attribute(const char* name) const;  ///< required
+  /// An optional string; `fallback` when absent.
+  std::string string_attribute(const char* name, const std::string& fallback) const;
+  /// An optional list of ints; `fallback` when absent.
+  std::vector<std::int64_t> ints_attribute(const char* name,
+                                           const std::vector<std::int64_t>& fallback) const;
   /// An optional list of floats; empty when absent.
   std::vector<float> floats_attribute(const char* name) const;
 

@@ -87,4 +87,15 @@ void decoded_gemm::run(const OrtKernelContext* context, const cpu_weights& w, co
   }
 }
 
+void multiply(const OrtKernelContext* context, const decoded_gemm& large, const cpu_weights& w,
+              const activation_quantizer& quantizer, const float* x, std::int64_t rows,
+              const float* bias, float* y) {
+  if (quantizer.bits > 0)
+    cpu_forward_encoded(w, x, rows, quantizer, bias, y);
+  else if (rows >= gemm_min_rows())
+    large.run(context, w, x, rows, bias, y);
+  else
+    cpu_forward_float(w, x, rows, bias, y);
+}
+
 }  // namespace qsl::ort

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "ort_api.hpp"
+#include "qsl/activation_code.hpp"
 #include "qsl/cpu.hpp"
 
 namespace qsl::ort {
@@ -27,5 +28,12 @@ class decoded_gemm {
  private:
   mutable Ort::Op gemm_{nullptr};  // Gemm(A, B) with transB = 1 (Invoke is not const)
 };
+
+/// y = x W_hat^T + bias for `rows` vectors on the path for that many: encoded activations
+/// (quantizer.bits > 0) on qsl's popcount kernels; float ones on qsl's tables below
+/// gemm_min_rows() and on `large` (decoded blocks + ORT's Gemm) from there.
+void multiply(const OrtKernelContext* context, const decoded_gemm& large, const cpu_weights& w,
+              const activation_quantizer& quantizer, const float* x, std::int64_t rows,
+              const float* bias, float* y);
 
 }  // namespace qsl::ort

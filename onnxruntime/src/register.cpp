@@ -9,6 +9,7 @@
 #include "decode_weights.hpp"
 #include "ort_api.hpp"
 #include "qsl/version.hpp"
+#include "quantized_conv.hpp"
 #include "quantized_matmul.hpp"
 
 namespace {
@@ -37,6 +38,7 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   try {
     Ort::CustomOpDomain domain("ai.qsl");
     domain.Add(qsl::ort::quantized_matmul_op());
+    domain.Add(qsl::ort::quantized_conv_op());
     domain.Add(qsl::ort::decode_weights_op());
     domain.Add(qsl::ort::decode_factorized_op());
     Ort::UnownedSessionOptions(options).Add(domain);

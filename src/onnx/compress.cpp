@@ -293,7 +293,16 @@ compress_report compress(model& m, const compress_options& o) {
     } else if (twd[l]) {
       fusion[l].why_not = "TWD";
     } else {
-      fusion[l] = detail::plan_fusions(g, chosen[l].weight, chosen[l].rows, chosen[l].layout);
+      const candidate& c = chosen[l];
+      if (c.op_type == "Conv") {
+        detail::fused_layer f = detail::plan_conv_fusion(g, g.node(c.node), c.weight, c.rows);
+        if (f.why_not.empty() && c.shape.size() != 3 && c.shape.size() != 4)
+          f.why_not = "a " + std::to_string(c.shape.size() - 2) + "-D convolution";
+        fusion[l].why_not = f.why_not;
+        if (f.why_not.empty()) fusion[l].users = {f};
+      } else {
+        fusion[l] = detail::plan_fusions(g, c.weight, c.rows, c.layout);
+      }
     }
   }
   // Layers kept on the runtime's own operator (qsl format): many rows per call at batch 1.
@@ -384,6 +393,11 @@ compress_report compress(model& m, const compress_options& o) {
                         std::to_string(o.native_min_rows);
           result.runs_as =
               c.op_type + " on the runtime's kernel (" + rows_text + "; weight decoded at load)";
+        } else if (o.format == output_format::qsl && f.why_not.empty() && c.op_type == "Conv") {
+          result.bytes_after =
+              writer.replace_conv(c.weight, c.shape, code, ref.initializer, ref.constant_node,
+                                  f.users.front(), o.activation_bits, quantizers);
+          result.runs_as = quantized_conv_op;
         } else if (o.format == output_format::qsl && f.why_not.empty()) {
           result.bytes_after =
               writer.replace_fused(c.weight, c.shape, c.layout, code, ref.initializer,

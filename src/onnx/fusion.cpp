@@ -73,6 +73,34 @@ fused_layer plan_fusion(const pb::GraphProto& g, const pb::NodeProto& n, const s
   return f;
 }
 
+fused_layer plan_conv_fusion(const pb::GraphProto& g, const pb::NodeProto& n,
+                             const std::string& weight, std::int64_t rows) {
+  fused_layer f;
+  f.output = n.output_size() == 1 ? n.output(0) : "";
+  f.x = n.input_size() > 0 ? n.input(0) : "";
+  auto no = [&](std::string why) {
+    f.why_not = std::move(why);
+    return f;
+  };
+  if (f.output.empty() || f.x.empty()) return no("not one input and one output");
+  if (n.input_size() < 2 || n.input(1) != weight || n.input(0) == weight)
+    return no("the weight is not the right operand");
+  if (uses(g, weight) != 1) return no("the weight has other users");
+  const pb::TensorProto* w = initializer(g, weight);
+  if (w != nullptr && w->data_type() != pb::TensorProto::FLOAT)
+    return no("a " + type_name(w->data_type()) + " weight (QuantizedConv is float)");
+  if (w != nullptr && w->dims_size() != 3 && w->dims_size() != 4)
+    return no("a " + std::to_string(w->dims_size() - 2) + "-D convolution");
+  if (n.input_size() > 2 && !n.input(2).empty()) {
+    const pb::TensorProto* b = initializer(g, n.input(2));
+    if (b == nullptr || b->data_type() != pb::TensorProto::FLOAT || b->dims_size() != 1 ||
+        b->dims(0) != rows)
+      return no("a bias that is not a float initializer of one value per output");
+    f.bias = b->name();
+  }
+  return f;
+}
+
 fusion_plan plan_fusions(const pb::GraphProto& g, const std::string& weight, std::int64_t rows,
                          weight_layout layout) {
   fusion_plan plan;

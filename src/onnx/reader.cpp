@@ -219,6 +219,55 @@ compressed_layer read_quantized_matmul(const pb::NodeProto& n,
   return layer;
 }
 
+// A QuantizedConv: the code of W = the weight [M, C / group, k...] as M x (C / group * prod k).
+compressed_layer read_quantized_conv(const pb::NodeProto& n,
+                                     const std::map<std::string, const pb::TensorProto*>& init,
+                                     const std::string& what) {
+  const std::int64_t channels = required_int(n, "in_channels", what);
+  const std::int64_t outputs = required_int(n, "out_channels", what);
+  const pb::AttributeProto* group_attribute = find_attribute(n, "group");
+  const std::int64_t group = group_attribute != nullptr ? group_attribute->i() : 1;
+  const pb::AttributeProto* kernel = find_attribute(n, "kernel_shape");
+  if (kernel == nullptr || kernel->type() != pb::AttributeProto::INTS ||
+      (kernel->ints_size() != 1 && kernel->ints_size() != 2))
+    throw model_error(what + ": ints attribute 'kernel_shape' of 1 or 2 sizes is missing");
+  std::int64_t cols = group >= 1 && channels % group == 0 ? channels / group : -1;
+  for (std::int64_t k : kernel->ints())
+    cols = k < 1 || cols < 1 || cols > (std::int64_t{1} << 40) / k ? -1 : cols * k;
+  if (cols < 1 || outputs < 1 || outputs % group != 0)
+    throw model_error(what + ": in_channels " + std::to_string(channels) + ", out_channels " +
+                      std::to_string(outputs) + ", group " + std::to_string(group) +
+                      " and kernel_shape do not describe a convolution");
+  pb::NodeProto sized = n;  // the code's rows and cols, as read_code reads them
+  for (const auto& [name, value] : {std::pair{"rows", outputs}, std::pair{"cols", cols}}) {
+    auto* a = sized.add_attribute();
+    a->set_name(name);
+    a->set_type(pb::AttributeProto::INT);
+    a->set_i(value);
+  }
+  compressed_layer layer;
+  layer.node = n.name();
+  layer.output = n.output(0);
+  layer.code = read_code(sized, init, "rows", "cols", 1, 2, 3, what, [&](const weight_code& c) {
+    read_layout(sized, c.rows, c.cols, what, layer);
+  });
+  const pb::AttributeProto* name = find_attribute(n, "weight_name");
+  layer.weight =
+      name != nullptr && name->type() == pb::AttributeProto::STRING ? name->s() : n.output(0);
+  if (n.input_size() > 4 && !n.input(4).empty()) {
+    layer.bias = detail::read_floats(
+        input_tensor(n, 4, init, pb::TensorProto::FLOAT, {outputs}, what), what);
+    for (float b : layer.bias)
+      if (!std::isfinite(b)) throw model_error(what + ": a bias value is not finite");
+  }
+  const std::int64_t version =
+      find_attribute(n, "format_version") != nullptr ? required_int(n, "format_version", what) : 1;
+  if (version != 1)
+    throw model_error(what + ": format_version is " + std::to_string(version) +
+                      "; this qsl reads 1 (compress the model again with this qsl)");
+  return layer;
+}
+
 compressed_layer read_decode_factorized(const pb::NodeProto& n,
                                         const std::map<std::string, const pb::TensorProto*>& init,
                                         const std::string& what) {
@@ -364,11 +413,13 @@ std::vector<compressed_layer> compressed_layers(const model& m) {
     const pb::NodeProto& n = g.node(i);
     const bool bcq = n.op_type() == decode_op, twd = n.op_type() == decode_factorized_op;
     const bool fused = n.op_type() == quantized_matmul_op;
-    if (n.domain() != qsl_domain || (!bcq && !twd && !fused)) continue;
+    const bool conv = n.op_type() == quantized_conv_op;
+    if (n.domain() != qsl_domain || (!bcq && !twd && !fused && !conv)) continue;
     const std::string what = n.op_type() + " node " +
                              in_quotes(n.name().empty() ? "#" + std::to_string(i) : n.name());
     if (n.output_size() != 1) throw model_error(what + ": expected one output");
-    compressed_layer layer = fused ? read_quantized_matmul(n, init, what)
+    compressed_layer layer = conv    ? read_quantized_conv(n, init, what)
+                             : fused ? read_quantized_matmul(n, init, what)
                              : bcq ? read_decode_weights(n, init, what)
                                    : read_decode_factorized(n, init, what);
     layer.activations = activation_quantizers(n, what);

@@ -242,7 +242,8 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
     const std::string& op = n.op_type();
     if (n.domain() == qsl_domain && (op == decode_op || op == decode_factorized_op))
       continue;  // read by compressed_layers
-    const bool fused = n.domain() == qsl_domain && op == quantized_matmul_op;
+    const bool quantized_conv = n.domain() == qsl_domain && op == quantized_conv_op;
+    const bool fused = n.domain() == qsl_domain && (op == quantized_matmul_op || quantized_conv);
     if (!fused && !n.domain().empty() && n.domain() != "ai.onnx")
       throw model_error(what + ": operator " + in_quotes(n.domain() + "::" + op) +
                         " is not supported by qsl-run");
@@ -288,7 +289,7 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
     }
     // Inputs that are constants get a slot filled once per run (cheap copies of small tensors;
     // big weights are consumed at plan time and never copied).
-    for (int i = 0; i < n.input_size(); ++i) {
+    for (int i = 0; i < (quantized_conv ? 1 : n.input_size()); ++i) {  // its code: read already
       const std::string& name = n.input(i);
       if (name.empty() || s.slots.count(name)) continue;
       if (const constant* c = constant_of(name)) {
@@ -358,15 +359,23 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
       });
       continue;
     }
-    if (op == "Conv") {
-      needs(2);
+    if (op == "Conv" || quantized_conv) {
+      needs(quantized_conv ? 3 : 2);
+      const compressed_layer* fused_conv = nullptr;
+      if (quantized_conv) {
+        const auto found = fused_layers.find(n.output(0));
+        if (found == fused_layers.end())
+          throw model_error(what + ": not read as a compressed layer");
+        fused_conv = &found->second;
+      }
       if (int_attr(n, "group", 1) != 1) throw model_error(what + ": group != 1 is not supported");
       const std::string pad_mode = string_attr(n, "auto_pad", "NOTSET");
       if (pad_mode != "NOTSET" && pad_mode != "VALID")
         throw model_error(what + ": auto_pad " + pad_mode + " is not supported");
-      const std::string& weight = n.input(1);
+      const std::string& weight = fused_conv != nullptr ? fused_conv->weight : n.input(1);
       dims wshape;
-      if (coded.count(weight)) wshape = coded.at(weight).shape;
+      if (fused_conv != nullptr) wshape = fused_conv->shape;
+      else if (coded.count(weight)) wshape = coded.at(weight).shape;
       else if (const constant* wc = constant_of(weight)) wshape = wc->value.shape;
       else throw model_error(what + ": the weight must be a constant");
       if (wshape.size() != 4) throw model_error(what + ": only 2-D convolutions (4-D weights) are supported");
@@ -393,7 +402,9 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
         throw model_error(e.what());
       }
       const float* bias = nullptr;
-      if (n.input_size() > 2 && !n.input(2).empty()) {
+      if (fused_conv != nullptr) {
+        if (!fused_conv->bias.empty()) bias = fused_conv->bias.data();
+      } else if (n.input_size() > 2 && !n.input(2).empty()) {
         const constant* b = constant_of(n.input(2));
         if (b == nullptr || b->value.elements() != shape.out_channels)
           throw model_error(what + ": the bias must be a constant of " + std::to_string(shape.out_channels) + " values");
@@ -402,7 +413,10 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
       // The product of a chunk of im2col patches with the weights: a compressed layer's runner
       // (CPU kernels or accelerator), or the fp32 GEMM.
       qsl::detail::patch_gemm gemm;
-      if (auto it = coded.find(weight); it != coded.end()) {
+      if (fused_conv != nullptr) {
+        gemm = compressed_runner(*fused_conv, bias);
+        ++s.compressed;
+      } else if (auto it = coded.find(weight); it != coded.end()) {
         gemm = compressed_runner(it->second, bias);
         ++s.compressed;
       } else {

@@ -260,6 +260,55 @@ std::uint64_t graph_writer::replace_fused(const std::string& weight,
   return t.bytes;
 }
 
+std::uint64_t graph_writer::replace_conv(const std::string& weight,
+                                         const std::vector<std::int64_t>& shape,
+                                         const weight_code& code, int initializer,
+                                         int constant_node, const fused_layer& f,
+                                         int activation_bits,
+                                         const std::vector<activation_quantizer>& activations) {
+  pb::GraphProto& g = *model_.mutable_graph();
+  remove_constant(weight, initializer, constant_node);  // may move nodes: find ours after it
+  pb::NodeProto* n = nullptr;
+  for (auto& candidate : *g.mutable_node())
+    if (candidate.output_size() == 1 && candidate.output(0) == f.output) n = &candidate;
+  if (n == nullptr) throw qsl::error("compress: no node produces '" + f.output + "'");
+  const code_tensors t = add_code_tensors(weight + "_qsl", code);
+  pb::NodeProto fused;
+  fused.set_name(n->name().empty() ? f.output + "_QuantizedConv" : n->name());
+  fused.set_op_type(quantized_conv_op);
+  fused.set_domain(qsl_domain);
+  for (const std::string& input : {f.x, t.signs, t.coefficients, t.masks, f.bias})
+    fused.add_input(input);
+  while (fused.input_size() > 0 && fused.input(fused.input_size() - 1).empty())
+    fused.mutable_input()->RemoveLast();
+  fused.add_output(f.output);
+  std::int64_t group = 1;
+  for (const auto& a : n->attribute()) {  // Conv's own attributes, as they are
+    if (a.name() == "group") group = a.i();
+    if (a.name() == "group" || a.name() == "strides" || a.name() == "pads" ||
+        a.name() == "dilations" || a.name() == "auto_pad")
+      *fused.add_attribute() = a;
+  }
+  add_int_attribute(fused, "in_channels", shape[1] * group);
+  add_int_attribute(fused, "out_channels", shape[0]);
+  auto* kernel = fused.add_attribute();
+  kernel->set_name("kernel_shape");
+  kernel->set_type(pb::AttributeProto::INTS);
+  for (std::size_t d = 2; d < shape.size(); ++d) kernel->add_ints(shape[d]);
+  add_int_attribute(fused, "bits", code.bits);
+  add_int_attribute(fused, "basis", static_cast<std::int64_t>(code.basis));
+  add_int_attribute(fused, "group_size", code.group_size);
+  add_int_attribute(fused, "activation_bits", activation_bits);
+  add_int_attribute(fused, "format_version", 1);
+  auto* source = fused.add_attribute();
+  source->set_name("weight_name");
+  source->set_type(pb::AttributeProto::STRING);
+  source->set_s(weight);
+  add_layer_attributes(fused, shape, weight_layout::as_is, activations);
+  *n = std::move(fused);
+  return t.bytes;
+}
+
 std::uint64_t graph_writer::replace_factorized(const std::string& weight,
                                                const std::vector<std::int64_t>& shape,
                                                weight_layout layout, const twd_code& code,

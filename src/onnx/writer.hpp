@@ -51,6 +51,12 @@ int uses(const pb::GraphProto& g, const std::string& name);
 fused_layer plan_fusion(const pb::GraphProto& g, const pb::NodeProto& n, const std::string& weight,
                         std::int64_t rows);
 
+/// Whether Conv node `n` with the compressed `weight` (`rows` output channels) can become a
+/// QuantizedConv: a 1-D or 2-D float weight read by nothing else, a bias that is a float
+/// initializer of one value per output channel (or none).
+fused_layer plan_conv_fusion(const pb::GraphProto& g, const pb::NodeProto& n,
+                             const std::string& weight, std::int64_t rows);
+
 /// Every node that reads `weight`, fused (one QuantizedMatMul each, all on the same code
 /// tensors: an unrolled LSTM's time steps); empty users and why_not set when one of them
 /// cannot be, reads it in another layout than `layout`, or the weight is read elsewhere
@@ -89,6 +95,12 @@ class graph_writer {
                               int constant_node, const std::vector<fused_layer>& users,
                               int activation_bits,
                               const std::vector<activation_quantizer>& activations = {});
+  /// Removes the constant `weight` (a Conv's [M, C / group, k...]) and turns the Conv node
+  /// producing `f.output` into a QuantizedConv of `code`, keeping its attributes.
+  std::uint64_t replace_conv(const std::string& weight, const std::vector<std::int64_t>& shape,
+                             const weight_code& code, int initializer, int constant_node,
+                             const fused_layer& f, int activation_bits,
+                             const std::vector<activation_quantizer>& activations = {});
   /// The same for a TWD layer (qsl format only: a DecodeFactorized node; the standard format
   /// throws qsl::error).
   std::uint64_t replace_factorized(const std::string& weight,

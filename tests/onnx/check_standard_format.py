@@ -27,10 +27,15 @@ def attributes(node):
 
 
 def decode(node, inits):
-    """W (or its tensor's layout) from a DecodeWeights or a QuantizedMatMul node."""
+    """W (or its tensor's layout) from a DecodeWeights, QuantizedMatMul or QuantizedConv node."""
     a = attributes(node)
-    fused = node.op_type == "QuantizedMatMul"
-    rows, cols = (a["out_features"], a["in_features"]) if fused else (a["rows"], a["cols"])
+    conv = node.op_type == "QuantizedConv"
+    fused = node.op_type == "QuantizedMatMul" or conv
+    if conv:
+        rows = a["out_channels"]
+        cols = a["in_channels"] // a.get("group", 1) * int(np.prod(a["kernel_shape"]))
+    else:
+        rows, cols = (a["out_features"], a["in_features"]) if fused else (a["rows"], a["cols"])
     bits, basis = a["bits"], a["basis"]
     group = a["group_size"] or cols
     first = 1 if fused else 0  # the planes' input
@@ -43,6 +48,8 @@ def decode(node, inits):
         values = values * masks
     group_of = np.arange(cols) // group
     w = np.einsum("rjc,rcj->rc", values, alpha[:, group_of, :])
+    if conv:
+        return w.reshape(a["shape"])
     if fused:
         return w
     return w.T if a["transposed"] else w.reshape(a["shape"])
@@ -57,6 +64,16 @@ def reference_model(qsl_model):
             decoded.append(numpy_helper.from_array(decode(node, inits).astype(np.float32),
                                                    node.output[0]))
             used.update(node.input)
+        elif node.domain == "ai.qsl" and node.op_type == "QuantizedConv":
+            # the original Conv on the decoded weight
+            a = attributes(node)
+            w = node.output[0] + "_reference_w"
+            decoded.append(numpy_helper.from_array(decode(node, inits).astype(np.float32), w))
+            used.update(node.input[1:4])
+            keep = {k: v for k, v in a.items()
+                    if k in ("group", "strides", "pads", "dilations", "auto_pad")}
+            inputs = [node.input[0], w] + ([node.input[4]] if len(node.input) > 4 else [])
+            kept.append(helper.make_node("Conv", inputs, [node.output[0]], **keep))
         elif node.domain == "ai.qsl" and node.op_type == "QuantizedMatMul":
             # Y = X W^T + bias, as plain MatMul (and Add) on the decoded W
             w_t = node.output[0] + "_reference_wt"
@@ -98,6 +115,8 @@ def decoder_memory(standard_model, qsl_model):
             weights[n.output[0]] = 4 * a["rows"] * a["cols"]
         elif n.domain == "ai.qsl" and n.op_type == "QuantizedMatMul":
             weights[a["weight_name"].decode()] = 4 * a["out_features"] * a["in_features"]
+        elif n.domain == "ai.qsl" and n.op_type == "QuantizedConv":
+            weights[a["weight_name"].decode()] = 4 * int(np.prod(a["shape"]))
     info = {v.name: v.type.tensor_type
             for v in list(model.graph.value_info) + list(model.graph.output)}
     worst, total = 0.0, 0

@@ -60,7 +60,7 @@ def folded_by_ort(path, library, work):
 
 
 def case(library, compress_tool, run_tool, name, source, x, options, work, fused_expected,
-         standard_format=True, run_options=(), native_expected=()):
+         standard_format=True, run_options=(), native_expected=(), convs_expected=()):
     npy = os.path.join(work, name + "_x.npy")
     np.save(npy, x)
     qsl = os.path.join(work, name + ".qsl.onnx")
@@ -72,6 +72,9 @@ def case(library, compress_tool, run_tool, name, source, x, options, work, fused
     fused = sorted(n for n, r in runs.items() if r.startswith("QuantizedMatMul"))
     check(fused == sorted(fused_expected), f"{name}: fused layers {fused}, expected "
                                            f"{sorted(fused_expected)} ({runs})")
+    convs = sorted(n for n, r in runs.items() if r == "QuantizedConv")
+    check(convs == sorted(convs_expected), f"{name}: QuantizedConv layers {convs}, expected "
+                                           f"{sorted(convs_expected)} ({runs})")
     # Layers with many rows per call stay on ORT's operator; ORT folds their decoding away.
     native = sorted(n for n, r in runs.items() if "on the runtime's kernel" in r)
     check(native == sorted(native_expected), f"{name}: layers on ORT's kernel {native}, "
@@ -118,7 +121,7 @@ def main(library, compress_tool, run_tool, models, bundled, work):
     case(library, compress_tool, run_tool, "layers_no_native",
          os.path.join(models, "layers.onnx"), x,
          ["--bits", "2", "--group", "64", "--min-weights", "100", "--native-rows", "0"], work,
-         ["fc1", "mm", "fc2", "tiny"])
+         ["fc1", "mm", "fc2", "tiny"], convs_expected=["conv1"])
     # Gemm with transA, alpha, beta and a computed C (nodes around the fused one), and one
     # weight read by three nodes (three QuantizedMatMul nodes on one code, packed once).
     xg = np.load(os.path.join(models, "gemm_variants_input.npy"))
@@ -145,6 +148,11 @@ def main(library, compress_tool, run_tool, models, bundled, work):
          ["--bits", "2", "--group", "128"], work,
          ["/classifier/classifier.1/Gemm", "/classifier/classifier.4/Gemm"],
          native_expected=["/features/features.3/Conv"])
+    # The same with every layer on qsl's operators (the convolution a QuantizedConv).
+    case(library, compress_tool, run_tool, "bundled_qsl_operators", bundled, images,
+         ["--bits", "2", "--group", "128", "--native-rows", "0"], work,
+         ["/classifier/classifier.1/Gemm", "/classifier/classifier.4/Gemm"],
+         convs_expected=["/features/features.3/Conv"])
     print(f"{failures} failures")
     return 1 if failures else 0
 

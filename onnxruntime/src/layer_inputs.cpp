@@ -1,0 +1,102 @@
+#include "layer_inputs.hpp"
+
+#include <cmath>
+#include <string>
+
+#include "qsl/error.hpp"
+
+namespace qsl::ort {
+
+namespace {
+
+std::string str(std::int64_t v) { return std::to_string(v); }
+
+}  // namespace
+
+code_inputs::code_inputs(const node_reader& node, std::int64_t rows, std::int64_t cols) {
+  bits = node.int_attribute("bits");
+  basis = node.int_attribute("basis");
+  group = node.int_attribute("group_size");
+  detail::require(bits >= 1 && bits <= max_bits,
+                  "bits is " + str(bits) + "; expected 1.." + str(max_bits));
+  detail::require(basis == 0 || basis == 1, "basis is " + str(basis) + "; expected 0 or 1");
+  detail::require(group >= 0, "group_size is " + str(group) + "; expected >= 0 (0: one per row)");
+  code = make_weight_code(rows, cols, static_cast<int>(bits), static_cast<qsl::basis>(basis),
+                          group >= cols ? 0 : group);  // 0: per row
+  const std::vector<std::int64_t> plane_dims = {rows, bits, (cols + 7) / 8};
+  signs = static_cast<const std::uint8_t*>(
+      node.constant(1, "signs", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, plane_dims));
+  coefficients = static_cast<const float*>(node.constant(
+      2, "coefficients", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, {rows, code.groups(), 1, bits}));
+  masks = static_cast<const std::uint8_t*>(
+      node.constant(3, "masks", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, plane_dims, true));
+  detail::require((masks != nullptr) == (code.basis == qsl::basis::ternary),
+                  code.basis == qsl::basis::ternary ? "a ternary code needs input 3 (masks)"
+                                                    : "a binary code takes no masks (input 3)");
+}
+
+void code_inputs::read() {
+  read_plane_bytes(code, false, signs, "signs");
+  if (masks != nullptr) read_plane_bytes(code, true, masks, "masks");
+  code.coefficients.assign(coefficients, coefficients + code.coefficients.size());
+  for (std::size_t i = 0; i < code.coefficients.size(); ++i)
+    detail::require(std::isfinite(code.coefficients[i]),
+                    "coefficient " + str(static_cast<std::int64_t>(i)) + " is " +
+                        std::to_string(code.coefficients[i]) + "; expected a finite value");
+  compute_offsets(code);
+  validate(code, "weight code");
+}
+
+std::vector<float> read_bias(const node_reader& node, std::size_t index, std::int64_t count) {
+  const auto* b = static_cast<const float*>(
+      node.constant(index, "bias", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, {count}, true));
+  std::vector<float> bias;
+  if (b == nullptr) return bias;
+  bias.assign(b, b + count);
+  for (std::int64_t n = 0; n < count; ++n)
+    detail::require(std::isfinite(bias[static_cast<std::size_t>(n)]),
+                    "bias " + str(n) + " is " + std::to_string(bias[static_cast<std::size_t>(n)]) +
+                        "; expected a finite value");
+  return bias;
+}
+
+activation_quantizer read_activation_mode(const node_reader& node) {
+  activation_quantizer activations;
+  activations.bits = static_cast<int>(node.int_attribute("activation_bits", 0));
+  detail::require(
+      activations.bits >= 0 && activations.bits <= max_activation_bits,
+      "activation_bits is " + str(activations.bits) + "; expected 0.." + str(max_activation_bits));
+  const bool step = node.has_attribute("activation_step");
+  const bool minimum = node.has_attribute("activation_minimum");
+  detail::require(step == minimum,
+                  "activation_step and activation_minimum come together (a calibrated quantizer)");
+  // The quantizers qsl-compress fits with calibration: one per bit count 1..8.
+  const std::vector<float> steps = node.floats_attribute("activation_steps");
+  const std::vector<float> minimums = node.floats_attribute("activation_minimums");
+  detail::require(
+      steps.size() == minimums.size() &&
+          (steps.empty() || steps.size() == static_cast<std::size_t>(max_activation_bits)),
+      "activation_steps and activation_minimums must both hold " + str(max_activation_bits) +
+          " values (or neither be given)");
+  if (!step && !steps.empty() && activations.bits > 0) {
+    activations.calibrated = true;
+    activations.step = steps[static_cast<std::size_t>(activations.bits - 1)];
+    activations.minimum = minimums[static_cast<std::size_t>(activations.bits - 1)];
+    detail::require(std::isfinite(activations.step) && activations.step >= 0 &&
+                        std::isfinite(activations.minimum),
+                    "the calibrated quantizer for " + str(activations.bits) +
+                        " bits is not finite (or has a negative step)");
+  }
+  if (step && activations.bits > 0) {
+    activations.calibrated = true;
+    activations.step = node.float_attribute("activation_step");
+    activations.minimum = node.float_attribute("activation_minimum");
+    detail::require(std::isfinite(activations.step) && activations.step >= 0 &&
+                        std::isfinite(activations.minimum),
+                    "activation_step " + std::to_string(activations.step) + " and minimum " +
+                        std::to_string(activations.minimum) + " must be finite, step >= 0");
+  }
+  return activations;
+}
+
+}  // namespace qsl::ort

@@ -1,0 +1,38 @@
+#pragma once
+// The inputs and attributes every qsl layer operator shares: the weight code (attributes bits,
+// basis, group_size; inputs signs, coefficients, masks), the bias and the activation mode,
+// read with the node's named errors (docs/onnxruntime.md).
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "kernel_support.hpp"
+#include "qsl/activation_code.hpp"
+#include "qsl/cpu.hpp"
+#include "qsl/weight_code.hpp"
+
+namespace qsl::ort {
+
+/// A code of `rows` x `cols` from inputs 1 (signs), 2 (coefficients) and 3 (masks, ternary
+/// only), checked: planes uint8 [rows, bits, ceil(cols / 8)], coefficients float
+/// [rows, groups, 1, bits], finite, canonical.
+struct code_inputs {
+  weight_code code;  ///< shape only until read() fills it
+  const std::uint8_t* signs = nullptr;
+  const float* coefficients = nullptr;
+  const std::uint8_t* masks = nullptr;
+  std::int64_t bits = 0, basis = 0, group = 0;
+
+  code_inputs(const node_reader& node, std::int64_t rows, std::int64_t cols);
+  /// Fills `code` from the tensors and validates it.
+  void read();
+};
+
+/// Input `index`, a float bias of `count` finite values, or empty when absent.
+std::vector<float> read_bias(const node_reader& node, std::size_t index, std::int64_t count);
+
+/// activation_bits and the calibrated quantizer attributes (activation_step / _minimum, or
+/// activation_steps / _minimums for 1..8 bits).
+activation_quantizer read_activation_mode(const node_reader& node);
+
+}  // namespace qsl::ort

@@ -1,0 +1,220 @@
+#include "quantized_conv.hpp"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernel_support.hpp"
+#include "layer_inputs.hpp"
+#include "ort_gemm.hpp"
+#include "qsl/cpu.hpp"
+#include "qsl/error.hpp"
+#include "qsl/quantized_conv2d.hpp"
+#include "qsl/weight_code.hpp"
+
+namespace qsl::ort {
+
+namespace {
+
+constexpr std::int64_t format_version = 1;
+
+std::string str(std::int64_t v) { return std::to_string(v); }
+
+std::string list(const std::vector<std::int64_t>& v) {
+  std::string text = "[";
+  for (std::size_t i = 0; i < v.size(); ++i) text += (i ? ", " : "") + str(v[i]);
+  return text + "]";
+}
+
+}  // namespace
+
+struct quantized_conv_kernel {
+  std::string what;
+  std::int64_t channels = 0, outputs = 0, groups = 1;
+  std::vector<std::int64_t> kernel, strides, dilations, pads;  // pads: begins, then ends
+  std::string auto_pad;
+  std::vector<cpu_weights> packed;  // one per group: its outputs x (C / group * prod kernel)
+  std::vector<float> bias;
+  activation_quantizer activations;
+  decoded_gemm large_batches;
+
+  explicit quantized_conv_kernel(const OrtKernelInfo* info);
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) const;
+  // The 2-D shape of one group for an input of `h` x `w` (a 1-D input is 1 x w).
+  conv2d_shape group_shape(std::int64_t h, std::int64_t w) const;
+};
+
+quantized_conv_kernel::quantized_conv_kernel(const OrtKernelInfo* info) : large_batches(info) {
+  const node_reader node(info, "QuantizedConv");
+  what = node.what();
+  const std::int64_t version = node.int_attribute("format_version", format_version);
+  detail::require(version == format_version, "format_version is " + str(version) +
+                                                 "; this library reads " + str(format_version) +
+                                                 " (compress the model again with this qsl)");
+  channels = node.int_attribute("in_channels");
+  outputs = node.int_attribute("out_channels");
+  groups = node.int_attribute("group", 1);
+  kernel = node.ints_attribute("kernel_shape");
+  const std::size_t dims = kernel.size();
+  detail::require(dims == 1 || dims == 2, "kernel_shape is " + list(kernel) +
+                                              "; expected 1 or 2 spatial dimensions");
+  for (std::int64_t k : kernel)
+    detail::require(k >= 1 && k <= (std::int64_t{1} << 16),
+                    "kernel_shape is " + list(kernel) + "; expected sizes 1..65536");
+  detail::require(groups >= 1 && channels >= 1 && outputs >= 1 && channels % groups == 0 &&
+                      outputs % groups == 0 && channels <= (std::int64_t{1} << 24) &&
+                      outputs <= (std::int64_t{1} << 24),
+                  "in_channels " + str(channels) + ", out_channels " + str(outputs) +
+                      " and group " + str(groups) +
+                      ": expected channels >= 1 that the group count divides");
+  strides = node.ints_attribute("strides", std::vector<std::int64_t>(dims, 1));
+  dilations = node.ints_attribute("dilations", std::vector<std::int64_t>(dims, 1));
+  pads = node.ints_attribute("pads", std::vector<std::int64_t>(2 * dims, 0));
+  auto_pad = node.string_attribute("auto_pad", "NOTSET");
+  detail::require(strides.size() == dims && dilations.size() == dims && pads.size() == 2 * dims,
+                  "strides " + list(strides) + ", dilations " + list(dilations) + ", pads " +
+                      list(pads) + " do not match kernel_shape " + list(kernel));
+  for (std::size_t d = 0; d < dims; ++d)
+    detail::require(strides[d] >= 1 && dilations[d] >= 1 && strides[d] <= (1 << 16) &&
+                        dilations[d] <= (1 << 16),
+                    "strides " + list(strides) + " and dilations " + list(dilations) +
+                        "; expected values 1..65536");
+  for (std::int64_t p : pads)
+    detail::require(p >= 0 && p <= (std::int64_t{1} << 24),
+                    "pads " + list(pads) + "; expected values 0..2^24");
+  detail::require(auto_pad == "NOTSET" || auto_pad == "VALID" || auto_pad == "SAME_UPPER" ||
+                      auto_pad == "SAME_LOWER",
+                  "auto_pad is '" + auto_pad + "'; expected NOTSET, VALID, SAME_UPPER or SAME_LOWER");
+  std::int64_t patch = channels / groups;
+  for (std::int64_t k : kernel) patch *= k;
+  code_inputs inputs(node, outputs, patch);
+  inputs.read();  // the whole code checked once
+  // One code per group: its rows of the plane and coefficient tensors are contiguous.
+  const std::int64_t per_group = outputs / groups, plane_row = inputs.bits * ((patch + 7) / 8);
+  const std::int64_t alpha_row = inputs.code.groups() * inputs.bits;
+  for (std::int64_t g = 0; g < groups; ++g) {
+    const std::int64_t group_size = inputs.code.group_size >= patch ? 0 : inputs.code.group_size;
+    weight_code part =
+        make_weight_code(per_group, patch, inputs.code.bits, inputs.code.basis, group_size);
+    read_plane_bytes(part, false, inputs.signs + g * per_group * plane_row, "signs");
+    if (inputs.masks != nullptr)
+      read_plane_bytes(part, true, inputs.masks + g * per_group * plane_row, "masks");
+    const float* alpha = inputs.coefficients + g * per_group * alpha_row;
+    part.coefficients.assign(alpha, alpha + per_group * alpha_row);
+    compute_offsets(part);
+    packed.push_back(pack_for_cpu(part));
+  }
+  bias = read_bias(node, 4, outputs);
+  activations = read_activation_mode(node);
+}
+
+conv2d_shape quantized_conv_kernel::group_shape(std::int64_t h, std::int64_t w) const {
+  const bool two = kernel.size() == 2;
+  const std::vector<std::int64_t> sizes = two ? std::vector<std::int64_t>{h, w}
+                                              : std::vector<std::int64_t>{w};
+  std::vector<std::int64_t> begin(kernel.size()), end(kernel.size());
+  for (std::size_t d = 0; d < kernel.size(); ++d) {
+    if (auto_pad == "NOTSET") {
+      begin[d] = pads[d];
+      end[d] = pads[d + kernel.size()];
+    } else if (auto_pad != "VALID") {  // SAME_*: the output is ceil(size / stride)
+      const std::int64_t out = (sizes[d] + strides[d] - 1) / strides[d];
+      const std::int64_t span = dilations[d] * (kernel[d] - 1) + 1;
+      const std::int64_t total = std::max<std::int64_t>(0, (out - 1) * strides[d] + span - sizes[d]);
+      begin[d] = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
+      end[d] = total - begin[d];
+    }
+  }
+  conv2d_shape s;
+  s.in_channels = channels / groups;
+  s.out_channels = outputs / groups;
+  s.kernel_h = two ? kernel[0] : 1;
+  s.kernel_w = kernel.back();
+  s.stride_h = two ? strides[0] : 1;
+  s.stride_w = strides.back();
+  s.dilation_h = two ? dilations[0] : 1;
+  s.dilation_w = dilations.back();
+  s.pad_top = two ? begin[0] : 0;
+  s.pad_bottom = two ? end[0] : 0;
+  s.pad_left = begin.back();
+  s.pad_right = end.back();
+  return s;
+}
+
+OrtStatusPtr quantized_conv_kernel::ComputeV2(OrtKernelContext* context) const {
+  return guarded(what, [&] {
+    Ort::KernelContext ctx(context);
+    const Ort::ConstValue x = ctx.GetInput(0);
+    const std::vector<std::int64_t> shape = x.GetTensorTypeAndShapeInfo().GetShape();
+    const std::size_t rank = kernel.size() + 2;
+    detail::require(shape.size() == rank && shape[1] == channels,
+                    "input X has shape " + list(shape) + "; expected rank " +
+                        str(static_cast<std::int64_t>(rank)) + " with " + str(channels) +
+                        " channels (N x C x spatial)");
+    const std::int64_t n = shape[0], h = rank == 4 ? shape[2] : 1, w = shape.back();
+    const conv2d_shape s = group_shape(h, w);
+    const std::int64_t oh = s.out_h(h), ow = s.out_w(w);
+    detail::require(oh >= 1 && ow >= 1 && h >= 1 && w >= 1,
+                    "input X has shape " + list(shape) + ": the kernel " + list(kernel) +
+                        " (dilated, after padding) does not fit");
+    std::vector<std::int64_t> y_shape = {n, outputs};
+    if (rank == 4) y_shape.push_back(oh);
+    y_shape.push_back(ow);
+    Ort::UnownedValue y = ctx.GetOutput(0, y_shape);
+    if (n == 0) return;
+    const float* xp = x.GetTensorData<float>();
+    float* yp = y.GetTensorMutableData<float>();
+    const session_threads threads(context);
+    const std::int64_t per_group = outputs / groups, cg = channels / groups;
+    for (std::int64_t g = 0; g < groups; ++g) {
+      const float* b = bias.empty() ? nullptr : bias.data() + g * per_group;
+      const cpu_weights& part = packed[static_cast<std::size_t>(g)];
+      const qsl::detail::patch_gemm gemm = [&](const float* patches, std::int64_t rows,
+                                               float* out) {
+        multiply(context, large_batches, part, activations, patches, rows, b, out);
+      };
+      if (groups == 1) {  // every image in one call: the inputs and outputs are contiguous
+        qsl::detail::conv2d_by_gemm(s, xp, n, h, w, yp, gemm, what.c_str());
+        continue;
+      }
+      for (std::int64_t i = 0; i < n; ++i)
+        qsl::detail::conv2d_by_gemm(s, xp + (i * channels + g * cg) * h * w, 1, h, w,
+                                    yp + (i * outputs + g * per_group) * oh * ow, gemm,
+                                    what.c_str());
+    }
+  });
+}
+
+struct quantized_conv
+    : Ort::CustomOpBase<quantized_conv, quantized_conv_kernel, /*WithStatus=*/true> {
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
+    *kernel = nullptr;
+    std::string what = "QuantizedConv node";
+    try {
+      what = node_reader(info, "QuantizedConv").what();
+    } catch (...) {
+    }
+    return guarded(what, [&] { *kernel = new quantized_conv_kernel(info); });
+  }
+  const char* GetName() const { return "QuantizedConv"; }
+  std::size_t GetInputTypeCount() const { return 5; }
+  ONNXTensorElementDataType GetInputType(std::size_t index) const {
+    return index == 1 || index == 3 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8
+                                    : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(std::size_t index) const {
+    return index >= 3 ? OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_OPTIONAL
+                      : OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_REQUIRED;
+  }
+  std::size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(std::size_t) const {
+    return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
+};
+
+OrtCustomOp* quantized_conv_op() {
+  static quantized_conv op;
+  return &op;
+}
+
+}  // namespace qsl::ort
