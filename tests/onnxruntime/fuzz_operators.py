@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Fuzzes the checks of qsl's ONNX Runtime operators: valid QuantizedMatMul and DecodeWeights
-nodes with one thing changed at random (an attribute set to a wrong, huge, negative or
+"""Fuzzes the checks of qsl's ONNX Runtime operators: valid QuantizedMatMul, QuantizedConv and
+DecodeWeights nodes with one thing changed at random (an attribute set to a wrong, huge, negative or
 wrongly typed value; a tensor with other dims, another dtype, truncated data or random bytes;
 NaN/Inf coefficients; an input removed; X of a wrong width at run time). Every case must either
 run or fail with an ORT error that names the node; none may crash the process. The cases run
@@ -24,6 +24,7 @@ def cases(seed, count):
     """(label, model bytes, input) for `count` mutated models."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
+    import check_quantized_conv as qc
     import check_quantized_matmul as q
 
     rng = np.random.default_rng(seed)
@@ -33,10 +34,21 @@ def cases(seed, count):
         bits, ternary = int(rng.integers(1, 4)), bool(rng.integers(0, 2))
         group = int(rng.choice([0, 8, 16]))
         signs, masks, alpha, g = q.random_code(rng, rows, cols, bits, ternary, group)
-        decode = bool(rng.integers(0, 4) == 0)
-        m = onnx.load_from_string(q.model(rows, cols, bits, ternary, group, signs, masks, alpha,
-                                          rng.standard_normal(rows).astype(np.float32),
-                                          ["N", cols]))
+        variant = int(rng.integers(0, 4))
+        decode, conv = variant == 0, variant == 1
+        if conv:  # the same code as a QuantizedConv: C / group x kh x kw = cols
+            kh, kw = (1, cols) if rng.integers(0, 2) else (cols, 1)
+            groups = int(rng.choice([1, 2]))
+            if rows % groups:
+                groups = 1
+            m = onnx.load_from_string(qc.conv_model(
+                groups, rows, [kh, kw], groups, signs, masks, alpha,
+                rng.standard_normal(rows).astype(np.float32), ["N", groups, "H", "W"],
+                dict(group_size=group, pads=[0, 0, 0, 0])))
+        else:
+            m = onnx.load_from_string(q.model(rows, cols, bits, ternary, group, signs, masks,
+                                              alpha, rng.standard_normal(rows).astype(np.float32),
+                                              ["N", cols]))
         node = m.graph.node[0]
         if decode:  # the same code as a DecodeWeights node producing W^T for a MatMul
             attrs = dict(rows=rows, cols=cols, bits=bits, basis=int(ternary),
@@ -48,8 +60,11 @@ def cases(seed, count):
             m.graph.node.extend([dw, mm])
             m.graph.initializer.pop()  # the bias
             node = m.graph.node[0]
-        what = "dw" if decode else "qmm"
+        what = "dw" if decode else "qconv" if conv else "qmm"
         x = rng.standard_normal((int(rng.integers(1, 5)), cols)).astype(np.float32)
+        if conv:
+            x = rng.standard_normal((int(rng.integers(1, 3)), groups, kh + int(rng.integers(0, 3)),
+                                     kw + int(rng.integers(0, 3)))).astype(np.float32)
         kind = int(rng.integers(0, 8))  # 7: unchanged, a control that must run
         label = f"case {i}: {what} {rows}x{cols} k={bits} {'ternary' if ternary else 'binary'}"
         if kind == 0 and len(node.attribute):  # an attribute's value
@@ -94,6 +109,11 @@ def cases(seed, count):
             label += f", input {index} removed"
         elif kind == 7:
             label += ", unchanged (must run)"
+        elif conv:  # X too small for the kernel, or of other channels
+            x = rng.standard_normal((1, groups + int(rng.integers(0, 2)), max(1, kh - 1),
+                                     kw)).astype(np.float32)
+            m.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "C"
+            label += f", X of shape {list(x.shape)}"
         else:  # X of the wrong width at run time
             x = rng.standard_normal((2, cols + int(rng.integers(1, 9)))).astype(np.float32)
             m.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "K"
@@ -120,7 +140,7 @@ def child(library, seed, count):
             refused += 1
             # Every refusal names the node: qsl's ("QuantizedMatMul node 'qmm': ...") and ORT's
             # own graph checks ("node (qmm)"; the MatMul "mm" fed by a DecodeWeights node).
-            if "must run" in label or not any(n in text for n in ("qmm", "dw", "mm")):
+            if "must run" in label or not any(n in text for n in ("qmm", "qconv", "dw", "mm")):
                 bad.append(f"{label}: {text[:200]}")
     print(f"done: {ran} ran, {refused} refused")
     for b in bad:
