@@ -13,6 +13,13 @@ std::string str(std::int64_t v) { return std::to_string(v); }
 
 }  // namespace
 
+void check_format_version(const node_reader& node) {
+  constexpr std::int64_t read = 1;  // the version of the operators' inputs and attributes
+  const std::int64_t version = node.int_attribute("format_version", read);
+  detail::require(version == read, "format_version is " + str(version) + "; this library reads " +
+                                       str(read) + " (compress the model again with this qsl)");
+}
+
 code_inputs::code_inputs(const node_reader& node, std::int64_t rows, std::int64_t cols) {
   bits = node.int_attribute("bits");
   basis = node.int_attribute("basis");

@@ -13,6 +13,9 @@
 
 namespace qsl::ort {
 
+/// Throws unless the node's format_version (default 1) is the one this library reads.
+void check_format_version(const node_reader& node);
+
 /// A code of `rows` x `cols` from inputs 1 (signs), 2 (coefficients) and 3 (masks, ternary
 /// only), checked: planes uint8 [rows, bits, ceil(cols / 8)], coefficients float
 /// [rows, groups, 1, bits], finite, canonical.

@@ -16,8 +16,6 @@ namespace qsl::ort {
 
 namespace {
 
-constexpr std::int64_t format_version = 1;
-
 std::string str(std::int64_t v) { return std::to_string(v); }
 
 std::string list(const std::vector<std::int64_t>& v) {
@@ -47,10 +45,7 @@ struct quantized_conv_kernel {
 quantized_conv_kernel::quantized_conv_kernel(const OrtKernelInfo* info) : large_batches(info) {
   const node_reader node(info, "QuantizedConv");
   what = node.what();
-  const std::int64_t version = node.int_attribute("format_version", format_version);
-  detail::require(version == format_version, "format_version is " + str(version) +
-                                                 "; this library reads " + str(format_version) +
-                                                 " (compress the model again with this qsl)");
+  check_format_version(node);
   channels = node.int_attribute("in_channels");
   outputs = node.int_attribute("out_channels");
   groups = node.int_attribute("group", 1);

@@ -15,9 +15,6 @@
 
 namespace qsl::ort {
 
-// The version of the operators' inputs and attributes this library reads.
-constexpr std::int64_t format_version = 1;
-
 struct quantized_matmul_kernel {
   std::string what;
   std::int64_t in_features = 0, out_features = 0;
@@ -55,10 +52,7 @@ quantized_matmul_kernel::quantized_matmul_kernel(const OrtKernelInfo* info)
     : large_batches(info) {
   const node_reader node(info, "QuantizedMatMul");
   what = node.what();
-  const std::int64_t version = node.int_attribute("format_version", format_version);
-  detail::require(version == format_version, "format_version is " + str(version) +
-                                                 "; this library reads " + str(format_version) +
-                                                 " (compress the model again with this qsl)");
+  check_format_version(node);
   in_features = node.int_attribute("in_features");
   out_features = node.int_attribute("out_features");
   code_inputs inputs(node, out_features, in_features);

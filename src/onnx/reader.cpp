@@ -187,6 +187,27 @@ compressed_layer read_decode_weights(const pb::NodeProto& n,
   return layer;
 }
 
+// What both fused operators share after the code: the weight they replaced, the bias
+// (input 4), the format's version.
+void read_fused_node(const pb::NodeProto& n,
+                     const std::map<std::string, const pb::TensorProto*>& init,
+                     const std::string& what, compressed_layer& layer) {
+  const pb::AttributeProto* name = find_attribute(n, "weight_name");
+  layer.weight =
+      name != nullptr && name->type() == pb::AttributeProto::STRING ? name->s() : n.output(0);
+  if (n.input_size() > 4 && !n.input(4).empty()) {
+    layer.bias = detail::read_floats(
+        input_tensor(n, 4, init, pb::TensorProto::FLOAT, {layer.code.rows}, what), what);
+    for (float b : layer.bias)
+      if (!std::isfinite(b)) throw model_error(what + ": a bias value is not finite");
+  }
+  const std::int64_t version =
+      find_attribute(n, "format_version") != nullptr ? required_int(n, "format_version", what) : 1;
+  if (version != 1)
+    throw model_error(what + ": format_version is " + std::to_string(version) +
+                      "; this qsl reads 1 (compress the model again with this qsl)");
+}
+
 compressed_layer read_quantized_matmul(const pb::NodeProto& n,
                                        const std::map<std::string, const pb::TensorProto*>& init,
                                        const std::string& what) {
@@ -202,20 +223,7 @@ compressed_layer read_quantized_matmul(const pb::NodeProto& n,
           layer.shape = {c.cols, c.rows};
         }
       });
-  const pb::AttributeProto* name = find_attribute(n, "weight_name");
-  layer.weight =
-      name != nullptr && name->type() == pb::AttributeProto::STRING ? name->s() : n.output(0);
-  if (n.input_size() > 4 && !n.input(4).empty()) {
-    layer.bias = detail::read_floats(
-        input_tensor(n, 4, init, pb::TensorProto::FLOAT, {layer.code.rows}, what), what);
-    for (float b : layer.bias)
-      if (!std::isfinite(b)) throw model_error(what + ": a bias value is not finite");
-  }
-  const std::int64_t version =
-      find_attribute(n, "format_version") != nullptr ? required_int(n, "format_version", what) : 1;
-  if (version != 1)
-    throw model_error(what + ": format_version is " + std::to_string(version) +
-                      "; this qsl reads 1 (compress the model again with this qsl)");
+  read_fused_node(n, init, what, layer);
   return layer;
 }
 
@@ -251,20 +259,7 @@ compressed_layer read_quantized_conv(const pb::NodeProto& n,
   layer.code = read_code(sized, init, "rows", "cols", 1, 2, 3, what, [&](const weight_code& c) {
     read_layout(sized, c.rows, c.cols, what, layer);
   });
-  const pb::AttributeProto* name = find_attribute(n, "weight_name");
-  layer.weight =
-      name != nullptr && name->type() == pb::AttributeProto::STRING ? name->s() : n.output(0);
-  if (n.input_size() > 4 && !n.input(4).empty()) {
-    layer.bias = detail::read_floats(
-        input_tensor(n, 4, init, pb::TensorProto::FLOAT, {outputs}, what), what);
-    for (float b : layer.bias)
-      if (!std::isfinite(b)) throw model_error(what + ": a bias value is not finite");
-  }
-  const std::int64_t version =
-      find_attribute(n, "format_version") != nullptr ? required_int(n, "format_version", what) : 1;
-  if (version != 1)
-    throw model_error(what + ": format_version is " + std::to_string(version) +
-                      "; this qsl reads 1 (compress the model again with this qsl)");
+  read_fused_node(n, init, what, layer);
   return layer;
 }
 

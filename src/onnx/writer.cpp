@@ -146,6 +146,28 @@ graph_writer::code_tensors graph_writer::add_code_tensors(const std::string& bas
   return t;
 }
 
+namespace {
+
+// The attributes both fused operators share: the code's, the activation mode, the format's
+// version and the weight the node replaced.
+void add_fused_attributes(pb::NodeProto& fused, const std::string& weight,
+                          const std::vector<std::int64_t>& shape, weight_layout layout,
+                          const weight_code& code, int activation_bits,
+                          const std::vector<activation_quantizer>& activations) {
+  add_int_attribute(fused, "bits", code.bits);
+  add_int_attribute(fused, "basis", static_cast<std::int64_t>(code.basis));
+  add_int_attribute(fused, "group_size", code.group_size);
+  add_int_attribute(fused, "activation_bits", activation_bits);
+  add_int_attribute(fused, "format_version", 1);
+  auto* source = fused.add_attribute();
+  source->set_name("weight_name");
+  source->set_type(pb::AttributeProto::STRING);
+  source->set_s(weight);
+  add_layer_attributes(fused, shape, layout, activations);
+}
+
+}  // namespace
+
 std::uint64_t graph_writer::replace_fused(const std::string& weight,
                                           const std::vector<std::int64_t>& shape,
                                           weight_layout layout, const weight_code& code,
@@ -225,16 +247,7 @@ std::uint64_t graph_writer::replace_fused(const std::string& weight,
     fused.add_output(product);
     add_int_attribute(fused, "in_features", code.cols);
     add_int_attribute(fused, "out_features", code.rows);
-    add_int_attribute(fused, "bits", code.bits);
-    add_int_attribute(fused, "basis", static_cast<std::int64_t>(code.basis));
-    add_int_attribute(fused, "group_size", code.group_size);
-    add_int_attribute(fused, "activation_bits", activation_bits);
-    add_int_attribute(fused, "format_version", 1);
-    auto* source = fused.add_attribute();
-    source->set_name("weight_name");
-    source->set_type(pb::AttributeProto::STRING);
-    source->set_s(weight);
-    add_layer_attributes(fused, shape, layout, activations);
+    add_fused_attributes(fused, weight, shape, layout, code, activation_bits, activations);
     // The node becomes [before..., fused, after...], in place (the graph stays sorted).
     google::protobuf::RepeatedPtrField<pb::NodeProto> nodes;
     for (int i = 0; i < g.node_size(); ++i) {
@@ -295,16 +308,8 @@ std::uint64_t graph_writer::replace_conv(const std::string& weight,
   kernel->set_name("kernel_shape");
   kernel->set_type(pb::AttributeProto::INTS);
   for (std::size_t d = 2; d < shape.size(); ++d) kernel->add_ints(shape[d]);
-  add_int_attribute(fused, "bits", code.bits);
-  add_int_attribute(fused, "basis", static_cast<std::int64_t>(code.basis));
-  add_int_attribute(fused, "group_size", code.group_size);
-  add_int_attribute(fused, "activation_bits", activation_bits);
-  add_int_attribute(fused, "format_version", 1);
-  auto* source = fused.add_attribute();
-  source->set_name("weight_name");
-  source->set_type(pb::AttributeProto::STRING);
-  source->set_s(weight);
-  add_layer_attributes(fused, shape, weight_layout::as_is, activations);
+  add_fused_attributes(fused, weight, shape, weight_layout::as_is, code, activation_bits,
+                       activations);
   *n = std::move(fused);
   return t.bytes;
 }

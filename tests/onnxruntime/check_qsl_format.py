@@ -19,14 +19,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-failures = 0
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from report import check, failures  # noqa: E402
 
-
-def check(condition, message):
-    global failures
-    if not condition:
-        failures += 1
-        print("FAIL:", message)
 
 
 def ort_run(path, x, library=None, threads=1):
@@ -153,8 +148,8 @@ def main(library, compress_tool, run_tool, models, bundled, work):
          ["--bits", "2", "--group", "128", "--native-rows", "0"], work,
          ["/classifier/classifier.1/Gemm", "/classifier/classifier.4/Gemm"],
          convs_expected=["/features/features.3/Conv"])
-    print(f"{failures} failures")
-    return 1 if failures else 0
+    print(f"{failures()} failures")
+    return 1 if failures() else 0
 
 
 if __name__ == "__main__":

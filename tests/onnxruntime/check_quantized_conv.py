@@ -18,16 +18,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from report import check, failures  # noqa: E402
 from check_quantized_matmul import U, dense, encode, pack, random_code, session  # noqa: E402
 
-failures = 0
-
-
-def check(condition, message):
-    global failures
-    if not condition:
-        failures += 1
-        print("FAIL:", message)
 
 
 def conv_model(c, m, kernel, groups, signs, masks, alpha, bias, x_shape, attrs):
@@ -225,8 +218,8 @@ def main(library):
     nan_alpha[1, 0, 0] = np.inf
     expect_error(library, conv_model(**{**good, "alpha": nan_alpha}),
                  ["qconv", "coefficient 2 is inf"])
-    print(f"{failures} failures")
-    return 1 if failures else 0
+    print(f"{failures()} failures")
+    return 1 if failures() else 0
 
 
 if __name__ == "__main__":

@@ -23,6 +23,9 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from report import check, failures  # noqa: E402
+
 U = np.finfo(np.float32).eps / 2  # unit roundoff of float32
 
 
@@ -107,14 +110,6 @@ def encode(x, bits, step=None, minimum=None):
     return (minimum.astype(np.float64) + step.astype(np.float64) * q)
 
 
-failures = 0
-
-
-def check(condition, message):
-    global failures
-    if not condition:
-        failures += 1
-        print("FAIL:", message)
 
 
 def run_case(library, rng, rows, cols, bits, ternary, group, x_shape, with_bias, threads,
@@ -268,8 +263,8 @@ def main(library):
     expect_error(library, model(**good, attrs={"format_version": 2}),
                  ["qmm", "format_version is 2", "reads 1"])
     expect_error(library, model(**good, attrs={"bits": 9}), ["qmm", "bits is 9"])
-    print(f"{failures} failures")
-    return 1 if failures else 0
+    print(f"{failures()} failures")
+    return 1 if failures() else 0
 
 
 if __name__ == "__main__":

@@ -18,14 +18,9 @@ import sys
 import numpy as np
 import onnxruntime as ort
 
-failures = 0
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from report import check, failures  # noqa: E402
 
-
-def check(condition, message):
-    global failures
-    if not condition:
-        failures += 1
-        print("FAIL:", message)
 
 
 # name -> (file in MODELS_DIR, input maker(batch, rng)); inputs as the models' users feed them
@@ -114,8 +109,8 @@ def main(library, compress_tool, run_tool, models, work):
             check(r.returncode == 2 and message and "not supported by qsl-run" in message[0],
                   f"{name}: qsl-run exit code {r.returncode}: {message}")
             print(f"  qsl-run refuses it (exit 2): {message[0] if message else ''}")
-    print(f"{failures} failures")
-    return 1 if failures else 0
+    print(f"{failures()} failures")
+    return 1 if failures() else 0
 
 
 if __name__ == "__main__":
