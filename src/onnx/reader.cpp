@@ -298,6 +298,19 @@ compressed_layer read_decode_factorized(const pb::NodeProto& n,
   return layer;
 }
 
+// "a,b,,c" -> {"a", "b", "", "c"}: the values of a metadata field.
+std::vector<std::string> comma_list(const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t p = 0;
+  while (p <= text.size()) {
+    std::size_t q = text.find(',', p);
+    if (q == std::string::npos) q = text.size();
+    out.push_back(text.substr(p, q - p));
+    p = q + 1;
+  }
+  return out;
+}
+
 // A metadata entry of replace_standard (writer.cpp): "format_version=1 rows=R ... weight=NAME",
 // the weight's name taking the rest of the line. Read as the DecodeWeights node it describes.
 compressed_layer read_decoded_weight(const std::string& key, const std::string& value,
@@ -333,26 +346,17 @@ compressed_layer read_decoded_weight(const std::string& key, const std::string& 
       pb::AttributeProto* a = n.add_attribute();
       a->set_name(name);
       a->set_type(pb::AttributeProto::FLOATS);
-      std::size_t p = 0;
-      while (p <= text.size()) {
-        std::size_t q = text.find(',', p);
-        if (q == std::string::npos) q = text.size();
-        const std::string number = text.substr(p, q - p);
+      for (const std::string& number : comma_list(text)) {
         char* stop = nullptr;
         const float v = number.empty() ? 0.0f : std::strtof(number.c_str(), &stop);
         if (number.empty() || *stop != '\0')
           throw model_error(what + ": field " + in_quotes(name) + " is " + in_quotes(text) +
                             "; expected numbers");
         a->add_floats(v);
-        p = q + 1;
       }
     } else {
       std::vector<std::int64_t> numbers;
-      std::size_t p = 0;
-      while (p <= text.size()) {
-        std::size_t q = text.find(',', p);
-        if (q == std::string::npos) q = text.size();
-        const std::string number = text.substr(p, q - p);
+      for (const std::string& number : comma_list(text)) {
         char* stop = nullptr;
         errno = 0;
         const long long v = number.empty() ? 0 : std::strtoll(number.c_str(), &stop, 10);
@@ -360,7 +364,6 @@ compressed_layer read_decoded_weight(const std::string& key, const std::string& 
           throw model_error(what + ": field " + in_quotes(name) + " is " + in_quotes(text) +
                             "; expected whole numbers");
         numbers.push_back(v);
-        p = q + 1;
       }
       if (name == "format_version") {
         version = numbers.front();

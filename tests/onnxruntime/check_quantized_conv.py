@@ -19,7 +19,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from report import check, failures  # noqa: E402
-from check_quantized_matmul import U, dense, encode, pack, random_code, session  # noqa: E402
+from check_quantized_matmul import (U, dense, encode, expect_error, pack,  # noqa: E402
+                                    random_code, session)
 
 
 
@@ -137,20 +138,6 @@ def run_case(library, rng, dims, c, m, groups, kernel, strides, dilations, pads,
           f"{label}: error {error.max():.3g} over the bound {bound.reshape(-1)[np.argmax(error)]:.3g}")
 
 
-def expect_error(library, model_bytes, fragments, x=None):
-    try:
-        s = session(library, model_bytes)
-        if x is not None:
-            s.run(None, {"x": x})
-    except Exception as e:
-        text = str(e)
-        for f in fragments:
-            check(f in text, f"error lacks {f!r}: {text}")
-        print("  refused:", text.splitlines()[0][:180])
-        return
-    check(False, f"no error, expected one with {fragments}")
-
-
 def main(library):
     rng = np.random.default_rng(16)
     modes = ["NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"]
@@ -194,10 +181,10 @@ def main(library):
     x = np.zeros((1, 4, 5, 5), np.float32)
     check(session(library, ok).run(None, {"x": x})[0].shape == (1, 4, 3, 3), "the good model")
     expect_error(library, ok, ["qconv", "shape [1, 3, 5, 5]", "4 channels"],
-                 np.zeros((1, 3, 5, 5), np.float32))
-    expect_error(library, ok, ["qconv", "does not fit"], np.zeros((1, 4, 2, 5), np.float32))
+                 {"x": np.zeros((1, 3, 5, 5), np.float32)})
+    expect_error(library, ok, ["qconv", "does not fit"], {"x": np.zeros((1, 4, 2, 5), np.float32)})
     expect_error(library, conv_model(**{**good, "x_shape": None}), ["qconv", "expected rank 4"],
-                 np.zeros((1, 4, 5), np.float32))
+                 {"x": np.zeros((1, 4, 5), np.float32)})
     expect_error(library, conv_model(**{**good, "attrs": {"auto_pad": "SAME"}}),
                  ["qconv", "auto_pad is 'SAME'"])
     expect_error(library, conv_model(**{**good, "c": 5}), ["qconv", "group 2"])
