@@ -38,6 +38,8 @@ inline constexpr const char* decode_op = "DecodeWeights";
 inline constexpr const char* quantized_matmul_op = "QuantizedMatMul";
 /// The fused convolution (1-D / 2-D, groups): ONNX Conv on a weight code (docs/onnxruntime.md).
 inline constexpr const char* quantized_conv_op = "QuantizedConv";
+/// The fused TWD layer: Y = X W^T + bias with W = C^T M (qsl::twd_dense's arithmetic).
+inline constexpr const char* quantized_twd_op = "QuantizedTwd";
 /// The operator that rebuilds a weight tensor from a TWD factorization (ternary basis, mixing).
 inline constexpr const char* decode_factorized_op = "DecodeFactorized";
 /// Metadata keys (this prefix, then a number) of the qsl format's layers kept on the runtime's

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernel_support.hpp"
+#include "layer_inputs.hpp"
 #include "qsl/error.hpp"
 #include "qsl/twd.hpp"
 #include "qsl/weight_code.hpp"
@@ -127,30 +128,8 @@ struct decode_factorized : decode_op_base<decode_factorized> {
     return index == 2 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT : ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
   }
   static Eigen::MatrixXf decode(const node_reader& node) {
-    const std::int64_t rows = node.int_attribute("rows"), cols = node.int_attribute("cols");
-    const std::int64_t k = node.int_attribute("basis_vectors");
-    detail::require(k >= 1 && k <= max_twd_basis_vectors,
-                    "basis_vectors is " + str(k) + "; expected 1.." + str(max_twd_basis_vectors));
-    twd_code code;
-    code.rows = rows;
-    code.cols = cols;
-    code.basis = make_weight_code(k, cols, 1, qsl::basis::ternary, 0);
-    const std::vector<std::int64_t> plane_dims = {k, 1, (cols + 7) / 8};
-    read_plane_bytes(code.basis, false,
-                     static_cast<const std::uint8_t*>(node.constant(
-                         0, "signs", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, plane_dims)),
-                     "signs");
-    read_plane_bytes(code.basis, true,
-                     static_cast<const std::uint8_t*>(node.constant(
-                         1, "masks", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, plane_dims)),
-                     "masks");
-    std::fill(code.basis.coefficients.begin(), code.basis.coefficients.end(), 1.0f);
-    compute_offsets(code.basis);
-    const auto* mixing = static_cast<const float*>(
-        node.constant(2, "mixing", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, {k, rows}));
-    code.mixing.assign(mixing, mixing + k * rows);
-    validate(code, "twd code");
-    return reconstruct(code);
+    return reconstruct(
+        read_twd_code(node, 0, node.int_attribute("rows"), node.int_attribute("cols")));
   }
 };
 

@@ -1,5 +1,6 @@
 #include "layer_inputs.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -52,6 +53,33 @@ void code_inputs::read() {
                         std::to_string(code.coefficients[i]) + "; expected a finite value");
   compute_offsets(code);
   validate(code, "weight code");
+}
+
+twd_code read_twd_code(const node_reader& node, std::size_t first, std::int64_t rows,
+                       std::int64_t cols) {
+  const std::int64_t k = node.int_attribute("basis_vectors");
+  detail::require(k >= 1 && k <= max_twd_basis_vectors,
+                  "basis_vectors is " + str(k) + "; expected 1.." + str(max_twd_basis_vectors));
+  twd_code code;
+  code.rows = rows;
+  code.cols = cols;
+  code.basis = make_weight_code(k, cols, 1, qsl::basis::ternary, 0);
+  const std::vector<std::int64_t> plane_dims = {k, 1, (cols + 7) / 8};
+  read_plane_bytes(code.basis, false,
+                   static_cast<const std::uint8_t*>(node.constant(
+                       first, "signs", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, plane_dims)),
+                   "signs");
+  read_plane_bytes(code.basis, true,
+                   static_cast<const std::uint8_t*>(node.constant(
+                       first + 1, "masks", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, plane_dims)),
+                   "masks");
+  std::fill(code.basis.coefficients.begin(), code.basis.coefficients.end(), 1.0f);
+  compute_offsets(code.basis);
+  const auto* mixing = static_cast<const float*>(
+      node.constant(first + 2, "mixing", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, {k, rows}));
+  code.mixing.assign(mixing, mixing + k * rows);
+  validate(code, "twd code");
+  return code;
 }
 
 std::vector<float> read_bias(const node_reader& node, std::size_t index, std::int64_t count) {

@@ -9,6 +9,7 @@
 #include "kernel_support.hpp"
 #include "qsl/activation_code.hpp"
 #include "qsl/cpu.hpp"
+#include "qsl/twd.hpp"
 #include "qsl/weight_code.hpp"
 
 namespace qsl::ort {
@@ -30,6 +31,12 @@ struct code_inputs {
   /// Fills `code` from the tensors and validates it.
   void read();
 };
+
+/// A TWD code of `rows` x `cols` (attribute basis_vectors K) from inputs `first` (signs),
+/// `first` + 1 (masks), both uint8 [K, 1, ceil(cols / 8)], and `first` + 2 (mixing, float
+/// [K, rows]), validated.
+twd_code read_twd_code(const node_reader& node, std::size_t first, std::int64_t rows,
+                       std::int64_t cols);
 
 /// Input `index`, a float bias of `count` finite values, or empty when absent.
 std::vector<float> read_bias(const node_reader& node, std::size_t index, std::int64_t count);

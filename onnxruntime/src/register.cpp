@@ -11,6 +11,7 @@
 #include "qsl/version.hpp"
 #include "quantized_conv.hpp"
 #include "quantized_matmul.hpp"
+#include "quantized_twd.hpp"
 
 namespace {
 
@@ -39,6 +40,7 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
     Ort::CustomOpDomain domain("ai.qsl");
     domain.Add(qsl::ort::quantized_matmul_op());
     domain.Add(qsl::ort::quantized_conv_op());
+    domain.Add(qsl::ort::quantized_twd_op());
     domain.Add(qsl::ort::decode_weights_op());
     domain.Add(qsl::ort::decode_factorized_op());
     Ort::UnownedSessionOptions(options).Add(domain);

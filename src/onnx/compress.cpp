@@ -290,8 +290,18 @@ compress_report compress(model& m, const compress_options& o) {
     if (o.format != output_format::qsl) continue;
     if (!o.fuse) {
       fusion[l].why_not = "fusion off";
-    } else if (twd[l]) {
-      fusion[l].why_not = "TWD";
+    } else if (twd[l]) {  // QuantizedTwd: one reader, a MatMul or a Gemm with at most a bias
+      const candidate& c = chosen[l];
+      fusion[l] = c.op_type == "Conv"
+                      ? detail::fusion_plan{{}, "a Conv"}
+                      : detail::plan_fusions(g, c.weight, c.rows, c.layout);
+      if (fusion[l].why_not.empty()) {
+        const detail::fused_layer& f = fusion[l].users.front();
+        if (fusion[l].users.size() != 1) fusion[l].why_not = "TWD with several readers";
+        else if (f.transpose_x || f.alpha != 1.0f || !f.added.empty())
+          fusion[l].why_not = "TWD in a Gemm with transA, alpha or C beyond a bias";
+      }
+      if (!fusion[l].why_not.empty()) fusion[l].users.clear();
     } else {
       const candidate& c = chosen[l];
       if (c.op_type == "Conv") {
@@ -359,11 +369,15 @@ compress_report compress(model& m, const compress_options& o) {
         factorization.calibration = layer_options.calibration;
         const twd_code code = factorize_ternary(w, factorization);
         result.factorized = true;
-        result.runs_as = std::string(decode_factorized_op) + " + " + c.op_type;
+        const detail::fusion_plan& f = fusion[l];
+        result.runs_as = f.users.empty() ? std::string(decode_factorized_op) + " + " +
+                                               c.op_type + " (" + f.why_not + ")"
+                                         : std::string(quantized_twd_op);
         result.basis_vectors = code.basis_vectors();
         result.basis = basis::ternary;
-        result.bytes_after = writer.replace_factorized(c.weight, c.shape, c.layout, code,
-                                                       ref.initializer, ref.constant_node, quantizers);
+        result.bytes_after = writer.replace_factorized(
+            c.weight, c.shape, c.layout, code, ref.initializer, ref.constant_node, quantizers,
+            f.users.empty() ? nullptr : &f.users.front(), o.activation_bits);
         result.relative_error = std::sqrt(normalized_error(w, code));
         if (stats != nullptr)
           result.relative_output_error =

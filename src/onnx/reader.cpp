@@ -191,13 +191,13 @@ compressed_layer read_decode_weights(const pb::NodeProto& n,
 // (input 4), the format's version.
 void read_fused_node(const pb::NodeProto& n,
                      const std::map<std::string, const pb::TensorProto*>& init,
-                     const std::string& what, compressed_layer& layer) {
+                     const std::string& what, std::int64_t rows, compressed_layer& layer) {
   const pb::AttributeProto* name = find_attribute(n, "weight_name");
   layer.weight =
       name != nullptr && name->type() == pb::AttributeProto::STRING ? name->s() : n.output(0);
   if (n.input_size() > 4 && !n.input(4).empty()) {
     layer.bias = detail::read_floats(
-        input_tensor(n, 4, init, pb::TensorProto::FLOAT, {layer.code.rows}, what), what);
+        input_tensor(n, 4, init, pb::TensorProto::FLOAT, {rows}, what), what);
     for (float b : layer.bias)
       if (!std::isfinite(b)) throw model_error(what + ": a bias value is not finite");
   }
@@ -223,7 +223,7 @@ compressed_layer read_quantized_matmul(const pb::NodeProto& n,
           layer.shape = {c.cols, c.rows};
         }
       });
-  read_fused_node(n, init, what, layer);
+  read_fused_node(n, init, what, layer.code.rows, layer);
   return layer;
 }
 
@@ -259,17 +259,21 @@ compressed_layer read_quantized_conv(const pb::NodeProto& n,
   layer.code = read_code(sized, init, "rows", "cols", 1, 2, 3, what, [&](const weight_code& c) {
     read_layout(sized, c.rows, c.cols, what, layer);
   });
-  read_fused_node(n, init, what, layer);
+  read_fused_node(n, init, what, layer.code.rows, layer);
   return layer;
 }
 
+// A TWD code: DecodeFactorized (attributes rows, cols; inputs from 0) or QuantizedTwd
+// (out_features, in_features; inputs from 1, bias 4).
 compressed_layer read_decode_factorized(const pb::NodeProto& n,
                                         const std::map<std::string, const pb::TensorProto*>& init,
-                                        const std::string& what) {
+                                        const std::string& what, bool fused = false) {
   compressed_layer layer;
   layer.weight = n.output(0);
   layer.factorized = true;
-  const std::int64_t rows = required_int(n, "rows", what), cols = required_int(n, "cols", what);
+  const std::int64_t rows = required_int(n, fused ? "out_features" : "rows", what);
+  const std::int64_t cols = required_int(n, fused ? "in_features" : "cols", what);
+  const int first = fused ? 1 : 0;
   const std::int64_t k = required_int(n, "basis_vectors", what);
   if (rows < 1 || cols < 1 || k < 1 || k > (std::int64_t{1} << 16))
     throw model_error(what + ": attributes rows " + std::to_string(rows) + ", cols " +
@@ -285,15 +289,23 @@ compressed_layer read_decode_factorized(const pb::NodeProto& n,
     throw model_error(what + ": " + e.what());
   }
   const std::vector<std::int64_t> plane_dims = {k, 1, (cols + 7) / 8};
-  unpack(input_tensor(n, 0, init, pb::TensorProto::UINT8, plane_dims, what), t.basis, false, what);
-  unpack(input_tensor(n, 1, init, pb::TensorProto::UINT8, plane_dims, what), t.basis, true, what);
+  unpack(input_tensor(n, first, init, pb::TensorProto::UINT8, plane_dims, what), t.basis, false,
+         what);
+  unpack(input_tensor(n, first + 1, init, pb::TensorProto::UINT8, plane_dims, what), t.basis,
+         true, what);
   std::fill(t.basis.coefficients.begin(), t.basis.coefficients.end(), 1.0f);
   check_code(t.basis, what);
-  t.mixing = detail::read_floats(input_tensor(n, 2, init, pb::TensorProto::FLOAT, {k, rows}, what), what);
+  t.mixing = detail::read_floats(
+      input_tensor(n, first + 2, init, pb::TensorProto::FLOAT, {k, rows}, what), what);
   try {
     validate(t, what.c_str());
   } catch (const qsl::error& e) {
     throw model_error(e.what());
+  }
+  if (fused) {
+    layer.node = n.name();
+    layer.output = n.output(0);
+    read_fused_node(n, init, what, rows, layer);
   }
   return layer;
 }
@@ -412,11 +424,13 @@ std::vector<compressed_layer> compressed_layers(const model& m) {
     const bool bcq = n.op_type() == decode_op, twd = n.op_type() == decode_factorized_op;
     const bool fused = n.op_type() == quantized_matmul_op;
     const bool conv = n.op_type() == quantized_conv_op;
-    if (n.domain() != qsl_domain || (!bcq && !twd && !fused && !conv)) continue;
+    const bool fused_twd = n.op_type() == quantized_twd_op;
+    if (n.domain() != qsl_domain || (!bcq && !twd && !fused && !conv && !fused_twd)) continue;
     const std::string what = n.op_type() + " node " +
                              in_quotes(n.name().empty() ? "#" + std::to_string(i) : n.name());
     if (n.output_size() != 1) throw model_error(what + ": expected one output");
-    compressed_layer layer = conv    ? read_quantized_conv(n, init, what)
+    compressed_layer layer = fused_twd ? read_decode_factorized(n, init, what, true)
+                             : conv    ? read_quantized_conv(n, init, what)
                              : fused ? read_quantized_matmul(n, init, what)
                              : bcq ? read_decode_weights(n, init, what)
                                    : read_decode_factorized(n, init, what);

@@ -243,7 +243,9 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
     if (n.domain() == qsl_domain && (op == decode_op || op == decode_factorized_op))
       continue;  // read by compressed_layers
     const bool quantized_conv = n.domain() == qsl_domain && op == quantized_conv_op;
-    const bool fused = n.domain() == qsl_domain && (op == quantized_matmul_op || quantized_conv);
+    const bool fused_product =
+        n.domain() == qsl_domain && (op == quantized_matmul_op || op == quantized_twd_op);
+    const bool fused = fused_product || quantized_conv;
     if (!fused && !n.domain().empty() && n.domain() != "ai.onnx")
       throw model_error(what + ": operator " + in_quotes(n.domain() + "::" + op) +
                         " is not supported by qsl-run");
@@ -253,12 +255,12 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
       if (n.input_size() < count)
         throw model_error(what + ": expected at least " + std::to_string(count) + " inputs");
     };
-    if (n.domain() == qsl_domain && op == quantized_matmul_op) {  // Y = X W^T + bias, fused
+    if (fused_product) {  // Y = X W^T + bias, fused (a weight code, or TWD)
       const auto found = fused_layers.find(n.output(0));
       if (found == fused_layers.end()) throw model_error(what + ": not read as a compressed layer");
       const compressed_layer* layer = &found->second;
       const int x = in(0);
-      const std::int64_t rows = layer->code.rows, cols = layer->code.cols;
+      const std::int64_t rows = layer_shape(*layer).first, cols = layer_shape(*layer).second;
       const layer_runner run =
           compressed_runner(*layer, layer->bias.empty() ? nullptr : layer->bias.data());
       ++s.compressed;

@@ -318,7 +318,8 @@ std::uint64_t graph_writer::replace_factorized(const std::string& weight,
                                                const std::vector<std::int64_t>& shape,
                                                weight_layout layout, const twd_code& code,
                                                int initializer, int constant_node,
-                                               const std::vector<activation_quantizer>& activations) {
+                                               const std::vector<activation_quantizer>& activations,
+                                               const fused_layer* fused, int activation_bits) {
   if (format_ != output_format::qsl)
     throw qsl::error("compress: weight '" + weight + "': TWD layers have no standard-format "
                      "encoding yet; use the qsl format");
@@ -333,13 +334,42 @@ std::uint64_t graph_writer::replace_factorized(const std::string& weight,
   const std::string masks = add_tensor(make_uint8_tensor(base + "_masks", plane_dims, mask_data.data()));
   const std::string mixing = add_tensor(
       make_float_tensor(base + "_mixing", {basis.rows, code.rows}, code.mixing.data()));
+  const std::uint64_t bytes_added =
+      signs_data.size() + mask_data.size() + code.mixing.size() * sizeof(float);
+  if (fused != nullptr) {  // the node producing fused->output becomes a QuantizedTwd
+    pb::GraphProto& g = *model_.mutable_graph();
+    pb::NodeProto* n = nullptr;
+    for (auto& candidate : *g.mutable_node())
+      if (candidate.output_size() == 1 && candidate.output(0) == fused->output) n = &candidate;
+    if (n == nullptr) throw qsl::error("compress: no node produces '" + fused->output + "'");
+    pb::NodeProto twd;
+    twd.set_name(n->name().empty() ? fused->output + "_QuantizedTwd" : n->name());
+    twd.set_op_type(quantized_twd_op);
+    twd.set_domain(qsl_domain);
+    for (const std::string& input : {fused->x, signs, masks, mixing, fused->bias})
+      twd.add_input(input);
+    if (twd.input(4).empty()) twd.mutable_input()->RemoveLast();
+    twd.add_output(fused->output);
+    add_int_attribute(twd, "in_features", code.cols);
+    add_int_attribute(twd, "out_features", code.rows);
+    add_int_attribute(twd, "basis_vectors", basis.rows);
+    add_int_attribute(twd, "activation_bits", activation_bits);
+    add_int_attribute(twd, "format_version", 1);
+    auto* source = twd.add_attribute();
+    source->set_name("weight_name");
+    source->set_type(pb::AttributeProto::STRING);
+    source->set_s(weight);
+    add_layer_attributes(twd, shape, layout, activations);
+    *n = std::move(twd);
+    return bytes_added;
+  }
   pb::NodeProto& n = node(decode_factorized_op, {signs, masks, mixing}, weight);
   n.set_domain(qsl_domain);
   add_int_attribute(n, "rows", code.rows);
   add_int_attribute(n, "cols", code.cols);
   add_int_attribute(n, "basis_vectors", basis.rows);
   add_layer_attributes(n, shape, layout, activations);
-  return signs_data.size() + mask_data.size() + code.mixing.size() * sizeof(float);
+  return bytes_added;
 }
 
 void graph_writer::remove_constant(const std::string& weight, int initializer,

@@ -101,12 +101,14 @@ class graph_writer {
                              const weight_code& code, int initializer, int constant_node,
                              const fused_layer& f, int activation_bits,
                              const std::vector<activation_quantizer>& activations = {});
-  /// The same for a TWD layer (qsl format only: a DecodeFactorized node; the standard format
-  /// throws qsl::error).
+  /// The same for a TWD layer (qsl format only; the standard format throws qsl::error): a
+  /// DecodeFactorized node feeding the original operator, or with `fused` (one reader, a plain
+  /// product with at most a bias) its node turned into a QuantizedTwd.
   std::uint64_t replace_factorized(const std::string& weight,
                                    const std::vector<std::int64_t>& shape, weight_layout layout,
                                    const twd_code& code, int initializer, int constant_node,
-                                   const std::vector<activation_quantizer>& activations = {});
+                                   const std::vector<activation_quantizer>& activations = {},
+                                   const fused_layer* fused = nullptr, int activation_bits = 0);
   /// Puts the new nodes before every other node (their inputs are all initializers) and adds
   /// the ai.qsl opset import when needed.
   void finish();
