@@ -148,15 +148,12 @@ graph_writer::code_tensors graph_writer::add_code_tensors(const std::string& bas
 
 namespace {
 
-// The attributes both fused operators share: the code's, the activation mode, the format's
-// version and the weight the node replaced.
+// The attributes every fused operator has: the activation mode, the format's version and the
+// weight the node replaced, with its layout.
 void add_fused_attributes(pb::NodeProto& fused, const std::string& weight,
                           const std::vector<std::int64_t>& shape, weight_layout layout,
-                          const weight_code& code, int activation_bits,
+                          int activation_bits,
                           const std::vector<activation_quantizer>& activations) {
-  add_int_attribute(fused, "bits", code.bits);
-  add_int_attribute(fused, "basis", static_cast<std::int64_t>(code.basis));
-  add_int_attribute(fused, "group_size", code.group_size);
   add_int_attribute(fused, "activation_bits", activation_bits);
   add_int_attribute(fused, "format_version", 1);
   auto* source = fused.add_attribute();
@@ -164,6 +161,17 @@ void add_fused_attributes(pb::NodeProto& fused, const std::string& weight,
   source->set_type(pb::AttributeProto::STRING);
   source->set_s(weight);
   add_layer_attributes(fused, shape, layout, activations);
+}
+
+// ... and those of a weight code's (QuantizedMatMul, QuantizedConv).
+void add_fused_attributes(pb::NodeProto& fused, const std::string& weight,
+                          const std::vector<std::int64_t>& shape, weight_layout layout,
+                          const weight_code& code, int activation_bits,
+                          const std::vector<activation_quantizer>& activations) {
+  add_int_attribute(fused, "bits", code.bits);
+  add_int_attribute(fused, "basis", static_cast<std::int64_t>(code.basis));
+  add_int_attribute(fused, "group_size", code.group_size);
+  add_fused_attributes(fused, weight, shape, layout, activation_bits, activations);
 }
 
 }  // namespace
@@ -353,13 +361,7 @@ std::uint64_t graph_writer::replace_factorized(const std::string& weight,
     add_int_attribute(twd, "in_features", code.cols);
     add_int_attribute(twd, "out_features", code.rows);
     add_int_attribute(twd, "basis_vectors", basis.rows);
-    add_int_attribute(twd, "activation_bits", activation_bits);
-    add_int_attribute(twd, "format_version", 1);
-    auto* source = twd.add_attribute();
-    source->set_name("weight_name");
-    source->set_type(pb::AttributeProto::STRING);
-    source->set_s(weight);
-    add_layer_attributes(twd, shape, layout, activations);
+    add_fused_attributes(twd, weight, shape, layout, activation_bits, activations);
     *n = std::move(twd);
     return bytes_added;
   }
