@@ -5,6 +5,7 @@ same run (issue 15's numbers):
     python3 bench/onnxruntime_compare.py LIBQSL_ONNXRUNTIME QSL_COMPRESS WORK_DIR \\
         [--models mlp,encoder,bundled] [--rounds 3] [--iterations 20]
     python3 bench/onnxruntime_compare.py LIBQSL_ONNXRUNTIME QSL_COMPRESS WORK_DIR --shapes
+    python3 bench/onnxruntime_compare.py LIBQSL_ONNXRUNTIME QSL_COMPRESS WORK_DIR --conv
 
 For each model: ORT fp32; ORT int8 `quantize_dynamic`; ORT MatMulNBits 4-bit and 2-bit (block
 128, accuracy_level 4: int8 activations); ORT + qsl (libqsl_onnxruntime.so, `qsl-compress` qsl
@@ -237,6 +238,39 @@ def shapes(a):
             print(f"| {k} x {n} | {m} | {base:.3f} | " + " | ".join(cells) + " |", flush=True)
 
 
+def convolution(a):
+    """The bundled CNN at 2 bits, its second convolution as a QuantizedConv (--native-rows 0)
+    or on ORT's Conv with the weight folded at load (the default); one thread, interleaved."""
+    files = {"ORT fp32": (BUNDLED, None)}
+    for label, extra in (("qsl 2-bit, conv on ORT's kernel (default)", []),
+                         ("qsl 2-bit, QuantizedConv", ["--native-rows", "0"])):
+        path = os.path.join(a.work, "bundled_conv_%d.onnx" % len(files))
+        subprocess.run([a.qsl_compress, BUNDLED, "-o", path, "--bits", "2", "-q", "--force"] +
+                       extra, check=True, stdout=subprocess.DEVNULL)
+        files[label] = (path, a.library)
+    sessions = {k: session(p, lib, 1) for k, (p, lib) in files.items()}
+    print("| file | batch 1 | batch 32 |\n|---|---|---|")
+    results = {k: [] for k in files}
+    for batch in (1, 32):
+        x = {"image": np.random.default_rng(0).random((batch, 1, 28, 28)).astype(np.float32)}
+        times = {k: [] for k in files}
+        for s in sessions.values():
+            s.run(None, x)
+        for _ in range(a.rounds):
+            for k, s in sessions.items():
+                for _ in range(a.iterations if batch == 1 else max(2, a.iterations // 4)):
+                    t0 = time.perf_counter()
+                    s.run(None, x)
+                    times[k].append(time.perf_counter() - t0)
+        for k in files:
+            results[k].append(1000 * float(np.median(times[k])))
+    base = results["ORT fp32"]
+    for k, r in results.items():
+        cells = [f"{r[i]:.3f} ms" + ("" if k == "ORT fp32" else f" ({base[i] / r[i]:.2f}x)")
+                 for i in range(2)]
+        print(f"| {k} | " + " | ".join(cells) + " |")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("library")
@@ -247,11 +281,16 @@ def main():
     ap.add_argument("--iterations", type=int, default=20)
     ap.add_argument("--shapes", action="store_true",
                     help="only the single-layer table: fp32 against qsl's paths by rows")
+    ap.add_argument("--conv", action="store_true",
+                    help="only the bundled CNN's convolution: QuantizedConv vs ORT's Conv")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     ort.set_default_logger_severity(3)
     if a.shapes:
         shapes(a)
+        return
+    if a.conv:
+        convolution(a)
         return
     cores = os.cpu_count() or 1
     results = {}
