@@ -72,7 +72,7 @@ struct candidate {
 // 0 when nothing is known (a MatMul whose input shape inference did not find).
 constexpr std::int64_t many_rows = -1;
 
-std::int64_t rows_per_call(const pb::NodeProto& n,
+std::int64_t rows_per_call(const pb::NodeProto& n, const std::string& weight,
                            const std::map<std::string, std::vector<std::int64_t>>& shapes) {
   auto dims_of = [&](const std::string& name) -> const std::vector<std::int64_t>* {
     const auto it = shapes.find(name);
@@ -90,6 +90,15 @@ std::int64_t rows_per_call(const pb::NodeProto& n,
   if (n.op_type() == "Conv") {
     const auto* y = n.output_size() > 0 ? dims_of(n.output(0)) : nullptr;
     return y == nullptr || y->size() < 3 ? many_rows : product(*y, 2, y->size());
+  }
+  if (n.op_type() == "MatMul" && n.input_size() > 1 && n.input(0) == weight) {  // W X
+    const auto* x = dims_of(n.input(1));  // [..., K, M]
+    if (x == nullptr || x->size() < 2) return 0;
+    const std::int64_t columns = x->back() < 0 ? many_rows : x->back();
+    const std::int64_t batch = x->size() == 2 ? 1 : product(*x, 1, x->size() - 2);
+    if (columns == many_rows || batch == many_rows) return many_rows;
+    return std::min(columns * batch * (x->size() > 2 && x->front() > 0 ? x->front() : 1),
+                    std::int64_t{1} << 40);
   }
   const auto* x = n.input_size() > 0 ? dims_of(n.input(0)) : nullptr;
   if (x == nullptr || x->empty()) return 0;
@@ -135,6 +144,9 @@ bool find_weight(const pb::NodeProto& n, int index, const std::map<std::string, 
   out.op_type = n.op_type();
   if (n.input_size() < 2) return why = "fewer than 2 inputs", false;
   out.weight = n.input(1);
+  // MatMul(W, X) with a constant W [N, K]: Y = W X, the weight on the left as the model has it.
+  const bool left = n.op_type() == "MatMul" && !c.count(n.input(1)) && c.count(n.input(0));
+  if (left) out.weight = n.input(0);
   const auto it = c.find(out.weight);
   if (it == c.end()) return why = "the weight is not a constant", false;
   const pb::TensorProto& t = *it->second.tensor;
@@ -148,6 +160,12 @@ bool find_weight(const pb::NodeProto& n, int index, const std::map<std::string, 
     return true;
   }
   if (out.shape.size() != 2) return why = "a weight of rank " + std::to_string(out.shape.size()), false;
+  if (left) {  // W itself: rows are the outputs
+    out.layout = detail::weight_layout::as_is;
+    out.rows = out.shape[0];
+    out.cols = out.shape[1];
+    return true;
+  }
   const bool rows_first = n.op_type() == "Gemm" && int_attribute(n, "transB", 0) != 0;
   out.layout = rows_first ? detail::weight_layout::as_is : detail::weight_layout::transposed;
   out.rows = rows_first ? out.shape[0] : out.shape[1];
@@ -284,6 +302,14 @@ compress_report compress(model& m, const compress_options& o) {
   if (o.format == output_format::standard && std::find(twd.begin(), twd.end(), true) != twd.end())
     throw qsl::error("compress: TWD layers have no standard-format encoding yet; use the qsl "
                      "format (or leave them out of twd_layers)");
+  // Layers kept on the runtime's own operator (qsl format): many rows per call at batch 1.
+  std::vector<std::int64_t> rows(chosen.size(), 0);
+  std::map<std::string, std::vector<std::int64_t>> shapes;
+  if (o.format == output_format::qsl) {
+    shapes = detail::inferred_shapes(proto);
+    for (std::size_t l = 0; l < chosen.size(); ++l)
+      rows[l] = rows_per_call(g.node(chosen[l].node), chosen[l].weight, shapes);
+  }
   // Fused layers (qsl format): decided on the graph as it is, before any rewriting.
   std::vector<detail::fusion_plan> fusion(chosen.size());
   for (std::size_t l = 0; l < chosen.size(); ++l) {
@@ -312,15 +338,15 @@ compress_report compress(model& m, const compress_options& o) {
         if (f.why_not.empty()) fusion[l].users = {f};
       } else {
         fusion[l] = detail::plan_fusions(g, c.weight, c.rows, c.layout);
+        for (detail::fused_layer& f : fusion[l].users) {  // W X: X's rank for the Transposes
+          if (!f.weight_left) continue;
+          const auto it = shapes.find(f.x);
+          f.x_rank = it == shapes.end() ? 0 : static_cast<int>(it->second.size());
+          if (f.x_rank < 2) fusion[l].why_not = "MatMul(W, X) with X of unknown rank";
+        }
+        if (!fusion[l].why_not.empty()) fusion[l].users.clear();
       }
     }
-  }
-  // Layers kept on the runtime's own operator (qsl format): many rows per call at batch 1.
-  std::vector<std::int64_t> rows(chosen.size(), 0);
-  if (o.format == output_format::qsl) {
-    const auto shapes = detail::inferred_shapes(proto);
-    for (std::size_t l = 0; l < chosen.size(); ++l)
-      rows[l] = rows_per_call(g.node(chosen[l].node), shapes);
   }
   const bool can_decode_standard = m.opset() >= min_standard_opset;
   if (o.edge_bits > 0 && !chosen_options.empty()) {

@@ -48,6 +48,11 @@ fused_layer plan_fusion(const pb::GraphProto& g, const pb::NodeProto& n, const s
   };
   if (f.output.empty() || f.x.empty()) return no("not one input and one output");
   if (n.op_type() != "MatMul" && n.op_type() != "Gemm") return no("a Conv");
+  if (n.op_type() == "MatMul" && n.input(0) == weight && n.input(1) != weight) {
+    f.weight_left = true;
+    f.x = n.input(1);
+    return f;
+  }
   if (n.input(1) != weight || n.input(0) == weight)
     return no("the weight is not the right operand");
   if (n.op_type() == "Gemm") {
@@ -121,7 +126,9 @@ fusion_plan plan_fusions(const pb::GraphProto& g, const std::string& weight, std
         const auto* t = attribute(n, "transB");
         return t != nullptr && t->i() != 0;
       }();
-      if ((rows_first ? weight_layout::as_is : weight_layout::transposed) != layout)
+      const weight_layout read_as = f.weight_left || rows_first ? weight_layout::as_is
+                                                                 : weight_layout::transposed;
+      if (read_as != layout)
         f.why_not = "the weight's users read it transposed differently";
     }
     if (!f.why_not.empty()) {

@@ -300,6 +300,10 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
         if (!weight) s.steps.push_back([slot, t = c->value](std::vector<tensor>& v) { v[slot] = t; });
       } else if (!coded.count(name)) {
         throw model_error(what + ": input " + in_quotes(name) + " is unknown");
+      } else if (i != 1 || (op != "Gemm" && op != "MatMul" && op != "Conv")) {
+        throw model_error(what + ": the compressed weight " + in_quotes(name) + " as input " +
+                          std::to_string(i) + " is not supported by qsl-run (only as a Gemm, "
+                          "MatMul or Conv's weight operand)");
       }
     }
     if (op == "Gemm" || op == "MatMul") {

@@ -231,6 +231,20 @@ std::uint64_t graph_writer::replace_fused(const std::string& weight,
     }
     std::string product = f.output;
     if (f.alpha != 1.0f || !f.added.empty()) product = unique(name + "_product");
+    if (f.weight_left) {  // Y = W X = (X^T W^T)^T over the last two dimensions
+      auto swap_last_two = [&](pb::NodeProto* t) {
+        auto* perm = t->add_attribute();
+        perm->set_name("perm");
+        perm->set_type(pb::AttributeProto::INTS);
+        for (int d = 0; d < f.x_rank; ++d)
+          perm->add_ints(d < f.x_rank - 2 ? d : d == f.x_rank - 2 ? f.x_rank - 1 : f.x_rank - 2);
+      };
+      x = unique(name + "_x_t");
+      swap_last_two(step(before, "Transpose", {f.x}, x));
+      const std::string y_t = unique(name + "_y_t");
+      swap_last_two(step(after, "Transpose", {y_t}, f.output));
+      product = y_t;
+    }
     std::string scaled = product;
     if (f.alpha != 1.0f) {
       scaled = f.added.empty() ? f.output : unique(name + "_scaled");

@@ -40,6 +40,10 @@ struct fused_layer {
   bool transpose_x = false;         ///< Gemm transA = 1
   float alpha = 1.0f, beta = 1.0f;  ///< Gemm's scales
   std::string added;                ///< Gemm's C when it is added by a node (not a bias)
+  /// MatMul(W, X): Y = W X, fused as Transpose(X) -> QuantizedMatMul -> Transpose, swapping
+  /// X's last two dimensions (x_rank of them; compress fills it from shape inference).
+  bool weight_left = false;
+  int x_rank = 0;
   std::string why_not;              ///< non-empty: the layer is not fused, and why
 };
 

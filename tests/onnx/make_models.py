@@ -12,7 +12,8 @@ for the standard format's opset conversion (its input is layers_input.npy); and
 OUTDIR/pad_opset10.onnx, a Pad -> Flatten -> MatMul model at opset 10 that Debian's libonnx 1.12
 version converter cannot convert (its Pad 10 -> 11 adapter needs a 'value' attribute); and
 OUTDIR/gemm_variants.onnx (+ _input.npy): Gemm with transA, alpha, beta and a computed C, and a
-weight that three nodes read (an unrolled recurrence), for fusion.
+weight that three nodes read (an unrolled recurrence), for fusion; OUTDIR/left_weight.onnx
+(+ _input.npy): MatMul(W, X) with the weight on the left.
 """
 import os
 import sys
@@ -176,6 +177,23 @@ def gemm_variants_model(rng):
                              ir_version=IR_VERSION)
 
 
+def left_weight_model(rng):
+    """MatMul(W, X), the weight on the left: x [N, 3, 40, 4] -> W1 [24, 40] x -> Relu ->
+    W2 [10, 24] (that) -> y [N, 3, 10, 4] (12 rows per call at batch 1: fused)."""
+    f = np.float32
+    w1 = (rng.standard_normal((24, 40)) * 0.2).astype(f)
+    w2 = (rng.standard_normal((10, 24)) * 0.2).astype(f)
+    nodes = [helper.make_node("MatMul", ["w1", "x"], ["h"], name="left1"),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["w2", "r"], ["y"], name="left2")]
+    g = helper.make_graph(nodes, "left_weight",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 40, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 10, 4])],
+                          [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
+                             ir_version=IR_VERSION)
+
+
 def main(out):
     os.makedirs(out, exist_ok=True)
     rng = np.random.default_rng(7)
@@ -183,6 +201,9 @@ def main(out):
     onnx.save(subgraph_model(rng), os.path.join(out, "subgraph.onnx"))
     onnx.save(gemm_variants_model(np.random.default_rng(11)),
               os.path.join(out, "gemm_variants.onnx"))
+    onnx.save(left_weight_model(np.random.default_rng(13)), os.path.join(out, "left_weight.onnx"))
+    np.save(os.path.join(out, "left_weight_input.npy"),
+            np.random.default_rng(14).standard_normal((2, 3, 40, 4)).astype(np.float32))
     np.save(os.path.join(out, "gemm_variants_input.npy"),
             np.random.default_rng(12).standard_normal((5, 64)).astype(np.float32))
     onnx.save(old_opset_model(np.random.default_rng(9)), os.path.join(out, "old_opset.onnx"))

@@ -56,7 +56,7 @@ def folded_by_ort(path, library, work):
 
 def case(library, compress_tool, run_tool, name, source, x, options, work, fused_expected,
          standard_format=True, run_options=(), native_expected=(), convs_expected=(),
-         twd_expected=(), thread_invariant=True):
+         twd_expected=(), thread_invariant=True, qsl_run=True):
     npy = os.path.join(work, name + "_x.npy")
     np.save(npy, x)
     qsl = os.path.join(work, name + ".qsl.onnx")
@@ -84,15 +84,23 @@ def case(library, compress_tool, run_tool, name, source, x, options, work, fused
     in_ort = ort_run(qsl, x, library)
     in_ort2 = ort_run(qsl, x, library, threads=2)
     dumped = os.path.join(work, name + "_qsl_run.npy")
-    subprocess.run([run_tool, qsl, "--npy", npy, "--dump-outputs", dumped, *run_options],
-                   check=True, stdout=subprocess.DEVNULL)
-    in_qsl_run = np.load(dumped)
+    if qsl_run:
+        subprocess.run([run_tool, qsl, "--npy", npy, "--dump-outputs", dumped, *run_options],
+                       check=True, stdout=subprocess.DEVNULL)
+        in_qsl_run = np.load(dumped)
+    else:  # an operator qsl-run lacks (MatMul with a weight on the left): it must say so
+        r = subprocess.run([run_tool, qsl, "--npy", npy], capture_output=True, text=True)
+        check(r.returncode == 2 and "is not supported by qsl-run" in r.stderr,
+              f"{name}: qsl-run exit code {r.returncode}: {r.stderr.strip()[-200:]}")
+        in_qsl_run = None
     # TWD layers have no standard format: then qsl-run is the reference.
     reference = ort_run(standard, x) if standard_format else in_qsl_run.reshape(in_ort.shape)
     against = "the standard format in ORT" if standard_format else "qsl-run"
     scale = max(1.0, float(np.abs(reference).max()))
     for label, y in (("ORT + qsl", in_ort), ("ORT + qsl, 2 threads", in_ort2),
                      ("qsl-run", in_qsl_run)):
+        if y is None:
+            continue
         error = float(np.abs(y.reshape(reference.shape) - reference).max())
         print(f"{name} {' '.join(options)}: {label} vs {against}: max |difference| "
               f"{error:.3g} (outputs up to {scale:.3g})")
@@ -131,6 +139,16 @@ def main(library, compress_tool, run_tool, models, bundled, work):
          os.path.join(models, "gemm_variants.onnx"), xg,
          ["--bits", "3", "--group", "16", "--min-weights", "100"], work,
          ["g_trans_a", "g_beta", "step1", "MatMul#2"])
+    # MatMul(W, X): the weight on the left (Transposes around the fused node, which qsl-run runs
+    # too); with --native-rows 0 --no-fuse, a DecodeWeights feeding MatMul(W, X), which qsl-run
+    # refuses by name (its MatMul takes a constant right operand only).
+    xl = np.load(os.path.join(models, "left_weight_input.npy"))
+    case(library, compress_tool, run_tool, "left_weight", os.path.join(models, "left_weight.onnx"),
+         xl, ["--bits", "2", "--group", "8", "--min-weights", "100"], work, ["left1", "left2"])
+    case(library, compress_tool, run_tool, "left_weight_unfused",
+         os.path.join(models, "left_weight.onnx"), xl,
+         ["--bits", "2", "--group", "8", "--min-weights", "100", "--no-fuse", "--native-rows", "0"],
+         work, [], qsl_run=False, thread_invariant=False)
     # TWD on fc1 (a fused QuantizedTwd) beside fused layers; then TWD with fusion off
     # (DecodeFactorized + Gemm), and TWD on every layer, with calibrated 4-bit activations.
     case(library, compress_tool, run_tool, "layers_twd", os.path.join(models, "layers.onnx"), x,
