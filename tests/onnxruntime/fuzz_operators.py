@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Fuzzes the checks of qsl's ONNX Runtime operators: valid QuantizedMatMul, QuantizedConv and
-DecodeWeights nodes with one thing changed at random (an attribute set to a wrong, huge, negative or
+"""Fuzzes the checks of qsl's ONNX Runtime operators: valid QuantizedMatMul, QuantizedConv,
+QuantizedTwd and DecodeWeights nodes with one thing changed at random (an attribute set to a wrong, huge, negative or
 wrongly typed value; a tensor with other dims, another dtype, truncated data or random bytes;
 NaN/Inf coefficients; an input removed; X of a wrong width at run time). Every case must either
 run or fail with an ORT error that names the node; none may crash the process. The cases run
@@ -26,6 +26,7 @@ def cases(seed, count):
     from onnx import TensorProto, helper, numpy_helper
     import check_quantized_conv as qc
     import check_quantized_matmul as q
+    import check_quantized_twd as qt
 
     rng = np.random.default_rng(seed)
     huge = [0, -1, -(2**40), 2**31, 2**40, 2**62, 9, 7, 1, 3]
@@ -34,9 +35,15 @@ def cases(seed, count):
         bits, ternary = int(rng.integers(1, 4)), bool(rng.integers(0, 2))
         group = int(rng.choice([0, 8, 16]))
         signs, masks, alpha, g = q.random_code(rng, rows, cols, bits, ternary, group)
-        variant = int(rng.integers(0, 4))
-        decode, conv = variant == 0, variant == 1
-        if conv:  # the same code as a QuantizedConv: C / group x kh x kw = cols
+        variant = int(rng.integers(0, 5))
+        decode, conv, twd = variant == 0, variant == 1, variant == 2
+        if twd:  # a TWD layer of K basis vectors on the same sizes
+            k = int(rng.integers(1, 12))
+            t_signs, t_masks, mixing = qt.random_twd(rng, rows, cols, k)
+            m = onnx.load_from_string(qt.twd_model(
+                rows, cols, t_signs, t_masks, mixing,
+                rng.standard_normal(rows).astype(np.float32), ["N", cols]))
+        elif conv:  # the same code as a QuantizedConv: C / group x kh x kw = cols
             kh, kw = (1, cols) if rng.integers(0, 2) else (cols, 1)
             groups = int(rng.choice([1, 2]))
             if rows % groups:
@@ -60,7 +67,7 @@ def cases(seed, count):
             m.graph.node.extend([dw, mm])
             m.graph.initializer.pop()  # the bias
             node = m.graph.node[0]
-        what = "dw" if decode else "qconv" if conv else "qmm"
+        what = "dw" if decode else "qconv" if conv else "qtwd" if twd else "qmm"
         x = rng.standard_normal((int(rng.integers(1, 5)), cols)).astype(np.float32)
         if conv:
             x = rng.standard_normal((int(rng.integers(1, 3)), groups, kh + int(rng.integers(0, 3)),
@@ -97,8 +104,8 @@ def cases(seed, count):
                     data[int(rng.integers(0, len(data)))] = int(rng.integers(0, 256))
             t.raw_data = bytes(data)
             label += ", random bytes in the signs"
-        elif kind == 4:  # NaN / Inf coefficients
-            t = m.graph.initializer[1]
+        elif kind == 4:  # NaN / Inf coefficients (TWD: in the mixing matrix)
+            t = m.graph.initializer[2 if twd else 1]
             array = numpy_helper.to_array(t).copy()
             array.reshape(-1)[int(rng.integers(0, array.size))] = rng.choice([np.nan, np.inf])
             t.CopyFrom(numpy_helper.from_array(array, t.name))
@@ -140,7 +147,8 @@ def child(library, seed, count):
             refused += 1
             # Every refusal names the node: qsl's ("QuantizedMatMul node 'qmm': ...") and ORT's
             # own graph checks ("node (qmm)"; the MatMul "mm" fed by a DecodeWeights node).
-            if "must run" in label or not any(n in text for n in ("qmm", "qconv", "dw", "mm")):
+            if "must run" in label or not any(n in text
+                                              for n in ("qmm", "qconv", "qtwd", "dw", "mm")):
                 bad.append(f"{label}: {text[:200]}")
     print(f"done: {ran} ran, {refused} refused")
     for b in bad:
