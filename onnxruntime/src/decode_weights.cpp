@@ -16,8 +16,6 @@
 namespace qsl::ort {
 namespace {
 
-std::string str(std::int64_t v) { return std::to_string(v); }
-
 // The rebuilt tensor: W (rows x cols) as the node's `shape`, or W^T when `transposed`.
 struct decoded_kernel {
   std::string what;
@@ -91,32 +89,9 @@ struct decode_weights : decode_op_base<decode_weights> {
                       : OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_REQUIRED;
   }
   static Eigen::MatrixXf decode(const node_reader& node) {
-    const std::int64_t rows = node.int_attribute("rows"), cols = node.int_attribute("cols");
-    const std::int64_t bits = node.int_attribute("bits"), basis = node.int_attribute("basis");
-    const std::int64_t group = node.int_attribute("group_size");
-    detail::require(bits >= 1 && bits <= max_bits && (basis == 0 || basis == 1) && group >= 0,
-                    "attributes bits " + str(bits) + ", basis " + str(basis) + ", group_size " +
-                        str(group) + " are out of range");
-    weight_code code = make_weight_code(rows, cols, static_cast<int>(bits),
-                                        static_cast<qsl::basis>(basis), group >= cols ? 0 : group);
-    const std::vector<std::int64_t> plane_dims = {rows, bits, (cols + 7) / 8};
-    read_plane_bytes(code, false,
-                     static_cast<const std::uint8_t*>(node.constant(
-                         0, "signs", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, plane_dims)),
-                     "signs");
-    const auto* alpha = static_cast<const float*>(node.constant(
-        1, "coefficients", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, {rows, code.groups(), 1, bits}));
-    code.coefficients.assign(alpha, alpha + code.coefficients.size());
-    const auto* masks = static_cast<const std::uint8_t*>(
-        node.constant(2, "masks", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, plane_dims, true));
-    detail::require((masks != nullptr) == (code.basis == qsl::basis::ternary),
-                    "masks (input 2) are needed by ternary codes and only by them");
-    if (masks != nullptr) read_plane_bytes(code, true, masks, "masks");
-    for (float a : code.coefficients)
-      detail::require(std::isfinite(a), "a coefficient is not finite");
-    compute_offsets(code);
-    validate(code, "weight code");
-    return reconstruct(code);
+    code_inputs inputs(node, node.int_attribute("rows"), node.int_attribute("cols"), 0);
+    inputs.read();
+    return reconstruct(inputs.code);
   }
 };
 

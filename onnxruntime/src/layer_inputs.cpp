@@ -21,7 +21,8 @@ void check_format_version(const node_reader& node) {
                                        str(read) + " (compress the model again with this qsl)");
 }
 
-code_inputs::code_inputs(const node_reader& node, std::int64_t rows, std::int64_t cols) {
+code_inputs::code_inputs(const node_reader& node, std::int64_t rows, std::int64_t cols,
+                         std::size_t first) {
   bits = node.int_attribute("bits");
   basis = node.int_attribute("basis");
   group = node.int_attribute("group_size");
@@ -33,14 +34,17 @@ code_inputs::code_inputs(const node_reader& node, std::int64_t rows, std::int64_
                           group >= cols ? 0 : group);  // 0: per row
   const std::vector<std::int64_t> plane_dims = {rows, bits, (cols + 7) / 8};
   signs = static_cast<const std::uint8_t*>(
-      node.constant(1, "signs", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, plane_dims));
-  coefficients = static_cast<const float*>(node.constant(
-      2, "coefficients", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, {rows, code.groups(), 1, bits}));
+      node.constant(first, "signs", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, plane_dims));
+  coefficients = static_cast<const float*>(
+      node.constant(first + 1, "coefficients", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT,
+                    {rows, code.groups(), 1, bits}));
   masks = static_cast<const std::uint8_t*>(
-      node.constant(3, "masks", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, plane_dims, true));
+      node.constant(first + 2, "masks", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, plane_dims, true));
+  const std::string input = "input " + std::to_string(first + 2);
   detail::require((masks != nullptr) == (code.basis == qsl::basis::ternary),
-                  code.basis == qsl::basis::ternary ? "a ternary code needs input 3 (masks)"
-                                                    : "a binary code takes no masks (input 3)");
+                  code.basis == qsl::basis::ternary ? "a ternary code needs " + input + " (masks)"
+                                                    : "a binary code takes no masks (" + input +
+                                                          ")");
 }
 
 void code_inputs::read() {

@@ -17,9 +17,10 @@ namespace qsl::ort {
 /// Throws unless the node's format_version (default 1) is the one this library reads.
 void check_format_version(const node_reader& node);
 
-/// A code of `rows` x `cols` from inputs 1 (signs), 2 (coefficients) and 3 (masks, ternary
-/// only), checked: planes uint8 [rows, bits, ceil(cols / 8)], coefficients float
-/// [rows, groups, 1, bits], finite, canonical.
+/// A code of `rows` x `cols` from inputs `first` (signs), `first` + 1 (coefficients) and
+/// `first` + 2 (masks, ternary only), checked: planes uint8 [rows, bits, ceil(cols / 8)],
+/// coefficients float [rows, groups, 1, bits], finite, canonical. The fused operators' inputs
+/// start at 1 (after X), DecodeWeights' at 0.
 struct code_inputs {
   weight_code code;  ///< shape only until read() fills it
   const std::uint8_t* signs = nullptr;
@@ -27,7 +28,8 @@ struct code_inputs {
   const std::uint8_t* masks = nullptr;
   std::int64_t bits = 0, basis = 0, group = 0;
 
-  code_inputs(const node_reader& node, std::int64_t rows, std::int64_t cols);
+  code_inputs(const node_reader& node, std::int64_t rows, std::int64_t cols,
+              std::size_t first = 1);
   /// Fills `code` from the tensors and validates it.
   void read();
 };

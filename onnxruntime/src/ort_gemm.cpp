@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "qsl/error.hpp"
+#include "scratch.hpp"
 
 namespace qsl::ort {
 
@@ -62,11 +63,13 @@ void decoded_gemm::run(const OrtKernelContext* context, const cpu_weights& w, co
       Ort::Value::CreateTensor<float>(memory, const_cast<float*>(x),
                                       static_cast<std::size_t>(batch * w.cols), x_dims.data(), 2),
       Ort::Value(nullptr)};
-  std::vector<float> decoded(static_cast<std::size_t>(rows_per_block * w.cols));
+  // Uninitialized (scratch.hpp): every float is written before it is read.
+  qsl::detail::scratch<float> decoded(static_cast<std::size_t>(rows_per_block * w.cols));
   // One block covering every row writes y directly; otherwise each block's product is copied
   // into its columns of y.
   const bool direct = rows_per_block == w.rows;
-  std::vector<float> product(direct ? 0 : static_cast<std::size_t>(batch * rows_per_block));
+  qsl::detail::scratch<float> product(direct ? 0
+                                             : static_cast<std::size_t>(batch * rows_per_block));
   for (std::int64_t n0 = 0; n0 < w.rows; n0 += rows_per_block) {
     const std::int64_t count = std::min(rows_per_block, w.rows - n0);
     cpu_decode_rows(w, n0, n0 + count, decoded.data());
