@@ -6,6 +6,8 @@ same run (issue 15's numbers):
         [--models mlp,encoder,bundled] [--rounds 3] [--iterations 20]
     python3 bench/onnxruntime_compare.py LIBQSL_ONNXRUNTIME QSL_COMPRESS WORK_DIR --shapes
     python3 bench/onnxruntime_compare.py LIBQSL_ONNXRUNTIME QSL_COMPRESS WORK_DIR --conv
+    python3 bench/onnxruntime_compare.py LIBQSL_ONNXRUNTIME QSL_COMPRESS WORK_DIR --memory \\
+        --models encoder,vit   # after a full run made the files
 
 For each model: ORT fp32; ORT int8 `quantize_dynamic`; ORT MatMulNBits 4-bit and 2-bit (block
 128, accuracy_level 4: int8 activations); ORT + qsl (libqsl_onnxruntime.so, `qsl-compress` qsl
@@ -166,6 +168,39 @@ print([l.split()[1] for l in open("/proc/self/status") if l.startswith("VmRSS")]
 """
 
 
+TRIM_CHILD = """
+import ctypes, sys, onnxruntime as ort
+o = ort.SessionOptions()
+o.intra_op_num_threads = 1
+if sys.argv[2]:
+    o.register_custom_ops_library(sys.argv[2])
+s = ort.InferenceSession(sys.argv[1], o, providers=["CPUExecutionProvider"])
+def rss(key):
+    return [l.split()[1] for l in open("/proc/self/status") if l.startswith(key)][0]
+created, peak = rss("VmRSS"), rss("VmHWM")
+ctypes.CDLL("libc.so.6").malloc_trim(0)  # glibc: return freed heap pages to the system
+print(created, peak, rss("VmRSS"))
+"""
+
+
+def memory(a):
+    """VmRSS right after session creation, its peak, and after glibc's malloc_trim(0), for ORT
+    fp32 and ORT + qsl 2-bit of each model (files made by an earlier run in WORK_DIR)."""
+    print("| model | variant | VmRSS after creation | peak (VmHWM) | after malloc_trim(0) |")
+    print("|---|---|---|---|---|")
+    for name in a.models.split(","):
+        fp32 = BUNDLED if name == "bundled" else (
+            os.path.join(PRETRAINED, REAL[name]) if name in REAL
+            else os.path.join(a.work, name + ".onnx"))
+        for label, path, library in (("fp32", fp32, ""),
+                                     ("ORT + qsl 2-bit", os.path.join(a.work, name + ".qsl2.onnx"),
+                                      a.library)):
+            out = subprocess.run([sys.executable, "-c", TRIM_CHILD, path, library], check=True,
+                                 capture_output=True, text=True).stdout.split()
+            cells = " | ".join(f"{float(v) / 1024:.0f} MiB" for v in out[-3:])
+            print(f"| {name} | {label} | {cells} |", flush=True)
+
+
 def resident_mib(path, library, feed_path):
     out = subprocess.run([sys.executable, "-c", RSS_CHILD, path, library or "", feed_path],
                          check=True, capture_output=True, text=True).stdout.split()
@@ -281,6 +316,8 @@ def main():
     ap.add_argument("--iterations", type=int, default=20)
     ap.add_argument("--shapes", action="store_true",
                     help="only the single-layer table: fp32 against qsl's paths by rows")
+    ap.add_argument("--memory", action="store_true",
+                    help="only resident memory after creation, its peak and after malloc_trim")
     ap.add_argument("--conv", action="store_true",
                     help="only the bundled CNN's convolution: QuantizedConv vs ORT's Conv")
     a = ap.parse_args()
@@ -291,6 +328,9 @@ def main():
         return
     if a.conv:
         convolution(a)
+        return
+    if a.memory:
+        memory(a)
         return
     cores = os.cpu_count() or 1
     results = {}
