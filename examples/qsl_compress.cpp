@@ -247,6 +247,11 @@ int run(int argc, char** argv) {
                  "output pixels) stay on ONNX Runtime's own operator, their weight decoded at "
                  "load, where its fp32 GEMM is faster than qsl's kernels (0: never)")
       ->check(CLI::NonNegativeNumber);
+  bool native_int8 = false;
+  app.add_flag("--native-int8", native_int8,
+               "qsl format: MatMul/Gemm layers kept on ONNX Runtime's operator run as its int8 "
+               "product (activations quantized per call, the weight decoded and requantized to "
+               "int8 at load: int8 GEMM speed, one byte per weight resident)");
   app.add_option("--json", json_path, "also write the report as JSON to this file");
   app.add_option("--skip", skip, "leave layers whose node or weight name matches (glob)");
   app.add_option("--override", overrides, "PATTERN=BITS[/GROUP] for matching layers");
@@ -326,6 +331,7 @@ int run(int argc, char** argv) {
   options.fuse = !no_fuse;
   options.activation_bits = activation_bits;
   options.native_min_rows = native_rows;
+  options.native_int8 = native_int8;
   options.edge_bits = edge_bits;
   options.format = format == "standard" ? qsl::onnx::output_format::standard
                                         : qsl::onnx::output_format::qsl;

@@ -265,6 +265,91 @@ TEST_F(Onnx, LayersWithManyRowsPerCallStayOnTheRuntimesOperator) {
   }
 }
 
+TEST_F(Onnx, Int8ProductsRunInQslRunAsTheFloatLayersDo) {
+  // native_int8: the products ORT runs in int8 are read back as layers of their codes, so that
+  // qsl's executor runs the file with float activations, as it runs the fp32 form.
+  auto fp32_form = qsl::onnx::model::load(models + "/layers.onnx");
+  auto o = options(2, 64);
+  o.native_min_rows = 1;
+  qsl::onnx::compress(fp32_form, o);
+  auto m = qsl::onnx::model::load(models + "/layers.onnx");
+  o.native_int8 = true;
+  const auto report = qsl::onnx::compress(m, o);
+  for (const auto& l : report.layers) {
+    if (!l.compressed) continue;
+    EXPECT_THAT(l.runs_as, HasSubstr(l.node == "conv1" ? "not int8: a convolution"
+                                                       : "on the runtime's int8 kernel"))
+        << l.node;
+  }
+  std::multiset<std::string> ops;
+  for (const auto& n : m.internals().proto.graph().node()) ops.insert(n.op_type());
+  EXPECT_EQ(ops.count("DynamicQuantizeLinear"), 3u);  // fc1, mm, fc2
+  EXPECT_EQ(ops.count("Gemm"), 1u);  // tiny (400 weights) stays as it is
+  EXPECT_NO_THROW(m.check());
+  m.save(path("int8.onnx"));
+  const auto reloaded = qsl::onnx::model::load(path("int8.onnx"));
+  std::map<std::string, std::string> input_of;  // product output -> its X
+  std::size_t weights = 0;
+  for (const auto& l : qsl::onnx::compressed_layers(reloaded)) {
+    if (l.input.empty()) {
+      ++weights;
+      continue;
+    }
+    input_of[l.output] = l.input;
+    EXPECT_EQ(l.bias.empty(), l.weight != "fc1_w") << l.weight;  // fc1's C is its bias
+  }
+  EXPECT_EQ(weights, 4u);
+  EXPECT_EQ(input_of, (std::map<std::string, std::string>{{"g1", "f1"}, {"m1", "r2"}, {"g2", "m1"}}));
+  std::mt19937 rng(6);
+  std::normal_distribution<float> normal;
+  qsl::onnx::tensor x{{3, 3, 12, 12}, std::vector<float>(3 * 3 * 12 * 12)};
+  for (float& v : x.data) v = normal(rng);
+  const auto got = qsl::onnx::session(reloaded).run({x})[0];
+  const auto expected = qsl::onnx::session(fp32_form).run({x})[0];
+  ASSERT_EQ(got.shape, expected.shape);
+  for (std::size_t i = 0; i < got.data.size(); ++i)
+    EXPECT_EQ(got.data[i], expected.data[i]) << i;  // the same codes on the same kernels
+}
+
+TEST_F(Onnx, MalformedInt8ProductEntriesAreModelErrors) {
+  auto error_after = [](const std::function<void(qsl::onnx::model&)>& edit) {
+    auto m = qsl::onnx::model::load(models + "/layers.onnx");
+    auto o = options(2, 64);
+    o.native_min_rows = 1;
+    o.native_int8 = true;
+    qsl::onnx::compress(m, o);
+    edit(m);
+    bool model_error = false;
+    const std::string text = error_text([&] { qsl::onnx::compressed_layers(m); }, model_error);
+    return model_error ? text : "not a model_error: " + text;
+  };
+  auto fc1_entry = [](qsl::onnx::model& m) -> std::string& {
+    for (auto& p : *m.internals().proto.mutable_metadata_props())
+      if (p.value().find("weight=fc1_w") != std::string::npos) return *p.mutable_value();
+    throw std::runtime_error("no entry for fc1_w");
+  };
+  auto edit_entry = [&](const std::string& from, const std::string& to) {
+    return error_after([&](qsl::onnx::model& m) {
+      std::string& v = fc1_entry(m);
+      const std::size_t at = v.find(from);
+      if (at == std::string::npos) throw std::runtime_error("no '" + from + "' in " + v);
+      v.replace(at, from.size(), to);
+    });
+  };
+  EXPECT_THAT(edit_entry("int8_first=", "int8_first=nowhere,"), HasSubstr("int8_first names 2"));
+  EXPECT_THAT(edit_entry("int8_last=", "int8_last=nowhere"), HasSubstr("no node 'nowhere"));
+  EXPECT_THAT(error_after([](qsl::onnx::model& m) {
+                for (auto& n : *m.internals().proto.mutable_graph()->mutable_node())
+                  if (n.op_type() == "DynamicQuantizeLinear") n.set_op_type("Identity");
+              }),
+              HasSubstr("not a one-input DynamicQuantizeLinear"));
+  EXPECT_THAT(error_after([](qsl::onnx::model& m) {
+                for (auto& t : *m.internals().proto.mutable_graph()->mutable_initializer())
+                  if (t.name() == "fc1_b") t.mutable_dims()->Set(0, 199);
+              }),
+              HasSubstr("must be FLOAT 200"));
+}
+
 // A metadata entry of a layer on the runtime's operator, changed by `edit`.
 std::string decoded_weight_error(const std::function<void(std::string&)>& edit) {
   auto m = qsl::onnx::model::load(models + "/layers.onnx");

@@ -144,6 +144,15 @@ struct compress_options {
   /// (bench/onnxruntime_compare.py --shapes). The file stays compact; the runtime holds the
   /// layer in fp32. 0: never. Needs opset >= min_standard_opset (else the layer is fused).
   std::int64_t native_min_rows = 16;
+  /// qsl format: a MatMul / Gemm layer kept on the runtime's operator (native_min_rows) runs
+  /// as the runtime's int8 product instead of its fp32 one: DynamicQuantizeLinear (per call,
+  /// per tensor, as quantize_dynamic does) -> MatMulInteger on the weight decoded from its
+  /// code and requantized to int8 per output at load -> the two scales (and the bias). ONNX
+  /// Runtime folds the weight and fuses the rest into its DynamicQuantizeMatMul: int8 GEMM
+  /// speed and one byte per weight resident, for the activations' int8 rounding
+  /// (docs/onnxruntime.md gives the bound). Layers it cannot take (the weight on the left,
+  /// Gemm's transA, alpha or a C that is not a per-output bias) keep the fp32 form.
+  bool native_int8 = false;
   /// Called before each layer with (layers done, layers to compress, layer name).
   std::function<void(std::size_t, std::size_t, const std::string&)> progress;
 };
@@ -216,6 +225,9 @@ struct compressed_layer {
   std::string weight;
   std::string node;                    ///< the fused node (empty for DecodeWeights)
   std::string output;                  ///< the fused node's output (Y)
+  /// A product kept as the runtime's int8 MatMul (compress_options::native_int8): its
+  /// activation input X, and `node` / `output` its last node; empty otherwise.
+  std::string input;
   std::vector<float> bias;             ///< the fused node's bias input (may be empty)
   std::vector<std::int64_t> shape;     ///< its shape
   bool transposed = false;             ///< true: the tensor is W^T (MatMul, Gemm transB = 0)

@@ -421,9 +421,17 @@ compress_report compress(model& m, const compress_options& o) {
         const bool native = o.format == output_format::qsl && o.native_min_rows > 0 &&
                             (many || unfusable) && can_decode_standard;
         if (native) {
-          result.bytes_after = writer.replace_standard(c.weight, c.shape, c.layout, code,
-                                                       ref.initializer, ref.constant_node,
-                                                       quantizers);
+          // The int8 form where asked for and every reader can take it (else fp32).
+          std::string int8_not;
+          if (o.native_int8) {
+            int8_not = !f.why_not.empty() ? f.why_not : c.op_type == "Conv" ? "a convolution" : "";
+            for (const detail::fused_layer& u : f.users)
+              if (int8_not.empty()) int8_not = detail::int8_why_not(u);
+          }
+          const bool int8 = o.native_int8 && int8_not.empty();
+          result.bytes_after = writer.replace_standard(
+              c.weight, c.shape, c.layout, code, ref.initializer, ref.constant_node, quantizers,
+              int8 ? f.users : std::vector<detail::fused_layer>{});
           const std::string rows_text =
               !many ? "not fused: " + f.why_not
               : rows[l] == many_rows
@@ -432,7 +440,11 @@ compress_report compress(model& m, const compress_options& o) {
                   : std::to_string(rows[l]) + " rows per call >= " +
                         std::to_string(o.native_min_rows);
           result.runs_as =
-              c.op_type + " on the runtime's kernel (" + rows_text + "; weight decoded at load)";
+              int8 ? c.op_type + " on the runtime's int8 kernel (" + rows_text +
+                         "; weight decoded and requantized to int8 at load, activations per call)"
+                   : c.op_type + " on the runtime's kernel (" + rows_text +
+                         "; weight decoded at load" +
+                         (o.native_int8 ? "; fp32, not int8: " + int8_not : std::string()) + ")";
         } else if (o.format == output_format::qsl && f.why_not.empty() && c.op_type == "Conv") {
           result.bytes_after =
               writer.replace_conv(c.weight, c.shape, code, ref.initializer, ref.constant_node,

@@ -46,6 +46,8 @@ pb::TensorProto make_float_tensor(const std::string& name, const std::vector<std
                                   const float* values);
 pb::TensorProto make_uint8_tensor(const std::string& name, const std::vector<std::int64_t>& dims,
                                   const std::uint8_t* values);
+pb::TensorProto make_int8_tensor(const std::string& name, const std::vector<std::int64_t>& dims,
+                                 const std::int8_t* values);
 pb::TensorProto make_int32_tensor(const std::string& name, const std::vector<std::int64_t>& dims,
                                   const std::int32_t* values);
 pb::TensorProto make_int64_tensor(const std::string& name, const std::vector<std::int64_t>& dims,

@@ -326,7 +326,9 @@ std::vector<std::string> comma_list(const std::string& text) {
 // A metadata entry of replace_standard (writer.cpp): "format_version=1 rows=R ... weight=NAME",
 // the weight's name taking the rest of the line. Read as the DecodeWeights node it describes.
 compressed_layer read_decoded_weight(const std::string& key, const std::string& value,
-                                     const std::map<std::string, const pb::TensorProto*>& init) {
+                                     const std::map<std::string, const pb::TensorProto*>& init,
+                                     std::vector<std::string>& int8_first,
+                                     std::vector<std::string>& int8_last) {
   const std::string what = "metadata entry " + in_quotes(key);
   const std::size_t at = value.find(" weight=");
   if (at == std::string::npos || at + 8 >= value.size())
@@ -348,7 +350,9 @@ compressed_layer read_decoded_weight(const std::string& key, const std::string& 
     if (eq == std::string::npos || eq == 0 || eq + 1 == field.size())
       throw model_error(what + ": field " + in_quotes(field) + " is not name=value");
     const std::string name = field.substr(0, eq), text = field.substr(eq + 1);
-    if (name == "signs") {
+    if (name == "int8_first" || name == "int8_last") {
+      (name == "int8_first" ? int8_first : int8_last) = comma_list(text);
+    } else if (name == "signs") {
       signs = text;
     } else if (name == "coefficients") {
       coefficients = text;
@@ -412,6 +416,55 @@ compressed_layer read_decoded_weight(const std::string& key, const std::string& 
   return layer;
 }
 
+// The runtime's int8 products of a decoded weight (writer: add_int8_products), each from its
+// DynamicQuantizeLinear node (X: its input) to its last node (Y: its output; an Add's second
+// input is the bias), read as fused layers of the weight's code.
+std::vector<compressed_layer> int8_products(
+    const pb::GraphProto& g, const std::map<std::string, const pb::TensorProto*>& init,
+    const std::string& key, const compressed_layer& weight, const std::vector<std::string>& firsts,
+    const std::vector<std::string>& lasts) {
+  const std::string what = "metadata entry " + in_quotes(key);
+  if (firsts.size() != lasts.size())
+    throw model_error(what + ": int8_first names " + std::to_string(firsts.size()) +
+                      " nodes and int8_last " + std::to_string(lasts.size()));
+  auto find = [&](const std::string& name) -> const pb::NodeProto& {
+    for (const auto& n : g.node())
+      if (n.name() == name) return n;
+    throw model_error(what + ": no node " + in_quotes(name) + " in the graph");
+  };
+  std::vector<compressed_layer> out;
+  for (std::size_t u = 0; u < firsts.size(); ++u) {
+    const pb::NodeProto& first = find(firsts[u]);
+    const pb::NodeProto& last = find(lasts[u]);
+    if (first.op_type() != "DynamicQuantizeLinear" || first.input_size() != 1)
+      throw model_error(what + ": node " + in_quotes(firsts[u]) + " is " +
+                        in_quotes(first.op_type()) + ", not a one-input DynamicQuantizeLinear");
+    if ((last.op_type() != "Mul" && last.op_type() != "Add") || last.input_size() != 2 ||
+        last.output_size() != 1)
+      throw model_error(what + ": node " + in_quotes(lasts[u]) + " is " +
+                        in_quotes(last.op_type()) + ", not the product's Mul or bias Add");
+    compressed_layer product = weight;
+    product.input = first.input(0);
+    product.output = last.output(0);
+    product.node = last.name();
+    if (last.op_type() == "Add") {  // Gemm's C: [N], or [1, N]
+      const auto c = init.find(last.input(1));
+      const bool row = c != init.end() && c->second->dims_size() == 2;
+      const std::string bias_what = what + " (node " + in_quotes(lasts[u]) + ")";
+      product.bias = detail::read_floats(
+          input_tensor(last, 1, init, pb::TensorProto::FLOAT,
+                       row ? std::vector<std::int64_t>{1, weight.code.rows}
+                           : std::vector<std::int64_t>{weight.code.rows},
+                       bias_what),
+          bias_what);
+      for (float b : product.bias)
+        if (!std::isfinite(b)) throw model_error(bias_what + ": a bias value is not finite");
+    }
+    out.push_back(std::move(product));
+  }
+  return out;
+}
+
 }  // namespace
 
 std::vector<compressed_layer> compressed_layers(const model& m) {
@@ -437,9 +490,13 @@ std::vector<compressed_layer> compressed_layers(const model& m) {
     layer.activations = activation_quantizers(n, what);
     out.push_back(std::move(layer));
   }
-  for (const auto& p : m.internals().proto.metadata_props())
-    if (p.key().rfind(decoded_weight_key, 0) == 0)
-      out.push_back(read_decoded_weight(p.key(), p.value(), init));
+  for (const auto& p : m.internals().proto.metadata_props()) {
+    if (p.key().rfind(decoded_weight_key, 0) != 0) continue;
+    std::vector<std::string> firsts, lasts;
+    out.push_back(read_decoded_weight(p.key(), p.value(), init, firsts, lasts));
+    for (compressed_layer& product : int8_products(g, init, p.key(), out.back(), firsts, lasts))
+      out.push_back(std::move(product));
+  }
   return out;
 }
 

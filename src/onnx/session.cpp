@@ -229,6 +229,12 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
       for (const auto& o : n.output()) used = used || needed.count(o) > 0;
       if (!used) continue;
       live[static_cast<std::size_t>(index)] = true;
+      // The last node of an int8 product (native_int8): the layer runs from its X.
+      const auto product = n.output_size() == 1 ? fused_layers.find(n.output(0)) : fused_layers.end();
+      if (product != fused_layers.end() && !product->second.input.empty()) {
+        needed.insert(product->second.input);
+        continue;
+      }
       for (const auto& i : n.input())
         if (!i.empty() && !coded.count(i)) needed.insert(i);
     }
@@ -243,8 +249,11 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
     if (n.domain() == qsl_domain && (op == decode_op || op == decode_factorized_op))
       continue;  // read by compressed_layers
     const bool quantized_conv = n.domain() == qsl_domain && op == quantized_conv_op;
+    const auto int8 = n.output_size() == 1 ? fused_layers.find(n.output(0)) : fused_layers.end();
+    const bool int8_product = int8 != fused_layers.end() && !int8->second.input.empty();
     const bool fused_product =
-        n.domain() == qsl_domain && (op == quantized_matmul_op || op == quantized_twd_op);
+        int8_product ||
+        (n.domain() == qsl_domain && (op == quantized_matmul_op || op == quantized_twd_op));
     const bool fused = fused_product || quantized_conv;
     if (!fused && !n.domain().empty() && n.domain() != "ai.onnx")
       throw model_error(what + ": operator " + in_quotes(n.domain() + "::" + op) +
@@ -259,7 +268,7 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
       const auto found = fused_layers.find(n.output(0));
       if (found == fused_layers.end()) throw model_error(what + ": not read as a compressed layer");
       const compressed_layer* layer = &found->second;
-      const int x = in(0);
+      const int x = int8_product ? s.existing(layer->input, what) : in(0);
       const std::int64_t rows = layer_shape(*layer).first, cols = layer_shape(*layer).second;
       const layer_runner run =
           compressed_runner(*layer, layer->bias.empty() ? nullptr : layer->bias.data());

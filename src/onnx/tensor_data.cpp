@@ -229,6 +229,10 @@ pb::TensorProto make_uint8_tensor(const std::string& name, const std::vector<std
                                   const std::uint8_t* values) {
   return make_raw(name, dims, values, TensorProto::UINT8);
 }
+pb::TensorProto make_int8_tensor(const std::string& name, const std::vector<std::int64_t>& dims,
+                                 const std::int8_t* values) {
+  return make_raw(name, dims, values, TensorProto::INT8);
+}
 pb::TensorProto make_int32_tensor(const std::string& name, const std::vector<std::int64_t>& dims,
                                   const std::int32_t* values) {
   return make_raw(name, dims, values, TensorProto::INT32);

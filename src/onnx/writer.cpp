@@ -81,7 +81,8 @@ std::uint64_t graph_writer::replace_standard(const std::string& weight,
                                              const std::vector<std::int64_t>& shape,
                                              weight_layout layout, const weight_code& code,
                                              int initializer, int constant_node,
-                                             const std::vector<activation_quantizer>& activations) {
+                                             const std::vector<activation_quantizer>& activations,
+                                             const std::vector<fused_layer>& int8_users) {
   remove_constant(weight, initializer, constant_node);
   // Generated names (no spaces or '='), so that the metadata line parses whatever the
   // weight's name; the weight's name comes last and takes the rest of the line.
@@ -117,6 +118,10 @@ std::uint64_t graph_writer::replace_standard(const std::string& weight,
       minimums += (minimums.empty() ? "" : ",") + hex(q.minimum);
     }
     entry += " activation_steps=" + steps + " activation_minimums=" + minimums;
+  }
+  if (!int8_users.empty()) {
+    const auto [first, last] = add_int8_products(weight, layout, code, int8_users);
+    entry += " int8_first=" + first + " int8_last=" + last;
   }
   entry += " weight=" + weight;
   auto* prop = model_.add_metadata_props();

@@ -72,6 +72,10 @@ struct fusion_plan {
 fusion_plan plan_fusions(const pb::GraphProto& g, const std::string& weight, std::int64_t rows,
                          weight_layout layout);
 
+/// Why a fused reader cannot run as the runtime's int8 product (compress_options::native_int8),
+/// or empty: the weight on the left, Gemm's transA, alpha != 1 or a C added by a node.
+std::string int8_why_not(const fused_layer& f);
+
 class graph_writer {
  public:
   graph_writer(pb::ModelProto& model, output_format format);
@@ -87,10 +91,15 @@ class graph_writer {
   /// qsl format: the standard format's decoding for this one layer (the runtime folds it into
   /// a constant), and a metadata entry (decoded_weight_key) saying where its code is, so that
   /// qsl reads the layer back. Returns the bytes of the added tensors.
+  /// With `int8_users` (every reader of the weight, none with weight_left, transpose_x, alpha
+  /// or an added C: int8_why_not), each reader's node becomes the runtime's int8 product on
+  /// the decoded weight requantized per output (compress_options::native_int8; the entry
+  /// names the first and last node of each, for the reader).
   std::uint64_t replace_standard(const std::string& weight, const std::vector<std::int64_t>& shape,
                                  weight_layout layout, const weight_code& code, int initializer,
                                  int constant_node,
-                                 const std::vector<activation_quantizer>& activations = {});
+                                 const std::vector<activation_quantizer>& activations = {},
+                                 const std::vector<fused_layer>& int8_users = {});
   /// Removes the constant `weight` and turns each user's node (the one producing its output)
   /// into a QuantizedMatMul of `code` (docs/onnxruntime.md), all reading one set of code
   /// tensors, with activation mode `activation_bits`. Returns the bytes of the added tensors.
@@ -136,6 +145,13 @@ class graph_writer {
   void decode_standard(const std::string& weight, const std::vector<std::int64_t>& shape,
                        weight_layout layout, const weight_code& code, const std::string& signs,
                        const std::string& masks, const std::string& coefficients);
+  /// int8 products (int8_products.cpp): the shared int8 weight [K, N] and its [N] scales from
+  /// the decoded `weight`, then each user's node replaced in place by DynamicQuantizeLinear ->
+  /// MatMulInteger -> Cast -> Mul (-> Add bias). Returns "first,...:last,..." node names.
+  std::pair<std::string, std::string> add_int8_products(const std::string& weight,
+                                                        weight_layout layout,
+                                                        const weight_code& code,
+                                                        const std::vector<fused_layer>& users);
   std::string unpack_bits(const std::string& packed, const weight_code& code, int channels,
                           weight_layout layout);
   std::string level_table(const weight_code& code, const std::string& coefficients, int first_plane,
