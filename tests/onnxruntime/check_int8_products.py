@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""qsl-compress --native-int8 in ONNX Runtime: a MatMul / Gemm layer kept on ORT's operator
+runs as ORT's int8 product (DynamicQuantizeLinear -> MatMulInteger on the decoded weight
+requantized per output at load), which ORT folds and fuses into DynamicQuantizeMatMul. Its
+outputs stay within the bound the two roundings allow of the fp32 form of the same code
+(derived below); qsl-run runs the same file with float activations, equal to the fp32 form.
+
+    python3 tests/onnxruntime/check_int8_products.py LIBQSL_ONNXRUNTIME QSL_COMPRESS QSL_RUN \\
+        WORK_DIR
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from report import check, failures  # noqa: E402
+
+
+def one_layer(kind, k, n, rng):
+    """A MatMul on a rank-3 X [B, S, K], or a Gemm (transB = 1, a bias) on X [B, K]."""
+    if kind == "matmul":
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 5, k])
+        w = numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32) * 0.1, "w")
+        nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="layer")]
+        inits = [w]
+    else:
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", k])
+        w = numpy_helper.from_array(rng.standard_normal((n, k)).astype(np.float32) * 0.1, "w")
+        b = numpy_helper.from_array(rng.standard_normal(n).astype(np.float32), "b")
+        nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="layer", transB=1)]
+        inits = [w, b]
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", 5, n] if kind == "matmul" else ["B", n])
+    graph = helper.make_graph(nodes, kind, [x], [y], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def session(path, library, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL, optimized=None):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.graph_optimization_level = level
+    if optimized:
+        options.optimized_model_filepath = optimized
+    options.register_custom_ops_library(library)
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def compress(tool, source, out, options):
+    subprocess.run([tool, source, "-o", out, "-q", "--json", out + ".json", "--min-weights", "1",
+                    "--native-rows", "1"] + options, check=True, stdout=subprocess.DEVNULL)
+    with open(out + ".json") as f:
+        return json.load(f)
+
+
+def int8_bound(x, w):
+    """The largest |int8 product - fp32 product| per output, for y = x W (W [K, N], decoded).
+    DynamicQuantizeLinear: step sx = (max(x, 0) - min(x, 0)) / 255 over the whole tensor, zero
+    point rounded, saturated: |x^ - x| <= sx (half a step of rounding, half of the zero point's).
+    The weight: per output n, step sw_n = max_k |W[k, n]| / 127, |W^ - W| <= sw_n / 2. So
+    |x^ W^ - x W| <= sum_k |x^_k - x_k| |W_kn| + |x^_k| |W^_kn - W_kn|
+                  <= sx sum_k |W_kn| + (sw_n / 2) sum_k (|x_k| + sx),
+    plus the fp32 rounding of both sums (K ulps of the largest term, a small margin here)."""
+    sx = (max(float(x.max()), 0.0) - min(float(x.min()), 0.0)) / 255
+    sw = np.abs(w).max(axis=0) / 127
+    abs_x = np.abs(x).sum(axis=-1, keepdims=True) + sx * x.shape[-1]
+    rounding = 1e-5 * (np.abs(x) @ np.abs(w))
+    return sx * np.abs(w).sum(axis=0) + 0.5 * sw * abs_x + rounding + 1e-6
+
+
+def case(library, compress_tool, run_tool, work, kind, k, n, options):
+    rng = np.random.default_rng(k * 131 + n)
+    name = f"{kind}_{k}x{n}_{'_'.join(options)}"
+    source = os.path.join(work, name + ".onnx")
+    onnx.save(one_layer(kind, k, n, rng), source)
+    fp32_form = os.path.join(work, name + ".fp32.onnx")
+    int8_form = os.path.join(work, name + ".int8.onnx")
+    compress(compress_tool, source, fp32_form, options)
+    report = compress(compress_tool, source, int8_form, options + ["--native-int8"])
+    runs = [l["runs_as"] for l in report["layers"] if l["compressed"]]
+    check(len(runs) == 1 and "on the runtime's int8 kernel" in runs[0], f"{name}: runs as {runs}")
+    # ORT folds the weight side (no decoder, no Round left) and fuses the product.
+    optimized = os.path.join(work, name + ".optimized.onnx")
+    session(int8_form, library, optimized=optimized)
+    ops = {node.op_type for node in onnx.load(optimized).graph.node}
+    check(not ops & {"BitShift", "GatherElements", "Round", "Div"},
+          f"{name}: ORT left the weight's decoding unfolded: {sorted(ops)}")
+    check(ops & {"DynamicQuantizeMatMul", "MatMulIntegerToFloat"},
+          f"{name}: ORT did not fuse the int8 product: {sorted(ops)}")
+    # The decoded weight (and bias): the fp32 form on the identity and on zeros.
+    fp32 = session(fp32_form, library)
+    def rows_of(x):  # one input vector per row (MatMul: S = 5 copies of it)
+        x = x.astype(np.float32)
+        if kind == "gemm":
+            return fp32.run(None, {"x": x})[0]
+        return fp32.run(None, {"x": np.repeat(x[:, None, :], 5, axis=1)})[0][:, 0, :]
+    bias = rows_of(np.zeros((1, k)))[0]
+    w = rows_of(np.eye(k)) - bias
+    int8 = session(int8_form, library)
+    for batch in (1, 3, 64):
+        x = rng.standard_normal((batch, 5, k) if kind == "matmul" else (batch, k))
+        x = x.astype(np.float32)
+        reference = fp32.run(None, {"x": x})[0]
+        got = int8.run(None, {"x": x})[0]
+        error = np.abs(got - reference)
+        bound = np.broadcast_to(int8_bound(x, w), error.shape)
+        worst = float((error / bound).max())
+        print(f"{name} batch {batch}: max |int8 - fp32 form| {error.max():.3g}, "
+              f"{worst:.3f} of the bound")
+        check(worst <= 1.0, f"{name} batch {batch}: the int8 product exceeds its bound "
+                            f"({worst:.3f} of it)")
+        # qsl-run: float activations on qsl's kernels, as the fp32 form runs in ORT.
+        npy, dumped = os.path.join(work, name + "_x.npy"), os.path.join(work, name + "_y.npy")
+        np.save(npy, x)
+        subprocess.run([run_tool, int8_form, "--npy", npy, "--dump-outputs", dumped],
+                       check=True, stdout=subprocess.DEVNULL)
+        ran = np.load(dumped).reshape(reference.shape)
+        scale = max(1.0, float(np.abs(reference).max()))
+        difference = float(np.abs(ran - reference).max())
+        check(difference <= 1e-4 * scale, f"{name} batch {batch}: qsl-run differs from the fp32 "
+                                          f"form by {difference}")
+
+
+def main(library, compress_tool, run_tool, work):
+    ort.set_default_logger_severity(3)
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    for kind, k, n in (("matmul", 64, 63), ("matmul", 65, 1), ("matmul", 130, 97),
+                       ("gemm", 63, 64), ("gemm", 127, 37), ("gemm", 1, 5)):
+        case(library, compress_tool, run_tool, work, kind, k, n, ["--bits", "2", "--group", "32"])
+    case(library, compress_tool, run_tool, work, "gemm", 127, 37,
+         ["--bits", "3", "--basis", "ternary", "--group", "0"])
+    print(f"{failures()} failures")
+    return 1 if failures() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:5]))
