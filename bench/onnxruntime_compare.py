@@ -11,7 +11,8 @@ same run (issue 15's numbers):
 
 For each model: ORT fp32; ORT int8 `quantize_dynamic`; ORT MatMulNBits 4-bit and 2-bit (block
 128, accuracy_level 4: int8 activations); ORT + qsl (libqsl_onnxruntime.so, `qsl-compress` qsl
-format, groups of 128) at 1, 2 and 3 bits. Reported: file size; resident memory after session
+format, groups of 128) at 1, 2 and 3 bits, and at 2 and 3 bits with `--native-int8` (the layers
+kept on ORT's operator run as its int8 product). Reported: file size; resident memory after session
 creation (VmRSS of a fresh process that created the session and ran once); latency at batch 1
 and 32 with one thread and with all threads (median over interleaved rounds: every variant runs
 once per round); and accuracy: top-1 on 1,000 Fashion-MNIST test images for the bundled CNN,
@@ -145,6 +146,14 @@ def variants(name, fp32, work, compress_tool):
             subprocess.run([compress_tool, fp32, "-o", path, "--bits", str(bits), "--group",
                             "128", "-q", "--force"], check=True, stdout=subprocess.DEVNULL)
         out[f"ORT + qsl {bits}-bit"] = (path, True)
+    # Layers kept on ORT's operator as its int8 product (qsl-compress --native-int8).
+    for bits in (2, 3):
+        path = os.path.join(work, f"{name}.qsl{bits}.int8.onnx")
+        if not os.path.exists(path):
+            subprocess.run([compress_tool, fp32, "-o", path, "--bits", str(bits), "--group",
+                            "128", "-q", "--force", "--native-int8"], check=True,
+                           stdout=subprocess.DEVNULL)
+        out[f"ORT + qsl {bits}-bit --native-int8"] = (path, True)
     return out
 
 
