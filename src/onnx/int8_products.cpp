@@ -40,26 +40,40 @@ std::vector<float> output_scales(const weight_code& code) {
 }  // namespace
 
 std::pair<std::string, std::string> graph_writer::add_int8_products(
-    const std::string& weight, weight_layout layout, const weight_code& code,
+    const weight_code& code, const std::string& signs,
+    const std::string& masks, const std::string& coefficients,
     const std::vector<fused_layer>& users) {
   pb::GraphProto& g = *model_.mutable_graph();
-  // Generated names only: the metadata entry lists them separated by ',' and ':'.
+  // Generated names only: the metadata entry lists them separated by ','.
   const std::string base = unique("qsl_int8");
-  // The weight side, from initializers only (placed first by finish(); the runtime folds it):
-  // W^T [K, N] / scale [N] -> Round -> Cast int8.
-  std::string wt = weight;
-  if (layout == weight_layout::as_is) wt = node("Transpose", {weight}, unique(base + "_wt")).output(0);
+  // The weight side, from initializers only (placed first by finish(); the runtime folds it).
+  // The coefficients are divided by their output's scale before decoding, so that the decoder
+  // yields W^T / scale [K, N] directly and one QuantizeLinear (scale 1) rounds and saturates it:
+  // no Transpose, Div or Round intermediate of the weight's size at load (ORT keeps each folded
+  // tensor until the whole graph is folded).
   const std::vector<float> scale_values = output_scales(code);
+  std::vector<float> inverse(scale_values.size());
+  for (std::size_t r = 0; r < inverse.size(); ++r) inverse[r] = 1.0f / scale_values[r];
+  const std::string inverse_scales =
+      add_tensor(make_float_tensor(base + "_inverse_scale", {code.rows, 1, 1, 1}, inverse.data()));
+  const std::string scaled =
+      node("Mul", {coefficients, inverse_scales}, unique(base + "_coefficients")).output(0);
+  const std::string decoded = unique(base + "_decoded");
+  decode_standard(decoded, {code.cols, code.rows}, weight_layout::transposed, code, signs, masks,
+                  scaled);
+  const float one = 1.0f;
+  const std::int8_t zero = 0;
+  const std::string int8_weight =
+      node("QuantizeLinear",
+           {decoded, add_tensor(make_float_tensor(base + "_one", {}, &one)),
+            add_tensor(make_int8_tensor(base + "_zero", {}, &zero))},
+           unique(base + "_weight"))
+          .output(0);
   const std::string scales =
       add_tensor(make_float_tensor(base + "_scale", {code.rows}, scale_values.data()));
   const std::vector<std::int8_t> zeros(static_cast<std::size_t>(code.rows), 0);
   const std::string zero_points =
       add_tensor(make_int8_tensor(base + "_zero_point", {code.rows}, zeros.data()));
-  const std::string divided = node("Div", {wt, scales}, unique(base + "_divided")).output(0);
-  const std::string rounded = node("Round", {divided}, unique(base + "_rounded")).output(0);
-  pb::NodeProto& cast = node("Cast", {rounded}, unique(base + "_weight"));
-  add_int_attribute(cast, "to", pb::TensorProto::INT8);
-  const std::string int8_weight = cast.output(0);
 
   std::string firsts, lasts;
   for (std::size_t u = 0; u < users.size(); ++u) {

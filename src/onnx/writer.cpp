@@ -94,7 +94,11 @@ std::uint64_t graph_writer::replace_standard(const std::string& weight,
   while (taken(decoded_weights_)) ++decoded_weights_;
   const int index = decoded_weights_++;
   const code_tensors t = add_code_tensors("qsl_decoded_" + std::to_string(index), code);
-  decode_standard(weight, shape, layout, code, t.signs, t.masks, t.coefficients);
+  std::pair<std::string, std::string> int8_ends;  // the products' first and last nodes
+  if (int8_users.empty())
+    decode_standard(weight, shape, layout, code, t.signs, t.masks, t.coefficients);
+  else
+    int8_ends = add_int8_products(code, t.signs, t.masks, t.coefficients, int8_users);
   std::string entry = "format_version=1 rows=" + std::to_string(code.rows) +
                       " cols=" + std::to_string(code.cols) + " bits=" + std::to_string(code.bits) +
                       " basis=" + std::to_string(static_cast<int>(code.basis)) +
@@ -119,10 +123,8 @@ std::uint64_t graph_writer::replace_standard(const std::string& weight,
     }
     entry += " activation_steps=" + steps + " activation_minimums=" + minimums;
   }
-  if (!int8_users.empty()) {
-    const auto [first, last] = add_int8_products(weight, layout, code, int8_users);
-    entry += " int8_first=" + first + " int8_last=" + last;
-  }
+  if (!int8_users.empty())
+    entry += " int8_first=" + int8_ends.first + " int8_last=" + int8_ends.second;
   entry += " weight=" + weight;
   auto* prop = model_.add_metadata_props();
   prop->set_key(decoded_weight_key + std::to_string(index));

@@ -145,12 +145,14 @@ class graph_writer {
   void decode_standard(const std::string& weight, const std::vector<std::int64_t>& shape,
                        weight_layout layout, const weight_code& code, const std::string& signs,
                        const std::string& masks, const std::string& coefficients);
-  /// int8 products (int8_products.cpp): the shared int8 weight [K, N] and its [N] scales from
-  /// the decoded `weight`, then each user's node replaced in place by DynamicQuantizeLinear ->
-  /// MatMulInteger -> Cast -> Mul (-> Add bias). Returns "first,...:last,..." node names.
-  std::pair<std::string, std::string> add_int8_products(const std::string& weight,
-                                                        weight_layout layout,
-                                                        const weight_code& code,
+  /// int8 products (int8_products.cpp): the code decoded as W^T [K, N] divided by one scale per
+  /// output and quantized to int8 (folded at load), then each user's node replaced in place by
+  /// DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul (-> Add bias). Returns the
+  /// products' first and last node names, comma-separated.
+  std::pair<std::string, std::string> add_int8_products(const weight_code& code,
+                                                        const std::string& signs,
+                                                        const std::string& masks,
+                                                        const std::string& coefficients,
                                                         const std::vector<fused_layer>& users);
   std::string unpack_bits(const std::string& packed, const weight_code& code, int channels,
                           weight_layout layout);
