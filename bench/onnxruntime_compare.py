@@ -16,7 +16,7 @@ kept on ORT's operator run as its int8 product). Reported: file size; resident m
 creation (VmRSS of a fresh process that created the session and ran once); latency at batch 1
 and 32 with one thread and with all threads (median over interleaved rounds: every variant runs
 once per round); and accuracy: top-1 on 1,000 Fashion-MNIST test images for the bundled CNN,
-relative output error against fp32 on the same random inputs for the synthetic models.
+relative output error against fp32 on the same 32 random inputs for the synthetic models.
 
 Needs `pip install onnx_ir` (ORT's MatMulNBits quantizer imports it).
 
@@ -154,6 +154,14 @@ def variants(name, fp32, work, compress_tool):
                             "128", "-q", "--force", "--native-int8"], check=True,
                            stdout=subprocess.DEVNULL)
         out[f"ORT + qsl {bits}-bit --native-int8"] = (path, True)
+    # Every MatMul/Gemm fused, 8-bit activations from 16 rows per call (qsl-compress --int8-rows).
+    for bits in (2, 3):
+        path = os.path.join(work, f"{name}.qsl{bits}.int8rows.onnx")
+        if not os.path.exists(path):
+            subprocess.run([compress_tool, fp32, "-o", path, "--bits", str(bits), "--group",
+                            "128", "-q", "--force", "--int8-rows", "16"], check=True,
+                           stdout=subprocess.DEVNULL)
+        out[f"ORT + qsl {bits}-bit --int8-rows 16"] = (path, True)
     return out
 
 
@@ -245,8 +253,9 @@ def shapes(a):
     two paths inside the operator, forced (QSL_ORT_GEMM_MIN_ROWS), and its own choice; one
     thread. The crossovers behind ort_gemm.cpp's default_gemm_min_rows and qsl-compress's
     --native-rows."""
-    print("| layer K x N | rows | ORT fp32 | qsl tables | qsl decoded + ORT Gemm | qsl (auto) |")
-    print("|---|---|---|---|---|---|")
+    print("| layer K x N | rows | ORT fp32 | qsl tables | qsl decoded + ORT Gemm | qsl (auto) | "
+          "qsl 8-bit activations (--int8-rows 1) | ORT int8 quantize_dynamic |")
+    print("|---|---|---|---|---|---|---|---|")
     for k, n in SHAPES:
         rng = np.random.default_rng(k + n)
         fp32 = os.path.join(a.work, f"layer_{k}x{n}.onnx")
@@ -262,11 +271,20 @@ def shapes(a):
         subprocess.run([a.qsl_compress, fp32, "-o", qsl, "--bits", "2", "--group", "128",
                         "--native-rows", "0", "-q", "--force"], check=True,
                        stdout=subprocess.DEVNULL)
+        qsl_int8 = fp32.replace(".onnx", ".qsl2.int8rows.onnx")
+        subprocess.run([a.qsl_compress, fp32, "-o", qsl_int8, "--bits", "2", "--group", "128",
+                        "--int8-rows", "1", "-q", "--force"], check=True,
+                       stdout=subprocess.DEVNULL)
+        ort_int8 = fp32.replace(".onnx", ".int8.onnx")
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        quantize_dynamic(fp32, ort_int8, weight_type=QuantType.QInt8)
         runs = {}
         for label, path, library, min_rows in (("fp32", fp32, "", None),
                                                 ("tables", qsl, a.library, "1000000000"),
                                                 ("decoded", qsl, a.library, "1"),
-                                                ("auto", qsl, a.library, None)):
+                                                ("auto", qsl, a.library, None),
+                                                ("int8 rows", qsl_int8, a.library, None),
+                                                ("ORT int8", ort_int8, "", None)):
             env = dict(os.environ)
             env.pop("QSL_ORT_GEMM_MIN_ROWS", None)
             if min_rows:
@@ -278,7 +296,7 @@ def shapes(a):
         for m in SHAPE_ROWS:
             base = runs["fp32"][m]
             cells = [f"{runs[v][m]:.3f} ({base / runs[v][m]:.2f}x)"
-                     for v in ("tables", "decoded", "auto")]
+                     for v in ("tables", "decoded", "auto", "int8 rows", "ORT int8")]
             print(f"| {k} x {n} | {m} | {base:.3f} | " + " | ".join(cells) + " |", flush=True)
 
 
@@ -374,7 +392,8 @@ def main():
                 y = session(p, a.library if lib else None, cores).run(None, feed)[0]
                 rows[v]["accuracy"] = f"{100 * np.mean(y.argmax(1) == ref):.1f}% = fp32 label"
         else:
-            feed = feeds(name, 8, np.random.default_rng(3))
+            # 32 samples: every layer multiplies >= 16 rows, so --int8-rows 16 runs its 8-bit path
+            feed = feeds(name, 32, np.random.default_rng(3))
             ref = session(fp32, None, cores).run(None, feed)[0]
             for v, (p, lib) in vs.items():
                 y = session(p, a.library if lib else None, cores).run(None, feed)[0]

@@ -213,6 +213,7 @@ int run(int argc, char** argv) {
   bool force = false, quiet = false, error_feedback = true, no_fuse = false;
   int activation_bits = 0;
   std::int64_t native_rows = qsl::onnx::compress_options{}.native_min_rows;
+  std::int64_t int8_rows = 0;
   std::string calib;
   std::int64_t calib_count = 1024;
   // Error feedback's ridge, relative to mean(diag H). qsl's default is GPTQ's 0.01; the tool
@@ -252,6 +253,12 @@ int run(int argc, char** argv) {
                "qsl format: MatMul/Gemm layers kept on ONNX Runtime's operator run as its int8 "
                "product (activations quantized per call, the weight decoded and requantized to "
                "int8 at load: int8 GEMM speed, one byte per weight resident)");
+  app.add_option("--int8-rows", int8_rows,
+                 "qsl format: fused MatMul/Gemm layers multiply this many rows per call or more "
+                 "with 8-bit activations on ONNX Runtime's integer GEMM, decoding the weight a "
+                 "block at a time (only the packed code stays resident); MatMul/Gemm layers are "
+                 "then fused at any size. 0: never")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--json", json_path, "also write the report as JSON to this file");
   app.add_option("--skip", skip, "leave layers whose node or weight name matches (glob)");
   app.add_option("--override", overrides, "PATTERN=BITS[/GROUP] for matching layers");
@@ -331,6 +338,7 @@ int run(int argc, char** argv) {
   options.fuse = !no_fuse;
   options.activation_bits = activation_bits;
   options.native_min_rows = native_rows;
+  options.int8_min_rows = int8_rows;
   options.native_int8 = native_int8;
   options.edge_bits = edge_bits;
   options.format = format == "standard" ? qsl::onnx::output_format::standard

@@ -116,6 +116,52 @@ QSL_API void cpu_forward_float(const cpu_weights& w, const float* x, std::int64_
 QSL_API void cpu_decode_rows(const cpu_weights& w, std::int64_t first, std::int64_t last,
                              float* out);
 
+/// 8-bit activations for many vectors per call (docs/design.md, "8-bit activation products"):
+/// every row n of W_hat and every vector v of x is put on a symmetric int8 grid of its own,
+///   s = max |values| / 127 (0 for an all-zero row), q = clamp(rint(value * (1 / s)), -127, 127),
+/// the products are exact int32 sums, and y[v][n] = (float(sum_c qx[v][c] qw[n][c]) * sx[v]) *
+/// sw[n] + bias[n], rounded in that order. The integer part is what an int8 GEMM (ONNX
+/// Runtime's MatMulInteger) computes, so qsl's own loop and the runtime's agree bit for bit.
+/// Rows with at most cpu_int8_max_cols columns: the int32 sums cannot overflow.
+inline constexpr std::int64_t cpu_int8_max_cols = 133143;  // 127 * 127 * cols < 2^31
+
+/// sw: the int8 scale of every row of W_hat (w.rows values), computed from the decoded rows.
+QSL_API std::vector<float> cpu_int8_row_scales(const cpu_weights& w);
+
+/// Rows [first, last) of W_hat on their int8 grids (`scales`: cpu_int8_row_scales(w)), row-major
+/// into `out` ((last - first) x w.cols), on cpu_threads() threads. Throws qsl::error unless
+/// 0 <= first <= last <= w.rows.
+QSL_API void cpu_decode_rows_int8(const cpu_weights& w, const float* scales, std::int64_t first,
+                                  std::int64_t last, std::int8_t* out);
+
+/// The same as q + 128 in a byte: the unsigned operand of u8 x s8 GEMMs (MLAS's VNNI/AMX
+/// kernels), whose zero point 128 takes the 128 back out exactly.
+QSL_API void cpu_decode_rows_excess128(const cpu_weights& w, const float* scales,
+                                       std::int64_t first, std::int64_t last, std::uint8_t* out);
+
+/// Every vector of x (batch x cols) on its int8 grid: q (batch x cols) and its scale sx (batch
+/// values). Throws qsl::error naming the row and column of a NaN or infinite value.
+QSL_API void quantize_vectors_int8(const float* x, std::int64_t batch, std::int64_t cols,
+                                   std::int8_t* q, float* scales);
+
+/// The same with q transposed: q_t is cols x batch (column v is vector v), the operand layout of
+/// a GEMM whose other side is the layer's rows.
+QSL_API void quantize_vectors_int8_transposed(const float* x, std::int64_t batch,
+                                              std::int64_t cols, std::int8_t* q_t, float* scales);
+
+/// The float step: y[v * y_stride + n0 + i] = (float(sums[v * v_stride + i * n_stride]) *
+/// x_scales[v]) * w_scales[n0 + i] + bias[n0 + i] (no bias term when bias is null) for v < batch,
+/// i < count.
+QSL_API void finish_int8_products(const std::int32_t* sums, std::int64_t v_stride,
+                                  std::int64_t n_stride, const float* x_scales, std::int64_t batch,
+                                  const float* w_scales, std::int64_t n0, std::int64_t count,
+                                  const float* bias, float* y, std::int64_t y_stride);
+
+/// The whole product on qsl's own integer loop: y (batch x w.rows) for x (batch x w.cols).
+/// Throws qsl::error when w.cols > cpu_int8_max_cols or x holds NaN/Inf.
+QSL_API void cpu_forward_int8(const cpu_weights& w, const float* scales, const float* x,
+                              std::int64_t batch, const float* bias, float* y);
+
 /// The same with activations encoded by `quantizer` (bits >= 1, per vector or calibrated):
 /// equals qsl::reference::forward_encoded with exact integer parts. Throws qsl::error for
 /// NaN/Inf in x, like encode_activations.

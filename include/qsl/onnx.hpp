@@ -153,6 +153,14 @@ struct compress_options {
   /// (docs/onnxruntime.md gives the bound). Layers it cannot take (the weight on the left,
   /// Gemm's transA, alpha or a C that is not a per-output bias) keep the fp32 form.
   bool native_int8 = false;
+  /// qsl format: fused QuantizedMatMul nodes multiply this many rows per call or more with 8-bit
+  /// activations (their `int8_min_rows` attribute): per vector and per weight row symmetric
+  /// int8 grids, exact integer sums on the runtime's integer GEMM (ORT's MatMulInteger) from
+  /// weights decoded a block at a time, so only the packed code stays resident
+  /// (qsl/cpu.hpp, cpu_forward_int8). Fewer rows keep qsl's float kernels. With it, MatMul /
+  /// Gemm layers are fused whatever their rows per call (native_min_rows then applies to
+  /// convolutions only). 0: never (float activations at every batch).
+  std::int64_t int8_min_rows = 0;
   /// Called before each layer with (layers done, layers to compress, layer name).
   std::function<void(std::size_t, std::size_t, const std::string&)> progress;
 };
@@ -229,6 +237,9 @@ struct compressed_layer {
   /// activation input X, and `node` / `output` its last node; empty otherwise.
   std::string input;
   std::vector<float> bias;             ///< the fused node's bias input (may be empty)
+  /// A QuantizedMatMul's `int8_min_rows`: calls of this many rows or more take 8-bit
+  /// activations (compress_options::int8_min_rows); 0: never.
+  std::int64_t int8_min_rows = 0;
   std::vector<std::int64_t> shape;     ///< its shape
   bool transposed = false;             ///< true: the tensor is W^T (MatMul, Gemm transB = 0)
   weight_code code;                    ///< W (outputs x inputs), validated (BCQ layers)

@@ -7,6 +7,8 @@
 
 #include <Eigen/Core>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -58,6 +60,7 @@ class basic_quantized_dense {
   explicit basic_quantized_dense(dense_parameters parameters) : p_(std::move(parameters)) {
     validate(p_, "quantized_dense");
     if constexpr (std::is_same_v<Scalar, float>) packed_ = pack_for_cpu(p_.code);
+    int8_ = std::make_shared<int8_grids>();
   }
 
   /// Compresses w (out_features x in_features) and bias (empty or out_features values).
@@ -132,6 +135,27 @@ class basic_quantized_dense {
     run(x, batch, y);
   }
 
+  /// y = W_hat x + b with 8-bit activations (float layers; qsl/cpu.hpp, cpu_forward_int8):
+  /// every vector and every row of W_hat on a symmetric int8 grid of its own, exact integer
+  /// sums. ONNX Runtime's qsl operators take this path from a node's `int8_min_rows` on, and
+  /// qsl-run follows them. The rows' grids are computed on the first call (one decode of W_hat).
+  /// Throws qsl::error for NaN/Inf in x, for layers with encoded activations and for more than
+  /// cpu_int8_max_cols inputs.
+  void forward_int8(const float* x, std::int64_t batch, float* y) const {
+    static_assert(std::is_same_v<Scalar, float>, "forward_int8 is for float layers");
+    detail::require(batch >= 0 && (batch == 0 || (x != nullptr && y != nullptr)),
+                    "quantized_dense::forward_int8: batch is " + std::to_string(batch) +
+                        " (expected >= 0) or x or y is null");
+    require_shape(in_features(), batch, out_features(), batch);
+    detail::require(p_.activations.bits == 0,
+                    "quantized_dense::forward_int8: the layer encodes its activations with " +
+                        std::to_string(p_.activations.bits) + " bits; 8-bit products are for "
+                        "float activations");
+    std::call_once(int8_->once, [&] { int8_->scales = cpu_int8_row_scales(packed_); });
+    cpu_forward_int8(packed_, int8_->scales.data(), x, batch,
+                     p_.bias.empty() ? nullptr : p_.bias.data(), y);
+  }
+
   std::vector<std::uint8_t> serialize() const { return qsl::serialize(p_); }
   static basic_quantized_dense deserialize(const std::uint8_t* data, std::size_t size) {
     return basic_quantized_dense(deserialize_dense(data, size));
@@ -186,8 +210,15 @@ class basic_quantized_dense {
     reference::forward_encoded<Scalar>(p_.code, encoded, bias, y);
   }
 
+  // The int8 grids of W_hat's rows, made on forward_int8's first call; copies share them.
+  struct int8_grids {
+    std::once_flag once;
+    std::vector<float> scales;
+  };
+
   dense_parameters p_;
   cpu_weights packed_;  // derived from p_.code; empty for Scalar = double
+  std::shared_ptr<int8_grids> int8_;
 };
 
 using quantized_dense = basic_quantized_dense<float>;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "qsl/error.hpp"
+#include "cpu/thread_pool.hpp"
 #include "scratch.hpp"
 
 namespace qsl::ort {
@@ -19,6 +20,9 @@ namespace {
 constexpr std::int64_t default_gemm_min_rows = 64;
 // A decoded block of at most this many floats (1 MiB) stays in L2 while MLAS streams the batch.
 constexpr std::int64_t block_floats = std::int64_t{1} << 18;
+// Vectors per integer product of the 8-bit path: their int32 sums with a block's rows stay
+// within a few MiB, and quantizing the chunks spreads over the threads.
+constexpr std::int64_t int8_chunk_vectors = 256;
 
 std::int64_t parse_min_rows() {
   const char* text = std::getenv("QSL_ORT_GEMM_MIN_ROWS");
@@ -90,11 +94,70 @@ void decoded_gemm::run(const OrtKernelContext* context, const cpu_weights& w, co
   }
 }
 
+int8_gemm::int8_gemm(const OrtKernelInfo* info, std::int64_t min_rows) : min_rows_(min_rows) {
+  if (min_rows_ <= 0) return;
+  const char* type_names[] = {"T1", "T2", "T3"};
+  const ONNXTensorElementDataType types[] = {ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8,
+                                             ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8,
+                                             ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32};
+  matmul_ = Ort::Op::Create(info, "MatMulInteger", "", 10, type_names, types, 3, nullptr, 0, 3, 1);
+}
+
+void int8_gemm::run(const OrtKernelContext* context, const cpu_weights& w, const float* scales,
+                    const float* x, std::int64_t rows, const float* bias, float* y) const {
+  const std::int64_t k = w.cols;
+  // The vectors on their grids, transposed a chunk at a time: B = X^T (k x chunk), so that the
+  // product's rows are the layer's (A, a decoded block) and MLAS packs only the small operand.
+  // Chunks bound the int32 sums of one product (block rows x chunk).
+  const std::int64_t chunks = (rows + int8_chunk_vectors - 1) / int8_chunk_vectors;
+  qsl::detail::scratch<std::int8_t> xt(static_cast<std::size_t>(rows * k));
+  std::vector<float> x_scales(static_cast<std::size_t>(rows));
+  qsl::detail::cpu::thread_pool::instance().run(chunks, [&](std::int64_t c) {
+    const std::int64_t v0 = c * int8_chunk_vectors;
+    const std::int64_t len = std::min(int8_chunk_vectors, rows - v0);
+    quantize_vectors_int8_transposed(x + v0 * k, len, k, xt.data() + v0 * k,
+                                     x_scales.data() + v0);
+  });
+  const std::int64_t rows_per_block =
+      std::min(w.rows, std::max<std::int64_t>(16, 4 * block_floats / std::max<std::int64_t>(1, k)));
+  const Ort::MemoryInfo memory = Ort::MemoryInfo::CreateCpu(OrtDeviceAllocator, OrtMemTypeCPU);
+  std::uint8_t excess = 128;
+  const std::array<std::int64_t, 1> scalar_dims = {1};
+  std::array<Ort::Value, 3> inputs = {
+      Ort::Value(nullptr), Ort::Value(nullptr),
+      Ort::Value::CreateTensor<std::uint8_t>(memory, &excess, 1, scalar_dims.data(), 0)};
+  qsl::detail::scratch<std::uint8_t> decoded(static_cast<std::size_t>(rows_per_block * k));
+  qsl::detail::scratch<std::int32_t> sums(
+      static_cast<std::size_t>(rows_per_block * std::min(rows, int8_chunk_vectors)));
+  for (std::int64_t n0 = 0; n0 < w.rows; n0 += rows_per_block) {
+    const std::int64_t count = std::min(rows_per_block, w.rows - n0);
+    // q + 128 as a byte: MLAS's fast kernels multiply unsigned A by signed B.
+    cpu_decode_rows_excess128(w, scales, n0, n0 + count, decoded.data());
+    const std::array<std::int64_t, 2> a_dims = {count, k};
+    inputs[0] = Ort::Value::CreateTensor<std::uint8_t>(
+        memory, decoded.data(), static_cast<std::size_t>(count * k), a_dims.data(), 2);
+    for (std::int64_t v0 = 0; v0 < rows; v0 += int8_chunk_vectors) {
+      const std::int64_t len = std::min(int8_chunk_vectors, rows - v0);
+      const std::array<std::int64_t, 2> b_dims = {k, len}, y_dims = {count, len};
+      inputs[1] = Ort::Value::CreateTensor<std::int8_t>(
+          memory, xt.data() + v0 * k, static_cast<std::size_t>(k * len), b_dims.data(), 2);
+      Ort::Value output = Ort::Value::CreateTensor<std::int32_t>(
+          memory, sums.data(), static_cast<std::size_t>(count * len), y_dims.data(), 2);
+      matmul_.Invoke(context, inputs.data(), inputs.size(), &output, 1);
+      // sums[i][v] for row n0 + i and vector v0 + v.
+      finish_int8_products(sums.data(), 1, len, x_scales.data() + v0, len, scales, n0, count,
+                           bias, y + v0 * w.rows, w.rows);
+    }
+  }
+}
+
 void multiply(const OrtKernelContext* context, const decoded_gemm& large, const cpu_weights& w,
               const activation_quantizer& quantizer, const float* x, std::int64_t rows,
-              const float* bias, float* y) {
+              const float* bias, float* y, const int8_gemm* int8, const float* int8_scales) {
   if (quantizer.bits > 0)
     cpu_forward_encoded(w, x, rows, quantizer, bias, y);
+  else if (int8 != nullptr && int8->takes(rows))
+    int8->run(context, w, int8_scales, x, rows, bias, y);
   else if (rows >= gemm_min_rows())
     large.run(context, w, x, rows, bias, y);
   else

@@ -29,11 +29,34 @@ class decoded_gemm {
   mutable Ort::Op gemm_{nullptr};  // Gemm(A, B) with transB = 1 (Invoke is not const)
 };
 
+/// 8-bit activations on ONNX Runtime's integer GEMM (MatMulInteger, MLAS's u8 x s8 kernels):
+/// the vectors are put on their int8 grids and transposed once per call, the layer's rows are
+/// decoded onto theirs a block of about 1 MiB at a time (excess-128 bytes, zero point 128, the
+/// operand MLAS's VNNI kernels take), and qsl finishes the exact int32 sums with the scales
+/// (qsl/cpu.hpp, cpu_forward_int8: the same results bit for bit).
+class int8_gemm {
+ public:
+  /// `min_rows`: calls of at least this many rows take this path; 0: none do.
+  int8_gemm(const OrtKernelInfo* info, std::int64_t min_rows);
+
+  bool takes(std::int64_t rows) const { return min_rows_ > 0 && rows >= min_rows_; }
+  /// y (rows x w.rows) = x (rows x w.cols) W_hat^T + bias (may be null), `scales` the rows'
+  /// int8 grids (cpu_int8_row_scales).
+  void run(const OrtKernelContext* context, const cpu_weights& w, const float* scales,
+           const float* x, std::int64_t rows, const float* bias, float* y) const;
+
+ private:
+  std::int64_t min_rows_ = 0;
+  mutable Ort::Op matmul_{nullptr};  // MatMulInteger(A u8, B s8, a_zero_point)
+};
+
 /// y = x W_hat^T + bias for `rows` vectors on the path for that many: encoded activations
 /// (quantizer.bits > 0) on qsl's popcount kernels; float ones on qsl's tables below
-/// gemm_min_rows() and on `large` (decoded blocks + ORT's Gemm) from there.
+/// gemm_min_rows() and on `large` (decoded blocks + ORT's Gemm) from there; float ones that
+/// `int8` (may be null) takes on its integer GEMM, with the rows' grids `int8_scales`.
 void multiply(const OrtKernelContext* context, const decoded_gemm& large, const cpu_weights& w,
               const activation_quantizer& quantizer, const float* x, std::int64_t rows,
-              const float* bias, float* y);
+              const float* bias, float* y, const int8_gemm* int8 = nullptr,
+              const float* int8_scales = nullptr);
 
 }  // namespace qsl::ort

@@ -1,6 +1,7 @@
 #include "quantized_matmul.hpp"
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,11 @@ struct quantized_matmul_kernel {
   std::vector<float> bias;
   activation_quantizer activations;
   decoded_gemm large_batches;  // ORT's Gemm on decoded blocks (float activations)
+  int8_gemm int8_rows;         // ORT's MatMulInteger from int8_min_rows rows (float layers)
+  // The int8 grids of W_hat's rows: made by the first call int8_rows takes, on the session's
+  // threads (a kernel being created has none to lend).
+  mutable std::once_flag int8_once;
+  mutable std::vector<float> int8_scales;
 
   explicit quantized_matmul_kernel(const OrtKernelInfo* info);
   OrtStatusPtr ComputeV2(OrtKernelContext* context) const;
@@ -48,8 +54,27 @@ struct quantized_matmul
   }
 };
 
+namespace {
+
+// int8_min_rows, checked: 0 (absent) or a row count; only float layers take 8-bit products.
+std::int64_t int8_min_rows(const OrtKernelInfo* info) {
+  const node_reader node(info, "QuantizedMatMul");
+  const std::int64_t rows = node.int_attribute("int8_min_rows", 0);
+  detail::require(rows >= 0, "int8_min_rows is " + std::to_string(rows) + "; expected >= 0");
+  detail::require(rows == 0 || node.int_attribute("activation_bits", 0) == 0,
+                  "int8_min_rows is " + std::to_string(rows) +
+                      " on a layer that encodes its activations; expected 0");
+  detail::require(rows == 0 || node.int_attribute("in_features") <= cpu_int8_max_cols,
+                  "int8_min_rows is " + std::to_string(rows) + " for " +
+                      std::to_string(node.int_attribute("in_features")) +
+                      " in_features; int32 sums hold at most " + std::to_string(cpu_int8_max_cols));
+  return rows;
+}
+
+}  // namespace
+
 quantized_matmul_kernel::quantized_matmul_kernel(const OrtKernelInfo* info)
-    : large_batches(info) {
+    : large_batches(info), int8_rows(info, int8_min_rows(info)) {
   const node_reader node(info, "QuantizedMatMul");
   what = node.what();
   check_format_version(node);
@@ -85,7 +110,10 @@ OrtStatusPtr quantized_matmul_kernel::ComputeV2(OrtKernelContext* context) const
     float* yp = y.GetTensorMutableData<float>();
     const float* bp = bias.empty() ? nullptr : bias.data();
     const session_threads threads(context);
-    multiply(context, large_batches, *packed, activations, xp, batch, bp, yp);
+    if (int8_rows.takes(batch))
+      std::call_once(int8_once, [&] { int8_scales = cpu_int8_row_scales(*packed); });
+    multiply(context, large_batches, *packed, activations, xp, batch, bp, yp, &int8_rows,
+             int8_scales.data());
   });
 }
 

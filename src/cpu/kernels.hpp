@@ -62,7 +62,16 @@ struct kernel_table {
   /// Rows [first, last) of W_hat into out ((last - first) x w.cols), planes summed in order
   /// j = 0..k-1: the same floats on every target (decode_rows.inc, vectorized per target).
   void (*decode_rows)(const cpu_weights& w, std::int64_t first, std::int64_t last, float* out);
+  /// Rows [first, last) of W_hat on their int8 grids (scales: cpu_int8_row_scales), as q, or as
+  /// q + 128 when `excess`, into out ((last - first) x w.cols): exactly what decode_rows and the
+  /// grid's rounding give (int8_products.cpp). Null: decode_rows_int8_generic does it.
+  void (*decode_rows_int8)(const cpu_weights& w, const float* scales, std::int64_t first,
+                           std::int64_t last, bool excess, std::uint8_t* out) = nullptr;
 };
+
+/// decode_rows, then the grid of each row: for targets without a fused kernel.
+void decode_rows_int8_generic(const cpu_weights& w, const float* scales, std::int64_t first,
+                              std::int64_t last, bool excess, std::uint8_t* out);
 
 const kernel_table& scalar_kernels();
 #if defined(__x86_64__) || defined(_M_X64)

@@ -345,60 +345,187 @@ void popcount_rows(const cpu_weights& w, const encoded_input& x, std::int64_t t0
 // Groups of whole chunks (group sizes that are multiples of 32, the common case): per plane and
 // 16 columns the sign bits pick +alpha or -alpha (one blend) and the used columns (ternary
 // mask; the row's end) add it (one masked add). A masked-off column keeps its sum where
-// decode_rows.inc adds +-0: the same floats. P lookup planes: k, or 2k with the masks.
-template <int P, bool Ternary>
-struct decode_whole_chunks {
-  static constexpr int k = Ternary ? P / 2 : P;
-  static void run(const cpu_weights& w, std::int64_t first, std::int64_t last, float* out) {
-    const __m512 zero = _mm512_setzero_ps();
-    const std::int64_t chunks_per_group = w.group_size / chunk_cols;
-    for (std::int64_t n = first; n < last; ++n) {
-      const std::int64_t tile = n / tile_rows;
-      const int lane = static_cast<int>(n % tile_rows);
-      float* row = out + (n - first) * w.cols;
-      for (std::int64_t g = 0; g < w.groups; ++g) {
-        const float* alpha = w.tile_coefficients(tile, g);
-        __m512 plus[k], minus[k];
-        for (int j = 0; j < k; ++j) {
-          plus[j] = _mm512_set1_ps(alpha[j * tile_rows + lane]);
-          minus[j] = _mm512_sub_ps(zero, plus[j]);
-        }
-        const std::int64_t c_end = std::min(w.chunks, (g + 1) * chunks_per_group);
-        for (std::int64_t c = g * chunks_per_group; c < c_end; ++c) {
-          const std::uint32_t* bits = w.chunk_bits(tile, c) + lane;
-          const std::int64_t count = std::min<std::int64_t>(chunk_cols, w.cols - c * chunk_cols);
-          const std::uint32_t in_row = count == chunk_cols ? ~0U : (1U << count) - 1;
-          __m512 acc0 = zero, acc1 = zero;
+// decode_rows.inc adds +-0: the same floats. P lookup planes: k, or 2k with the masks. `Store`
+// writes each row's 32-column sums: as floats, or on the row's int8 grid.
+template <class Store>
+struct whole_chunks {
+  template <int P, bool Ternary>
+  struct call {
+    static constexpr int k = Ternary ? P / 2 : P;
+    static void run(const cpu_weights& w, std::int64_t first, std::int64_t last, Store& store) {
+      const __m512 zero = _mm512_setzero_ps();
+      const std::int64_t chunks_per_group = w.group_size / chunk_cols;
+      for (std::int64_t n = first; n < last; ++n) {
+        const std::int64_t tile = n / tile_rows;
+        const int lane = static_cast<int>(n % tile_rows);
+        store.start_row(n, n - first);
+        for (std::int64_t g = 0; g < w.groups; ++g) {
+          const float* alpha = w.tile_coefficients(tile, g);
+          __m512 plus[k], minus[k];
           for (int j = 0; j < k; ++j) {
-            const std::uint32_t sign = bits[j * tile_rows];
-            const std::uint32_t used = in_row & (Ternary ? bits[(k + j) * tile_rows] : ~0U);
-            acc0 = _mm512_mask_add_ps(
-                acc0, static_cast<__mmask16>(used), acc0,
-                _mm512_mask_blend_ps(static_cast<__mmask16>(sign), minus[j], plus[j]));
-            acc1 = _mm512_mask_add_ps(
-                acc1, static_cast<__mmask16>(used >> 16), acc1,
-                _mm512_mask_blend_ps(static_cast<__mmask16>(sign >> 16), minus[j], plus[j]));
+            plus[j] = _mm512_set1_ps(alpha[j * tile_rows + lane]);
+            minus[j] = _mm512_sub_ps(zero, plus[j]);
           }
-          float* dst = row + c * chunk_cols;
-          if (count == chunk_cols) {
-            _mm512_storeu_ps(dst, acc0);
-            _mm512_storeu_ps(dst + 16, acc1);
-          } else {
-            _mm512_mask_storeu_ps(dst, static_cast<__mmask16>(in_row), acc0);
-            _mm512_mask_storeu_ps(dst + 16, static_cast<__mmask16>(in_row >> 16), acc1);
+          const std::int64_t c_end = std::min(w.chunks, (g + 1) * chunks_per_group);
+          for (std::int64_t c = g * chunks_per_group; c < c_end; ++c) {
+            const std::uint32_t* bits = w.chunk_bits(tile, c) + lane;
+            const std::int64_t count =
+                std::min<std::int64_t>(chunk_cols, w.cols - c * chunk_cols);
+            const std::uint32_t in_row = count == chunk_cols ? ~0U : (1U << count) - 1;
+            __m512 acc0 = zero, acc1 = zero;
+            for (int j = 0; j < k; ++j) {
+              const std::uint32_t sign = bits[j * tile_rows];
+              const std::uint32_t used = in_row & (Ternary ? bits[(k + j) * tile_rows] : ~0U);
+              acc0 = _mm512_mask_add_ps(
+                  acc0, static_cast<__mmask16>(used), acc0,
+                  _mm512_mask_blend_ps(static_cast<__mmask16>(sign), minus[j], plus[j]));
+              acc1 = _mm512_mask_add_ps(
+                  acc1, static_cast<__mmask16>(used >> 16), acc1,
+                  _mm512_mask_blend_ps(static_cast<__mmask16>(sign >> 16), minus[j], plus[j]));
+            }
+            store.put(c * chunk_cols, count == chunk_cols, in_row, acc0, acc1);
           }
         }
       }
+    }
+  };
+};
+
+struct float_rows {
+  float* out;
+  std::int64_t cols;
+  float* row = nullptr;
+  void start_row(std::int64_t, std::int64_t index) { row = out + index * cols; }
+  void put(std::int64_t c, bool whole, std::uint32_t in_row, __m512 acc0, __m512 acc1) {
+    if (whole) {
+      _mm512_storeu_ps(row + c, acc0);
+      _mm512_storeu_ps(row + c + 16, acc1);
+    } else {
+      _mm512_mask_storeu_ps(row + c, static_cast<__mmask16>(in_row), acc0);
+      _mm512_mask_storeu_ps(row + c + 16, static_cast<__mmask16>(in_row >> 16), acc1);
+    }
+  }
+};
+
+// q = rint(clamp(W_hat * (1 / scale), -127, 127)) per row (cvtps2dq rounds ties to even, as
+// the generic path's nearbyint does), saturated to bytes, with the top bit flipped for q + 128.
+struct int8_rows {
+  std::uint8_t* out;
+  std::int64_t cols;
+  const float* scales;
+  __m128i flip;
+  std::uint8_t* row = nullptr;
+  __m512 inverse = _mm512_setzero_ps();
+  void start_row(std::int64_t n, std::int64_t index) {
+    row = out + index * cols;
+    inverse = _mm512_set1_ps(scales[n] > 0.0f ? 1.0f / scales[n] : 0.0f);
+  }
+  __m128i grid(__m512 acc) const {
+    const __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(acc, inverse),
+                                                 _mm512_set1_ps(-127.0f)),
+                                   _mm512_set1_ps(127.0f));
+    return _mm_xor_si128(_mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(v)), flip);
+  }
+  void put(std::int64_t c, bool whole, std::uint32_t in_row, __m512 acc0, __m512 acc1) {
+    if (whole) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(row + c), grid(acc0));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(row + c + 16), grid(acc1));
+    } else {
+      _mm_mask_storeu_epi8(row + c, static_cast<__mmask16>(in_row), grid(acc0));
+      _mm_mask_storeu_epi8(row + c + 16, static_cast<__mmask16>(in_row >> 16), grid(acc1));
     }
   }
 };
 
 void decode_rows_avx512(const cpu_weights& w, std::int64_t first, std::int64_t last,
                         float* out) {
-  if (w.group_size % chunk_cols == 0)
-    by_planes<decode_whole_chunks>(w, first, last, out);
-  else
+  if (w.group_size % chunk_cols == 0) {
+    float_rows store{out, w.cols};
+    by_planes<whole_chunks<float_rows>::call>(w, first, last, store);
+  } else {
     decode_target_rows(w, first, last, out);
+  }
+}
+
+// Codes of at most 16 sign/mask patterns (binary k <= 4, ternary k <= 2) on whole-chunk groups:
+// within a row's group, W_hat takes one value per pattern, so its int8 grid point is looked up
+// with one byte shuffle per 32 columns. The table's values are summed plane by plane in order
+// j = 0..k-1, as decode_rows sums them, so every byte equals the decode-then-round path's.
+template <int P, bool Ternary>
+struct int8_lookup {
+  static constexpr int k = Ternary ? P / 2 : P;
+  static void run(const cpu_weights& w, const float* scales, std::int64_t first,
+                  std::int64_t last, bool excess, std::uint8_t* out) {
+    static_assert(P <= 4, "16 patterns at most: one pshufb table");
+    const std::int64_t chunks_per_group = w.group_size / chunk_cols;
+    const __m256i zero = _mm256_setzero_si256();
+    for (std::int64_t n = first; n < last; ++n) {
+      const std::int64_t tile = n / tile_rows;
+      const int lane = static_cast<int>(n % tile_rows);
+      std::uint8_t* row = out + (n - first) * w.cols;
+      const float inverse = scales[n] > 0.0f ? 1.0f / scales[n] : 0.0f;
+      for (std::int64_t g = 0; g < w.groups; ++g) {
+        const float* alpha = w.tile_coefficients(tile, g);
+        alignas(16) std::uint8_t table[16] = {};
+        for (int pattern = 0; pattern < (1 << P); ++pattern) {
+          float value = 0.0f;
+          for (int j = 0; j < k; ++j) {
+            const int sign = Ternary ? (pattern >> (2 * j)) & 1 : (pattern >> j) & 1;
+            const bool used = !Ternary || ((pattern >> (2 * j + 1)) & 1) != 0;
+            const float a = alpha[j * tile_rows + lane];
+            if (used) value += sign != 0 ? a : 0.0f - a;
+          }
+          const float v = std::min(127.0f, std::max(-127.0f, value * inverse));
+          const int q = _mm_cvtss_si32(_mm_set_ss(v));  // ties to even, as cvtps2dq
+          table[pattern] = static_cast<std::uint8_t>(q + (excess ? 128 : 0));
+        }
+        const __m256i lookup =
+            _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(table)));
+        const std::int64_t c_end = std::min(w.chunks, (g + 1) * chunks_per_group);
+        for (std::int64_t c = g * chunks_per_group; c < c_end; ++c) {
+          const std::uint32_t* bits = w.chunk_bits(tile, c) + lane;
+          __m256i pattern = zero;
+          for (int j = 0; j < k; ++j) {
+            const int at = Ternary ? 2 * j : j;
+            pattern = _mm256_or_si256(
+                pattern, _mm256_maskz_mov_epi8(bits[j * tile_rows],
+                                               _mm256_set1_epi8(static_cast<char>(1 << at))));
+            if (Ternary)
+              pattern = _mm256_or_si256(
+                  pattern, _mm256_maskz_mov_epi8(bits[(k + j) * tile_rows],
+                                                 _mm256_set1_epi8(static_cast<char>(2 << at))));
+          }
+          const __m256i q = _mm256_shuffle_epi8(lookup, pattern);
+          const std::int64_t count = std::min<std::int64_t>(chunk_cols, w.cols - c * chunk_cols);
+          std::uint8_t* dst = row + c * chunk_cols;
+          if (count == chunk_cols)
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), q);
+          else
+            _mm256_mask_storeu_epi8(dst, (1U << count) - 1, q);
+        }
+      }
+    }
+  }
+};
+
+void decode_rows_int8_avx512(const cpu_weights& w, const float* scales, std::int64_t first,
+                             std::int64_t last, bool excess, std::uint8_t* out) {
+  if (w.group_size % chunk_cols != 0) {
+    decode_rows_int8_generic(w, scales, first, last, excess, out);
+    return;
+  }
+  const bool ternary = w.basis == qsl::basis::ternary;
+  switch (ternary ? 2 * w.bits : w.bits) {
+    case 1: return int8_lookup<1, false>::run(w, scales, first, last, excess, out);
+    case 2: return ternary ? int8_lookup<2, true>::run(w, scales, first, last, excess, out)
+                           : int8_lookup<2, false>::run(w, scales, first, last, excess, out);
+    case 3: return int8_lookup<3, false>::run(w, scales, first, last, excess, out);
+    case 4: return ternary ? int8_lookup<4, true>::run(w, scales, first, last, excess, out)
+                           : int8_lookup<4, false>::run(w, scales, first, last, excess, out);
+    default: break;
+  }
+  int8_rows store{out, w.cols, scales, _mm_set1_epi8(static_cast<char>(excess ? 0x80 : 0))};
+  by_planes<whole_chunks<int8_rows>::call>(w, first, last, store);
 }
 
 }  // namespace
@@ -413,8 +540,8 @@ const kernel_table& avx512_vpopcnt_kernels() {
 #else
 const kernel_table& avx512_kernels() {
 #endif
-  static const kernel_table table{build_tables, lut_rows, encode, popcount_rows,
-                                  decode_rows_avx512};
+  static const kernel_table table{build_tables, lut_rows,           encode,
+                                  popcount_rows, decode_rows_avx512, decode_rows_int8_avx512};
   return table;
 }
 

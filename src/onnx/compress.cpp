@@ -221,6 +221,9 @@ compress_report compress(model& m, const compress_options& o) {
   qsl::detail::require(o.native_min_rows >= 0, "compress: native_min_rows is " +
                                               std::to_string(o.native_min_rows) +
                                               "; expected >= 0 (0: never)");
+  qsl::detail::require(o.int8_min_rows >= 0, "compress: int8_min_rows is " +
+                                            std::to_string(o.int8_min_rows) +
+                                            "; expected >= 0 (0: never)");
   qsl::detail::require(o.min_weights >= 0, "compress: min_weights is " +
                                           std::to_string(o.min_weights) + "; expected >= 0");
   qsl::detail::require(o.edge_bits >= 0 && o.edge_bits <= max_bits,
@@ -416,7 +419,11 @@ compress_report compress(model& m, const compress_options& o) {
         const detail::fusion_plan& f = fusion[l];
         // On the runtime's operator: layers of many rows, and (unless fusion is off) layers
         // that cannot be fused, whose DecodeWeights output ORT could not prepack anyway.
-        const bool many = rows[l] == many_rows || rows[l] >= o.native_min_rows;
+        // MatMul / Gemm layers with 8-bit activations for many rows stay fused at any size.
+        const bool int8_rows = o.format == output_format::qsl && o.int8_min_rows > 0 &&
+                               o.activation_bits == 0 && c.op_type != "Conv";
+        const bool many =
+            !int8_rows && (rows[l] == many_rows || rows[l] >= o.native_min_rows);
         const bool unfusable = o.fuse && !f.why_not.empty();
         const bool native = o.format == output_format::qsl && o.native_min_rows > 0 &&
                             (many || unfusable) && can_decode_standard;
@@ -453,8 +460,12 @@ compress_report compress(model& m, const compress_options& o) {
         } else if (o.format == output_format::qsl && f.why_not.empty()) {
           result.bytes_after =
               writer.replace_fused(c.weight, c.shape, c.layout, code, ref.initializer,
-                                   ref.constant_node, f.users, o.activation_bits, quantizers);
+                                   ref.constant_node, f.users, o.activation_bits,
+                                   int8_rows ? o.int8_min_rows : 0, quantizers);
           result.runs_as = quantized_matmul_op;
+          if (int8_rows)
+            result.runs_as += " (8-bit activations from " + std::to_string(o.int8_min_rows) +
+                              " rows per call)";
           if (f.users.size() > 1)
             result.runs_as += " (" + std::to_string(f.users.size()) + " nodes on one code)";
         } else {

@@ -224,6 +224,12 @@ compressed_layer read_quantized_matmul(const pb::NodeProto& n,
         }
       });
   read_fused_node(n, init, what, layer.code.rows, layer);
+  if (find_attribute(n, "int8_min_rows") != nullptr) {
+    layer.int8_min_rows = required_int(n, "int8_min_rows", what);
+    if (layer.int8_min_rows < 0)
+      throw model_error(what + ": int8_min_rows is " + std::to_string(layer.int8_min_rows) +
+                        "; expected >= 0 (0: never)");
+  }
   return layer;
 }
 

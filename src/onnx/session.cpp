@@ -192,6 +192,17 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
   // z = M^T x (a quantized_dense of K ternary rows with coefficient 1, on the same kernels or
   // accelerator) followed by y = C^T z + b (a K-deep fp32 GEMM on the CPU).
   auto compressed_runner = [&](const compressed_layer& l, const float* bias) -> layer_runner {
+    if (!l.factorized && l.int8_min_rows > 0 && options.activation_bits == 0 &&
+        options.device == backend::cpu) {
+      // As the runtime's operator runs it: 8-bit activations from int8_min_rows rows on.
+      const auto layer = qsl_layer(l.code, l, bias);
+      return [layer, from = l.int8_min_rows](const float* x, std::int64_t batch, float* y) {
+        if (batch >= from)
+          layer->forward_int8(x, batch, y);
+        else
+          layer->forward(x, batch, y);
+      };
+    }
     if (!l.factorized) return runner_of(qsl_layer(l.code, l, bias));
     if (options.device != backend::cpu && options.twd_accelerator) {
       twd_dense_parameters p;

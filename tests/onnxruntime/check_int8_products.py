@@ -4,6 +4,8 @@ runs as ORT's int8 product (DynamicQuantizeLinear -> MatMulInteger on the decode
 requantized per output at load), which ORT folds and fuses into DynamicQuantizeMatMul. Its
 outputs stay within the bound the two roundings allow of the fp32 form of the same code
 (derived below); qsl-run runs the same file with float activations, equal to the fp32 form.
+And qsl-compress --int8-rows: fused nodes with 8-bit activations from a row count on, within
+their own derived bound of the fp32 form, and bit for bit the same in qsl-run.
 
     python3 tests/onnxruntime/check_int8_products.py LIBQSL_ONNXRUNTIME QSL_COMPRESS QSL_RUN \\
         WORK_DIR
@@ -126,6 +128,75 @@ def case(library, compress_tool, run_tool, work, kind, k, n, options):
                                           f"form by {difference}")
 
 
+def int8_rows_bound(x, w):
+    """|8-bit product - fp32 product| per output for --int8-rows (per-vector and per-row
+    symmetric grids, qsl/cpu.hpp): x = sx qx + ex and w = sw qw + ew with |ex| <= sx / 2 and
+    |ew| <= sw / 2 (and a few ulps of the scaled values before rounding: 0.501), so
+    |x w - sx sw qx qw| <= |ex| |w| + sx |qx| |ew| <= 0.501 (sx sum |W| + sw sum (|x| + sx)),
+    plus the float rounding of the sum's conversion, the two scalings and both fp32 sums."""
+    sx = np.abs(x).max(axis=-1, keepdims=True) / 127
+    sw = np.abs(w).max(axis=0) / 127
+    abs_x = np.abs(x).sum(axis=-1, keepdims=True) + sx * x.shape[-1]
+    rounding = 1e-5 * (np.abs(x) @ np.abs(w))
+    return 0.501 * (sx * np.abs(w).sum(axis=0) + sw * abs_x) + rounding + 1e-6
+
+
+def int8_rows_case(library, compress_tool, run_tool, work, kind, k, n, options):
+    """qsl-compress --int8-rows 4: the fused node takes 8-bit activations from 4 rows per call
+    on; within int8_rows_bound of the fp32 form there, equal to it within float rounding below;
+    qsl-run's results equal ORT's bit for bit at every batch (the same arithmetic)."""
+    rng = np.random.default_rng(k * 7 + n)
+    name = f"{kind}_{k}x{n}_int8rows_{'_'.join(options)}"
+    source = os.path.join(work, name + ".onnx")
+    onnx.save(one_layer(kind, k, n, rng), source)
+    fp32_form = os.path.join(work, name + ".fp32.onnx")
+    int8_form = os.path.join(work, name + ".int8rows.onnx")
+    compress(compress_tool, source, fp32_form, options)
+    report = compress(compress_tool, source, int8_form, options + ["--int8-rows", "4"])
+    runs = [l["runs_as"] for l in report["layers"] if l["compressed"]]
+    check(runs == ["QuantizedMatMul (8-bit activations from 4 rows per call)"],
+          f"{name}: runs as {runs}")
+    fp32, int8 = session(fp32_form, library), session(int8_form, library)
+    for batch in (1, 3, 64):  # Gemm: 1, 3, 64 rows per call; MatMul: 5, 15, 320
+        x = rng.standard_normal((batch, 5, k) if kind == "matmul" else (batch, k))
+        x[0] *= 100  # vectors of other magnitudes: each has a grid of its own
+        x = x.astype(np.float32)
+        reference = fp32.run(None, {"x": x})[0]
+        got = int8.run(None, {"x": x})[0]
+        rows = x.size // k
+        scale = max(1.0, float(np.abs(reference).max()))
+        if rows < 4:
+            difference = float(np.abs(got - reference).max())
+            check(difference <= 1e-4 * scale, f"{name} batch {batch}: {rows} rows (float "
+                                              f"activations) differ from the fp32 form by {difference}")
+        else:
+            w = None  # the decoded weight, from the fp32 form on the identity and on zeros
+            ones = np.eye(k, dtype=np.float32)
+            if kind == "gemm":
+                bias = fp32.run(None, {"x": np.zeros((1, k), np.float32)})[0][0]
+                w = fp32.run(None, {"x": ones})[0] - bias
+            else:
+                w = fp32.run(None, {"x": np.repeat(ones[:, None, :], 5, axis=1)})[0][:, 0, :]
+            error = np.abs(got - reference)
+            bound = int8_rows_bound(x, w)
+            worst = float((error / bound).max())
+            print(f"{name} batch {batch}: max |8-bit - fp32 form| {error.max():.3g}, "
+                  f"{worst:.3f} of the bound")
+            check(worst <= 1.0, f"{name} batch {batch}: 8-bit activations exceed their bound "
+                                f"({worst:.3f} of it)")
+        npy, dumped = os.path.join(work, name + "_x.npy"), os.path.join(work, name + "_y.npy")
+        np.save(npy, x)
+        subprocess.run([run_tool, int8_form, "--npy", npy, "--dump-outputs", dumped],
+                       check=True, stdout=subprocess.DEVNULL)
+        ran = np.load(dumped).reshape(reference.shape)
+        if rows >= 4:
+            check(np.array_equal(ran, got), f"{name} batch {batch}: qsl-run's 8-bit products "
+                                            f"differ from ORT's by {np.abs(ran - got).max()}")
+        else:
+            check(float(np.abs(ran - got).max()) <= 1e-4 * scale,
+                  f"{name} batch {batch}: qsl-run differs from ORT")
+
+
 def main(library, compress_tool, run_tool, work):
     ort.set_default_logger_severity(3)
     shutil.rmtree(work, ignore_errors=True)
@@ -135,6 +206,11 @@ def main(library, compress_tool, run_tool, work):
         case(library, compress_tool, run_tool, work, kind, k, n, ["--bits", "2", "--group", "32"])
     case(library, compress_tool, run_tool, work, "gemm", 127, 37,
          ["--bits", "3", "--basis", "ternary", "--group", "0"])
+    for kind, k, n in (("matmul", 64, 63), ("gemm", 65, 33), ("gemm", 1, 5)):
+        int8_rows_case(library, compress_tool, run_tool, work, kind, k, n,
+                       ["--bits", "2", "--group", "32"])
+    int8_rows_case(library, compress_tool, run_tool, work, "matmul", 130, 97,
+                   ["--bits", "3", "--basis", "ternary", "--group", "0"])
     print(f"{failures()} failures")
     return 1 if failures() else 0
 

@@ -148,6 +148,62 @@ def run_case(library, rng, rows, cols, bits, ternary, group, x_shape, with_bias,
                                           f"{bound.reshape(-1)[np.argmax(error)]:.3g}")
 
 
+def dense32(signs, masks, alpha, g):
+    """W_hat in float32 summed over planes j = 0..k-1 in order, as qsl decodes it."""
+    values = np.where(signs, np.float32(1), np.float32(-1))
+    if masks is not None:
+        values = values * masks
+    a = alpha[:, np.arange(signs.shape[2]) // g, :]
+    w = np.zeros(signs.shape[::2], np.float32)
+    for j in range(signs.shape[1]):
+        w = (w + a[:, :, j] * values[:, j, :]).astype(np.float32)
+    return w
+
+
+def int8_grid(v):
+    """Rows of v on their symmetric int8 grids (docs/design.md): q and the scales."""
+    scale = (np.abs(v).max(axis=1) / np.float32(127)).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        inverse = (np.float32(1) / scale).astype(np.float32)
+    ok = (scale > 0) & np.isfinite(inverse)
+    scale = np.where(ok, scale, np.float32(0)).astype(np.float32)
+    inverse = np.where(ok, inverse, np.float32(0)).astype(np.float32)
+    q = np.rint(np.clip((v * inverse[:, None]).astype(np.float32), -127, 127))
+    return q.astype(np.int64), scale
+
+
+def run_int8_case(library, rng, rows, cols, bits, ternary, group, batch, with_bias, threads,
+                  min_rows):
+    """int8_min_rows: from min_rows rows on, 8-bit activations with exactly the defined
+    arithmetic (integer sums exact, the float steps in their order: bit for bit); below, the
+    float path within its bound."""
+    signs, masks, alpha, g = random_code(rng, rows, cols, bits, ternary, group)
+    bias = rng.standard_normal(rows).astype(np.float32) if with_bias else None
+    x = rng.standard_normal((batch, cols)).astype(np.float32)
+    x[0, :] *= 1e3  # a vector of another magnitude: every vector has a grid of its own
+    s = session(library, model(rows, cols, bits, ternary, group, signs, masks, alpha, bias,
+                               [batch, cols], attrs={"int8_min_rows": min_rows}), threads)
+    y = s.run(None, {"x": x})[0]
+    label = (f"int8_min_rows {min_rows}: {rows}x{cols} k={bits} "
+             f"{'ternary' if ternary else 'binary'} g={group} batch {batch} threads={threads}")
+    w = dense32(signs, masks, alpha, g)
+    if batch < min_rows:
+        w64, w_abs = dense(signs, masks, alpha, g)
+        expected = x.astype(np.float64) @ w64.T + (0 if bias is None else bias)
+        m = cols * bits + 2 * bits + 4
+        bound = m * U / (1 - m * U) * (np.abs(x) @ w_abs.T + (0 if bias is None else np.abs(bias)))
+        check(np.all(np.abs(y - expected) <= bound + 1e-30), f"{label}: the float path is off")
+        return
+    qw, sw = int8_grid(w)
+    qx, sx = int8_grid(x)
+    sums = (qx @ qw.T).astype(np.float32)
+    expected = ((sums * sx[:, None]).astype(np.float32) * sw[None, :]).astype(np.float32)
+    if bias is not None:
+        expected = (expected + bias).astype(np.float32)
+    check(np.array_equal(y, expected), f"{label}: differs from the 8-bit definition by "
+                                       f"{np.abs(y - expected).max():.3g}")
+
+
 def expect_error(library, model_bytes, fragments, feed=None):
     try:
         s = session(library, model_bytes)
@@ -229,6 +285,15 @@ def main(library):
         run_case(library, rng, 40, 129, 2, False, 32, [5, 129], True, 2, act, False)
         run_case(library, rng, 40, 129, 2, True, 0, [3, 129], False, 1, act, True)
 
+    # 8-bit activations from int8_min_rows on: group sizes that are and are not multiples of
+    # 32 (the AVX-512 decoder's fused path and the generic one), edge widths, both bases.
+    for cols in (1, 31, 64, 65, 131, 1024):
+        for bits, ternary, group in ((1, False, 0), (2, False, 32), (3, True, 0), (2, False, 8),
+                                     (4, True, 128)):
+            run_int8_case(library, rng, 37, cols, bits, ternary, group, 5, True, 2, 3)
+    for batch in (1, 2, 3, 64, 300):  # below and from the threshold; two chunks of vectors
+        run_int8_case(library, rng, 300, 257, 2, False, 128, batch, batch % 2 == 0, 1, 3)
+
     # Nodes that read one code (an unrolled recurrence) share one packed copy.
     grown = shared_code_rss_growth(library)
     check(grown < 40, f"24 nodes on one 4096 x 4096 code grew the process by {grown:.0f} MiB "
@@ -263,6 +328,15 @@ def main(library):
     expect_error(library, model(**good, attrs={"format_version": 2}),
                  ["qmm", "format_version is 2", "reads 1"])
     expect_error(library, model(**good, attrs={"bits": 9}), ["qmm", "bits is 9"])
+    expect_error(library, model(**good, attrs={"int8_min_rows": -1}),
+                 ["qmm", "int8_min_rows is -1", "expected >= 0"])
+    expect_error(library, model(**good, activation={"activation_bits": 4},
+                                attrs={"int8_min_rows": 2}),
+                 ["qmm", "int8_min_rows is 2", "encodes its activations"])
+    nan_x = np.zeros((2, 20), np.float32)
+    nan_x[1, 7] = np.nan
+    expect_error(library, model(**good, attrs={"int8_min_rows": 2}),
+                 ["qmm", "8-bit activations", "nan at row 1, col 7"], {"x": nan_x})
     print(f"{failures()} failures")
     return 1 if failures() else 0
 

@@ -1,0 +1,259 @@
+// 8-bit activation products (qsl/cpu.hpp, docs/design.md "8-bit activation products"): the
+// int8 grids of W_hat's rows and of the input vectors, the exact integer sums, and the one float
+// step both qsl's loop and ONNX Runtime's integer GEMM finish with.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+#include "cpu/kernels.hpp"
+#include "cpu/thread_pool.hpp"
+#include "qsl/cpu.hpp"
+#include "qsl/error.hpp"
+#include "scratch.hpp"
+
+namespace qsl {
+namespace {
+
+// Rows decoded per task: a 16-row float block of a 4096-wide layer stays in L2.
+constexpr std::int64_t rows_per_task = 16;
+
+// The grid of values whose largest magnitude is `largest`: scale = largest / 127, values are
+// multiplied by 1 / scale. A grid too fine for float (largest below ~1e-36, where 1 / scale
+// overflows) counts as all zero: scale 0.
+float grid_scale(float largest) {
+  const float scale = largest / 127.0f;
+  return scale > 0.0f && std::isfinite(1.0f / scale) ? scale : 0.0f;
+}
+
+float grid_inverse(float scale) { return scale > 0.0f ? 1.0f / scale : 0.0f; }
+
+// q = rint(clamp(value * inverse, -127, 127)) (ties to even, the default rounding mode), stored
+// as q (int8) or q + 128 (`Excess`: the unsigned operand of u8 x s8 GEMMs). On x86 16 values
+// at a time with SSE2, which every x86-64 CPU has (cvtps2dq rounds as nearbyint does; the
+// compiler does not vectorize the scalar loop, whose nearbyint is a library call per value).
+template <bool Excess, class Byte>
+void to_grid(const float* values, std::int64_t count, float inverse, Byte* q) {
+  std::int64_t c = 0;
+#if defined(__SSE2__)
+  const __m128 scale = _mm_set1_ps(inverse), lo = _mm_set1_ps(-127.0f), hi = _mm_set1_ps(127.0f);
+  const __m128i excess = _mm_set1_epi8(static_cast<char>(0x80));
+  auto grid4 = [&](std::int64_t at) {
+    const __m128 v = _mm_mul_ps(_mm_loadu_ps(values + at), scale);
+    return _mm_cvtps_epi32(_mm_min_ps(_mm_max_ps(v, lo), hi));
+  };
+  for (; c + 16 <= count; c += 16) {
+    __m128i bytes = _mm_packs_epi16(_mm_packs_epi32(grid4(c), grid4(c + 4)),
+                                    _mm_packs_epi32(grid4(c + 8), grid4(c + 12)));
+    if (Excess) bytes = _mm_xor_si128(bytes, excess);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + c), bytes);
+  }
+#endif
+  for (; c < count; ++c) {
+    const float v = std::min(127.0f, std::max(-127.0f, values[c] * inverse));
+    const auto r = static_cast<std::int32_t>(std::nearbyint(v));
+    q[c] = static_cast<Byte>(Excess ? r + 128 : r);
+  }
+}
+
+// max |values|, and whether every value is finite (NaN or infinity compare "not <= FLT_MAX").
+float largest_magnitude(const float* values, std::int64_t count, bool* finite = nullptr) {
+  constexpr float largest_finite = std::numeric_limits<float>::max();
+  float m = 0.0f;
+  bool all_finite = true;
+  std::int64_t c = 0;
+#if defined(__SSE2__)
+  const __m128 magnitude = _mm_castsi128_ps(_mm_set1_epi32(0x7fffffff));
+  const __m128 limit = _mm_set1_ps(largest_finite);
+  __m128 m4 = _mm_setzero_ps(), bad = _mm_setzero_ps();
+  for (; c + 4 <= count; c += 4) {
+    const __m128 a = _mm_and_ps(_mm_loadu_ps(values + c), magnitude);
+    m4 = _mm_max_ps(m4, a);
+    bad = _mm_or_ps(bad, _mm_cmpnle_ps(a, limit));
+  }
+  alignas(16) float lanes[4];
+  _mm_store_ps(lanes, m4);
+  m = std::max(std::max(lanes[0], lanes[1]), std::max(lanes[2], lanes[3]));
+  all_finite = _mm_movemask_ps(bad) == 0;
+#endif
+  for (; c < count; ++c) {
+    const float a = std::fabs(values[c]);
+    m = std::max(m, a);
+    all_finite = all_finite && a <= largest_finite;
+  }
+  if (finite != nullptr) *finite = all_finite;
+  return m;
+}
+
+// Throws unless every value of vector `v` is finite, naming the first that is not.
+void require_finite(const float* row, std::int64_t cols, std::int64_t v) {
+  for (std::int64_t c = 0; c < cols; ++c)
+    if (!std::isfinite(row[c]))
+      throw error("8-bit activations: x has " + std::to_string(row[c]) + " at row " +
+                  std::to_string(v) + ", col " + std::to_string(c) + "; expected finite values");
+}
+
+// The grid of vector v (throws for NaN/Inf).
+float vector_scale(const float* row, std::int64_t cols, std::int64_t v) {
+  bool finite = true;
+  const float largest = largest_magnitude(row, cols, &finite);
+  if (!finite) require_finite(row, cols, v);
+  return grid_scale(largest);
+}
+
+void require_rows(const cpu_weights& w, std::int64_t first, std::int64_t last, const char* what) {
+  detail::require(first >= 0 && first <= last && last <= w.rows,
+                  std::string(what) + ": rows [" + std::to_string(first) + ", " +
+                      std::to_string(last) + ") are not within the layer's " +
+                      std::to_string(w.rows) + " rows");
+}
+
+// The active target's fused int8 decoder, or the generic one.
+auto int8_decoder() -> decltype(detail::cpu::kernel_table::decode_rows_int8) {
+  const auto fused = detail::cpu::active_kernels().decode_rows_int8;
+  return fused != nullptr ? fused : detail::cpu::decode_rows_int8_generic;
+}
+
+// Rows [first, last) of W_hat on their grids (q, or q + 128 when `excess`) into out, on
+// cpu_threads() threads, with the target's fused kernel where it has one.
+void decode_rows_int8(const cpu_weights& w, const float* scales, std::int64_t first,
+                      std::int64_t last, bool excess, std::uint8_t* out, const char* what) {
+  require_rows(w, first, last, what);
+  const auto fused = int8_decoder();
+  const std::int64_t tasks = (last - first + rows_per_task - 1) / rows_per_task;
+  detail::cpu::thread_pool::instance().run(tasks, [&](std::int64_t t) {
+    const std::int64_t n0 = first + t * rows_per_task, n1 = std::min(last, n0 + rows_per_task);
+    fused(w, scales, n0, n1, excess, out + (n0 - first) * w.cols);
+  });
+}
+
+std::int32_t dot(const std::int8_t* a, const std::int8_t* b, std::int64_t count) {
+  std::int32_t sum = 0;
+  for (std::int64_t c = 0; c < count; ++c)
+    sum += static_cast<std::int32_t>(a[c]) * static_cast<std::int32_t>(b[c]);
+  return sum;
+}
+
+}  // namespace
+
+std::vector<float> cpu_int8_row_scales(const cpu_weights& w) {
+  std::vector<float> scales(static_cast<std::size_t>(w.rows));
+  const std::int64_t tasks = (w.rows + rows_per_task - 1) / rows_per_task;
+  detail::cpu::thread_pool::instance().run(tasks, [&](std::int64_t t) {
+    const std::int64_t n0 = t * rows_per_task, n1 = std::min(w.rows, n0 + rows_per_task);
+    detail::scratch<float> rows(static_cast<std::size_t>((n1 - n0) * w.cols));
+    detail::cpu::decode_rows(w, n0, n1, rows.data());
+    for (std::int64_t n = n0; n < n1; ++n)
+      scales[static_cast<std::size_t>(n)] =
+          grid_scale(largest_magnitude(rows.data() + (n - n0) * w.cols, w.cols));
+  });
+  return scales;
+}
+
+namespace detail::cpu {
+
+void decode_rows_int8_generic(const cpu_weights& w, const float* scales, std::int64_t first,
+                              std::int64_t last, bool excess, std::uint8_t* out) {
+  detail::scratch<float> row(static_cast<std::size_t>(w.cols));
+  for (std::int64_t n = first; n < last; ++n) {
+    decode_rows(w, n, n + 1, row.data());
+    std::uint8_t* q = out + (n - first) * w.cols;
+    if (excess)
+      to_grid<true>(row.data(), w.cols, grid_inverse(scales[n]), q);
+    else
+      to_grid<false>(row.data(), w.cols, grid_inverse(scales[n]), reinterpret_cast<std::int8_t*>(q));
+  }
+}
+
+}  // namespace detail::cpu
+
+void cpu_decode_rows_int8(const cpu_weights& w, const float* scales, std::int64_t first,
+                          std::int64_t last, std::int8_t* out) {
+  decode_rows_int8(w, scales, first, last, false, reinterpret_cast<std::uint8_t*>(out),
+                   "cpu_decode_rows_int8");
+}
+
+void cpu_decode_rows_excess128(const cpu_weights& w, const float* scales, std::int64_t first,
+                               std::int64_t last, std::uint8_t* out) {
+  decode_rows_int8(w, scales, first, last, true, out, "cpu_decode_rows_excess128");
+}
+
+void quantize_vectors_int8(const float* x, std::int64_t batch, std::int64_t cols, std::int8_t* q,
+                           float* scales) {
+  for (std::int64_t v = 0; v < batch; ++v) {
+    const float* row = x + v * cols;
+    scales[v] = vector_scale(row, cols, v);
+    to_grid<false>(row, cols, grid_inverse(scales[v]), q + v * cols);
+  }
+}
+
+void quantize_vectors_int8_transposed(const float* x, std::int64_t batch, std::int64_t cols,
+                                      std::int8_t* q_t, float* scales) {
+  // 16 vectors at a time: on their grids row by row (vectorized), then transposed in 16 x 64
+  // tiles, so that both the reads and the writes stay within a few cache lines.
+  constexpr std::int64_t tile = 16, tile_cols = 64;
+  detail::scratch<std::int8_t> rows(static_cast<std::size_t>(tile * cols));
+  for (std::int64_t v0 = 0; v0 < batch; v0 += tile) {
+    const std::int64_t count = std::min(tile, batch - v0);
+    quantize_vectors_int8(x + v0 * cols, count, cols, rows.data(), scales + v0);
+    for (std::int64_t c0 = 0; c0 < cols; c0 += tile_cols) {
+      const std::int64_t c1 = std::min(cols, c0 + tile_cols);
+      for (std::int64_t c = c0; c < c1; ++c)
+        for (std::int64_t v = 0; v < count; ++v) q_t[c * batch + v0 + v] = rows[v * cols + c];
+    }
+  }
+}
+
+void finish_int8_products(const std::int32_t* sums, std::int64_t v_stride, std::int64_t n_stride,
+                          const float* x_scales, std::int64_t batch, const float* w_scales,
+                          std::int64_t n0, std::int64_t count, const float* bias, float* y,
+                          std::int64_t y_stride) {
+  // Tiles of 16 vectors x 64 outputs: sums laid out either way (one vector's row, or one
+  // output's) are read a cache line at a time, and y a row of 64 floats at a time.
+  constexpr std::int64_t tile_vectors = 16, tile_outputs = 64;
+  for (std::int64_t v0 = 0; v0 < batch; v0 += tile_vectors)
+    for (std::int64_t i0 = 0; i0 < count; i0 += tile_outputs) {
+      const std::int64_t v1 = std::min(batch, v0 + tile_vectors);
+      const std::int64_t i1 = std::min(count, i0 + tile_outputs);
+      for (std::int64_t v = v0; v < v1; ++v) {
+        float* out = y + v * y_stride + n0;
+        const std::int32_t* s = sums + v * v_stride;
+        const float sx = x_scales[v];
+        for (std::int64_t i = i0; i < i1; ++i) {
+          const float product = static_cast<float>(s[i * n_stride]) * sx * w_scales[n0 + i];
+          out[i] = bias != nullptr ? product + bias[n0 + i] : product;
+        }
+      }
+    }
+}
+
+void cpu_forward_int8(const cpu_weights& w, const float* scales, const float* x,
+                      std::int64_t batch, const float* bias, float* y) {
+  detail::require(w.cols <= cpu_int8_max_cols,
+                  "8-bit activations: the layer has " + std::to_string(w.cols) +
+                      " columns; int32 sums hold at most " + std::to_string(cpu_int8_max_cols));
+  if (batch <= 0) return;
+  detail::scratch<std::int8_t> xq(static_cast<std::size_t>(batch * w.cols));
+  std::vector<float> x_scales(static_cast<std::size_t>(batch));
+  quantize_vectors_int8(x, batch, w.cols, xq.data(), x_scales.data());
+  const std::int64_t tasks = (w.rows + rows_per_task - 1) / rows_per_task;
+  detail::cpu::thread_pool::instance().run(tasks, [&](std::int64_t t) {
+    const std::int64_t n0 = t * rows_per_task, count = std::min(w.rows - n0, rows_per_task);
+    detail::scratch<std::int8_t> wq(static_cast<std::size_t>(count * w.cols));
+    int8_decoder()(w, scales, n0, n0 + count, false, reinterpret_cast<std::uint8_t*>(wq.data()));
+    std::vector<std::int32_t> sums(static_cast<std::size_t>(batch * count));
+    for (std::int64_t v = 0; v < batch; ++v)
+      for (std::int64_t i = 0; i < count; ++i)
+        sums[static_cast<std::size_t>(v * count + i)] =
+            dot(xq.data() + v * w.cols, wq.data() + i * w.cols, w.cols);
+    finish_int8_products(sums.data(), count, 1, x_scales.data(), batch, scales, n0, count, bias,
+                         y, w.rows);
+  });
+}
+
+}  // namespace qsl

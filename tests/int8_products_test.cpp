@@ -1,0 +1,207 @@
+// 8-bit activation products (qsl/cpu.hpp) on every CPU target, against the definition written
+// out here in scalar code: the int8 grids of W_hat's rows (from reconstruct(), whose floats the
+// decoders must reproduce) and of the vectors, exact int64 sums, the float step in its order.
+// Every fast path (AVX-512's byte-shuffle and fused decoders, the generic one) must give the
+// same bytes and the same floats; against the float product the error stays within its bound.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "cpu_target_fixture.hpp"
+#include "qsl/cpu.hpp"
+#include "qsl/quantized_dense.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+using qsl::row_matrix_f;
+
+class Int8Products : public qsl::test::on_each_cpu_target {};
+
+// The grid of a row: scale = max |v| / 127, 0 when 1 / scale is not finite.
+float grid_scale(const float* v, std::int64_t n) {
+  float largest = 0.0f;
+  for (std::int64_t i = 0; i < n; ++i) largest = std::max(largest, std::fabs(v[i]));
+  const float scale = largest / 127.0f;
+  return scale > 0.0f && std::isfinite(1.0f / scale) ? scale : 0.0f;
+}
+
+int grid_point(float v, float scale) {
+  const float inverse = scale > 0.0f ? 1.0f / scale : 0.0f;
+  return static_cast<int>(std::nearbyint(std::min(127.0f, std::max(-127.0f, v * inverse))));
+}
+
+struct grids {
+  std::vector<float> scales;
+  std::vector<int> q;  // rows x cols
+};
+
+grids grids_of(const row_matrix_f& m) {
+  grids g;
+  for (std::int64_t r = 0; r < m.rows(); ++r) {
+    g.scales.push_back(grid_scale(m.row(r).data(), m.cols()));
+    for (std::int64_t c = 0; c < m.cols(); ++c) g.q.push_back(grid_point(m(r, c), g.scales.back()));
+  }
+  return g;
+}
+
+// y by the definition: (float(sum) * sx) * sw + b.
+row_matrix_f defined_product(const qsl::weight_code& code, const row_matrix_f& x,
+                             const std::vector<float>& bias) {
+  const row_matrix_f w = qsl::reconstruct(code);
+  const grids gw = grids_of(w), gx = grids_of(x);
+  row_matrix_f y(x.rows(), code.rows);
+  for (std::int64_t v = 0; v < x.rows(); ++v)
+    for (std::int64_t n = 0; n < code.rows; ++n) {
+      std::int64_t sum = 0;
+      for (std::int64_t c = 0; c < code.cols; ++c)
+        sum += std::int64_t{gx.q[v * code.cols + c]} * gw.q[n * code.cols + c];
+      const float product = static_cast<float>(sum) * gx.scales[v] * gw.scales[n];
+      y(v, n) = bias.empty() ? product : product + bias[n];
+    }
+  return y;
+}
+
+TEST_P(Int8Products, DecodedGridsAreTheDefinition) {
+  std::uint32_t seed = 40;
+  for (std::int64_t cols : {1, 31, 32, 33, 64, 65, 131, 256, 257})
+    for (std::int64_t group : {0, 8, 32, 64, 128})
+      for (auto basis : {qsl::basis::binary, qsl::basis::ternary})
+        for (int bits : {1, 2, 3, 4, 5}) {
+          if (group >= cols) continue;
+          const auto code = qsl::test::random_code(37, cols, bits, basis, group, ++seed);
+          const row_matrix_f w = qsl::reconstruct(code);
+          const grids expected = grids_of(w);
+          const qsl::cpu_weights packed = qsl::pack_for_cpu(code);
+          const std::string what = std::to_string(cols) + " cols, group " +
+                                   std::to_string(group) + ", k " + std::to_string(bits) +
+                                   (basis == qsl::basis::ternary ? " ternary" : " binary");
+          const std::vector<float> scales = qsl::cpu_int8_row_scales(packed);
+          ASSERT_EQ(scales, expected.scales) << what;
+          std::vector<std::int8_t> q(static_cast<std::size_t>(20 * cols));
+          std::vector<std::uint8_t> excess(q.size());
+          qsl::cpu_decode_rows_int8(packed, scales.data(), 17, 37, q.data());
+          qsl::cpu_decode_rows_excess128(packed, scales.data(), 17, 37, excess.data());
+          for (std::size_t i = 0; i < q.size(); ++i) {
+            ASSERT_EQ(q[i], expected.q[17 * cols + i]) << what << ", value " << i;
+            ASSERT_EQ(excess[i], expected.q[17 * cols + i] + 128) << what << ", value " << i;
+          }
+        }
+}
+
+TEST_P(Int8Products, ForwardIsTheIntegerProductOnAnyThreadCount) {
+  std::uint32_t seed = 7;
+  for (std::int64_t cols : qsl::test::edge_dims())
+    for (auto [bits, basis, group] : {std::tuple{2, qsl::basis::binary, std::int64_t{32}},
+                                      std::tuple{3, qsl::basis::ternary, std::int64_t{0}},
+                                      std::tuple{1, qsl::basis::binary, std::int64_t{8}},
+                                      std::tuple{4, qsl::basis::binary, std::int64_t{128}}}) {
+      if (group >= cols) group = 0;
+      const auto code = qsl::test::random_code(41, cols, bits, basis, group, ++seed);
+      row_matrix_f x = qsl::test::gaussian_rows(5, cols, ++seed);
+      x.row(1) *= 1e4f;  // vectors of other magnitudes: grids of their own
+      x.row(2).setZero();
+      std::vector<float> bias(41);
+      for (std::size_t n = 0; n < bias.size(); ++n) bias[n] = 0.25f * static_cast<float>(n);
+      const row_matrix_f expected = defined_product(code, x, bias);
+      const qsl::cpu_weights packed = qsl::pack_for_cpu(code);
+      const std::vector<float> scales = qsl::cpu_int8_row_scales(packed);
+      for (int threads : {1, 2, 3}) {
+        qsl::set_cpu_threads(threads);
+        row_matrix_f y(5, 41);
+        qsl::cpu_forward_int8(packed, scales.data(), x.data(), 5, bias.data(), y.data());
+        ASSERT_EQ(y, expected) << cols << " cols, k " << bits << ", " << threads << " threads";
+      }
+    }
+}
+
+// Against the float product: x = sx qx + ex, w = sw qw + ew, |ex| <= sx / 2, |ew| <= sw / 2
+// (0.501: a few ulps of the scaled values), so |x w - sx sw qx qw| <= 0.501 (sx sum |w| +
+// sw sum (|x| + sx)), plus the float steps' rounding of the result (4 ulps, in double here).
+TEST_P(Int8Products, CloseToTheFloatProductWithinTheDerivedBound) {
+  const auto code = qsl::test::random_code(70, 300, 2, qsl::basis::binary, 64, 3);
+  const row_matrix_f x = qsl::test::gaussian_rows(9, 300, 4);
+  const qsl::cpu_weights packed = qsl::pack_for_cpu(code);
+  const std::vector<float> scales = qsl::cpu_int8_row_scales(packed);
+  row_matrix_f y(9, 70);
+  qsl::cpu_forward_int8(packed, scales.data(), x.data(), 9, nullptr, y.data());
+  const Eigen::MatrixXd w = qsl::reconstruct(code).cast<double>();
+  const Eigen::MatrixXd exact = x.cast<double>() * w.transpose();
+  const double u = std::numeric_limits<float>::epsilon() / 2;
+  double worst = 0;
+  for (std::int64_t v = 0; v < 9; ++v) {
+    const double sx = x.row(v).cwiseAbs().maxCoeff() / 127.0;
+    for (std::int64_t n = 0; n < 70; ++n) {
+      const double sw = scales[static_cast<std::size_t>(n)];
+      const double bound = 0.501 * (sx * w.row(n).cwiseAbs().sum() +
+                                    sw * (x.row(v).cast<double>().cwiseAbs().sum() + 300 * sx)) +
+                           4 * u * std::fabs(exact(v, n));
+      const double error = std::fabs(y(v, n) - exact(v, n));
+      ASSERT_LE(error, bound) << "vector " << v << ", row " << n;
+      worst = std::max(worst, error / bound);
+    }
+  }
+  EXPECT_GT(worst, 0.01);  // the bound is not vacuous: the grids do round
+}
+
+TEST_P(Int8Products, EdgeValuesAndBadInputsAreNamed) {
+  auto code = qsl::test::random_code(3, 40, 2, qsl::basis::binary, 0, 1);
+  code.coefficients[0] = code.coefficients[1] = 0.0f;  // row 0 is all zero
+  qsl::compute_offsets(code);
+  const qsl::cpu_weights packed = qsl::pack_for_cpu(code);
+  const std::vector<float> scales = qsl::cpu_int8_row_scales(packed);
+  EXPECT_EQ(scales[0], 0.0f);
+  row_matrix_f x = row_matrix_f::Constant(2, 40, 1e-40f);  // too fine a grid: counts as zero
+  row_matrix_f y(2, 3);
+  const float bias[3] = {1.0f, 2.0f, 3.0f};
+  qsl::cpu_forward_int8(packed, scales.data(), x.data(), 2, bias, y.data());
+  EXPECT_EQ(y, (row_matrix_f(2, 3) << 1, 2, 3, 1, 2, 3).finished());
+  x(1, 17) = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_NE(qsl::test::error_of([&] {
+              qsl::cpu_forward_int8(packed, scales.data(), x.data(), 2, nullptr, y.data());
+            }).find("x has nan at row 1, col 17"),
+            std::string::npos);
+  std::vector<std::int8_t> q(40 * 3);
+  EXPECT_NE(qsl::test::error_of([&] {
+              qsl::cpu_decode_rows_int8(packed, scales.data(), 2, 4, q.data());
+            }).find("rows [2, 4) are not within the layer's 3 rows"),
+            std::string::npos);
+  const auto wide = qsl::pack_for_cpu(
+      qsl::test::random_code(1, qsl::cpu_int8_max_cols + 1, 1, qsl::basis::binary, 0, 2));
+  std::vector<float> wide_x(static_cast<std::size_t>(wide.cols), 1.0f);
+  float wide_y = 0;
+  EXPECT_NE(qsl::test::error_of([&] {
+              qsl::cpu_forward_int8(wide, scales.data(), wide_x.data(), 1, nullptr, &wide_y);
+            }).find("int32 sums hold at most 133143"),
+            std::string::npos);
+}
+
+TEST_P(Int8Products, QuantizedDenseForwardInt8IsTheCpuProduct) {
+  const Eigen::MatrixXf w = qsl::test::gaussian_rows(33, 130, 5);
+  const Eigen::VectorXf b = Eigen::VectorXf::LinSpaced(33, -1.0f, 1.0f);
+  qsl::quantized_dense_options options;
+  options.weights.bits = 2;
+  options.weights.group_size = 32;
+  const auto layer = qsl::quantized_dense::compress(w, b, options);
+  const row_matrix_f x = qsl::test::gaussian_rows(6, 130, 6);
+  const std::vector<float> bias(b.data(), b.data() + 33);
+  row_matrix_f y(6, 33);
+  layer.forward_int8(x.data(), 6, y.data());
+  EXPECT_EQ(y, defined_product(layer.code(), x, bias));
+  const auto copy = layer;  // shares the grids
+  row_matrix_f again(6, 33);
+  copy.forward_int8(x.data(), 6, again.data());
+  EXPECT_EQ(again, y);
+  options.activation_bits = 4;
+  const auto encoded = qsl::quantized_dense::compress(w, b, options);
+  EXPECT_NE(qsl::test::error_of([&] { encoded.forward_int8(x.data(), 6, y.data()); })
+                .find("encodes its activations with 4 bits"),
+            std::string::npos);
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryTarget, Int8Products, testing::ValuesIn(qsl::supported_cpu_targets()),
+                         [](const auto& info) { return std::string(qsl::to_string(info.param)); });
+
+}  // namespace
