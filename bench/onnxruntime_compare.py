@@ -202,16 +202,22 @@ print(created, peak, rss("VmRSS"))
 
 def memory(a):
     """VmRSS right after session creation, its peak, and after glibc's malloc_trim(0), for ORT
-    fp32 and ORT + qsl 2-bit of each model (files made by an earlier run in WORK_DIR)."""
+    fp32, int8 and ORT + qsl 2-bit (its three forms) of each model (files made by an earlier
+    run in WORK_DIR)."""
     print("| model | variant | VmRSS after creation | peak (VmHWM) | after malloc_trim(0) |")
     print("|---|---|---|---|---|")
     for name in a.models.split(","):
         fp32 = BUNDLED if name == "bundled" else (
             os.path.join(PRETRAINED, REAL[name]) if name in REAL
             else os.path.join(a.work, name + ".onnx"))
-        for label, path, library in (("fp32", fp32, ""),
-                                     ("ORT + qsl 2-bit", os.path.join(a.work, name + ".qsl2.onnx"),
-                                      a.library)):
+        for label, path, library in (
+                ("fp32", fp32, ""),
+                ("int8 quantize_dynamic", os.path.join(a.work, name + ".int8.onnx"), ""),
+                ("ORT + qsl 2-bit", os.path.join(a.work, name + ".qsl2.onnx"), a.library),
+                ("ORT + qsl 2-bit --native-int8",
+                 os.path.join(a.work, name + ".qsl2.int8.onnx"), a.library),
+                ("ORT + qsl 2-bit --int8-rows 16",
+                 os.path.join(a.work, name + ".qsl2.int8rows.onnx"), a.library)):
             out = subprocess.run([sys.executable, "-c", TRIM_CHILD, path, library], check=True,
                                  capture_output=True, text=True).stdout.split()
             cells = " | ".join(f"{float(v) / 1024:.0f} MiB" for v in out[-3:])

@@ -112,26 +112,26 @@ void validate(const weight_code& code, const char* what) {
     for (int j = 0; j < code.bits; ++j) {
       const word* sign = code.sign_plane(n, j);
       const word* mask = code.mask_plane(n, j);
-      detail::require((sign[words - 1] & ~tail) == 0 &&
-                          (mask == nullptr || (mask[words - 1] & ~tail) == 0),
-                      where + "row " + str(n) + " plane " + str(j) +
-                          " has padding bits set past column " + str(code.cols - 1));
+      // (Messages are built only on failure: these loops run over every row at load.)
+      if ((sign[words - 1] & ~tail) != 0 || (mask != nullptr && (mask[words - 1] & ~tail) != 0))
+        throw error(where + "row " + str(n) + " plane " + str(j) +
+                    " has padding bits set past column " + str(code.cols - 1));
       if (mask != nullptr)
         for (std::int64_t w = 0; w < words; ++w)
-          detail::require((sign[w] & ~mask[w]) == 0,
-                          where + "row " + str(n) + " plane " + str(j) +
-                              " has a sign bit under a zero mask bit in word " + str(w));
+          if ((sign[w] & ~mask[w]) != 0)
+            throw error(where + "row " + str(n) + " plane " + str(j) +
+                        " has a sign bit under a zero mask bit in word " + str(w));
     }
   for (std::size_t i = 0; i < code.coefficients.size(); ++i)
-    detail::require(std::isfinite(code.coefficients[i]),
-                    where + "coefficient " + str(static_cast<std::int64_t>(i)) + " is " +
-                        std::to_string(code.coefficients[i]) + "; expected a finite value");
+    if (!std::isfinite(code.coefficients[i]))
+      throw error(where + "coefficient " + str(static_cast<std::int64_t>(i)) + " is " +
+                  std::to_string(code.coefficients[i]) + "; expected a finite value");
   const std::vector<float> expected = offsets_of(code);
   for (std::int64_t n = 0; n < code.rows; ++n)
-    detail::require(code.offsets[n] == expected[n],
-                    where + "offset of row " + str(n) + " is " + std::to_string(code.offsets[n]) +
-                        "; expected " + std::to_string(expected[n]) +
-                        " from the planes and coefficients");
+    if (code.offsets[n] != expected[n])
+      throw error(where + "offset of row " + str(n) + " is " + std::to_string(code.offsets[n]) +
+                  "; expected " + std::to_string(expected[n]) +
+                  " from the planes and coefficients");
 }
 
 std::vector<std::uint8_t> plane_bytes(const weight_code& code, bool masks) {
@@ -160,10 +160,10 @@ void read_plane_bytes(weight_code& code, bool masks, const std::uint8_t* bytes,
       const std::uint8_t* src = bytes + (n * code.bits + j) * per_plane;
       for (std::int64_t b = 0; b < per_plane; ++b) plane[b / 8] |= word{src[b]} << (8 * (b % 8));
       const std::int64_t last = code.words_per_plane() - 1;
-      detail::require((plane[last] & ~range_mask(last, 0, code.cols)) == 0,
-                      std::string(what) + ": row " + str(n) + " " + (masks ? "mask" : "sign") +
-                          " plane " + std::to_string(j) + " has bits set past column " +
-                          str(code.cols - 1));
+      if ((plane[last] & ~range_mask(last, 0, code.cols)) != 0)
+        throw error(std::string(what) + ": row " + str(n) + " " + (masks ? "mask" : "sign") +
+                    " plane " + std::to_string(j) + " has bits set past column " +
+                    str(code.cols - 1));
     }
 }
 

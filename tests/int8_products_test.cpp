@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <limits>
+#include <random>
 #include <vector>
 
 #include "cpu_target_fixture.hpp"
@@ -144,6 +145,57 @@ TEST_P(Int8Products, CloseToTheFloatProductWithinTheDerivedBound) {
     }
   }
   EXPECT_GT(worst, 0.01);  // the bound is not vacuous: the grids do round
+}
+
+TEST_P(Int8Products, TransposedQuantizationIsTheRowMajorOneTransposed) {
+  for (std::int64_t batch : {1, 15, 16, 17, 40})
+    for (std::int64_t cols : {1, 16, 33, 64, 131}) {
+      row_matrix_f x = qsl::test::gaussian_rows(batch, cols, static_cast<std::uint32_t>(batch * cols));
+      std::vector<std::int8_t> q(static_cast<std::size_t>(batch * cols)), q_t(q.size());
+      std::vector<float> scales(static_cast<std::size_t>(batch)), scales_t(scales.size());
+      qsl::quantize_vectors_int8(x.data(), batch, cols, q.data(), scales.data());
+      qsl::quantize_vectors_int8_transposed(x.data(), batch, cols, q_t.data(), scales_t.data());
+      ASSERT_EQ(scales, scales_t);
+      for (std::int64_t v = 0; v < batch; ++v)
+        for (std::int64_t c = 0; c < cols; ++c)
+          ASSERT_EQ(q_t[static_cast<std::size_t>(c * batch + v)], q[static_cast<std::size_t>(v * cols + c)])
+              << batch << " x " << cols << " at " << v << ", " << c;
+    }
+}
+
+// The float step reads sums laid out either way (vector-major, or the layer's rows first as
+// ORT's integer GEMM returns them) and writes the same floats: 4 x 4 register blocks and the
+// scalar remainders alike.
+TEST_P(Int8Products, FinishIsTheDefinitionInBothLayouts) {
+  std::mt19937 rng(9);
+  for (std::int64_t batch : {1, 4, 7, 21})
+    for (std::int64_t count : {1, 4, 67}) {
+      std::vector<std::int32_t> sums(static_cast<std::size_t>(batch * count));
+      for (auto& v : sums) v = static_cast<std::int32_t>(rng() % 4000000) - 2000000;
+      std::vector<float> sx(static_cast<std::size_t>(batch)), sw(static_cast<std::size_t>(count + 3)),
+          bias(sw.size());
+      for (auto& v : sx) v = static_cast<float>(rng() % 1000) / 997.0f;
+      for (auto& v : sw) v = static_cast<float>(rng() % 1000) / 991.0f;
+      for (auto& v : bias) v = static_cast<float>(rng() % 1000) / 7.0f;
+      const std::int64_t n0 = 3, stride = count + 5;
+      row_matrix_f by_vector = row_matrix_f::Zero(batch, stride), by_row = by_vector;
+      std::vector<std::int32_t> transposed(sums.size());
+      for (std::int64_t v = 0; v < batch; ++v)
+        for (std::int64_t i = 0; i < count; ++i)
+          transposed[static_cast<std::size_t>(i * batch + v)] = sums[static_cast<std::size_t>(v * count + i)];
+      qsl::finish_int8_products(sums.data(), count, 1, sx.data(), batch, sw.data(), n0, count,
+                                bias.data(), by_vector.data(), stride);
+      qsl::finish_int8_products(transposed.data(), 1, batch, sx.data(), batch, sw.data(), n0,
+                                count, bias.data(), by_row.data(), stride);
+      for (std::int64_t v = 0; v < batch; ++v)
+        for (std::int64_t i = 0; i < count; ++i) {
+          const float want = static_cast<float>(sums[static_cast<std::size_t>(v * count + i)]) *
+                                 sx[static_cast<std::size_t>(v)] * sw[static_cast<std::size_t>(n0 + i)] +
+                             bias[static_cast<std::size_t>(n0 + i)];
+          ASSERT_EQ(by_vector(v, n0 + i), want) << batch << " x " << count;
+          ASSERT_EQ(by_row(v, n0 + i), want) << batch << " x " << count;
+        }
+    }
 }
 
 TEST_P(Int8Products, EdgeValuesAndBadInputsAreNamed) {

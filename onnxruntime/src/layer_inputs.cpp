@@ -52,9 +52,9 @@ void code_inputs::read() {
   if (masks != nullptr) read_plane_bytes(code, true, masks, "masks");
   code.coefficients.assign(coefficients, coefficients + code.coefficients.size());
   for (std::size_t i = 0; i < code.coefficients.size(); ++i)
-    detail::require(std::isfinite(code.coefficients[i]),
-                    "coefficient " + str(static_cast<std::int64_t>(i)) + " is " +
-                        std::to_string(code.coefficients[i]) + "; expected a finite value");
+    if (!std::isfinite(code.coefficients[i]))  // the message only on failure: a loop per weight row
+      throw qsl::error("coefficient " + str(static_cast<std::int64_t>(i)) + " is " +
+                       std::to_string(code.coefficients[i]) + "; expected a finite value");
   compute_offsets(code);
   validate(code, "weight code");
 }
@@ -93,9 +93,9 @@ std::vector<float> read_bias(const node_reader& node, std::size_t index, std::in
   if (b == nullptr) return bias;
   bias.assign(b, b + count);
   for (std::int64_t n = 0; n < count; ++n)
-    detail::require(std::isfinite(bias[static_cast<std::size_t>(n)]),
-                    "bias " + str(n) + " is " + std::to_string(bias[static_cast<std::size_t>(n)]) +
-                        "; expected a finite value");
+    if (!std::isfinite(bias[static_cast<std::size_t>(n)]))
+      throw qsl::error("bias " + str(n) + " is " +
+                       std::to_string(bias[static_cast<std::size_t>(n)]) + "; expected a finite value");
   return bias;
 }
 

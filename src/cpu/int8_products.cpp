@@ -9,6 +9,7 @@
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
+#include <xmmintrin.h>
 #endif
 
 #include "cpu/kernels.hpp"
@@ -192,22 +193,59 @@ void quantize_vectors_int8(const float* x, std::int64_t batch, std::int64_t cols
   }
 }
 
+namespace {
+
+// out column c = in row c for a 16 x 16 block of bytes: four rounds of interleaving rows i and
+// i + 8 (a perfect shuffle) transpose it; the scalar loop does the same for partial blocks.
+void transpose_bytes(const std::int8_t* in, std::int64_t in_stride, std::int64_t rows,
+                     std::int64_t cols, std::int8_t* out, std::int64_t out_stride) {
+#if defined(__SSE2__)
+  if (rows == 16 && cols == 16) {
+    __m128i a[16], b[16];
+    for (int r = 0; r < 16; ++r)
+      a[r] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + r * in_stride));
+    for (int round = 0; round < 4; ++round) {
+      for (int i = 0; i < 8; ++i) {
+        b[2 * i] = _mm_unpacklo_epi8(a[i], a[i + 8]);
+        b[2 * i + 1] = _mm_unpackhi_epi8(a[i], a[i + 8]);
+      }
+      for (int r = 0; r < 16; ++r) a[r] = b[r];
+    }
+    for (int c = 0; c < 16; ++c)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c * out_stride), a[c]);
+    return;
+  }
+#endif
+  for (std::int64_t c = 0; c < cols; ++c)
+    for (std::int64_t r = 0; r < rows; ++r) out[c * out_stride + r] = in[r * in_stride + c];
+}
+
+}  // namespace
+
 void quantize_vectors_int8_transposed(const float* x, std::int64_t batch, std::int64_t cols,
                                       std::int8_t* q_t, float* scales) {
-  // 16 vectors at a time: on their grids row by row (vectorized), then transposed in 16 x 64
-  // tiles, so that both the reads and the writes stay within a few cache lines.
-  constexpr std::int64_t tile = 16, tile_cols = 64;
+  // 16 vectors at a time: on their grids row by row (vectorized), then transposed 16 x 16
+  // bytes at a time into their columns of q_t.
+  constexpr std::int64_t tile = 16;
   detail::scratch<std::int8_t> rows(static_cast<std::size_t>(tile * cols));
   for (std::int64_t v0 = 0; v0 < batch; v0 += tile) {
     const std::int64_t count = std::min(tile, batch - v0);
     quantize_vectors_int8(x + v0 * cols, count, cols, rows.data(), scales + v0);
-    for (std::int64_t c0 = 0; c0 < cols; c0 += tile_cols) {
-      const std::int64_t c1 = std::min(cols, c0 + tile_cols);
-      for (std::int64_t c = c0; c < c1; ++c)
-        for (std::int64_t v = 0; v < count; ++v) q_t[c * batch + v0 + v] = rows[v * cols + c];
-    }
+    for (std::int64_t c0 = 0; c0 < cols; c0 += tile)
+      transpose_bytes(rows.data() + c0, cols, count, std::min(tile, cols - c0),
+                      q_t + c0 * batch + v0, batch);
   }
 }
+
+namespace {
+
+// One output of the float step, in the order qsl/cpu.hpp defines.
+inline float finished(std::int32_t sum, float sx, float sw, const float* bias, std::int64_t n) {
+  const float product = static_cast<float>(sum) * sx * sw;
+  return bias != nullptr ? product + bias[n] : product;
+}
+
+}  // namespace
 
 void finish_int8_products(const std::int32_t* sums, std::int64_t v_stride, std::int64_t n_stride,
                           const float* x_scales, std::int64_t batch, const float* w_scales,
@@ -220,14 +258,39 @@ void finish_int8_products(const std::int32_t* sums, std::int64_t v_stride, std::
     for (std::int64_t i0 = 0; i0 < count; i0 += tile_outputs) {
       const std::int64_t v1 = std::min(batch, v0 + tile_vectors);
       const std::int64_t i1 = std::min(count, i0 + tile_outputs);
-      for (std::int64_t v = v0; v < v1; ++v) {
+      std::int64_t v = v0;
+#if defined(__SSE2__)
+      // The layout of a product with the layer's rows first (v_stride 1): 4 x 4 blocks of
+      // sums transposed in registers, the same operations per value in the same order
+      // (cvtdq2ps rounds to nearest as the cast does).
+      if (v_stride == 1)
+        for (; v + 4 <= v1; v += 4) {
+          std::int64_t i = i0;
+          for (; i + 4 <= i1; i += 4) {
+            __m128 r[4];
+            for (int k = 0; k < 4; ++k)
+              r[k] = _mm_cvtepi32_ps(_mm_loadu_si128(
+                  reinterpret_cast<const __m128i*>(sums + (i + k) * n_stride + v)));
+            _MM_TRANSPOSE4_PS(r[0], r[1], r[2], r[3]);  // r[k]: vector v + k, outputs i..i+3
+            const __m128 sw = _mm_loadu_ps(w_scales + n0 + i);
+            for (int k = 0; k < 4; ++k) {
+              __m128 out = _mm_mul_ps(_mm_mul_ps(r[k], _mm_set1_ps(x_scales[v + k])), sw);
+              if (bias != nullptr) out = _mm_add_ps(out, _mm_loadu_ps(bias + n0 + i));
+              _mm_storeu_ps(y + (v + k) * y_stride + n0 + i, out);
+            }
+          }
+          for (; i < i1; ++i)
+            for (int k = 0; k < 4; ++k)
+              y[(v + k) * y_stride + n0 + i] = finished(
+                  sums[(v + k) * v_stride + i * n_stride], x_scales[v + k], w_scales[n0 + i], bias,
+                  n0 + i);
+        }
+#endif
+      for (; v < v1; ++v) {
         float* out = y + v * y_stride + n0;
         const std::int32_t* s = sums + v * v_stride;
-        const float sx = x_scales[v];
-        for (std::int64_t i = i0; i < i1; ++i) {
-          const float product = static_cast<float>(s[i * n_stride]) * sx * w_scales[n0 + i];
-          out[i] = bias != nullptr ? product + bias[n0 + i] : product;
-        }
+        for (std::int64_t i = i0; i < i1; ++i)
+          out[i] = finished(s[i * n_stride], x_scales[v], w_scales[n0 + i], bias, n0 + i);
       }
     }
 }

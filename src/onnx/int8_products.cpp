@@ -78,10 +78,7 @@ std::pair<std::string, std::string> graph_writer::add_int8_products(
   std::string firsts, lasts;
   for (std::size_t u = 0; u < users.size(); ++u) {
     const fused_layer& f = users[u];
-    int index = -1;
-    for (int i = 0; i < g.node_size(); ++i)
-      if (g.node(i).output_size() == 1 && g.node(i).output(0) == f.output) index = i;
-    if (index < 0) throw qsl::error("compress: no node produces '" + f.output + "'");
+    const int index = node_producing(g, f.output);
     const std::string stem = unique(base + "_" + std::to_string(u));
     std::vector<pb::NodeProto> steps;
     auto step = [&](const char* op, std::vector<std::string> inputs,

@@ -153,6 +153,14 @@ graph_writer::code_tensors graph_writer::add_code_tensors(const std::string& bas
   return t;
 }
 
+int node_producing(const pb::GraphProto& g, const std::string& output) {
+  int index = -1;  // the last one, as the writers always took
+  for (int i = 0; i < g.node_size(); ++i)
+    if (g.node(i).output_size() == 1 && g.node(i).output(0) == output) index = i;
+  if (index < 0) throw qsl::error("compress: no node produces '" + output + "'");
+  return index;
+}
+
 namespace {
 
 // The attributes every fused operator has: the activation mode, the format's version and the
@@ -211,10 +219,7 @@ std::uint64_t graph_writer::replace_fused(const std::string& weight,
   const code_tensors t = add_code_tensors(weight + "_qsl", code);
   for (std::size_t u = 0; u < users.size(); ++u) {
     const fused_layer& f = users[u];
-    int index = -1;
-    for (int i = 0; i < g.node_size(); ++i)
-      if (g.node(i).output_size() == 1 && g.node(i).output(0) == f.output) index = i;
-    if (index < 0) throw qsl::error("compress: no node produces '" + f.output + "'");
+    const int index = node_producing(g, f.output);
     const pb::NodeProto& n = g.node(index);
     const std::string name = n.name().empty() ? f.output + "_QuantizedMatMul" : n.name();
     // Gemm's transA, alpha and a C that is not the bias: nodes around the fused one.
@@ -312,10 +317,7 @@ std::uint64_t graph_writer::replace_conv(const std::string& weight,
                                          const std::vector<activation_quantizer>& activations) {
   pb::GraphProto& g = *model_.mutable_graph();
   remove_constant(weight, initializer, constant_node);  // may move nodes: find ours after it
-  pb::NodeProto* n = nullptr;
-  for (auto& candidate : *g.mutable_node())
-    if (candidate.output_size() == 1 && candidate.output(0) == f.output) n = &candidate;
-  if (n == nullptr) throw qsl::error("compress: no node produces '" + f.output + "'");
+  pb::NodeProto* n = g.mutable_node(node_producing(g, f.output));
   const code_tensors t = add_code_tensors(weight + "_qsl", code);
   pb::NodeProto fused;
   fused.set_name(n->name().empty() ? f.output + "_QuantizedConv" : n->name());
@@ -369,10 +371,7 @@ std::uint64_t graph_writer::replace_factorized(const std::string& weight,
       signs_data.size() + mask_data.size() + code.mixing.size() * sizeof(float);
   if (fused != nullptr) {  // the node producing fused->output becomes a QuantizedTwd
     pb::GraphProto& g = *model_.mutable_graph();
-    pb::NodeProto* n = nullptr;
-    for (auto& candidate : *g.mutable_node())
-      if (candidate.output_size() == 1 && candidate.output(0) == fused->output) n = &candidate;
-    if (n == nullptr) throw qsl::error("compress: no node produces '" + fused->output + "'");
+    pb::NodeProto* n = g.mutable_node(node_producing(g, fused->output));
     pb::NodeProto twd;
     twd.set_name(n->name().empty() ? fused->output + "_QuantizedTwd" : n->name());
     twd.set_op_type(quantized_twd_op);

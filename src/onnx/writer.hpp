@@ -72,6 +72,9 @@ struct fusion_plan {
 fusion_plan plan_fusions(const pb::GraphProto& g, const std::string& weight, std::int64_t rows,
                          weight_layout layout);
 
+/// The index of the node whose single output is `output`; throws qsl::error when none is.
+int node_producing(const pb::GraphProto& g, const std::string& output);
+
 /// Why a fused reader cannot run as the runtime's int8 product (compress_options::native_int8),
 /// or empty: the weight on the left, Gemm's transA, alpha != 1 or a C added by a node.
 std::string int8_why_not(const fused_layer& f);

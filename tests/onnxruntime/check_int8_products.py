@@ -60,6 +60,15 @@ def compress(tool, source, out, options):
         return json.load(f)
 
 
+def qsl_run(run_tool, work, name, model_path, x):
+    """The model's output for x in qsl-run (its --npy input, --dump-outputs output)."""
+    npy, dumped = os.path.join(work, name + "_x.npy"), os.path.join(work, name + "_y.npy")
+    np.save(npy, x)
+    subprocess.run([run_tool, model_path, "--npy", npy, "--dump-outputs", dumped], check=True,
+                   stdout=subprocess.DEVNULL)
+    return np.load(dumped)
+
+
 def int8_bound(x, w):
     """The largest |int8 product - fp32 product| per output, for y = x W (W [K, N], decoded).
     DynamicQuantizeLinear: step sx = (max(x, 0) - min(x, 0)) / 255 over the whole tensor, zero
@@ -117,11 +126,7 @@ def case(library, compress_tool, run_tool, work, kind, k, n, options):
         check(worst <= 1.0, f"{name} batch {batch}: the int8 product exceeds its bound "
                             f"({worst:.3f} of it)")
         # qsl-run: float activations on qsl's kernels, as the fp32 form runs in ORT.
-        npy, dumped = os.path.join(work, name + "_x.npy"), os.path.join(work, name + "_y.npy")
-        np.save(npy, x)
-        subprocess.run([run_tool, int8_form, "--npy", npy, "--dump-outputs", dumped],
-                       check=True, stdout=subprocess.DEVNULL)
-        ran = np.load(dumped).reshape(reference.shape)
+        ran = qsl_run(run_tool, work, name, int8_form, x).reshape(reference.shape)
         scale = max(1.0, float(np.abs(reference).max()))
         difference = float(np.abs(ran - reference).max())
         check(difference <= 1e-4 * scale, f"{name} batch {batch}: qsl-run differs from the fp32 "
@@ -184,11 +189,7 @@ def int8_rows_case(library, compress_tool, run_tool, work, kind, k, n, options):
                   f"{worst:.3f} of the bound")
             check(worst <= 1.0, f"{name} batch {batch}: 8-bit activations exceed their bound "
                                 f"({worst:.3f} of it)")
-        npy, dumped = os.path.join(work, name + "_x.npy"), os.path.join(work, name + "_y.npy")
-        np.save(npy, x)
-        subprocess.run([run_tool, int8_form, "--npy", npy, "--dump-outputs", dumped],
-                       check=True, stdout=subprocess.DEVNULL)
-        ran = np.load(dumped).reshape(reference.shape)
+        ran = qsl_run(run_tool, work, name, int8_form, x).reshape(reference.shape)
         if rows >= 4:
             check(np.array_equal(ran, got), f"{name} batch {batch}: qsl-run's 8-bit products "
                                             f"differ from ORT's by {np.abs(ran - got).max()}")
