@@ -311,6 +311,64 @@ TEST_F(Onnx, Int8ProductsRunInQslRunAsTheFloatLayersDo) {
     EXPECT_EQ(got.data[i], expected.data[i]) << i;  // the same codes on the same kernels
 }
 
+TEST_F(Onnx, Int8RowsFuseEveryMatMulAndQslRunTakesTheirEightBitPath) {
+  // int8_min_rows: MatMul / Gemm layers are fused even where native_min_rows would keep them on
+  // the runtime's operator; convolutions still follow native_min_rows.
+  auto o = options(2, 64);
+  o.native_min_rows = 1;
+  auto compressed = [&](std::int64_t int8_rows) {
+    auto m = qsl::onnx::model::load(models + "/layers.onnx");
+    o.int8_min_rows = int8_rows;
+    const auto report = qsl::onnx::compress(m, o);
+    for (const auto& l : report.layers) {
+      if (!l.compressed || l.node == "tiny") continue;
+      EXPECT_THAT(l.runs_as, HasSubstr(l.node == "conv1"
+                                           ? "on the runtime's kernel"
+                                           : "8-bit activations from " + std::to_string(int8_rows) +
+                                                 " rows per call"))
+          << l.node << ": " << l.runs_as;
+    }
+    const std::string file = path("int8_rows_" + std::to_string(int8_rows) + ".onnx");
+    m.save(file);
+    return qsl::onnx::model::load(file);
+  };
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  qsl::onnx::tensor x{{3, 3, 12, 12}, std::vector<float>(3 * 3 * 12 * 12)};
+  for (float& v : x.data) v = normal(rng);
+  const auto never = compressed(1000000);  // the attribute, never reached: the float path
+  std::size_t fused = 0;
+  for (const auto& l : qsl::onnx::compressed_layers(never))
+    if (!l.output.empty()) {
+      EXPECT_EQ(l.int8_min_rows, 1000000) << l.weight;
+      ++fused;
+    }
+  EXPECT_EQ(fused, 3u);  // fc1, mm, fc2
+  auto float_form = qsl::onnx::model::load(models + "/layers.onnx");
+  o.int8_min_rows = 0;
+  o.native_min_rows = 0;
+  qsl::onnx::compress(float_form, o);
+  const auto float_y = qsl::onnx::session(float_form).run({x})[0];
+  const auto never_y = qsl::onnx::session(never).run({x})[0];
+  ASSERT_EQ(never_y.shape, float_y.shape);
+  for (std::size_t i = 0; i < float_y.data.size(); ++i)
+    EXPECT_EQ(never_y.data[i], float_y.data[i]) << i;
+  o.native_min_rows = 1;
+  const auto always_y = qsl::onnx::session(compressed(1)).run({x})[0];
+  double difference = 0, norm = 0;
+  for (std::size_t i = 0; i < float_y.data.size(); ++i) {
+    difference += std::pow(always_y.data[i] - float_y.data[i], 2);
+    norm += std::pow(float_y.data[i], 2);
+  }
+  EXPECT_GT(difference, 0.0);                         // the 8-bit path ran
+  EXPECT_LT(std::sqrt(difference / norm), 0.05);      // and rounds activations only
+  o.int8_min_rows = -1;
+  auto m = qsl::onnx::model::load(models + "/layers.onnx");
+  EXPECT_NE(qsl::test::error_of([&] { qsl::onnx::compress(m, o); })
+                .find("int8_min_rows is -1; expected >= 0"),
+            std::string::npos);
+}
+
 TEST_F(Onnx, MalformedInt8ProductEntriesAreModelErrors) {
   auto error_after = [](const std::function<void(qsl::onnx::model&)>& edit) {
     auto m = qsl::onnx::model::load(models + "/layers.onnx");

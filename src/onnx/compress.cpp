@@ -11,6 +11,7 @@
 #include "onnx/conformance.hpp"
 #include "onnx/proto.hpp"
 #include "onnx/writer.hpp"
+#include "qsl/cpu.hpp"
 #include "qsl/onnx_calibration.hpp"
 
 namespace qsl::onnx {
@@ -419,9 +420,11 @@ compress_report compress(model& m, const compress_options& o) {
         const detail::fusion_plan& f = fusion[l];
         // On the runtime's operator: layers of many rows, and (unless fusion is off) layers
         // that cannot be fused, whose DecodeWeights output ORT could not prepack anyway.
-        // MatMul / Gemm layers with 8-bit activations for many rows stay fused at any size.
+        // MatMul / Gemm layers with 8-bit activations for many rows stay fused at any size
+        // (inputs up to cpu_int8_max_cols: their int32 sums cannot overflow).
         const bool int8_rows = o.format == output_format::qsl && o.int8_min_rows > 0 &&
-                               o.activation_bits == 0 && c.op_type != "Conv";
+                               o.activation_bits == 0 && c.op_type != "Conv" &&
+                               code.cols <= cpu_int8_max_cols;
         const bool many =
             !int8_rows && (rows[l] == many_rows || rows[l] >= o.native_min_rows);
         const bool unfusable = o.fuse && !f.why_not.empty();
