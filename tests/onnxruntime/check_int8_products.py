@@ -60,6 +60,18 @@ def compress(tool, source, out, options):
         return json.load(f)
 
 
+def two_forms(compress_tool, work, name, source_model, options, extra):
+    """The model compressed twice, with `options` (the fp32 form) and with `extra` added: both
+    paths and the second one's runs_as lines."""
+    source = os.path.join(work, name + ".onnx")
+    onnx.save(source_model, source)
+    fp32_form = os.path.join(work, name + ".fp32.onnx")
+    other = os.path.join(work, name + ".other.onnx")
+    compress(compress_tool, source, fp32_form, options)
+    report = compress(compress_tool, source, other, options + extra)
+    return fp32_form, other, [l["runs_as"] for l in report["layers"] if l["compressed"]]
+
+
 def qsl_run(run_tool, work, name, model_path, x):
     """The model's output for x in qsl-run (its --npy input, --dump-outputs output)."""
     npy, dumped = os.path.join(work, name + "_x.npy"), os.path.join(work, name + "_y.npy")
@@ -87,13 +99,8 @@ def int8_bound(x, w):
 def case(library, compress_tool, run_tool, work, kind, k, n, options):
     rng = np.random.default_rng(k * 131 + n)
     name = f"{kind}_{k}x{n}_{'_'.join(options)}"
-    source = os.path.join(work, name + ".onnx")
-    onnx.save(one_layer(kind, k, n, rng), source)
-    fp32_form = os.path.join(work, name + ".fp32.onnx")
-    int8_form = os.path.join(work, name + ".int8.onnx")
-    compress(compress_tool, source, fp32_form, options)
-    report = compress(compress_tool, source, int8_form, options + ["--native-int8"])
-    runs = [l["runs_as"] for l in report["layers"] if l["compressed"]]
+    fp32_form, int8_form, runs = two_forms(compress_tool, work, name, one_layer(kind, k, n, rng),
+                                           options, ["--native-int8"])
     check(len(runs) == 1 and "on the runtime's int8 kernel" in runs[0], f"{name}: runs as {runs}")
     # ORT folds the weight side (no decoder, no Round left) and fuses the product.
     optimized = os.path.join(work, name + ".optimized.onnx")
@@ -152,13 +159,8 @@ def int8_rows_case(library, compress_tool, run_tool, work, kind, k, n, options):
     qsl-run's results equal ORT's bit for bit at every batch (the same arithmetic)."""
     rng = np.random.default_rng(k * 7 + n)
     name = f"{kind}_{k}x{n}_int8rows_{'_'.join(options)}"
-    source = os.path.join(work, name + ".onnx")
-    onnx.save(one_layer(kind, k, n, rng), source)
-    fp32_form = os.path.join(work, name + ".fp32.onnx")
-    int8_form = os.path.join(work, name + ".int8rows.onnx")
-    compress(compress_tool, source, fp32_form, options)
-    report = compress(compress_tool, source, int8_form, options + ["--int8-rows", "4"])
-    runs = [l["runs_as"] for l in report["layers"] if l["compressed"]]
+    fp32_form, int8_form, runs = two_forms(compress_tool, work, name, one_layer(kind, k, n, rng),
+                                           options, ["--int8-rows", "4"])
     check(runs == ["QuantizedMatMul (8-bit activations from 4 rows per call)"],
           f"{name}: runs as {runs}")
     fp32, int8 = session(fp32_form, library), session(int8_form, library)
