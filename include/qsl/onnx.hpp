@@ -159,7 +159,8 @@ struct compress_options {
   /// weights decoded a block at a time, so only the packed code stays resident
   /// (qsl/cpu.hpp, cpu_forward_int8). Fewer rows keep qsl's float kernels. With it, MatMul /
   /// Gemm layers are fused whatever their rows per call (native_min_rows then applies to
-  /// convolutions only). 0: never (float activations at every batch).
+  /// convolutions only); layers of more than cpu_int8_max_cols inputs keep float activations.
+  /// 0: never (float activations at every batch).
   std::int64_t int8_min_rows = 0;
   /// Called before each layer with (layers done, layers to compress, layer name).
   std::function<void(std::size_t, std::size_t, const std::string&)> progress;
