@@ -72,6 +72,15 @@ def two_forms(compress_tool, work, name, source_model, options, extra):
     return fp32_form, other, [l["runs_as"] for l in report["layers"] if l["compressed"]]
 
 
+def within_bound(what, got, reference, bound):
+    """Checks |got - reference| <= bound everywhere and prints how close it came."""
+    error = np.abs(got - reference)
+    worst = float((error / bound).max())
+    print(f"{what}: max |difference from the fp32 form| {error.max():.3g}, "
+          f"{worst:.3f} of the bound")
+    check(worst <= 1.0, f"{what} exceeds its bound ({worst:.3f} of it)")
+
+
 def qsl_run(run_tool, work, name, model_path, x):
     """The model's output for x in qsl-run (its --npy input, --dump-outputs output)."""
     npy, dumped = os.path.join(work, name + "_x.npy"), os.path.join(work, name + "_y.npy")
@@ -125,13 +134,8 @@ def case(library, compress_tool, run_tool, work, kind, k, n, options):
         x = x.astype(np.float32)
         reference = fp32.run(None, {"x": x})[0]
         got = int8.run(None, {"x": x})[0]
-        error = np.abs(got - reference)
-        bound = np.broadcast_to(int8_bound(x, w), error.shape)
-        worst = float((error / bound).max())
-        print(f"{name} batch {batch}: max |int8 - fp32 form| {error.max():.3g}, "
-              f"{worst:.3f} of the bound")
-        check(worst <= 1.0, f"{name} batch {batch}: the int8 product exceeds its bound "
-                            f"({worst:.3f} of it)")
+        within_bound(f"{name} batch {batch}: the int8 product", got, reference,
+                     np.broadcast_to(int8_bound(x, w), got.shape))
         # qsl-run: float activations on qsl's kernels, as the fp32 form runs in ORT.
         ran = qsl_run(run_tool, work, name, int8_form, x).reshape(reference.shape)
         scale = max(1.0, float(np.abs(reference).max()))
@@ -184,13 +188,8 @@ def int8_rows_case(library, compress_tool, run_tool, work, kind, k, n, options):
                 w = fp32.run(None, {"x": ones})[0] - bias
             else:
                 w = fp32.run(None, {"x": np.repeat(ones[:, None, :], 5, axis=1)})[0][:, 0, :]
-            error = np.abs(got - reference)
-            bound = int8_rows_bound(x, w)
-            worst = float((error / bound).max())
-            print(f"{name} batch {batch}: max |8-bit - fp32 form| {error.max():.3g}, "
-                  f"{worst:.3f} of the bound")
-            check(worst <= 1.0, f"{name} batch {batch}: 8-bit activations exceed their bound "
-                                f"({worst:.3f} of it)")
+            within_bound(f"{name} batch {batch}: 8-bit activations", got, reference,
+                         int8_rows_bound(x, w))
         ran = qsl_run(run_tool, work, name, int8_form, x).reshape(reference.shape)
         if rows >= 4:
             check(np.array_equal(ran, got), f"{name} batch {batch}: qsl-run's 8-bit products "
