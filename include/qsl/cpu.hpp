@@ -8,6 +8,7 @@
 // supported target this way).
 
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -127,6 +128,20 @@ inline constexpr std::int64_t cpu_int8_max_cols = 133143;  // 127 * 127 * cols <
 
 /// sw: the int8 scale of every row of W_hat (w.rows values), computed from the decoded rows.
 QSL_API std::vector<float> cpu_int8_row_scales(const cpu_weights& w);
+
+/// cpu_int8_row_scales, computed on first use (once, whichever thread asks first), for layers
+/// whose calls take 8-bit products only from some row count on.
+class cpu_int8_grids {
+ public:
+  const std::vector<float>& scales(const cpu_weights& w) const {
+    std::call_once(once_, [&] { scales_ = cpu_int8_row_scales(w); });
+    return scales_;
+  }
+
+ private:
+  mutable std::once_flag once_;
+  mutable std::vector<float> scales_;
+};
 
 /// Rows [first, last) of W_hat on their int8 grids (`scales`: cpu_int8_row_scales(w)), row-major
 /// into `out` ((last - first) x w.cols), on cpu_threads() threads. Throws qsl::error unless

@@ -8,7 +8,6 @@
 #include <Eigen/Core>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -60,7 +59,7 @@ class basic_quantized_dense {
   explicit basic_quantized_dense(dense_parameters parameters) : p_(std::move(parameters)) {
     validate(p_, "quantized_dense");
     if constexpr (std::is_same_v<Scalar, float>) packed_ = pack_for_cpu(p_.code);
-    int8_ = std::make_shared<int8_grids>();
+    int8_ = std::make_shared<cpu_int8_grids>();
   }
 
   /// Compresses w (out_features x in_features) and bias (empty or out_features values).
@@ -151,8 +150,7 @@ class basic_quantized_dense {
                     "quantized_dense::forward_int8: the layer encodes its activations with " +
                         std::to_string(p_.activations.bits) + " bits; 8-bit products are for "
                         "float activations");
-    std::call_once(int8_->once, [&] { int8_->scales = cpu_int8_row_scales(packed_); });
-    cpu_forward_int8(packed_, int8_->scales.data(), x, batch,
+    cpu_forward_int8(packed_, int8_->scales(packed_).data(), x, batch,
                      p_.bias.empty() ? nullptr : p_.bias.data(), y);
   }
 
@@ -210,15 +208,9 @@ class basic_quantized_dense {
     reference::forward_encoded<Scalar>(p_.code, encoded, bias, y);
   }
 
-  // The int8 grids of W_hat's rows, made on forward_int8's first call; copies share them.
-  struct int8_grids {
-    std::once_flag once;
-    std::vector<float> scales;
-  };
-
   dense_parameters p_;
   cpu_weights packed_;  // derived from p_.code; empty for Scalar = double
-  std::shared_ptr<int8_grids> int8_;
+  std::shared_ptr<cpu_int8_grids> int8_;  // made on forward_int8's first call; copies share it
 };
 
 using quantized_dense = basic_quantized_dense<float>;

@@ -5,17 +5,18 @@
 
 namespace qsl::ort {
 
-std::shared_ptr<const cpu_weights> shared_packed(const packed_key& key,
-                                                 const std::function<cpu_weights()>& pack) {
+std::shared_ptr<const packed_layer> shared_packed(const packed_key& key,
+                                                  const std::function<cpu_weights()>& pack) {
   static std::mutex mutex;
-  static std::map<packed_key, std::weak_ptr<const cpu_weights>> entries;
+  static std::map<packed_key, std::weak_ptr<const packed_layer>> entries;
   // Under the lock throughout: kernels are created at session creation, and a second kernel
   // of the same code must wait for the first one's packing rather than pack it again.
   const std::lock_guard<std::mutex> lock(mutex);
   for (auto it = entries.begin(); it != entries.end();)  // drop entries of ended sessions
     it = it->second.expired() ? entries.erase(it) : std::next(it);
   if (auto live = entries[key].lock()) return live;
-  auto packed = std::make_shared<const cpu_weights>(pack());
+  auto packed = std::make_shared<packed_layer>();  // in place: its grids' once_flag stays put
+  packed->weights = pack();
   entries[key] = packed;
   return packed;
 }

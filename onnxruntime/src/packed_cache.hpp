@@ -25,9 +25,16 @@ struct packed_key {
   }
 };
 
-/// The packed weights for `key`: a live entry's, or `pack()`'s (which checks the code and
-/// throws for a bad one; nothing is cached then).
-std::shared_ptr<const cpu_weights> shared_packed(const packed_key& key,
-                                                 const std::function<cpu_weights()>& pack);
+/// What the nodes of one code share: its packed weights and, made by the first call that needs
+/// them, its rows' int8 grids (int8_min_rows).
+struct packed_layer {
+  cpu_weights weights;
+  cpu_int8_grids int8;
+};
+
+/// The packed layer for `key`: a live entry's, or one of `pack()`'s weights (which checks the
+/// code and throws for a bad one; nothing is cached then).
+std::shared_ptr<const packed_layer> shared_packed(const packed_key& key,
+                                                  const std::function<cpu_weights()>& pack);
 
 }  // namespace qsl::ort

@@ -1,7 +1,6 @@
 #include "quantized_matmul.hpp"
 
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -21,15 +20,11 @@ struct quantized_matmul_kernel {
   std::int64_t in_features = 0, out_features = 0;
   // The only copy of the layer the kernel keeps, shared with the other nodes of the same
   // code (packed_cache.hpp).
-  std::shared_ptr<const cpu_weights> packed;
+  std::shared_ptr<const packed_layer> packed;
   std::vector<float> bias;
   activation_quantizer activations;
   decoded_gemm large_batches;  // ORT's Gemm on decoded blocks (float activations)
   int8_gemm int8_rows;         // ORT's MatMulInteger from int8_min_rows rows (float layers)
-  // The int8 grids of W_hat's rows: made by the first call int8_rows takes, on the session's
-  // threads (a kernel being created has none to lend).
-  mutable std::once_flag int8_once;
-  mutable std::vector<float> int8_scales;
 
   explicit quantized_matmul_kernel(const OrtKernelInfo* info);
   OrtStatusPtr ComputeV2(OrtKernelContext* context) const;
@@ -110,10 +105,12 @@ OrtStatusPtr quantized_matmul_kernel::ComputeV2(OrtKernelContext* context) const
     float* yp = y.GetTensorMutableData<float>();
     const float* bp = bias.empty() ? nullptr : bias.data();
     const session_threads threads(context);
-    if (int8_rows.takes(batch))
-      std::call_once(int8_once, [&] { int8_scales = cpu_int8_row_scales(*packed); });
-    multiply(context, large_batches, *packed, activations, xp, batch, bp, yp, &int8_rows,
-             int8_scales.data());
+    // The grids are made by the first call that takes the 8-bit path, on the session's threads
+    // (a kernel being created has none to lend), once for all the nodes of the code.
+    const float* grids = int8_rows.takes(batch) ? packed->int8.scales(packed->weights).data()
+                                                : nullptr;
+    multiply(context, large_batches, packed->weights, activations, xp, batch, bp, yp, &int8_rows,
+             grids);
   });
 }
 

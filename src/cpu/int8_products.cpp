@@ -309,7 +309,7 @@ void cpu_forward_int8(const cpu_weights& w, const float* scales, const float* x,
     const std::int64_t n0 = t * rows_per_task, count = std::min(w.rows - n0, rows_per_task);
     detail::scratch<std::int8_t> wq(static_cast<std::size_t>(count * w.cols));
     int8_decoder()(w, scales, n0, n0 + count, false, reinterpret_cast<std::uint8_t*>(wq.data()));
-    std::vector<std::int32_t> sums(static_cast<std::size_t>(batch * count));
+    detail::scratch<std::int32_t> sums(static_cast<std::size_t>(batch * count));  // all written
     for (std::int64_t v = 0; v < batch; ++v)
       for (std::int64_t i = 0; i < count; ++i)
         sums[static_cast<std::size_t>(v * count + i)] =
