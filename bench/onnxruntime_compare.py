@@ -11,8 +11,9 @@ same run (issue 15's numbers):
 
 For each model: ORT fp32; ORT int8 `quantize_dynamic`; ORT MatMulNBits 4-bit and 2-bit (block
 128, accuracy_level 4: int8 activations); ORT + qsl (libqsl_onnxruntime.so, `qsl-compress` qsl
-format, groups of 128) at 1, 2 and 3 bits, and at 2 and 3 bits with `--native-int8` (the layers
-kept on ORT's operator run as its int8 product). Reported: file size; resident memory after session
+format, groups of 128) at 1, 2 and 3 bits (its default: 8-bit activations from 16 rows per
+call), and at 2 and 3 bits with float activations (`--int8-rows 0`: layers of many rows kept on
+ORT's fp32 operator), with and without `--native-int8` (those layers on ORT's int8 product). Reported: file size; resident memory after session
 creation (VmRSS of a fresh process that created the session and ran once); latency at batch 1
 and 32 with one thread and with all threads (median over interleaved rounds: every variant runs
 once per round); and accuracy: top-1 on 1,000 Fashion-MNIST test images for the bundled CNN,
@@ -140,28 +141,24 @@ def variants(name, fp32, work, compress_tool):
             q.process()
             q.model.save_model_to_file(path, use_external_data_format=False)
         out[f"MatMulNBits {bits}-bit"] = (path, False)
+    # qsl-compress's default: every MatMul/Gemm fused, 8-bit activations from 16 rows per call.
     for bits in (1, 2, 3):
-        path = os.path.join(work, f"{name}.qsl{bits}.onnx")
+        path = os.path.join(work, f"{name}.qsl{bits}.default.onnx")
         if not os.path.exists(path):
             subprocess.run([compress_tool, fp32, "-o", path, "--bits", str(bits), "--group",
                             "128", "-q", "--force"], check=True, stdout=subprocess.DEVNULL)
         out[f"ORT + qsl {bits}-bit"] = (path, True)
-    # Layers kept on ORT's operator as its int8 product (qsl-compress --native-int8).
-    for bits in (2, 3):
-        path = os.path.join(work, f"{name}.qsl{bits}.int8.onnx")
-        if not os.path.exists(path):
-            subprocess.run([compress_tool, fp32, "-o", path, "--bits", str(bits), "--group",
-                            "128", "-q", "--force", "--native-int8"], check=True,
-                           stdout=subprocess.DEVNULL)
-        out[f"ORT + qsl {bits}-bit --native-int8"] = (path, True)
-    # Every MatMul/Gemm fused, 8-bit activations from 16 rows per call (qsl-compress --int8-rows).
-    for bits in (2, 3):
-        path = os.path.join(work, f"{name}.qsl{bits}.int8rows.onnx")
-        if not os.path.exists(path):
-            subprocess.run([compress_tool, fp32, "-o", path, "--bits", str(bits), "--group",
-                            "128", "-q", "--force", "--int8-rows", "16"], check=True,
-                           stdout=subprocess.DEVNULL)
-        out[f"ORT + qsl {bits}-bit --int8-rows 16"] = (path, True)
+    # Float activations at every row count (--int8-rows 0): layers of many rows on ORT's fp32
+    # operator, and (--native-int8) on its int8 one, the weight decoded at load.
+    for extra in ([], ["--native-int8"]):
+        for bits in (2, 3):
+            label = "".join(f" {e}" for e in ["--int8-rows 0"] + extra)
+            path = os.path.join(work, f"{name}.qsl{bits}{label.replace(' ', '_')}.onnx")
+            if not os.path.exists(path):
+                subprocess.run([compress_tool, fp32, "-o", path, "--bits", str(bits), "--group",
+                                "128", "-q", "--force", "--int8-rows", "0"] + extra, check=True,
+                               stdout=subprocess.DEVNULL)
+            out[f"ORT + qsl {bits}-bit{label}"] = (path, True)
     return out
 
 
@@ -213,11 +210,13 @@ def memory(a):
         for label, path, library in (
                 ("fp32", fp32, ""),
                 ("int8 quantize_dynamic", os.path.join(a.work, name + ".int8.onnx"), ""),
-                ("ORT + qsl 2-bit", os.path.join(a.work, name + ".qsl2.onnx"), a.library),
-                ("ORT + qsl 2-bit --native-int8",
-                 os.path.join(a.work, name + ".qsl2.int8.onnx"), a.library),
-                ("ORT + qsl 2-bit --int8-rows 16",
-                 os.path.join(a.work, name + ".qsl2.int8rows.onnx"), a.library)):
+                ("ORT + qsl 2-bit", os.path.join(a.work, name + ".qsl2.default.onnx"),
+                 a.library),
+                ("ORT + qsl 2-bit --int8-rows 0",
+                 os.path.join(a.work, name + ".qsl2_--int8-rows_0.onnx"), a.library),
+                ("ORT + qsl 2-bit --int8-rows 0 --native-int8",
+                 os.path.join(a.work, name + ".qsl2_--int8-rows_0_--native-int8.onnx"),
+                 a.library)):
             out = subprocess.run([sys.executable, "-c", TRIM_CHILD, path, library], check=True,
                                  capture_output=True, text=True).stdout.split()
             cells = " | ".join(f"{float(v) / 1024:.0f} MiB" for v in out[-3:])
@@ -275,7 +274,7 @@ def shapes(a):
                                     ir_version=8), fp32)
         qsl = fp32.replace(".onnx", ".qsl2.onnx")
         subprocess.run([a.qsl_compress, fp32, "-o", qsl, "--bits", "2", "--group", "128",
-                        "--native-rows", "0", "-q", "--force"], check=True,
+                        "--native-rows", "0", "--int8-rows", "0", "-q", "--force"], check=True,
                        stdout=subprocess.DEVNULL)
         qsl_int8 = fp32.replace(".onnx", ".qsl2.int8rows.onnx")
         subprocess.run([a.qsl_compress, fp32, "-o", qsl_int8, "--bits", "2", "--group", "128",
@@ -398,7 +397,7 @@ def main():
                 y = session(p, a.library if lib else None, cores).run(None, feed)[0]
                 rows[v]["accuracy"] = f"{100 * np.mean(y.argmax(1) == ref):.1f}% = fp32 label"
         else:
-            # 32 samples: every layer multiplies >= 16 rows, so --int8-rows 16 runs its 8-bit path
+            # 32 samples: every layer multiplies >= 16 rows, so the default runs its 8-bit path
             feed = feeds(name, 32, np.random.default_rng(3))
             ref = session(fp32, None, cores).run(None, feed)[0]
             for v, (p, lib) in vs.items():

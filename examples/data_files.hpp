@@ -1,12 +1,14 @@
 #pragma once
-// Reading the data files of qsl-run: IDX (MNIST format, gzip or not) and NumPy .npy (float32),
-// and writing .npy. Every size is checked against the file before anything is allocated.
+// Reading the data files of qsl-run and qsl-compress: IDX (MNIST format, gzip or not) and NumPy
+// .npy (float32 for inputs; any number type parsed), and writing .npy. Every size is checked
+// against the file before anything is allocated.
 
 #include <zlib.h>
 
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "qsl/error.hpp"
@@ -71,10 +73,28 @@ inline array read_idx(const std::string& path) {
   return a;
 }
 
-/// A little-endian float32 C-order .npy file.
-inline array read_npy(const std::string& path) {
-  const std::vector<std::uint8_t> data = read_file(path, std::size_t{1} << 34);
-  const std::string where = "'" + path + "': ";
+/// An array of any of the element types a model input takes, as raw little-endian bytes.
+struct typed_array {
+  std::string name;                 ///< the .npz entry without ".npy"; empty for a .npy file
+  std::int32_t type = 0;            ///< ONNX element type (1 FLOAT, 7 INT64, 9 BOOL, ...)
+  std::vector<std::int64_t> shape;  ///< C order
+  std::vector<std::uint8_t> bytes;
+};
+
+/// The ONNX element type of a NumPy dtype string ('<f4', '|b1', ...) and its bytes per
+/// element; type 0 for dtypes models do not take.
+inline std::pair<std::int32_t, std::size_t> onnx_type_of_npy(const std::string& descr) {
+  static const std::pair<const char*, std::pair<std::int32_t, std::size_t>> types[] = {
+      {"<f4", {1, 4}},  {"|u1", {2, 1}},  {"|i1", {3, 1}},  {"<u2", {4, 2}},
+      {"<i2", {5, 2}},  {"<i4", {6, 4}},  {"<i8", {7, 8}},  {"|b1", {9, 1}},
+      {"<f2", {10, 2}}, {"<f8", {11, 8}}, {"<u4", {12, 4}}, {"<u8", {13, 8}}};
+  for (const auto& t : types)
+    if (descr == t.first) return t.second;
+  return {0, 0};
+}
+
+/// A C-order .npy file's array from its bytes; `where` names it in errors.
+inline typed_array parse_npy(const std::vector<std::uint8_t>& data, const std::string& where) {
   detail::require(data.size() >= 10 && std::memcmp(data.data(), "\x93NUMPY", 6) == 0,
                   where + "not a .npy file");
   const int major = data[6];
@@ -86,13 +106,19 @@ inline array read_npy(const std::string& path) {
   const std::size_t start = major == 1 ? 10 : 12;
   detail::require(start + header_len <= data.size(), where + "truncated .npy header");
   const std::string header(data.begin() + start, data.begin() + start + header_len);
-  detail::require(header.find("'descr': '<f4'") != std::string::npos,
-                  where + "qsl-run reads float32 (<f4) arrays");
+  const auto descr_at = header.find("'descr': '");
+  detail::require(descr_at != std::string::npos, where + "no dtype in the .npy header");
+  const std::string descr = header.substr(descr_at + 10, header.find('\'', descr_at + 10) -
+                                                             (descr_at + 10));
+  const auto [type, element] = onnx_type_of_npy(descr);
+  detail::require(type != 0, where + "dtype '" + descr +
+                                 "'; expected a little-endian number or bool array");
   detail::require(header.find("'fortran_order': False") != std::string::npos,
                   where + "Fortran-order arrays are not supported");
   const auto open = header.find("'shape': (");
   detail::require(open != std::string::npos, where + "no shape in the .npy header");
-  array a;
+  typed_array a;
+  a.type = type;
   std::uint64_t count = 1;
   for (std::size_t i = open + 10; i < header.size() && header[i] != ')';) {
     if (header[i] < '0' || header[i] > '9') {
@@ -106,10 +132,21 @@ inline array read_npy(const std::string& path) {
     count *= d;
     detail::require(count <= data.size(), where + "the shape exceeds the file");
   }
-  detail::require(data.size() - start - header_len == count * 4,
+  detail::require(data.size() - start - header_len == count * element,
                   where + "the data does not match the shape");
-  a.floats.resize(static_cast<std::size_t>(count));
-  std::memcpy(a.floats.data(), data.data() + start + header_len, count * 4);
+  a.bytes.assign(data.begin() + static_cast<std::ptrdiff_t>(start + header_len), data.end());
+  return a;
+}
+
+/// A little-endian float32 C-order .npy file.
+inline array read_npy(const std::string& path) {
+  const std::string where = "'" + path + "': ";
+  typed_array t = parse_npy(read_file(path, std::size_t{1} << 34), where);
+  detail::require(t.type == 1, where + "qsl-run reads float32 (<f4) arrays");
+  array a;
+  a.shape = std::move(t.shape);
+  a.floats.resize(t.bytes.size() / 4);
+  std::memcpy(a.floats.data(), t.bytes.data(), t.bytes.size());
   return a;
 }
 

@@ -2,11 +2,12 @@
 //
 //   qsl-compress model.onnx -o model.qsl.onnx --bits 2 --group 128 [--format qsl|standard]
 //                [--json report.json] [--skip PATTERN] [--override PATTERN=BITS[/GROUP]]
-//                [--calib images.idx.gz|inputs.npy [--calib-count N] [--no-error-feedback]
-//                 [--damping 0.1]]
+//                [--calib samples.npz|inputs.npy|images.idx.gz [--calib-count N]
+//                 [--calib-runtime auto|onnxruntime|qsl] [--no-error-feedback] [--damping 0.1]]
 //                [--scheme bcq|twd] [--twd PATTERN] [--twd-k K | --twd-bits B]
 //
-// --calib runs the model (qsl's executor) on sample inputs first, and decomposes every layer
+// --calib runs the model (in ONNX Runtime, loaded at run time; qsl's executor where it is
+// absent) on sample inputs first, and decomposes every layer
 // against its output error on them; in the qsl format each layer also stores activation
 // quantizers fitted on them, which qsl-run --activation-bits uses. --twd factorizes the
 // matching layers with a ternary basis shared by all their outputs (TWD) instead.
@@ -18,16 +19,21 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <string>
 #include <unistd.h>
 
 #include "data_files.hpp"
+#include "npz_file.hpp"
 #include "qsl/onnx.hpp"
 #include "qsl/onnx_calibration.hpp"
 #include "qsl/onnx_session.hpp"
 #include "tool_main.hpp"
+#ifdef QSL_COMPRESS_WITH_ONNXRUNTIME
+#include "onnxruntime_calibration.hpp"
+#endif
 #include "qsl/serialize.hpp"
 
 namespace {
@@ -176,33 +182,115 @@ qsl::onnx::layer_override parse_override(const std::string& text,
   return o;
 }
 
-// Runs the model on the calibration inputs and returns each layer's statistics.
-qsl::onnx::calibration_data collect(const qsl::onnx::model& model, const std::string& path,
-                                    std::int64_t count, bool quiet) {
+// Where and how --calib runs the model.
+struct calib_settings {
+  std::string path;
+  std::int64_t count = 1024;
+  std::string runtime = "auto";  // auto, onnxruntime, qsl
+  std::string library;           // libonnxruntime.so (empty: looked up)
+  std::int64_t batch = 16;
+  int threads = 0;
+};
+
+// The calibration file's arrays: an .npz's by name, or one unnamed array (.npy of any dtype;
+// IDX bytes scaled to [0, 1] floats).
+std::vector<qsl::tools::typed_array> read_calibration_file(const std::string& path) {
+  const auto ends_with = [&](const char* suffix) {
+    const std::size_t n = std::strlen(suffix);
+    return path.size() >= n && path.compare(path.size() - n, n, suffix) == 0;
+  };
+  if (ends_with(".npz")) return qsl::tools::read_npz(path);
+  if (ends_with(".npy"))
+    return {qsl::tools::parse_npy(qsl::read_file(path, std::size_t{1} << 34), "'" + path + "': ")};
+  const qsl::tools::array idx = qsl::tools::read_idx(path);
+  qsl::tools::typed_array a;
+  a.type = 1;
+  a.shape = idx.shape;
+  a.bytes.resize(idx.bytes.size() * 4);
+  for (std::size_t i = 0; i < idx.bytes.size(); ++i) {
+    const float v = idx.bytes[i] / 255.0f;
+    std::memcpy(a.bytes.data() + 4 * i, &v, 4);
+  }
+  return {std::move(a)};
+}
+
+// qsl's executor (no ONNX Runtime): a model with one float input, one unnamed array or one
+// named after it.
+qsl::onnx::calibration_data collect_in_qsl(const qsl::onnx::model& model,
+                                           const std::vector<qsl::tools::typed_array>& arrays,
+                                           std::int64_t count, qsl::onnx::calibration_options o) {
   const qsl::onnx::session plan(model);
-  qsl::detail::require(plan.input_names().size() == 1,
-                       "--calib feeds models with one input; this one has " +
-                           std::to_string(plan.input_names().size()));
+  qsl::detail::require(plan.input_names().size() == 1 && arrays.size() == 1,
+                       "--calib with qsl's executor feeds models with one input; this one has " +
+                           std::to_string(plan.input_names().size()) +
+                           " (ONNX Runtime feeds any: --calib-runtime onnxruntime)");
+  const qsl::tools::typed_array& a = arrays.front();
+  qsl::detail::require(a.name.empty() || a.name == plan.input_names()[0],
+                       "--calib: array '" + a.name + "' names no input of the model (its input: '" +
+                           plan.input_names()[0] + "')");
+  qsl::detail::require(a.type == 1, "--calib with qsl's executor reads float32 arrays; this one "
+                                    "is ONNX type " + std::to_string(a.type));
   std::int64_t per_input = 1;
   const auto& shape = plan.input_shape(0);
   for (std::size_t d = 1; d < shape.size(); ++d) per_input *= shape[d] > 0 ? shape[d] : 0;
   qsl::detail::require(!shape.empty() && per_input > 0,
                        "--calib: the model's input shape has a dynamic dimension besides the "
                        "batch; qsl-compress cannot tell how wide an input is");
-  qsl::tools::model_inputs in =
-      qsl::tools::read_model_inputs(path, per_input, qsl::tools::has_npy_suffix(path));
-  qsl::detail::require(in.count > 0, "--calib " + path + ": the file holds no inputs");
-  if (count == 0 || count > in.count) count = in.count;
+  const std::int64_t samples = a.shape.empty() ? 0 : a.shape[0];
+  qsl::detail::require(samples > 0, "--calib: the file holds no inputs");
+  qsl::detail::require(static_cast<std::int64_t>(a.bytes.size() / 4) == samples * per_input,
+                       "--calib: the file holds inputs of " +
+                           std::to_string(a.bytes.size() / 4 / static_cast<std::size_t>(samples)) +
+                           " values; the model's input takes " + std::to_string(per_input));
+  if (count == 0 || count > samples) count = samples;
+  o.batch = 64;
+  return qsl::onnx::collect_calibration(model, reinterpret_cast<const float*>(a.bytes.data()),
+                                        count, o);
+}
+
+// Runs the model on the calibration inputs (ONNX Runtime where it can be loaded, else qsl's
+// executor) and returns each layer's statistics.
+qsl::onnx::calibration_data collect(const qsl::onnx::model& model, const calib_settings& s,
+                                    bool quiet) {
+  const std::vector<qsl::tools::typed_array> arrays = read_calibration_file(s.path);
+  std::string runner = "qsl's executor";
   qsl::onnx::calibration_options o;
   const auto start = std::chrono::steady_clock::now();
   o.progress = [&](std::int64_t done, std::int64_t total) {
-    if (quiet || (done != total && done % 256 != 0)) return;
-    std::fprintf(stderr, "calibration: %lld/%lld inputs  %.1fs\n", static_cast<long long>(done),
-                 static_cast<long long>(total),
-                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    static std::int64_t shown = -1;
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (quiet || (done != total && static_cast<std::int64_t>(seconds) == shown)) return;
+    shown = static_cast<std::int64_t>(seconds);
+    std::fprintf(stderr, "calibration (%s): %lld/%lld samples  %.1fs\n", runner.c_str(),
+                 static_cast<long long>(done), static_cast<long long>(total), seconds);
   };
-  o.batch = 64;
-  return qsl::onnx::collect_calibration(model, in.values.data(), count, o);
+#ifdef QSL_COMPRESS_WITH_ONNXRUNTIME
+  if (s.runtime != "qsl") {
+    const qsl::tools::onnxruntime_library* ort = nullptr;
+    try {
+      ort = &qsl::tools::onnxruntime_library::load(s.library);
+    } catch (const qsl::error& e) {
+      if (s.runtime == "onnxruntime" || !s.library.empty()) throw;
+      if (!quiet)
+        std::fprintf(stderr, "qsl-compress: %s\ncalibrating with qsl's executor instead\n",
+                     e.what());
+    }
+    if (ort != nullptr) {
+      runner = "ONNX Runtime " + ort->version();
+      qsl::tools::onnxruntime_calibration_options ro;
+      ro.batch = s.batch;
+      ro.threads = s.threads;
+      ro.statistics = o;
+      return qsl::tools::calibrate_in_onnxruntime(*ort, model, arrays, s.count, ro);
+    }
+  }
+#else
+  qsl::detail::require(s.runtime != "onnxruntime",
+                       "--calib-runtime onnxruntime: this qsl-compress was built without ONNX "
+                       "Runtime's headers (tools/fetch-onnxruntime-headers.sh, then rebuild)");
+#endif
+  return collect_in_qsl(model, arrays, s.count, o);
 }
 
 int run(int argc, char** argv) {
@@ -213,9 +301,8 @@ int run(int argc, char** argv) {
   bool force = false, quiet = false, error_feedback = true, no_fuse = false;
   int activation_bits = 0;
   std::int64_t native_rows = qsl::onnx::compress_options{}.native_min_rows;
-  std::int64_t int8_rows = 0;
-  std::string calib;
-  std::int64_t calib_count = 1024;
+  std::int64_t int8_rows = qsl::onnx::compress_options{}.int8_min_rows;
+  calib_settings calib;
   // Error feedback's ridge, relative to mean(diag H). qsl's default is GPTQ's 0.01; the tool
   // uses 0.1, which generalized better from 1,024 training images to the test images of the
   // bundled model (docs/benchmarks.md, "Calibration").
@@ -257,7 +344,7 @@ int run(int argc, char** argv) {
                  "qsl format: fused MatMul/Gemm layers multiply this many rows per call or more "
                  "with 8-bit activations on ONNX Runtime's integer GEMM, decoding the weight a "
                  "block at a time (only the packed code stays resident); MatMul/Gemm layers are "
-                 "then fused at any size. 0: never")
+                 "then fused at any size. 0: never (float activations at every row count)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--json", json_path, "also write the report as JSON to this file");
   app.add_option("--skip", skip, "leave layers whose node or weight name matches (glob)");
@@ -267,10 +354,22 @@ int run(int argc, char** argv) {
       ->check(CLI::Range(0, 8));
   app.add_option("--threads", threads, "threads for the decomposition (0: all)")
       ->check(CLI::Range(0, qsl::max_threads));
-  app.add_option("--calib", calib,
-                 "calibration inputs: IDX images (scaled to [0, 1]) or a float32 .npy");
-  app.add_option("--calib-count", calib_count, "use the first N calibration inputs (0: all)")
+  app.add_option("--calib", calib.path,
+                 "calibration samples: an .npz with one array per graph input (samples first; "
+                 "any dtype the input takes), or for a one-input model a .npy or IDX images "
+                 "(scaled to [0, 1])");
+  app.add_option("--calib-count", calib.count, "use the first N calibration samples (0: all)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--calib-runtime", calib.runtime,
+                 "run the model for calibration in onnxruntime, in qsl's executor, or auto "
+                 "(ONNX Runtime where its library loads)")
+      ->check(CLI::IsMember({"auto", "onnxruntime", "qsl"}));
+  app.add_option("--onnxruntime-library", calib.library,
+                 "libonnxruntime.so for --calib (default: $QSL_ONNXRUNTIME_LIBRARY, the "
+                 "system's, or PyPI onnxruntime's)");
+  app.add_option("--calib-batch", calib.batch,
+                 "samples per ONNX Runtime run during calibration (a fixed batch size wins)")
+      ->check(CLI::PositiveNumber);
   app.add_flag("--error-feedback,!--no-error-feedback", error_feedback,
                "with --calib: push each column's error into the columns not yet coded "
                "(default on)");
@@ -350,8 +449,9 @@ int run(int argc, char** argv) {
 
   qsl::onnx::model model = qsl::onnx::model::load(input);
   qsl::onnx::calibration_data calibration;
-  if (!calib.empty()) {
-    calibration = collect(model, calib, calib_count, quiet);
+  if (!calib.path.empty()) {
+    calib.threads = threads;
+    calibration = collect(model, calib, quiet);
     options.calibration = &calibration;
     options.weights.error_feedback = error_feedback;
     options.weights.damping = damping;

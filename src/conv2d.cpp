@@ -32,6 +32,61 @@ std::int64_t copy_interior(const float* src, std::int64_t ox, float*& dst, std::
 
 }  // namespace
 
+conv2d_shape group_shape(const onnx_conv_attributes& a, std::int64_t h, std::int64_t w) {
+  const std::size_t dims = a.kernel.size();
+  const auto list = [](const std::vector<std::int64_t>& v) {
+    std::string out = "[";
+    for (std::size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + std::to_string(v[i]);
+    return out + "]";
+  };
+  detail::require((dims == 1 || dims == 2) && a.strides.size() == dims &&
+                      a.dilations.size() == dims && a.pads.size() == 2 * dims,
+                  "conv: kernel_shape " + list(a.kernel) + ", strides " + list(a.strides) +
+                      ", dilations " + list(a.dilations) + ", pads " + list(a.pads) +
+                      ": expected 1 or 2 spatial dimensions, the same in each");
+  detail::require(a.groups >= 1 && a.channels >= 1 && a.outputs >= 1 &&
+                      a.channels % a.groups == 0 && a.outputs % a.groups == 0,
+                  "conv: " + std::to_string(a.channels) + " input and " +
+                      std::to_string(a.outputs) + " output channels in " +
+                      std::to_string(a.groups) + " groups: expected a group count that divides both");
+  const std::vector<std::int64_t> sizes =
+      dims == 2 ? std::vector<std::int64_t>{h, w} : std::vector<std::int64_t>{w};
+  std::vector<std::int64_t> begin(dims, 0), end(dims, 0);
+  for (std::size_t d = 0; d < dims; ++d) {
+    if (a.auto_pad == "NOTSET") {
+      begin[d] = a.pads[d];
+      end[d] = a.pads[d + dims];
+    } else if (a.auto_pad == "SAME_UPPER" || a.auto_pad == "SAME_LOWER") {
+      // The output is ceil(size / stride); SAME_UPPER puts the odd pad at the end.
+      const std::int64_t stride = std::max<std::int64_t>(a.strides[d], 1);
+      const std::int64_t out = (sizes[d] + stride - 1) / stride;
+      const std::int64_t span = a.dilations[d] * (a.kernel[d] - 1) + 1;
+      const std::int64_t total = std::max<std::int64_t>(0, (out - 1) * stride + span - sizes[d]);
+      begin[d] = a.auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
+      end[d] = total - begin[d];
+    } else {
+      detail::require(a.auto_pad == "VALID", "conv: auto_pad is '" + a.auto_pad +
+                                                 "'; expected NOTSET, VALID, SAME_UPPER or "
+                                                 "SAME_LOWER");
+    }
+  }
+  const bool two = dims == 2;
+  conv2d_shape s;
+  s.in_channels = a.channels / a.groups;
+  s.out_channels = a.outputs / a.groups;
+  s.kernel_h = two ? a.kernel[0] : 1;
+  s.kernel_w = a.kernel.back();
+  s.stride_h = two ? a.strides[0] : 1;
+  s.stride_w = a.strides.back();
+  s.dilation_h = two ? a.dilations[0] : 1;
+  s.dilation_w = a.dilations.back();
+  s.pad_top = two ? begin[0] : 0;
+  s.pad_bottom = two ? end[0] : 0;
+  s.pad_left = begin.back();
+  s.pad_right = end.back();
+  return s;
+}
+
 void im2col(const conv2d_shape& s, const float* x, std::int64_t h, std::int64_t w,
             float* patches) {
   const std::int64_t oh = s.out_h(h), ow = s.out_w(w), kh = s.kernel_h, kw = s.kernel_w;

@@ -48,6 +48,7 @@ qsl::onnx::compress_options options(int bits, std::int64_t group) {
   o.weights.bits = bits;
   o.weights.group_size = group;
   o.min_weights = 420;  // the Conv (432 weights) too, not the last Gemm (400)
+  o.int8_min_rows = 0;  // float activations: the tests of 8-bit ones set it
   return o;
 }
 
@@ -255,13 +256,18 @@ TEST_F(Onnx, LayersWithManyRowsPerCallStayOnTheRuntimesOperator) {
   for (std::size_t i = 0; i < got.data.size(); ++i)
     EXPECT_EQ(got.data[i], expected.data[i]) << i;  // the same codes on the same kernels
 
-  // The default (16 rows) keeps only the convolution (36 pixels) on the runtime's operator.
+  // The default (16 rows) keeps only the convolution (36 pixels) on the runtime's operator;
+  // the fused MatMul / Gemm layers take 8-bit activations from 16 rows per call on.
   auto by_default = qsl::onnx::model::load(models + "/layers.onnx");
   o.native_min_rows = qsl::onnx::compress_options{}.native_min_rows;
+  o.int8_min_rows = qsl::onnx::compress_options{}.int8_min_rows;
+  EXPECT_EQ(o.int8_min_rows, 16);
   for (const auto& l : qsl::onnx::compress(by_default, o).layers) {
     if (!l.compressed) continue;
     EXPECT_EQ(l.runs_as.find("on the runtime's kernel") != std::string::npos, l.node == "conv1")
         << l.node << ": " << l.runs_as;
+    if (l.node != "conv1" && l.node != "tiny")
+      EXPECT_THAT(l.runs_as, HasSubstr("8-bit activations from 16 rows per call")) << l.node;
   }
 }
 

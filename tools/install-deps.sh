@@ -7,7 +7,7 @@ packages=(
   build-essential cmake pkg-config python3-pip
   libeigen3-dev                      # the library
   libonnx-dev libprotobuf-dev protobuf-compiler  # qsl::onnx
-  libcli11-dev nlohmann-json3-dev    # the command-line tools
+  libcli11-dev nlohmann-json3-dev libzip-dev  # the command-line tools (.npz: libzip)
   libgtest-dev libgmock-dev zlib1g-dev  # tests
   libbenchmark-dev                   # benchmarks
   dataset-fashion-mnist              # the demo and the end-to-end test

@@ -160,8 +160,11 @@ struct compress_options {
   /// (qsl/cpu.hpp, cpu_forward_int8). Fewer rows keep qsl's float kernels. With it, MatMul /
   /// Gemm layers are fused whatever their rows per call (native_min_rows then applies to
   /// convolutions only); layers of more than cpu_int8_max_cols inputs keep float activations.
-  /// 0: never (float activations at every batch).
-  std::int64_t int8_min_rows = 0;
+  /// On by default (16 rows: below it qsl's tables are faster, bench/onnxruntime_compare.py
+  /// --shapes) because without it fused layers of many rows run slower than the runtime's
+  /// fp32 GEMM; it changes results only within int8_rows_bound (tests/onnxruntime). 0: never
+  /// (float activations at every batch, results independent of the call's row count).
+  std::int64_t int8_min_rows = 16;
   /// Called before each layer with (layers done, layers to compress, layer name).
   std::function<void(std::size_t, std::size_t, const std::string&)> progress;
 };

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,43 @@ struct calibration_options {
   /// Called with (inputs done, inputs total) after every batch.
   std::function<void(std::int64_t, std::int64_t)> progress;
 };
+
+/// Accumulates calibration statistics from the values of the tensors the layers read, as any
+/// runtime computes them: run the model with tensors() as extra outputs (qsl-compress does so
+/// in ONNX Runtime), hand every batch's values to add(), then take finish(). Each Gemm /
+/// MatMul / Conv layer with a constant weight turns its input into vectors as it multiplies
+/// them: X's last axis (MatMul X W, Gemm), X's columns (MatMul W X, Gemm with transA), or the
+/// im2col patches of a 1-D or 2-D convolution (a grouped one's groups pooled: they share one
+/// code's row width). Statistics are per weight: the users of a shared weight add to one.
+class QSL_API calibration_collector {
+ public:
+  explicit calibration_collector(const model& m, const calibration_options& options = {});
+  ~calibration_collector();
+  calibration_collector(calibration_collector&&) noexcept;
+  calibration_collector& operator=(calibration_collector&&) noexcept;
+
+  /// The names of the tensors the layers read, each once, in graph order.
+  const std::vector<std::string>& tensors() const;
+  /// One batch of `tensor` (one of tensors()): row-major floats of `shape`. Throws qsl::error
+  /// for an unknown tensor, and model_error naming the layer for a shape it cannot multiply or
+  /// for NaN / Inf values.
+  void add(const std::string& tensor, const std::vector<std::int64_t>& shape,
+           const float* values);
+  /// The statistics of every layer that saw at least one vector (layers wider than
+  /// options.max_width get none). The collector is empty afterwards.
+  calibration_data finish();
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+/// The serialized model with `tensors` (values its main graph computes) added as float graph
+/// outputs, for a runtime to hand them to calibration_collector::add. Names that are already
+/// graph outputs or graph inputs are not added (a runtime returns those as they are). Throws
+/// qsl::error for a name no node of the main graph produces and no input provides.
+QSL_API std::vector<std::uint8_t> serialize_with_outputs(const model& m,
+                                                         const std::vector<std::string>& tensors);
 
 /// Runs `m` (a model with one input) on `count` inputs, each of the input's shape without the
 /// batch dimension, row-major in `inputs`, and returns the statistics of every Gemm / MatMul /

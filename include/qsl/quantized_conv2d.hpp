@@ -43,6 +43,20 @@ inline void validate(const conv2d_shape& s, const char* what = "conv2d") {
                   where + "pads must be >= 0");
 }
 
+/// An ONNX Conv node's geometry (1 or 2 spatial dimensions) as its attributes give it.
+struct onnx_conv_attributes {
+  std::int64_t channels = 0, outputs = 0, groups = 1;
+  std::vector<std::int64_t> kernel, strides, dilations;
+  std::vector<std::int64_t> pads;  ///< begins, then ends
+  std::string auto_pad = "NOTSET";  ///< NOTSET (pads), VALID, SAME_UPPER or SAME_LOWER
+};
+
+/// The 2-D shape of one group of `a` (channels / groups inputs and outputs) for an input of
+/// h x w (a 1-D input is 1 x w), its pads resolved from auto_pad. Throws qsl::error unless the
+/// attributes have 1 or 2 spatial dimensions of consistent sizes and `groups` divides both
+/// channel counts.
+QSL_API conv2d_shape group_shape(const onnx_conv_attributes& a, std::int64_t h, std::int64_t w);
+
 /// Copies the receptive field of every output position of image `x` (C x H x W) into `patches`
 /// ((OH OW) x (C kh kw), row-major; zeros where the field leaves the image).
 QSL_API void im2col(const conv2d_shape& s, const float* x, std::int64_t h, std::int64_t w,

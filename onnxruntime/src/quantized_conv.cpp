@@ -26,11 +26,10 @@ std::string list(const std::vector<std::int64_t>& v) {
 
 }  // namespace
 
-struct quantized_conv_kernel {
+// The geometry (channels, outputs, groups, kernel, strides, dilations, pads, auto_pad) is the
+// node's attributes, checked here.
+struct quantized_conv_kernel : onnx_conv_attributes {
   std::string what;
-  std::int64_t channels = 0, outputs = 0, groups = 1;
-  std::vector<std::int64_t> kernel, strides, dilations, pads;  // pads: begins, then ends
-  std::string auto_pad;
   std::vector<cpu_weights> packed;  // one per group: its outputs x (C / group * prod kernel)
   std::vector<float> bias;
   activation_quantizer activations;
@@ -104,36 +103,7 @@ quantized_conv_kernel::quantized_conv_kernel(const OrtKernelInfo* info) : large_
 }
 
 conv2d_shape quantized_conv_kernel::group_shape(std::int64_t h, std::int64_t w) const {
-  const bool two = kernel.size() == 2;
-  const std::vector<std::int64_t> sizes = two ? std::vector<std::int64_t>{h, w}
-                                              : std::vector<std::int64_t>{w};
-  std::vector<std::int64_t> begin(kernel.size()), end(kernel.size());
-  for (std::size_t d = 0; d < kernel.size(); ++d) {
-    if (auto_pad == "NOTSET") {
-      begin[d] = pads[d];
-      end[d] = pads[d + kernel.size()];
-    } else if (auto_pad != "VALID") {  // SAME_*: the output is ceil(size / stride)
-      const std::int64_t out = (sizes[d] + strides[d] - 1) / strides[d];
-      const std::int64_t span = dilations[d] * (kernel[d] - 1) + 1;
-      const std::int64_t total = std::max<std::int64_t>(0, (out - 1) * strides[d] + span - sizes[d]);
-      begin[d] = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
-      end[d] = total - begin[d];
-    }
-  }
-  conv2d_shape s;
-  s.in_channels = channels / groups;
-  s.out_channels = outputs / groups;
-  s.kernel_h = two ? kernel[0] : 1;
-  s.kernel_w = kernel.back();
-  s.stride_h = two ? strides[0] : 1;
-  s.stride_w = strides.back();
-  s.dilation_h = two ? dilations[0] : 1;
-  s.dilation_w = dilations.back();
-  s.pad_top = two ? begin[0] : 0;
-  s.pad_bottom = two ? end[0] : 0;
-  s.pad_left = begin.back();
-  s.pad_right = end.back();
-  return s;
+  return qsl::group_shape(*this, h, w);
 }
 
 OrtStatusPtr quantized_conv_kernel::ComputeV2(OrtKernelContext* context) const {

@@ -5,8 +5,12 @@
 #include <Eigen/Cholesky>
 #include <cmath>
 #include <random>
+#include <set>
 
+#include "onnx/conformance.hpp"
+#include "onnx/layers.hpp"
 #include "qsl/onnx_session.hpp"
+#include "qsl/quantized_conv2d.hpp"
 
 namespace qsl::onnx {
 namespace {
@@ -72,7 +76,225 @@ struct accumulator {
   }
 };
 
+// How a layer turns the tensor it reads into input vectors.
+enum class vectors_of : std::uint8_t {
+  last_axis,  // X [..., K]: MatMul X W, Gemm
+  columns,    // X [..., K, M]: MatMul W X, Gemm with transA (X [K, M])
+  patches,    // X [N, C, (H,) W]: a convolution's im2col patches, every group's
+};
+
+struct probe {
+  std::string weight, node;
+  vectors_of kind = vectors_of::last_axis;
+  std::int64_t width = 0;     // values per vector (the weight's columns)
+  onnx_conv_attributes conv;  // patches
+};
+
+std::string shape_text(const std::vector<std::int64_t>& shape) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i)
+    out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "]";
+}
+
+std::vector<std::int64_t> ints_attribute(const pb::NodeProto& n, const char* name,
+                                         std::vector<std::int64_t> fallback) {
+  for (const auto& a : n.attribute())
+    if (a.name() == name) return {a.ints().begin(), a.ints().end()};
+  return fallback;
+}
+
+std::string string_attribute(const pb::NodeProto& n, const char* name, const char* fallback) {
+  for (const auto& a : n.attribute())
+    if (a.name() == name) return a.s();
+  return fallback;
+}
+
+// The probe of a layer found by find_weight; false for a convolution of more than 2 spatial
+// dimensions (no statistics: it is decomposed without calibration).
+bool make_probe(const pb::NodeProto& n, const detail::candidate& c, probe& p, std::string& x) {
+  p.weight = c.weight;
+  p.node = c.node_name;
+  p.width = c.cols;
+  if (c.op_type == "Conv") {
+    const std::size_t dims = c.shape.size() - 2;
+    if (dims < 1 || dims > 2) return false;
+    p.kind = vectors_of::patches;
+    p.conv.groups = detail::int_attribute(n, "group", 1);
+    p.conv.outputs = c.shape[0];
+    p.conv.channels = c.shape[1] * p.conv.groups;
+    p.conv.kernel = ints_attribute(n, "kernel_shape", {c.shape.begin() + 2, c.shape.end()});
+    p.conv.strides = ints_attribute(n, "strides", std::vector<std::int64_t>(dims, 1));
+    p.conv.dilations = ints_attribute(n, "dilations", std::vector<std::int64_t>(dims, 1));
+    p.conv.pads = ints_attribute(n, "pads", std::vector<std::int64_t>(2 * dims, 0));
+    p.conv.auto_pad = string_attribute(n, "auto_pad", "NOTSET");
+    x = n.input(0);
+    return true;
+  }
+  const bool transposed_x =
+      c.weight_on_left || (c.op_type == "Gemm" && detail::int_attribute(n, "transA", 0) != 0);
+  p.kind = transposed_x ? vectors_of::columns : vectors_of::last_axis;
+  x = c.weight_on_left ? n.input(1) : n.input(0);
+  return true;
+}
+
 }  // namespace
+
+struct calibration_collector::impl {
+  calibration_options options;
+  std::vector<std::string> tensors;
+  std::multimap<std::string, probe> probes;  // by the tensor they read
+  std::map<std::string, accumulator> layers;  // by weight
+  std::vector<float> scratch;
+
+  void add(const probe& p, const std::vector<std::int64_t>& shape, const float* x);
+};
+
+calibration_collector::calibration_collector(const model& m, const calibration_options& o)
+    : impl_(std::make_unique<impl>()) {
+  const std::string where = "calibration_collector: ";
+  qsl::detail::require(o.max_samples >= 1, where + "options.max_samples is " +
+                                               std::to_string(o.max_samples) + "; expected >= 1");
+  qsl::detail::require(o.max_width >= 1, where + "options.max_width is " +
+                                             std::to_string(o.max_width) + "; expected >= 1");
+  impl_->options = o;
+  // Read only: constants() hands out mutable references for compress's rewriting.
+  auto& g = const_cast<pb::GraphProto&>(m.internals().proto.graph());
+  const auto consts = detail::constants(g);
+  for (int i = 0; i < g.node_size(); ++i) {
+    const pb::NodeProto& n = g.node(i);
+    if (!n.domain().empty() ||
+        (n.op_type() != "Gemm" && n.op_type() != "MatMul" && n.op_type() != "Conv"))
+      continue;
+    detail::candidate c;
+    std::string why, x;
+    probe p;
+    if (!detail::find_weight(n, i, consts, c, why) || !make_probe(n, c, p, x)) continue;
+    if (impl_->probes.count(x) == 0) impl_->tensors.push_back(x);
+    impl_->probes.emplace(x, std::move(p));
+  }
+}
+
+calibration_collector::~calibration_collector() = default;
+calibration_collector::calibration_collector(calibration_collector&&) noexcept = default;
+calibration_collector& calibration_collector::operator=(calibration_collector&&) noexcept = default;
+
+const std::vector<std::string>& calibration_collector::tensors() const { return impl_->tensors; }
+
+void calibration_collector::add(const std::string& tensor, const std::vector<std::int64_t>& shape,
+                                const float* values) {
+  const auto [first, last] = impl_->probes.equal_range(tensor);
+  qsl::detail::require(first != last, "calibration_collector::add: no layer reads tensor '" +
+                                          tensor + "'");
+  std::uint64_t count = 1;
+  for (std::int64_t d : shape) {
+    qsl::detail::require(d >= 0, "calibration_collector::add: tensor '" + tensor +
+                                     "' has shape " + shape_text(shape));
+    count *= static_cast<std::uint64_t>(d);
+  }
+  if (count == 0) return;
+  qsl::detail::require(values != nullptr,
+                       "calibration_collector::add: the values of '" + tensor + "' are null");
+  for (auto it = first; it != last; ++it) impl_->add(it->second, shape, values);
+}
+
+void calibration_collector::impl::add(const probe& p, const std::vector<std::int64_t>& shape,
+                                      const float* x) {
+  accumulator& a = layers[p.weight];
+  if (a.skipped || p.width > options.max_width) {
+    a.skipped = true;
+    return;
+  }
+  const std::string what = "calibration: layer '" + p.node + "' (weight '" + p.weight + "')";
+  const auto fail = [&](const std::string& expected) {
+    throw model_error(what + " reads a tensor of shape " + shape_text(shape) + "; expected " +
+                      expected);
+  };
+  const std::string width = std::to_string(p.width);
+  const std::size_t rank = shape.size();
+  if (p.kind == vectors_of::last_axis) {
+    if (rank < 1 || shape.back() != p.width) fail("[..., " + width + "]");
+    std::int64_t rows = 1;
+    for (std::size_t d = 0; d + 1 < rank; ++d) rows *= shape[d];
+    a.add(x, rows, p.width, options.max_samples, p.weight);
+    return;
+  }
+  if (p.kind == vectors_of::columns) {  // each [K, M] slice's columns, as rows
+    if (rank < 2 || shape[rank - 2] != p.width) fail("[..., " + width + ", M]");
+    const std::int64_t m = shape[rank - 1];
+    std::int64_t slices = 1;
+    for (std::size_t d = 0; d + 2 < rank; ++d) slices *= shape[d];
+    scratch.resize(static_cast<std::size_t>(m * p.width));
+    for (std::int64_t s = 0; s < slices; ++s) {
+      Eigen::Map<row_matrix_f>(scratch.data(), m, p.width) =
+          Eigen::Map<const row_matrix_f>(x + s * m * p.width, p.width, m).transpose();
+      a.add(scratch.data(), m, p.width, options.max_samples, p.weight);
+    }
+    return;
+  }
+  const std::size_t dims = p.conv.kernel.size();
+  if (rank != dims + 2 || shape[1] != p.conv.channels)
+    fail("N x " + std::to_string(p.conv.channels) + " x " + std::to_string(dims) +
+         " spatial dimensions");
+  const std::int64_t h = dims == 2 ? shape[2] : 1, w = shape.back();
+  conv2d_shape s;
+  try {
+    s = group_shape(p.conv, h, w);
+    validate(s, what.c_str());
+  } catch (const qsl::error& e) {
+    throw model_error(e.what());
+  }
+  const std::int64_t rows = s.out_h(h) * s.out_w(w);
+  if (rows == 0) fail("a size the kernel fits");
+  if (s.patch() != p.width) fail("patches of " + width + " values");
+  scratch.resize(static_cast<std::size_t>(rows * p.width));
+  const std::int64_t per_group = s.in_channels * h * w;
+  for (std::int64_t image = 0; image < shape[0]; ++image)
+    for (std::int64_t g = 0; g < p.conv.groups; ++g) {
+      im2col(s, x + (image * p.conv.groups + g) * per_group, h, w, scratch.data());
+      a.add(scratch.data(), rows, p.width, options.max_samples, p.weight);
+    }
+}
+
+calibration_data calibration_collector::finish() {
+  calibration_data out;
+  for (auto& [weight, a] : impl_->layers)
+    if (!a.skipped && a.stats.vectors > 0) out[weight] = a.finish(impl_->options.max_samples);
+  impl_->layers.clear();
+  return out;
+}
+
+std::vector<std::uint8_t> serialize_with_outputs(const model& m,
+                                                 const std::vector<std::string>& tensors) {
+  pb::ModelProto proto = m.internals().proto;
+  // Each output's rank (and the sizes shape inference knows): ONNX's checker wants a shape.
+  const auto shapes = detail::inferred_shapes(proto);
+  pb::GraphProto& g = *proto.mutable_graph();
+  std::set<std::string> present, produced;
+  for (const auto& o : g.output()) present.insert(o.name());
+  for (const auto& i : g.input()) present.insert(i.name());
+  for (const auto& n : g.node())
+    for (const auto& o : n.output()) produced.insert(o);
+  for (const std::string& t : tensors) {
+    if (present.count(t)) continue;
+    qsl::detail::require(produced.count(t) != 0, "serialize_with_outputs: no node of the main "
+                                                 "graph produces '" + t + "'");
+    pb::ValueInfoProto& out = *g.add_output();
+    out.set_name(t);
+    auto& type = *out.mutable_type()->mutable_tensor_type();
+    type.set_elem_type(pb::TensorProto::FLOAT);
+    if (const auto it = shapes.find(t); it != shapes.end())
+      for (std::int64_t d : it->second) {
+        auto& dim = *type.mutable_shape()->add_dim();
+        if (d > 0) dim.set_dim_value(d);  // else unknown: neither a value nor a name
+      }
+    present.insert(t);
+  }
+  std::vector<std::uint8_t> bytes(proto.ByteSizeLong());
+  qsl::detail::require(proto.SerializeToArray(bytes.data(), static_cast<int>(bytes.size())),
+                       "serialize_with_outputs: the model does not serialize (over 2 GiB?)");
+  return bytes;
+}
 
 void layer_calibration::factor(Eigen::Ref<Eigen::MatrixXf> out) const {
   qsl::detail::require(

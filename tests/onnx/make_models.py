@@ -13,7 +13,8 @@ OUTDIR/pad_opset10.onnx, a Pad -> Flatten -> MatMul model at opset 10 that Debia
 version converter cannot convert (its Pad 10 -> 11 adapter needs a 'value' attribute); and
 OUTDIR/gemm_variants.onnx (+ _input.npy): Gemm with transA, alpha, beta and a computed C, and a
 weight that three nodes read (an unrolled recurrence), for fusion; OUTDIR/left_weight.onnx
-(+ _input.npy): MatMul(W, X) with the weight on the left.
+(+ _input.npy): MatMul(W, X) with the weight on the left; OUTDIR/convolutions.onnx:
+depthwise, grouped, SAME_LOWER and 1-D convolutions on two inputs, for calibration's patches.
 """
 import os
 import sys
@@ -194,6 +195,39 @@ def left_weight_model(rng):
                              ir_version=IR_VERSION)
 
 
+def convolutions_model(rng):
+    """Convolutions of every geometry calibration turns into patches, all reading graph inputs:
+    x [N, 4, 9, 11] -> depthwise 3x3 (group 4, strides [2, 1], SAME_UPPER); x -> grouped 2x3
+    (group 2, 6 outputs, strides [1, 2], dilations [2, 1], pads [1, 0, 0, 2]); x -> 2x2 (3
+    outputs, strides 2, SAME_LOWER); x1d [N, 6, 13] -> 1-D grouped 3 (group 2, 4 outputs,
+    dilation 2, pads [1, 2])."""
+    f = np.float32
+    weights = {"w_dw": (4, 1, 3, 3), "w_g2": (6, 2, 2, 3), "w_low": (3, 4, 2, 2),
+               "w_1d": (4, 3, 3)}
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.3).astype(f), n)
+             for n, s in weights.items()]
+    nodes = [
+        helper.make_node("Conv", ["x", "w_dw"], ["y_dw"], name="depthwise", group=4,
+                         strides=[2, 1], auto_pad="SAME_UPPER"),
+        helper.make_node("Conv", ["x", "w_g2"], ["y_g2"], name="grouped", group=2,
+                         strides=[1, 2], dilations=[2, 1], pads=[1, 0, 0, 2]),
+        helper.make_node("Conv", ["x", "w_low"], ["y_low"], name="same_lower", strides=[2, 2],
+                         auto_pad="SAME_LOWER"),
+        helper.make_node("Conv", ["x1d", "w_1d"], ["y_1d"], name="conv1d", group=2,
+                         dilations=[2], pads=[1, 2]),
+    ]
+    g = helper.make_graph(
+        nodes, "convolutions",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 9, 11]),
+         helper.make_tensor_value_info("x1d", TensorProto.FLOAT, ["N", 6, 13])],
+        [helper.make_tensor_value_info("y_dw", TensorProto.FLOAT, ["N", 4, 5, 11]),
+         helper.make_tensor_value_info("y_g2", TensorProto.FLOAT, ["N", 6, 8, 6]),
+         helper.make_tensor_value_info("y_low", TensorProto.FLOAT, ["N", 3, 5, 6]),
+         helper.make_tensor_value_info("y_1d", TensorProto.FLOAT, ["N", 4, 12])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
+                             ir_version=IR_VERSION)
+
+
 def main(out):
     os.makedirs(out, exist_ok=True)
     rng = np.random.default_rng(7)
@@ -202,6 +236,7 @@ def main(out):
     onnx.save(gemm_variants_model(np.random.default_rng(11)),
               os.path.join(out, "gemm_variants.onnx"))
     onnx.save(left_weight_model(np.random.default_rng(13)), os.path.join(out, "left_weight.onnx"))
+    onnx.save(convolutions_model(np.random.default_rng(15)), os.path.join(out, "convolutions.onnx"))
     np.save(os.path.join(out, "left_weight_input.npy"),
             np.random.default_rng(14).standard_normal((2, 3, 40, 4)).astype(np.float32))
     np.save(os.path.join(out, "gemm_variants_input.npy"),

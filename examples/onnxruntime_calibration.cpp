@@ -1,0 +1,301 @@
+// qsl-compress --calib in ONNX Runtime (onnxruntime_calibration.hpp).
+#define ORT_API_MANUAL_INIT
+#include <onnxruntime_cxx_api.h>
+#undef ORT_API_MANUAL_INIT
+
+#include "onnxruntime_calibration.hpp"
+
+#include <dlfcn.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <mutex>
+
+namespace qsl::tools {
+namespace {
+
+std::string type_name(std::int32_t type) {
+  static const std::map<std::int32_t, const char*> names = {
+      {1, "float32"}, {2, "uint8"},   {3, "int8"},   {4, "uint16"}, {5, "int16"},
+      {6, "int32"},   {7, "int64"},   {9, "bool"},   {10, "float16"}, {11, "float64"},
+      {12, "uint32"}, {13, "uint64"}, {16, "bfloat16"}};
+  const auto it = names.find(type);
+  return it == names.end() ? "type " + std::to_string(type) : it->second;
+}
+
+std::string shape_text(const std::vector<std::int64_t>& shape) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i)
+    out += (i ? ", " : "") + (shape[i] < 0 ? std::string("?") : std::to_string(shape[i]));
+  return out + "]";
+}
+
+std::size_t element_bytes(std::int32_t type) {
+  switch (type) {
+    case 2: case 3: case 9: return 1;
+    case 4: case 5: case 10: case 16: return 2;
+    case 1: case 6: case 12: return 4;
+    case 7: case 11: case 13: return 8;
+    default: return 0;
+  }
+}
+
+// PyPI onnxruntime's shared library: `${PYTHON:-python3}` says where the package is.
+std::string python_onnxruntime() {
+  const char* python = std::getenv("PYTHON");
+  const std::string command =
+      std::string(python != nullptr && *python ? python : "python3") +
+      " -c 'import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))' 2>/dev/null";
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return {};
+  std::array<char, 4096> line{};
+  const bool read = std::fgets(line.data(), static_cast<int>(line.size()), pipe) != nullptr;
+  pclose(pipe);
+  if (!read) return {};
+  std::string folder(line.data());
+  while (!folder.empty() && (folder.back() == '\n' || folder.back() == '\r')) folder.pop_back();
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(folder + "/capi", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("libonnxruntime.so", 0) == 0) return e.path().string();
+  }
+  return {};
+}
+
+}  // namespace
+
+const onnxruntime_library& onnxruntime_library::load(const std::string& path) {
+  static std::mutex mutex;
+  static std::unique_ptr<onnxruntime_library> loaded;
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (loaded) {
+    detail::require(path.empty() || path == loaded->path_,
+                    "ONNX Runtime is already loaded from '" + loaded->path_ + "'");
+    return *loaded;
+  }
+  std::vector<std::string> candidates;
+  if (!path.empty()) {
+    candidates.push_back(path);
+  } else {
+    if (const char* env = std::getenv("QSL_ONNXRUNTIME_LIBRARY"); env != nullptr && *env)
+      candidates.push_back(env);
+    candidates.push_back("libonnxruntime.so.1");
+    candidates.push_back("libonnxruntime.so");
+    candidates.push_back("");  // PyPI's, looked up only if the others fail
+  }
+  std::string tried;
+  for (std::string candidate : candidates) {
+    if (candidate.empty()) {
+      candidate = python_onnxruntime();
+      if (candidate.empty()) {
+        tried += "\n  PyPI onnxruntime: not found by python3";
+        continue;
+      }
+    }
+    void* handle = dlopen(candidate.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (handle == nullptr) {
+      const char* why = dlerror();
+      tried += "\n  " + candidate + ": " + (why != nullptr ? why : "cannot be loaded");
+      continue;
+    }
+    using get_api_base = const OrtApiBase* (*)();
+    const auto get = reinterpret_cast<get_api_base>(dlsym(handle, "OrtGetApiBase"));
+    if (get == nullptr) {
+      tried += "\n  " + candidate + ": no OrtGetApiBase (not ONNX Runtime)";
+      dlclose(handle);
+      continue;
+    }
+    const OrtApiBase* base = get();
+    const OrtApi* api = base->GetApi(ORT_API_VERSION);
+    const std::string version = base->GetVersionString();
+    if (api == nullptr) {
+      dlclose(handle);
+      throw qsl::error("ONNX Runtime " + version + " at '" + candidate +
+                       "' is older than the API qsl-compress was built with (version " +
+                       std::to_string(ORT_API_VERSION) + "); use a newer onnxruntime");
+    }
+    Ort::InitApi(api);  // the handle stays open for the process
+    loaded.reset(new onnxruntime_library());
+    loaded->path_ = candidate;
+    loaded->version_ = version;
+    return *loaded;
+  }
+  throw qsl::error("ONNX Runtime's shared library was not found; tried:" + tried +
+                   "\n(pip install onnxruntime, or give its libonnxruntime.so with "
+                   "--onnxruntime-library or QSL_ONNXRUNTIME_LIBRARY)");
+}
+
+qsl::onnx::calibration_data calibrate_in_onnxruntime(const onnxruntime_library& runtime,
+                                                     const qsl::onnx::model& m,
+                                                     const std::vector<typed_array>& inputs,
+                                                     std::int64_t count,
+                                                     const onnxruntime_calibration_options& o) {
+  (void)runtime;  // loaded: the API is initialized
+  const std::string where = "--calib: ";
+  detail::require(o.batch >= 1, where + "batch is " + std::to_string(o.batch) + "; expected >= 1");
+  detail::require(!inputs.empty(), where + "no input arrays");
+  qsl::onnx::calibration_collector collector(m, o.statistics);
+  const std::vector<std::string>& probes = collector.tensors();
+  const std::vector<std::uint8_t> bytes = qsl::onnx::serialize_with_outputs(m, probes);
+
+  Ort::Env env(ORT_LOGGING_LEVEL_ERROR, "qsl-compress");
+  Ort::SessionOptions options;
+  if (o.threads > 0) options.SetIntraOpNumThreads(o.threads);
+  std::unique_ptr<Ort::Session> session;
+  try {
+    session = std::make_unique<Ort::Session>(env, bytes.data(), bytes.size(), options);
+  } catch (const Ort::Exception& e) {
+    throw qsl::error(where + "ONNX Runtime " + runtime.version() + " cannot run the model: " +
+                     e.what());
+  }
+  Ort::AllocatorWithDefaultOptions allocator;
+
+  // The graph's inputs, matched with the arrays.
+  struct feed {
+    std::string name;
+    std::int32_t type = 0;
+    std::vector<std::int64_t> shape;  // the array's, samples first
+    const std::uint8_t* data = nullptr;
+    std::size_t sample_bytes = 0;
+  };
+  std::vector<feed> feeds;
+  std::string input_list;
+  const std::size_t input_count = session->GetInputCount();
+  for (std::size_t i = 0; i < input_count; ++i)
+    input_list += std::string(i ? ", " : "") + "'" +
+                  session->GetInputNameAllocated(i, allocator).get() + "'";
+  const bool unnamed = inputs.size() == 1 && inputs[0].name.empty();
+  if (unnamed)
+    detail::require(input_count == 1, where + "a .npy or IDX file feeds a model with one input; "
+                                              "this one has " + std::to_string(input_count) +
+                                              " (" + input_list + "): give an .npz with one "
+                                              "array per input");
+  for (const typed_array& a : inputs) {
+    if (unnamed) break;
+    bool known = false;
+    for (std::size_t i = 0; i < input_count; ++i)
+      known = known || a.name == session->GetInputNameAllocated(i, allocator).get();
+    detail::require(known, where + "array '" + a.name + "' names no input of the model (its "
+                                   "inputs: " + input_list + ")");
+  }
+  std::int64_t samples = -1, fixed_batch = 0;
+  for (std::size_t i = 0; i < input_count; ++i) {
+    const std::string name = session->GetInputNameAllocated(i, allocator).get();
+    const Ort::TypeInfo type_info = session->GetInputTypeInfo(i);  // owns what info views
+    const auto info = type_info.GetTensorTypeAndShapeInfo();
+    const auto type = static_cast<std::int32_t>(info.GetElementType());
+    const std::vector<std::int64_t> dims = info.GetShape();
+    const typed_array* a = nullptr;
+    for (const typed_array& candidate : inputs)
+      if (unnamed || candidate.name == name) a = &candidate;
+    detail::require(a != nullptr, where + "no array '" + name + "' for the model's input '" +
+                                      name + "' (its inputs: " + input_list + ")");
+    const std::string what = where + (unnamed ? "the file" : "array '" + name + "'");
+    detail::require(a->type == type, what + " is " + type_name(a->type) + "; the model's input '" +
+                                         name + "' takes " + type_name(type));
+    feed f{name, type, a->shape, a->bytes.data(), 0};
+    detail::require(!dims.empty() && !f.shape.empty(),
+                    what + " has shape " + shape_text(f.shape) + "; the model's input '" + name +
+                        "' is " + shape_text(dims) + " (calibration needs samples on the first axis)");
+    if (unnamed && f.shape.size() != dims.size()) {  // IDX / flat .npy: the input's own shape
+      std::int64_t per_file = 1, per_model = 1;
+      for (std::size_t d = 1; d < f.shape.size(); ++d) per_file *= f.shape[d];
+      for (std::size_t d = 1; d < dims.size(); ++d) per_model *= dims[d] > 0 ? dims[d] : -1;
+      detail::require(per_model > 0 && per_model == per_file,
+                      what + " has " + std::to_string(per_file) + " values per sample; the "
+                          "model's input '" + name + "' is " + shape_text(dims));
+      f.shape.assign(dims.begin(), dims.end());
+      f.shape[0] = a->shape[0];
+    }
+    bool matches = f.shape.size() == dims.size();
+    for (std::size_t d = 1; matches && d < dims.size(); ++d)
+      matches = dims[d] <= 0 || dims[d] == f.shape[d];
+    detail::require(matches, what + " has shape " + shape_text(f.shape) +
+                                 "; the model's input '" + name + "' is " + shape_text(dims) +
+                                 " (samples first)");
+    if (samples >= 0)
+      detail::require(f.shape[0] == samples, what + " has " + std::to_string(f.shape[0]) +
+                                                 " samples; '" + feeds.front().name + "' has " +
+                                                 std::to_string(samples));
+    samples = f.shape[0];
+    if (dims[0] > 0) {
+      detail::require(fixed_batch == 0 || fixed_batch == dims[0],
+                      where + "the model's inputs have fixed batch sizes " +
+                          std::to_string(fixed_batch) + " and " + std::to_string(dims[0]));
+      fixed_batch = dims[0];
+    }
+    f.sample_bytes = element_bytes(type);
+    for (std::size_t d = 1; d < f.shape.size(); ++d)
+      f.sample_bytes *= static_cast<std::size_t>(f.shape[d]);
+    feeds.push_back(std::move(f));
+  }
+  if (count <= 0 || count > samples) count = samples;
+  const std::int64_t batch = fixed_batch > 0 ? fixed_batch : o.batch;
+  if (fixed_batch > 0) {
+    detail::require(count >= fixed_batch,
+                    where + std::to_string(count) + " samples; the model takes batches of " +
+                        std::to_string(fixed_batch));
+    count -= count % fixed_batch;  // whole batches only
+  }
+  detail::require(count >= 1, where + "the file holds no samples");
+
+  // Layer inputs that are graph inputs come from the feeds; the rest are extra outputs.
+  std::vector<std::string> outputs;
+  std::vector<std::pair<std::string, std::size_t>> from_feeds;  // probe, feed index
+  for (const std::string& t : probes) {
+    std::size_t i = 0;
+    while (i < feeds.size() && feeds[i].name != t) ++i;
+    if (i < feeds.size()) {
+      detail::require(feeds[i].type == 1, where + "a layer multiplies the model's " +
+                                              type_name(feeds[i].type) + " input '" + t + "'");
+      from_feeds.emplace_back(t, i);
+    } else {
+      outputs.push_back(t);
+    }
+  }
+  std::vector<const char*> input_names, output_names;
+  for (const feed& f : feeds) input_names.push_back(f.name.c_str());
+  for (const std::string& t : outputs) output_names.push_back(t.c_str());
+
+  const Ort::MemoryInfo memory = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
+  for (std::int64_t first = 0; first < count; first += batch) {
+    const std::int64_t n = std::min(batch, count - first);
+    std::vector<Ort::Value> values;
+    for (const feed& f : feeds) {
+      std::vector<std::int64_t> shape = f.shape;
+      shape[0] = n;
+      auto* data = const_cast<std::uint8_t*>(f.data) + first * f.sample_bytes;  // read only
+      values.push_back(Ort::Value::CreateTensor(memory, data, n * f.sample_bytes, shape.data(),
+                                                shape.size(),
+                                                static_cast<ONNXTensorElementDataType>(f.type)));
+    }
+    std::vector<Ort::Value> results;
+    try {
+      results = session->Run(Ort::RunOptions{nullptr}, input_names.data(), values.data(),
+                             values.size(), output_names.data(), output_names.size());
+    } catch (const Ort::Exception& e) {
+      throw qsl::error(where + "ONNX Runtime failed on samples " + std::to_string(first) + ".." +
+                       std::to_string(first + n - 1) + ": " + e.what());
+    }
+    for (std::size_t j = 0; j < results.size(); ++j) {
+      const auto info = results[j].GetTensorTypeAndShapeInfo();
+      const auto type = static_cast<std::int32_t>(info.GetElementType());
+      detail::require(type == 1, where + "the layer input '" + outputs[j] + "' is " +
+                                     type_name(type) + "; calibration reads float32 models");
+      collector.add(outputs[j], info.GetShape(), results[j].GetTensorData<float>());
+    }
+    for (const auto& [t, i] : from_feeds) {
+      std::vector<std::int64_t> shape = feeds[i].shape;
+      shape[0] = n;
+      collector.add(t, shape,
+                    reinterpret_cast<const float*>(feeds[i].data + first * feeds[i].sample_bytes));
+    }
+    if (o.statistics.progress) o.statistics.progress(first + n, count);
+  }
+  return collector.finish();
+}
+
+}  // namespace qsl::tools

@@ -1,0 +1,68 @@
+// Finding the Gemm / MatMul / Conv layers of a graph and their constant weights.
+#include "onnx/layers.hpp"
+
+namespace qsl::onnx::detail {
+
+std::int64_t int_attribute(const pb::NodeProto& n, const char* name, std::int64_t fallback) {
+  for (const auto& a : n.attribute())
+    if (a.name() == name) return a.i();
+  return fallback;
+}
+
+std::map<std::string, constant_ref> constants(pb::GraphProto& g) {
+  std::map<std::string, constant_ref> out;
+  for (int i = 0; i < g.initializer_size(); ++i)
+    out[g.initializer(i).name()] = {g.mutable_initializer(i), i, -1};
+  for (int i = 0; i < g.node_size(); ++i) {
+    pb::NodeProto& n = *g.mutable_node(i);
+    if (n.op_type() != "Constant" || !n.domain().empty() || n.output_size() != 1) continue;
+    for (auto& a : *n.mutable_attribute())
+      if (a.name() == "value" && a.has_t()) out[n.output(0)] = {a.mutable_t(), -1, i};
+  }
+  return out;
+}
+
+std::string node_label(const pb::NodeProto& n, int index) {
+  return n.name().empty() ? n.op_type() + "#" + std::to_string(index) : n.name();
+}
+
+bool find_weight(const pb::NodeProto& n, int index, const std::map<std::string, constant_ref>& c,
+                 candidate& out, std::string& why) {
+  out = {};
+  out.node = index;
+  out.node_name = node_label(n, index);
+  out.op_type = n.op_type();
+  if (n.input_size() < 2) return why = "fewer than 2 inputs", false;
+  out.weight = n.input(1);
+  // MatMul(W, X) with a constant W [N, K]: Y = W X, the weight on the left as the model has it.
+  const bool left = n.op_type() == "MatMul" && !c.count(n.input(1)) && c.count(n.input(0));
+  if (left) out.weight = n.input(0);
+  const auto it = c.find(out.weight);
+  if (it == c.end()) return why = "the weight is not a constant", false;
+  const pb::TensorProto& t = *it->second.tensor;
+  out.shape.assign(t.dims().begin(), t.dims().end());
+  if (n.op_type() == "Conv") {
+    if (out.shape.size() < 3) return why = "a Conv weight of rank < 3", false;
+    out.rows = out.shape[0];
+    out.cols = 1;
+    for (std::size_t i = 1; i < out.shape.size(); ++i) out.cols *= out.shape[i];
+    out.layout = weight_layout::as_is;
+    return true;
+  }
+  if (out.shape.size() != 2)
+    return why = "a weight of rank " + std::to_string(out.shape.size()), false;
+  if (left) {  // W itself: rows are the outputs
+    out.weight_on_left = true;
+    out.layout = weight_layout::as_is;
+    out.rows = out.shape[0];
+    out.cols = out.shape[1];
+    return true;
+  }
+  const bool rows_first = n.op_type() == "Gemm" && int_attribute(n, "transB", 0) != 0;
+  out.layout = rows_first ? weight_layout::as_is : weight_layout::transposed;
+  out.rows = rows_first ? out.shape[0] : out.shape[1];
+  out.cols = rows_first ? out.shape[1] : out.shape[0];
+  return true;
+}
+
+}  // namespace qsl::onnx::detail
