@@ -8,6 +8,8 @@
 #include <dlfcn.h>
 
 #include <array>
+#include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -230,6 +232,17 @@ qsl::onnx::calibration_data calibrate_in_onnxruntime(const onnxruntime_library& 
     f.sample_bytes = element_bytes(type);
     for (std::size_t d = 1; d < f.shape.size(); ++d)
       f.sample_bytes *= static_cast<std::size_t>(f.shape[d]);
+    if (type == 1) {  // NaN / Inf would reach every layer after it: named here, by position
+      const std::size_t per_sample = f.sample_bytes / 4;
+      for (std::size_t k = 0; k * 4 < a->bytes.size(); ++k) {
+        float v;
+        std::memcpy(&v, a->bytes.data() + 4 * k, 4);
+        if (!std::isfinite(v))
+          throw qsl::error(what + ": sample " + std::to_string(k / per_sample) + " has " +
+                           std::to_string(v) + " at position " +
+                           std::to_string(k % per_sample) + "; expected finite values");
+      }
+    }
     feeds.push_back(std::move(f));
   }
   if (count <= 0 || count > samples) count = samples;

@@ -131,7 +131,10 @@ nlohmann::json to_json(const compress_report& r, const std::string& input,
       j["bits_per_weight"] = l.bits_per_weight;
       j["relative_error"] = l.relative_error;
       j["calibrated"] = l.calibrated;
-      if (l.calibrated) j["relative_output_error"] = l.relative_output_error;
+      if (l.calibrated) {
+        j["relative_output_error"] = l.relative_output_error;
+        j["calibration_vectors"] = l.calibration_vectors;
+      }
       j["runs_as"] = l.runs_as;
       j["rows_per_call"] = l.rows_per_call;
     } else {
@@ -250,13 +253,20 @@ qsl::onnx::calibration_data collect_in_qsl(const qsl::onnx::model& model,
 
 // Runs the model on the calibration inputs (ONNX Runtime where it can be loaded, else qsl's
 // executor) and returns each layer's statistics.
-qsl::onnx::calibration_data collect(const qsl::onnx::model& model, const calib_settings& s,
-                                    bool quiet) {
-  const std::vector<qsl::tools::typed_array> arrays = read_calibration_file(s.path);
+// What the calibration ran on, for the report.
+struct calibration_run {
   std::string runner = "qsl's executor";
+  std::int64_t samples = 0;
+};
+
+qsl::onnx::calibration_data collect(const qsl::onnx::model& model, const calib_settings& s,
+                                    bool quiet, calibration_run& run) {
+  const std::vector<qsl::tools::typed_array> arrays = read_calibration_file(s.path);
+  std::string& runner = run.runner;
   qsl::onnx::calibration_options o;
   const auto start = std::chrono::steady_clock::now();
   o.progress = [&](std::int64_t done, std::int64_t total) {
+    run.samples = done;
     static std::int64_t shown = -1;
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -449,9 +459,10 @@ int run(int argc, char** argv) {
 
   qsl::onnx::model model = qsl::onnx::model::load(input);
   qsl::onnx::calibration_data calibration;
+  calibration_run calibrated;
   if (!calib.path.empty()) {
     calib.threads = threads;
-    calibration = collect(model, calib, quiet);
+    calibration = collect(model, calib, quiet, calibrated);
     options.calibration = &calibration;
     options.weights.error_feedback = error_feedback;
     options.weights.damping = damping;
@@ -463,9 +474,18 @@ int run(int argc, char** argv) {
   const compress_report report = qsl::onnx::compress(model, options);
   model.save(output, force);
   print_table(report);
+  if (!calib.path.empty())
+    std::printf("calibrated on %lld samples of %s (%s)\n",
+                static_cast<long long>(calibrated.samples), calib.path.c_str(),
+                calibrated.runner.c_str());
   std::printf("wrote %s (%s format)\n", output.c_str(), format.c_str());
   if (!json_path.empty()) {
-    qsl::tools::write_json(json_path, to_json(report, input, output, format));
+    nlohmann::json j = to_json(report, input, output, format);
+    if (!calib.path.empty())
+      j["calibration"] = {{"file", calib.path},
+                          {"samples", calibrated.samples},
+                          {"runtime", calibrated.runner}};
+    qsl::tools::write_json(json_path, j);
   }
   return 0;
 }

@@ -266,8 +266,9 @@ TEST_F(Onnx, LayersWithManyRowsPerCallStayOnTheRuntimesOperator) {
     if (!l.compressed) continue;
     EXPECT_EQ(l.runs_as.find("on the runtime's kernel") != std::string::npos, l.node == "conv1")
         << l.node << ": " << l.runs_as;
-    if (l.node != "conv1" && l.node != "tiny")
+    if (l.node != "conv1" && l.node != "tiny") {
       EXPECT_THAT(l.runs_as, HasSubstr("8-bit activations from 16 rows per call")) << l.node;
+    }
   }
 }
 

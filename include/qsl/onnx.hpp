@@ -198,6 +198,9 @@ struct layer_report {
   bool calibrated = false;    ///< decomposed against calibration statistics
   /// ||(W - W_hat) X^T||_F / ||W X^T||_F on the calibration inputs (calibrated layers only).
   double relative_output_error = 0;
+  /// Input vectors the calibration statistics hold (calibrated layers only). Fewer than the
+  /// layer's inputs leave its Gram matrix rank-deficient: `warning` then says so.
+  std::int64_t calibration_vectors = 0;
 };
 
 struct QSL_API compress_report {

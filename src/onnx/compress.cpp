@@ -432,6 +432,13 @@ compress_report compress(model& m, const compress_options& o) {
         r.relative_error = result.relative_error;
         r.calibrated = stats != nullptr;
         r.relative_output_error = result.relative_output_error;
+        if (stats != nullptr) {
+          r.calibration_vectors = stats->vectors;
+          if (stats->vectors < c.cols)
+            r.warning = "calibration saw " + std::to_string(stats->vectors) +
+                        " input vectors for " + std::to_string(c.cols) +
+                        " inputs: its statistics are rank-deficient (give more samples)";
+        }
         r.runs_as = result.runs_as;
         r.rows_per_call = rows[l];
       }

@@ -54,9 +54,10 @@ def main(compress, run, model, work):
     bad[2, 0, 5, 6] = np.nan
     np.save(nan, bad)
     cases = [
-        ("wrong width", ["--calib", wide], "holds inputs of 785 values; the model's input takes 784"),
-        ("no inputs", ["--calib", empty], "holds no inputs"),
-        ("NaN input", ["--calib", nan], "input 2 has nan at position 146"),
+        ("wrong width", ["--calib", wide],
+         "has 785 values per sample; the model's input 'image' is [?, 1, 28, 28]"),
+        ("no inputs", ["--calib", empty], "holds no samples"),
+        ("NaN input", ["--calib", nan], "sample 2 has nan at position 146"),
         ("missing file", ["--calib", os.path.join(work, "nowhere.npy")], "nowhere.npy"),
         ("TWD without K", ["--twd", "*"], "needs --twd-k K or --twd-bits B"),
         ("scheme twd without K", ["--scheme", "twd"], "needs --twd-k K or --twd-bits B"),

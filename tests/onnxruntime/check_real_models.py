@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Real pretrained models (from PyPI wheels, tools/fetch-test-models.sh) compressed in the qsl
-format run in ONNX Runtime with libqsl_onnxruntime.so and give the standard format's outputs (the
-same codes decoded by standard operators) within float tolerance, at batch 1 and 3, on one and
-two threads; qsl-run runs the same file where its operators allow, and otherwise refuses it
+format with float activations (--int8-rows 0) run in ONNX Runtime with libqsl_onnxruntime.so and
+give the standard format's outputs (the same codes decoded by standard operators) within float
+tolerance, at batch 1 and 3, on one and two threads; the default file (8-bit activations from 16
+rows per call) stays close to it; qsl-run runs the same file where its operators allow, and otherwise refuses it
 with exit code 2 naming the operator. The report says how every layer runs.
 
     python3 tests/onnxruntime/check_real_models.py LIBQSL_ONNXRUNTIME QSL_COMPRESS QSL_RUN \\
@@ -42,9 +43,10 @@ def session(path, library=None, threads=1):
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
-def compress(tool, source, out, fmt):
+def compress(tool, source, out, fmt, extra=()):
     subprocess.run([tool, source, "-o", out, "--format", fmt, "--bits", "2", "-q", "--force",
-                    "--json", out + ".json"], check=True, stdout=subprocess.DEVNULL)
+                    "--json", out + ".json"] + list(extra), check=True,
+                   stdout=subprocess.DEVNULL)
     with open(out + ".json") as f:
         return json.load(f)
 
@@ -59,9 +61,13 @@ def main(library, compress_tool, run_tool, models, work):
     ort.set_default_logger_severity(3)
     for name, (file, make_input) in MODELS.items():
         source = os.path.join(models, file)
+        # The float path (--int8-rows 0) is the standard format's arithmetic; the default's
+        # 8-bit activations (from 16 rows per call) are checked against it below.
         qsl = os.path.join(work, name + ".qsl.onnx")
+        default = os.path.join(work, name + ".default.onnx")
         standard = os.path.join(work, name + ".standard.onnx")
-        report = compress(compress_tool, source, qsl, "qsl")
+        report = compress(compress_tool, source, qsl, "qsl", ["--int8-rows", "0"])
+        default_report = compress(compress_tool, source, default, "qsl")
         compress(compress_tool, source, standard, "standard")
         layers = [l for l in report["layers"] if l["compressed"]]
         check(layers, f"{name}: no layer compressed")
@@ -73,7 +79,10 @@ def main(library, compress_tool, run_tool, models, work):
         rng = np.random.default_rng(7)
         fp32_session = session(source)
         qsl_sessions = {t: session(qsl, library, t) for t in (1, 2)}
+        default_session = session(default, library)
         standard_session = session(standard)
+        eight_bit = sum("8-bit activations" in l.get("runs_as", "")
+                        for l in default_report["layers"] if l["compressed"])
         input_name = fp32_session.get_inputs()[0].name
         for batch in (1, 3):
             x = make_input(batch, rng)
@@ -91,6 +100,15 @@ def main(library, compress_tool, run_tool, models, work):
             change = np.linalg.norm(mine - original) / max(np.linalg.norm(original), 1e-30)
             print(f"  batch {batch}: ORT + qsl = standard format in ORT (1 and 2 threads); "
                   f"output vs the fp32 model: relative difference {change:.3f} at 2 bits")
+            # The default file: the same codes, 8-bit activations in layers of >= 16 rows per
+            # call. Their rounding (a 2^-8 step per vector) must move the output far less than
+            # the 2-bit code itself does (which moves it by `change`).
+            by_default = default_session.run(None, {input_name: x})[0]
+            moved = np.linalg.norm(by_default - mine) / max(np.linalg.norm(mine - original), 1e-30)
+            print(f"  batch {batch}: the default file ({eight_bit} layers with 8-bit "
+                  f"activations) moves the output by {moved:.3f} of what the 2-bit code moves it")
+            check(moved <= 0.05, f"{name} batch {batch}: 8-bit activations move the output by "
+                                 f"{moved:.3f} of the code's own change")
         # qsl-run: runs it, or names the operator it lacks (exit code 2), never crashes
         npy = os.path.join(work, name + "_x.npy")
         np.save(npy, make_input(1, rng))
