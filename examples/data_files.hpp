@@ -8,7 +8,6 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "qsl/error.hpp"
@@ -81,16 +80,34 @@ struct typed_array {
   std::vector<std::uint8_t> bytes;
 };
 
-/// The ONNX element type of a NumPy dtype string ('<f4', '|b1', ...) and its bytes per
-/// element; type 0 for dtypes models do not take.
-inline std::pair<std::int32_t, std::size_t> onnx_type_of_npy(const std::string& descr) {
-  static const std::pair<const char*, std::pair<std::int32_t, std::size_t>> types[] = {
-      {"<f4", {1, 4}},  {"|u1", {2, 1}},  {"|i1", {3, 1}},  {"<u2", {4, 2}},
-      {"<i2", {5, 2}},  {"<i4", {6, 4}},  {"<i8", {7, 8}},  {"|b1", {9, 1}},
-      {"<f2", {10, 2}}, {"<f8", {11, 8}}, {"<u4", {12, 4}}, {"<u8", {13, 8}}};
-  for (const auto& t : types)
-    if (descr == t.first) return t.second;
-  return {0, 0};
+/// An element type a model input may take: its ONNX code, NumPy dtype string (empty where
+/// NumPy has none), bytes per element and name.
+struct element_type {
+  std::int32_t onnx;
+  const char* npy;
+  std::size_t bytes;
+  const char* name;
+};
+
+inline constexpr element_type element_types[] = {
+    {1, "<f4", 4, "float32"}, {2, "|u1", 1, "uint8"},    {3, "|i1", 1, "int8"},
+    {4, "<u2", 2, "uint16"},  {5, "<i2", 2, "int16"},    {6, "<i4", 4, "int32"},
+    {7, "<i8", 8, "int64"},   {9, "|b1", 1, "bool"},     {10, "<f2", 2, "float16"},
+    {11, "<f8", 8, "float64"}, {12, "<u4", 4, "uint32"}, {13, "<u8", 8, "uint64"},
+    {16, "", 2, "bfloat16"}};
+
+/// The entry of an ONNX element type; null for types models do not take.
+inline const element_type* element_type_of(std::int32_t onnx) {
+  for (const element_type& t : element_types)
+    if (t.onnx == onnx) return &t;
+  return nullptr;
+}
+
+/// The entry of a NumPy dtype string ('<f4', '|b1', ...); null for dtypes models do not take.
+inline const element_type* element_type_of_npy(const std::string& descr) {
+  for (const element_type& t : element_types)
+    if (*t.npy != '\0' && descr == t.npy) return &t;
+  return nullptr;
 }
 
 /// A C-order .npy file's array from its bytes; `where` names it in errors.
@@ -110,15 +127,15 @@ inline typed_array parse_npy(const std::vector<std::uint8_t>& data, const std::s
   detail::require(descr_at != std::string::npos, where + "no dtype in the .npy header");
   const std::string descr = header.substr(descr_at + 10, header.find('\'', descr_at + 10) -
                                                              (descr_at + 10));
-  const auto [type, element] = onnx_type_of_npy(descr);
-  detail::require(type != 0, where + "dtype '" + descr +
-                                 "'; expected a little-endian number or bool array");
+  const element_type* type = element_type_of_npy(descr);
+  detail::require(type != nullptr, where + "dtype '" + descr +
+                                       "'; expected a little-endian number or bool array");
   detail::require(header.find("'fortran_order': False") != std::string::npos,
                   where + "Fortran-order arrays are not supported");
   const auto open = header.find("'shape': (");
   detail::require(open != std::string::npos, where + "no shape in the .npy header");
   typed_array a;
-  a.type = type;
+  a.type = type->onnx;
   std::uint64_t count = 1;
   for (std::size_t i = open + 10; i < header.size() && header[i] != ')';) {
     if (header[i] < '0' || header[i] > '9') {
@@ -132,7 +149,7 @@ inline typed_array parse_npy(const std::vector<std::uint8_t>& data, const std::s
     count *= d;
     detail::require(count <= data.size(), where + "the shape exceeds the file");
   }
-  detail::require(data.size() - start - header_len == count * element,
+  detail::require(data.size() - start - header_len == count * type->bytes,
                   where + "the data does not match the shape");
   a.bytes.assign(data.begin() + static_cast<std::ptrdiff_t>(start + header_len), data.end());
   return a;

@@ -7,42 +7,29 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <map>
 #include <mutex>
 
 namespace qsl::tools {
 namespace {
 
 std::string type_name(std::int32_t type) {
-  static const std::map<std::int32_t, const char*> names = {
-      {1, "float32"}, {2, "uint8"},   {3, "int8"},   {4, "uint16"}, {5, "int16"},
-      {6, "int32"},   {7, "int64"},   {9, "bool"},   {10, "float16"}, {11, "float64"},
-      {12, "uint32"}, {13, "uint64"}, {16, "bfloat16"}};
-  const auto it = names.find(type);
-  return it == names.end() ? "type " + std::to_string(type) : it->second;
+  const element_type* t = element_type_of(type);
+  return t != nullptr ? t->name : "type " + std::to_string(type);
 }
 
+// Model input shapes: '?' for a symbolic size.
 std::string shape_text(const std::vector<std::int64_t>& shape) {
   std::string out = "[";
   for (std::size_t i = 0; i < shape.size(); ++i)
     out += (i ? ", " : "") + (shape[i] < 0 ? std::string("?") : std::to_string(shape[i]));
   return out + "]";
-}
-
-std::size_t element_bytes(std::int32_t type) {
-  switch (type) {
-    case 2: case 3: case 9: return 1;
-    case 4: case 5: case 10: case 16: return 2;
-    case 1: case 6: case 12: return 4;
-    case 7: case 11: case 13: return 8;
-    default: return 0;
-  }
 }
 
 // PyPI onnxruntime's shared library: `${PYTHON:-python3}` says where the package is.
@@ -135,7 +122,6 @@ qsl::onnx::calibration_data calibrate_in_onnxruntime(const onnxruntime_library& 
                                                      const std::vector<typed_array>& inputs,
                                                      std::int64_t count,
                                                      const onnxruntime_calibration_options& o) {
-  (void)runtime;  // loaded: the API is initialized
   const std::string where = "--calib: ";
   detail::require(o.batch >= 1, where + "batch is " + std::to_string(o.batch) + "; expected >= 1");
   detail::require(!inputs.empty(), where + "no input arrays");
@@ -164,11 +150,13 @@ qsl::onnx::calibration_data calibrate_in_onnxruntime(const onnxruntime_library& 
     std::size_t sample_bytes = 0;
   };
   std::vector<feed> feeds;
+  std::vector<std::string> graph_inputs;
   std::string input_list;
   const std::size_t input_count = session->GetInputCount();
-  for (std::size_t i = 0; i < input_count; ++i)
-    input_list += std::string(i ? ", " : "") + "'" +
-                  session->GetInputNameAllocated(i, allocator).get() + "'";
+  for (std::size_t i = 0; i < input_count; ++i) {
+    graph_inputs.push_back(session->GetInputNameAllocated(i, allocator).get());
+    input_list += (i ? ", '" : "'") + graph_inputs.back() + "'";
+  }
   const bool unnamed = inputs.size() == 1 && inputs[0].name.empty();
   if (unnamed)
     detail::require(input_count == 1, where + "a .npy or IDX file feeds a model with one input; "
@@ -177,15 +165,14 @@ qsl::onnx::calibration_data calibrate_in_onnxruntime(const onnxruntime_library& 
                                               "array per input");
   for (const typed_array& a : inputs) {
     if (unnamed) break;
-    bool known = false;
-    for (std::size_t i = 0; i < input_count; ++i)
-      known = known || a.name == session->GetInputNameAllocated(i, allocator).get();
+    const bool known = std::find(graph_inputs.begin(), graph_inputs.end(), a.name) !=
+                       graph_inputs.end();
     detail::require(known, where + "array '" + a.name + "' names no input of the model (its "
                                    "inputs: " + input_list + ")");
   }
   std::int64_t samples = -1, fixed_batch = 0;
   for (std::size_t i = 0; i < input_count; ++i) {
-    const std::string name = session->GetInputNameAllocated(i, allocator).get();
+    const std::string& name = graph_inputs[i];
     const Ort::TypeInfo type_info = session->GetInputTypeInfo(i);  // owns what info views
     const auto info = type_info.GetTensorTypeAndShapeInfo();
     const auto type = static_cast<std::int32_t>(info.GetElementType());
@@ -229,7 +216,7 @@ qsl::onnx::calibration_data calibrate_in_onnxruntime(const onnxruntime_library& 
                           std::to_string(fixed_batch) + " and " + std::to_string(dims[0]));
       fixed_batch = dims[0];
     }
-    f.sample_bytes = element_bytes(type);
+    f.sample_bytes = element_type_of(type)->bytes;  // a->type == type: a known type
     for (std::size_t d = 1; d < f.shape.size(); ++d)
       f.sample_bytes *= static_cast<std::size_t>(f.shape[d]);
     if (type == 1) {  // NaN / Inf would reach every layer after it: named here, by position

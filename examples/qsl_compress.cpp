@@ -265,9 +265,9 @@ qsl::onnx::calibration_data collect(const qsl::onnx::model& model, const calib_s
   std::string& runner = run.runner;
   qsl::onnx::calibration_options o;
   const auto start = std::chrono::steady_clock::now();
+  std::int64_t shown = -1;  // the last whole second printed
   o.progress = [&](std::int64_t done, std::int64_t total) {
     run.samples = done;
-    static std::int64_t shown = -1;
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (quiet || (done != total && static_cast<std::int64_t>(seconds) == shown)) return;

@@ -9,6 +9,7 @@
 
 #include "onnx/conformance.hpp"
 #include "onnx/layers.hpp"
+#include "onnx/ops.hpp"
 #include "qsl/onnx_session.hpp"
 #include "qsl/quantized_conv2d.hpp"
 
@@ -90,25 +91,7 @@ struct probe {
   onnx_conv_attributes conv;  // patches
 };
 
-std::string shape_text(const std::vector<std::int64_t>& shape) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i)
-    out += (i ? ", " : "") + std::to_string(shape[i]);
-  return out + "]";
-}
-
-std::vector<std::int64_t> ints_attribute(const pb::NodeProto& n, const char* name,
-                                         std::vector<std::int64_t> fallback) {
-  for (const auto& a : n.attribute())
-    if (a.name() == name) return {a.ints().begin(), a.ints().end()};
-  return fallback;
-}
-
-std::string string_attribute(const pb::NodeProto& n, const char* name, const char* fallback) {
-  for (const auto& a : n.attribute())
-    if (a.name() == name) return a.s();
-  return fallback;
-}
+using ops::shape_text;
 
 // The probe of a layer found by find_weight; false for a convolution of more than 2 spatial
 // dimensions (no statistics: it is decomposed without calibration).
@@ -123,11 +106,12 @@ bool make_probe(const pb::NodeProto& n, const detail::candidate& c, probe& p, st
     p.conv.groups = detail::int_attribute(n, "group", 1);
     p.conv.outputs = c.shape[0];
     p.conv.channels = c.shape[1] * p.conv.groups;
-    p.conv.kernel = ints_attribute(n, "kernel_shape", {c.shape.begin() + 2, c.shape.end()});
-    p.conv.strides = ints_attribute(n, "strides", std::vector<std::int64_t>(dims, 1));
-    p.conv.dilations = ints_attribute(n, "dilations", std::vector<std::int64_t>(dims, 1));
-    p.conv.pads = ints_attribute(n, "pads", std::vector<std::int64_t>(2 * dims, 0));
-    p.conv.auto_pad = string_attribute(n, "auto_pad", "NOTSET");
+    p.conv.kernel =
+        detail::ints_attribute(n, "kernel_shape", {c.shape.begin() + 2, c.shape.end()});
+    p.conv.strides = detail::ints_attribute(n, "strides", std::vector<std::int64_t>(dims, 1));
+    p.conv.dilations = detail::ints_attribute(n, "dilations", std::vector<std::int64_t>(dims, 1));
+    p.conv.pads = detail::ints_attribute(n, "pads", std::vector<std::int64_t>(2 * dims, 0));
+    p.conv.auto_pad = detail::string_attribute(n, "auto_pad", "NOTSET");
     x = n.input(0);
     return true;
   }

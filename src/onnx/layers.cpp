@@ -9,6 +9,19 @@ std::int64_t int_attribute(const pb::NodeProto& n, const char* name, std::int64_
   return fallback;
 }
 
+std::vector<std::int64_t> ints_attribute(const pb::NodeProto& n, const char* name,
+                                         std::vector<std::int64_t> fallback) {
+  for (const auto& a : n.attribute())
+    if (a.name() == name) return {a.ints().begin(), a.ints().end()};
+  return fallback;
+}
+
+std::string string_attribute(const pb::NodeProto& n, const char* name, const char* fallback) {
+  for (const auto& a : n.attribute())
+    if (a.name() == name) return a.s();
+  return fallback;
+}
+
 std::map<std::string, constant_ref> constants(pb::GraphProto& g) {
   std::map<std::string, constant_ref> out;
   for (int i = 0; i < g.initializer_size(); ++i)

@@ -15,6 +15,11 @@ namespace qsl::onnx::detail {
 /// The integer attribute `name` of `n`, or `fallback` when it has none.
 std::int64_t int_attribute(const pb::NodeProto& n, const char* name, std::int64_t fallback);
 
+/// The ints / string attribute `name` of `n`, or `fallback` when it has none.
+std::vector<std::int64_t> ints_attribute(const pb::NodeProto& n, const char* name,
+                                         std::vector<std::int64_t> fallback);
+std::string string_attribute(const pb::NodeProto& n, const char* name, const char* fallback);
+
 /// The node's name, or "OpType#index" for an unnamed node.
 std::string node_label(const pb::NodeProto& n, int index);
 
