@@ -167,18 +167,28 @@ void read_plane_bytes(weight_code& code, bool masks, const std::uint8_t* bytes,
     }
 }
 
+void reconstruct_row(const weight_code& code, std::int64_t row, float* out) {
+  detail::require(row >= 0 && row < code.rows, "reconstruct_row: row " + str(row) +
+                                                   " is outside 0.." + str(code.rows - 1));
+  std::fill(out, out + code.cols, 0.0f);
+  for (std::int64_t g = 0; g < code.groups(); ++g)
+    for (int j = 0; j < code.bits; ++j) {
+      const float alpha = code.coefficient(row, g, j);
+      const word* signs = code.sign_plane(row, j);
+      const word* mask = code.mask_plane(row, j);
+      for (std::int64_t c = code.group_begin(g); c < code.group_end(g); ++c) {
+        if (mask != nullptr && !get_bit(mask, c)) continue;  // adds 0: out[c] is unchanged
+        out[c] += get_bit(signs, c) ? alpha : -alpha;
+      }
+    }
+}
+
 void reconstruct(const weight_code& code, Eigen::Ref<Eigen::MatrixXf> out) {
   detail::require_output_shape("reconstruct", out.rows(), out.cols(), code.rows, code.cols);
-  Eigen::VectorXf row(code.cols);
+  Eigen::Matrix<float, 1, Eigen::Dynamic> row(code.cols);
   for (std::int64_t n = 0; n < code.rows; ++n) {
-    row.setZero();
-    for (std::int64_t g = 0; g < code.groups(); ++g)
-      for (int j = 0; j < code.bits; ++j) {
-        const float alpha = code.coefficient(n, g, j);
-        for (std::int64_t c = code.group_begin(g); c < code.group_end(g); ++c)
-          row[c] += alpha * static_cast<float>(code.value(n, j, c));
-      }
-    out.row(n) = row.transpose();
+    reconstruct_row(code, n, row.data());
+    out.row(n) = row;
   }
 }
 

@@ -112,6 +112,44 @@ TEST_F(Onnx, QslFormatRoundTripGivesTheDecomposition) {
     }
 }
 
+// Embedding tables (Gather along axis 0) and LSTM / GRU weights (W and R, [directions,
+// gates x hidden, inputs] read as W) are compressed like products: each code read back is the
+// decomposition of its weight. --edge-bits goes to the first and last product, not to a table.
+TEST_F(Onnx, TablesAndRecurrentWeightsRoundTripAsTheirDecompositions) {
+  const auto original = qsl::onnx::model::load(models + "/weight_kinds.onnx");
+  auto m = qsl::onnx::model::load(models + "/weight_kinds.onnx");
+  auto o = options(2, 8);
+  o.min_weights = 0;
+  o.edge_bits = 3;
+  const auto report = qsl::onnx::compress(m, o);
+  std::map<std::string, std::string> runs;  // by weight
+  for (const auto& l : report.layers) {
+    EXPECT_TRUE(l.compressed) << l.weight;
+    runs[l.weight] = l.runs_as;
+  }
+  ASSERT_EQ(runs.size(), 7u);  // the shape Gather is no layer; the head shares 'tied'
+  EXPECT_EQ(runs["emb"], "QuantizedGather");
+  EXPECT_EQ(runs["emb32"], "QuantizedGather");
+  EXPECT_THAT(runs["tied"], HasSubstr("the table is read by 2 nodes"));
+  EXPECT_THAT(runs["lstm_r"], HasSubstr("qsl has no recurrent kernel; R decoded at load"));
+  m.save(path("out.onnx"));
+  const auto reloaded = qsl::onnx::model::load(path("out.onnx"));
+  std::map<std::string, int> bits;
+  for (const auto& l : qsl::onnx::compressed_layers(reloaded)) {
+    SCOPED_TRACE(l.weight);
+    bits[l.weight] = l.code.bits;
+    EXPECT_EQ(l.table, l.weight == "emb" || l.weight == "emb32");
+    auto layer_options = o.weights;
+    layer_options.bits = l.code.bits;
+    EXPECT_EQ(qsl::reconstruct(l.code),
+              qsl::reconstruct(qsl::decompose(original_w(original, l), layer_options)));
+    EXPECT_EQ(l.shape, qsl::onnx::read_constant(original, l.weight).shape);
+  }
+  EXPECT_EQ(bits, (std::map<std::string, int>{{"emb", 2}, {"emb32", 2}, {"tied", 2},
+                                              {"lstm_w", 3}, {"lstm_r", 2}, {"gru_w", 2},
+                                              {"gru_r", 3}}));
+}
+
 TEST_F(Onnx, StandardFormatUsesOnlyStandardOperators) {
   auto m = qsl::onnx::model::load(models + "/layers.onnx");
   auto o = options(2, 64);

@@ -80,6 +80,29 @@ TEST(WeightCode, ReconstructMatchesPlainLoop) {
     }
 }
 
+// One row decoded alone (QuantizedGather's look-up) is bit for bit that row of reconstruct,
+// at edge widths too; a row outside the code is a named error.
+TEST(WeightCode, ReconstructRowIsThatRowOfReconstruct) {
+  for (auto basis : {qsl::basis::binary, qsl::basis::ternary})
+    for (std::int64_t cols : {1, 63, 64, 65, 131})
+      for (std::int64_t group : {0, 8, 24}) {
+        const auto code = random_code(6, cols, 3, basis, group, 11);
+        const Eigen::MatrixXf w = qsl::reconstruct(code);
+        std::vector<float> row(static_cast<std::size_t>(cols), std::nanf(""));
+        for (std::int64_t n = 0; n < code.rows; ++n) {
+          qsl::reconstruct_row(code, n, row.data());
+          for (std::int64_t c = 0; c < cols; ++c)
+            ASSERT_EQ(row[static_cast<std::size_t>(c)], w(n, c)) << n << ", " << c;
+        }
+      }
+  const auto code = random_code(6, 20, 2, qsl::basis::binary, 0, 3);
+  std::vector<float> row(20);
+  EXPECT_THAT(qsl::test::error_of([&] { qsl::reconstruct_row(code, 6, row.data()); }),
+              HasSubstr("row 6 is outside 0..5"));
+  EXPECT_THAT(qsl::test::error_of([&] { qsl::reconstruct_row(code, -1, row.data()); }),
+              HasSubstr("row -1 is outside 0..5"));
+}
+
 TEST(WeightCode, OffsetsAreAlphaTimesPlaneSums) {
   for (auto basis : {qsl::basis::binary, qsl::basis::ternary}) {
     const auto code = random_code(4, 100, 2, basis, 16, 9);

@@ -40,6 +40,9 @@ inline constexpr const char* quantized_matmul_op = "QuantizedMatMul";
 inline constexpr const char* quantized_conv_op = "QuantizedConv";
 /// The fused TWD layer: Y = X W^T + bias with W = C^T M (qsl::twd_dense's arithmetic).
 inline constexpr const char* quantized_twd_op = "QuantizedTwd";
+/// The compressed embedding table: ONNX Gather along axis 0 of a weight code, decoding only
+/// the rows it gathers (docs/onnxruntime.md).
+inline constexpr const char* quantized_gather_op = "QuantizedGather";
 /// The operator that rebuilds a weight tensor from a TWD factorization (ternary basis, mixing).
 inline constexpr const char* decode_factorized_op = "DecodeFactorized";
 /// Metadata keys (this prefix, then a number) of the qsl format's layers kept on the runtime's
@@ -251,13 +254,16 @@ struct compressed_layer {
   bool transposed = false;             ///< true: the tensor is W^T (MatMul, Gemm transB = 0)
   weight_code code;                    ///< W (outputs x inputs), validated (BCQ layers)
   bool factorized = false;             ///< true: a TWD layer, held in `twd` (code is empty)
+  /// true: a QuantizedGather, whose rows are looked up by index (an embedding), not multiplied
+  bool table = false;
   twd_code twd;                        ///< W ~ C^T M^T, validated (TWD layers)
   /// Calibrated activation quantizers, entry b - 1 for b bits (1..8), or empty.
   std::vector<activation_quantizer> activations;
 };
 
-/// Every DecodeWeights, DecodeFactorized and QuantizedMatMul node of the main graph, decoded
-/// (throws model_error if malformed).
+/// Every DecodeWeights, DecodeFactorized, QuantizedMatMul, QuantizedConv, QuantizedTwd and
+/// QuantizedGather node of the main graph, and every layer kept on the runtime's operator (its
+/// metadata entry), decoded (throws model_error if malformed).
 QSL_API std::vector<compressed_layer> compressed_layers(const model& m);
 
 }  // namespace qsl::onnx

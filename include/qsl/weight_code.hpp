@@ -109,6 +109,11 @@ QSL_API std::vector<std::uint8_t> plane_bytes(const weight_code& code, bool mask
 QSL_API void read_plane_bytes(weight_code& code, bool masks, const std::uint8_t* bytes,
                               const char* what = "weight code");
 
+/// Writes row `row` of W_hat (cols values) to `out`: the sum over groups and planes in the
+/// order reconstruct uses, so both give the same floats. Throws qsl::error for a row outside
+/// 0..rows-1. (Embedding look-ups decode only the rows they gather.)
+QSL_API void reconstruct_row(const weight_code& code, std::int64_t row, float* out);
+
 /// Writes the dense approximation W_hat into `out`, which must be rows x cols. Throws qsl::error
 /// naming the shape otherwise.
 QSL_API void reconstruct(const weight_code& code, Eigen::Ref<Eigen::MatrixXf> out);

@@ -40,10 +40,16 @@ struct decoded_kernel {
                       "attribute 'shape' does not match rows x cols");
       elements *= d;
     }
-    detail::require(
-        elements == w.size() && !shape.empty() &&
-            (transposed ? shape.size() == 2 && shape[0] == w.cols() : shape[0] == w.rows()),
-        "attribute 'shape' does not match rows x cols");
+    // As is, the tensor is W row-major: its leading dims make the rows (Conv [M, C, k...],
+    // LSTM [directions, gates x hidden, inputs]).
+    std::int64_t leading = 1;
+    bool rows_split = false;
+    for (std::size_t d = 0; d + 1 < shape.size() && !rows_split; ++d)
+      rows_split = (leading *= shape[d]) == w.rows();
+    detail::require(elements == w.size() && !shape.empty() &&
+                        (transposed ? shape.size() == 2 && shape[0] == w.cols()
+                                    : rows_split || (shape.size() == 1 && shape[0] == w.rows())),
+                    "attribute 'shape' does not match rows x cols");
     values.resize(static_cast<std::size_t>(w.size()));
     // Eigen is column-major: W^T's row-major layout is W's column-major one, and vice versa.
     if (transposed)

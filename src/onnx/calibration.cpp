@@ -94,11 +94,23 @@ struct probe {
 using ops::shape_text;
 
 // The probe of a layer found by find_weight; false for a convolution of more than 2 spatial
-// dimensions (no statistics: it is decomposed without calibration).
+// dimensions and for Gather tables (no statistics: they are decomposed without calibration; a
+// table's rows are read, not multiplied by inputs), and for an R whose node has no Y output.
 bool make_probe(const pb::NodeProto& n, const detail::candidate& c, probe& p, std::string& x) {
   p.weight = c.weight;
   p.node = c.node_name;
   p.width = c.cols;
+  if (c.table()) return false;
+  if (c.recurrent()) {
+    // W multiplies X [seq, batch, inputs] (layout 1: [batch, seq, inputs]). R multiplies the
+    // previous hidden state at every step: the initial one (usually zeros), then the first
+    // T - 1 of the T states Y [seq, directions, batch, hidden] holds; Y stands in for them (one
+    // step of T differs). The directions of a bidirectional layer add to one statistic, as a
+    // grouped convolution's groups do.
+    p.kind = vectors_of::last_axis;
+    x = c.input == 1 ? n.input(0) : n.output_size() > 0 ? n.output(0) : "";
+    return !x.empty();
+  }
   if (c.op_type == "Conv") {
     const std::size_t dims = c.shape.size() - 2;
     if (dims < 1 || dims > 2) return false;
@@ -147,15 +159,14 @@ calibration_collector::calibration_collector(const model& m, const calibration_o
   const auto consts = detail::constants(g);
   for (int i = 0; i < g.node_size(); ++i) {
     const pb::NodeProto& n = g.node(i);
-    if (!n.domain().empty() ||
-        (n.op_type() != "Gemm" && n.op_type() != "MatMul" && n.op_type() != "Conv"))
-      continue;
-    detail::candidate c;
-    std::string why, x;
-    probe p;
-    if (!detail::find_weight(n, i, consts, c, why) || !make_probe(n, c, p, x)) continue;
-    if (impl_->probes.count(x) == 0) impl_->tensors.push_back(x);
-    impl_->probes.emplace(x, std::move(p));
+    for (int slot = 0; slot < detail::weight_slots(n); ++slot) {
+      detail::candidate c;
+      std::string why, x;
+      probe p;
+      if (!detail::find_weight(n, i, consts, c, why, slot) || !make_probe(n, c, p, x)) continue;
+      if (impl_->probes.count(x) == 0) impl_->tensors.push_back(x);
+      impl_->probes.emplace(x, std::move(p));
+    }
   }
 }
 

@@ -23,16 +23,12 @@ using detail::constant_ref;
 using detail::constants;
 using detail::element_size;
 using detail::find_weight;
+using detail::floating_point;
 using detail::int_attribute;
 using detail::node_label;
 using detail::read_floats;
 
 std::string in_quotes(const std::string& s) { return "'" + s + "'"; }
-
-bool floating_point(std::int32_t type) {
-  return type == pb::TensorProto::FLOAT || type == pb::TensorProto::DOUBLE ||
-         type == pb::TensorProto::FLOAT16 || type == pb::TensorProto::BFLOAT16;
-}
 
 bool glob(const std::string& pattern, const std::string& text) {
   return fnmatch(pattern.c_str(), text.c_str(), 0) == 0;
@@ -130,6 +126,38 @@ void report_subgraph_layers(const pb::GraphProto& g, const std::string& where,
   }
 }
 
+// A Gather table or an LSTM / GRU / RNN weight, rewritten; `runs_as` says how it runs.
+// Tables: a QuantizedGather when the Gather alone reads them (qsl format), decoding only the
+// rows looked up. Recurrent weights, and tables read elsewhere: the standard decoder, which ONNX
+// Runtime folds into a constant at load (qsl format: with the metadata entry qsl reads the code
+// from), or a DecodeWeights node where the opset has no BitShift.
+std::uint64_t rewrite_table_or_recurrent(detail::graph_writer& writer, const candidate& c,
+                                         const weight_code& code, const constant_ref& ref,
+                                         const detail::fusion_plan& f,
+                                         const std::vector<activation_quantizer>& quantizers,
+                                         output_format format, bool can_decode_standard,
+                                         std::string& runs_as) {
+  if (format == output_format::standard) {
+    runs_as = "standard";
+    return writer.replace(c.weight, c.shape, c.layout, code, ref.initializer, ref.constant_node);
+  }
+  if (c.table() && f.why_not.empty()) {
+    runs_as = quantized_gather_op;
+    return writer.replace_gather(c.weight, code, ref.initializer, ref.constant_node,
+                                 c.output);
+  }
+  if (!can_decode_standard) {
+    runs_as = std::string(decode_op) + " + " + c.op_type + " (" + f.why_not +
+              "; opset < 11: decoded by qsl's operator)";
+    return writer.replace(c.weight, c.shape, c.layout, code, ref.initializer, ref.constant_node,
+                          quantizers);
+  }
+  runs_as = c.op_type + " on the runtime's kernel (" + f.why_not + "; " +
+            (c.table() ? "" : c.input == 1 ? "W " : "R ") + "decoded at load)";
+  return writer.replace_standard(c.weight, c.shape, c.layout, code, ref.initializer,
+                                 ref.constant_node, quantizers);
+}
+
 }  // namespace
 
 double compress_report::bits_per_weight() const {
@@ -182,15 +210,14 @@ compress_report compress(model& m, const compress_options& o) {
   std::vector<candidate> chosen;
   std::vector<decompose_options> chosen_options;
   std::set<std::string> seen;
-  for (int i = 0; i < g.node_size(); ++i) {
+  for (int i = 0; i < g.node_size(); ++i)
+   for (int slot = 0; slot < detail::weight_slots(g.node(i)); ++slot) {
     const pb::NodeProto& n = g.node(i);
-    if (!n.domain().empty() ||
-        (n.op_type() != "Gemm" && n.op_type() != "MatMul" && n.op_type() != "Conv"))
-      continue;
     candidate c;
     std::string why;
     layer_report r;
-    const bool found = find_weight(n, i, consts, c, why);
+    const bool found = find_weight(n, i, consts, c, why, slot);
+    if (!found && why.empty()) continue;  // a Gather on no table: not a layer
     r.node = c.node_name;
     r.op_type = c.op_type;
     r.weight = c.weight;
@@ -220,7 +247,7 @@ compress_report compress(model& m, const compress_options& o) {
       if (!non_finite.empty()) r.warning = "weight " + in_quotes(c.weight) + " " + non_finite;
     }
     report.layers.push_back(r);
-  }
+   }
   for (int i = 0; i < g.node_size(); ++i)
     for (const auto& a : g.node(i).attribute()) {
       if (a.has_g()) report_subgraph_layers(a.g(), node_label(g.node(i), i), report.layers);
@@ -228,8 +255,8 @@ compress_report compress(model& m, const compress_options& o) {
         report_subgraph_layers(sub, node_label(g.node(i), i), report.layers);
     }
   std::vector<bool> twd;  // per chosen layer: factorized with TWD
-  for (const candidate& c : chosen)
-    twd.push_back(std::any_of(o.twd_layers.begin(), o.twd_layers.end(), [&](const std::string& p) {
+  for (const candidate& c : chosen)  // products only: a table or a recurrent weight keeps BCQ
+    twd.push_back(!c.table() && !c.recurrent() && std::any_of(o.twd_layers.begin(), o.twd_layers.end(), [&](const std::string& p) {
       return glob(p, c.node_name) || glob(p, c.weight);
     }));
   if (o.format == output_format::standard && std::find(twd.begin(), twd.end(), true) != twd.end())
@@ -241,13 +268,26 @@ compress_report compress(model& m, const compress_options& o) {
   if (o.format == output_format::qsl) {
     shapes = detail::inferred_shapes(proto);
     for (std::size_t l = 0; l < chosen.size(); ++l)
-      rows[l] = rows_per_call(g.node(chosen[l].node), chosen[l].weight, shapes);
+      if (!chosen[l].table() && !chosen[l].recurrent())
+        rows[l] = rows_per_call(g.node(chosen[l].node), chosen[l].weight, shapes);
   }
   // Fused layers (qsl format): decided on the graph as it is, before any rewriting.
   std::vector<detail::fusion_plan> fusion(chosen.size());
   for (std::size_t l = 0; l < chosen.size(); ++l) {
     if (o.format != output_format::qsl) continue;
-    if (!o.fuse) {
+    const candidate& layer = chosen[l];
+    if (layer.recurrent()) {
+      fusion[l].why_not = "qsl has no recurrent kernel";
+    } else if (layer.table()) {  // QuantizedGather: the table read by this Gather alone
+      const int readers = detail::uses(g, layer.weight);
+      const auto type = consts.at(layer.weight).tensor->data_type();
+      if (!o.fuse)
+        fusion[l].why_not = "fusion off";
+      else if (readers != 1)
+        fusion[l].why_not = "the table is read by " + std::to_string(readers) + " nodes";
+      else if (type != pb::TensorProto::FLOAT)
+        fusion[l].why_not = "a " + detail::type_name(type) + " table (QuantizedGather is float)";
+    } else if (!o.fuse) {
       fusion[l].why_not = "fusion off";
     } else if (twd[l]) {  // QuantizedTwd: one reader, a MatMul or a Gemm with at most a bias
       const candidate& c = chosen[l];
@@ -282,9 +322,14 @@ compress_report compress(model& m, const compress_options& o) {
     }
   }
   const bool can_decode_standard = m.opset() >= min_standard_opset;
-  if (o.edge_bits > 0 && !chosen_options.empty()) {
-    chosen_options.front().bits = o.edge_bits;
-    chosen_options.back().bits = o.edge_bits;
+  // The first and last layers are the products at the graph's ends: an embedding table is
+  // looked up, not multiplied, and its error does not grow through a product.
+  std::vector<std::size_t> products;
+  for (std::size_t l = 0; l < chosen.size(); ++l)
+    if (!chosen[l].table()) products.push_back(l);
+  if (o.edge_bits > 0 && !products.empty()) {
+    chosen_options[products.front()].bits = o.edge_bits;
+    chosen_options[products.back()].bits = o.edge_bits;
   }
 
   // 2. Decompose and rewrite, one layer at a time.
@@ -308,11 +353,15 @@ compress_report compress(model& m, const compress_options& o) {
     // fit the activation quantizers of every bit count offline.
     decompose_options layer_options = chosen_options[l];
     const layer_calibration* stats = nullptr;
-    if (o.calibration != nullptr) {
+    // Tables are decomposed data-free: their rows are read as they are, so the plain weight
+    // error is the output error (a tied table's product statistics are not used).
+    if (o.calibration != nullptr && !c.table()) {
       const auto it = o.calibration->find(c.weight);
       if (it != o.calibration->end() && it->second.width == c.cols && it->second.vectors > 0)
         stats = &it->second;
     }
+    // A layer without statistics (a table, an R whose node has no Y) is decomposed data-free.
+    if (stats == nullptr) layer_options.error_feedback = false;
     std::vector<activation_quantizer> quantizers;
     if (stats != nullptr) {
       layer_options.calibration = stats->factor();
@@ -359,7 +408,11 @@ compress_report compress(model& m, const compress_options& o) {
         const bool unfusable = o.fuse && !f.why_not.empty();
         const bool native = o.format == output_format::qsl && o.native_min_rows > 0 &&
                             (many || unfusable) && can_decode_standard;
-        if (native) {
+        if (c.table() || c.recurrent()) {
+          result.bytes_after = rewrite_table_or_recurrent(writer, c, code, ref, f, quantizers,
+                                                          o.format, can_decode_standard,
+                                                          result.runs_as);
+        } else if (native) {
           // The int8 form where asked for and every reader can take it (else fp32).
           std::string int8_not;
           if (o.native_int8) {

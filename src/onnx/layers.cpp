@@ -39,12 +39,70 @@ std::string node_label(const pb::NodeProto& n, int index) {
   return n.name().empty() ? n.op_type() + "#" + std::to_string(index) : n.name();
 }
 
+bool floating_point(std::int32_t type) {
+  return type == pb::TensorProto::FLOAT || type == pb::TensorProto::DOUBLE ||
+         type == pb::TensorProto::FLOAT16 || type == pb::TensorProto::BFLOAT16;
+}
+
+int weight_slots(const pb::NodeProto& n) {
+  if (!n.domain().empty() && n.domain() != "ai.onnx") return 0;
+  const std::string& op = n.op_type();
+  if (op == "Gemm" || op == "MatMul" || op == "Conv" || op == "Gather") return 1;
+  return op == "LSTM" || op == "GRU" || op == "RNN" ? 2 : 0;
+}
+
+namespace {
+
+// Gather(data, indices) along axis 0 of a constant float [V, H] table: W = the table.
+bool find_table(const pb::NodeProto& n, const std::map<std::string, constant_ref>& c,
+                candidate& out, std::string& why) {
+  why.clear();
+  if (n.input_size() != 2) return false;
+  const auto it = c.find(n.input(0));
+  if (it == c.end() || !floating_point(it->second.tensor->data_type()) ||
+      it->second.tensor->dims_size() != 2)
+    return false;
+  const std::int64_t axis = int_attribute(n, "axis", 0);
+  if (axis != 0 && axis != -2) return false;
+  out.input = 0;
+  out.weight = n.input(0);
+  out.shape.assign(it->second.tensor->dims().begin(), it->second.tensor->dims().end());
+  out.layout = weight_layout::as_is;
+  out.rows = out.shape[0];
+  out.cols = out.shape[1];
+  return true;
+}
+
+// LSTM / GRU / RNN: W [directions, gates x hidden, inputs] (slot 0) or R [..., hidden]
+// (slot 1), both read as W with directions x gates x hidden rows.
+bool find_recurrent(const pb::NodeProto& n, const std::map<std::string, constant_ref>& c,
+                    int slot, candidate& out, std::string& why) {
+  out.input = 1 + slot;
+  if (n.input_size() <= out.input || n.input(out.input).empty())
+    return why = std::string(slot == 0 ? "no W" : "no R") + " input", false;
+  out.weight = n.input(out.input);
+  const auto it = c.find(out.weight);
+  if (it == c.end()) return why = "the weight is not a constant", false;
+  out.shape.assign(it->second.tensor->dims().begin(), it->second.tensor->dims().end());
+  if (out.shape.size() != 3)
+    return why = "a weight of rank " + std::to_string(out.shape.size()), false;
+  out.layout = weight_layout::as_is;
+  out.rows = out.shape[0] * out.shape[1];
+  out.cols = out.shape[2];
+  return true;
+}
+
+}  // namespace
+
 bool find_weight(const pb::NodeProto& n, int index, const std::map<std::string, constant_ref>& c,
-                 candidate& out, std::string& why) {
+                 candidate& out, std::string& why, int slot) {
   out = {};
   out.node = index;
   out.node_name = node_label(n, index);
   out.op_type = n.op_type();
+  if (n.output_size() > 0) out.output = n.output(0);
+  if (out.table()) return find_table(n, c, out, why);
+  if (out.recurrent()) return find_recurrent(n, c, slot, out, why);
   if (n.input_size() < 2) return why = "fewer than 2 inputs", false;
   out.weight = n.input(1);
   // MatMul(W, X) with a constant W [N, K]: Y = W X, the weight on the left as the model has it.

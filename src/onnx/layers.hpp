@@ -1,6 +1,7 @@
 #pragma once
-// Internal: finding the Gemm / MatMul / Conv layers of a graph and their constant weights,
-// shared by compress (which rewrites them) and calibration (which watches their inputs).
+// Internal: finding the layers of a graph with constant weights (Gemm / MatMul / Conv
+// products, Gather tables, LSTM / GRU / RNN weights), shared by compress (which rewrites them)
+// and calibration (which watches their inputs).
 
 #include <cstdint>
 #include <map>
@@ -23,6 +24,9 @@ std::string string_attribute(const pb::NodeProto& n, const char* name, const cha
 /// The node's name, or "OpType#index" for an unnamed node.
 std::string node_label(const pb::NodeProto& n, int index);
 
+/// FLOAT, DOUBLE, FLOAT16 or BFLOAT16: a weight qsl can compress.
+bool floating_point(std::int32_t type);
+
 /// Where a constant tensor lives: an initializer, or the `value` of a Constant node.
 struct constant_ref {
   pb::TensorProto* tensor = nullptr;
@@ -40,13 +44,26 @@ struct candidate {
   weight_layout layout = weight_layout::as_is;
   std::vector<std::int64_t> shape;
   std::int64_t rows = 0, cols = 0;
+  std::string output;  ///< the node's first output (found again after the graph changes)
   /// MatMul(W, X): the weight is the left operand, the input vectors are X's columns.
   bool weight_on_left = false;
+  /// The node's input that holds the weight (Gather: 0; LSTM / GRU / RNN: 1 for W, 2 for R).
+  int input = 1;
+  /// A Gather table: W's rows are looked up by index, not multiplied.
+  bool table() const { return op_type == "Gather"; }
+  /// An LSTM / GRU / RNN weight, [directions, gates x hidden, inputs] as W.
+  bool recurrent() const { return op_type == "LSTM" || op_type == "GRU" || op_type == "RNN"; }
 };
 
-/// The weight input of a Gemm / MatMul / Conv node `n` (the index-th of its graph), if it is a
-/// constant W can be read from; `why` says why not otherwise.
+/// How many weights a default-domain node may have qsl compresses: 1 for Gemm, MatMul, Conv and
+/// Gather, 2 for LSTM / GRU / RNN (W and R), 0 for every other node.
+int weight_slots(const pb::NodeProto& n);
+
+/// Weight `slot` (0 ..< weight_slots) of node `n` (the index-th of its graph), if it is a
+/// constant W can be read from; `why` says why not otherwise, and is empty when the input is
+/// no weight at all (a Gather on a non-constant or non-float tensor, or of rank other than 2
+/// or along another axis: shape arithmetic, not an embedding), which is not worth reporting.
 bool find_weight(const pb::NodeProto& n, int index, const std::map<std::string, constant_ref>& c,
-                 candidate& out, std::string& why);
+                 candidate& out, std::string& why, int slot = 0);
 
 }  // namespace qsl::onnx::detail

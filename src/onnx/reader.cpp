@@ -116,9 +116,16 @@ void read_layout(const pb::NodeProto& n, std::int64_t rows, std::int64_t cols,
   std::int64_t elements = 1;  // product of the dims, -1 once it exceeds rows * cols
   for (std::int64_t d : layer.shape)
     elements = d < 1 || elements < 0 || elements > rows * cols / d ? -1 : elements * d;
+  // As is, the tensor is W row-major: its leading dims make the rows ([M, C, k...] for a
+  // Conv, [directions, gates x hidden, inputs] for a recurrent weight).
+  std::int64_t leading = 1;
+  bool rows_split = false;
+  for (std::size_t d = 0; d + 1 < layer.shape.size() && elements > 0 && !rows_split; ++d)
+    rows_split = (leading *= layer.shape[d]) == rows;
+  const bool one_dim = layer.shape.size() == 1 && layer.shape[0] == rows;
   const bool shape_ok = elements == rows * cols && !layer.shape.empty() &&
                         (layer.transposed ? layer.shape.size() == 2 && layer.shape[0] == cols
-                                          : layer.shape[0] == rows);
+                                          : rows_split || one_dim);
   if (!shape_ok) throw model_error(what + ": attribute 'shape' does not match rows x cols");
 }
 
@@ -230,6 +237,21 @@ compressed_layer read_quantized_matmul(const pb::NodeProto& n,
       throw model_error(what + ": int8_min_rows is " + std::to_string(layer.int8_min_rows) +
                         "; expected >= 0 (0: never)");
   }
+  return layer;
+}
+
+// A QuantizedGather: the table [rows, cols] as W; inputs indices, signs, coefficients, masks.
+compressed_layer read_quantized_gather(const pb::NodeProto& n,
+                                       const std::map<std::string, const pb::TensorProto*>& init,
+                                       const std::string& what) {
+  compressed_layer layer;
+  layer.node = n.name();
+  layer.output = n.output(0);
+  layer.table = true;
+  layer.code = read_code(n, init, "rows", "cols", 1, 2, 3, what, [&](const weight_code& c) {
+    layer.shape = {c.rows, c.cols};
+  });
+  read_fused_node(n, init, what, layer.code.rows, layer);
   return layer;
 }
 
@@ -484,11 +506,14 @@ std::vector<compressed_layer> compressed_layers(const model& m) {
     const bool fused = n.op_type() == quantized_matmul_op;
     const bool conv = n.op_type() == quantized_conv_op;
     const bool fused_twd = n.op_type() == quantized_twd_op;
-    if (n.domain() != qsl_domain || (!bcq && !twd && !fused && !conv && !fused_twd)) continue;
+    const bool gather = n.op_type() == quantized_gather_op;
+    if (n.domain() != qsl_domain || (!bcq && !twd && !fused && !conv && !fused_twd && !gather))
+      continue;
     const std::string what = n.op_type() + " node " +
                              in_quotes(n.name().empty() ? "#" + std::to_string(i) : n.name());
     if (n.output_size() != 1) throw model_error(what + ": expected one output");
-    compressed_layer layer = fused_twd ? read_decode_factorized(n, init, what, true)
+    compressed_layer layer = gather    ? read_quantized_gather(n, init, what)
+                             : fused_twd ? read_decode_factorized(n, init, what, true)
                              : conv    ? read_quantized_conv(n, init, what)
                              : fused ? read_quantized_matmul(n, init, what)
                              : bcq ? read_decode_weights(n, init, what)

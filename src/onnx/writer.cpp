@@ -347,6 +347,35 @@ std::uint64_t graph_writer::replace_conv(const std::string& weight,
   return t.bytes;
 }
 
+std::uint64_t graph_writer::replace_gather(const std::string& weight, const weight_code& code,
+                                           int initializer, int constant_node,
+                                           const std::string& output) {
+  pb::GraphProto& g = *model_.mutable_graph();
+  remove_constant(weight, initializer, constant_node);  // may move nodes: find ours after it
+  pb::NodeProto* n = g.mutable_node(node_producing(g, output));
+  const code_tensors t = add_code_tensors(weight + "_qsl", code);
+  pb::NodeProto gather;
+  gather.set_name(n->name().empty() ? output + "_QuantizedGather" : n->name());
+  gather.set_op_type(quantized_gather_op);
+  gather.set_domain(qsl_domain);
+  for (const std::string& input : {n->input(1), t.signs, t.coefficients, t.masks})
+    gather.add_input(input);
+  if (t.masks.empty()) gather.mutable_input()->RemoveLast();
+  gather.add_output(output);
+  add_int_attribute(gather, "rows", code.rows);
+  add_int_attribute(gather, "cols", code.cols);
+  add_int_attribute(gather, "bits", code.bits);
+  add_int_attribute(gather, "basis", static_cast<std::int64_t>(code.basis));
+  add_int_attribute(gather, "group_size", code.group_size);
+  add_int_attribute(gather, "format_version", 1);
+  auto* source = gather.add_attribute();
+  source->set_name("weight_name");
+  source->set_type(pb::AttributeProto::STRING);
+  source->set_s(weight);
+  *n = std::move(gather);
+  return t.bytes;
+}
+
 std::uint64_t graph_writer::replace_factorized(const std::string& weight,
                                                const std::vector<std::int64_t>& shape,
                                                weight_layout layout, const twd_code& code,

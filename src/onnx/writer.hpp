@@ -118,6 +118,11 @@ class graph_writer {
                              const weight_code& code, int initializer, int constant_node,
                              const fused_layer& f, int activation_bits,
                              const std::vector<activation_quantizer>& activations = {});
+  /// Removes the constant table `weight` ([rows, cols] floats) and turns the Gather node
+  /// producing `output` (along axis 0) into a QuantizedGather of `code`: only the gathered
+  /// rows are decoded, per call (docs/onnxruntime.md).
+  std::uint64_t replace_gather(const std::string& weight, const weight_code& code,
+                               int initializer, int constant_node, const std::string& output);
   /// The same for a TWD layer (qsl format only; the standard format throws qsl::error): a
   /// DecodeFactorized node feeding the original operator, or with `fused` (one reader, a plain
   /// product with at most a bias) its node turned into a QuantizedTwd.

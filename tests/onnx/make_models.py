@@ -14,7 +14,9 @@ version converter cannot convert (its Pad 10 -> 11 adapter needs a 'value' attri
 OUTDIR/gemm_variants.onnx (+ _input.npy): Gemm with transA, alpha, beta and a computed C, and a
 weight that three nodes read (an unrolled recurrence), for fusion; OUTDIR/left_weight.onnx
 (+ _input.npy): MatMul(W, X) with the weight on the left; OUTDIR/convolutions.onnx:
-depthwise, grouped, SAME_LOWER and 1-D convolutions on two inputs, for calibration's patches.
+depthwise, grouped, SAME_LOWER and 1-D convolutions on two inputs, for calibration's patches;
+OUTDIR/weight_kinds.onnx (+ _input.npz): token ids through embedding tables (Gather on int64
+and int32 ids, one table also read by the output Gemm: tied), a bidirectional LSTM and a GRU.
 """
 import os
 import sys
@@ -228,6 +230,52 @@ def convolutions_model(rng):
                              ir_version=IR_VERSION)
 
 
+def weight_kinds_model(rng):
+    """ids [N, T] -> Gather(emb) -> e [N, T, 24] -> LSTM (bidirectional, 16) and GRU (8) over
+    [T, N, 24]; Gather(emb32) on int32 ids; Gather(tied) and Gemm(., tied, transB=1)."""
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 5])
+    outputs = [helper.make_tensor_value_info("e", TensorProto.FLOAT, ["N", 5, 24]),
+               helper.make_tensor_value_info("e32", TensorProto.FLOAT, ["N", 5, 24]),
+               helper.make_tensor_value_info("lstm_y", TensorProto.FLOAT, [5, 2, "N", 16]),
+               helper.make_tensor_value_info("gru_y", TensorProto.FLOAT, [5, 1, "N", 8]),
+               helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["M", 40])]
+    nodes = [
+        helper.make_node("Gather", ["emb", "ids"], ["e"], name="embed", axis=0),
+        helper.make_node("Cast", ["ids"], ["ids32"], to=TensorProto.INT32),
+        helper.make_node("Gather", ["emb32", "ids32"], ["e32"], name="embed32"),
+        helper.make_node("Gather", ["tied", "ids"], ["t"], name="embed_tied"),
+        helper.make_node("Add", ["e", "t"], ["et"]),
+        helper.make_node("Transpose", ["et"], ["seq"], perm=[1, 0, 2]),
+        helper.make_node("LSTM", ["seq", "lstm_w", "lstm_r", "lstm_b"], ["lstm_y"], name="lstm",
+                         hidden_size=16, direction="bidirectional"),
+        helper.make_node("GRU", ["seq", "gru_w", "gru_r"], ["gru_y"], name="gru", hidden_size=8,
+                         linear_before_reset=1),
+        helper.make_node("Reshape", ["e32", "flat_shape"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "tied"], ["logits"], name="head", transB=1),
+        # A Gather on a shape, not a table: not a layer, not reported.
+        helper.make_node("Shape", ["ids"], ["ids_shape"]),
+        helper.make_node("Gather", ["ids_shape", "zero"], ["batch"], name="batch_size"),
+        helper.make_node("Cast", ["batch"], ["batch_f"], to=TensorProto.FLOAT),
+    ]
+    outputs.append(helper.make_tensor_value_info("batch_f", TensorProto.FLOAT, []))
+    normal = lambda *shape: rng.standard_normal(shape).astype(np.float32)
+    inits = [
+        numpy_helper.from_array(normal(40, 24), "emb"),
+        numpy_helper.from_array(normal(40, 24) * 0.5, "emb32"),
+        numpy_helper.from_array(normal(40, 24) * 0.3, "tied"),
+        numpy_helper.from_array(normal(2, 64, 24) * 0.2, "lstm_w"),
+        numpy_helper.from_array(normal(2, 64, 16) * 0.2, "lstm_r"),
+        numpy_helper.from_array(normal(2, 128) * 0.1, "lstm_b"),
+        numpy_helper.from_array(normal(1, 24, 24) * 0.2, "gru_w"),
+        numpy_helper.from_array(normal(1, 24, 8) * 0.2, "gru_r"),
+        numpy_helper.from_array(np.array([-1, 24], np.int64), "flat_shape"),
+        numpy_helper.from_array(np.array(0, np.int64), "zero"),
+    ]
+    graph = helper.make_graph(nodes, "weight_kinds", [ids], outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                             ir_version=IR_VERSION)
+
+
 def main(out):
     os.makedirs(out, exist_ok=True)
     rng = np.random.default_rng(7)
@@ -237,6 +285,9 @@ def main(out):
               os.path.join(out, "gemm_variants.onnx"))
     onnx.save(left_weight_model(np.random.default_rng(13)), os.path.join(out, "left_weight.onnx"))
     onnx.save(convolutions_model(np.random.default_rng(15)), os.path.join(out, "convolutions.onnx"))
+    onnx.save(weight_kinds_model(np.random.default_rng(17)), os.path.join(out, "weight_kinds.onnx"))
+    np.savez(os.path.join(out, "weight_kinds_input.npz"),
+             ids=np.random.default_rng(18).integers(0, 40, (64, 5)).astype(np.int64))
     np.save(os.path.join(out, "left_weight_input.npy"),
             np.random.default_rng(14).standard_normal((2, 3, 40, 4)).astype(np.float32))
     np.save(os.path.join(out, "gemm_variants_input.npy"),

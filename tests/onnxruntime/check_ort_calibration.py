@@ -68,8 +68,11 @@ def compress(tool, source, out, extra):
     report = out + ".json"
     if os.path.exists(report):
         os.remove(report)
+    # The embedding table E stays fp32 (--skip E): the products' calibration is what is
+    # measured here (tables are data-free; check_weight_kinds.py covers them).
     r = subprocess.run([tool, source, "-o", out, "--force", "-q", "--json", report,
-                        "--min-weights", "100", "--bits", "2", "--group", "0"] + extra,
+                        "--min-weights", "100", "--bits", "2", "--group", "0", "--skip", "E"]
+                       + extra,
                        capture_output=True, text=True)
     data = None
     if r.returncode == 0:

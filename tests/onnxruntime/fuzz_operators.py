@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Fuzzes the checks of qsl's ONNX Runtime operators: valid QuantizedMatMul, QuantizedConv,
-QuantizedTwd and DecodeWeights nodes with one thing changed at random (an attribute set to a wrong, huge, negative or
+QuantizedTwd, QuantizedGather and DecodeWeights nodes with one thing changed at random (an attribute set to a wrong, huge, negative or
 wrongly typed value; a tensor with other dims, another dtype, truncated data or random bytes;
-NaN/Inf coefficients; an input removed; X of a wrong width at run time). Every case must either
+NaN/Inf coefficients; an input removed; X of a wrong width, or ids out of range, at run time). Every case must either
 run or fail with an ORT error that names the node; none may crash the process. The cases run
 in a child process, which says which case it is on before each one, so that a crash (a signal)
 is reported with the case that caused it.
@@ -35,8 +35,8 @@ def cases(seed, count):
         bits, ternary = int(rng.integers(1, 4)), bool(rng.integers(0, 2))
         group = int(rng.choice([0, 8, 16]))
         signs, masks, alpha, g = q.random_code(rng, rows, cols, bits, ternary, group)
-        variant = int(rng.integers(0, 5))
-        decode, conv, twd = variant == 0, variant == 1, variant == 2
+        variant = int(rng.integers(0, 6))
+        decode, conv, twd, gather = variant == 0, variant == 1, variant == 2, variant == 5
         if twd:  # a TWD layer of K basis vectors on the same sizes
             k = int(rng.integers(1, 12))
             t_signs, t_masks, mixing = qt.random_twd(rng, rows, cols, k)
@@ -53,10 +53,16 @@ def cases(seed, count):
                 rng.standard_normal(rows).astype(np.float32), ["N", groups, "H", "W"],
                 dict(group_size=group, pads=[0, 0, 0, 0])))
         else:
+            bias = None if gather else rng.standard_normal(rows).astype(np.float32)
             m = onnx.load_from_string(q.model(rows, cols, bits, ternary, group, signs, masks,
-                                              alpha, rng.standard_normal(rows).astype(np.float32),
-                                              ["N", cols]))
+                                              alpha, bias, ["N", cols]))
         node = m.graph.node[0]
+        if gather:  # the same code as a table: QuantizedGather(ids, ...), rows looked up
+            node.op_type, node.name = "QuantizedGather", "qgather"
+            for a in node.attribute:
+                a.name = {"in_features": "cols", "out_features": "rows"}.get(a.name, a.name)
+            m.graph.input[0].type.tensor_type.elem_type = TensorProto.INT64
+            m.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 3
         if decode:  # the same code as a DecodeWeights node producing W^T for a MatMul
             attrs = dict(rows=rows, cols=cols, bits=bits, basis=int(ternary),
                          group_size=group, transposed=1, shape=[cols, rows])
@@ -67,8 +73,11 @@ def cases(seed, count):
             m.graph.node.extend([dw, mm])
             m.graph.initializer.pop()  # the bias
             node = m.graph.node[0]
-        what = "dw" if decode else "qconv" if conv else "qtwd" if twd else "qmm"
+        what = ("dw" if decode else "qconv" if conv else "qtwd" if twd else "qgather" if gather
+                else "qmm")
         x = rng.standard_normal((int(rng.integers(1, 5)), cols)).astype(np.float32)
+        if gather:
+            x = rng.integers(-rows, rows, (int(rng.integers(1, 5)), 3)).astype(np.int64)
         if conv:
             x = rng.standard_normal((int(rng.integers(1, 3)), groups, kh + int(rng.integers(0, 3)),
                                      kw + int(rng.integers(0, 3)))).astype(np.float32)
@@ -121,6 +130,14 @@ def cases(seed, count):
                                      kw)).astype(np.float32)
             m.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "C"
             label += f", X of shape {list(x.shape)}"
+        elif gather:  # an id out of range, or ids of another type
+            x = x.copy()
+            x.reshape(-1)[0] = int(rng.choice([rows, -rows - 1, 2**40, -(2**62)]))
+            if rng.integers(0, 4) == 0:
+                x = x.astype(np.int32 if abs(int(x.reshape(-1)[0])) < 2**31 else np.float32)
+                m.graph.input[0].type.tensor_type.elem_type = (
+                    TensorProto.INT32 if x.dtype == np.int32 else TensorProto.FLOAT)
+            label += f", ids {x.reshape(-1)[0]} ({x.dtype})"
         else:  # X of the wrong width at run time
             x = rng.standard_normal((2, cols + int(rng.integers(1, 9)))).astype(np.float32)
             m.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "K"
@@ -148,7 +165,7 @@ def child(library, seed, count):
             # Every refusal names the node: qsl's ("QuantizedMatMul node 'qmm': ...") and ORT's
             # own graph checks ("node (qmm)"; the MatMul "mm" fed by a DecodeWeights node).
             if "must run" in label or not any(n in text
-                                              for n in ("qmm", "qconv", "qtwd", "dw", "mm")):
+                                              for n in ("qmm", "qconv", "qtwd", "qgather", "dw", "mm")):
                 bad.append(f"{label}: {text[:200]}")
     print(f"done: {ran} ran, {refused} refused")
     for b in bad:
