@@ -304,7 +304,7 @@ qsl::onnx::calibration_data collect(const qsl::onnx::model& model, const calib_s
 }
 
 int run(int argc, char** argv) {
-  CLI::App app{"qsl-compress: compress the Gemm/MatMul/Conv weights of an ONNX model"};
+  CLI::App app{"qsl-compress: compress the weights of an ONNX model (Gemm, MatMul, Conv, Gather tables, LSTM/GRU/RNN)"};
   std::string input, output, json_path, format = "qsl", basis = "binary", method = "multi_start";
   int bits = 2, edge_bits = 0, threads = 0;
   std::int64_t group = 128, min_weights = 4096;
