@@ -1,6 +1,8 @@
-// qsl-compress: compresses the Gemm / MatMul / Conv weights of an ONNX model.
+// qsl-compress: compresses the weights of an ONNX model (Gemm / MatMul / Conv, Gather tables,
+// LSTM / GRU / RNN).
 //
 //   qsl-compress model.onnx -o model.qsl.onnx --bits 2 --group 128 [--format qsl|standard]
+//                [--budget BITS] [--max-size BYTES]
 //                [--json report.json] [--skip PATTERN] [--override PATTERN=BITS[/GROUP]]
 //                [--calib samples.npz|inputs.npy|images.idx.gz [--calib-count N]
 //                 [--calib-runtime auto|onnxruntime|qsl] [--no-error-feedback] [--damping 0.1]]
@@ -96,6 +98,17 @@ void print_table(const compress_report& r) {
                   l.relative_error, output_error,
                   l.factorized ? ("  TWD K=" + std::to_string(l.basis_vectors)).c_str() : "");
       if (!l.runs_as.empty()) std::printf("  runs as %s\n", l.runs_as.c_str());
+      if (!l.budget_measurements.empty()) {  // what the budget chose from: bits:error
+        std::string measured;
+        for (const auto& m : l.budget_measurements) {
+          char entry[48];
+          const bool chosen = m.bits == l.bits && m.group_size == l.group_size;
+          std::snprintf(entry, sizeof entry, " %s%d/%lld:%.4f", chosen ? "*" : "", m.bits,
+                        static_cast<long long>(m.group_size), m.relative_error);
+          measured += entry;
+        }
+        std::printf("  budget: bits/group:error%s\n", measured.c_str());
+      }
     } else {
       std::printf("%-28.28s %-7s %-16s  (%s)\n", l.node.c_str(), l.op_type.c_str(),
                   shape_text(l.shape).c_str(), l.note.c_str());
@@ -112,6 +125,9 @@ void print_table(const compress_report& r) {
               human_bytes(r.model_bytes_before).c_str(), human_bytes(r.model_bytes_after).c_str(),
               100.0 * r.size_ratio(), human_bytes(r.weight_bytes_before).c_str(),
               human_bytes(r.weight_bytes_after).c_str(), r.bits_per_weight());
+  if (r.budget_code_bytes > 0)
+    std::printf("budget: codes within %s (%s taken)\n", human_bytes(r.budget_code_bytes).c_str(),
+                human_bytes(r.weight_bytes_after).c_str());
 }
 
 nlohmann::json to_json(const compress_report& r, const std::string& input,
@@ -137,6 +153,15 @@ nlohmann::json to_json(const compress_report& r, const std::string& input,
       }
       j["runs_as"] = l.runs_as;
       j["rows_per_call"] = l.rows_per_call;
+      if (!l.budget_measurements.empty()) {
+        nlohmann::json measured = nlohmann::json::array();
+        for (const auto& m : l.budget_measurements)
+          measured.push_back({{"bits", m.bits},
+                              {"group_size", m.group_size},
+                              {"bytes", m.bytes},
+                              {"relative_error", m.relative_error}});
+        j["budget_measurements"] = measured;
+      }
     } else {
       j["note"] = l.note;
     }
@@ -154,7 +179,8 @@ nlohmann::json to_json(const compress_report& r, const std::string& input,
             {"size_ratio", r.size_ratio()},
             {"weight_bytes_before", r.weight_bytes_before},
             {"weight_bytes_after", r.weight_bytes_after},
-            {"bits_per_weight", r.bits_per_weight()}}}};
+            {"bits_per_weight", r.bits_per_weight()},
+            {"budget_code_bytes", r.budget_code_bytes}}}};
 }
 
 // "PATTERN=BITS" or "PATTERN=BITS/GROUP" -> an override of the default options.
@@ -307,6 +333,8 @@ int run(int argc, char** argv) {
   CLI::App app{"qsl-compress: compress the weights of an ONNX model (Gemm, MatMul, Conv, Gather tables, LSTM/GRU/RNN)"};
   std::string input, output, json_path, format = "qsl", basis = "binary", method = "multi_start";
   int bits = 2, edge_bits = 0, threads = 0;
+  double budget_bits = 0;
+  std::uint64_t max_size = 0;
   std::int64_t group = 128, min_weights = 4096;
   bool force = false, quiet = false, error_feedback = true, no_fuse = false;
   int activation_bits = 0;
@@ -362,6 +390,15 @@ int run(int argc, char** argv) {
   app.add_option("--min-weights", min_weights, "leave smaller weights as they are");
   app.add_option("--edge-bits", edge_bits, "bits of the first and last compressed layer")
       ->check(CLI::Range(0, 8));
+  app.add_option("--budget", budget_bits,
+                 "a size budget: the most stored bits per weight (planes and coefficients) on "
+                 "average over the compressed layers; each layer's bits are chosen from 1, 2, 3, "
+                 "4 (6, 8 for small layers) by its measured error (output error with --calib)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-size", max_size,
+                 "the most bytes the whole output file may take (e.g. 5MB, 800KiB), by the same "
+                 "allocation as --budget (both: the tighter wins)")
+      ->transform(CLI::AsSizeValue(true));
   app.add_option("--threads", threads, "threads for the decomposition (0: all)")
       ->check(CLI::Range(0, qsl::max_threads));
   app.add_option("--calib", calib.path,
@@ -450,6 +487,8 @@ int run(int argc, char** argv) {
   options.int8_min_rows = int8_rows;
   options.native_int8 = native_int8;
   options.edge_bits = edge_bits;
+  options.budget_bits = budget_bits;
+  options.max_model_bytes = max_size;
   options.format = format == "standard" ? qsl::onnx::output_format::standard
                                         : qsl::onnx::output_format::qsl;
   progress_bar bar(!quiet);

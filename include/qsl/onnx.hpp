@@ -168,6 +168,22 @@ struct compress_options {
   /// fp32 GEMM; it changes results only within int8_rows_bound (tests/onnxruntime). 0: never
   /// (float activations at every batch, results independent of the call's row count).
   std::int64_t int8_min_rows = 16;
+  /// > 0: a size budget, the most stored bits per weight (planes, masks and coefficients) on
+  /// average over the compressed layers. Each layer's bit count is then chosen from
+  /// `budget_choices` by measurement: the layer is decomposed at each, and its error (with
+  /// calibration statistics, the squared relative output error on them; without, the squared
+  /// relative weight error) and stored bytes go into an allocation that minimizes the summed
+  /// error within the budget (docs/design.md, "A size budget"). A layer an override matches
+  /// keeps the override's bits. Not with edge_bits or TWD layers.
+  double budget_bits = 0;
+  /// > 0: the whole output file at most this many bytes (alone, or with budget_bits: the
+  /// tighter wins), by the same allocation.
+  std::uint64_t max_model_bytes = 0;
+  /// The bit counts a budget chooses from; those above 4 only for layers of at most
+  /// budget_high_bits_max_weights weights (cheap to measure, and only small layers can afford
+  /// them under a budget of a few bits).
+  std::vector<int> budget_choices = {1, 2, 3, 4, 6, 8};
+  std::int64_t budget_high_bits_max_weights = std::int64_t{1} << 18;
   /// Called before each layer with (layers done, layers to compress, layer name).
   std::function<void(std::size_t, std::size_t, const std::string&)> progress;
 };
@@ -204,6 +220,17 @@ struct layer_report {
   /// Input vectors the calibration statistics hold (calibrated layers only). Fewer than the
   /// layer's inputs leave its Gram matrix rank-deficient: `warning` then says so.
   std::int64_t calibration_vectors = 0;
+  /// Under a size budget: every code measured for the layer (bit count and group size: the
+  /// options' groups, and one group per row where that is wider), with its stored bytes and
+  /// relative error (output error where calibrated, else weight error); `bits` and
+  /// `group_size` are the choice.
+  struct budget_measurement {
+    int bits = 0;
+    std::int64_t group_size = 0;  ///< as the code has it (cols for one group per row)
+    std::uint64_t bytes = 0;
+    double relative_error = 0;
+  };
+  std::vector<budget_measurement> budget_measurements;
 };
 
 struct QSL_API compress_report {
@@ -214,6 +241,9 @@ struct QSL_API compress_report {
   std::int64_t opset_before = 0, opset_after = 0;
   std::uint64_t model_bytes_before = 0, model_bytes_after = 0;  ///< serialized sizes
   std::uint64_t weight_bytes_before = 0, weight_bytes_after = 0;  ///< compressed layers only
+  /// Under a size budget: the most bytes the codes could take (from budget_bits and
+  /// max_model_bytes), 0 without one.
+  std::uint64_t budget_code_bytes = 0;
   double size_ratio() const {
     return model_bytes_before == 0 ? 0
                                    : static_cast<double>(model_bytes_after) / model_bytes_before;

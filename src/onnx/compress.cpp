@@ -5,9 +5,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <set>
 
+#include "onnx/budget.hpp"
 #include "onnx/conformance.hpp"
 #include "onnx/layers.hpp"
 #include "onnx/proto.hpp"
@@ -99,11 +101,38 @@ std::string first_non_finite(const candidate& c, const std::vector<float>& value
   return {};
 }
 
-const decompose_options& options_for(const compress_options& o, const candidate& c) {
+const layer_override* override_for(const compress_options& o, const candidate& c) {
   for (const auto& override : o.overrides)
-    if (glob(override.pattern, c.node_name) || glob(override.pattern, c.weight))
-      return override.options;
-  return o.weights;
+    if (glob(override.pattern, c.node_name) || glob(override.pattern, c.weight)) return &override;
+  return nullptr;
+}
+
+const decompose_options& options_for(const compress_options& o, const candidate& c) {
+  const layer_override* override = override_for(o, c);
+  return override != nullptr ? override->options : o.weights;
+}
+
+// W (outputs x inputs) of candidate `c` from its tensor; non-finite values are a model_error.
+Eigen::MatrixXf read_w(const candidate& c, const pb::TensorProto& t, const std::string& what) {
+  const std::vector<float> values = read_floats(t, what);
+  const std::string non_finite = first_non_finite(c, values);
+  if (!non_finite.empty()) throw model_error(what + ": " + non_finite);
+  Eigen::MatrixXf w(c.rows, c.cols);
+  for (std::int64_t r = 0; r < c.rows; ++r)
+    for (std::int64_t col = 0; col < c.cols; ++col)
+      w(r, col) = c.layout == detail::weight_layout::transposed
+                      ? values[static_cast<std::size_t>(col * c.rows + r)]
+                      : values[static_cast<std::size_t>(r * c.cols + col)];
+  return w;
+}
+
+// The bytes a code adds to the file as the writers store it (graph_writer::add_code_tensors):
+// sign planes and ternary masks of ceil(cols / 8) bytes per row and plane, float coefficients.
+std::uint64_t stored_bytes(const weight_code& code) {
+  const auto planes = static_cast<std::uint64_t>(code.rows) * static_cast<std::uint64_t>(code.bits) *
+                      static_cast<std::uint64_t>((code.cols + 7) / 8);
+  return planes * (code.basis == qsl::basis::ternary ? 2 : 1) +
+         code.coefficients.size() * sizeof(float);
 }
 
 // Subgraph layers are reported and left as they are.
@@ -189,6 +218,21 @@ compress_report compress(model& m, const compress_options& o) {
                       std::to_string(max_bits));
   qsl::detail::require(o.format == output_format::qsl || o.format == output_format::standard,
                   "compress: unknown output format " + std::to_string(static_cast<int>(o.format)));
+  qsl::detail::require(std::isfinite(o.budget_bits) && o.budget_bits >= 0,
+                       "compress: budget_bits is " + std::to_string(o.budget_bits) +
+                           "; expected a finite number >= 0 (0: no budget)");
+  const bool budgeted = o.budget_bits > 0 || o.max_model_bytes > 0;
+  if (budgeted) {
+    qsl::detail::require(o.edge_bits == 0, "compress: edge_bits is " +
+                                               std::to_string(o.edge_bits) +
+                                               " with a size budget, which chooses every "
+                                               "layer's bits; leave edge_bits 0");
+    qsl::detail::require(!o.budget_choices.empty(), "compress: budget_choices is empty");
+    for (int b : o.budget_choices)
+      qsl::detail::require(b >= 1 && b <= max_bits, "compress: budget_choices holds " +
+                                                        std::to_string(b) + "; expected 1.." +
+                                                        std::to_string(max_bits));
+  }
   pb::ModelProto& proto = m.internals().proto;
   compress_report report;
   report.opset_before = report.opset_after = m.opset();
@@ -262,6 +306,9 @@ compress_report compress(model& m, const compress_options& o) {
   if (o.format == output_format::standard && std::find(twd.begin(), twd.end(), true) != twd.end())
     throw qsl::error("compress: TWD layers have no standard-format encoding yet; use the qsl "
                      "format (or leave them out of twd_layers)");
+  if (budgeted && std::find(twd.begin(), twd.end(), true) != twd.end())
+    throw qsl::error("compress: a size budget chooses per-row codes only; TWD layers cannot be "
+                     "budgeted yet (leave them out of twd_layers, or give no budget)");
   // Layers kept on the runtime's own operator (qsl format): many rows per call at batch 1.
   std::vector<std::int64_t> rows(chosen.size(), 0);
   std::map<std::string, std::vector<std::int64_t>> shapes;
@@ -332,176 +379,272 @@ compress_report compress(model& m, const compress_options& o) {
     chosen_options[products.back()].bits = o.edge_bits;
   }
 
-  // 2. Decompose and rewrite, one layer at a time.
-  detail::graph_writer writer(proto, o.format);
-  std::size_t done = 0;
-  for (std::size_t l = 0; l < chosen.size(); ++l) {
-    const candidate& c = chosen[l];
-    if (o.progress) o.progress(done, chosen.size(), c.node_name);
-    const constant_ref ref = constants(g).at(c.weight);  // indices move as the graph changes
-    const std::string what = "weight " + in_quotes(c.weight) + " of node " + in_quotes(c.node_name);
-    const std::vector<float> values = read_floats(*ref.tensor, what);
-    const std::string non_finite = first_non_finite(c, values);
-    if (!non_finite.empty()) throw model_error(what + ": " + non_finite);
-    Eigen::MatrixXf w(c.rows, c.cols);
-    for (std::int64_t r = 0; r < c.rows; ++r)
-      for (std::int64_t col = 0; col < c.cols; ++col)
-        w(r, col) = c.layout == detail::weight_layout::transposed
-                        ? values[static_cast<std::size_t>(col * c.rows + r)]
-                        : values[static_cast<std::size_t>(r * c.cols + col)];
-    // With calibration statistics: decompose against the output error on those inputs, and
-    // fit the activation quantizers of every bit count offline.
+  // With calibration statistics a layer is decomposed against its output error on those
+  // inputs. Tables are decomposed data-free: their rows are read as they are, so the plain
+  // weight error is the output error (a tied table's product statistics are not used); so is
+  // a layer without statistics (an R whose node has no Y).
+  auto statistics_of = [&](const candidate& c) -> const layer_calibration* {
+    if (o.calibration == nullptr || c.table()) return nullptr;
+    const auto it = o.calibration->find(c.weight);
+    return it != o.calibration->end() && it->second.width == c.cols && it->second.vectors > 0
+               ? &it->second
+               : nullptr;
+  };
+  auto layer_options_of = [&](std::size_t l, const layer_calibration* stats) {
     decompose_options layer_options = chosen_options[l];
-    const layer_calibration* stats = nullptr;
-    // Tables are decomposed data-free: their rows are read as they are, so the plain weight
-    // error is the output error (a tied table's product statistics are not used).
-    if (o.calibration != nullptr && !c.table()) {
-      const auto it = o.calibration->find(c.weight);
-      if (it != o.calibration->end() && it->second.width == c.cols && it->second.vectors > 0)
-        stats = &it->second;
-    }
-    // A layer without statistics (a table, an R whose node has no Y) is decomposed data-free.
     if (stats == nullptr) layer_options.error_feedback = false;
-    std::vector<activation_quantizer> quantizers;
-    if (stats != nullptr) {
-      layer_options.calibration = stats->factor();
-      if (o.format == output_format::qsl)
+    if (stats != nullptr) layer_options.calibration = stats->factor();
+    return layer_options;
+  };
+  auto what_of = [](const candidate& c) {
+    return "weight " + in_quotes(c.weight) + " of node " + in_quotes(c.node_name);
+  };
+
+  // 2. Under a size budget: every layer decomposed at each bit count it may take, measured,
+  // and the bits allocated (budget.hpp); the codes are kept for the rewrite.
+  std::vector<std::vector<weight_code>> measured(budgeted ? chosen.size() : 0);
+  std::vector<detail::budget_layer> choices(measured.size());
+  std::uint64_t code_limit = std::numeric_limits<std::uint64_t>::max();
+  if (budgeted) {
+    std::uint64_t weights = 0, weight_bytes = 0;
+    for (std::size_t l = 0; l < chosen.size(); ++l) {
+      const candidate& c = chosen[l];
+      if (o.progress) o.progress(l, chosen.size(), c.node_name + " (measuring bit counts)");
+      const constant_ref ref = consts.at(c.weight);
+      const Eigen::MatrixXf w = read_w(c, *ref.tensor, what_of(c));
+      const layer_calibration* stats = statistics_of(c);
+      decompose_options layer_options = layer_options_of(l, stats);
+      // A layer an override matches keeps its bits and group; the others are measured at each.
+      const layer_override* pinned = override_for(o, c);
+      std::vector<int> bits = o.budget_choices;
+      if (pinned != nullptr) bits = {pinned->options.bits};
+      std::sort(bits.begin(), bits.end());
+      bits.erase(std::unique(bits.begin(), bits.end()), bits.end());
+      // Per-row coefficients too where the layer's groups are narrower than its rows: at
+      // 32 bits per coefficient, groups of 128 add 0.25 bits per weight and plane.
+      std::vector<std::int64_t> groups = {layer_options.group_size};
+      if (pinned == nullptr && layer_options.group_size > 0 && layer_options.group_size < c.cols)
+        groups.push_back(0);
+      for (int b : bits)
+        for (std::int64_t group : groups) {
+          if (b > 4 && c.rows * c.cols > o.budget_high_bits_max_weights && bits.size() > 1)
+            continue;
+          layer_options.bits = b;
+          layer_options.group_size = group;
+          try {
+            measured[l].push_back(decompose(w, layer_options));
+          } catch (const qsl::error& e) {
+            throw qsl::error(what_of(c) + ": " + e.what());
+          }
+          const weight_code& code = measured[l].back();
+          const double error = stats != nullptr
+                                   ? normalized_output_error(w, code, layer_options.calibration)
+                                   : normalized_error(w, code);
+          choices[l].push_back({stored_bytes(code), error});
+        }
+      weights += static_cast<std::uint64_t>(c.rows * c.cols);
+      weight_bytes +=
+          static_cast<std::uint64_t>(c.rows * c.cols) * element_size(ref.tensor->data_type());
+    }
+    if (o.budget_bits > 0)
+      code_limit = static_cast<std::uint64_t>(o.budget_bits * static_cast<double>(weights) / 8.0);
+    if (o.max_model_bytes > 0) {
+      // The file less the weights it replaces, and a first guess of what each layer's nodes,
+      // names and attributes add; corrected below from the file actually written.
+      const std::uint64_t rest =
+          report.model_bytes_before - std::min(weight_bytes, report.model_bytes_before);
+      const std::uint64_t overhead = 512 * chosen.size();
+      if (o.max_model_bytes < rest + overhead)
+        throw qsl::error("compress: max_model_bytes is " + std::to_string(o.max_model_bytes) +
+                         "; the model without the weights it compresses already takes " +
+                         std::to_string(rest) + " bytes, and the layers' nodes about " +
+                         std::to_string(overhead));
+      code_limit = std::min(code_limit, o.max_model_bytes - rest - overhead);
+    }
+  }
+  // max_model_bytes: the rewrite starts again from the original with a smaller code limit
+  // when the written file exceeds it (the nodes' overhead was guessed short).
+  pb::ModelProto original;
+  if (o.max_model_bytes > 0) original = proto;
+
+  for (int attempt = 0;; ++attempt) {
+    std::vector<std::size_t> picks;
+    if (budgeted) {
+      try {
+        picks = detail::allocate_budget(choices, code_limit);
+      } catch (const qsl::error& e) {
+        throw qsl::error(std::string("compress: ") + e.what());
+      }
+      report.budget_code_bytes = code_limit;
+    }
+    report.weight_bytes_before = report.weight_bytes_after = 0;
+    pb::GraphProto& g = *proto.mutable_graph();  // anew: the proto may have been restored
+    // 3. Decompose (or take the measured code) and rewrite, one layer at a time.
+    detail::graph_writer writer(proto, o.format);
+    std::size_t done = 0;
+    for (std::size_t l = 0; l < chosen.size(); ++l) {
+      const candidate& c = chosen[l];
+      if (o.progress) o.progress(done, chosen.size(), c.node_name);
+      const constant_ref ref = constants(g).at(c.weight);  // indices move as the graph changes
+      const std::string what = what_of(c);
+      const Eigen::MatrixXf w = read_w(c, *ref.tensor, what);
+      // With calibration statistics: the activation quantizers of every bit count, fitted
+      // offline.
+      const layer_calibration* stats = statistics_of(c);
+      const decompose_options layer_options =
+          budgeted ? decompose_options{} : layer_options_of(l, stats);
+      std::vector<activation_quantizer> quantizers;
+      if (stats != nullptr && o.format == output_format::qsl)
         for (int b = 1; b <= max_activation_bits; ++b)
           quantizers.push_back(calibrate_activations(stats->samples(), b));
-    }
-    const std::uint64_t before = values.size() * element_size(ref.tensor->data_type());
-    layer_report result;
-    try {
-      if (twd[l]) {
-        twd_options factorization = o.twd;
-        factorization.calibration = layer_options.calibration;
-        const twd_code code = factorize_ternary(w, factorization);
-        result.factorized = true;
-        const detail::fusion_plan& f = fusion[l];
-        result.runs_as = f.users.empty() ? std::string(decode_factorized_op) + " + " +
-                                               c.op_type + " (" + f.why_not + ")"
-                                         : std::string(quantized_twd_op);
-        result.basis_vectors = code.basis_vectors();
-        result.basis = basis::ternary;
-        result.bytes_after = writer.replace_factorized(
-            c.weight, c.shape, c.layout, code, ref.initializer, ref.constant_node, quantizers,
-            f.users.empty() ? nullptr : &f.users.front(), o.activation_bits);
-        result.relative_error = std::sqrt(normalized_error(w, code));
-        if (stats != nullptr)
-          result.relative_output_error =
-              std::sqrt(normalized_output_error(w, code, layer_options.calibration));
-      } else {
-        const weight_code code = decompose(w, layer_options);
-        result.bits = code.bits;
-        result.basis = code.basis;
-        result.group_size = code.group_size;
-        const detail::fusion_plan& f = fusion[l];
-        // On the runtime's operator: layers of many rows, and (unless fusion is off) layers
-        // that cannot be fused, whose DecodeWeights output ORT could not prepack anyway.
-        // MatMul / Gemm layers with 8-bit activations for many rows stay fused at any size
-        // (inputs up to cpu_int8_max_cols: their int32 sums cannot overflow).
-        const bool int8_rows = o.format == output_format::qsl && o.int8_min_rows > 0 &&
-                               o.activation_bits == 0 && c.op_type != "Conv" &&
-                               code.cols <= cpu_int8_max_cols;
-        const bool many =
-            !int8_rows && (rows[l] == many_rows || rows[l] >= o.native_min_rows);
-        const bool unfusable = o.fuse && !f.why_not.empty();
-        const bool native = o.format == output_format::qsl && o.native_min_rows > 0 &&
-                            (many || unfusable) && can_decode_standard;
-        if (c.table() || c.recurrent()) {
-          result.bytes_after = rewrite_table_or_recurrent(writer, c, code, ref, f, quantizers,
-                                                          o.format, can_decode_standard,
-                                                          result.runs_as);
-        } else if (native) {
-          // The int8 form where asked for and every reader can take it (else fp32).
-          std::string int8_not;
-          if (o.native_int8) {
-            int8_not = !f.why_not.empty() ? f.why_not : c.op_type == "Conv" ? "a convolution" : "";
-            for (const detail::fused_layer& u : f.users)
-              if (int8_not.empty()) int8_not = detail::int8_why_not(u);
-          }
-          const bool int8 = o.native_int8 && int8_not.empty();
-          result.bytes_after = writer.replace_standard(
+      const std::uint64_t before =
+          static_cast<std::uint64_t>(w.size()) * element_size(ref.tensor->data_type());
+      layer_report result;
+      try {
+        if (twd[l]) {
+          twd_options factorization = o.twd;
+          factorization.calibration = layer_options.calibration;
+          const twd_code code = factorize_ternary(w, factorization);
+          result.factorized = true;
+          const detail::fusion_plan& f = fusion[l];
+          result.runs_as = f.users.empty() ? std::string(decode_factorized_op) + " + " + c.op_type +
+                                                 " (" + f.why_not + ")"
+                                           : std::string(quantized_twd_op);
+          result.basis_vectors = code.basis_vectors();
+          result.basis = basis::ternary;
+          result.bytes_after = writer.replace_factorized(
               c.weight, c.shape, c.layout, code, ref.initializer, ref.constant_node, quantizers,
-              int8 ? f.users : std::vector<detail::fused_layer>{});
-          const std::string rows_text =
-              !many ? "not fused: " + f.why_not
-              : rows[l] == many_rows
-                  ? std::string(c.op_type == "Conv" ? "output size" : "sequence length") +
-                        " unknown, counted as many rows"
-                  : std::to_string(rows[l]) + " rows per call >= " +
-                        std::to_string(o.native_min_rows);
-          result.runs_as =
-              int8 ? c.op_type + " on the runtime's int8 kernel (" + rows_text +
-                         "; weight decoded and requantized to int8 at load, activations per call)"
-                   : c.op_type + " on the runtime's kernel (" + rows_text +
-                         "; weight decoded at load" +
-                         (o.native_int8 ? "; fp32, not int8: " + int8_not : std::string()) + ")";
-        } else if (o.format == output_format::qsl && f.why_not.empty() && c.op_type == "Conv") {
-          result.bytes_after =
-              writer.replace_conv(c.weight, c.shape, code, ref.initializer, ref.constant_node,
-                                  f.users.front(), o.activation_bits, quantizers);
-          result.runs_as = quantized_conv_op;
-        } else if (o.format == output_format::qsl && f.why_not.empty()) {
-          result.bytes_after =
-              writer.replace_fused(c.weight, c.shape, c.layout, code, ref.initializer,
-                                   ref.constant_node, f.users, o.activation_bits,
-                                   int8_rows ? o.int8_min_rows : 0, quantizers);
-          result.runs_as = quantized_matmul_op;
-          if (int8_rows)
-            result.runs_as += " (8-bit activations from " + std::to_string(o.int8_min_rows) +
-                              " rows per call)";
-          if (f.users.size() > 1)
-            result.runs_as += " (" + std::to_string(f.users.size()) + " nodes on one code)";
+              f.users.empty() ? nullptr : &f.users.front(), o.activation_bits);
+          result.relative_error = std::sqrt(normalized_error(w, code));
+          if (stats != nullptr)
+            result.relative_output_error =
+                std::sqrt(normalized_output_error(w, code, layer_options.calibration));
         } else {
-          result.bytes_after = writer.replace(c.weight, c.shape, c.layout, code, ref.initializer,
-                                              ref.constant_node, quantizers);
-          result.runs_as =
-              o.format == output_format::standard
-                  ? "standard"
-                  : std::string(decode_op) + " + " + c.op_type + " (" + f.why_not + ")";
+          const weight_code code = budgeted ? measured[l][picks[l]] : decompose(w, layer_options);
+          result.bits = code.bits;
+          result.basis = code.basis;
+          result.group_size = code.group_size;
+          const detail::fusion_plan& f = fusion[l];
+          // On the runtime's operator: layers of many rows, and (unless fusion is off) layers
+          // that cannot be fused, whose DecodeWeights output ORT could not prepack anyway.
+          // MatMul / Gemm layers with 8-bit activations for many rows stay fused at any size
+          // (inputs up to cpu_int8_max_cols: their int32 sums cannot overflow).
+          const bool int8_rows = o.format == output_format::qsl && o.int8_min_rows > 0 &&
+                                 o.activation_bits == 0 && c.op_type != "Conv" &&
+                                 code.cols <= cpu_int8_max_cols;
+          const bool many = !int8_rows && (rows[l] == many_rows || rows[l] >= o.native_min_rows);
+          const bool unfusable = o.fuse && !f.why_not.empty();
+          const bool native = o.format == output_format::qsl && o.native_min_rows > 0 &&
+                              (many || unfusable) && can_decode_standard;
+          if (c.table() || c.recurrent()) {
+            result.bytes_after = rewrite_table_or_recurrent(
+                writer, c, code, ref, f, quantizers, o.format, can_decode_standard, result.runs_as);
+          } else if (native) {
+            // The int8 form where asked for and every reader can take it (else fp32).
+            std::string int8_not;
+            if (o.native_int8) {
+              int8_not = !f.why_not.empty()    ? f.why_not
+                         : c.op_type == "Conv" ? "a convolution"
+                                               : "";
+              for (const detail::fused_layer& u : f.users)
+                if (int8_not.empty()) int8_not = detail::int8_why_not(u);
+            }
+            const bool int8 = o.native_int8 && int8_not.empty();
+            result.bytes_after = writer.replace_standard(
+                c.weight, c.shape, c.layout, code, ref.initializer, ref.constant_node, quantizers,
+                int8 ? f.users : std::vector<detail::fused_layer>{});
+            const std::string rows_text =
+                !many ? "not fused: " + f.why_not
+                : rows[l] == many_rows
+                    ? std::string(c.op_type == "Conv" ? "output size" : "sequence length") +
+                          " unknown, counted as many rows"
+                    : std::to_string(rows[l]) +
+                          " rows per call >= " + std::to_string(o.native_min_rows);
+            result.runs_as =
+                int8 ? c.op_type + " on the runtime's int8 kernel (" + rows_text +
+                           "; weight decoded and requantized to int8 at load, activations per call)"
+                     : c.op_type + " on the runtime's kernel (" + rows_text +
+                           "; weight decoded at load" +
+                           (o.native_int8 ? "; fp32, not int8: " + int8_not : std::string()) + ")";
+          } else if (o.format == output_format::qsl && f.why_not.empty() && c.op_type == "Conv") {
+            result.bytes_after =
+                writer.replace_conv(c.weight, c.shape, code, ref.initializer, ref.constant_node,
+                                    f.users.front(), o.activation_bits, quantizers);
+            result.runs_as = quantized_conv_op;
+          } else if (o.format == output_format::qsl && f.why_not.empty()) {
+            result.bytes_after = writer.replace_fused(
+                c.weight, c.shape, c.layout, code, ref.initializer, ref.constant_node, f.users,
+                o.activation_bits, int8_rows ? o.int8_min_rows : 0, quantizers);
+            result.runs_as = quantized_matmul_op;
+            if (int8_rows)
+              result.runs_as +=
+                  " (8-bit activations from " + std::to_string(o.int8_min_rows) + " rows per call)";
+            if (f.users.size() > 1)
+              result.runs_as += " (" + std::to_string(f.users.size()) + " nodes on one code)";
+          } else {
+            result.bytes_after = writer.replace(c.weight, c.shape, c.layout, code, ref.initializer,
+                                                ref.constant_node, quantizers);
+            result.runs_as =
+                o.format == output_format::standard
+                    ? "standard"
+                    : std::string(decode_op) + " + " + c.op_type + " (" + f.why_not + ")";
+          }
+          result.relative_error = std::sqrt(normalized_error(w, code));
+          if (stats != nullptr)
+            result.relative_output_error =
+                std::sqrt(budgeted ? choices[l][picks[l]].error
+                                   : normalized_output_error(w, code, layer_options.calibration));
         }
-        result.relative_error = std::sqrt(normalized_error(w, code));
-        if (stats != nullptr)
-          result.relative_output_error =
-              std::sqrt(normalized_output_error(w, code, layer_options.calibration));
+      } catch (const model_error&) {
+        throw;
+      } catch (const qsl::error& e) {  // an option that does not suit this layer: name the layer
+        throw qsl::error(what + ": " + e.what());
       }
-    } catch (const model_error&) {
-      throw;
-    } catch (const qsl::error& e) {  // an option that does not suit this layer: name the layer
-      throw qsl::error(what + ": " + e.what());
+      const std::uint64_t after = result.bytes_after;
+      for (auto& r : report.layers)
+        if (r.compressed && r.weight == c.weight) {
+          r.factorized = result.factorized;
+          r.basis_vectors = result.basis_vectors;
+          r.bits = result.bits;
+          r.basis = result.basis;
+          r.group_size = result.group_size;
+          r.bytes_before = before;
+          r.bytes_after = after;
+          r.bits_per_weight =
+              8.0 * static_cast<double>(after) / static_cast<double>(c.rows * c.cols);
+          r.relative_error = result.relative_error;
+          r.calibrated = stats != nullptr;
+          r.relative_output_error = result.relative_output_error;
+          if (stats != nullptr) {
+            r.calibration_vectors = stats->vectors;
+            if (stats->vectors < c.cols)
+              r.warning = "calibration saw " + std::to_string(stats->vectors) +
+                          " input vectors for " + std::to_string(c.cols) +
+                          " inputs: its statistics are rank-deficient (give more samples)";
+          }
+          r.runs_as = result.runs_as;
+          r.rows_per_call = rows[l];
+          r.budget_measurements.clear();
+          for (std::size_t i = 0; budgeted && i < measured[l].size(); ++i)
+            r.budget_measurements.push_back({measured[l][i].bits, measured[l][i].group_size,
+                                             choices[l][i].bytes, std::sqrt(choices[l][i].error)});
+        }
+      report.weight_bytes_before += before;
+      report.weight_bytes_after += after;
+      ++done;
     }
-    const std::uint64_t after = result.bytes_after;
-    for (auto& r : report.layers)
-      if (r.compressed && r.weight == c.weight) {
-        r.factorized = result.factorized;
-        r.basis_vectors = result.basis_vectors;
-        r.bits = result.bits;
-        r.basis = result.basis;
-        r.group_size = result.group_size;
-        r.bytes_before = before;
-        r.bytes_after = after;
-        r.bits_per_weight = 8.0 * static_cast<double>(after) / static_cast<double>(c.rows * c.cols);
-        r.relative_error = result.relative_error;
-        r.calibrated = stats != nullptr;
-        r.relative_output_error = result.relative_output_error;
-        if (stats != nullptr) {
-          r.calibration_vectors = stats->vectors;
-          if (stats->vectors < c.cols)
-            r.warning = "calibration saw " + std::to_string(stats->vectors) +
-                        " input vectors for " + std::to_string(c.cols) +
-                        " inputs: its statistics are rank-deficient (give more samples)";
-        }
-        r.runs_as = result.runs_as;
-        r.rows_per_call = rows[l];
-      }
-    report.weight_bytes_before += before;
-    report.weight_bytes_after += after;
-    ++done;
+    writer.finish();
+    if (o.progress && !chosen.empty()) o.progress(done, chosen.size(), "");
+    report.model_bytes_after = proto.ByteSizeLong();
+    if (o.max_model_bytes == 0 || report.model_bytes_after <= o.max_model_bytes) break;
+    const std::uint64_t excess = report.model_bytes_after - o.max_model_bytes;
+    if (attempt == 3 || excess >= code_limit)
+      throw qsl::error("compress: the file would take " + std::to_string(report.model_bytes_after) +
+                       " bytes, over max_model_bytes " + std::to_string(o.max_model_bytes) +
+                       " even with the codes cut to " + std::to_string(code_limit) + " bytes");
+    code_limit -= excess + excess / 8 + 64;
+    proto = original;
   }
-  writer.finish();
-  if (o.progress && !chosen.empty()) o.progress(done, chosen.size(), "");
-  report.model_bytes_after = proto.ByteSizeLong();
   return report;
 }
 
