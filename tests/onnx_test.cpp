@@ -150,6 +150,119 @@ TEST_F(Onnx, TablesAndRecurrentWeightsRoundTripAsTheirDecompositions) {
                                               {"gru_r", 3}}));
 }
 
+// The budget's options here: the greedy decomposition and bit counts 1..4 (fast; the
+// allocation does not depend on the method).
+qsl::onnx::compress_options budget_options() {
+  auto o = options(2, 64);
+  o.weights.method = qsl::method::greedy;
+  o.budget_choices = {1, 2, 3, 4};
+  return o;
+}
+
+// A size budget: the stored bits of the codes (planes, masks, coefficients) are within it,
+// each layer's code is one it measured, a tighter budget costs error, an override pins a layer,
+// and a budget nothing fits is a named error. max_model_bytes bounds the file written.
+TEST_F(Onnx, SizeBudgetIsRespectedAndSpentOnMeasuredCodes) {
+  std::uint64_t weights = 0;
+  double previous_error = -1;
+  for (double budget : {4.0, 2.5, 1.5}) {
+    SCOPED_TRACE(budget);
+    auto m = qsl::onnx::model::load(models + "/layers.onnx");
+    auto o = budget_options();
+    o.budget_bits = budget;
+    const auto report = qsl::onnx::compress(m, o);
+    std::uint64_t stored = 0;
+    double error = 0;
+    weights = 0;
+    for (const auto& l : report.layers) {
+      if (!l.compressed) continue;
+      std::uint64_t count = 1;
+      for (std::int64_t d : l.shape) count *= static_cast<std::uint64_t>(d);
+      weights += count;
+      stored += l.bytes_after;
+      error += l.relative_error * l.relative_error;
+      ASSERT_FALSE(l.budget_measurements.empty()) << l.weight;
+      bool found = false;
+      for (const auto& measured : l.budget_measurements)
+        found = found || (measured.bits == l.bits && measured.group_size == l.group_size &&
+                          measured.bytes == l.bytes_after &&
+                          std::abs(measured.relative_error - l.relative_error) < 1e-6);
+      EXPECT_TRUE(found) << l.weight << ": its code is none of those measured";
+    }
+    EXPECT_LE(8 * stored, static_cast<std::uint64_t>(budget * static_cast<double>(weights)));
+    EXPECT_EQ(report.budget_code_bytes,
+              static_cast<std::uint64_t>(budget * static_cast<double>(weights) / 8));
+    EXPECT_EQ(stored, report.weight_bytes_after);
+    if (previous_error >= 0) {
+      EXPECT_GT(error, previous_error);  // less room, more error
+    }
+    previous_error = error;
+    // What was measured is what the file holds.
+    m.save(path("budget.onnx"), true);
+    for (const auto& l : qsl::onnx::compressed_layers(qsl::onnx::model::load(path("budget.onnx"))))
+      for (const auto& r : report.layers) {
+        if (r.weight == l.weight) {
+          EXPECT_EQ(l.code.bits, r.bits) << l.weight;
+        }
+      }
+  }
+  {  // An override keeps its layer's bits; the others share what is left.
+    auto m = qsl::onnx::model::load(models + "/layers.onnx");
+    auto o = budget_options();
+    o.budget_bits = 3;
+    qsl::onnx::layer_override pin;
+    pin.pattern = "fc1";
+    pin.options = o.weights;
+    pin.options.bits = 1;
+    o.overrides.push_back(pin);
+    for (const auto& l : qsl::onnx::compress(m, o).layers)
+      if (l.node == "fc1") {
+        EXPECT_EQ(l.bits, 1);
+        EXPECT_EQ(l.budget_measurements.size(), 1u);
+      }
+  }
+  auto m = qsl::onnx::model::load(models + "/layers.onnx");
+  auto o = budget_options();
+  o.budget_bits = 0.5;  // below one plane per weight
+  EXPECT_THAT(error_of([&] { qsl::onnx::compress(m, o); }),
+              HasSubstr("the smallest codes of the layers take"));
+  o.budget_bits = 2;
+  o.edge_bits = 4;
+  EXPECT_THAT(error_of([&] { qsl::onnx::compress(m, o); }), HasSubstr("leave edge_bits 0"));
+  o.edge_bits = 0;
+  o.budget_choices = {0};
+  EXPECT_THAT(error_of([&] { qsl::onnx::compress(m, o); }),
+              HasSubstr("budget_choices holds 0; expected 1..8"));
+  o.budget_choices = {1, 2};
+  o.budget_bits = -1;
+  EXPECT_THAT(error_of([&] { qsl::onnx::compress(m, o); }), HasSubstr("budget_bits is -1"));
+}
+
+TEST_F(Onnx, MaxModelBytesBoundsTheFileWritten) {
+  const auto size_of = [&](std::uint64_t max_bytes) {
+    auto m = qsl::onnx::model::load(models + "/layers.onnx");
+    auto o = budget_options();
+    o.max_model_bytes = max_bytes;
+    const auto report = qsl::onnx::compress(m, o);
+    m.save(path("sized.onnx"), true);
+    const auto bytes = static_cast<std::uint64_t>(fs::file_size(path("sized.onnx")));
+    EXPECT_EQ(bytes, report.model_bytes_after);
+    return bytes;
+  };
+  const std::uint64_t loose = size_of(10'000'000);  // every layer at its best measured code
+  for (std::uint64_t limit : {loose / 2, loose / 4}) {
+    SCOPED_TRACE(limit);
+    const std::uint64_t bytes = size_of(limit);
+    EXPECT_LE(bytes, limit);
+    EXPECT_GT(bytes, limit * 3 / 4);  // the room is used, not left over
+  }
+  auto m = qsl::onnx::model::load(models + "/layers.onnx");
+  auto o = budget_options();
+  o.max_model_bytes = 1000;  // less than the model without its weights
+  EXPECT_THAT(error_of([&] { qsl::onnx::compress(m, o); }),
+              HasSubstr("max_model_bytes is 1000; the model without the weights"));
+}
+
 TEST_F(Onnx, StandardFormatUsesOnlyStandardOperators) {
   auto m = qsl::onnx::model::load(models + "/layers.onnx");
   auto o = options(2, 64);
