@@ -27,10 +27,9 @@ std::vector<std::size_t> lower_hull(const budget_layer& choices) {
       const budget_choice& a = choices[hull[hull.size() - 2]];
       const budget_choice& b = choices[hull.back()];
       const budget_choice& c = choices[i];
-      const double cross = (static_cast<double>(b.bytes) - static_cast<double>(a.bytes)) *
-                               (c.error - a.error) -
-                           (b.error - a.error) *
-                               (static_cast<double>(c.bytes) - static_cast<double>(a.bytes));
+      const double cross =
+          (static_cast<double>(b.bytes) - static_cast<double>(a.bytes)) * (c.error - a.error) -
+          (b.error - a.error) * (static_cast<double>(c.bytes) - static_cast<double>(a.bytes));
       if (cross > 0) break;  // b is below the segment: it stays
       hull.pop_back();
     }
@@ -47,8 +46,8 @@ std::vector<std::size_t> allocate_budget(const std::vector<budget_layer>& layers
   std::vector<std::size_t> pick(layers.size()), step(layers.size(), 0);
   std::uint64_t used = 0;
   for (std::size_t l = 0; l < layers.size(); ++l) {
-    qsl::detail::require(!layers[l].empty(), "allocate_budget: layer " + std::to_string(l) +
-                                                 " has no choices");
+    qsl::detail::require(!layers[l].empty(),
+                         "allocate_budget: layer " + std::to_string(l) + " has no choices");
     hulls.push_back(lower_hull(layers[l]));
     pick[l] = hulls[l].front();
     used += layers[l][pick[l]].bytes;
@@ -101,8 +100,8 @@ std::vector<std::size_t> allocate_budget(const std::vector<budget_layer>& layers
         }
       }
     if (best_gain > 0) {
-      used = used - layers[best_layer][pick[best_layer]].bytes +
-             layers[best_layer][best_choice].bytes;
+      used =
+          used - layers[best_layer][pick[best_layer]].bytes + layers[best_layer][best_choice].bytes;
       pick[best_layer] = best_choice;
       improved = true;
     }

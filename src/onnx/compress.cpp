@@ -1,8 +1,6 @@
 // Finding the weights of Gemm / MatMul / Conv nodes, compressing them, and rewriting the graph
 // in the qsl or the standard format; reading qsl-format layers back (qsl::onnx::compress,
 // qsl::onnx::compressed_layers).
-#include <fnmatch.h>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -10,6 +8,7 @@
 #include <set>
 
 #include "onnx/budget.hpp"
+#include "onnx/layer_weights.hpp"
 #include "onnx/conformance.hpp"
 #include "onnx/layers.hpp"
 #include "onnx/proto.hpp"
@@ -31,10 +30,6 @@ using detail::node_label;
 using detail::read_floats;
 
 std::string in_quotes(const std::string& s) { return "'" + s + "'"; }
-
-bool glob(const std::string& pattern, const std::string& text) {
-  return fnmatch(pattern.c_str(), text.c_str(), 0) == 0;
-}
 
 // Rows the layer multiplies per call at batch 1: MatMul / Gemm, the rows of X (its leading
 // dimensions, the first one, the batch, counted as 1 when symbolic); Conv, the output pixels.
@@ -84,55 +79,6 @@ std::int64_t rows_per_call(const pb::NodeProto& n, const std::string& weight,
   const std::int64_t batch = x->front() < 0 ? 1 : x->front();
   const std::int64_t rest = product(*x, 1, x->size() - 1);
   return rest == many_rows ? many_rows : std::min(batch * rest, std::int64_t{1} << 40);
-}
-
-// "has nan at row 5, col 7 (of W, outputs x inputs)" for the first non-finite value of the
-// candidate's weight, empty when every value is finite.
-std::string first_non_finite(const candidate& c, const std::vector<float>& values) {
-  for (std::int64_t r = 0; r < c.rows; ++r)
-    for (std::int64_t col = 0; col < c.cols; ++col) {
-      const float v = c.layout == detail::weight_layout::transposed
-                          ? values[static_cast<std::size_t>(col * c.rows + r)]
-                          : values[static_cast<std::size_t>(r * c.cols + col)];
-      if (!std::isfinite(v))
-        return "has " + std::to_string(v) + " at row " + std::to_string(r) + ", col " +
-               std::to_string(col) + " (of W, outputs x inputs)";
-    }
-  return {};
-}
-
-const layer_override* override_for(const compress_options& o, const candidate& c) {
-  for (const auto& override : o.overrides)
-    if (glob(override.pattern, c.node_name) || glob(override.pattern, c.weight)) return &override;
-  return nullptr;
-}
-
-const decompose_options& options_for(const compress_options& o, const candidate& c) {
-  const layer_override* override = override_for(o, c);
-  return override != nullptr ? override->options : o.weights;
-}
-
-// W (outputs x inputs) of candidate `c` from its tensor; non-finite values are a model_error.
-Eigen::MatrixXf read_w(const candidate& c, const pb::TensorProto& t, const std::string& what) {
-  const std::vector<float> values = read_floats(t, what);
-  const std::string non_finite = first_non_finite(c, values);
-  if (!non_finite.empty()) throw model_error(what + ": " + non_finite);
-  Eigen::MatrixXf w(c.rows, c.cols);
-  for (std::int64_t r = 0; r < c.rows; ++r)
-    for (std::int64_t col = 0; col < c.cols; ++col)
-      w(r, col) = c.layout == detail::weight_layout::transposed
-                      ? values[static_cast<std::size_t>(col * c.rows + r)]
-                      : values[static_cast<std::size_t>(r * c.cols + col)];
-  return w;
-}
-
-// The bytes a code adds to the file as the writers store it (graph_writer::add_code_tensors):
-// sign planes and ternary masks of ceil(cols / 8) bytes per row and plane, float coefficients.
-std::uint64_t stored_bytes(const weight_code& code) {
-  const auto planes = static_cast<std::uint64_t>(code.rows) * static_cast<std::uint64_t>(code.bits) *
-                      static_cast<std::uint64_t>((code.cols + 7) / 8);
-  return planes * (code.basis == qsl::basis::ternary ? 2 : 1) +
-         code.coefficients.size() * sizeof(float);
 }
 
 // Subgraph layers are reported and left as they are.
@@ -270,7 +216,7 @@ compress_report compress(model& m, const compress_options& o) {
     if (!found) {
       r.note = why + ": left as it is";
     } else if (std::any_of(o.skip.begin(), o.skip.end(), [&](const std::string& p) {
-                 return glob(p, c.node_name) || glob(p, c.weight);
+                 return detail::glob(p, c.node_name) || detail::glob(p, c.weight);
                })) {
       r.note = "skipped by request";
     } else if (c.rows * c.cols < o.min_weights) {
@@ -281,13 +227,13 @@ compress_report compress(model& m, const compress_options& o) {
     } else {
       seen.insert(c.weight);
       chosen.push_back(c);
-      chosen_options.push_back(options_for(o, c));
+      chosen_options.push_back(detail::options_for(o, c));
       r.compressed = true;
     }
     // A weight left as it is is the runtime's to judge; a non-finite one is worth a warning.
     if (found && !r.compressed && floating_point(consts.at(c.weight).tensor->data_type())) {
       const std::string non_finite =
-          first_non_finite(c, read_floats(*consts.at(c.weight).tensor, c.weight));
+          detail::first_non_finite(c, read_floats(*consts.at(c.weight).tensor, c.weight));
       if (!non_finite.empty()) r.warning = "weight " + in_quotes(c.weight) + " " + non_finite;
     }
     report.layers.push_back(r);
@@ -301,7 +247,7 @@ compress_report compress(model& m, const compress_options& o) {
   std::vector<bool> twd;  // per chosen layer: factorized with TWD
   for (const candidate& c : chosen)  // products only: a table or a recurrent weight keeps BCQ
     twd.push_back(!c.table() && !c.recurrent() && std::any_of(o.twd_layers.begin(), o.twd_layers.end(), [&](const std::string& p) {
-      return glob(p, c.node_name) || glob(p, c.weight);
+      return detail::glob(p, c.node_name) || detail::glob(p, c.weight);
     }));
   if (o.format == output_format::standard && std::find(twd.begin(), twd.end(), true) != twd.end())
     throw qsl::error("compress: TWD layers have no standard-format encoding yet; use the qsl "
@@ -383,85 +329,14 @@ compress_report compress(model& m, const compress_options& o) {
   // inputs. Tables are decomposed data-free: their rows are read as they are, so the plain
   // weight error is the output error (a tied table's product statistics are not used); so is
   // a layer without statistics (an R whose node has no Y).
-  auto statistics_of = [&](const candidate& c) -> const layer_calibration* {
-    if (o.calibration == nullptr || c.table()) return nullptr;
-    const auto it = o.calibration->find(c.weight);
-    return it != o.calibration->end() && it->second.width == c.cols && it->second.vectors > 0
-               ? &it->second
-               : nullptr;
-  };
-  auto layer_options_of = [&](std::size_t l, const layer_calibration* stats) {
-    decompose_options layer_options = chosen_options[l];
-    if (stats == nullptr) layer_options.error_feedback = false;
-    if (stats != nullptr) layer_options.calibration = stats->factor();
-    return layer_options;
-  };
-  auto what_of = [](const candidate& c) {
-    return "weight " + in_quotes(c.weight) + " of node " + in_quotes(c.node_name);
-  };
-
   // 2. Under a size budget: every layer decomposed at each bit count it may take, measured,
   // and the bits allocated (budget.hpp); the codes are kept for the rewrite.
-  std::vector<std::vector<weight_code>> measured(budgeted ? chosen.size() : 0);
-  std::vector<detail::budget_layer> choices(measured.size());
-  std::uint64_t code_limit = std::numeric_limits<std::uint64_t>::max();
-  if (budgeted) {
-    std::uint64_t weights = 0, weight_bytes = 0;
-    for (std::size_t l = 0; l < chosen.size(); ++l) {
-      const candidate& c = chosen[l];
-      if (o.progress) o.progress(l, chosen.size(), c.node_name + " (measuring bit counts)");
-      const constant_ref ref = consts.at(c.weight);
-      const Eigen::MatrixXf w = read_w(c, *ref.tensor, what_of(c));
-      const layer_calibration* stats = statistics_of(c);
-      decompose_options layer_options = layer_options_of(l, stats);
-      // A layer an override matches keeps its bits and group; the others are measured at each.
-      const layer_override* pinned = override_for(o, c);
-      std::vector<int> bits = o.budget_choices;
-      if (pinned != nullptr) bits = {pinned->options.bits};
-      std::sort(bits.begin(), bits.end());
-      bits.erase(std::unique(bits.begin(), bits.end()), bits.end());
-      // Per-row coefficients too where the layer's groups are narrower than its rows: at
-      // 32 bits per coefficient, groups of 128 add 0.25 bits per weight and plane.
-      std::vector<std::int64_t> groups = {layer_options.group_size};
-      if (pinned == nullptr && layer_options.group_size > 0 && layer_options.group_size < c.cols)
-        groups.push_back(0);
-      for (int b : bits)
-        for (std::int64_t group : groups) {
-          if (b > 4 && c.rows * c.cols > o.budget_high_bits_max_weights && bits.size() > 1)
-            continue;
-          layer_options.bits = b;
-          layer_options.group_size = group;
-          try {
-            measured[l].push_back(decompose(w, layer_options));
-          } catch (const qsl::error& e) {
-            throw qsl::error(what_of(c) + ": " + e.what());
-          }
-          const weight_code& code = measured[l].back();
-          const double error = stats != nullptr
-                                   ? normalized_output_error(w, code, layer_options.calibration)
-                                   : normalized_error(w, code);
-          choices[l].push_back({stored_bytes(code), error});
-        }
-      weights += static_cast<std::uint64_t>(c.rows * c.cols);
-      weight_bytes +=
-          static_cast<std::uint64_t>(c.rows * c.cols) * element_size(ref.tensor->data_type());
-    }
-    if (o.budget_bits > 0)
-      code_limit = static_cast<std::uint64_t>(o.budget_bits * static_cast<double>(weights) / 8.0);
-    if (o.max_model_bytes > 0) {
-      // The file less the weights it replaces, and a first guess of what each layer's nodes,
-      // names and attributes add; corrected below from the file actually written.
-      const std::uint64_t rest =
-          report.model_bytes_before - std::min(weight_bytes, report.model_bytes_before);
-      const std::uint64_t overhead = 512 * chosen.size();
-      if (o.max_model_bytes < rest + overhead)
-        throw qsl::error("compress: max_model_bytes is " + std::to_string(o.max_model_bytes) +
-                         "; the model without the weights it compresses already takes " +
-                         std::to_string(rest) + " bytes, and the layers' nodes about " +
-                         std::to_string(overhead));
-      code_limit = std::min(code_limit, o.max_model_bytes - rest - overhead);
-    }
-  }
+  detail::budget_measurements budget;
+  if (budgeted) budget = detail::measure_budget(o, chosen, chosen_options, consts,
+                                                report.model_bytes_before);
+  std::vector<std::vector<weight_code>>& measured = budget.codes;
+  std::vector<detail::budget_layer>& choices = budget.choices;
+  std::uint64_t code_limit = budget.code_limit;
   // max_model_bytes: the rewrite starts again from the original with a smaller code limit
   // when the written file exceeds it (the nodes' overhead was guessed short).
   pb::ModelProto original;
@@ -486,13 +361,13 @@ compress_report compress(model& m, const compress_options& o) {
       const candidate& c = chosen[l];
       if (o.progress) o.progress(done, chosen.size(), c.node_name);
       const constant_ref ref = constants(g).at(c.weight);  // indices move as the graph changes
-      const std::string what = what_of(c);
-      const Eigen::MatrixXf w = read_w(c, *ref.tensor, what);
+      const std::string what = detail::what_of(c);
+      const Eigen::MatrixXf w = detail::read_w(c, *ref.tensor, what);
       // With calibration statistics: the activation quantizers of every bit count, fitted
       // offline.
-      const layer_calibration* stats = statistics_of(c);
+      const layer_calibration* stats = detail::statistics_of(o, c);
       const decompose_options layer_options =
-          budgeted ? decompose_options{} : layer_options_of(l, stats);
+          budgeted ? decompose_options{} : detail::layer_options_of(chosen_options[l], stats);
       std::vector<activation_quantizer> quantizers;
       if (stats != nullptr && o.format == output_format::qsl)
         for (int b = 1; b <= max_activation_bits; ++b)
