@@ -68,4 +68,17 @@ OrtStatusPtr guarded(const std::string& what, Body&& body) noexcept {
   }
 }
 
+/// `*kernel = new Kernel(info)`, with any error an OrtStatus naming the node (`op` and its
+/// name, read apart so that a node whose name cannot be read still gets a message).
+template <class Kernel>
+OrtStatusPtr create_kernel(const OrtKernelInfo* info, const char* op, void** kernel) noexcept {
+  *kernel = nullptr;
+  std::string what = std::string(op) + " node";
+  try {
+    what = node_reader(info, op).what();
+  } catch (...) {
+  }
+  return guarded(what, [&] { *kernel = new Kernel(info); });
+}
+
 }  // namespace qsl::ort

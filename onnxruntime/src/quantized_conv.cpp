@@ -153,13 +153,7 @@ OrtStatusPtr quantized_conv_kernel::ComputeV2(OrtKernelContext* context) const {
 struct quantized_conv
     : Ort::CustomOpBase<quantized_conv, quantized_conv_kernel, /*WithStatus=*/true> {
   OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
-    *kernel = nullptr;
-    std::string what = "QuantizedConv node";
-    try {
-      what = node_reader(info, "QuantizedConv").what();
-    } catch (...) {
-    }
-    return guarded(what, [&] { *kernel = new quantized_conv_kernel(info); });
+    return create_kernel<quantized_conv_kernel>(info, "QuantizedConv", kernel);
   }
   const char* GetName() const { return "QuantizedConv"; }
   std::size_t GetInputTypeCount() const { return 5; }

@@ -72,13 +72,7 @@ struct quantized_gather_kernel {
 struct quantized_gather
     : Ort::CustomOpBase<quantized_gather, quantized_gather_kernel, /*WithStatus=*/true> {
   OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
-    *kernel = nullptr;
-    std::string what = "QuantizedGather node";
-    try {
-      what = node_reader(info, "QuantizedGather").what();
-    } catch (...) {
-    }
-    return guarded(what, [&] { *kernel = new quantized_gather_kernel(info); });
+    return create_kernel<quantized_gather_kernel>(info, "QuantizedGather", kernel);
   }
   const char* GetName() const { return "QuantizedGather"; }
   std::size_t GetInputTypeCount() const { return 4; }

@@ -116,13 +116,7 @@ OrtStatusPtr quantized_matmul_kernel::ComputeV2(OrtKernelContext* context) const
 
 OrtStatusPtr quantized_matmul::CreateKernelV2(const OrtApi&, const OrtKernelInfo* info,
                                               void** kernel) const {
-  *kernel = nullptr;
-  std::string what = "QuantizedMatMul node";
-  try {
-    what = node_reader(info, "QuantizedMatMul").what();
-  } catch (...) {
-  }
-  return guarded(what, [&] { *kernel = new quantized_matmul_kernel(info); });
+  return create_kernel<quantized_matmul_kernel>(info, "QuantizedMatMul", kernel);
 }
 
 ONNXTensorElementDataType quantized_matmul::GetInputType(std::size_t index) const {

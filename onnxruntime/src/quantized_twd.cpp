@@ -61,13 +61,7 @@ struct quantized_twd_kernel {
 struct quantized_twd
     : Ort::CustomOpBase<quantized_twd, quantized_twd_kernel, /*WithStatus=*/true> {
   OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
-    *kernel = nullptr;
-    std::string what = "QuantizedTwd node";
-    try {
-      what = node_reader(info, "QuantizedTwd").what();
-    } catch (...) {
-    }
-    return guarded(what, [&] { *kernel = new quantized_twd_kernel(info); });
+    return create_kernel<quantized_twd_kernel>(info, "QuantizedTwd", kernel);
   }
   const char* GetName() const { return "QuantizedTwd"; }
   std::size_t GetInputTypeCount() const { return 5; }
