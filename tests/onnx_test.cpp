@@ -2,6 +2,7 @@
 // The models come from tests/onnx/make_models.py (a CTest fixture writes them to
 // QSL_TEST_MODELS); the ONNX Runtime check of the standard format is tests/onnx/round_trip.sh.
 #include "qsl/onnx.hpp"
+#include "qsl/onnx_calibration.hpp"
 #include "qsl/onnx_session.hpp"
 
 #include <gmock/gmock.h>
@@ -236,6 +237,41 @@ TEST_F(Onnx, SizeBudgetIsRespectedAndSpentOnMeasuredCodes) {
   o.budget_choices = {1, 2};
   o.budget_bits = -1;
   EXPECT_THAT(error_of([&] { qsl::onnx::compress(m, o); }), HasSubstr("budget_bits is -1"));
+}
+
+// compress_options::sensitivity: each layer is measured once, with its reference code laid out
+// as its tensor; a layer whose measured output change is large gets more of the budget than
+// the plain errors would give it. serialize_with_constant gives the model to run.
+TEST_F(Onnx, MeasuredSensitivityWeighsTheBudget) {
+  const auto bits_with = [&](double loud_change) {  // mm_w's change; the others 1
+    auto m = qsl::onnx::model::load(models + "/layers.onnx");
+    auto o = budget_options();
+    o.budget_bits = 2.5;
+    std::map<std::string, std::size_t> seen;  // weight -> values handed over
+    o.sensitivity = [&](const std::string& weight, const std::vector<float>& values) {
+      seen[weight] = values.size();
+      // Each replacement makes a model of the same size as the original.
+      const auto base = qsl::onnx::serialize_with_constant(
+          qsl::onnx::model::load(models + "/layers.onnx"), weight, values);
+      EXPECT_FALSE(base.empty());
+      return weight == "mm_w" ? loud_change : 1.0;
+    };
+    std::map<std::string, int> bits;
+    for (const auto& l : qsl::onnx::compress(m, o).layers)
+      if (l.compressed) {
+        bits[l.weight] = l.bits;
+        EXPECT_EQ(l.sensitivity, l.weight == "mm_w" ? loud_change : 1.0) << l.weight;
+        EXPECT_EQ(seen[l.weight], static_cast<std::size_t>(l.bytes_before / 4)) << l.weight;
+      }
+    return bits;
+  };
+  const auto quiet = bits_with(1e-4), loud = bits_with(1e4);
+  EXPECT_GT(loud.at("mm_w"), quiet.at("mm_w"));
+  const auto m = qsl::onnx::model::load(models + "/layers.onnx");
+  EXPECT_THAT(error_of([&] { qsl::onnx::serialize_with_constant(m, "fc2_w", {1.0f}); }),
+              HasSubstr("'fc2_w' holds 5440 values; 1 given"));
+  EXPECT_THAT(error_of([&] { qsl::onnx::serialize_with_constant(m, "nope", {}); }),
+              HasSubstr("no constant 'nope'"));
 }
 
 TEST_F(Onnx, MaxModelBytesBoundsTheFileWritten) {

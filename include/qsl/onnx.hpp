@@ -184,6 +184,15 @@ struct compress_options {
   /// them under a budget of a few bits).
   std::vector<int> budget_choices = {1, 2, 3, 4, 6, 8};
   std::int64_t budget_high_bits_max_weights = std::int64_t{1} << 18;
+  /// Under a size budget, optional: how much the model's output moves when one weight is
+  /// replaced (its name; the replacement in the tensor's own shape and layout, row-major),
+  /// e.g. the outputs' squared relative change on calibration inputs in a runtime
+  /// (serialize_with_constant gives the model to run). Called once per layer with its code at
+  /// `sensitivity_bits` (the options' group); the layer's measured errors are then scaled so
+  /// that this code's error equals the change, and the allocation minimizes the summed
+  /// estimate of the model's output change instead of the summed layer errors.
+  std::function<double(const std::string& weight, const std::vector<float>& values)> sensitivity;
+  int sensitivity_bits = 2;
   /// Called before each layer with (layers done, layers to compress, layer name).
   std::function<void(std::size_t, std::size_t, const std::string&)> progress;
 };
@@ -231,6 +240,9 @@ struct layer_report {
     double relative_error = 0;
   };
   std::vector<budget_measurement> budget_measurements;
+  /// Under a size budget with compress_options::sensitivity: the model's output change with
+  /// this layer alone at sensitivity_bits, as measured (0 when not measured).
+  double sensitivity = 0;
 };
 
 struct QSL_API compress_report {

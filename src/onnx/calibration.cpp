@@ -291,6 +291,30 @@ std::vector<std::uint8_t> serialize_with_outputs(const model& m,
   return bytes;
 }
 
+std::vector<std::uint8_t> serialize_with_constant(const model& m, const std::string& name,
+                                                  const std::vector<float>& values) {
+  pb::ModelProto proto = m.internals().proto;
+  const auto consts = detail::constants(*proto.mutable_graph());
+  const auto it = consts.find(name);
+  qsl::detail::require(it != consts.end(), "serialize_with_constant: the model has no constant '" +
+                                               name + "'");
+  pb::TensorProto& t = *it->second.tensor;
+  qsl::detail::require(t.data_type() == pb::TensorProto::FLOAT,
+                       "serialize_with_constant: '" + name + "' is " +
+                           detail::type_name(t.data_type()) + "; expected FLOAT");
+  std::uint64_t count = 1;
+  for (std::int64_t d : t.dims()) count *= static_cast<std::uint64_t>(d);
+  qsl::detail::require(count == values.size(),
+                       "serialize_with_constant: '" + name + "' holds " + std::to_string(count) +
+                           " values; " + std::to_string(values.size()) + " given");
+  const std::vector<std::int64_t> dims(t.dims().begin(), t.dims().end());
+  t = detail::make_float_tensor(name, dims, values.data());
+  std::vector<std::uint8_t> bytes(proto.ByteSizeLong());
+  qsl::detail::require(proto.SerializeToArray(bytes.data(), static_cast<int>(bytes.size())),
+                       "serialize_with_constant: the model does not serialize (over 2 GiB?)");
+  return bytes;
+}
+
 void layer_calibration::factor(Eigen::Ref<Eigen::MatrixXf> out) const {
   qsl::detail::require(
       vectors > 0 && width > 0 && gram_values.size() == static_cast<std::size_t>(width * width),

@@ -467,7 +467,7 @@ compress_report compress(model& m, const compress_options& o) {
           result.relative_error = std::sqrt(normalized_error(w, code));
           if (stats != nullptr)
             result.relative_output_error =
-                std::sqrt(budgeted ? choices[l][picks[l]].error
+                std::sqrt(budgeted ? budget.relative_errors[l][picks[l]]
                                    : normalized_output_error(w, code, layer_options.calibration));
         }
       } catch (const model_error&) {
@@ -502,7 +502,9 @@ compress_report compress(model& m, const compress_options& o) {
           r.budget_measurements.clear();
           for (std::size_t i = 0; budgeted && i < measured[l].size(); ++i)
             r.budget_measurements.push_back({measured[l][i].bits, measured[l][i].group_size,
-                                             choices[l][i].bytes, std::sqrt(choices[l][i].error)});
+                                             choices[l][i].bytes,
+                                             std::sqrt(budget.relative_errors[l][i])});
+          r.sensitivity = budgeted ? budget.sensitivity[l] : 0.0;
         }
       report.weight_bytes_before += before;
       report.weight_bytes_after += after;

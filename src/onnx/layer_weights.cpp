@@ -78,6 +78,53 @@ decompose_options layer_options_of(const decompose_options& base, const layer_ca
   return layer_options;
 }
 
+namespace {
+
+// W_hat of `code` laid out as the candidate's tensor (W, or W^T), row-major.
+std::vector<float> as_tensor(const candidate& c, const weight_code& code) {
+  const Eigen::MatrixXf w = reconstruct(code);
+  std::vector<float> values(static_cast<std::size_t>(w.size()));
+  if (c.layout == weight_layout::transposed)
+    Eigen::Map<Eigen::MatrixXf>(values.data(), w.rows(), w.cols()) = w;  // W^T row-major
+  else
+    Eigen::Map<Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
+        values.data(), w.rows(), w.cols()) = w;
+  return values;
+}
+
+// The model's output change with layer l alone at the reference code (sensitivity_bits in the
+// options' group, else the nearest measured), and the layer's errors scaled to it.
+void measure_sensitivity(const compress_options& o, const candidate& c, std::int64_t group,
+                         budget_measurements& out, std::size_t l) {
+  std::size_t reference = 0;
+  int distance = 1 << 20;
+  for (std::size_t i = 0; i < out.codes[l].size(); ++i) {
+    const weight_code& code = out.codes[l][i];
+    const bool same_group = code.group_size == (group > 0 && group < c.cols ? group : c.cols);
+    const int d = 2 * std::abs(code.bits - o.sensitivity_bits) + (same_group ? 0 : 1);
+    if (d < distance) {
+      distance = d;
+      reference = i;
+    }
+  }
+  double change = 0;
+  try {
+    change = o.sensitivity(c.weight, as_tensor(c, out.codes[l][reference]));
+  } catch (const qsl::error& e) {
+    throw qsl::error(what_of(c) + ": measuring its sensitivity: " + e.what());
+  }
+  qsl::detail::require(std::isfinite(change) && change >= 0,
+                       what_of(c) + ": its measured sensitivity is " + std::to_string(change) +
+                           "; expected a finite value >= 0");
+  out.sensitivity[l] = change;
+  const double base = out.choices[l][reference].error;
+  // A layer whose reference code is exact moves nothing: its errors keep their scale.
+  const double scale = base > 0 ? change / base : 1.0;
+  for (budget_choice& choice : out.choices[l]) choice.error *= scale;
+}
+
+}  // namespace
+
 budget_measurements measure_budget(const compress_options& o, const std::vector<candidate>& layers,
                                    const std::vector<decompose_options>& options,
                                    const std::map<std::string, constant_ref>& constants,
@@ -85,6 +132,8 @@ budget_measurements measure_budget(const compress_options& o, const std::vector<
   budget_measurements out;
   out.codes.resize(layers.size());
   out.choices.resize(layers.size());
+  out.relative_errors.resize(layers.size());
+  out.sensitivity.assign(layers.size(), 0.0);
   out.code_limit = std::numeric_limits<std::uint64_t>::max();
   std::uint64_t weights = 0, weight_bytes = 0;
   for (std::size_t l = 0; l < layers.size(); ++l) {
@@ -120,7 +169,9 @@ budget_measurements measure_budget(const compress_options& o, const std::vector<
                                  ? normalized_output_error(w, code, layer_options.calibration)
                                  : normalized_error(w, code);
         out.choices[l].push_back({stored_bytes(code), error});
+        out.relative_errors[l].push_back(error);
       }
+    if (o.sensitivity) measure_sensitivity(o, c, options[l].group_size, out, l);
     weights += static_cast<std::uint64_t>(c.rows * c.cols);
     weight_bytes +=
         static_cast<std::uint64_t>(c.rows * c.cols) * element_size(ref.tensor->data_type());

@@ -53,9 +53,14 @@ decompose_options layer_options_of(const decompose_options& base, const layer_ca
 /// the options' group and one per row), measured: the codes, their (bytes, squared relative
 /// error) for allocate_budget, and the limit on their bytes from budget_bits and
 /// max_model_bytes (the latter with a first guess of each layer's node overhead).
+/// With compress_options::sensitivity, each layer's choices' errors are scaled by its
+/// measured output change over its reference code's error; `relative_errors` keeps them as
+/// measured (squared), for the report.
 struct budget_measurements {
   std::vector<std::vector<weight_code>> codes;
   std::vector<budget_layer> choices;
+  std::vector<std::vector<double>> relative_errors;
+  std::vector<double> sensitivity;  ///< per layer, 0 when not measured
   std::uint64_t code_limit = 0;
 };
 budget_measurements measure_budget(const compress_options& o, const std::vector<candidate>& layers,
