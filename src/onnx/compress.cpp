@@ -325,10 +325,6 @@ compress_report compress(model& m, const compress_options& o) {
     chosen_options[products.back()].bits = o.edge_bits;
   }
 
-  // With calibration statistics a layer is decomposed against its output error on those
-  // inputs. Tables are decomposed data-free: their rows are read as they are, so the plain
-  // weight error is the output error (a tied table's product statistics are not used); so is
-  // a layer without statistics (an R whose node has no Y).
   // 2. Under a size budget: every layer decomposed at each bit count it may take, measured,
   // and the bits allocated (budget.hpp); the codes are kept for the rewrite.
   detail::budget_measurements budget;
