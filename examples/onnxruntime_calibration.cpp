@@ -117,44 +117,39 @@ const onnxruntime_library& onnxruntime_library::load(const std::string& path) {
                    "--onnxruntime-library or QSL_ONNXRUNTIME_LIBRARY)");
 }
 
-qsl::onnx::calibration_data calibrate_in_onnxruntime(const onnxruntime_library& runtime,
-                                                     const qsl::onnx::model& m,
-                                                     const std::vector<typed_array>& inputs,
-                                                     std::int64_t count,
-                                                     const onnxruntime_calibration_options& o) {
-  const std::string where = "--calib: ";
-  detail::require(o.batch >= 1, where + "batch is " + std::to_string(o.batch) + "; expected >= 1");
-  detail::require(!inputs.empty(), where + "no input arrays");
-  qsl::onnx::calibration_collector collector(m, o.statistics);
-  const std::vector<std::string>& probes = collector.tensors();
-  const std::vector<std::uint8_t> bytes = qsl::onnx::serialize_with_outputs(m, probes);
+namespace {
 
-  Ort::Env env(ORT_LOGGING_LEVEL_ERROR, "qsl-compress");
-  Ort::SessionOptions options;
-  if (o.threads > 0) options.SetIntraOpNumThreads(o.threads);
-  std::unique_ptr<Ort::Session> session;
-  try {
-    session = std::make_unique<Ort::Session>(env, bytes.data(), bytes.size(), options);
-  } catch (const Ort::Exception& e) {
-    throw qsl::error(where + "ONNX Runtime " + runtime.version() + " cannot run the model: " +
-                     e.what());
-  }
-  Ort::AllocatorWithDefaultOptions allocator;
+// One graph input, matched with its array.
+struct feed {
+  std::string name;
+  std::int32_t type = 0;
+  std::vector<std::int64_t> shape;  // the array's, samples first
+  const std::uint8_t* data = nullptr;
+  std::size_t sample_bytes = 0;
+};
 
-  // The graph's inputs, matched with the arrays.
-  struct feed {
-    std::string name;
-    std::int32_t type = 0;
-    std::vector<std::int64_t> shape;  // the array's, samples first
-    const std::uint8_t* data = nullptr;
-    std::size_t sample_bytes = 0;
-  };
+// The session's inputs, each matched with its array of `inputs` (checked: names, dtypes,
+// shapes, equal sample counts, finite floats), and the samples to run in batches of `batch`.
+struct matched_feeds {
   std::vector<feed> feeds;
+  std::vector<const char*> names;  // feeds' names, for Run
+  std::int64_t count = 0;          // samples to run
+  std::int64_t batch = 0;          // samples per run
+};
+
+matched_feeds match_feeds(Ort::Session& session, const std::vector<typed_array>& inputs,
+                          std::int64_t count, std::int64_t batch_wanted, const std::string& where) {
+  detail::require(batch_wanted >= 1,
+                  where + "batch is " + std::to_string(batch_wanted) + "; expected >= 1");
+  detail::require(!inputs.empty(), where + "no input arrays");
+  Ort::AllocatorWithDefaultOptions allocator;
+  matched_feeds out;
+  std::vector<feed>& feeds = out.feeds;
   std::vector<std::string> graph_inputs;
   std::string input_list;
-  const std::size_t input_count = session->GetInputCount();
+  const std::size_t input_count = session.GetInputCount();
   for (std::size_t i = 0; i < input_count; ++i) {
-    graph_inputs.push_back(session->GetInputNameAllocated(i, allocator).get());
+    graph_inputs.push_back(session.GetInputNameAllocated(i, allocator).get());
     input_list += (i ? ", '" : "'") + graph_inputs.back() + "'";
   }
   const bool unnamed = inputs.size() == 1 && inputs[0].name.empty();
@@ -173,7 +168,7 @@ qsl::onnx::calibration_data calibrate_in_onnxruntime(const onnxruntime_library& 
   std::int64_t samples = -1, fixed_batch = 0;
   for (std::size_t i = 0; i < input_count; ++i) {
     const std::string& name = graph_inputs[i];
-    const Ort::TypeInfo type_info = session->GetInputTypeInfo(i);  // owns what info views
+    const Ort::TypeInfo type_info = session.GetInputTypeInfo(i);  // owns what info views
     const auto info = type_info.GetTensorTypeAndShapeInfo();
     const auto type = static_cast<std::int32_t>(info.GetElementType());
     const std::vector<std::int64_t> dims = info.GetShape();
@@ -233,7 +228,6 @@ qsl::onnx::calibration_data calibrate_in_onnxruntime(const onnxruntime_library& 
     feeds.push_back(std::move(f));
   }
   if (count <= 0 || count > samples) count = samples;
-  const std::int64_t batch = fixed_batch > 0 ? fixed_batch : o.batch;
   if (fixed_batch > 0) {
     detail::require(count >= fixed_batch,
                     where + std::to_string(count) + " samples; the model takes batches of " +
@@ -241,6 +235,63 @@ qsl::onnx::calibration_data calibrate_in_onnxruntime(const onnxruntime_library& 
     count -= count % fixed_batch;  // whole batches only
   }
   detail::require(count >= 1, where + "the file holds no samples");
+  out.count = count;
+  out.batch = fixed_batch > 0 ? fixed_batch : batch_wanted;
+  for (const feed& f : feeds) out.names.push_back(f.name.c_str());
+  return out;
+}
+
+std::unique_ptr<Ort::Session> open_session(const onnxruntime_library& runtime, Ort::Env& env,
+                                           const std::vector<std::uint8_t>& bytes, int threads,
+                                           const std::string& where) {
+  Ort::SessionOptions options;
+  if (threads > 0) options.SetIntraOpNumThreads(threads);
+  try {
+    return std::make_unique<Ort::Session>(env, bytes.data(), bytes.size(), options);
+  } catch (const Ort::Exception& e) {
+    throw qsl::error(where + "ONNX Runtime " + runtime.version() + " cannot run the model: " +
+                     e.what());
+  }
+}
+
+// Samples first..first+n-1 through the session; the requested outputs, in order.
+std::vector<Ort::Value> run_batch(Ort::Session& session, const matched_feeds& in,
+                                  const std::vector<const char*>& outputs, std::int64_t first,
+                                  std::int64_t n, const std::string& where) {
+  const Ort::MemoryInfo memory = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
+  std::vector<Ort::Value> values;
+  for (const feed& f : in.feeds) {
+    std::vector<std::int64_t> shape = f.shape;
+    shape[0] = n;
+    auto* data = const_cast<std::uint8_t*>(f.data) + first * f.sample_bytes;  // read only
+    values.push_back(Ort::Value::CreateTensor(memory, data, n * f.sample_bytes, shape.data(),
+                                              shape.size(),
+                                              static_cast<ONNXTensorElementDataType>(f.type)));
+  }
+  try {
+    return session.Run(Ort::RunOptions{nullptr}, in.names.data(), values.data(), values.size(),
+                       outputs.data(), outputs.size());
+  } catch (const Ort::Exception& e) {
+    throw qsl::error(where + "ONNX Runtime failed on samples " + std::to_string(first) + ".." +
+                     std::to_string(first + n - 1) + ": " + e.what());
+  }
+}
+
+}  // namespace
+
+qsl::onnx::calibration_data calibrate_in_onnxruntime(const onnxruntime_library& runtime,
+                                                     const qsl::onnx::model& m,
+                                                     const std::vector<typed_array>& inputs,
+                                                     std::int64_t count,
+                                                     const onnxruntime_calibration_options& o) {
+  const std::string where = "--calib: ";
+  qsl::onnx::calibration_collector collector(m, o.statistics);
+  const std::vector<std::string>& probes = collector.tensors();
+  Ort::Env env(ORT_LOGGING_LEVEL_ERROR, "qsl-compress");
+  const std::unique_ptr<Ort::Session> session = open_session(
+      runtime, env, qsl::onnx::serialize_with_outputs(m, probes), o.threads, where);
+  const matched_feeds in = match_feeds(*session, inputs, count, o.batch, where);
+  const std::vector<feed>& feeds = in.feeds;
 
   // Layer inputs that are graph inputs come from the feeds; the rest are extra outputs.
   std::vector<std::string> outputs;
@@ -256,30 +307,13 @@ qsl::onnx::calibration_data calibrate_in_onnxruntime(const onnxruntime_library& 
       outputs.push_back(t);
     }
   }
-  std::vector<const char*> input_names, output_names;
-  for (const feed& f : feeds) input_names.push_back(f.name.c_str());
+  std::vector<const char*> output_names;
   for (const std::string& t : outputs) output_names.push_back(t.c_str());
 
-  const Ort::MemoryInfo memory = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
-  for (std::int64_t first = 0; first < count; first += batch) {
-    const std::int64_t n = std::min(batch, count - first);
-    std::vector<Ort::Value> values;
-    for (const feed& f : feeds) {
-      std::vector<std::int64_t> shape = f.shape;
-      shape[0] = n;
-      auto* data = const_cast<std::uint8_t*>(f.data) + first * f.sample_bytes;  // read only
-      values.push_back(Ort::Value::CreateTensor(memory, data, n * f.sample_bytes, shape.data(),
-                                                shape.size(),
-                                                static_cast<ONNXTensorElementDataType>(f.type)));
-    }
-    std::vector<Ort::Value> results;
-    try {
-      results = session->Run(Ort::RunOptions{nullptr}, input_names.data(), values.data(),
-                             values.size(), output_names.data(), output_names.size());
-    } catch (const Ort::Exception& e) {
-      throw qsl::error(where + "ONNX Runtime failed on samples " + std::to_string(first) + ".." +
-                       std::to_string(first + n - 1) + ": " + e.what());
-    }
+  for (std::int64_t first = 0; first < in.count; first += in.batch) {
+    const std::int64_t n = std::min(in.batch, in.count - first);
+    const std::vector<Ort::Value> results =
+        run_batch(*session, in, output_names, first, n, where);
     for (std::size_t j = 0; j < results.size(); ++j) {
       const auto info = results[j].GetTensorTypeAndShapeInfo();
       const auto type = static_cast<std::int32_t>(info.GetElementType());
@@ -293,9 +327,98 @@ qsl::onnx::calibration_data calibrate_in_onnxruntime(const onnxruntime_library& 
       collector.add(t, shape,
                     reinterpret_cast<const float*>(feeds[i].data + first * feeds[i].sample_bytes));
     }
-    if (o.statistics.progress) o.statistics.progress(first + n, count);
+    if (o.statistics.progress) o.statistics.progress(first + n, in.count);
   }
   return collector.finish();
+}
+
+// The reference: the model's float outputs on the samples, concatenated per output.
+struct onnxruntime_output_change::state {
+  const onnxruntime_library* runtime = nullptr;
+  const qsl::onnx::model* model = nullptr;
+  const std::vector<typed_array>* inputs = nullptr;
+  std::int64_t count = 0;
+  onnxruntime_calibration_options options;
+  mutable Ort::Env env{ORT_LOGGING_LEVEL_ERROR, "qsl-compress"};  // sessions need it non-const
+  std::vector<std::string> outputs;             // the float graph outputs
+  std::vector<std::vector<float>> reference;    // per output, every sample's values
+  double reference_energy = 0;                  // sum of the reference's squares
+
+  // The model in `bytes` on the samples: each float output's values, concatenated.
+  std::vector<std::vector<float>> run(const std::vector<std::uint8_t>& bytes,
+                                      std::int64_t* samples) const {
+    const std::string where = "--budget's sensitivity: ";
+    const std::unique_ptr<Ort::Session> session =
+        open_session(*runtime, env, bytes, options.threads, where);
+    const matched_feeds in = match_feeds(*session, *inputs, count, options.batch, where);
+    if (samples != nullptr) *samples = in.count;
+    std::vector<const char*> names;
+    for (const std::string& t : outputs) names.push_back(t.c_str());
+    std::vector<std::vector<float>> out(outputs.size());
+    for (std::int64_t first = 0; first < in.count; first += in.batch) {
+      const std::int64_t n = std::min(in.batch, in.count - first);
+      const std::vector<Ort::Value> results = run_batch(*session, in, names, first, n, where);
+      for (std::size_t j = 0; j < results.size(); ++j) {
+        const float* v = results[j].GetTensorData<float>();
+        out[j].insert(out[j].end(), v, v + results[j].GetTensorTypeAndShapeInfo().GetElementCount());
+      }
+    }
+    return out;
+  }
+};
+
+onnxruntime_output_change::onnxruntime_output_change(const onnxruntime_library& runtime,
+                                                     const qsl::onnx::model& m,
+                                                     const std::vector<typed_array>& inputs,
+                                                     std::int64_t count,
+                                                     const onnxruntime_calibration_options& o)
+    : state_(std::make_shared<state>()) {
+  state& s = *state_;
+  s.runtime = &runtime;
+  s.model = &m;
+  s.inputs = &inputs;
+  s.count = count;
+  s.options = o;
+  const std::string where = "--budget's sensitivity: ";
+  const std::vector<std::uint8_t> bytes = qsl::onnx::serialize_with_outputs(m, {});
+  {
+    const std::unique_ptr<Ort::Session> session =
+        open_session(runtime, s.env, bytes, o.threads, where);
+    Ort::AllocatorWithDefaultOptions allocator;
+    for (std::size_t i = 0; i < session->GetOutputCount(); ++i) {
+      const Ort::TypeInfo info = session->GetOutputTypeInfo(i);
+      if (info.GetONNXType() == ONNX_TYPE_TENSOR &&
+          info.GetTensorTypeAndShapeInfo().GetElementType() == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
+        s.outputs.push_back(session->GetOutputNameAllocated(i, allocator).get());
+    }
+  }
+  detail::require(!s.outputs.empty(),
+                  where + "the model has no float32 output to measure a change on");
+  s.reference = s.run(bytes, &samples_);
+  for (const std::vector<float>& output : s.reference)
+    for (float v : output) s.reference_energy += static_cast<double>(v) * v;
+  detail::require(std::isfinite(s.reference_energy),
+                  where + "the model's outputs on the samples are not finite");
+}
+
+double onnxruntime_output_change::operator()(const std::string& weight,
+                                             const std::vector<float>& values) const {
+  const state& s = *state_;
+  const std::vector<std::vector<float>> changed =
+      s.run(qsl::onnx::serialize_with_constant(*s.model, weight, values), nullptr);
+  double change = 0;
+  for (std::size_t j = 0; j < changed.size(); ++j) {
+    detail::require(changed[j].size() == s.reference[j].size(),
+                    "--budget's sensitivity: output '" + s.outputs[j] + "' has " +
+                        std::to_string(changed[j].size()) + " values with '" + weight +
+                        "' replaced; " + std::to_string(s.reference[j].size()) + " without");
+    for (std::size_t k = 0; k < changed[j].size(); ++k) {
+      const double d = static_cast<double>(changed[j][k]) - s.reference[j][k];
+      change += d * d;
+    }
+  }
+  // An all-zero reference: the absolute change (a zero output that moves is still measured).
+  return s.reference_energy > 0 ? change / s.reference_energy : change;
 }
 
 }  // namespace qsl::tools

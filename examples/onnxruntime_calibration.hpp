@@ -50,4 +50,25 @@ qsl::onnx::calibration_data calibrate_in_onnxruntime(const onnxruntime_library& 
                                                      std::int64_t count,
                                                      const onnxruntime_calibration_options& o);
 
+/// A size budget's per-layer sensitivity measured in ONNX Runtime (compress_options::
+/// sensitivity): the model's float outputs on the first `count` samples of `inputs` (as for
+/// calibrate_in_onnxruntime), and for a weight replaced, the outputs' squared relative change
+/// sum ||y' - y||^2 / sum ||y||^2 over every float output and sample. `m` and `inputs` must
+/// outlive it; copies share one reference. Each call builds a session for the changed model:
+/// its cost is one model load and `count` samples' inference.
+class onnxruntime_output_change {
+ public:
+  onnxruntime_output_change(const onnxruntime_library& runtime, const qsl::onnx::model& m,
+                            const std::vector<typed_array>& inputs, std::int64_t count,
+                            const onnxruntime_calibration_options& o);
+  double operator()(const std::string& weight, const std::vector<float>& values) const;
+  /// The samples each measurement runs (count, bounded by the file and whole fixed batches).
+  std::int64_t samples() const { return samples_; }
+
+ private:
+  struct state;
+  std::shared_ptr<state> state_;
+  std::int64_t samples_ = 0;
+};
+
 }  // namespace qsl::tools

@@ -2,7 +2,7 @@
 // LSTM / GRU / RNN).
 //
 //   qsl-compress model.onnx -o model.qsl.onnx --bits 2 --group 128 [--format qsl|standard]
-//                [--budget BITS] [--max-size BYTES]
+//                [--budget BITS] [--max-size BYTES] [--sensitivity-samples 64]
 //                [--json report.json] [--skip PATTERN] [--override PATTERN=BITS[/GROUP]]
 //                [--calib samples.npz|inputs.npy|images.idx.gz [--calib-count N]
 //                 [--calib-runtime auto|onnxruntime|qsl] [--no-error-feedback] [--damping 0.1]]
@@ -108,6 +108,16 @@ void print_table(const compress_report& r) {
           measured += entry;
         }
         std::printf("  budget: bits/group:error%s\n", measured.c_str());
+        if (l.sensitivity > 0) {  // the model's output change, measured at ^, scaled to others
+          std::string changes;
+          for (const auto& m : l.budget_measurements) {
+            char entry[48];
+            std::snprintf(entry, sizeof entry, " %s%d/%lld:%.3g", m.measured ? "^" : "", m.bits,
+                          static_cast<long long>(m.group_size), m.output_change);
+            changes += entry;
+          }
+          std::printf("  budget: model output change (^ measured)%s\n", changes.c_str());
+        }
       }
     } else {
       std::printf("%-28.28s %-7s %-16s  (%s)\n", l.node.c_str(), l.op_type.c_str(),
@@ -159,8 +169,11 @@ nlohmann::json to_json(const compress_report& r, const std::string& input,
           measured.push_back({{"bits", m.bits},
                               {"group_size", m.group_size},
                               {"bytes", m.bytes},
-                              {"relative_error", m.relative_error}});
+                              {"relative_error", m.relative_error},
+                              {"output_change", m.output_change},
+                              {"measured", m.measured}});
         j["budget_measurements"] = measured;
+        if (l.sensitivity > 0) j["sensitivity"] = l.sensitivity;
       }
     } else {
       j["note"] = l.note;
@@ -219,6 +232,7 @@ struct calib_settings {
   std::string library;           // libonnxruntime.so (empty: looked up)
   std::int64_t batch = 16;
   int threads = 0;
+  std::int64_t sensitivity_samples = 64;  // under a budget, in ONNX Runtime; 0: off
 };
 
 // The calibration file's arrays: an .npz's by name, or one unnamed array (.npy of any dtype;
@@ -283,11 +297,12 @@ qsl::onnx::calibration_data collect_in_qsl(const qsl::onnx::model& model,
 struct calibration_run {
   std::string runner = "qsl's executor";
   std::int64_t samples = 0;
+  bool in_onnxruntime = false;  // then a budget's sensitivity can be measured there too
 };
 
 qsl::onnx::calibration_data collect(const qsl::onnx::model& model, const calib_settings& s,
+                                    const std::vector<qsl::tools::typed_array>& arrays,
                                     bool quiet, calibration_run& run) {
-  const std::vector<qsl::tools::typed_array> arrays = read_calibration_file(s.path);
   std::string& runner = run.runner;
   qsl::onnx::calibration_options o;
   const auto start = std::chrono::steady_clock::now();
@@ -314,6 +329,7 @@ qsl::onnx::calibration_data collect(const qsl::onnx::model& model, const calib_s
     }
     if (ort != nullptr) {
       runner = "ONNX Runtime " + ort->version();
+      run.in_onnxruntime = true;
       qsl::tools::onnxruntime_calibration_options ro;
       ro.batch = s.batch;
       ro.threads = s.threads;
@@ -417,6 +433,11 @@ int run(int argc, char** argv) {
   app.add_option("--calib-batch", calib.batch,
                  "samples per ONNX Runtime run during calibration (a fixed batch size wins)")
       ->check(CLI::PositiveNumber);
+  app.add_option("--sensitivity-samples", calib.sensitivity_samples,
+                 "with --budget / --max-size and --calib in ONNX Runtime: weigh each layer's "
+                 "errors by the model's output change on this many calibration samples "
+                 "(one run per layer; 0: off, the layers' own output errors)")
+      ->check(CLI::NonNegativeNumber);
   app.add_flag("--error-feedback,!--no-error-feedback", error_feedback,
                "with --calib: push each column's error into the columns not yet coded "
                "(default on)");
@@ -499,9 +520,11 @@ int run(int argc, char** argv) {
   qsl::onnx::model model = qsl::onnx::model::load(input);
   qsl::onnx::calibration_data calibration;
   calibration_run calibrated;
+  std::vector<qsl::tools::typed_array> calib_arrays;  // kept: the sensitivity runs them again
   if (!calib.path.empty()) {
     calib.threads = threads;
-    calibration = collect(model, calib, quiet, calibrated);
+    calib_arrays = read_calibration_file(calib.path);
+    calibration = collect(model, calib, calib_arrays, quiet, calibrated);
     options.calibration = &calibration;
     options.weights.error_feedback = error_feedback;
     options.weights.damping = damping;
@@ -510,6 +533,21 @@ int run(int argc, char** argv) {
       o.options.damping = damping;
     }
   }
+  std::int64_t sensitivity_samples = 0;
+#ifdef QSL_COMPRESS_WITH_ONNXRUNTIME
+  // Under a budget, each layer's errors weighed by how far its code moves the model's outputs.
+  if ((budget_bits > 0 || max_size > 0) && calibrated.in_onnxruntime &&
+      calib.sensitivity_samples > 0) {
+    qsl::tools::onnxruntime_calibration_options ro;
+    ro.batch = calib.batch;
+    ro.threads = threads;
+    const qsl::tools::onnxruntime_output_change change(
+        qsl::tools::onnxruntime_library::load(calib.library), model, calib_arrays,
+        calib.sensitivity_samples, ro);
+    sensitivity_samples = change.samples();
+    options.sensitivity = change;
+  }
+#endif
   const compress_report report = qsl::onnx::compress(model, options);
   model.save(output, force);
   print_table(report);
@@ -517,13 +555,17 @@ int run(int argc, char** argv) {
     std::printf("calibrated on %lld samples of %s (%s)\n",
                 static_cast<long long>(calibrated.samples), calib.path.c_str(),
                 calibrated.runner.c_str());
+  if (sensitivity_samples > 0)
+    std::printf("budget weighed by each layer's output change on %lld samples (ONNX Runtime)\n",
+                static_cast<long long>(sensitivity_samples));
   std::printf("wrote %s (%s format)\n", output.c_str(), format.c_str());
   if (!json_path.empty()) {
     nlohmann::json j = to_json(report, input, output, format);
     if (!calib.path.empty())
       j["calibration"] = {{"file", calib.path},
                           {"samples", calibrated.samples},
-                          {"runtime", calibrated.runner}};
+                          {"runtime", calibrated.runner},
+                          {"sensitivity_samples", sensitivity_samples}};
     qsl::tools::write_json(json_path, j);
   }
   return 0;

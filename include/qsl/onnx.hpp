@@ -238,10 +238,16 @@ struct layer_report {
     std::int64_t group_size = 0;  ///< as the code has it (cols for one group per row)
     std::uint64_t bytes = 0;
     double relative_error = 0;
+    /// With compress_options::sensitivity: the model's relative output change with this
+    /// layer alone at this code (the square root of the sensitivity's measure); measured for
+    /// the reference code (`measured`), scaled from it by the layer's errors for the others.
+    /// 0 without.
+    double output_change = 0;
+    bool measured = false;
   };
   std::vector<budget_measurement> budget_measurements;
   /// Under a size budget with compress_options::sensitivity: the model's output change with
-  /// this layer alone at sensitivity_bits, as measured (0 when not measured).
+  /// this layer alone at its reference code (sensitivity_bits), as measured (0 when not measured).
   double sensitivity = 0;
 };
 

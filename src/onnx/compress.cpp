@@ -496,10 +496,13 @@ compress_report compress(model& m, const compress_options& o) {
           r.runs_as = result.runs_as;
           r.rows_per_call = rows[l];
           r.budget_measurements.clear();
+          const bool weighed = budgeted && o.sensitivity;
           for (std::size_t i = 0; budgeted && i < measured[l].size(); ++i)
             r.budget_measurements.push_back({measured[l][i].bits, measured[l][i].group_size,
                                              choices[l][i].bytes,
-                                             std::sqrt(budget.relative_errors[l][i])});
+                                             std::sqrt(budget.relative_errors[l][i]),
+                                             weighed ? std::sqrt(choices[l][i].error) : 0.0,
+                                             weighed && budget.reference[l] == i});
           r.sensitivity = budgeted ? budget.sensitivity[l] : 0.0;
         }
       report.weight_bytes_before += before;

@@ -117,6 +117,7 @@ void measure_sensitivity(const compress_options& o, const candidate& c, std::int
                        what_of(c) + ": its measured sensitivity is " + std::to_string(change) +
                            "; expected a finite value >= 0");
   out.sensitivity[l] = change;
+  out.reference[l] = reference;
   const double base = out.choices[l][reference].error;
   // A layer whose reference code is exact moves nothing: its errors keep their scale.
   const double scale = base > 0 ? change / base : 1.0;
@@ -134,6 +135,7 @@ budget_measurements measure_budget(const compress_options& o, const std::vector<
   out.choices.resize(layers.size());
   out.relative_errors.resize(layers.size());
   out.sensitivity.assign(layers.size(), 0.0);
+  out.reference.assign(layers.size(), 0);
   out.code_limit = std::numeric_limits<std::uint64_t>::max();
   std::uint64_t weights = 0, weight_bytes = 0;
   for (std::size_t l = 0; l < layers.size(); ++l) {

@@ -61,6 +61,7 @@ struct budget_measurements {
   std::vector<budget_layer> choices;
   std::vector<std::vector<double>> relative_errors;
   std::vector<double> sensitivity;  ///< per layer, 0 when not measured
+  std::vector<std::size_t> reference;  ///< per layer with a sensitivity: the code it measured
   std::uint64_t code_limit = 0;
 };
 budget_measurements measure_budget(const compress_options& o, const std::vector<candidate>& layers,

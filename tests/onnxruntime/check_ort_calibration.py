@@ -167,6 +167,59 @@ def same_as_the_executor(tool, models, work):
           f"({len(by_node['qsl'])} of them)")
 
 
+def budget_sensitivity(tool, work):
+    """--budget with --calib in ORT weighs each layer by the model's output change, measured
+    on the first --sensitivity-samples samples: the reported change is recomputed here from a
+    model with that layer alone at the measured code (the standard format, plain ORT)."""
+    source = os.path.join(work, "tokens.onnx")  # made by calibrated_beats_data_free
+    calib = os.path.join(work, "tokens_calib.npz")
+    samples = 32
+    code, err, report = compress(tool, source, os.path.join(work, "tokens.budget.onnx"),
+                                 ["--calib", calib, "--budget", "2.5",
+                                  "--sensitivity-samples", str(samples)])
+    check(code == 0, f"budget sensitivity: compression failed ({code}): {err}")
+    if code != 0:
+        return
+    check(report["calibration"].get("sensitivity_samples") == samples,
+          f"budget sensitivity: the report's calibration is {report['calibration']}")
+    feed = {k: v[:samples] for k, v in np.load(calib).items()}
+    reference = run(source, feed)
+    for l in (l for l in report["layers"] if l["compressed"]):
+        measured = [m for m in l["budget_measurements"] if m["measured"]]
+        check(len(measured) == 1 and l.get("sensitivity", 0) > 0,
+              f"budget sensitivity {l['node']}: {len(measured)} measured codes, "
+              f"sensitivity {l.get('sensitivity')}")
+        if len(measured) != 1:
+            continue
+        m = measured[0]
+        check(abs(m["output_change"] ** 2 - l["sensitivity"]) <= 1e-9 * l["sensitivity"],
+              f"budget sensitivity {l['node']}: output_change {m['output_change']} is not the "
+              f"root of the sensitivity {l['sensitivity']}")
+        alone = os.path.join(work, f"tokens.alone_{l['node']}.onnx")
+        others = [x["node"] for x in report["layers"] if x["compressed"] and x is not l]
+        group = 0 if m["group_size"] == l["shape"][0] else m["group_size"]
+        code, err, _ = compress(tool, source, alone,
+                                ["--calib", calib, "--format", "standard",
+                                 "--override", f"{l['node']}={m['bits']}/{group}"]
+                                + [a for o in others for a in ("--skip", o)])
+        check(code == 0, f"budget sensitivity {l['node']} alone: {err}")
+        if code != 0:
+            continue
+        y = run(alone, feed)
+        change = float(np.sum((y.astype(np.float64) - reference) ** 2) /
+                       np.sum(reference.astype(np.float64) ** 2))
+        check(abs(change - l["sensitivity"]) <= 1e-3 * change,
+              f"budget sensitivity {l['node']}: reported {l['sensitivity']:.6g}, the model with "
+              f"it alone at {m['bits']}/{m['group_size']} changes by {change:.6g}")
+    code, err, report = compress(tool, source, os.path.join(work, "tokens.budget0.onnx"),
+                                 ["--calib", calib, "--budget", "2.5",
+                                  "--sensitivity-samples", "0"])
+    check(code == 0 and all("sensitivity" not in l for l in report["layers"]) and
+          report["calibration"].get("sensitivity_samples") == 0,
+          f"--sensitivity-samples 0 still measured: {code} {err}")
+    print("budget sensitivity: each layer's output change as ORT measures it")
+
+
 def bad_feeds(tool, work):
     source = os.path.join(work, "tokens.onnx")  # made by calibrated_beats_data_free
     good = token_samples(np.random.default_rng(24), 12)
@@ -206,6 +259,7 @@ def main(library, tool, run_tool, models, work):
     ort.set_default_logger_severity(3)
     calibrated_beats_data_free(library, tool, run_tool, work)
     same_as_the_executor(tool, models, work)
+    budget_sensitivity(tool, work)
     bad_feeds(tool, work)
     print(f"{failures()} failures")
     return 1 if failures() else 0
