@@ -193,6 +193,18 @@ struct compress_options {
   /// estimate of the model's output change instead of the summed layer errors.
   std::function<double(const std::string& weight, const std::vector<float>& values)> sensitivity;
   int sensitivity_bits = 2;
+  /// Sequential calibration (GPTQ's sequential mode), with `calibration`: the layers, in
+  /// graph order, fall into this many contiguous groups of near-equal counts (at most one per
+  /// layer; 0 or 1: off). The first group is decomposed against `calibration`; before each
+  /// later one, `recalibrate` is called with the model as it runs at that point (fp32, every
+  /// layer compressed so far holding its decoded code) and the group is decomposed against the
+  /// statistics it returns (collect_calibration, or a runtime's run through
+  /// calibration_collector), so that a layer's code makes up for the errors before it instead
+  /// of compounding them. Its activation quantizers are fitted on those inputs too. Under a
+  /// size budget the codes are allocated first, on `calibration`; the later groups' codes are
+  /// then decomposed anew at the bits and group chosen (the same bytes).
+  int sequential_passes = 0;
+  std::function<calibration_data(const model&)> recalibrate;
   /// Called before each layer with (layers done, layers to compress, layer name).
   std::function<void(std::size_t, std::size_t, const std::string&)> progress;
 };

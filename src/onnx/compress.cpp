@@ -8,10 +8,11 @@
 #include <set>
 
 #include "onnx/budget.hpp"
-#include "onnx/layer_weights.hpp"
 #include "onnx/conformance.hpp"
+#include "onnx/layer_weights.hpp"
 #include "onnx/layers.hpp"
 #include "onnx/proto.hpp"
+#include "onnx/sequential.hpp"
 #include "onnx/writer.hpp"
 #include "qsl/cpu.hpp"
 #include "qsl/onnx_calibration.hpp"
@@ -350,7 +351,9 @@ compress_report compress(model& m, const compress_options& o) {
     }
     report.weight_bytes_before = report.weight_bytes_after = 0;
     pb::GraphProto& g = *proto.mutable_graph();  // anew: the proto may have been restored
-    // 3. Decompose (or take the measured code) and rewrite, one layer at a time.
+    // 3. Decompose (or take the measured code) and rewrite, one layer at a time; with
+    // sequential calibration, the later groups against the model as compressed so far.
+    detail::sequential_calibration sequential(m, o, chosen);
     detail::graph_writer writer(proto, o.format);
     std::size_t done = 0;
     for (std::size_t l = 0; l < chosen.size(); ++l) {
@@ -361,9 +364,17 @@ compress_report compress(model& m, const compress_options& o) {
       const Eigen::MatrixXf w = detail::read_w(c, *ref.tensor, what);
       // With calibration statistics: the activation quantizers of every bit count, fitted
       // offline.
-      const layer_calibration* stats = detail::statistics_of(o, c);
-      const decompose_options layer_options =
-          budgeted ? decompose_options{} : detail::layer_options_of(chosen_options[l], stats);
+      const layer_calibration* stats = sequential.statistics(l);
+      // Under a budget the measured code is taken, unless its statistics have changed since:
+      // then the chosen bits and group are decomposed anew.
+      const bool measured_code = budgeted && !sequential.recalibrated(l);
+      decompose_options layer_options =
+          measured_code ? decompose_options{} : detail::layer_options_of(chosen_options[l], stats);
+      if (budgeted && !measured_code) {
+        const weight_code& pick = measured[l][picks[l]];
+        layer_options.bits = pick.bits;
+        layer_options.group_size = pick.group_size >= c.cols ? 0 : pick.group_size;
+      }
       std::vector<activation_quantizer> quantizers;
       if (stats != nullptr && o.format == output_format::qsl)
         for (int b = 1; b <= max_activation_bits; ++b)
@@ -376,6 +387,7 @@ compress_report compress(model& m, const compress_options& o) {
           twd_options factorization = o.twd;
           factorization.calibration = layer_options.calibration;
           const twd_code code = factorize_ternary(w, factorization);
+          sequential.compressed(l, code);
           result.factorized = true;
           const detail::fusion_plan& f = fusion[l];
           result.runs_as = f.users.empty() ? std::string(decode_factorized_op) + " + " + c.op_type +
@@ -391,7 +403,9 @@ compress_report compress(model& m, const compress_options& o) {
             result.relative_output_error =
                 std::sqrt(normalized_output_error(w, code, layer_options.calibration));
         } else {
-          const weight_code code = budgeted ? measured[l][picks[l]] : decompose(w, layer_options);
+          const weight_code code =
+              measured_code ? measured[l][picks[l]] : decompose(w, layer_options);
+          sequential.compressed(l, code);
           result.bits = code.bits;
           result.basis = code.basis;
           result.group_size = code.group_size;
@@ -463,8 +477,9 @@ compress_report compress(model& m, const compress_options& o) {
           result.relative_error = std::sqrt(normalized_error(w, code));
           if (stats != nullptr)
             result.relative_output_error =
-                std::sqrt(budgeted ? budget.relative_errors[l][picks[l]]
-                                   : normalized_output_error(w, code, layer_options.calibration));
+                std::sqrt(measured_code
+                              ? budget.relative_errors[l][picks[l]]
+                              : normalized_output_error(w, code, layer_options.calibration));
         }
       } catch (const model_error&) {
         throw;

@@ -64,11 +64,14 @@ std::uint64_t stored_bytes(const weight_code& code) {
 }
 
 const layer_calibration* statistics_of(const compress_options& o, const candidate& c) {
-  if (o.calibration == nullptr || c.table()) return nullptr;
-  const auto it = o.calibration->find(c.weight);
-  return it != o.calibration->end() && it->second.width == c.cols && it->second.vectors > 0
-             ? &it->second
-             : nullptr;
+  return o.calibration != nullptr ? statistics_in(*o.calibration, c) : nullptr;
+}
+
+const layer_calibration* statistics_in(const calibration_data& data, const candidate& c) {
+  if (c.table()) return nullptr;
+  const auto it = data.find(c.weight);
+  return it != data.end() && it->second.width == c.cols && it->second.vectors > 0 ? &it->second
+                                                                                 : nullptr;
 }
 
 decompose_options layer_options_of(const decompose_options& base, const layer_calibration* stats) {
@@ -78,11 +81,7 @@ decompose_options layer_options_of(const decompose_options& base, const layer_ca
   return layer_options;
 }
 
-namespace {
-
-// W_hat of `code` laid out as the candidate's tensor (W, or W^T), row-major.
-std::vector<float> as_tensor(const candidate& c, const weight_code& code) {
-  const Eigen::MatrixXf w = reconstruct(code);
+std::vector<float> as_tensor(const candidate& c, const Eigen::MatrixXf& w) {
   std::vector<float> values(static_cast<std::size_t>(w.size()));
   if (c.layout == weight_layout::transposed)
     Eigen::Map<Eigen::MatrixXf>(values.data(), w.rows(), w.cols()) = w;  // W^T row-major
@@ -91,6 +90,8 @@ std::vector<float> as_tensor(const candidate& c, const weight_code& code) {
         values.data(), w.rows(), w.cols()) = w;
   return values;
 }
+
+namespace {
 
 // The model's output change with layer l alone at the reference code (sensitivity_bits in the
 // options' group, else the nearest measured), and the layer's errors scaled to it.
@@ -109,7 +110,7 @@ void measure_sensitivity(const compress_options& o, const candidate& c, std::int
   }
   double change = 0;
   try {
-    change = o.sensitivity(c.weight, as_tensor(c, out.codes[l][reference]));
+    change = o.sensitivity(c.weight, as_tensor(c, reconstruct(out.codes[l][reference])));
   } catch (const qsl::error& e) {
     throw qsl::error(what_of(c) + ": measuring its sensitivity: " + e.what());
   }

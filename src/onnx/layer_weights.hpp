@@ -44,6 +44,11 @@ std::uint64_t stored_bytes(const weight_code& code);
 /// table (decomposed data-free: its rows are read as they are, so the weight error is the
 /// output error; a tied table's product statistics are not used).
 const layer_calibration* statistics_of(const compress_options& o, const candidate& c);
+/// The same from `data`.
+const layer_calibration* statistics_in(const calibration_data& data, const candidate& c);
+
+/// W_hat (outputs x inputs) laid out as the candidate's tensor (W, or W^T), row-major.
+std::vector<float> as_tensor(const candidate& c, const Eigen::MatrixXf& w_hat);
 
 /// `base` with the statistics' factor as calibration, or without error feedback when there
 /// are none (a table, an R whose node has no Y output).

@@ -44,6 +44,10 @@ std::vector<float> read_floats(const pb::TensorProto& t, const std::string& what
 /// FLOAT, UINT8, INT32 and INT64 tensors (raw little-endian data).
 pb::TensorProto make_float_tensor(const std::string& name, const std::vector<std::int64_t>& dims,
                                   const float* values);
+/// `values` as a tensor of the floating-point `type` (FLOAT, DOUBLE, FLOAT16, BFLOAT16;
+/// halves rounded to nearest even); throws qsl::error for another type.
+pb::TensorProto make_floating_tensor(const std::string& name, const std::vector<std::int64_t>& dims,
+                                     std::int32_t type, const float* values);
 pb::TensorProto make_uint8_tensor(const std::string& name, const std::vector<std::int64_t>& dims,
                                   const std::uint8_t* values);
 pb::TensorProto make_int8_tensor(const std::string& name, const std::vector<std::int64_t>& dims,

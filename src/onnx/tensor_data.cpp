@@ -1,4 +1,6 @@
 // Tensor checks and conversions (see proto.hpp).
+#include <Eigen/Core>
+
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -224,6 +226,32 @@ pb::TensorProto make_raw(const std::string& name, const std::vector<std::int64_t
 pb::TensorProto make_float_tensor(const std::string& name, const std::vector<std::int64_t>& dims,
                                   const float* values) {
   return make_raw(name, dims, values, TensorProto::FLOAT);
+}
+pb::TensorProto make_floating_tensor(const std::string& name, const std::vector<std::int64_t>& dims,
+                                     std::int32_t type, const float* values) {
+  std::uint64_t count = 1;
+  for (std::int64_t d : dims) count *= static_cast<std::uint64_t>(d);
+  switch (type) {
+    case TensorProto::FLOAT:
+      return make_raw(name, dims, values, TensorProto::FLOAT);
+    case TensorProto::DOUBLE: {
+      const std::vector<double> wide(values, values + count);
+      return make_raw(name, dims, wide.data(), TensorProto::DOUBLE);
+    }
+    case TensorProto::FLOAT16: {  // round to nearest even, as Eigen::half does
+      std::vector<std::uint16_t> bits(static_cast<std::size_t>(count));
+      for (std::uint64_t i = 0; i < count; ++i) bits[i] = Eigen::half(values[i]).x;
+      return make_raw(name, dims, bits.data(), TensorProto::FLOAT16);
+    }
+    case TensorProto::BFLOAT16: {
+      std::vector<std::uint16_t> bits(static_cast<std::size_t>(count));
+      for (std::uint64_t i = 0; i < count; ++i) bits[i] = Eigen::bfloat16(values[i]).value;
+      return make_raw(name, dims, bits.data(), TensorProto::BFLOAT16);
+    }
+    default:
+      throw qsl::error("make_floating_tensor: '" + name + "' is " + type_name(type) +
+                       "; expected FLOAT, DOUBLE, FLOAT16 or BFLOAT16");
+  }
 }
 pb::TensorProto make_uint8_tensor(const std::string& name, const std::vector<std::int64_t>& dims,
                                   const std::uint8_t* values) {
