@@ -5,7 +5,8 @@
 //                [--budget BITS] [--max-size BYTES] [--sensitivity-samples 64]
 //                [--json report.json] [--skip PATTERN] [--override PATTERN=BITS[/GROUP]]
 //                [--calib samples.npz|inputs.npy|images.idx.gz [--calib-count N]
-//                 [--calib-runtime auto|onnxruntime|qsl] [--no-error-feedback] [--damping 0.1]]
+//                 [--calib-runtime auto|onnxruntime|qsl] [--no-error-feedback] [--damping 0.1]
+//                 [--sequential PASSES]]
 //                [--scheme bcq|twd] [--twd PATTERN] [--twd-k K | --twd-bits B]
 //
 // --calib runs the model (in ONNX Runtime, loaded at run time; qsl's executor where it is
@@ -233,6 +234,7 @@ struct calib_settings {
   std::int64_t batch = 16;
   int threads = 0;
   std::int64_t sensitivity_samples = 64;  // under a budget, in ONNX Runtime; 0: off
+  int sequential = 0;                     // passes of sequential calibration (0: off)
 };
 
 // The calibration file's arrays: an .npz's by name, or one unnamed array (.npy of any dtype;
@@ -298,6 +300,7 @@ struct calibration_run {
   std::string runner = "qsl's executor";
   std::int64_t samples = 0;
   bool in_onnxruntime = false;  // then a budget's sensitivity can be measured there too
+  std::string pass;             // " (pass k of n)" while sequential calibration runs
 };
 
 qsl::onnx::calibration_data collect(const qsl::onnx::model& model, const calib_settings& s,
@@ -313,8 +316,9 @@ qsl::onnx::calibration_data collect(const qsl::onnx::model& model, const calib_s
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (quiet || (done != total && static_cast<std::int64_t>(seconds) == shown)) return;
     shown = static_cast<std::int64_t>(seconds);
-    std::fprintf(stderr, "calibration (%s): %lld/%lld samples  %.1fs\n", runner.c_str(),
-                 static_cast<long long>(done), static_cast<long long>(total), seconds);
+    std::fprintf(stderr, "calibration%s (%s): %lld/%lld samples  %.1fs\n", run.pass.c_str(),
+                 runner.c_str(), static_cast<long long>(done), static_cast<long long>(total),
+                 seconds);
   };
 #ifdef QSL_COMPRESS_WITH_ONNXRUNTIME
   if (s.runtime != "qsl") {
@@ -438,6 +442,11 @@ int run(int argc, char** argv) {
                  "errors by the model's output change on this many calibration samples "
                  "(one run per layer; 0: off, the layers' own output errors)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--sequential", calib.sequential,
+                 "with --calib: split the layers (graph order) into this many groups and "
+                 "calibrate each group after the first on the model with the earlier groups "
+                 "compressed (one more calibration run per group; 0: off)")
+      ->check(CLI::NonNegativeNumber);
   app.add_flag("--error-feedback,!--no-error-feedback", error_feedback,
                "with --calib: push each column's error into the columns not yet coded "
                "(default on)");
@@ -532,6 +541,15 @@ int run(int argc, char** argv) {
       o.options.error_feedback = error_feedback;
       o.options.damping = damping;
     }
+    // Each later group of layers calibrated again, on the model with the earlier ones' codes.
+    options.sequential_passes = calib.sequential;
+    options.recalibrate = [&, pass = 1](const qsl::onnx::model& shadow) mutable {
+      calibration_run again;
+      again.pass = " (sequential pass " + std::to_string(++pass) + ")";
+      return collect(shadow, calib, calib_arrays, quiet, again);
+    };
+  } else {
+    qsl::detail::require(calib.sequential == 0, "--sequential needs --calib");
   }
   std::int64_t sensitivity_samples = 0;
 #ifdef QSL_COMPRESS_WITH_ONNXRUNTIME
@@ -555,6 +573,9 @@ int run(int argc, char** argv) {
     std::printf("calibrated on %lld samples of %s (%s)\n",
                 static_cast<long long>(calibrated.samples), calib.path.c_str(),
                 calibrated.runner.c_str());
+  if (calib.sequential > 1)
+    std::printf("sequential calibration: %d groups of layers, each after the first calibrated "
+                "on the model with the groups before it compressed\n", calib.sequential);
   if (sensitivity_samples > 0)
     std::printf("budget weighed by each layer's output change on %lld samples (ONNX Runtime)\n",
                 static_cast<long long>(sensitivity_samples));
@@ -565,7 +586,8 @@ int run(int argc, char** argv) {
       j["calibration"] = {{"file", calib.path},
                           {"samples", calibrated.samples},
                           {"runtime", calibrated.runner},
-                          {"sensitivity_samples", sensitivity_samples}};
+                          {"sensitivity_samples", sensitivity_samples},
+                          {"sequential_passes", calib.sequential}};
     qsl::tools::write_json(json_path, j);
   }
   return 0;

@@ -285,7 +285,8 @@ struct QSL_API compress_report {
 /// Compresses the model in place. For the standard format a model older than
 /// min_standard_opset is first converted to it (compress_report::opset_after). Throws
 /// model_error for weights that cannot be compressed (NaN/Inf) or a model the version
-/// converter cannot convert, and qsl::error for bad options.
+/// converter cannot convert, and qsl::error for bad options. After a throw the model may be
+/// partly rewritten: load it again (qsl-compress then writes nothing).
 QSL_API compress_report compress(model& m, const compress_options& options);
 
 /// A constant of the main graph (an initializer, or the value of a Constant node) as floats.

@@ -220,6 +220,39 @@ def budget_sensitivity(tool, work):
     print("budget sensitivity: each layer's output change as ORT measures it")
 
 
+def sequential(tool, work):
+    """--sequential 2 on the token model: the second layer is calibrated again, on the model
+    with the first one's code in place, in ORT; its statistics (so its output error) change,
+    the first layer's do not. Without --calib it is a named error."""
+    source = os.path.join(work, "tokens.onnx")  # made by calibrated_beats_data_free
+    calib = os.path.join(work, "tokens_calib.npz")
+    reports = {}
+    for passes in (0, 2):
+        out = os.path.join(work, f"tokens.sequential{passes}.onnx")
+        r = subprocess.run([tool, source, "-o", out, "--force", "--json", out + ".json",
+                            "--min-weights", "100", "--bits", "2", "--group", "0", "--skip", "E",
+                            "--calib", calib, "--sequential", str(passes)],
+                           capture_output=True, text=True)
+        check(r.returncode == 0, f"--sequential {passes}: {r.stderr}")
+        if r.returncode != 0:
+            return
+        check(("sequential pass 2" in r.stderr) == (passes == 2),
+              f"--sequential {passes}: the second pass's progress: {r.stderr[-300:]!r}")
+        with open(out + ".json") as f:
+            reports[passes] = json.load(f)
+    check(reports[2]["calibration"].get("sequential_passes") == 2,
+          f"--sequential 2: the report's calibration is {reports[2]['calibration']}")
+    error = {p: {l["node"]: l["relative_output_error"] for l in r["layers"] if l["compressed"]}
+             for p, r in reports.items()}
+    check(error[2]["up"] == error[0]["up"], f"--sequential 2 changed the first layer: {error}")
+    check(error[2]["down"] != error[0]["down"],
+          f"--sequential 2: the second layer's statistics did not change: {error}")
+    code, err, _ = compress(tool, source, os.path.join(work, "bad.onnx"), ["--sequential", "2"])
+    check(code == 1 and "--sequential needs --calib" in err, f"--sequential alone: {code} {err!r}")
+    print(f"--sequential 2: the second layer recalibrated (output error {error[0]['down']:.4f} "
+          f"-> {error[2]['down']:.4f} on its own statistics)")
+
+
 def bad_feeds(tool, work):
     source = os.path.join(work, "tokens.onnx")  # made by calibrated_beats_data_free
     good = token_samples(np.random.default_rng(24), 12)
@@ -260,6 +293,7 @@ def main(library, tool, run_tool, models, work):
     calibrated_beats_data_free(library, tool, run_tool, work)
     same_as_the_executor(tool, models, work)
     budget_sensitivity(tool, work)
+    sequential(tool, work)
     bad_feeds(tool, work)
     print(f"{failures()} failures")
     return 1 if failures() else 0
