@@ -8,7 +8,9 @@ and accuracy, how long it takes and how much memory.
 Rows: ORT fp32; ORT int8 `quantize_dynamic`; ORT MatMulNBits 4-bit and 2-bit (block 128,
 symmetric, accuracy_level 4; RTN, the quantizer's default: its offline alternatives, HQQ and
 GPTQ, are 4-bit only or need data in its own format); qsl data-free at 2, 3, 4 bits (groups of
-128); qsl calibrated at 2 and 3 bits; qsl `--budget` 1.5, 2 and 2.5 (calibrated). qsl files run
+128); qsl calibrated at 2 and 3 bits, and at 2 bits with `--sequential` (one group per layer);
+qsl `--budget` 1.5, 2 and 2.5 (calibrated in ONNX Runtime, so each layer weighed by its
+measured output change, `--sensitivity-samples` 64). qsl files run
 in ORT with libqsl_onnxruntime.so, qsl-compress's defaults otherwise (qsl format, 8-bit
 activations from 16 rows per call).
 
@@ -149,6 +151,9 @@ def run_model(name, a):
     calib_args = ["--calib", calib_path]
     qsl_rows = [(f"qsl {b}-bit data-free", ["--bits", str(b)]) for b in (2, 3, 4)]
     qsl_rows += [(f"qsl {b}-bit calibrated", ["--bits", str(b)] + calib_args) for b in (2, 3)]
+    # One group per layer (the tool clamps the count): GPTQ's sequential mode.
+    qsl_rows += [("qsl 2-bit calibrated --sequential",
+                  ["--bits", "2", "--sequential", "64"] + calib_args)]
     qsl_rows += [(f"qsl --budget {b} calibrated", ["--budget", str(b)] + calib_args)
                  for b in ("1.5", "2", "2.5")]
     for label, extra in qsl_rows:

@@ -356,6 +356,7 @@ int run(int argc, char** argv) {
   double budget_bits = 0;
   std::uint64_t max_size = 0;
   std::int64_t group = 128, min_weights = 4096;
+  std::int64_t min_grouped_row_width = qsl::onnx::compress_options{}.min_grouped_row_width;
   bool force = false, quiet = false, error_feedback = true, no_fuse = false;
   int activation_bits = 0;
   std::int64_t native_rows = qsl::onnx::compress_options{}.native_min_rows;
@@ -408,6 +409,11 @@ int run(int argc, char** argv) {
   app.add_option("--skip", skip, "leave layers whose node or weight name matches (glob)");
   app.add_option("--override", overrides, "PATTERN=BITS[/GROUP] for matching layers");
   app.add_option("--min-weights", min_weights, "leave smaller weights as they are");
+  app.add_option("--min-grouped-row-width", min_grouped_row_width,
+                 "leave grouped (depthwise) convolutions whose rows have fewer inputs as they "
+                 "are (their coefficients would cost more than their planes), unless an "
+                 "--override matches them; 0: compress them too")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--edge-bits", edge_bits, "bits of the first and last compressed layer")
       ->check(CLI::Range(0, 8));
   app.add_option("--budget", budget_bits,
@@ -511,6 +517,7 @@ int run(int argc, char** argv) {
   options.twd.bits_per_weight = twd_bits;
   options.twd.threads = threads;
   options.min_weights = min_weights;
+  options.min_grouped_row_width = min_grouped_row_width;
   options.fuse = !no_fuse;
   options.activation_bits = activation_bits;
   options.native_min_rows = native_rows;

@@ -342,6 +342,36 @@ TEST_F(Onnx, OverridesSkipsAndEdgeBits) {
   EXPECT_THAT(by_node.at("tiny")->note, HasSubstr("below 420 weights"));
 }
 
+// Grouped convolutions of rows narrower than min_grouped_row_width stay fp32 (the depthwise
+// 3x3's rows of 9, the group-2 ones' of 12 and 9), an ungrouped one of as narrow rows does not
+// (the 2x2 over 4 channels: 16), an override compresses one anyway, and 0 compresses them all.
+TEST_F(Onnx, NarrowGroupedConvolutionsAreLeftUnlessAsked) {
+  const auto compressed = [&](std::int64_t width, const std::string& override_pattern) {
+    auto m = qsl::onnx::model::load(models + "/convolutions.onnx");
+    auto o = options(2, 0);
+    o.min_weights = 0;
+    o.min_grouped_row_width = width;
+    if (!override_pattern.empty()) o.overrides.push_back({override_pattern, o.weights});
+    std::map<std::string, std::string> out;  // node -> "" compressed, else the note
+    for (const auto& l : qsl::onnx::compress(m, o).layers)
+      out[l.node] = l.compressed ? "" : l.note;
+    return out;
+  };
+  const auto by_default = compressed(32, "");
+  EXPECT_EQ(by_default.at("depthwise"),
+            "a grouped convolution of rows of 9 inputs (below 32): left as it is");
+  EXPECT_THAT(by_default.at("grouped"), HasSubstr("rows of 12 inputs (below 32)"));
+  EXPECT_THAT(by_default.at("conv1d"), HasSubstr("rows of 9 inputs (below 32)"));
+  EXPECT_EQ(by_default.at("same_lower"), "");  // group 1, rows of 16
+  EXPECT_EQ(compressed(32, "depthwise").at("depthwise"), "");
+  for (const auto& [node, note] : compressed(0, "")) EXPECT_EQ(note, "") << node;
+  auto m = qsl::onnx::model::load(models + "/convolutions.onnx");
+  auto o = options(2, 0);
+  o.min_grouped_row_width = -1;
+  EXPECT_THAT(error_of([&] { qsl::onnx::compress(m, o); }),
+              HasSubstr("min_grouped_row_width is -1; expected >= 0"));
+}
+
 TEST_F(Onnx, SubgraphLayersAreReportedAndLeftAlone) {
   auto m = qsl::onnx::model::load(models + "/subgraph.onnx");
   const auto report = qsl::onnx::compress(m, options(2, 0));

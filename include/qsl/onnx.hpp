@@ -121,6 +121,13 @@ struct compress_options {
   std::vector<layer_override> overrides;  ///< first match wins
   std::vector<std::string> skip;          ///< glob patterns of layers left as they are
   std::int64_t min_weights = 4096;        ///< smaller weights are left as they are
+  /// Grouped convolutions (depthwise ones above all) whose rows have fewer inputs (W's
+  /// columns: a depthwise 5x5 convolution's 25) are left as they are unless an override
+  /// matches them: each row's coefficients (32 bits per plane) cost more than its planes, a
+  /// code of such rows stores 5-8 bits per weight at 2-3 planes, and a depthwise layer's
+  /// handful of weights per channel are the ones whose errors collapse deep mobile networks.
+  /// They hold a few percent of such a network's weights. 0: compress them too.
+  std::int64_t min_grouped_row_width = 32;
   int edge_bits = 0;  ///< > 0: the first and the last compressed layer use this many bits
   output_format format = output_format::qsl;
   /// qsl format: MatMul and Gemm layers become one QuantizedMatMul node each where they can

@@ -160,6 +160,9 @@ compress_report compress(model& m, const compress_options& o) {
                                             "; expected >= 0 (0: never)");
   qsl::detail::require(o.min_weights >= 0, "compress: min_weights is " +
                                           std::to_string(o.min_weights) + "; expected >= 0");
+  qsl::detail::require(o.min_grouped_row_width >= 0,
+                       "compress: min_grouped_row_width is " +
+                           std::to_string(o.min_grouped_row_width) + "; expected >= 0");
   qsl::detail::require(o.edge_bits >= 0 && o.edge_bits <= max_bits,
                   "compress: edge_bits is " + std::to_string(o.edge_bits) + "; expected 0.." +
                       std::to_string(max_bits));
@@ -222,6 +225,10 @@ compress_report compress(model& m, const compress_options& o) {
       r.note = "skipped by request";
     } else if (c.rows * c.cols < o.min_weights) {
       r.note = "below " + std::to_string(o.min_weights) + " weights: left as it is";
+    } else if (c.op_type == "Conv" && detail::int_attribute(n, "group", 1) > 1 &&
+               c.cols < o.min_grouped_row_width && detail::override_for(o, c) == nullptr) {
+      r.note = "a grouped convolution of rows of " + std::to_string(c.cols) +
+               " inputs (below " + std::to_string(o.min_grouped_row_width) + "): left as it is";
     } else if (!floating_point(consts.at(c.weight).tensor->data_type())) {
       r.note = "a " + detail::type_name(consts.at(c.weight).tensor->data_type()) +
                " weight: left as it is";
