@@ -3,7 +3,7 @@
 and accuracy, how long it takes and how much memory.
 
     python3 bench/calibrated_compression.py LIBQSL_ONNXRUNTIME QSL_COMPRESS WORK_DIR \\
-        [--models bundled,magika] [--calib-count 1024]
+        [--models bundled,magika] [--calib-count 1024] [--layers-alone]
 
 Rows: ORT fp32; ORT int8 `quantize_dynamic`; ORT MatMulNBits 4-bit and 2-bit (block 128,
 symmetric, accuracy_level 4; RTN, the quantizer's default: its offline alternatives, HQQ and
@@ -156,6 +156,8 @@ def run_model(name, a):
                   ["--bits", "2", "--sequential", "64"] + calib_args)]
     qsl_rows += [(f"qsl --budget {b} calibrated", ["--budget", str(b)] + calib_args)
                  for b in ("1.5", "2", "2.5")]
+    if a.layers_alone:  # only what the per-layer rows need: fp32 and the layers' list
+        qsl_rows = qsl_rows[:1]
     for label, extra in qsl_rows:
         path = os.path.join(work, label.replace(" ", "_").replace("-", "") + ".onnx")
         report = path + ".json"
@@ -164,6 +166,19 @@ def run_model(name, a):
         with open(report) as f:
             bits = json.load(f)["totals"]["bits_per_weight"]
         add(label, path, a.library, cost, bits)
+
+    if a.layers_alone:  # each compressed layer alone at 2/3/4 bits data-free, the rest fp32
+        with open(os.path.join(work, "qsl_2bit_datafree.onnx.json")) as f:
+            layers = [l["node"] for l in json.load(f)["layers"] if l["compressed"]]
+        for node in layers:
+            for b in (2, 3, 4):
+                path = os.path.join(work, f"alone_{len(rows)}.onnx")
+                skips = [x for other in layers if other != node for x in ("--skip", other)]
+                cost = child_cost([a.qsl_compress, source, "-o", path, "--group", "128", "-q",
+                                   "--force", "--bits", str(b), "--json", path + ".json"] + skips)
+                with open(path + ".json") as f:
+                    bits = json.load(f)["totals"]["bits_per_weight"]
+                add(f"{node} alone, {b}-bit data-free", path, a.library, cost, bits)
 
     metric = "top-1" if labels is not None else "agreement with fp32"
     print(f"\n### {name}: {weights:,} weights; {metric} on {len(truth):,} held-apart samples; "
@@ -186,6 +201,9 @@ def main():
     ap.add_argument("work")
     ap.add_argument("--models", default="bundled,magika")
     ap.add_argument("--calib-count", type=int, default=1024)
+    ap.add_argument("--layers-alone", action="store_true",
+                    help="instead of the calibrated rows: each layer alone at 2/3/4 bits "
+                         "data-free (the others fp32), where the accuracy goes")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     print(f"ONNX Runtime {ort.__version__}, {os.cpu_count()} cores")

@@ -181,3 +181,19 @@ TEST(WeightCode, PlaneBytesRoundTripAndRefuseSetPaddingBits) {
     }
   }
 }
+
+// The decoded tensor's shape check the reader and the ONNX Runtime operators share.
+TEST(WeightCode, ShapeHoldsWWhenItsLeadingDimsMakeTheRows) {
+  EXPECT_TRUE(qsl::shape_holds_w({8, 3, 3, 3}, 8, 27, false));    // Conv [M, C, k, k]
+  EXPECT_TRUE(qsl::shape_holds_w({2, 12, 5}, 24, 5, false));      // LSTM [D, G*H, I]
+  EXPECT_TRUE(qsl::shape_holds_w({6}, 6, 1, false));              // one column
+  EXPECT_TRUE(qsl::shape_holds_w({27, 8}, 8, 27, true));          // MatMul's W^T
+  EXPECT_FALSE(qsl::shape_holds_w({8, 27}, 8, 27, true));         // W, said to be W^T
+  EXPECT_FALSE(qsl::shape_holds_w({4, 6, 9}, 8, 27, false));      // no leading dims make 8
+  EXPECT_FALSE(qsl::shape_holds_w({8, 3, 3, 4}, 8, 27, false));   // too many values
+  EXPECT_FALSE(qsl::shape_holds_w({8, 27, 0}, 8, 27, false));     // a zero dim
+  EXPECT_FALSE(qsl::shape_holds_w({}, 8, 27, false));
+  EXPECT_FALSE(qsl::shape_holds_w({8, -27}, 8, 27, false));
+  const std::int64_t huge = std::int64_t{1} << 40;                // no overflow on the way
+  EXPECT_FALSE(qsl::shape_holds_w({huge, huge, huge}, 8, 27, false));
+}

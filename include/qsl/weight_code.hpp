@@ -127,4 +127,25 @@ inline Eigen::MatrixXf reconstruct(const weight_code& code) {
   return out;
 }
 
+/// Whether a tensor of `shape` holds a rows x cols W as a decoded weight does: W^T, [cols, rows],
+/// when `transposed`; else W row-major, its leading dims making the rows ([M, C, k...] for a
+/// convolution, [directions, gates x hidden, inputs] for a recurrent weight, [rows] x cols
+/// flattened for a 1-D shape of rows). Dims below 1 and products past rows x cols are refused
+/// without overflow. (The qsl-format reader and the ONNX Runtime operators check it alike.)
+inline bool shape_holds_w(const std::vector<std::int64_t>& shape, std::int64_t rows,
+                          std::int64_t cols, bool transposed) {
+  if (shape.empty() || rows < 1 || cols < 1) return false;
+  std::int64_t elements = 1;
+  for (std::int64_t d : shape) {
+    if (d < 1 || elements > rows * cols / d) return false;
+    elements *= d;
+  }
+  if (elements != rows * cols) return false;
+  if (transposed) return shape.size() == 2 && shape[0] == cols;
+  std::int64_t leading = 1;
+  for (std::size_t d = 0; d + 1 < shape.size(); ++d)
+    if ((leading *= shape[d]) == rows) return true;
+  return shape.size() == 1 && shape[0] == rows;
+}
+
 }  // namespace qsl

@@ -34,21 +34,7 @@ struct decoded_kernel {
   void set(const node_reader& node, const Eigen::MatrixXf& w) {
     const bool transposed = node.int_attribute("transposed") != 0;
     shape = node.ints_attribute("shape");
-    std::int64_t elements = 1;
-    for (std::int64_t d : shape) {
-      detail::require(d >= 1 && elements <= w.size() / d,
-                      "attribute 'shape' does not match rows x cols");
-      elements *= d;
-    }
-    // As is, the tensor is W row-major: its leading dims make the rows (Conv [M, C, k...],
-    // LSTM [directions, gates x hidden, inputs]).
-    std::int64_t leading = 1;
-    bool rows_split = false;
-    for (std::size_t d = 0; d + 1 < shape.size() && !rows_split; ++d)
-      rows_split = (leading *= shape[d]) == w.rows();
-    detail::require(elements == w.size() && !shape.empty() &&
-                        (transposed ? shape.size() == 2 && shape[0] == w.cols()
-                                    : rows_split || (shape.size() == 1 && shape[0] == w.rows())),
+    detail::require(shape_holds_w(shape, w.rows(), w.cols(), transposed),
                     "attribute 'shape' does not match rows x cols");
     values.resize(static_cast<std::size_t>(w.size()));
     // Eigen is column-major: W^T's row-major layout is W's column-major one, and vice versa.

@@ -113,20 +113,8 @@ void read_layout(const pb::NodeProto& n, std::int64_t rows, std::int64_t cols,
   if (shape == nullptr || shape->type() != pb::AttributeProto::INTS)
     throw model_error(what + ": ints attribute 'shape' is missing");
   layer.shape.assign(shape->ints().begin(), shape->ints().end());
-  std::int64_t elements = 1;  // product of the dims, -1 once it exceeds rows * cols
-  for (std::int64_t d : layer.shape)
-    elements = d < 1 || elements < 0 || elements > rows * cols / d ? -1 : elements * d;
-  // As is, the tensor is W row-major: its leading dims make the rows ([M, C, k...] for a
-  // Conv, [directions, gates x hidden, inputs] for a recurrent weight).
-  std::int64_t leading = 1;
-  bool rows_split = false;
-  for (std::size_t d = 0; d + 1 < layer.shape.size() && elements > 0 && !rows_split; ++d)
-    rows_split = (leading *= layer.shape[d]) == rows;
-  const bool one_dim = layer.shape.size() == 1 && layer.shape[0] == rows;
-  const bool shape_ok = elements == rows * cols && !layer.shape.empty() &&
-                        (layer.transposed ? layer.shape.size() == 2 && layer.shape[0] == cols
-                                          : rows_split || one_dim);
-  if (!shape_ok) throw model_error(what + ": attribute 'shape' does not match rows x cols");
+  if (!shape_holds_w(layer.shape, rows, cols, layer.transposed))
+    throw model_error(what + ": attribute 'shape' does not match rows x cols");
 }
 
 void check_code(weight_code& code, const std::string& what) {
