@@ -573,6 +573,10 @@ int run(int argc, char** argv) {
     options.sensitivity = change;
   }
 #endif
+  if ((budget_bits > 0 || max_size > 0) && !calib.path.empty() && !calibrated.in_onnxruntime &&
+      calib.sensitivity_samples > 0 && !quiet)
+    std::fprintf(stderr, "qsl-compress: the budget's per-layer sensitivity is measured in ONNX "
+                         "Runtime only; the layers' own output errors weigh it instead\n");
   const compress_report report = qsl::onnx::compress(model, options);
   model.save(output, force);
   print_table(report);
