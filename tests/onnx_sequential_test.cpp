@@ -194,6 +194,11 @@ TEST(OnnxSequential, BadSettingsAndFailingRecalibrationsAreNamedErrors) {
   const std::string failed = error_of([&] { qsl::onnx::compress(m, o); });
   EXPECT_THAT(failed, HasSubstr("recalibrating (pass 2 of 2, from weight 'classifier.4.weight'"));
   EXPECT_THAT(failed, HasSubstr("the runtime is gone"));
+  o.recalibrate = [](const qsl::onnx::model&) -> qsl::onnx::calibration_data {
+    throw qsl::onnx::model_error("a layer input is NaN");
+  };
+  m = bundled();
+  EXPECT_THROW(qsl::onnx::compress(m, o), qsl::onnx::model_error);
 }
 
 }  // namespace

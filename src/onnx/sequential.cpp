@@ -31,12 +31,15 @@ const layer_calibration* sequential_calibration::statistics(std::size_t l) {
   if (!recalibrated(l)) return statistics_of(o_, c);
   if (group_[l] != current_group_) {
     current_group_ = group_[l];
+    const std::string where = "compress: recalibrating (pass " +
+                              std::to_string(current_group_ + 1) + " of " +
+                              std::to_string(passes_) + ", from " + what_of(c) + "): ";
     try {
       current_ = o_.recalibrate(*shadow_);
+    } catch (const model_error& e) {  // the model's fault stays a model_error
+      throw model_error(where + e.what());
     } catch (const qsl::error& e) {
-      throw qsl::error("compress: recalibrating (pass " + std::to_string(current_group_ + 1) +
-                       " of " + std::to_string(passes_) + ", from " + what_of(c) +
-                       "): " + e.what());
+      throw qsl::error(where + e.what());
     }
   }
   return statistics_in(current_, c);
