@@ -274,6 +274,20 @@ TEST_F(Onnx, MeasuredSensitivityWeighsTheBudget) {
               HasSubstr("no constant 'nope'"));
 }
 
+// A replaced constant keeps its own type: a FLOAT16 weight gets the values rounded to half.
+TEST_F(Onnx, SerializeWithConstantKeepsAHalfWeightHalf) {
+  const auto m = qsl::onnx::model::load(models + "/half_weight.onnx");
+  std::vector<float> values(16 * 8);
+  for (std::size_t i = 0; i < values.size(); ++i) values[i] = 0.1f * static_cast<float>(i) - 3.0f;
+  const auto bytes = qsl::onnx::serialize_with_constant(m, "w16", values);
+  const auto replaced = qsl::onnx::model::parse(bytes.data(), bytes.size());
+  const auto t = qsl::onnx::read_constant(replaced, "w16");
+  EXPECT_EQ(t.shape, (std::vector<std::int64_t>{16, 8}));
+  for (std::size_t i = 0; i < values.size(); ++i)  // half's spacing below 8: 2^-8 .. 2^-7
+    EXPECT_NEAR(t.values[i], values[i], std::ldexp(std::abs(values[i]), -11)) << i;
+  EXPECT_NE(t.values[1], values[1]);  // -2.9 is no half: it was rounded
+}
+
 TEST_F(Onnx, MaxModelBytesBoundsTheFileWritten) {
   const auto size_of = [&](std::uint64_t max_bytes) {
     auto m = qsl::onnx::model::load(models + "/layers.onnx");

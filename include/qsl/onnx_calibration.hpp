@@ -96,11 +96,11 @@ class QSL_API calibration_collector {
 QSL_API std::vector<std::uint8_t> serialize_with_outputs(const model& m,
                                                          const std::vector<std::string>& tensors);
 
-/// The serialized model with the float constant `name` (an initializer, or a Constant node's
-/// value, of the main graph) holding `values` instead (as many as it has, row-major in its own
-/// shape): the model a runtime runs to measure how one replaced weight moves the outputs (a
-/// size budget's per-layer sensitivity). Throws qsl::error for no such FLOAT constant or a
-/// count that does not match.
+/// The serialized model with the floating-point constant `name` (an initializer, or a Constant
+/// node's value, of the main graph) holding `values` instead (as many as it has, row-major in
+/// its own shape, stored in its own type: FLOAT, DOUBLE, FLOAT16 or BFLOAT16): the model a
+/// runtime runs to measure how one replaced weight moves the outputs (a size budget's per-layer
+/// sensitivity). Throws qsl::error for no such constant or a count that does not match.
 QSL_API std::vector<std::uint8_t> serialize_with_constant(const model& m, const std::string& name,
                                                           const std::vector<float>& values);
 

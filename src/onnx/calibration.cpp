@@ -299,16 +299,17 @@ std::vector<std::uint8_t> serialize_with_constant(const model& m, const std::str
   qsl::detail::require(it != consts.end(), "serialize_with_constant: the model has no constant '" +
                                                name + "'");
   pb::TensorProto& t = *it->second.tensor;
-  qsl::detail::require(t.data_type() == pb::TensorProto::FLOAT,
+  qsl::detail::require(detail::floating_point(t.data_type()),
                        "serialize_with_constant: '" + name + "' is " +
-                           detail::type_name(t.data_type()) + "; expected FLOAT");
+                           detail::type_name(t.data_type()) +
+                           "; expected FLOAT, DOUBLE, FLOAT16 or BFLOAT16");
   std::uint64_t count = 1;
   for (std::int64_t d : t.dims()) count *= static_cast<std::uint64_t>(d);
   qsl::detail::require(count == values.size(),
                        "serialize_with_constant: '" + name + "' holds " + std::to_string(count) +
                            " values; " + std::to_string(values.size()) + " given");
   const std::vector<std::int64_t> dims(t.dims().begin(), t.dims().end());
-  t = detail::make_float_tensor(name, dims, values.data());
+  t = detail::make_floating_tensor(t.name(), dims, t.data_type(), values.data());
   std::vector<std::uint8_t> bytes(proto.ByteSizeLong());
   qsl::detail::require(proto.SerializeToArray(bytes.data(), static_cast<int>(bytes.size())),
                        "serialize_with_constant: the model does not serialize (over 2 GiB?)");

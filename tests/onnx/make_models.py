@@ -16,7 +16,8 @@ weight that three nodes read (an unrolled recurrence), for fusion; OUTDIR/left_w
 (+ _input.npy): MatMul(W, X) with the weight on the left; OUTDIR/convolutions.onnx:
 depthwise, grouped, SAME_LOWER and 1-D convolutions on two inputs, for calibration's patches;
 OUTDIR/weight_kinds.onnx (+ _input.npz): token ids through embedding tables (Gather on int64
-and int32 ids, one table also read by the output Gemm: tied), a bidirectional LSTM and a GRU.
+and int32 ids, one table also read by the output Gemm: tied), a bidirectional LSTM and a GRU;
+OUTDIR/half_weight.onnx: a FLOAT16 weight cast to float before its MatMul.
 """
 import os
 import sys
@@ -230,6 +231,19 @@ def convolutions_model(rng):
                              ir_version=IR_VERSION)
 
 
+def half_weight_model(rng):
+    """x [N, 16] -> MatMul(x, Cast(w16 [16, 8] FLOAT16)) -> y: a weight stored in half."""
+    w = (rng.standard_normal((16, 8)) * 0.3).astype(np.float16)
+    g = helper.make_graph(
+        [helper.make_node("Cast", ["w16"], ["w"], to=TensorProto.FLOAT),
+         helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        "half_weight", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
+        [numpy_helper.from_array(w, "w16")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
+                             ir_version=IR_VERSION)
+
+
 def weight_kinds_model(rng):
     """ids [N, T] -> Gather(emb) -> e [N, T, 24] -> LSTM (bidirectional, 16) and GRU (8) over
     [T, N, 24]; Gather(emb32) on int32 ids; Gather(tied) and Gemm(., tied, transB=1)."""
@@ -292,6 +306,7 @@ def main(out):
             np.random.default_rng(14).standard_normal((2, 3, 40, 4)).astype(np.float32))
     np.save(os.path.join(out, "gemm_variants_input.npy"),
             np.random.default_rng(12).standard_normal((5, 64)).astype(np.float32))
+    onnx.save(half_weight_model(np.random.default_rng(19)), os.path.join(out, "half_weight.onnx"))
     onnx.save(old_opset_model(np.random.default_rng(9)), os.path.join(out, "old_opset.onnx"))
     onnx.save(pad_opset10_model(np.random.default_rng(10)), os.path.join(out, "pad_opset10.onnx"))
     np.save(os.path.join(out, "layers_input.npy"),
