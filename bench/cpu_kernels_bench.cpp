@@ -20,6 +20,7 @@
 #include <Eigen/Core>
 #include <map>
 #include <random>
+#include <string>
 #include <tuple>
 #include <utility>
 
@@ -132,6 +133,43 @@ void BM_FloatPath(benchmark::State& state) {
   state.SetLabel(state.range(3) == 0 ? "tables" : "decoded");
 }
 
+// The two encoded-activation kernels on one packed code: AND + popcount (one popcount per
+// activation bit and plane) and byte tables (one exact table look-up per 4 columns and plane,
+// whatever kx). Arguments: N, D, batch, k, kx, byte tables (0/1); one thread.
+void BM_EncodedPaths(benchmark::State& state) {
+  const std::int64_t n = state.range(0), d = state.range(1), batch = state.range(2);
+  const int k = static_cast<int>(state.range(3)), kx = static_cast<int>(state.range(4));
+  const bool bytes = state.range(5) != 0;
+  qsl::set_cpu_threads(1);
+  static std::map<std::tuple<std::int64_t, std::int64_t, int>, qsl::cpu_weights> with_bytes;
+  const qsl::cpu_weights* w = &packed(n, d, k);
+  if (bytes) {
+    auto it = with_bytes.find({n, d, k});
+    if (it == with_bytes.end()) {
+      it = with_bytes.emplace(std::make_tuple(n, d, k), *w).first;
+      qsl::add_byte_tables(it->second);
+    }
+    w = &it->second;
+  }
+  if (bytes && kx < qsl::cpu_byte_tables_min_bits) {
+    state.SkipWithError("byte tables run from cpu_byte_tables_min_bits on");
+    return;
+  }
+  const row_matrix& x = inputs(batch, d);
+  row_matrix y(batch, n);
+  for (auto _ : state) {
+    qsl::cpu_forward_encoded(*w, x.data(), batch, {kx}, nullptr, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  // The bytes one path reads: the words, or the byte layout, plus the coefficients.
+  const double read = static_cast<double>(
+      (bytes ? w->nibble_bytes.size() : w->words.size() * sizeof(std::uint32_t)) +
+      w->coefficients.size() * sizeof(float));
+  set_rates(state, n, d, batch, read);
+  state.SetLabel(std::string(qsl::to_string(qsl::active_cpu_target())) +
+                 (bytes ? " byte tables" : " popcount"));
+}
+
 void batch_shapes(benchmark::internal::Benchmark* b, bool qsl) {
   for (auto [n, d] : {std::pair<std::int64_t, std::int64_t>{64, 288}, {256, 2304}, {512, 3136}, {4096, 4096}})
     for (std::int64_t batch : {8, 32, 64, 128, 256, 1024}) {
@@ -155,6 +193,19 @@ BENCHMARK(BM_Eigen)
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 
+BENCHMARK(BM_EncodedPaths)
+    ->Apply([](auto* b) {
+      for (std::int64_t d : {4096, 14336})
+        for (std::int64_t batch : {1, 16})
+          for (std::int64_t k : {1, 2, 3})
+            for (std::int64_t kx : {2, 4, 6, 8})
+              for (std::int64_t bytes : {0, 1})
+                if (bytes == 0 || kx >= qsl::cpu_byte_tables_min_bits)
+                  b->Args({4096, d, batch, k, kx, bytes});
+    })
+    ->ArgNames({"N", "D", "batch", "k", "kx", "bytes"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Eigen)
     ->Apply([](auto* b) { shapes(b, false); })
     ->ArgNames({"N", "D", "batch", "threads"})

@@ -199,13 +199,10 @@ void cpu_forward_encoded(const cpu_weights& w, const float* x, std::int64_t batc
   const kernel_table& k = active_kernels();
   const int top = (1 << q.bits) - 1;
   std::vector<float> minimum(static_cast<std::size_t>(batch)), step(minimum.size());
-  std::vector<std::uint32_t, aligned_allocator<std::uint32_t>> planes(
-      static_cast<std::size_t>(batch * q.bits * w.chunks));
-  std::vector<std::int32_t> levels(static_cast<std::size_t>(batch * w.groups));
-  thread_pool::instance().run(batch, [&](std::int64_t v) {
-    const float* xv = x + v * w.cols;
+  // The step and minimum of vector v (per vector: the same arithmetic as encode_activations).
+  auto scale = [&](std::int64_t v, const float* xv) {
     float lo = q.minimum, s = q.step;
-    if (!q.calibrated) {  // the same arithmetic as encode_activations
+    if (!q.calibrated) {
       const auto [min_it, max_it] = std::minmax_element(xv, xv + w.cols);
       lo = *min_it;
       s = (*max_it - *min_it) / static_cast<float>(top);
@@ -214,8 +211,44 @@ void cpu_forward_encoded(const cpu_weights& w, const float* x, std::int64_t batc
     }
     minimum[v] = lo;
     step[v] = s;
-    k.encode(w, xv, lo, s == 0 ? 0.0f : 1.0f / s, q.bits, planes.data() + v * q.bits * w.chunks,
-             levels.data() + v * w.groups);
+  };
+  auto finish = [&](std::int64_t v, std::int64_t n, float z) {
+    const float value = step[v] * z + minimum[v] * w.offsets[n];
+    y[v * w.rows + n] = bias == nullptr ? value : value + bias[n];
+  };
+  std::vector<std::int32_t> levels(static_cast<std::size_t>(batch * w.groups));
+  if (q.bits >= cpu_byte_tables_min_bits && !w.nibble_bytes.empty() && k.byte_rows != nullptr) {
+    const std::int64_t table_bytes = byte_table_nibbles(w) * table_entries;
+    std::vector<std::uint8_t, aligned_allocator<std::uint8_t>> low(
+        static_cast<std::size_t>(batch * table_bytes)),
+        high(low.size());
+    thread_pool::instance().run(batch, [&](std::int64_t v) {
+      const float* xv = x + v * w.cols;
+      scale(v, xv);
+      k.encode_bytes(w, xv, minimum[v], step[v] == 0 ? 0.0f : 1.0f / step[v], q.bits,
+                     low.data() + v * table_bytes, high.data() + v * table_bytes,
+                     levels.data() + v * w.groups);
+    });
+    for_all_rows(
+        w, batch,
+        [&](std::int64_t t0, std::int64_t t1, float* out) {
+          const std::int64_t span = (t1 - t0) * tile_rows;
+          for (std::int64_t v = 0; v < batch; ++v)
+            k.byte_rows(w,
+                        {low.data() + v * table_bytes, high.data() + v * table_bytes,
+                         levels.data() + v * w.groups},
+                        t0, t1, out + v * span);
+        },
+        finish);
+    return;
+  }
+  std::vector<std::uint32_t, aligned_allocator<std::uint32_t>> planes(
+      static_cast<std::size_t>(batch * q.bits * w.chunks));
+  thread_pool::instance().run(batch, [&](std::int64_t v) {
+    const float* xv = x + v * w.cols;
+    scale(v, xv);
+    k.encode(w, xv, minimum[v], step[v] == 0 ? 0.0f : 1.0f / step[v], q.bits,
+             planes.data() + v * q.bits * w.chunks, levels.data() + v * w.groups);
   });
   for_all_rows(
       w, batch,
@@ -226,10 +259,7 @@ void cpu_forward_encoded(const cpu_weights& w, const float* x, std::int64_t batc
               w, {planes.data() + v * q.bits * w.chunks, levels.data() + v * w.groups, q.bits}, t0,
               t1, out + v * span);
       },
-      [&](std::int64_t v, std::int64_t n, float z) {
-        const float value = step[v] * z + minimum[v] * w.offsets[n];
-        y[v * w.rows + n] = bias == nullptr ? value : value + bias[n];
-      });
+      finish);
 }
 
 }  // namespace qsl

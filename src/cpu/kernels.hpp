@@ -16,6 +16,13 @@
 // B_j = all columns (binary: sum_i 2^i popcount(t_i) = sum of q over the group) or mask j, and
 //   z[n] = sum_g sum_j alpha[n,g,j] * (m_j . q over g);   y[n] = step * z[n] + x_min * offset[n].
 // The integer parts are exact; only the float sums of alpha * integer differ in order.
+//
+// Encoded activations, byte tables (cpu_weights::nibble_bytes, for many activation bits). The
+// table of nibble s holds the exact sums of the levels
+//   Q[s][b] = sum of q[4s + i] over the bits i set in b   (0 .. 4 * 255),
+// as a low byte and a high byte; A_p = sum over the group's nibbles of Q[s][nibble s of plane p]
+// is the m_j . q of the popcount form (2 A_j - B_j), computed with the same integers and the
+// same float steps, so on one target both forms give the same floats.
 
 #include <cstdint>
 
@@ -43,6 +50,16 @@ struct encoded_input {
   int bits;                          ///< kx
 };
 
+/// Encoded activations of one vector as byte tables, prepared by encode_bytes.
+struct byte_table_input {
+  const std::uint8_t* low;           ///< [nibble][16]: low bytes of Q[s][b]
+  const std::uint8_t* high;          ///< [nibble][16]: high bytes
+  const std::int32_t* group_levels;  ///< [group]: sum of q over the group
+};
+
+/// Nibbles of the byte tables: the quads' (w.quads * 4), so every quad has its tables.
+inline std::int64_t byte_table_nibbles(const cpu_weights& w) { return w.quads * 4; }
+
 struct kernel_table {
   /// tables: nibbles(w) * 16 floats; group_sums: w.groups floats. Columns past w.cols are 0.
   void (*build_tables)(const cpu_weights& w, const float* x, float* tables, float* group_sums);
@@ -67,7 +84,21 @@ struct kernel_table {
   /// grid's rounding give (int8_products.cpp). Null: decode_rows_int8_generic does it.
   void (*decode_rows_int8)(const cpu_weights& w, const float* scales, std::int64_t first,
                            std::int64_t last, bool excess, std::uint8_t* out) = nullptr;
+  /// Encodes x by encode's rule into byte tables (low, high: byte_table_nibbles(w) * 16 bytes
+  /// each; columns past w.cols have q = 0) and the group levels.
+  void (*encode_bytes)(const cpu_weights& w, const float* x, float minimum, float inv_step,
+                       int bits, std::uint8_t* low, std::uint8_t* high,
+                       std::int32_t* group_levels) = nullptr;
+  /// z[r] as popcount_rows gives it, from byte tables; needs w.nibble_bytes. Null: the target
+  /// has no byte-table kernel and the driver keeps AND + popcount.
+  void (*byte_rows)(const cpu_weights& w, const byte_table_input& x, std::int64_t tile_begin,
+                    std::int64_t tile_end, float* z) = nullptr;
 };
+
+/// encode_bytes in plain C++ (every target's, until one has a faster one).
+void encode_bytes_portable(const cpu_weights& w, const float* x, float minimum, float inv_step,
+                           int bits, std::uint8_t* low, std::uint8_t* high,
+                           std::int32_t* group_levels);
 
 /// decode_rows, then the grid of each row: for targets without a fused kernel.
 void decode_rows_int8_generic(const cpu_weights& w, const float* scales, std::int64_t first,

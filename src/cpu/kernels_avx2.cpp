@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "cpu/kernel_common.hpp"
+#include "scratch.hpp"
 
 #define QSL_TARGET_FEATURES "avx2,fma,bmi2,popcnt"
 #include "cpu/target_pragma_begin.hpp"
@@ -160,6 +161,178 @@ void popcount_tile(const cpu_weights& w, const encoded_input& x, std::int64_t t,
   }
 }
 
+// ---- encoded activations, byte tables -------------------------------------------------------
+
+// The levels of columns [first, first + 8) by encode's rule, 0 past w.cols.
+inline __m256i levels8(const cpu_weights& w, const float* x, std::int64_t first, __m256 lo,
+                       __m256 inv, __m256 top) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const std::int64_t valid = std::clamp<std::int64_t>(w.cols - first, 0, 8);
+  const __m256i in_range = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(valid)), lane);
+  const __m256 v = _mm256_maskload_ps(x + std::min(first, w.cols), in_range);
+  const __m256 scaled = _mm256_floor_ps(
+      _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v, lo), inv), _mm256_set1_ps(0.5f)));
+  // max(scaled, 0) returns 0 for NaN (the second operand), as the scalar rule does.
+  const __m256i q =
+      _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(scaled, _mm256_setzero_ps()), top));
+  return _mm256_and_si256(q, in_range);
+}
+
+void encode_bytes(const cpu_weights& w, const float* x, float minimum, float inv_step, int bits,
+                  std::uint8_t* low, std::uint8_t* high, std::int32_t* group_levels) {
+  const __m256 lo = _mm256_set1_ps(minimum), inv = _mm256_set1_ps(inv_step);
+  const __m256 top = _mm256_set1_ps(static_cast<float>((1 << bits) - 1));
+  const std::int64_t count = byte_table_nibbles(w);
+  detail::scratch<std::int32_t> q(static_cast<std::size_t>(4 * count));
+  for (std::int64_t c = 0; c < 4 * count; c += 8)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q.data() + c), levels8(w, x, c, lo, inv, top));
+  // Entry b of a table is the sum of the levels whose bit is set in b: four masked broadcasts.
+  __m256i bit[4];
+  for (int i = 0; i < 4; ++i) {
+    alignas(32) std::int16_t m[table_entries];
+    for (int b = 0; b < table_entries; ++b) m[b] = static_cast<std::int16_t>((b >> i) & 1 ? -1 : 0);
+    bit[i] = _mm256_load_si256(reinterpret_cast<const __m256i*>(m));
+  }
+  const __m256i byte_mask = _mm256_set1_epi16(0xFF);
+  for (std::int64_t s = 0; s < count; ++s) {
+    const std::int32_t* v = q.data() + 4 * s;
+    __m256i t = _mm256_and_si256(_mm256_set1_epi16(static_cast<std::int16_t>(v[0])), bit[0]);
+    for (int i = 1; i < 4; ++i)
+      t = _mm256_add_epi16(
+          t, _mm256_and_si256(_mm256_set1_epi16(static_cast<std::int16_t>(v[i])), bit[i]));
+    // [low 0-7, high 0-7 | low 8-15, high 8-15] -> [low 0-15 | high 0-15]
+    const __m256i packed = _mm256_permute4x64_epi64(
+        _mm256_packus_epi16(_mm256_and_si256(t, byte_mask), _mm256_srli_epi16(t, 8)),
+        _MM_SHUFFLE(3, 1, 2, 0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(low + s * table_entries),
+                     _mm256_castsi256_si128(packed));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(high + s * table_entries),
+                     _mm256_extracti128_si256(packed, 1));
+  }
+  for (std::int64_t g = 0; g < w.groups; ++g) {
+    std::int32_t sum = 0;
+    for (std::int64_t c = group_begin(w, g); c < group_end(w, g); ++c) sum += q[c];
+    group_levels[g] = sum;
+  }
+}
+
+// part += Q[nibble] for 16 rows in each half of idx: the low and high bytes of the two nibbles'
+// tables (one per 16-byte half) looked up, then interleaved into exact 16-bit sums: [0] holds
+// rows 0-7 (a half per nibble), [1] rows 8-15.
+inline void add_lookups(__m256i low, __m256i high, __m256i idx, __m256i part[2]) {
+  const __m256i l = _mm256_shuffle_epi8(low, idx), h = _mm256_shuffle_epi8(high, idx);
+  part[0] = _mm256_add_epi16(part[0], _mm256_unpacklo_epi8(l, h));
+  part[1] = _mm256_add_epi16(part[1], _mm256_unpackhi_epi8(l, h));
+}
+
+inline __m256i load_bytes(const std::uint8_t* p) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+
+// Whole quads [first, first + count) of one tile into the 16-bit sums: per quad, the tables of
+// its four nibbles are loaded once for all P planes.
+template <int P>
+inline void add_quads(const cpu_weights& w, const byte_table_input& x, std::int64_t t,
+                      std::int64_t first, std::int64_t count, __m256i (&part)[P][2]) {
+  const __m256i nibble_mask = _mm256_set1_epi8(0x0F);
+  const std::uint8_t* bytes = w.quad_bytes(t, first);
+  const std::uint8_t* low = x.low + 4 * first * table_entries;
+  const std::uint8_t* high = x.high + 4 * first * table_entries;
+  for (std::int64_t i = 0; i < count; ++i) {
+    const __m256i low0 = load_bytes(low), high0 = load_bytes(high);
+    const __m256i low1 = load_bytes(low + 2 * table_entries);
+    const __m256i high1 = load_bytes(high + 2 * table_entries);
+    for (int p = 0; p < P; ++p) {
+      const __m256i v = load_bytes(bytes + p * 2 * tile_rows);
+      add_lookups(low0, high0, _mm256_and_si256(v, nibble_mask), part[p]);
+      add_lookups(low1, high1, _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble_mask), part[p]);
+    }
+    bytes += P * 2 * tile_rows;
+    low += 4 * table_entries;
+    high += 4 * table_entries;
+  }
+}
+
+// One octet o (8 columns: the low or the high four bits of quad o / 2), at a group's edge.
+template <int P>
+inline void add_octet(const cpu_weights& w, const byte_table_input& x, std::int64_t t,
+                      std::int64_t o, __m256i (&part)[P][2]) {
+  const __m256i nibble_mask = _mm256_set1_epi8(0x0F);
+  const bool upper = o % 2 != 0;
+  const std::int64_t nibble = 4 * (o / 2) + (upper ? 2 : 0);
+  const __m256i low = load_bytes(x.low + nibble * table_entries);
+  const __m256i high = load_bytes(x.high + nibble * table_entries);
+  const std::uint8_t* bytes = w.quad_bytes(t, o / 2);
+  for (int p = 0; p < P; ++p) {
+    const __m256i v = load_bytes(bytes + p * 2 * tile_rows);
+    add_lookups(low, high, _mm256_and_si256(upper ? _mm256_srli_epi16(v, 4) : v, nibble_mask),
+                part[p]);
+  }
+}
+
+// The 16-bit sums into the 32-bit ones (the two halves of a register are two nibbles of the
+// same rows), then cleared.
+template <int P>
+inline void flush_parts(__m256i (&part)[P][2], __m256i (&sum)[P][2]) {
+  for (int p = 0; p < P; ++p)
+    for (int i = 0; i < 2; ++i) {
+      const __m256i halves =
+          _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(part[p][i])),
+                           _mm256_cvtepu16_epi32(_mm256_extracti128_si256(part[p][i], 1)));
+      sum[p][i] = _mm256_add_epi32(sum[p][i], halves);
+      part[p][i] = _mm256_setzero_si256();
+    }
+}
+
+template <int P, bool Ternary>
+void byte_tile(const cpu_weights& w, const byte_table_input& x, std::int64_t t, float* z) {
+  constexpr int K = Ternary ? P / 2 : P;
+  // A quad adds at most 2 * 4 * 255 to every 16-bit sum: 32 quads cannot wrap (65535).
+  constexpr std::int64_t quads_per_flush = 32;
+  __m256 out[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};  // rows 0-7, 8-15
+  for (std::int64_t g = 0; g < w.groups; ++g) {
+    __m256i sum[P][2], part[P][2];
+    for (int p = 0; p < P; ++p)
+      for (int i = 0; i < 2; ++i) sum[p][i] = part[p][i] = _mm256_setzero_si256();
+    std::int64_t o = group_begin(w, g) / 8;
+    const std::int64_t end = (group_end(w, g) + 7) / 8;
+    if (o % 2 != 0) add_octet<P>(w, x, t, o++, part);  // groups start on 8 columns, quads 16
+    for (std::int64_t quad = o / 2; quad < end / 2;) {
+      const std::int64_t count = std::min(quads_per_flush - 1, end / 2 - quad);
+      add_quads<P>(w, x, t, quad, count, part);
+      flush_parts<P>(part, sum);
+      quad += count;
+    }
+    if (end % 2 != 0 && end - 1 >= o) add_octet<P>(w, x, t, end - 1, part);
+    flush_parts<P>(part, sum);
+    // The popcount kernel's float steps, in its order.
+    const float* alpha = w.tile_coefficients(t, g);
+    const __m256i levels = _mm256_set1_epi32(x.group_levels[g]);
+    for (int half = 0; half < 2; ++half)
+      for (int j = 0; j < K; ++j) {
+        const __m256i other = Ternary ? sum[K + j][half] : levels;
+        const __m256i dot = _mm256_sub_epi32(_mm256_add_epi32(sum[j][half], sum[j][half]), other);
+        out[half] = _mm256_fmadd_ps(_mm256_load_ps(alpha + j * tile_rows + 8 * half),
+                                    _mm256_cvtepi32_ps(dot), out[half]);
+      }
+  }
+  _mm256_storeu_ps(z, out[0]);
+  _mm256_storeu_ps(z + 8, out[1]);
+}
+
+template <int P, bool Ternary>
+struct byte_call {
+  static void run(const cpu_weights& w, const byte_table_input& x, std::int64_t t0,
+                  std::int64_t t1, float* z) {
+    for (std::int64_t t = t0; t < t1; ++t) byte_tile<P, Ternary>(w, x, t, z + (t - t0) * tile_rows);
+  }
+};
+
+void byte_rows(const cpu_weights& w, const byte_table_input& x, std::int64_t t0, std::int64_t t1,
+               float* z) {
+  by_planes<byte_call>(w, x, t0, t1, z);
+}
+
 // The tile functions as the shared one-tile-at-a-time adapter expects them.
 template <int P, bool Ternary>
 struct tiles {
@@ -182,8 +355,9 @@ namespace qsl::detail::cpu {
 
 const kernel_table& avx2_kernels() {
   using adapter = tile_at_a_time<tiles>;
-  static const kernel_table table{build_tables, adapter::lut_rows, encode, adapter::popcount_rows,
-                                  decode_target_rows};
+  static const kernel_table table{build_tables,       adapter::lut_rows, encode,
+                                  adapter::popcount_rows, decode_target_rows, nullptr,
+                                  encode_bytes,           byte_rows};
   return table;
 }
 

@@ -540,8 +540,16 @@ const kernel_table& avx512_vpopcnt_kernels() {
 #else
 const kernel_table& avx512_kernels() {
 #endif
-  static const kernel_table table{build_tables, lut_rows,           encode,
-                                  popcount_rows, decode_rows_avx512, decode_rows_int8_avx512};
+  // The byte-table kernels are AVX2's for now (16 rows per tile fill a 256-bit register;
+  // a 512-bit version is not written yet).
+  static const kernel_table table{build_tables,
+                                  lut_rows,
+                                  encode,
+                                  popcount_rows,
+                                  decode_rows_avx512,
+                                  decode_rows_int8_avx512,
+                                  avx2_kernels().encode_bytes,
+                                  avx2_kernels().byte_rows};
   return table;
 }
 

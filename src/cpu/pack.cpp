@@ -1,5 +1,6 @@
 // pack_for_cpu: weight_code -> the tiled layout of qsl::cpu_weights.
 #include <algorithm>
+#include <utility>
 
 #include "qsl/cpu.hpp"
 #include "qsl/error.hpp"
@@ -42,6 +43,33 @@ cpu_weights pack_for_cpu(const weight_code& code) {
             ((tile * w.groups + g) * w.bits + j) * rows_per_tile + r)] = code.coefficient(n, g, j);
   }
   return w;
+}
+
+void add_byte_tables(cpu_weights& w) {
+  if (!w.nibble_bytes.empty() || w.tiles == 0) return;
+  constexpr int rows_per_tile = cpu_weights::tile_rows;
+  constexpr int quad_cols = 16;
+  const std::int64_t quads = (w.cols + quad_cols - 1) / quad_cols;
+  std::vector<std::uint8_t, aligned_allocator<std::uint8_t>> bytes(
+      static_cast<std::size_t>(w.tiles * quads * w.planes * 2 * rows_per_tile), 0);
+  // Nibble s of a lookup plane: bits 4(s % 8).. of word s / 8 (chunks hold 8 nibbles; nibbles
+  // past the last chunk are padding, 0).
+  auto nibble = [&](std::int64_t tile, int p, int r, std::int64_t s) -> std::uint8_t {
+    if (s / 8 >= w.chunks) return 0;
+    const std::uint32_t word = w.chunk_bits(tile, s / 8)[p * rows_per_tile + r];
+    return static_cast<std::uint8_t>((word >> (4 * (s % 8))) & 15U);
+  };
+  for (std::int64_t t = 0; t < w.tiles; ++t)
+    for (std::int64_t q = 0; q < quads; ++q)
+      for (int p = 0; p < w.planes; ++p)
+        for (int h = 0; h < 2; ++h)
+          for (int r = 0; r < rows_per_tile; ++r)
+            bytes[static_cast<std::size_t>(((t * quads + q) * w.planes + p) * 2 * rows_per_tile +
+                                           h * rows_per_tile + r)] =
+                static_cast<std::uint8_t>(nibble(t, p, r, 4 * q + h) |
+                                          (nibble(t, p, r, 4 * q + 2 + h) << 4));
+  w.quads = quads;
+  w.nibble_bytes = std::move(bytes);
 }
 
 }  // namespace qsl
