@@ -70,11 +70,12 @@ struct cpu_weights {
   std::vector<float> offsets;
 
   /// The byte-table layout of the encoded-activation kernels for many activation bits (see
-  /// cpu_byte_tables_min_bits); empty unless add_byte_tables() made it. Columns are cut into
+  /// cpu_byte_tables_min_bits()); empty unless add_byte_tables() made it. Columns are cut into
   /// quads of 16 (padded with 0 bits); for every tile, quad and lookup plane, 32 bytes: byte
-  /// h * 16 + r holds, for row r of the tile, nibble 4 * quad + h of the plane in its low four
-  /// bits and nibble 4 * quad + 2 + h in its high four (h = 0, 1; nibble s = columns 4s..4s+3).
-  /// So one byte shuffle looks up one nibble of 16 rows in each 16-byte half of a register.
+  /// h * 16 + b holds, for row r of the tile (b = 2r for r < 8, 2(r - 8) + 1 otherwise), nibble
+  /// 4 * quad + h of the plane in its low four bits and nibble 4 * quad + 2 + h in its high four
+  /// (h = 0, 1; nibble s = columns 4s..4s+3). So one byte shuffle looks up one nibble of 16
+  /// rows in each 16-byte half of a register, and each 16-bit lane holds rows i and 8 + i.
   std::int64_t quads = 0;  ///< ceil(cols / 16), once the layout is made
   std::vector<std::uint8_t, aligned_allocator<std::uint8_t>> nibble_bytes;
 
@@ -99,15 +100,16 @@ QSL_API cpu_weights pack_for_cpu(const weight_code& code);
 
 /// Adds the byte-table layout (cpu_weights::nibble_bytes, made from w.words: the same code) so
 /// that cpu_forward_encoded runs the byte-table kernels for activations of
-/// cpu_byte_tables_min_bits bits or more. It adds one more bit per weight and lookup plane to
+/// cpu_byte_tables_min_bits() bits or more. It adds one more bit per weight and lookup plane to
 /// the resident size. Idempotent.
 QSL_API void add_byte_tables(cpu_weights& w);
 
-/// From this many activation bits on, cpu_forward_encoded takes the byte-table kernels when
-/// the layout is there: per 4 columns they look up the exact sum of the levels q (up to
-/// 4 * 255, split in two bytes) once per plane, where AND + popcount costs one popcount per
-/// activation bit. Measured by bench/cpu_kernels_bench (BM_EncodedPaths, docs/benchmarks.md).
-inline constexpr int cpu_byte_tables_min_bits = 4;
+/// From this many activation bits on, cpu_forward_encoded takes the active target's byte-table
+/// kernels when the layout is there: per 4 columns they look up the exact sum of the levels q
+/// (up to 4 * 255, split in two bytes) once per plane, where AND + popcount costs one popcount
+/// per activation bit. max_activation_bits + 1 where the target has none (scalar, NEON).
+/// Measured by bench/cpu_kernels_bench (BM_EncodedPaths, docs/benchmarks.md).
+QSL_API int cpu_byte_tables_min_bits();
 
 }  // namespace qsl
 

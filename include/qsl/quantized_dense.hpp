@@ -58,7 +58,11 @@ class basic_quantized_dense {
   /// From stored parts; validates them.
   explicit basic_quantized_dense(dense_parameters parameters) : p_(std::move(parameters)) {
     validate(p_, "quantized_dense");
-    if constexpr (std::is_same_v<Scalar, float>) packed_ = pack_for_cpu(p_.code);
+    if constexpr (std::is_same_v<Scalar, float>) {
+      packed_ = pack_for_cpu(p_.code);
+      // Encoded activations with many bits run faster on byte tables (their own layout).
+      if (p_.activations.bits >= cpu_byte_tables_min_bits()) add_byte_tables(packed_);
+    }
     int8_ = std::make_shared<cpu_int8_grids>();
   }
 

@@ -45,6 +45,7 @@ quantized_conv_kernel::quantized_conv_kernel(const OrtKernelInfo* info) : large_
   const node_reader node(info, "QuantizedConv");
   what = node.what();
   check_format_version(node);
+  activations = read_activation_mode(node);
   channels = node.int_attribute("in_channels");
   outputs = node.int_attribute("out_channels");
   groups = node.int_attribute("group", 1);
@@ -97,9 +98,9 @@ quantized_conv_kernel::quantized_conv_kernel(const OrtKernelInfo* info) : large_
     part.coefficients.assign(alpha, alpha + per_group * alpha_row);
     compute_offsets(part);
     packed.push_back(pack_for_cpu(part));
+    if (activations.bits >= cpu_byte_tables_min_bits()) add_byte_tables(packed.back());
   }
   bias = read_bias(node, 4, outputs);
-  activations = read_activation_mode(node);
 }
 
 conv2d_shape quantized_conv_kernel::group_shape(std::int64_t h, std::int64_t w) const {

@@ -76,14 +76,17 @@ quantized_matmul_kernel::quantized_matmul_kernel(const OrtKernelInfo* info)
   in_features = node.int_attribute("in_features");
   out_features = node.int_attribute("out_features");
   code_inputs inputs(node, out_features, in_features);
-  const packed_key key{inputs.signs,      inputs.coefficients, inputs.masks, out_features,
-                       in_features,       inputs.bits,         inputs.basis, inputs.group};
+  activations = read_activation_mode(node);
+  const bool byte_tables = activations.bits >= cpu_byte_tables_min_bits();
+  const packed_key key{inputs.signs, inputs.coefficients, inputs.masks, out_features, in_features,
+                       inputs.bits,  inputs.basis,        inputs.group, byte_tables};
   packed = shared_packed(key, [&] {
     inputs.read();
-    return pack_for_cpu(inputs.code);  // the code (and the initializers) are not needed again
+    cpu_weights w = pack_for_cpu(inputs.code);  // the code (and the initializers) are not needed again
+    if (byte_tables) add_byte_tables(w);        // many activation bits: the faster kernels
+    return w;
   });
   bias = read_bias(node, 4, out_features);
-  activations = read_activation_mode(node);
 }
 
 OrtStatusPtr quantized_matmul_kernel::ComputeV2(OrtKernelContext* context) const {

@@ -217,7 +217,7 @@ void cpu_forward_encoded(const cpu_weights& w, const float* x, std::int64_t batc
     y[v * w.rows + n] = bias == nullptr ? value : value + bias[n];
   };
   std::vector<std::int32_t> levels(static_cast<std::size_t>(batch * w.groups));
-  if (q.bits >= cpu_byte_tables_min_bits && !w.nibble_bytes.empty() && k.byte_rows != nullptr) {
+  if (k.byte_rows != nullptr && q.bits >= k.byte_tables_min_bits && !w.nibble_bytes.empty()) {
     const std::int64_t table_bytes = byte_table_nibbles(w) * table_entries;
     std::vector<std::uint8_t, aligned_allocator<std::uint8_t>> low(
         static_cast<std::size_t>(batch * table_bytes)),

@@ -20,12 +20,13 @@
 // Encoded activations, byte tables (cpu_weights::nibble_bytes, for many activation bits). The
 // table of nibble s holds the exact sums of the levels
 //   Q[s][b] = sum of q[4s + i] over the bits i set in b   (0 .. 4 * 255),
-// as a low byte and a high byte; A_p = sum over the group's nibbles of Q[s][nibble s of plane p]
+// as its low seven bits and the rest (two bytes: sums of two low parts still fit a byte); A_p = sum over the group's nibbles of Q[s][nibble s of plane p]
 // is the m_j . q of the popcount form (2 A_j - B_j), computed with the same integers and the
 // same float steps, so on one target both forms give the same floats.
 
 #include <cstdint>
 
+#include "qsl/activation_code.hpp"
 #include "qsl/cpu.hpp"
 
 namespace qsl::detail::cpu {
@@ -52,8 +53,8 @@ struct encoded_input {
 
 /// Encoded activations of one vector as byte tables, prepared by encode_bytes.
 struct byte_table_input {
-  const std::uint8_t* low;           ///< [nibble][16]: low bytes of Q[s][b]
-  const std::uint8_t* high;          ///< [nibble][16]: high bytes
+  const std::uint8_t* low;           ///< [nibble][16]: Q[s][b] & 127
+  const std::uint8_t* high;          ///< [nibble][16]: Q[s][b] >> 7 (0..7)
   const std::int32_t* group_levels;  ///< [group]: sum of q over the group
 };
 
@@ -93,12 +94,9 @@ struct kernel_table {
   /// has no byte-table kernel and the driver keeps AND + popcount.
   void (*byte_rows)(const cpu_weights& w, const byte_table_input& x, std::int64_t tile_begin,
                     std::int64_t tile_end, float* z) = nullptr;
+  /// The fewest activation bits for which byte_rows beats popcount_rows on this target.
+  int byte_tables_min_bits = max_activation_bits + 1;
 };
-
-/// encode_bytes in plain C++ (every target's, until one has a faster one).
-void encode_bytes_portable(const cpu_weights& w, const float* x, float minimum, float inv_step,
-                           int bits, std::uint8_t* low, std::uint8_t* high,
-                           std::int32_t* group_levels);
 
 /// decode_rows, then the grid of each row: for targets without a fused kernel.
 void decode_rows_int8_generic(const cpu_weights& w, const float* scales, std::int64_t first,

@@ -193,7 +193,7 @@ void encode_bytes(const cpu_weights& w, const float* x, float minimum, float inv
     for (int b = 0; b < table_entries; ++b) m[b] = static_cast<std::int16_t>((b >> i) & 1 ? -1 : 0);
     bit[i] = _mm256_load_si256(reinterpret_cast<const __m256i*>(m));
   }
-  const __m256i byte_mask = _mm256_set1_epi16(0xFF);
+  const __m256i low7 = _mm256_set1_epi16(0x7F);
   for (std::int64_t s = 0; s < count; ++s) {
     const std::int32_t* v = q.data() + 4 * s;
     __m256i t = _mm256_and_si256(_mm256_set1_epi16(static_cast<std::int16_t>(v[0])), bit[0]);
@@ -202,7 +202,7 @@ void encode_bytes(const cpu_weights& w, const float* x, float minimum, float inv
           t, _mm256_and_si256(_mm256_set1_epi16(static_cast<std::int16_t>(v[i])), bit[i]));
     // [low 0-7, high 0-7 | low 8-15, high 8-15] -> [low 0-15 | high 0-15]
     const __m256i packed = _mm256_permute4x64_epi64(
-        _mm256_packus_epi16(_mm256_and_si256(t, byte_mask), _mm256_srli_epi16(t, 8)),
+        _mm256_packus_epi16(_mm256_and_si256(t, low7), _mm256_srli_epi16(t, 7)),
         _MM_SHUFFLE(3, 1, 2, 0));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(low + s * table_entries),
                      _mm256_castsi256_si128(packed));
@@ -216,13 +216,27 @@ void encode_bytes(const cpu_weights& w, const float* x, float minimum, float inv
   }
 }
 
-// part += Q[nibble] for 16 rows in each half of idx: the low and high bytes of the two nibbles'
-// tables (one per 16-byte half) looked up, then interleaved into exact 16-bit sums: [0] holds
-// rows 0-7 (a half per nibble), [1] rows 8-15.
-inline void add_lookups(__m256i low, __m256i high, __m256i idx, __m256i part[2]) {
-  const __m256i l = _mm256_shuffle_epi8(low, idx), h = _mm256_shuffle_epi8(high, idx);
-  part[0] = _mm256_add_epi16(part[0], _mm256_unpacklo_epi8(l, h));
-  part[1] = _mm256_add_epi16(part[1], _mm256_unpackhi_epi8(l, h));
+// The running sums of one lookup plane for 16 rows. Byte 2i of each 16-byte half is row i, byte
+// 2i + 1 row 8 + i (add_byte_tables' order); the two halves are two nibbles of the same rows.
+// A look-up gives Q's low seven bits l (<= 127) and the rest h (<= 7), so the l of the two
+// nibble pairs of a quad add in bytes (<= 254); that byte sum is added as 16-bit words
+// (l_even + 256 l_odd) and, by a multiply-add, l_odd alone, and the h add in bytes for up to 18
+// quads. The flush recovers each row's exact sum from the three. Per quad and plane that is 4
+// shuffles and 10 other operations (widening by unpacks would take 8 shuffles).
+struct plane_sums {
+  __m256i low, low_odd, high;
+};
+
+inline void add_quad(__m256i low0, __m256i high0, __m256i low1, __m256i high1, __m256i idx0,
+                     __m256i idx1, plane_sums& s) {
+  const __m256i odd_bytes = _mm256_set1_epi16(0x0100);  // (u8 x s8) pairs: 0 * even + 1 * odd
+  const __m256i l =
+      _mm256_add_epi8(_mm256_shuffle_epi8(low0, idx0), _mm256_shuffle_epi8(low1, idx1));
+  s.low = _mm256_add_epi16(s.low, l);
+  s.low_odd = _mm256_add_epi16(s.low_odd, _mm256_maddubs_epi16(l, odd_bytes));
+  s.high = _mm256_add_epi8(
+      s.high,
+      _mm256_add_epi8(_mm256_shuffle_epi8(high0, idx0), _mm256_shuffle_epi8(high1, idx1)));
 }
 
 inline __m256i load_bytes(const std::uint8_t* p) {
@@ -233,7 +247,7 @@ inline __m256i load_bytes(const std::uint8_t* p) {
 // its four nibbles are loaded once for all P planes.
 template <int P>
 inline void add_quads(const cpu_weights& w, const byte_table_input& x, std::int64_t t,
-                      std::int64_t first, std::int64_t count, __m256i (&part)[P][2]) {
+                      std::int64_t first, std::int64_t count, plane_sums (&part)[P]) {
   const __m256i nibble_mask = _mm256_set1_epi8(0x0F);
   const std::uint8_t* bytes = w.quad_bytes(t, first);
   const std::uint8_t* low = x.low + 4 * first * table_entries;
@@ -244,8 +258,8 @@ inline void add_quads(const cpu_weights& w, const byte_table_input& x, std::int6
     const __m256i high1 = load_bytes(high + 2 * table_entries);
     for (int p = 0; p < P; ++p) {
       const __m256i v = load_bytes(bytes + p * 2 * tile_rows);
-      add_lookups(low0, high0, _mm256_and_si256(v, nibble_mask), part[p]);
-      add_lookups(low1, high1, _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble_mask), part[p]);
+      add_quad(low0, high0, low1, high1, _mm256_and_si256(v, nibble_mask),
+               _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble_mask), part[p]);
     }
     bytes += P * 2 * tile_rows;
     low += 4 * table_entries;
@@ -256,49 +270,63 @@ inline void add_quads(const cpu_weights& w, const byte_table_input& x, std::int6
 // One octet o (8 columns: the low or the high four bits of quad o / 2), at a group's edge.
 template <int P>
 inline void add_octet(const cpu_weights& w, const byte_table_input& x, std::int64_t t,
-                      std::int64_t o, __m256i (&part)[P][2]) {
+                      std::int64_t o, plane_sums (&part)[P]) {
   const __m256i nibble_mask = _mm256_set1_epi8(0x0F);
   const bool upper = o % 2 != 0;
   const std::int64_t nibble = 4 * (o / 2) + (upper ? 2 : 0);
   const __m256i low = load_bytes(x.low + nibble * table_entries);
   const __m256i high = load_bytes(x.high + nibble * table_entries);
   const std::uint8_t* bytes = w.quad_bytes(t, o / 2);
+  const __m256i zero = _mm256_setzero_si256();  // index 0 looks up Q = 0 in any table
   for (int p = 0; p < P; ++p) {
     const __m256i v = load_bytes(bytes + p * 2 * tile_rows);
-    add_lookups(low, high, _mm256_and_si256(upper ? _mm256_srli_epi16(v, 4) : v, nibble_mask),
-                part[p]);
+    add_quad(low, high, low, high,
+             _mm256_and_si256(upper ? _mm256_srli_epi16(v, 4) : v, nibble_mask), zero, part[p]);
   }
 }
 
-// The 16-bit sums into the 32-bit ones (the two halves of a register are two nibbles of the
-// same rows), then cleared.
+// The 16-bit sums into the 32-bit ones of rows 0-7 ([0]) and 8-15 ([1]), then cleared. Every
+// true sum is below 2^16, so the 16-bit arithmetic (mod 2^16) recovers it exactly:
+//   rows 0-7:  (low - 256 low_odd) + 128 (high & 0xFF),   rows 8-15: low_odd + 128 (high >> 8),
+// and the two halves (two nibbles of the same rows) are added in 32 bits.
 template <int P>
-inline void flush_parts(__m256i (&part)[P][2], __m256i (&sum)[P][2]) {
-  for (int p = 0; p < P; ++p)
-    for (int i = 0; i < 2; ++i) {
-      const __m256i halves =
-          _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(part[p][i])),
-                           _mm256_cvtepu16_epi32(_mm256_extracti128_si256(part[p][i], 1)));
-      sum[p][i] = _mm256_add_epi32(sum[p][i], halves);
-      part[p][i] = _mm256_setzero_si256();
-    }
+inline void flush_parts(plane_sums (&part)[P], __m256i (&sum)[P][2]) {
+  const __m256i low_byte = _mm256_set1_epi16(0xFF);
+  for (int p = 0; p < P; ++p) {
+    const plane_sums& s = part[p];
+    const __m256i rows[2] = {
+        _mm256_add_epi16(_mm256_sub_epi16(s.low, _mm256_slli_epi16(s.low_odd, 8)),
+                         _mm256_slli_epi16(_mm256_and_si256(s.high, low_byte), 7)),
+        _mm256_add_epi16(s.low_odd, _mm256_slli_epi16(_mm256_srli_epi16(s.high, 8), 7))};
+    for (int i = 0; i < 2; ++i)
+      sum[p][i] = _mm256_add_epi32(
+          sum[p][i],
+          _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(rows[i])),
+                           _mm256_cvtepu16_epi32(_mm256_extracti128_si256(rows[i], 1))));
+    part[p] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+  }
 }
 
 template <int P, bool Ternary>
 void byte_tile(const cpu_weights& w, const byte_table_input& x, std::int64_t t, float* z) {
   constexpr int K = Ternary ? P / 2 : P;
-  // A quad adds at most 2 * 4 * 255 to every 16-bit sum: 32 quads cannot wrap (65535).
-  constexpr std::int64_t quads_per_flush = 32;
+  // A quad adds at most 2 * 7 to a high byte and 2 * 4 * 255 to a row's sum in each half, an
+  // octet half that: between flushes at most 17 quads and the group's first octet (245 and
+  // 35700, below 256 and 2^16).
+  constexpr std::int64_t quads_per_flush = 17;
   __m256 out[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};  // rows 0-7, 8-15
   for (std::int64_t g = 0; g < w.groups; ++g) {
-    __m256i sum[P][2], part[P][2];
-    for (int p = 0; p < P; ++p)
-      for (int i = 0; i < 2; ++i) sum[p][i] = part[p][i] = _mm256_setzero_si256();
+    __m256i sum[P][2];
+    plane_sums part[P];
+    for (int p = 0; p < P; ++p) {
+      sum[p][0] = sum[p][1] = _mm256_setzero_si256();
+      part[p] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+    }
     std::int64_t o = group_begin(w, g) / 8;
     const std::int64_t end = (group_end(w, g) + 7) / 8;
     if (o % 2 != 0) add_octet<P>(w, x, t, o++, part);  // groups start on 8 columns, quads 16
     for (std::int64_t quad = o / 2; quad < end / 2;) {
-      const std::int64_t count = std::min(quads_per_flush - 1, end / 2 - quad);
+      const std::int64_t count = std::min(quads_per_flush, end / 2 - quad);
       add_quads<P>(w, x, t, quad, count, part);
       flush_parts<P>(part, sum);
       quad += count;
@@ -357,7 +385,7 @@ const kernel_table& avx2_kernels() {
   using adapter = tile_at_a_time<tiles>;
   static const kernel_table table{build_tables,       adapter::lut_rows, encode,
                                   adapter::popcount_rows, decode_target_rows, nullptr,
-                                  encode_bytes,           byte_rows};
+                                  encode_bytes,           byte_rows,          2};
   return table;
 }
 

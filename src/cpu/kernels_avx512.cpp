@@ -540,8 +540,10 @@ const kernel_table& avx512_vpopcnt_kernels() {
 #else
 const kernel_table& avx512_kernels() {
 #endif
-  // The byte-table kernels are AVX2's for now (16 rows per tile fill a 256-bit register;
-  // a 512-bit version is not written yet).
+  // The byte-table kernels are AVX2's for now (16 rows per tile fill a 256-bit register; a
+  // 512-bit version is not written yet). With VPOPCNTDQ, AND + popcount stays ahead for few
+  // activation bits: 5 is an estimate from its measured rates on Zen 4 (docs/benchmarks.md,
+  // issue 17), not a measurement of both paths on one AVX-512 machine.
   static const kernel_table table{build_tables,
                                   lut_rows,
                                   encode,
@@ -549,7 +551,8 @@ const kernel_table& avx512_kernels() {
                                   decode_rows_avx512,
                                   decode_rows_int8_avx512,
                                   avx2_kernels().encode_bytes,
-                                  avx2_kernels().byte_rows};
+                                  avx2_kernels().byte_rows,
+                                  QSL_AVX512_VPOPCNT ? 5 : 2};
   return table;
 }
 

@@ -91,75 +91,13 @@ void popcount_rows(const cpu_weights& w, const encoded_input& x, std::int64_t ti
     }
 }
 
-// Sum over the nibbles of group g of Q[s][nibble s of lookup plane p, row r] (byte tables).
-std::int64_t plane_bytes(const cpu_weights& w, const byte_table_input& x, std::int64_t tile,
-                         int r, int p, std::int64_t g) {
-  std::int64_t sum = 0;
-  for (std::int64_t s = first_nibble(w, g); s < last_nibble(w, g); ++s) {
-    const int within = static_cast<int>(s % 4);  // half (within % 2), high four bits (within / 2)
-    const std::uint8_t byte = w.quad_bytes(tile, s / 4)[(2 * p + within % 2) * tile_rows + r];
-    const int b = (byte >> (4 * (within / 2))) & 15;
-    sum += x.low[s * table_entries + b] | (x.high[s * table_entries + b] << 8);
-  }
-  return sum;
-}
-
-void byte_rows(const cpu_weights& w, const byte_table_input& x, std::int64_t tile_begin,
-               std::int64_t tile_end, float* z) {
-  const bool ternary = w.basis == qsl::basis::ternary;
-  for (std::int64_t t = tile_begin; t < tile_end; ++t)
-    for (int r = 0; r < tile_rows && t * tile_rows + r < w.rows; ++r) {
-      float acc = 0;
-      for (std::int64_t g = 0; g < w.groups; ++g) {
-        const float* alpha = w.tile_coefficients(t, g);
-        for (int j = 0; j < w.bits; ++j) {
-          const std::int64_t a = plane_bytes(w, x, t, r, j, g);
-          const std::int64_t b =
-              ternary ? plane_bytes(w, x, t, r, w.bits + j, g) : x.group_levels[g];
-          acc += alpha[j * tile_rows + r] * static_cast<float>(2 * a - b);  // popcount_rows' step
-        }
-      }
-      z[(t - tile_begin) * tile_rows + r] = acc;
-    }
-}
-
 #include "cpu/decode_rows.inc"  // NOLINT(bugprone-suspicious-include): per target
 
 }  // namespace
 
-void encode_bytes_portable(const cpu_weights& w, const float* x, float minimum, float inv_step,
-                           int bits, std::uint8_t* low, std::uint8_t* high,
-                           std::int32_t* group_levels) {
-  const auto top = static_cast<float>((1 << bits) - 1);
-  const std::int64_t count = byte_table_nibbles(w);
-  for (std::int64_t s = 0; s < count; ++s) {
-    std::uint32_t q[4];
-    for (int i = 0; i < 4; ++i)
-      q[i] = 4 * s + i < w.cols ? encode_level(x[4 * s + i], minimum, inv_step, top) : 0U;
-    // Q[b] = Q[b without its highest bit] + q[highest bit]: 15 additions.
-    std::uint32_t sums[table_entries] = {0};
-    for (int b = 1; b < table_entries; ++b) {
-      const int highest = b >= 8 ? 3 : b >= 4 ? 2 : b >= 2 ? 1 : 0;
-      sums[b] = sums[b - (1 << highest)] + q[highest];
-    }
-    for (int b = 0; b < table_entries; ++b) {
-      low[s * table_entries + b] = static_cast<std::uint8_t>(sums[b] & 0xFFU);
-      high[s * table_entries + b] = static_cast<std::uint8_t>(sums[b] >> 8);
-    }
-  }
-  // The group levels: Q[s][15] is the sum of the nibble's four levels.
-  for (std::int64_t g = 0; g < w.groups; ++g) {
-    std::int32_t sum = 0;
-    for (std::int64_t s = first_nibble(w, g); s < last_nibble(w, g); ++s)
-      sum += low[s * table_entries + 15] | (high[s * table_entries + 15] << 8);
-    group_levels[g] = sum;
-  }
-}
-
 const kernel_table& scalar_kernels() {
-  static const kernel_table table{build_tables,       lut_rows, encode, popcount_rows,
-                                  decode_target_rows, nullptr,  encode_bytes_portable,
-                                  byte_rows};
+  static const kernel_table table{build_tables, lut_rows, encode, popcount_rows,
+                                  decode_target_rows};
   return table;
 }
 

@@ -52,6 +52,9 @@ void add_byte_tables(cpu_weights& w) {
   const std::int64_t quads = (w.cols + quad_cols - 1) / quad_cols;
   std::vector<std::uint8_t, aligned_allocator<std::uint8_t>> bytes(
       static_cast<std::size_t>(w.tiles * quads * w.planes * 2 * rows_per_tile), 0);
+  // Rows 0-7 at the even bytes of a half, rows 8-15 at the odd ones: 16-bit lanes then hold
+  // one row of each set, so the kernels widen by masks and shifts (see cpu_weights).
+  auto byte_of_row = [](int r) { return r < 8 ? 2 * r : 2 * (r - 8) + 1; };
   // Nibble s of a lookup plane: bits 4(s % 8).. of word s / 8 (chunks hold 8 nibbles; nibbles
   // past the last chunk are padding, 0).
   auto nibble = [&](std::int64_t tile, int p, int r, std::int64_t s) -> std::uint8_t {
@@ -65,7 +68,7 @@ void add_byte_tables(cpu_weights& w) {
         for (int h = 0; h < 2; ++h)
           for (int r = 0; r < rows_per_tile; ++r)
             bytes[static_cast<std::size_t>(((t * quads + q) * w.planes + p) * 2 * rows_per_tile +
-                                           h * rows_per_tile + r)] =
+                                           h * rows_per_tile + byte_of_row(r))] =
                 static_cast<std::uint8_t>(nibble(t, p, r, 4 * q + h) |
                                           (nibble(t, p, r, 4 * q + 2 + h) << 4));
   w.quads = quads;

@@ -143,4 +143,9 @@ namespace detail::cpu {
 const kernel_table& active_kernels() { return *state().kernels; }
 }  // namespace detail::cpu
 
+int cpu_byte_tables_min_bits() {
+  const detail::cpu::kernel_table& k = detail::cpu::active_kernels();
+  return k.byte_rows == nullptr ? max_activation_bits + 1 : k.byte_tables_min_bits;
+}
+
 }  // namespace qsl
