@@ -23,6 +23,7 @@
 #include <string>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include "bench_util.hpp"
 #include "cpu/kernels.hpp"  // both float drivers, to place qsl::cpu_decode_min_batch
@@ -170,6 +171,39 @@ void BM_EncodedPaths(benchmark::State& state) {
                  (bytes ? " byte tables" : " popcount"));
 }
 
+// Streaming: `matrices` copies of the packed layer used in turn, more bytes than the L3 holds
+// (as a model's layers are), so every call reads its weights from memory. Arguments: N, D, k,
+// kx, matrices, byte tables (0/1); batch 1, one thread.
+void BM_EncodedStreaming(benchmark::State& state) {
+  const std::int64_t n = state.range(0), d = state.range(1);
+  const int k = static_cast<int>(state.range(2)), kx = static_cast<int>(state.range(3));
+  const auto matrices = static_cast<std::size_t>(state.range(4));
+  const bool bytes = state.range(5) != 0;
+  qsl::set_cpu_threads(1);
+  if (bytes && kx < qsl::cpu_byte_tables_min_bits()) {
+    state.SkipWithError("this target runs byte tables from cpu_byte_tables_min_bits() on");
+    return;
+  }
+  std::vector<qsl::cpu_weights> layers(matrices, packed(n, d, k));
+  if (bytes)
+    for (auto& w : layers) qsl::add_byte_tables(w);
+  const row_matrix& x = inputs(1, d);
+  row_matrix y(1, n);
+  std::size_t next = 0;
+  for (auto _ : state) {
+    qsl::cpu_forward_encoded(layers[next], x.data(), 1, {kx}, nullptr, y.data());
+    next = (next + 1) % matrices;
+    benchmark::DoNotOptimize(y.data());
+  }
+  const qsl::cpu_weights& w = layers.front();
+  set_rates(state, n, d, 1,
+            static_cast<double>((bytes ? w.nibble_bytes.size() : w.words.size() * 4) +
+                                w.coefficients.size() * sizeof(float)));
+  state.SetLabel(std::string(qsl::to_string(qsl::active_cpu_target())) +
+                 (bytes ? " byte tables" : " popcount") + ", " + std::to_string(matrices) +
+                 " matrices");
+}
+
 void batch_shapes(benchmark::internal::Benchmark* b, bool qsl) {
   for (auto [n, d] : {std::pair<std::int64_t, std::int64_t>{64, 288}, {256, 2304}, {512, 3136}, {4096, 4096}})
     for (std::int64_t batch : {8, 32, 64, 128, 256, 1024}) {
@@ -202,6 +236,12 @@ BENCHMARK(BM_EncodedPaths)
               for (std::int64_t bytes : {0, 1}) b->Args({4096, d, batch, k, kx, bytes});
     })
     ->ArgNames({"N", "D", "batch", "k", "kx", "bytes"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_EncodedStreaming)
+    ->Args({4096, 4096, 2, 8, 12, 1})
+    ->Args({4096, 4096, 2, 8, 12, 0})
+    ->ArgNames({"N", "D", "k", "kx", "matrices", "bytes"})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Eigen)

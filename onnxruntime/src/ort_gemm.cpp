@@ -14,6 +14,20 @@ namespace qsl::ort {
 
 namespace {
 
+// MLAS multiplies u8 x s8 with vpmaddubsw on x86 CPUs without VNNI (AVX2 ones, AVX-512 before
+// Cascade Lake): a pair of products is summed in int16 with saturation (255 * 127 * 2 > 2^15),
+// so its MatMulInteger is not exact there (measured on an AMD Zen 3: off by up to 15914 on 64
+// random columns). Where it is not, qsl's own integer loop computes the same definition.
+bool runtime_int8_is_exact() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  static const bool exact =
+      __builtin_cpu_supports("avx512vnni") != 0 || __builtin_cpu_supports("avxvnni") != 0;
+  return exact;
+#else
+  return true;  // AArch64: MLAS's int8 kernels (sdot/udot, or widening multiplies) are exact
+#endif
+}
+
 // Crossover measured on one AVX-512 core (bench/onnxruntime_compare.py --shapes, 2 bits,
 // layers of 512 x 512 to 512 x 2048): below 64 rows qsl's tables are faster than decoding
 // plus MLAS, from 64 rows on the decoded blocks are (docs/benchmarks.md).
@@ -105,6 +119,10 @@ int8_gemm::int8_gemm(const OrtKernelInfo* info, std::int64_t min_rows) : min_row
 
 void int8_gemm::run(const OrtKernelContext* context, const cpu_weights& w, const float* scales,
                     const float* x, std::int64_t rows, const float* bias, float* y) const {
+  if (!runtime_int8_is_exact()) {
+    cpu_forward_int8(w, scales, x, rows, bias, y);
+    return;
+  }
   const std::int64_t k = w.cols;
   // The vectors on their grids, transposed a chunk at a time: B = X^T (k x chunk), so that the
   // product's rows are the layer's (A, a decoded block) and MLAS packs only the small operand.

@@ -109,6 +109,22 @@ def int8_bound(x, w):
     return sx * np.abs(w).sum(axis=0) + 0.5 * sw * abs_x + rounding + 1e-6
 
 
+def ort_int8_is_exact():
+    """ORT's u8 x s8 kernels (MLAS) sum pairs of products in int16 with saturation on x86 CPUs
+    without VNNI, so ORT's own int8 operators are not exact there: the bound below, derived for
+    exact integer sums, does not hold for them (qsl's fused operators take qsl's own integer
+    loop on such CPUs instead: ort_gemm.cpp)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f
+                          if line.startswith("flags")), None)
+    except OSError:
+        return True
+    if flags is None or "avx2" not in flags:  # not x86 (AArch64's kernels are exact)
+        return True
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
 def case(library, compress_tool, run_tool, work, kind, k, n, options):
     rng = np.random.default_rng(k * 131 + n)
     name = f"{kind}_{k}x{n}_{'_'.join(options)}"
@@ -138,8 +154,12 @@ def case(library, compress_tool, run_tool, work, kind, k, n, options):
         x = x.astype(np.float32)
         reference = fp32.run(None, {"x": x})[0]
         got = int8.run(None, {"x": x})[0]
-        within_bound(f"{name} batch {batch}: the int8 product", got, reference,
-                     np.broadcast_to(int8_bound(x, w), got.shape))
+        if ort_int8_is_exact():
+            within_bound(f"{name} batch {batch}: the int8 product", got, reference,
+                         np.broadcast_to(int8_bound(x, w), got.shape))
+        elif batch == 1:
+            print(f"note: {name}: ORT's int8 product not checked against its bound: this CPU "
+                  "has no VNNI, and ORT's u8 x s8 kernel saturates pairs of products in int16")
         # qsl-run: float activations on qsl's kernels, as the fp32 form runs in ORT.
         ran = qsl_run(run_tool, work, name, int8_form, x).reshape(reference.shape)
         scale = max(1.0, float(np.abs(reference).max()))
