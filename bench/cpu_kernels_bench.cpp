@@ -12,6 +12,9 @@
 // batches 8..1024 on two convolution-like (64 x 288, 256 x 2304), an FC-like (512 x 3136) and a large
 // (4096 x 4096) layer, k = 2, all threads, beside BM_EigenBatch (fp32 GEMM, same shapes): where
 // the decoded driver overtakes the tables is qsl::cpu_decode_min_batch.
+// BM_EncodedPaths runs the two encoded-activation kernels (AND + popcount; byte tables, which
+// cost the same at any kx) on one packed code at kx = 2..8, one thread; BM_EncodedStreaming the
+// same on 12 matrices used in turn (more than the L3: every call reads its weights from memory).
 // The BM_Eigen cases give Eigen's rate for the same shape, batch and threads; the ratios in
 // docs/benchmarks.md divide the medians of one run (tools/plot_cpu_bench.py prints them).
 
@@ -234,6 +237,7 @@ BENCHMARK(BM_EncodedPaths)
           for (std::int64_t k : {1, 2, 3})
             for (std::int64_t kx : {2, 4, 6, 8})
               for (std::int64_t bytes : {0, 1}) b->Args({4096, d, batch, k, kx, bytes});
+      for (std::int64_t bytes : {0, 1}) b->Args({4096, 4096, 64, 2, 8, bytes});
     })
     ->ArgNames({"N", "D", "batch", "k", "kx", "bytes"})
     ->UseRealTime()

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""qsl's low-bit GEMV beside its peers, in the same minutes: y = W x, one vector, one thread.
+"""qsl's low-bit GEMV beside its peers, in the same minutes: y = W x, one thread.
 
     python3 bench/peer_gemv.py build [--ggml /path/to/ggml] [--rounds 5]
 
@@ -13,8 +13,9 @@ Contenders (each timed once per round, rounds interleaved, medians reported):
     ggml code or binary is part of qsl); skipped when absent;
   * ONNX Runtime MatMulNBits 2- and 4-bit, block 128, accuracy_level 4 (int8 activations),
     from PyPI onnxruntime (needs onnx_ir for its quantizer); skipped when absent.
-Shapes: 4096 x 4096 and 4096 x 14336 with one matrix reused (cache-resident), and 4096 x 4096
-with 12 matrices used in turn (streaming: more bytes than the L3, as a model's layers are).
+Shapes: 4096 x 4096 and 4096 x 14336 with one matrix reused (cache-resident), 4096 x 4096
+with 12 matrices used in turn (streaming: more bytes than the L3, as a model's layers are),
+and 4096 x 4096 at batches 16 and 64 (qsl: 8-bit activations only).
 Rates are G weights/s = rows * cols / time. The machine is noisy (a shared VM): compare rows of
 one run, and read the ratios, not the absolute rates.
 """
@@ -26,10 +27,18 @@ import subprocess
 import sys
 import tempfile
 
-SHAPES = [(4096, 4096, 1), (4096, 14336, 1), (4096, 4096, 12)]
+SHAPES = [(4096, 4096, 1, 1), (4096, 14336, 1, 1), (4096, 4096, 12, 1), (4096, 4096, 1, 16),
+          (4096, 4096, 1, 64)]  # rows, cols, matrices, batch
 
 
-def qsl_filters(n, d, matrices):
+def qsl_filters(n, d, matrices, batch):
+    if batch > 1:
+        return {
+            "qsl k=2 8-bit act, byte tables":
+                f"BM_EncodedPaths/N:{n}/D:{d}/batch:{batch}/k:2/kx:8/bytes:1/",
+            "qsl k=2 8-bit act, AND+popcount":
+                f"BM_EncodedPaths/N:{n}/D:{d}/batch:{batch}/k:2/kx:8/bytes:0/",
+        }
     if matrices > 1:
         return {
             "qsl k=2 8-bit act, byte tables":
@@ -69,10 +78,10 @@ def build_ggml_harness(ggml, work):
     return exe
 
 
-def run_ggml(exe, kind, n, d, matrices):
-    calls = max(20, int(3e9 / (n * d)))
-    out = subprocess.run([exe, kind, str(n), str(d), str(matrices), str(calls), "1"], check=True,
-                         capture_output=True, text=True).stdout
+def run_ggml(exe, kind, n, d, matrices, batch):
+    calls = max(10, int(3e9 / (n * d * batch)))
+    out = subprocess.run([exe, kind, str(n), str(d), str(matrices), str(calls), "1", str(batch)],
+                         check=True, capture_output=True, text=True).stdout
     return float(out.split()[0])
 
 
@@ -82,10 +91,10 @@ o = ort.SessionOptions()
 o.intra_op_num_threads = 1
 o.inter_op_num_threads = 1
 s = ort.InferenceSession(sys.argv[1], o, providers=["CPUExecutionProvider"])
-d, nodes = int(sys.argv[2]), int(sys.argv[3])
-x = {"x": np.random.default_rng(3).standard_normal((1, d)).astype(np.float32)}
+d, nodes, batch = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+x = {"x": np.random.default_rng(3).standard_normal((batch, d)).astype(np.float32)}
 s.run(None, x)
-calls = max(5, int(3e9 / (4096 * d * nodes)))
+calls = max(5, int(3e9 / (4096 * d * nodes * batch)))
 best = 1e9
 for _ in range(3):
     t = time.perf_counter()
@@ -97,7 +106,7 @@ print(best * 1e6)
 
 
 def ort_models(work, n, d, matrices):
-    """MatMul models of `matrices` parallel nodes (one input x [1, d]), and their MatMulNBits
+    """MatMul models of `matrices` parallel nodes (one input x [batch, d]), and their MatMulNBits
     forms; path per label."""
     import numpy as np
     import onnx
@@ -108,10 +117,10 @@ def ort_models(work, n, d, matrices):
     weights = [numpy_helper.from_array(rng.standard_normal((d, n)).astype(np.float32), f"w{i}")
                for i in range(matrices)]
     nodes = [helper.make_node("MatMul", ["x", f"w{i}"], [f"y{i}"]) for i in range(matrices)]
-    outputs = [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [1, n])
+    outputs = [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, ["B", n])
                for i in range(matrices)]
     graph = helper.make_graph(nodes, "gemv",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, d])],
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", d])],
                               outputs, weights)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
                                 ir_version=8), fp32)
@@ -134,11 +143,14 @@ def main():
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
     p.add_argument("--json", help="write every round's times here")
+    p.add_argument("--batches", action="store_true",
+                   help="also batches 16 and 64 (4096 x 4096); default: batch 1 only")
     a = p.parse_args()
     bench = os.path.join(a.build, "bench", "cpu_kernels_bench")
     if not os.path.exists(bench):
         raise SystemExit(f"{bench} does not exist; build qsl first (tools/build.sh)")
     work = tempfile.mkdtemp(prefix="qsl_peer_gemv_")
+    shapes = [s for s in SHAPES if a.batches or s[3] == 1]
     ggml = None
     if a.ggml:
         if os.path.exists(os.path.join(a.ggml, "build", "src")):
@@ -148,18 +160,19 @@ def main():
     ort_paths = {}
     if not a.no_ort:
         try:
-            for n, d, matrices in SHAPES:
-                ort_paths[(n, d, matrices)] = ort_models(work, n, d, matrices)
+            for n, d, matrices, _ in shapes:
+                if (n, d, matrices) not in ort_paths:
+                    ort_paths[(n, d, matrices)] = ort_models(work, n, d, matrices)
         except ImportError as e:
             print(f"# ONNX Runtime: {e}; skipped", file=sys.stderr)
             ort_paths = {}
     times = {}  # (shape, label) -> [microseconds per call]
     for r in range(a.rounds):
         print(f"# round {r + 1} of {a.rounds}", file=sys.stderr, flush=True)
-        for n, d, matrices in SHAPES:
-            shape = (n, d, matrices)
+        for n, d, matrices, batch in shapes:
+            shape = (n, d, matrices, batch)
             for target in ("", "avx2"):
-                for label, pattern in qsl_filters(n, d, matrices).items():
+                for label, pattern in qsl_filters(n, d, matrices, batch).items():
                     if target and label == "Eigen fp32":
                         continue
                     name = label + (" (QSL_CPU_TARGET=avx2)" if target else "")
@@ -167,28 +180,28 @@ def main():
             if ggml:
                 for kind in ("tq2_0", "q2_K", "q4_0"):
                     times.setdefault((shape, f"ggml {kind}"), []).append(
-                        run_ggml(ggml, kind, n, d, matrices))
-            for label, path in ort_paths.get(shape, {}).items():
+                        run_ggml(ggml, kind, n, d, matrices, batch))
+            for label, path in ort_paths.get((n, d, matrices), {}).items():
                 out = subprocess.run([sys.executable, "-c", ORT_CHILD, path, str(d),
-                                      str(matrices)], check=True, capture_output=True,
-                                     text=True).stdout
+                                      str(matrices), str(batch)], check=True,
+                                     capture_output=True, text=True).stdout
                 times.setdefault((shape, label), []).append(float(out))
     if a.json:
         with open(a.json, "w") as f:
             json.dump([{"shape": list(k[0]), "label": k[1], "us": v} for k, v in times.items()],
                       f, indent=1)
-    for n, d, matrices in SHAPES:
-        shape = (n, d, matrices)
+    for n, d, matrices, batch in shapes:
+        shape = (n, d, matrices, batch)
         rows = [(label, statistics.median(v)) for (s, label), v in times.items() if s == shape]
         peers = [t for label, t in rows if label.startswith(("ggml", "ORT"))]
         best_peer = min(peers) if peers else None
         kind = "cache-resident" if matrices == 1 else f"streaming, {matrices} matrices"
-        print(f"\n{n} x {d} ({kind}), batch 1, 1 thread, medians of {a.rounds} rounds")
+        print(f"\n{n} x {d} ({kind}), batch {batch}, 1 thread, medians of {a.rounds} rounds")
         print("| kernel | us per call | G weights/s | vs best peer |")
         print("|---|---|---|---|")
         for label, t in sorted(rows, key=lambda x: x[1]):
             ratio = f"{best_peer / t:.2f}x" if best_peer else "-"
-            print(f"| {label} | {t:.1f} | {n * d / t / 1e3:.1f} | {ratio} |")
+            print(f"| {label} | {t:.1f} | {n * d * batch / t / 1e3:.1f} | {ratio} |")
 
 
 if __name__ == "__main__":

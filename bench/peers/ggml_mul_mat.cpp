@@ -1,8 +1,8 @@
-// Times ggml's CPU MUL_MAT (y = W x, one vector) for one weight type, so that
+// Times ggml's CPU MUL_MAT (y = W x for BATCH vectors, default 1) for one weight type, so that
 // bench/peer_gemv.py can put it beside qsl's kernels in the same run. Built by that script
 // against a ggml build the user points it at (no ggml code or binary is part of qsl).
 //
-//   ggml_mul_mat TYPE N D MATRICES CALLS THREADS   (TYPE: tq2_0, q2_K, q4_0, f32)
+//   ggml_mul_mat TYPE N D MATRICES CALLS THREADS [BATCH]   (TYPE: tq2_0, q2_K, q4_0, f32)
 //
 // MATRICES weight tensors of N x D are quantized from the same N(0, 1) values and used in
 // turn (1: cache-resident; enough to exceed the L3: streaming, as a model's layers are).
@@ -19,10 +19,11 @@
 #include "ggml.h"
 
 int main(int argc, char** argv) {
-  if (argc != 7) {
-    std::fprintf(stderr, "usage: %s TYPE N D MATRICES CALLS THREADS\n", argv[0]);
+  if (argc != 7 && argc != 8) {
+    std::fprintf(stderr, "usage: %s TYPE N D MATRICES CALLS THREADS [BATCH]\n", argv[0]);
     return 2;
   }
+  const long batch = argc == 8 ? std::atol(argv[7]) : 1;
   const std::string name = argv[1];
   const long n = std::atol(argv[2]), d = std::atol(argv[3]);
   const int matrices = std::atoi(argv[4]), calls = std::atoi(argv[5]),
@@ -39,7 +40,7 @@ int main(int argc, char** argv) {
   const size_t row_bytes = ggml_row_size(type, d);
   const size_t weight_bytes = row_bytes * static_cast<size_t>(n);
   ggml_init_params params{};
-  params.mem_size = weight_bytes * matrices + static_cast<size_t>(d + n) * 8 * matrices +
+  params.mem_size = weight_bytes * matrices + static_cast<size_t>(d + n) * 8 * matrices * batch +
                     ggml_tensor_overhead() * (3 * matrices + 8) + ggml_graph_overhead() * matrices +
                     (1u << 20);
   ggml_context* ctx = ggml_init(params);
@@ -47,8 +48,8 @@ int main(int argc, char** argv) {
   std::normal_distribution<float> normal;
   std::vector<float> values(static_cast<size_t>(n * d));
   for (float& v : values) v = normal(rng);
-  ggml_tensor* x = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, d);
-  for (long i = 0; i < d; ++i) static_cast<float*>(x->data)[i] = normal(rng);
+  ggml_tensor* x = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, d, batch);  // BATCH vectors
+  for (long i = 0; i < d * batch; ++i) static_cast<float*>(x->data)[i] = normal(rng);
   std::vector<ggml_cgraph*> graphs;
   for (int m = 0; m < matrices; ++m) {
     ggml_tensor* w = ggml_new_tensor_2d(ctx, type, d, n);

@@ -229,15 +229,23 @@ void cpu_forward_encoded(const cpu_weights& w, const float* x, std::int64_t batc
                      low.data() + v * table_bytes, high.data() + v * table_bytes,
                      levels.data() + v * w.groups);
     });
+    std::vector<byte_table_input> inputs(static_cast<std::size_t>(batch));
+    for (std::int64_t v = 0; v < batch; ++v)
+      inputs[v] = {low.data() + v * table_bytes, high.data() + v * table_bytes,
+                   levels.data() + v * w.groups};
+    // The kernel sees up to 64 vectors at once (a tile's bytes read once for all of them).
+    constexpr int vectors_per_call = 64;
     for_all_rows(
         w, batch,
         [&](std::int64_t t0, std::int64_t t1, float* out) {
           const std::int64_t span = (t1 - t0) * tile_rows;
-          for (std::int64_t v = 0; v < batch; ++v)
-            k.byte_rows(w,
-                        {low.data() + v * table_bytes, high.data() + v * table_bytes,
-                         levels.data() + v * w.groups},
-                        t0, t1, out + v * span);
+          float* rows[vectors_per_call];
+          for (std::int64_t v0 = 0; v0 < batch; v0 += vectors_per_call) {
+            const int count =
+                static_cast<int>(std::min<std::int64_t>(vectors_per_call, batch - v0));
+            for (int i = 0; i < count; ++i) rows[i] = out + (v0 + i) * span;
+            k.byte_rows(w, inputs.data() + v0, count, t0, t1, rows);
+          }
         },
         finish);
     return;

@@ -90,10 +90,11 @@ struct kernel_table {
   void (*encode_bytes)(const cpu_weights& w, const float* x, float minimum, float inv_step,
                        int bits, std::uint8_t* low, std::uint8_t* high,
                        std::int32_t* group_levels) = nullptr;
-  /// z[r] as popcount_rows gives it, from byte tables; needs w.nibble_bytes. Null: the target
-  /// has no byte-table kernel and the driver keeps AND + popcount.
-  void (*byte_rows)(const cpu_weights& w, const byte_table_input& x, std::int64_t tile_begin,
-                    std::int64_t tile_end, float* z) = nullptr;
+  /// For each of `vectors` inputs x[v]: z[v][r] as popcount_rows gives it, from byte tables;
+  /// needs w.nibble_bytes. Tiles outer, vectors inner: a tile's bytes are read from memory once
+  /// per call. Null: the target has no byte-table kernel and the driver keeps AND + popcount.
+  void (*byte_rows)(const cpu_weights& w, const byte_table_input* x, int vectors,
+                    std::int64_t tile_begin, std::int64_t tile_end, float* const* z) = nullptr;
   /// The fewest activation bits for which byte_rows beats popcount_rows on this target.
   int byte_tables_min_bits = max_activation_bits + 1;
 };

@@ -350,15 +350,17 @@ void byte_tile(const cpu_weights& w, const byte_table_input& x, std::int64_t t, 
 
 template <int P, bool Ternary>
 struct byte_call {
-  static void run(const cpu_weights& w, const byte_table_input& x, std::int64_t t0,
-                  std::int64_t t1, float* z) {
-    for (std::int64_t t = t0; t < t1; ++t) byte_tile<P, Ternary>(w, x, t, z + (t - t0) * tile_rows);
+  static void run(const cpu_weights& w, const byte_table_input* x, int vectors, std::int64_t t0,
+                  std::int64_t t1, float* const* z) {
+    for (std::int64_t t = t0; t < t1; ++t)
+      for (int v = 0; v < vectors; ++v)
+        byte_tile<P, Ternary>(w, x[v], t, z[v] + (t - t0) * tile_rows);
   }
 };
 
-void byte_rows(const cpu_weights& w, const byte_table_input& x, std::int64_t t0, std::int64_t t1,
-               float* z) {
-  by_planes<byte_call>(w, x, t0, t1, z);
+void byte_rows(const cpu_weights& w, const byte_table_input* x, int vectors, std::int64_t t0,
+               std::int64_t t1, float* const* z) {
+  by_planes<byte_call>(w, x, vectors, t0, t1, z);
 }
 
 // The tile functions as the shared one-tile-at-a-time adapter expects them.
