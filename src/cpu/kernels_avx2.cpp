@@ -324,15 +324,23 @@ void byte_tile(const cpu_weights& w, const byte_table_input& x, std::int64_t t, 
     }
     std::int64_t o = group_begin(w, g) / 8;
     const std::int64_t end = (group_end(w, g) + 7) / 8;
-    if (o % 2 != 0) add_octet<P>(w, x, t, o++, part);  // groups start on 8 columns, quads 16
+    bool pending = false;  // part holds sums not yet flushed
+    if (o % 2 != 0) {      // groups start on 8 columns, quads on 16
+      add_octet<P>(w, x, t, o++, part);
+      pending = true;
+    }
     for (std::int64_t quad = o / 2; quad < end / 2;) {
       const std::int64_t count = std::min(quads_per_flush, end / 2 - quad);
       add_quads<P>(w, x, t, quad, count, part);
       flush_parts<P>(part, sum);
+      pending = false;
       quad += count;
     }
-    if (end % 2 != 0 && end - 1 >= o) add_octet<P>(w, x, t, end - 1, part);
-    flush_parts<P>(part, sum);
+    if (end % 2 != 0 && end - 1 >= o) {
+      add_octet<P>(w, x, t, end - 1, part);
+      pending = true;
+    }
+    if (pending) flush_parts<P>(part, sum);
     // The popcount kernel's float steps, in its order.
     const float* alpha = w.tile_coefficients(t, g);
     const __m256i levels = _mm256_set1_epi32(x.group_levels[g]);
