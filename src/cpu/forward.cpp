@@ -53,6 +53,27 @@ void for_all_rows(const cpu_weights& w, std::int64_t batch, const Kernel& kernel
   });
 }
 
+// for_all_rows for kernels that take a block of vectors per call (they share the weight loads
+// across them): kernel(w, inputs + v0, count, t0, t1, outputs) for blocks of up to PerCall
+// vectors, the output pointers on the stack.
+template <int PerCall, class Input, class Kernel, class Finish>
+void for_all_rows_by_blocks(const cpu_weights& w, const std::vector<Input>& inputs,
+                            const Kernel& kernel, const Finish& finish) {
+  const auto batch = static_cast<std::int64_t>(inputs.size());
+  for_all_rows(
+      w, batch,
+      [&](std::int64_t t0, std::int64_t t1, float* out) {
+        const std::int64_t span = (t1 - t0) * tile_rows;
+        float* rows[PerCall];
+        for (std::int64_t v0 = 0; v0 < batch; v0 += PerCall) {
+          const int count = static_cast<int>(std::min<std::int64_t>(PerCall, batch - v0));
+          for (int i = 0; i < count; ++i) rows[i] = out + (v0 + i) * span;
+          kernel(w, inputs.data() + v0, count, t0, t1, rows);
+        }
+      },
+      finish);
+}
+
 }  // namespace
 
 void cpu_forward_float(const cpu_weights& w, const float* x, std::int64_t batch, const float* bias,
@@ -154,20 +175,9 @@ void tables_block(const cpu_weights& w, const float* x, std::int64_t batch, cons
   std::vector<table_input> inputs(static_cast<std::size_t>(batch));
   for (std::int64_t v = 0; v < batch; ++v)
     inputs[v] = {tables.data() + v * table_floats, sums.data() + v * w.groups};
-  // The kernel sees every vector at once (it may share weight loads across them), in chunks
-  // that keep the output pointers on the stack.
-  constexpr int vectors_per_call = static_cast<int>(vectors_per_table_block);
-  for_all_rows(
-      w, batch,
-      [&](std::int64_t t0, std::int64_t t1, float* out) {
-        const std::int64_t span = (t1 - t0) * tile_rows;
-        float* rows[vectors_per_call];
-        for (std::int64_t v0 = 0; v0 < batch; v0 += vectors_per_call) {
-          const int count = static_cast<int>(std::min<std::int64_t>(vectors_per_call, batch - v0));
-          for (int i = 0; i < count; ++i) rows[i] = out + (v0 + i) * span;
-          k.lut_rows(w, inputs.data() + v0, count, t0, t1, rows);
-        }
-      },
+  // The kernel sees every vector at once (it may share weight loads across them).
+  for_all_rows_by_blocks<static_cast<int>(vectors_per_table_block)>(
+      w, inputs, k.lut_rows,
       [&](std::int64_t v, std::int64_t n, float value) {
         y[v * w.rows + n] = bias == nullptr ? value : value + bias[n];
       });
@@ -234,20 +244,7 @@ void cpu_forward_encoded(const cpu_weights& w, const float* x, std::int64_t batc
       inputs[v] = {low.data() + v * table_bytes, high.data() + v * table_bytes,
                    levels.data() + v * w.groups};
     // The kernel sees up to 64 vectors at once (a tile's bytes read once for all of them).
-    constexpr int vectors_per_call = 64;
-    for_all_rows(
-        w, batch,
-        [&](std::int64_t t0, std::int64_t t1, float* out) {
-          const std::int64_t span = (t1 - t0) * tile_rows;
-          float* rows[vectors_per_call];
-          for (std::int64_t v0 = 0; v0 < batch; v0 += vectors_per_call) {
-            const int count =
-                static_cast<int>(std::min<std::int64_t>(vectors_per_call, batch - v0));
-            for (int i = 0; i < count; ++i) rows[i] = out + (v0 + i) * span;
-            k.byte_rows(w, inputs.data() + v0, count, t0, t1, rows);
-          }
-        },
-        finish);
+    for_all_rows_by_blocks<64>(w, inputs, k.byte_rows, finish);
     return;
   }
   std::vector<std::uint32_t, aligned_allocator<std::uint32_t>> planes(
