@@ -97,24 +97,29 @@ inline __m256i popcount32(__m256i v) {
   return _mm256_madd_epi16(_mm256_maddubs_epi16(bytes, _mm256_set1_epi8(1)), _mm256_set1_epi16(1));
 }
 
+// The levels of columns [first, first + 8) by the encoding rule (kernel_common.hpp), 0 past w.cols.
+inline __m256i levels8(const cpu_weights& w, const float* x, std::int64_t first, __m256 lo,
+                       __m256 inv, __m256 top) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const std::int64_t valid = std::clamp<std::int64_t>(w.cols - first, 0, 8);
+  const __m256i in_range = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(valid)), lane);
+  const __m256 v = _mm256_maskload_ps(x + std::min(first, w.cols), in_range);
+  const __m256 scaled = _mm256_floor_ps(
+      _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v, lo), inv), _mm256_set1_ps(0.5f)));
+  // max(scaled, 0) returns 0 for NaN (the second operand), as the scalar rule does.
+  const __m256i q =
+      _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(scaled, _mm256_setzero_ps()), top));
+  return _mm256_and_si256(q, in_range);
+}
+
 void encode(const cpu_weights& w, const float* x, float minimum, float inv_step, int bits,
             std::uint32_t* planes, std::int32_t* group_levels) {
   const __m256 lo = _mm256_set1_ps(minimum), inv = _mm256_set1_ps(inv_step);
-  const __m256 half = _mm256_set1_ps(0.5f), zero = _mm256_setzero_ps();
   const __m256 top = _mm256_set1_ps(static_cast<float>((1 << bits) - 1));
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   for (std::int64_t c = 0; c < w.chunks; ++c) {
     std::uint32_t word[max_activation_bits] = {};
     for (int part = 0; part < 4; ++part) {  // four quarters of 8 columns
-      const std::int64_t first = c * chunk_cols + 8 * part;
-      const std::int64_t valid = std::clamp<std::int64_t>(w.cols - first, 0, 8);
-      const __m256i in_range = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(valid)), lane);
-      const __m256 v = _mm256_maskload_ps(x + std::min(first, w.cols), in_range);
-      const __m256 scaled =
-          _mm256_floor_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v, lo), inv), half));
-      // max(scaled, 0) returns 0 for NaN (the second operand), as the scalar rule does.
-      __m256i q = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(scaled, zero), top));
-      q = _mm256_and_si256(q, in_range);  // padding columns encode as 0
+      const __m256i q = levels8(w, x, c * chunk_cols + 8 * part, lo, inv, top);
       for (int i = 0; i < bits; ++i) {
         const int bit = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_slli_epi32(q, 31 - i)));
         word[i] |= static_cast<std::uint32_t>(bit) << (8 * part);
@@ -163,21 +168,6 @@ void popcount_tile(const cpu_weights& w, const encoded_input& x, std::int64_t t,
 
 // ---- encoded activations, byte tables -------------------------------------------------------
 
-// The levels of columns [first, first + 8) by encode's rule, 0 past w.cols.
-inline __m256i levels8(const cpu_weights& w, const float* x, std::int64_t first, __m256 lo,
-                       __m256 inv, __m256 top) {
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const std::int64_t valid = std::clamp<std::int64_t>(w.cols - first, 0, 8);
-  const __m256i in_range = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(valid)), lane);
-  const __m256 v = _mm256_maskload_ps(x + std::min(first, w.cols), in_range);
-  const __m256 scaled = _mm256_floor_ps(
-      _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v, lo), inv), _mm256_set1_ps(0.5f)));
-  // max(scaled, 0) returns 0 for NaN (the second operand), as the scalar rule does.
-  const __m256i q =
-      _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(scaled, _mm256_setzero_ps()), top));
-  return _mm256_and_si256(q, in_range);
-}
-
 void encode_bytes(const cpu_weights& w, const float* x, float minimum, float inv_step, int bits,
                   std::uint8_t* low, std::uint8_t* high, std::int32_t* group_levels) {
   const __m256 lo = _mm256_set1_ps(minimum), inv = _mm256_set1_ps(inv_step);
@@ -220,8 +210,8 @@ void encode_bytes(const cpu_weights& w, const float* x, float minimum, float inv
 // 2i + 1 row 8 + i (add_byte_tables' order); the two halves are two nibbles of the same rows.
 // A look-up gives Q's low seven bits l (<= 127) and the rest h (<= 7), so the l of the two
 // nibble pairs of a quad add in bytes (<= 254); that byte sum is added as 16-bit words
-// (l_even + 256 l_odd) and, by a multiply-add, l_odd alone, and the h add in bytes for up to 18
-// quads. The flush recovers each row's exact sum from the three. Per quad and plane that is 4
+// (l_even + 256 l_odd) and, by a multiply-add, l_odd alone, and the h add in bytes for up to 17
+// quads and an octet. The flush recovers each row's exact sum from the three. Per quad and plane that is 4
 // shuffles and 10 other operations (widening by unpacks would take 8 shuffles).
 struct plane_sums {
   __m256i low, low_odd, high;
