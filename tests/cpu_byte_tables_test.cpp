@@ -162,6 +162,16 @@ TEST_P(CpuByteTables, ThreadsAndBatchDoNotChangeResults) {
   }
 }
 
+// Batches past one block of 64 vectors (each block encoded and run in turn).
+TEST_P(CpuByteTables, LargeBatchesMatchThePopcountPath) {
+  const auto code = qsl::test::random_code(40, 200, 2, qsl::basis::binary, 64, 12);
+  const row_matrix_f x = qsl::test::gaussian_rows(130, 200, 13);
+  const std::vector<float> bias(40, 0.5f);
+  row_matrix_f popcount, bytes;
+  forward_both(code, x, {8}, bias.data(), popcount, bytes);
+  EXPECT_TRUE(same_bits(popcount, bytes));
+}
+
 INSTANTIATE_TEST_SUITE_P(EveryTarget, CpuByteTables,
                          testing::ValuesIn(qsl::supported_cpu_targets()),
                          [](const auto& info) { return std::string(qsl::to_string(info.param)); });

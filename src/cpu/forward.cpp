@@ -228,23 +228,34 @@ void cpu_forward_encoded(const cpu_weights& w, const float* x, std::int64_t batc
   };
   std::vector<std::int32_t> levels(static_cast<std::size_t>(batch * w.groups));
   if (k.byte_rows != nullptr && q.bits >= k.byte_tables_min_bits && !w.nibble_bytes.empty()) {
+    // Blocks of 64 vectors: a vector's tables take 8 bytes per column (the popcount path's
+    // planes one), so a large batch (a convolution's im2col rows) is never held whole; the
+    // kernel sees a block at once (a tile's bytes read once for all of them).
+    constexpr std::int64_t block = 64;
     const std::int64_t table_bytes = byte_table_nibbles(w) * table_entries;
+    const std::int64_t block_vectors = std::min(block, batch);
     std::vector<std::uint8_t, aligned_allocator<std::uint8_t>> low(
-        static_cast<std::size_t>(batch * table_bytes)),
+        static_cast<std::size_t>(block_vectors * table_bytes)),
         high(low.size());
-    thread_pool::instance().run(batch, [&](std::int64_t v) {
-      const float* xv = x + v * w.cols;
-      scale(v, xv);
-      k.encode_bytes(w, xv, minimum[v], step[v] == 0 ? 0.0f : 1.0f / step[v], q.bits,
-                     low.data() + v * table_bytes, high.data() + v * table_bytes,
-                     levels.data() + v * w.groups);
-    });
-    std::vector<byte_table_input> inputs(static_cast<std::size_t>(batch));
-    for (std::int64_t v = 0; v < batch; ++v)
-      inputs[v] = {low.data() + v * table_bytes, high.data() + v * table_bytes,
-                   levels.data() + v * w.groups};
-    // The kernel sees up to 64 vectors at once (a tile's bytes read once for all of them).
-    for_all_rows_by_blocks<64>(w, inputs, k.byte_rows, finish);
+    std::vector<byte_table_input> inputs;
+    for (std::int64_t v0 = 0; v0 < batch; v0 += block) {
+      const std::int64_t count = std::min(block, batch - v0);
+      thread_pool::instance().run(count, [&](std::int64_t i) {
+        const std::int64_t v = v0 + i;
+        const float* xv = x + v * w.cols;
+        scale(v, xv);
+        k.encode_bytes(w, xv, minimum[v], step[v] == 0 ? 0.0f : 1.0f / step[v], q.bits,
+                       low.data() + i * table_bytes, high.data() + i * table_bytes,
+                       levels.data() + v * w.groups);
+      });
+      inputs.resize(static_cast<std::size_t>(count));
+      for (std::int64_t i = 0; i < count; ++i)
+        inputs[i] = {low.data() + i * table_bytes, high.data() + i * table_bytes,
+                     levels.data() + (v0 + i) * w.groups};
+      for_all_rows_by_blocks<block>(
+          w, inputs, k.byte_rows,
+          [&](std::int64_t i, std::int64_t n, float z) { finish(v0 + i, n, z); });
+    }
     return;
   }
   std::vector<std::uint32_t, aligned_allocator<std::uint32_t>> planes(
