@@ -137,17 +137,23 @@ void BM_FloatPath(benchmark::State& state) {
   state.SetLabel(state.range(3) == 0 ? "tables" : "decoded");
 }
 
-// The two encoded-activation kernels on one packed code: AND + popcount (one popcount per
-// activation bit and plane) and byte tables (one exact table look-up per 4 columns and plane,
-// whatever kx). Arguments: N, D, batch, k, kx, byte tables (0/1); one thread.
+// The three encoded-activation kernels on one packed code, each forced whatever the batch:
+// AND + popcount (one popcount per activation bit and plane), byte tables (one exact table
+// look-up per 4 columns and plane, whatever kx) and byte dots (the planes unpacked to bytes once
+// per tile for the whole batch, then u8 x s8 multiply-adds). Arguments: N, D, batch, k, kx,
+// kernel (0 popcount, 1 byte tables, 2 byte dots); one thread.
 void BM_EncodedPaths(benchmark::State& state) {
+  using qsl::detail::cpu::encoded_kernel;
   const std::int64_t n = state.range(0), d = state.range(1), batch = state.range(2);
   const int k = static_cast<int>(state.range(3)), kx = static_cast<int>(state.range(4));
-  const bool bytes = state.range(5) != 0;
+  const encoded_kernel kernel = state.range(5) == 0   ? encoded_kernel::popcount
+                                : state.range(5) == 1 ? encoded_kernel::byte_tables
+                                                      : encoded_kernel::byte_dots;
   qsl::set_cpu_threads(1);
   static std::map<std::tuple<std::int64_t, std::int64_t, int>, qsl::cpu_weights> with_bytes;
   const qsl::cpu_weights* w = &packed(n, d, k);
-  if (bytes) {
+  const bool tables = kernel == encoded_kernel::byte_tables;
+  if (tables) {
     auto it = with_bytes.find({n, d, k});
     if (it == with_bytes.end()) {
       it = with_bytes.emplace(std::make_tuple(n, d, k), *w).first;
@@ -155,23 +161,25 @@ void BM_EncodedPaths(benchmark::State& state) {
     }
     w = &it->second;
   }
-  if (bytes && kx < qsl::cpu_byte_tables_min_bits()) {
-    state.SkipWithError("this target runs byte tables from cpu_byte_tables_min_bits() on");
+  const auto& kernels = qsl::detail::cpu::active_kernels();
+  if ((tables && kernels.byte_rows == nullptr) ||
+      (kernel == encoded_kernel::byte_dots && kernels.dot_rows == nullptr)) {
+    state.SkipWithError("this target has no such kernel");
     return;
   }
   const row_matrix& x = inputs(batch, d);
   row_matrix y(batch, n);
   for (auto _ : state) {
-    qsl::cpu_forward_encoded(*w, x.data(), batch, {kx}, nullptr, y.data());
+    qsl::detail::cpu::forward_encoded(*w, x.data(), batch, {kx}, nullptr, y.data(), kernel);
     benchmark::DoNotOptimize(y.data());
   }
   // The bytes one path reads: the words, or the byte layout, plus the coefficients.
   const double read = static_cast<double>(
-      (bytes ? w->nibble_bytes.size() : w->words.size() * sizeof(std::uint32_t)) +
+      (tables ? w->nibble_bytes.size() : w->words.size() * sizeof(std::uint32_t)) +
       w->coefficients.size() * sizeof(float));
   set_rates(state, n, d, batch, read);
-  state.SetLabel(std::string(qsl::to_string(qsl::active_cpu_target())) +
-                 (bytes ? " byte tables" : " popcount"));
+  state.SetLabel(std::string(qsl::to_string(qsl::active_cpu_target())) + " " +
+                 qsl::detail::cpu::to_string(kernel));
 }
 
 // Streaming: `matrices` copies of the packed layer used in turn, more bytes than the L3 holds
@@ -236,10 +244,19 @@ BENCHMARK(BM_EncodedPaths)
         for (std::int64_t batch : {1, 16})
           for (std::int64_t k : {1, 2, 3})
             for (std::int64_t kx : {2, 4, 6, 8})
-              for (std::int64_t bytes : {0, 1}) b->Args({4096, d, batch, k, kx, bytes});
-      for (std::int64_t bytes : {0, 1}) b->Args({4096, 4096, 64, 2, 8, bytes});
+              for (std::int64_t kernel : {0, 1}) b->Args({4096, d, batch, k, kx, kernel});
+      // Where byte dots could take over: the three kernels by batch (k = 2; kx = 8 and 2; the
+      // cases above are not registered twice), and dots on the shapes above at batch 16.
+      for (std::int64_t batch : {1, 2, 4, 8, 16, 32, 64})
+        for (std::int64_t kx : {2, 8})
+          for (std::int64_t kernel : {0, 1, 2})
+            if (kernel == 2 || (batch != 1 && batch != 16))
+              b->Args({4096, 4096, batch, 2, kx, kernel});
+      for (std::int64_t d : {4096, 14336})
+        for (std::int64_t k : {1, 2, 3})
+          if (d != 4096 || k != 2) b->Args({4096, d, 16, k, 8, 2});
     })
-    ->ArgNames({"N", "D", "batch", "k", "kx", "bytes"})
+    ->ArgNames({"N", "D", "batch", "k", "kx", "kernel"})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_EncodedStreaming)

@@ -7,21 +7,28 @@
 
 namespace qsl::test {
 
-class on_each_cpu_target : public testing::TestWithParam<qsl::cpu_target> {
- protected:
-  void SetUp() override {
-    saved_target_ = qsl::active_cpu_target();
-    saved_threads_ = qsl::cpu_threads();
-    qsl::set_cpu_target(GetParam());
+/// Restores the active target and thread count when it goes out of scope.
+class cpu_settings_guard {
+ public:
+  cpu_settings_guard() : target_(qsl::active_cpu_target()), threads_(qsl::cpu_threads()) {}
+  ~cpu_settings_guard() {
+    qsl::set_cpu_target(target_);
+    qsl::set_cpu_threads(threads_);
   }
-  void TearDown() override {
-    qsl::set_cpu_target(saved_target_);
-    qsl::set_cpu_threads(saved_threads_);
-  }
+  cpu_settings_guard(const cpu_settings_guard&) = delete;
+  cpu_settings_guard& operator=(const cpu_settings_guard&) = delete;
 
  private:
-  qsl::cpu_target saved_target_{};
-  int saved_threads_ = 0;
+  qsl::cpu_target target_;
+  int threads_;
+};
+
+class on_each_cpu_target : public testing::TestWithParam<qsl::cpu_target> {
+ protected:
+  void SetUp() override { qsl::set_cpu_target(GetParam()); }
+
+ private:
+  cpu_settings_guard saved_;
 };
 
 }  // namespace qsl::test

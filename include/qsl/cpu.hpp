@@ -111,6 +111,17 @@ QSL_API void add_byte_tables(cpu_weights& w);
 /// Measured by bench/cpu_kernels_bench (BM_EncodedPaths, docs/benchmarks.md).
 QSL_API int cpu_byte_tables_min_bits();
 
+/// From this many vectors per call on, cpu_forward_encoded runs the byte-dot kernels where it
+/// would run the byte tables: for every 16-row tile and block of columns they unpack the packed
+/// planes into bytes once, then multiply-add them with each vector's levels (u8 x s8 pairs,
+/// exact), so the unpacking is shared by the batch. Whether that beats the tables depends on
+/// the core (multiply-add against byte-shuffle throughput), so the crossover (4, 16, 64 or
+/// never) is timed once per process and target on a synthetic layer (about 10 ms, at the first
+/// call that could use it). The integers and float steps are the other kernels', so results
+/// never depend on the choice. The largest int64 where the target has no such kernel (scalar,
+/// NEON) or dots never win.
+QSL_API std::int64_t cpu_byte_dots_min_batch();
+
 }  // namespace qsl
 
 #include "qsl/activation_code.hpp"

@@ -196,6 +196,24 @@ void forward_float_tables(const cpu_weights& w, const float* x, std::int64_t bat
 
 void cpu_forward_encoded(const cpu_weights& w, const float* x, std::int64_t batch,
                          const activation_quantizer& q, const float* bias, float* y) {
+  detail::cpu::forward_encoded(w, x, batch, q, bias, y, detail::cpu::encoded_kernel::fastest);
+}
+
+namespace detail::cpu {
+
+const char* to_string(encoded_kernel kernel) {
+  switch (kernel) {
+    case encoded_kernel::popcount: return "AND + popcount";
+    case encoded_kernel::byte_tables: return "byte tables";
+    case encoded_kernel::byte_dots: return "byte dots";
+    case encoded_kernel::fastest: break;
+  }
+  return "the fastest";
+}
+
+void forward_encoded(const cpu_weights& w, const float* x, std::int64_t batch,
+                     const activation_quantizer& q, const float* bias, float* y,
+                     encoded_kernel kernel) {
   if (batch <= 0) return;
   detail::require(q.bits >= 1 && q.bits <= max_activation_bits,
                   "cpu_forward_encoded: activation bits is " + std::to_string(q.bits) +
@@ -227,35 +245,69 @@ void cpu_forward_encoded(const cpu_weights& w, const float* x, std::int64_t batc
     y[v * w.rows + n] = bias == nullptr ? value : value + bias[n];
   };
   std::vector<std::int32_t> levels(static_cast<std::size_t>(batch * w.groups));
-  if (k.byte_rows != nullptr && q.bits >= k.byte_tables_min_bits && !w.nibble_bytes.empty()) {
-    // Blocks of 64 vectors: a vector's tables take 8 bytes per column (the popcount path's
-    // planes one), so a large batch (a convolution's im2col rows) is never held whole; the
-    // kernel sees a block at once (a tile's bytes read once for all of them).
+  // Kernels that take blocks of vectors (byte dots, byte tables) see 64 at a time: a vector's
+  // input takes up to 8 bytes per column (the popcount path's planes one), so a large batch (a
+  // convolution's im2col rows) is never held whole, and a tile's weights are read once per
+  // block. encode(xv, v, bytes) prepares vector v in `bytes_per_vector` bytes, input_of(bytes, v)
+  // describes them to the kernel.
+  auto by_vector_blocks = [&](std::int64_t bytes_per_vector, auto encode, auto input_of,
+                              auto kernel) {
     constexpr std::int64_t block = 64;
-    const std::int64_t table_bytes = byte_table_nibbles(w) * table_entries;
-    const std::int64_t block_vectors = std::min(block, batch);
-    std::vector<std::uint8_t, aligned_allocator<std::uint8_t>> low(
-        static_cast<std::size_t>(block_vectors * table_bytes)),
-        high(low.size());
-    std::vector<byte_table_input> inputs;
+    std::vector<std::uint8_t, aligned_allocator<std::uint8_t>> bytes(
+        static_cast<std::size_t>(std::min(block, batch) * bytes_per_vector));
+    std::vector<decltype(input_of(bytes.data(), 0))> inputs;
     for (std::int64_t v0 = 0; v0 < batch; v0 += block) {
       const std::int64_t count = std::min(block, batch - v0);
       thread_pool::instance().run(count, [&](std::int64_t i) {
-        const std::int64_t v = v0 + i;
-        const float* xv = x + v * w.cols;
-        scale(v, xv);
-        k.encode_bytes(w, xv, minimum[v], step[v] == 0 ? 0.0f : 1.0f / step[v], q.bits,
-                       low.data() + i * table_bytes, high.data() + i * table_bytes,
-                       levels.data() + v * w.groups);
+        const float* xv = x + (v0 + i) * w.cols;
+        scale(v0 + i, xv);
+        encode(xv, v0 + i, bytes.data() + i * bytes_per_vector);
       });
       inputs.resize(static_cast<std::size_t>(count));
       for (std::int64_t i = 0; i < count; ++i)
-        inputs[i] = {low.data() + i * table_bytes, high.data() + i * table_bytes,
-                     levels.data() + (v0 + i) * w.groups};
+        inputs[i] = input_of(bytes.data() + i * bytes_per_vector, v0 + i);
       for_all_rows_by_blocks<block>(
-          w, inputs, k.byte_rows,
+          w, inputs, kernel,
           [&](std::int64_t i, std::int64_t n, float z) { finish(v0 + i, n, z); });
     }
+  };
+  auto inv_step = [&](std::int64_t v) { return step[v] == 0 ? 0.0f : 1.0f / step[v]; };
+  if (kernel == encoded_kernel::fastest) kernel = fastest_encoded_kernel(w, batch, q.bits);
+  const bool available = kernel == encoded_kernel::popcount ||
+                         (kernel == encoded_kernel::byte_dots && k.dot_rows != nullptr) ||
+                         (kernel == encoded_kernel::byte_tables && k.byte_rows != nullptr &&
+                          !w.nibble_bytes.empty());
+  detail::require(available, std::string("cpu_forward_encoded: the ") + to_string(kernel) +
+                                 " kernel is not available on " +
+                                 qsl::to_string(active_cpu_target()) +
+                                 (kernel == encoded_kernel::byte_tables
+                                      ? " (or the layer has no byte-table layout)"
+                                      : ""));
+  if (kernel == encoded_kernel::byte_dots) {
+    by_vector_blocks(
+        w.chunks * chunk_cols,
+        [&](const float* xv, std::int64_t v, std::uint8_t* out) {
+          k.encode_levels(w, xv, minimum[v], inv_step(v), q.bits, out,
+                          levels.data() + v * w.groups);
+        },
+        [&](const std::uint8_t* in, std::int64_t v) {
+          return level_input{in, levels.data() + v * w.groups};
+        },
+        k.dot_rows);
+    return;
+  }
+  if (kernel == encoded_kernel::byte_tables) {
+    const std::int64_t table_bytes = byte_table_nibbles(w) * table_entries;
+    by_vector_blocks(
+        2 * table_bytes,
+        [&](const float* xv, std::int64_t v, std::uint8_t* out) {
+          k.encode_bytes(w, xv, minimum[v], inv_step(v), q.bits, out, out + table_bytes,
+                         levels.data() + v * w.groups);
+        },
+        [&](const std::uint8_t* in, std::int64_t v) {
+          return byte_table_input{in, in + table_bytes, levels.data() + v * w.groups};
+        },
+        k.byte_rows);
     return;
   }
   std::vector<std::uint32_t, aligned_allocator<std::uint32_t>> planes(
@@ -263,7 +315,7 @@ void cpu_forward_encoded(const cpu_weights& w, const float* x, std::int64_t batc
   thread_pool::instance().run(batch, [&](std::int64_t v) {
     const float* xv = x + v * w.cols;
     scale(v, xv);
-    k.encode(w, xv, minimum[v], step[v] == 0 ? 0.0f : 1.0f / step[v], q.bits,
+    k.encode(w, xv, minimum[v], inv_step(v), q.bits,
              planes.data() + v * q.bits * w.chunks, levels.data() + v * w.groups);
   });
   for_all_rows(
@@ -278,4 +330,5 @@ void cpu_forward_encoded(const cpu_weights& w, const float* x, std::int64_t batc
       finish);
 }
 
+}  // namespace detail::cpu
 }  // namespace qsl

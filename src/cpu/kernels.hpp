@@ -23,8 +23,16 @@
 // as its low seven bits and the rest (two bytes: sums of two low parts still fit a byte); A_p = sum over the group's nibbles of Q[s][nibble s of plane p]
 // is the m_j . q of the popcount form (2 A_j - B_j), computed with the same integers and the
 // same float steps, so on one target both forms give the same floats.
+//
+// Encoded activations, byte dots (batches). The levels q are kept as bytes, and for a tile and a
+// block of columns the lookup planes are unpacked once into bytes (0 or -1); then for every
+// vector of the batch a u8 x s8 multiply-add (vpmaddubsw) of q with those bytes gives -A_p for
+// 16 rows and 2 columns per lane pair. The unpacking is paid once per tile and block for the
+// whole batch, so from a few vectors on this beats both forms above; A_p and the float steps are
+// again the popcount form's, so the floats are the same.
 
 #include <cstdint>
+#include <limits>
 
 #include "qsl/activation_code.hpp"
 #include "qsl/cpu.hpp"
@@ -55,6 +63,12 @@ struct encoded_input {
 struct byte_table_input {
   const std::uint8_t* low;           ///< [nibble][16]: Q[s][b] & 127
   const std::uint8_t* high;          ///< [nibble][16]: Q[s][b] >> 7 (0..7)
+  const std::int32_t* group_levels;  ///< [group]: sum of q over the group
+};
+
+/// Encoded activations of one vector as bytes, prepared by encode_levels.
+struct level_input {
+  const std::uint8_t* levels;        ///< [column]: q, w.chunks * 32 bytes (0 past w.cols)
   const std::int32_t* group_levels;  ///< [group]: sum of q over the group
 };
 
@@ -97,6 +111,16 @@ struct kernel_table {
                     std::int64_t tile_begin, std::int64_t tile_end, float* const* z) = nullptr;
   /// The fewest activation bits for which byte_rows beats popcount_rows on this target.
   int byte_tables_min_bits = max_activation_bits + 1;
+  /// Encodes x by encode's rule into w.chunks * 32 level bytes and the group levels.
+  void (*encode_levels)(const cpu_weights& w, const float* x, float minimum, float inv_step,
+                        int bits, std::uint8_t* levels, std::int32_t* group_levels) = nullptr;
+  /// For each of `vectors` inputs x[v]: z[v][r] as popcount_rows gives it, from the level
+  /// bytes and w.words (byte dots). Null: the target has none.
+  void (*dot_rows)(const cpu_weights& w, const level_input* x, int vectors,
+                   std::int64_t tile_begin, std::int64_t tile_end, float* const* z) = nullptr;
+  /// The fewest vectors per call for which dot_rows is worth timing against byte_rows (the
+  /// unpacking is shared by the batch; dot_min_batch() measures the crossover).
+  std::int64_t dot_min_batch = std::numeric_limits<std::int64_t>::max();
 };
 
 /// decode_rows, then the grid of each row: for targets without a fused kernel.
@@ -125,6 +149,27 @@ void forward_float_tables(const cpu_weights& w, const float* x, std::int64_t bat
 /// result depends on the batch (as any GEMM's) but not on the thread count.
 void forward_float_decoded(const cpu_weights& w, const float* x, std::int64_t batch,
                            const float* bias, float* y);
+/// The encoded-activation kernels, for tests and benchmarks that run each at any batch.
+/// All give the same floats on one target (the same integers and float steps).
+enum class encoded_kernel : std::uint8_t {
+  popcount,     ///< AND + popcount on the bit planes (every target)
+  byte_tables,  ///< byte tables (needs kernel_table::byte_rows and add_byte_tables)
+  byte_dots,    ///< planes unpacked to bytes, u8 x s8 dots (needs kernel_table::dot_rows)
+  fastest,      ///< what qsl::cpu_forward_encoded takes: fastest_encoded_kernel
+};
+const char* to_string(encoded_kernel kernel);
+/// The kernel cpu_forward_encoded runs for this layer, batch and activation bits: AND + popcount
+/// unless the layer has the byte layout and bits >= byte_tables_min_bits; then byte dots from
+/// dot_min_batch() vectors on, byte tables below (encoded_choice.cpp).
+encoded_kernel fastest_encoded_kernel(const cpu_weights& w, std::int64_t batch, int bits);
+/// The batch from which byte dots beat byte tables on the active target, timed once per process
+/// and target (the largest int64 where either kernel is missing or dots never win).
+std::int64_t dot_min_batch();
+/// cpu_forward_encoded with the given kernel; throws qsl::error when it is not available.
+void forward_encoded(const cpu_weights& w, const float* x, std::int64_t batch,
+                     const activation_quantizer& q, const float* bias, float* y,
+                     encoded_kernel kernel);
+
 /// Rows [first, last) of W_hat (as float, summed over planes in order j = 0..k-1) into out,
 /// (last - first) x w.cols, row-major.
 void decode_rows(const cpu_weights& w, std::int64_t first, std::int64_t last, float* out);

@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstring>
 #include <utility>
 
 #include "cpu/kernel_common.hpp"
@@ -297,9 +298,27 @@ inline void flush_parts(plane_sums (&part)[P], __m256i (&sum)[P][2]) {
   }
 }
 
+// The popcount kernel's float steps for one group, in its order: with A_j = sum[2 j + h] (the
+// plane sums of rows 8h..8h+7) and B_j the group's levels (binary) or mask j's sums (ternary),
+// out[h] += alpha_j * (2 A_j - B_j) for j = 0..K-1. Every encoded kernel ends with it, so on one
+// target they give the same floats.
+template <int P, bool Ternary>
+inline void add_group(const float* alpha, std::int32_t group_levels, const __m256i* sum,
+                      __m256* out) {
+  constexpr int K = Ternary ? P / 2 : P;
+  const __m256i levels = _mm256_set1_epi32(group_levels);
+  for (int half = 0; half < 2; ++half)
+    for (int j = 0; j < K; ++j) {
+      const __m256i a = sum[2 * j + half];
+      const __m256i other = Ternary ? sum[2 * (K + j) + half] : levels;
+      const __m256i dot = _mm256_sub_epi32(_mm256_add_epi32(a, a), other);
+      out[half] = _mm256_fmadd_ps(_mm256_load_ps(alpha + j * tile_rows + 8 * half),
+                                  _mm256_cvtepi32_ps(dot), out[half]);
+    }
+}
+
 template <int P, bool Ternary>
 void byte_tile(const cpu_weights& w, const byte_table_input& x, std::int64_t t, float* z) {
-  constexpr int K = Ternary ? P / 2 : P;
   // A quad adds at most 2 * 7 to a high byte and 2 * 4 * 255 to a row's sum in each half, an
   // octet half that: between flushes at most 17 quads and the group's first octet (245 and
   // 35700, below 256 and 2^16).
@@ -331,16 +350,7 @@ void byte_tile(const cpu_weights& w, const byte_table_input& x, std::int64_t t, 
       pending = true;
     }
     if (pending) flush_parts<P>(part, sum);
-    // The popcount kernel's float steps, in its order.
-    const float* alpha = w.tile_coefficients(t, g);
-    const __m256i levels = _mm256_set1_epi32(x.group_levels[g]);
-    for (int half = 0; half < 2; ++half)
-      for (int j = 0; j < K; ++j) {
-        const __m256i other = Ternary ? sum[K + j][half] : levels;
-        const __m256i dot = _mm256_sub_epi32(_mm256_add_epi32(sum[j][half], sum[j][half]), other);
-        out[half] = _mm256_fmadd_ps(_mm256_load_ps(alpha + j * tile_rows + 8 * half),
-                                    _mm256_cvtepi32_ps(dot), out[half]);
-      }
+    add_group<P, Ternary>(w.tile_coefficients(t, g), x.group_levels[g], &sum[0][0], out);
   }
   _mm256_storeu_ps(z, out[0]);
   _mm256_storeu_ps(z + 8, out[1]);
@@ -359,6 +369,141 @@ struct byte_call {
 void byte_rows(const cpu_weights& w, const byte_table_input* x, int vectors, std::int64_t t0,
                std::int64_t t1, float* const* z) {
   by_planes<byte_call>(w, x, vectors, t0, t1, z);
+}
+
+// ---- encoded activations, byte dots (batches) ------------------------------------------------
+
+void encode_levels(const cpu_weights& w, const float* x, float minimum, float inv_step, int bits,
+                   std::uint8_t* levels, std::int32_t* group_levels) {
+  const __m256 lo = _mm256_set1_ps(minimum), inv = _mm256_set1_ps(inv_step);
+  const __m256 top = _mm256_set1_ps(static_cast<float>((1 << bits) - 1));
+  // The two packs work per 128-bit half: their dwords hold columns 0-3 of q0, q1, q2, q3, then
+  // 4-7 of each; this permutation puts the 32 columns back in order.
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (std::int64_t c = 0; c < w.chunks * chunk_cols; c += chunk_cols) {
+    __m256i q[4];
+    for (int i = 0; i < 4; ++i) q[i] = levels8(w, x, c + 8 * i, lo, inv, top);
+    const __m256i bytes = _mm256_packus_epi16(_mm256_packs_epi32(q[0], q[1]),
+                                              _mm256_packs_epi32(q[2], q[3]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(levels + c),
+                        _mm256_permutevar8x32_epi32(bytes, order));
+  }
+  for (std::int64_t g = 0; g < w.groups; ++g) {
+    std::int32_t sum = 0;
+    for (std::int64_t c = group_begin(w, g); c < group_end(w, g); ++c) sum += levels[c];
+    group_levels[g] = sum;
+  }
+}
+
+// A block of at most 64 nibbles: each adds at least -2 * 255 to a 16-bit lane (a pair of
+// columns), so 64 of them stay above -32768. Fewer for many planes, so that the unpacked block
+// (block * P * 64 bytes) stays within 16 KiB, in L1.
+template <int P>
+constexpr std::int64_t dot_block_nibbles() {
+  return std::min<std::int64_t>(64, 256 / P);
+}
+
+// The lookup planes of tile t over nibbles [first, first + count) as bytes, [nibble][plane][half]:
+// byte 4r + i of half h is -1 where row 8h + r has the bit of column 4n + i set, else 0. A byte
+// shuffle copies byte n % 8 / 2 of each row's word over its dword, and the nibble's four bits
+// are tested one per byte.
+template <int P>
+void unpack_nibbles(const cpu_weights& w, std::int64_t t, std::int64_t first, std::int64_t count,
+                    __m256i* out) {
+  const __m256i dword_base = _mm256_setr_epi8(0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12,
+                                              0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12);
+  const __m256i bits[2] = {_mm256_set1_epi32(0x08040201),
+                           _mm256_set1_epi32(static_cast<int>(0x80402010U))};
+  for (std::int64_t n = first; n < first + count; ++n) {
+    const int m = static_cast<int>(n % 8);
+    const __m256i spread = _mm256_add_epi8(dword_base, _mm256_set1_epi8(static_cast<char>(m / 2)));
+    const __m256i select = bits[m % 2];
+    const std::uint32_t* words = w.chunk_bits(t, n / 8);
+    for (int p = 0; p < P; ++p)
+      for (int half = 0; half < 2; ++half) {
+        const __m256i v = _mm256_load_si256(
+            reinterpret_cast<const __m256i*>(words + p * tile_rows + 8 * half));
+        const __m256i r = _mm256_and_si256(_mm256_shuffle_epi8(v, spread), select);
+        *out++ = _mm256_cmpeq_epi8(r, select);
+      }
+  }
+}
+
+// sum[p][h] += A_p of rows 8h..8h+7 over an unpacked block, for planes [First, First + 4) (at
+// most four planes per pass, so that the 16-bit sums stay in registers). The dword of four
+// levels is broadcast, so each dword lane (row) multiplies its four bytes with the four levels.
+template <int P, int First = 0>
+inline void dot_block(const std::uint8_t* levels, const __m256i* unpacked, std::int64_t count,
+                      __m256i* sum) {
+  constexpr int planes = std::min(4, P - First);
+  __m256i acc[planes][2];
+  for (int p = 0; p < planes; ++p) acc[p][0] = acc[p][1] = _mm256_setzero_si256();
+  for (std::int64_t i = 0; i < count; ++i) {
+    std::int32_t four;
+    std::memcpy(&four, levels + 4 * i, sizeof four);
+    const __m256i q = _mm256_set1_epi32(four);
+    const __m256i* bytes = unpacked + (i * P + First) * 2;
+    for (int p = 0; p < planes; ++p)
+      for (int half = 0; half < 2; ++half)
+        acc[p][half] = _mm256_add_epi16(acc[p][half],
+                                        _mm256_maddubs_epi16(q, bytes[2 * p + half]));
+  }
+  const __m256i minus_one = _mm256_set1_epi16(-1);  // the bytes were -1: negate while widening
+  for (int p = 0; p < planes; ++p)
+    for (int half = 0; half < 2; ++half)
+      sum[2 * (First + p) + half] = _mm256_add_epi32(sum[2 * (First + p) + half],
+                                                     _mm256_madd_epi16(acc[p][half], minus_one));
+  if constexpr (First + planes < P) dot_block<P, First + planes>(levels, unpacked, count, sum);
+}
+
+// Scratch for `count` 256-bit registers, 64-byte aligned (a std::vector of __m256i would drop
+// the type's attributes).
+class register_scratch {
+ public:
+  explicit register_scratch(std::int64_t count) : bytes_(static_cast<std::size_t>(count) * 32) {}
+  __m256i* ints() { return reinterpret_cast<__m256i*>(bytes_.data()); }
+  __m256* floats() { return reinterpret_cast<__m256*>(bytes_.data()); }
+  std::int64_t count() const { return static_cast<std::int64_t>(bytes_.size() / 32); }
+
+ private:
+  detail::scratch<std::uint8_t> bytes_;
+};
+
+template <int P, bool Ternary>
+struct dot_call {
+  // Tiles outer; per group and block, the planes are unpacked once for all the vectors.
+  static void run(const cpu_weights& w, const level_input* x, int vectors, std::int64_t t0,
+                  std::int64_t t1, float* const* z) {
+    constexpr std::int64_t block = dot_block_nibbles<P>();
+    register_scratch unpacked(block * P * 2), sums(std::int64_t{vectors} * P * 2),
+        out(std::int64_t{vectors} * 2);
+    for (std::int64_t t = t0; t < t1; ++t) {
+      std::fill_n(out.floats(), out.count(), _mm256_setzero_ps());
+      for (std::int64_t g = 0; g < w.groups; ++g) {
+        std::fill_n(sums.ints(), sums.count(), _mm256_setzero_si256());
+        const std::int64_t end = last_nibble(w, g);
+        for (std::int64_t n = first_nibble(w, g); n < end; n += block) {
+          const std::int64_t count = std::min(block, end - n);
+          unpack_nibbles<P>(w, t, n, count, unpacked.ints());
+          for (int v = 0; v < vectors; ++v)
+            dot_block<P>(x[v].levels + 4 * n, unpacked.ints(), count, sums.ints() + v * P * 2);
+        }
+        for (int v = 0; v < vectors; ++v)
+          add_group<P, Ternary>(w.tile_coefficients(t, g), x[v].group_levels[g],
+                                sums.ints() + v * P * 2, out.floats() + 2 * v);
+      }
+      for (int v = 0; v < vectors; ++v) {
+        float* zt = z[v] + (t - t0) * tile_rows;
+        _mm256_storeu_ps(zt, out.floats()[2 * v]);
+        _mm256_storeu_ps(zt + 8, out.floats()[2 * v + 1]);
+      }
+    }
+  }
+};
+
+void dot_rows(const cpu_weights& w, const level_input* x, int vectors, std::int64_t t0,
+              std::int64_t t1, float* const* z) {
+  by_planes<dot_call>(w, x, vectors, t0, t1, z);
 }
 
 // The tile functions as the shared one-tile-at-a-time adapter expects them.
@@ -385,7 +530,8 @@ const kernel_table& avx2_kernels() {
   using adapter = tile_at_a_time<tiles>;
   static const kernel_table table{build_tables,       adapter::lut_rows, encode,
                                   adapter::popcount_rows, decode_target_rows, nullptr,
-                                  encode_bytes,           byte_rows,          2};
+                                  encode_bytes,           byte_rows,          2,
+                                  encode_levels,          dot_rows,           4};
   return table;
 }
 

@@ -552,7 +552,10 @@ const kernel_table& avx512_kernels() {
                                   decode_rows_int8_avx512,
                                   avx2_kernels().encode_bytes,
                                   avx2_kernels().byte_rows,
-                                  QSL_AVX512_VPOPCNT ? 5 : 2};
+                                  QSL_AVX512_VPOPCNT ? 5 : 2,
+                                  avx2_kernels().encode_levels,
+                                  avx2_kernels().dot_rows,
+                                  avx2_kernels().dot_min_batch};
   return table;
 }
 
