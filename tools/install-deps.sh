@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake pkg-config python3-pip
+  build-essential cmake pkg-config python3-pip python3-venv python3-dev
   libeigen3-dev                      # the library
   libonnx-dev libprotobuf-dev protobuf-compiler  # qsl::onnx
   libcli11-dev nlohmann-json3-dev libzip-dev  # the command-line tools (.npz: libzip)
@@ -12,8 +12,9 @@ packages=(
   libbenchmark-dev                   # benchmarks
   dataset-fashion-mnist              # the demo and the end-to-end test
 )
-# Python packages for the ONNX tests (models built with onnx, run with onnxruntime).
-python_packages=(numpy onnx onnxruntime)
+# Python packages for the ONNX tests (models built with onnx, run with onnxruntime) and for
+# building and testing the Python package (module=pip name where the two differ).
+python_packages=(numpy onnx onnxruntime pytest nanobind scikit_build_core=scikit-build-core)
 # --neon: the AArch64 cross compiler and qemu-user for tools/test-neon.sh
 if [ "${1:-}" = "--neon" ]; then
   packages+=(g++-aarch64-linux-gnu qemu-user googletest)
@@ -27,9 +28,10 @@ install_python_packages() {
   [ -n "${1:-}" ] && return 0  # --neon, --train: Debian packages only
   local python="${PYTHON:-python3}"
   local absent=()
-  for m in "${python_packages[@]}"; do
+  for entry in "${python_packages[@]}"; do
+    local module="${entry%%=*}" name="${entry#*=}"
     # From / so that the repository's onnxruntime/ folder is not taken for the package.
-    (cd / && "$python" -c "import $m") 2>/dev/null || absent+=("$m")
+    (cd / && "$python" -c "import $module") 2>/dev/null || absent+=("$name")
   done
   [ ${#absent[@]} -eq 0 ] && return 0
   echo "qsl: pip installing ${absent[*]}"
