@@ -15,7 +15,14 @@ rm -rf "$wheels" "$venv"
 "$python" -m pip wheel . --no-deps --no-build-isolation --wheel-dir "$wheels" \
   --config-settings=build-dir="$build_dir/python/cmake" --quiet
 "$python" -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet "$wheels"/qsl-*.whl pytest numpy onnx onnxruntime
+if ! "$venv/bin/python" -m pip install --quiet "$wheels"/qsl-*.whl pytest numpy onnx onnxruntime; then
+  # Offline: a venv that sees the system's numpy, onnx, onnxruntime and pytest (install-deps.sh
+  # put them there), with only the wheel installed into it.
+  echo "qsl: no package index; the venv uses the system's test dependencies"
+  rm -rf "$venv"
+  "$python" -m venv --system-site-packages "$venv"
+  "$venv/bin/python" -m pip install --quiet --no-deps --no-index "$wheels"/qsl-*.whl
+fi
 # From the tests' folder, so that `import qsl` can only find the installed package.
 cd tests/python
 QSL_PYTHON_REFERENCE="$(cd ../.. && pwd)/$build_dir/tests/qsl-python-reference" \
