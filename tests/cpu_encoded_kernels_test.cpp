@@ -101,7 +101,9 @@ TEST_P(CpuEncodedKernels, GiveThePopcountKernelsFloatsBitForBit) {
     forward_both(code, x, q, bias.data(), popcount, fast, rng() % 2 != 0);
     ASSERT_TRUE(same_bits(popcount, fast))
         << describe(s) << " kx=" << kx << " trial " << trial << "\npopcount\n"
-        << popcount << "\n" << qsl::detail::cpu::to_string(kernel()) << "\n" << fast;
+        << popcount << "\n"
+        << qsl::detail::cpu::to_string(kernel()) << "\n"
+        << fast;
   }
 }
 
@@ -188,8 +190,7 @@ INSTANTIATE_TEST_SUITE_P(
                      testing::Values(encoded_kernel::byte_tables, encoded_kernel::byte_dots)),
     [](const auto& info) {
       return std::string(qsl::to_string(std::get<0>(info.param))) +
-             (std::get<1>(info.param) == encoded_kernel::byte_tables ? "_ByteTables"
-                                                                     : "_ByteDots");
+             (std::get<1>(info.param) == encoded_kernel::byte_tables ? "_ByteTables" : "_ByteDots");
     });
 
 // What cpu_forward_encoded takes: AND + popcount without the byte layout or below

@@ -41,7 +41,7 @@ Eigen::Map<const row_major> as_matrix(const rows_in& a) {
 /// A new float32 array that owns its buffer (freed with the array).
 template <std::size_t Rank>
 nb::ndarray<nb::numpy, float, nb::ndim<Rank>> new_array(std::vector<float>&& values,
-                                                          const std::size_t (&shape)[Rank]) {
+                                                        const std::size_t (&shape)[Rank]) {
   auto* owned = new std::vector<float>(std::move(values));
   nb::capsule free(owned, [](void* p) noexcept { delete static_cast<std::vector<float>*>(p); });
   return nb::ndarray<nb::numpy, float, nb::ndim<Rank>>(owned->data(), Rank, shape, free);
@@ -50,8 +50,8 @@ nb::ndarray<nb::numpy, float, nb::ndim<Rank>> new_array(std::vector<float>&& val
 /// A read-only view of `data` kept alive by `owner` (the Python object holding it).
 template <class T, std::size_t Rank>
 nb::ndarray<nb::numpy, const T, nb::ndim<Rank>> view(const T* data,
-                                                       const std::size_t (&shape)[Rank],
-                                                       nb::handle owner) {
+                                                     const std::size_t (&shape)[Rank],
+                                                     nb::handle owner) {
   return nb::ndarray<nb::numpy, const T, nb::ndim<Rank>>(data, Rank, shape, owner);
 }
 
@@ -139,58 +139,62 @@ void bind_weight_code(nb::module_& m) {
           "True for {-1, 0, +1} planes (signs and masks), False for {-1, +1}")
       .def_prop_ro("words_per_plane", &qsl::weight_code::words_per_plane,
                    "64-bit words per plane: ceil(cols / 64)")
-      .def_prop_ro("signs",
-                   [](nb::handle self) {
-                     const auto& c = nb::cast<const qsl::weight_code&>(self);
-                     return view(c.signs.data(),
-                                 {static_cast<std::size_t>(c.rows), static_cast<std::size_t>(c.bits),
-                                  static_cast<std::size_t>(c.words_per_plane())},
-                                 self);
-                   },
-                   "(rows, bits, words) uint64: bit c % 64 of word c // 64 is 1 where the "
-                   "plane is +1 at column c")
-      .def_prop_ro("masks",
-                   [](nb::handle self) -> nb::object {
-                     const auto& c = nb::cast<const qsl::weight_code&>(self);
-                     if (c.masks.empty()) return nb::none();
-                     return nb::cast(view(
-                         c.masks.data(),
-                         {static_cast<std::size_t>(c.rows), static_cast<std::size_t>(c.bits),
-                          static_cast<std::size_t>(c.words_per_plane())},
-                         self));
-                   },
-                   "ternary codes: (rows, bits, words) uint64, 1 where the plane is nonzero; "
-                   "None for binary codes")
-      .def_prop_ro("coefficients",
-                   [](nb::handle self) {
-                     const auto& c = nb::cast<const qsl::weight_code&>(self);
-                     return view(c.coefficients.data(),
-                                 {static_cast<std::size_t>(c.rows),
-                                  static_cast<std::size_t>(c.groups()),
-                                  static_cast<std::size_t>(c.bits)},
-                                 self);
-                   },
-                   "(rows, groups, bits) float32: alpha of every row, group and plane")
-      .def_prop_ro("offsets",
-                   [](nb::handle self) {
-                     const auto& c = nb::cast<const qsl::weight_code&>(self);
-                     return view(c.offsets.data(), {static_cast<std::size_t>(c.rows)}, self);
-                   },
-                   "(rows,) float32: the sum of every row of W_hat (derived, not stored)")
+      .def_prop_ro(
+          "signs",
+          [](nb::handle self) {
+            const auto& c = nb::cast<const qsl::weight_code&>(self);
+            return view(c.signs.data(),
+                        {static_cast<std::size_t>(c.rows), static_cast<std::size_t>(c.bits),
+                         static_cast<std::size_t>(c.words_per_plane())},
+                        self);
+          },
+          "(rows, bits, words) uint64: bit c % 64 of word c // 64 is 1 where the "
+          "plane is +1 at column c")
+      .def_prop_ro(
+          "masks",
+          [](nb::handle self) -> nb::object {
+            const auto& c = nb::cast<const qsl::weight_code&>(self);
+            if (c.masks.empty()) return nb::none();
+            return nb::cast(
+                view(c.masks.data(),
+                     {static_cast<std::size_t>(c.rows), static_cast<std::size_t>(c.bits),
+                      static_cast<std::size_t>(c.words_per_plane())},
+                     self));
+          },
+          "ternary codes: (rows, bits, words) uint64, 1 where the plane is nonzero; "
+          "None for binary codes")
+      .def_prop_ro(
+          "coefficients",
+          [](nb::handle self) {
+            const auto& c = nb::cast<const qsl::weight_code&>(self);
+            return view(c.coefficients.data(),
+                        {static_cast<std::size_t>(c.rows), static_cast<std::size_t>(c.groups()),
+                         static_cast<std::size_t>(c.bits)},
+                        self);
+          },
+          "(rows, groups, bits) float32: alpha of every row, group and plane")
+      .def_prop_ro(
+          "offsets",
+          [](nb::handle self) {
+            const auto& c = nb::cast<const qsl::weight_code&>(self);
+            return view(c.offsets.data(), {static_cast<std::size_t>(c.rows)}, self);
+          },
+          "(rows,) float32: the sum of every row of W_hat (derived, not stored)")
       .def_prop_ro(
           "bytes", [](const qsl::weight_code& c) { return c.bytes(); },
           "bytes of the planes, masks, coefficients and offsets in memory")
-      .def("_plane_bytes",
-           [](const qsl::weight_code& c, bool masks) { return as_bytes(qsl::plane_bytes(c, masks)); });
+      .def("_plane_bytes", [](const qsl::weight_code& c, bool masks) {
+        return as_bytes(qsl::plane_bytes(c, masks));
+      });
 
   m.def(
       "_decompose",
       [](const rows_in& w, int bits, int basis, std::int64_t group_size, int method,
          int max_iterations, const std::optional<rows_in>& calibration, bool error_feedback,
          float damping, int threads, const nb::object& progress) {
-        qsl::decompose_options o = decompose_options(bits, basis, group_size, method,
-                                                     max_iterations, calibration, error_feedback,
-                                                     damping, threads);
+        qsl::decompose_options o =
+            decompose_options(bits, basis, group_size, method, max_iterations, calibration,
+                              error_feedback, damping, threads);
         return with_progress(progress, [&](auto callback) {
           o.progress = std::move(callback);
           return qsl::decompose(w.data(), static_cast<std::int64_t>(w.shape(0)),
@@ -216,9 +220,30 @@ void bind_weight_code(nb::module_& m) {
   });
 }
 
+/// What both layer kinds bind the same way: forward, sizes, bytes and files.
+template <class Layer>
+void bind_layer(nb::class_<Layer>& c) {
+  c.def("forward", [](const Layer& l, const rows_in& x) { return forward(l, x); })
+      .def_prop_ro("in_features", &Layer::in_features)
+      .def_prop_ro("out_features", &Layer::out_features)
+      .def_prop_ro("bytes", &Layer::bytes)
+      .def_prop_ro("packed_bytes", &Layer::packed_bytes)
+      .def_prop_ro("bits_per_weight", &Layer::bits_per_weight)
+      .def_prop_ro("activation_bits", [](const Layer& l) { return l.activations().bits; })
+      .def("serialize", [](const Layer& l) { return as_bytes(l.serialize()); })
+      .def_static("deserialize",
+                  [](const nb::bytes& data) {
+                    return Layer::deserialize(static_cast<const std::uint8_t*>(data.data()),
+                                              data.size());
+                  })
+      .def("save", [](const Layer& l, const std::string& path) { l.save(path); })
+      .def_static("load", [](const std::string& path) { return Layer::load(path); });
+}
+
 void bind_quantized_dense(nb::module_& m) {
   using layer = qsl::quantized_dense;
-  nb::class_<layer>(m, "_QuantizedDense")
+  nb::class_<layer> dense(m, "_QuantizedDense");
+  dense
       .def_static(
           "compress",
           [](const rows_in& w, const std::optional<vector_in>& bias, int bits, int basis,
@@ -239,80 +264,51 @@ void bind_quantized_dense(nb::module_& m) {
             });
           },
           "w"_a, "bias"_a.none(), "bits"_a, "basis"_a, "group_size"_a, "method"_a,
-          "max_iterations"_a, "calibration"_a.none(), "error_feedback"_a, "damping"_a,
-          "threads"_a, "activation_bits"_a, "scaling"_a, "progress"_a.none())
-      .def("forward", [](const layer& l, const rows_in& x) { return forward(l, x); })
-      .def_prop_ro("in_features", &layer::in_features)
-      .def_prop_ro("out_features", &layer::out_features)
-      .def_prop_ro("bytes", &layer::bytes)
-      .def_prop_ro("packed_bytes", &layer::packed_bytes)
-      .def_prop_ro("bits_per_weight", &layer::bits_per_weight)
-      .def_prop_ro("activation_bits", [](const layer& l) { return l.activations().bits; })
+          "max_iterations"_a, "calibration"_a.none(), "error_feedback"_a, "damping"_a, "threads"_a,
+          "activation_bits"_a, "scaling"_a, "progress"_a.none())
       .def_prop_ro("code", [](const layer& l) { return l.code(); })
-      .def_prop_ro("bias",
-                   [](nb::handle self) -> nb::object {
-                     const auto& l = nb::cast<const layer&>(self);
-                     if (l.bias().empty()) return nb::none();
-                     return nb::cast(
-                         view(l.bias().data(), {l.bias().size()}, self));
-                   })
-      .def("serialize", [](const layer& l) { return as_bytes(l.serialize()); })
-      .def_static("deserialize",
-                  [](const nb::bytes& data) {
-                    return layer::deserialize(static_cast<const std::uint8_t*>(data.data()),
-                                              data.size());
-                  })
-      .def("save", [](const layer& l, const std::string& path) { l.save(path); })
-      .def_static("load", [](const std::string& path) { return layer::load(path); });
+      .def_prop_ro("bias", [](nb::handle self) -> nb::object {
+        const auto& l = nb::cast<const layer&>(self);
+        if (l.bias().empty()) return nb::none();
+        return nb::cast(view(l.bias().data(), {l.bias().size()}, self));
+      });
+  bind_layer(dense);
 }
 
 void bind_twd_dense(nb::module_& m) {
   using layer = qsl::twd_dense;
-  nb::class_<layer>(m, "_TwdDense")
-      .def_static(
-          "compress",
-          [](const rows_in& w, const std::optional<vector_in>& bias, int basis_vectors,
-             double bits_per_weight, int max_iterations, int refine_iterations,
-             const std::optional<rows_in>& calibration, int threads, int activation_bits,
-             int scaling, const nb::object& progress) {
-            qsl::twd_dense_options o;
-            o.factorization.basis_vectors = basis_vectors;
-            o.factorization.bits_per_weight = bits_per_weight;
-            o.factorization.max_iterations = max_iterations;
-            o.factorization.refine_iterations = refine_iterations;
-            if (calibration) o.factorization.calibration = as_matrix(*calibration);
-            o.factorization.threads = threads;
-            o.activation_bits = activation_bits;
-            o.scaling = scaling_of(scaling);
-            const Eigen::MatrixXf dense = as_matrix(w);
-            std::vector<float> b = bias_of(bias);
-            return with_progress(progress, [&](auto callback) {
-              o.factorization.progress = std::move(callback);
-              if (b.empty()) return layer::compress(dense, o);
-              return layer::compress(dense, Eigen::Map<const Eigen::VectorXf>(
-                                                b.data(), static_cast<Eigen::Index>(b.size())),
-                                     o);
-            });
-          },
-          "w"_a, "bias"_a.none(), "basis_vectors"_a, "bits_per_weight"_a, "max_iterations"_a,
-          "refine_iterations"_a, "calibration"_a.none(), "threads"_a, "activation_bits"_a,
-          "scaling"_a, "progress"_a.none())
-      .def("forward", [](const layer& l, const rows_in& x) { return forward(l, x); })
-      .def_prop_ro("in_features", &layer::in_features)
-      .def_prop_ro("out_features", &layer::out_features)
-      .def_prop_ro("basis_vectors", &layer::basis_vectors)
-      .def_prop_ro("bytes", &layer::bytes)
-      .def_prop_ro("packed_bytes", &layer::packed_bytes)
-      .def_prop_ro("bits_per_weight", &layer::bits_per_weight)
-      .def_prop_ro("activation_bits", [](const layer& l) { return l.activations().bits; })
-      .def("serialize", [](const layer& l) { return as_bytes(l.serialize()); })
-      .def_static("deserialize",
-                  [](const nb::bytes& data) {
-                    return layer::deserialize(static_cast<const std::uint8_t*>(data.data()),
-                                              data.size());
-                  })
-      .def("save", [](const layer& l, const std::string& path) { l.save(path); })
-      .def_static("load", [](const std::string& path) { return layer::load(path); });
+  nb::class_<layer> twd(m, "_TwdDense");
+  twd.def_static(
+         "compress",
+         [](const rows_in& w, const std::optional<vector_in>& bias, int basis_vectors,
+            double bits_per_weight, int max_iterations, int refine_iterations,
+            const std::optional<rows_in>& calibration, int threads, int activation_bits,
+            int scaling, const nb::object& progress) {
+           qsl::twd_dense_options o;
+           o.factorization.basis_vectors = basis_vectors;
+           o.factorization.bits_per_weight = bits_per_weight;
+           o.factorization.max_iterations = max_iterations;
+           o.factorization.refine_iterations = refine_iterations;
+           if (calibration) o.factorization.calibration = as_matrix(*calibration);
+           o.factorization.threads = threads;
+           o.activation_bits = activation_bits;
+           o.scaling = scaling_of(scaling);
+           const Eigen::MatrixXf dense = as_matrix(w);
+           std::vector<float> b = bias_of(bias);
+           return with_progress(progress, [&](auto callback) {
+             o.factorization.progress = std::move(callback);
+             if (b.empty()) return layer::compress(dense, o);
+             return layer::compress(
+                 dense,
+                 Eigen::Map<const Eigen::VectorXf>(b.data(), static_cast<Eigen::Index>(b.size())),
+                 o);
+           });
+         },
+         "w"_a, "bias"_a.none(), "basis_vectors"_a, "bits_per_weight"_a, "max_iterations"_a,
+         "refine_iterations"_a, "calibration"_a.none(), "threads"_a, "activation_bits"_a,
+         "scaling"_a, "progress"_a.none())
+      .def_prop_ro("basis_vectors", &layer::basis_vectors);
+  bind_layer(twd);
 }
 
 void bind_cpu(nb::module_& m) {

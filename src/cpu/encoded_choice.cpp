@@ -34,20 +34,23 @@ std::int64_t measure_dot_min_batch() {
   };
   for (auto& word : code.signs) word = next();
   for (std::int64_t r = 0; r < rows; ++r)
-    for (int j = 0; j < 2; ++j) code.sign_plane(r, j)[code.words_per_plane() - 1] &=
-        range_mask(code.words_per_plane() - 1, 0, cols);
+    for (int j = 0; j < 2; ++j)
+      code.sign_plane(r, j)[code.words_per_plane() - 1] &=
+          range_mask(code.words_per_plane() - 1, 0, cols);
   for (float& a : code.coefficients) a = 0.5f;
   compute_offsets(code);
   cpu_weights w = pack_for_cpu(code);
   add_byte_tables(w);
-  std::vector<float> x(static_cast<std::size_t>(most * cols)), y(static_cast<std::size_t>(most * rows));
+  std::vector<float> x(static_cast<std::size_t>(most * cols)),
+      y(static_cast<std::size_t>(most * rows));
   for (float& v : x) v = static_cast<float>(next() % 2001) / 1000.0f - 1.0f;
   auto best_time = [&](encoded_kernel kernel, std::int64_t batch) {
     double best = std::numeric_limits<double>::infinity();
     for (int round = 0; round < 3; ++round) {
       const auto start = std::chrono::steady_clock::now();
       forward_encoded(w, x.data(), batch, {8}, nullptr, y.data(), kernel);
-      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      best = std::min(
+          best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     }
     return best;
   };
@@ -66,9 +69,8 @@ std::int64_t dot_min_batch() {
   static std::array<std::once_flag, 8> once;
   static std::array<std::int64_t, 8> measured{};
   const auto target = static_cast<std::size_t>(active_cpu_target());
-  std::call_once(once.at(target), [&] {
-    measured[target] = std::max(k.dot_min_batch, measure_dot_min_batch());
-  });
+  std::call_once(once.at(target),
+                 [&] { measured[target] = std::max(k.dot_min_batch, measure_dot_min_batch()); });
   return measured[target];
 }
 

@@ -86,9 +86,8 @@ void cpu_forward_float(const cpu_weights& w, const float* x, std::int64_t batch,
 
 void cpu_decode_rows(const cpu_weights& w, std::int64_t first, std::int64_t last, float* out) {
   detail::require(first >= 0 && first <= last && last <= w.rows,
-                  "cpu_decode_rows: rows [" + std::to_string(first) + ", " +
-                      std::to_string(last) + ") are not within the layer's " +
-                      std::to_string(w.rows) + " rows");
+                  "cpu_decode_rows: rows [" + std::to_string(first) + ", " + std::to_string(last) +
+                      ") are not within the layer's " + std::to_string(w.rows) + " rows");
   constexpr std::int64_t rows_per_task = 16;
   const std::int64_t tasks = (last - first + rows_per_task - 1) / rows_per_task;
   thread_pool::instance().run(tasks, [&](std::int64_t t) {
@@ -177,8 +176,7 @@ void tables_block(const cpu_weights& w, const float* x, std::int64_t batch, cons
     inputs[v] = {tables.data() + v * table_floats, sums.data() + v * w.groups};
   // The kernel sees every vector at once (it may share weight loads across them).
   for_all_rows_by_blocks<static_cast<int>(vectors_per_table_block)>(
-      w, inputs, k.lut_rows,
-      [&](std::int64_t v, std::int64_t n, float value) {
+      w, inputs, k.lut_rows, [&](std::int64_t v, std::int64_t n, float value) {
         y[v * w.rows + n] = bias == nullptr ? value : value + bias[n];
       });
 }
@@ -203,10 +201,14 @@ namespace detail::cpu {
 
 const char* to_string(encoded_kernel kernel) {
   switch (kernel) {
-    case encoded_kernel::popcount: return "AND + popcount";
-    case encoded_kernel::byte_tables: return "byte tables";
-    case encoded_kernel::byte_dots: return "byte dots";
-    case encoded_kernel::fastest: break;
+    case encoded_kernel::popcount:
+      return "AND + popcount";
+    case encoded_kernel::byte_tables:
+      return "byte tables";
+    case encoded_kernel::byte_dots:
+      return "byte dots";
+    case encoded_kernel::fastest:
+      break;
   }
   return "the fastest";
 }
@@ -273,16 +275,16 @@ void forward_encoded(const cpu_weights& w, const float* x, std::int64_t batch,
   };
   auto inv_step = [&](std::int64_t v) { return step[v] == 0 ? 0.0f : 1.0f / step[v]; };
   if (kernel == encoded_kernel::fastest) kernel = fastest_encoded_kernel(w, batch, q.bits);
-  const bool available = kernel == encoded_kernel::popcount ||
-                         (kernel == encoded_kernel::byte_dots && k.dot_rows != nullptr) ||
-                         (kernel == encoded_kernel::byte_tables && k.byte_rows != nullptr &&
-                          !w.nibble_bytes.empty());
-  detail::require(available, std::string("cpu_forward_encoded: the ") + to_string(kernel) +
-                                 " kernel is not available on " +
-                                 qsl::to_string(active_cpu_target()) +
-                                 (kernel == encoded_kernel::byte_tables
-                                      ? " (or the layer has no byte-table layout)"
-                                      : ""));
+  const bool available =
+      kernel == encoded_kernel::popcount ||
+      (kernel == encoded_kernel::byte_dots && k.dot_rows != nullptr) ||
+      (kernel == encoded_kernel::byte_tables && k.byte_rows != nullptr && !w.nibble_bytes.empty());
+  detail::require(
+      available,
+      std::string("cpu_forward_encoded: the ") + to_string(kernel) +
+          " kernel is not available on " + qsl::to_string(active_cpu_target()) +
+          (kernel == encoded_kernel::byte_tables ? " (or the layer has no byte-table layout)"
+                                                 : ""));
   if (kernel == encoded_kernel::byte_dots) {
     by_vector_blocks(
         w.chunks * chunk_cols,
@@ -315,8 +317,8 @@ void forward_encoded(const cpu_weights& w, const float* x, std::int64_t batch,
   thread_pool::instance().run(batch, [&](std::int64_t v) {
     const float* xv = x + v * w.cols;
     scale(v, xv);
-    k.encode(w, xv, minimum[v], inv_step(v), q.bits,
-             planes.data() + v * q.bits * w.chunks, levels.data() + v * w.groups);
+    k.encode(w, xv, minimum[v], inv_step(v), q.bits, planes.data() + v * q.bits * w.chunks,
+             levels.data() + v * w.groups);
   });
   for_all_rows(
       w, batch,

@@ -20,9 +20,10 @@
 // Encoded activations, byte tables (cpu_weights::nibble_bytes, for many activation bits). The
 // table of nibble s holds the exact sums of the levels
 //   Q[s][b] = sum of q[4s + i] over the bits i set in b   (0 .. 4 * 255),
-// as its low seven bits and the rest (two bytes: sums of two low parts still fit a byte); A_p = sum over the group's nibbles of Q[s][nibble s of plane p]
-// is the m_j . q of the popcount form (2 A_j - B_j), computed with the same integers and the
-// same float steps, so on one target both forms give the same floats.
+// as its low seven bits and the rest (two bytes: sums of two low parts still fit a byte); A_p = sum
+// over the group's nibbles of Q[s][nibble s of plane p] is the m_j . q of the popcount form (2 A_j
+// - B_j), computed with the same integers and the same float steps, so on one target both forms
+// give the same floats.
 //
 // Encoded activations, byte dots (batches). The levels q are kept as bytes, and for a tile and a
 // block of columns the lookup planes are unpacked once into bytes (0 or -1); then for every
@@ -116,8 +117,8 @@ struct kernel_table {
                         int bits, std::uint8_t* levels, std::int32_t* group_levels) = nullptr;
   /// For each of `vectors` inputs x[v]: z[v][r] as popcount_rows gives it, from the level
   /// bytes and w.words (byte dots). Null: the target has none.
-  void (*dot_rows)(const cpu_weights& w, const level_input* x, int vectors,
-                   std::int64_t tile_begin, std::int64_t tile_end, float* const* z) = nullptr;
+  void (*dot_rows)(const cpu_weights& w, const level_input* x, int vectors, std::int64_t tile_begin,
+                   std::int64_t tile_end, float* const* z) = nullptr;
   /// The fewest vectors per call for which dot_rows is worth timing against byte_rows (the
   /// unpacking is shared by the batch; dot_min_batch() measures the crossover).
   std::int64_t dot_min_batch = std::numeric_limits<std::int64_t>::max();

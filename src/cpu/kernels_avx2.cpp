@@ -212,8 +212,8 @@ void encode_bytes(const cpu_weights& w, const float* x, float minimum, float inv
 // A look-up gives Q's low seven bits l (<= 127) and the rest h (<= 7), so the l of the two
 // nibble pairs of a quad add in bytes (<= 254); that byte sum is added as 16-bit words
 // (l_even + 256 l_odd) and, by a multiply-add, l_odd alone, and the h add in bytes for up to 17
-// quads and an octet. The flush recovers each row's exact sum from the three. Per quad and plane that is 4
-// shuffles and 10 other operations (widening by unpacks would take 8 shuffles).
+// quads and an octet. The flush recovers each row's exact sum from the three. Per quad and plane
+// that is 4 shuffles and 10 other operations (widening by unpacks would take 8 shuffles).
 struct plane_sums {
   __m256i low, low_odd, high;
 };
@@ -226,8 +226,7 @@ inline void add_quad(__m256i low0, __m256i high0, __m256i low1, __m256i high1, _
   s.low = _mm256_add_epi16(s.low, l);
   s.low_odd = _mm256_add_epi16(s.low_odd, _mm256_maddubs_epi16(l, odd_bytes));
   s.high = _mm256_add_epi8(
-      s.high,
-      _mm256_add_epi8(_mm256_shuffle_epi8(high0, idx0), _mm256_shuffle_epi8(high1, idx1)));
+      s.high, _mm256_add_epi8(_mm256_shuffle_epi8(high0, idx0), _mm256_shuffle_epi8(high1, idx1)));
 }
 
 inline __m256i load_bytes(const std::uint8_t* p) {
@@ -291,9 +290,8 @@ inline void flush_parts(plane_sums (&part)[P], __m256i (&sum)[P][2]) {
         _mm256_add_epi16(s.low_odd, _mm256_slli_epi16(_mm256_srli_epi16(s.high, 8), 7))};
     for (int i = 0; i < 2; ++i)
       sum[p][i] = _mm256_add_epi32(
-          sum[p][i],
-          _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(rows[i])),
-                           _mm256_cvtepu16_epi32(_mm256_extracti128_si256(rows[i], 1))));
+          sum[p][i], _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(rows[i])),
+                                      _mm256_cvtepu16_epi32(_mm256_extracti128_si256(rows[i], 1))));
     part[p] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
   }
 }
@@ -383,8 +381,8 @@ void encode_levels(const cpu_weights& w, const float* x, float minimum, float in
   for (std::int64_t c = 0; c < w.chunks * chunk_cols; c += chunk_cols) {
     __m256i q[4];
     for (int i = 0; i < 4; ++i) q[i] = levels8(w, x, c + 8 * i, lo, inv, top);
-    const __m256i bytes = _mm256_packus_epi16(_mm256_packs_epi32(q[0], q[1]),
-                                              _mm256_packs_epi32(q[2], q[3]));
+    const __m256i bytes =
+        _mm256_packus_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(levels + c),
                         _mm256_permutevar8x32_epi32(bytes, order));
   }
@@ -410,8 +408,8 @@ constexpr std::int64_t dot_block_nibbles() {
 template <int P>
 void unpack_nibbles(const cpu_weights& w, std::int64_t t, std::int64_t first, std::int64_t count,
                     __m256i* out) {
-  const __m256i dword_base = _mm256_setr_epi8(0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12,
-                                              0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12);
+  const __m256i dword_base = _mm256_setr_epi8(0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12, 0,
+                                              0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12);
   const __m256i bits[2] = {_mm256_set1_epi32(0x08040201),
                            _mm256_set1_epi32(static_cast<int>(0x80402010U))};
   for (std::int64_t n = first; n < first + count; ++n) {
@@ -421,8 +419,8 @@ void unpack_nibbles(const cpu_weights& w, std::int64_t t, std::int64_t first, st
     const std::uint32_t* words = w.chunk_bits(t, n / 8);
     for (int p = 0; p < P; ++p)
       for (int half = 0; half < 2; ++half) {
-        const __m256i v = _mm256_load_si256(
-            reinterpret_cast<const __m256i*>(words + p * tile_rows + 8 * half));
+        const __m256i v =
+            _mm256_load_si256(reinterpret_cast<const __m256i*>(words + p * tile_rows + 8 * half));
         const __m256i r = _mm256_and_si256(_mm256_shuffle_epi8(v, spread), select);
         *out++ = _mm256_cmpeq_epi8(r, select);
       }
@@ -445,14 +443,13 @@ inline void dot_block(const std::uint8_t* levels, const __m256i* unpacked, std::
     const __m256i* bytes = unpacked + (i * P + First) * 2;
     for (int p = 0; p < planes; ++p)
       for (int half = 0; half < 2; ++half)
-        acc[p][half] = _mm256_add_epi16(acc[p][half],
-                                        _mm256_maddubs_epi16(q, bytes[2 * p + half]));
+        acc[p][half] = _mm256_add_epi16(acc[p][half], _mm256_maddubs_epi16(q, bytes[2 * p + half]));
   }
   const __m256i minus_one = _mm256_set1_epi16(-1);  // the bytes were -1: negate while widening
   for (int p = 0; p < planes; ++p)
     for (int half = 0; half < 2; ++half)
-      sum[2 * (First + p) + half] = _mm256_add_epi32(sum[2 * (First + p) + half],
-                                                     _mm256_madd_epi16(acc[p][half], minus_one));
+      sum[2 * (First + p) + half] =
+          _mm256_add_epi32(sum[2 * (First + p) + half], _mm256_madd_epi16(acc[p][half], minus_one));
   if constexpr (First + planes < P) dot_block<P, First + planes>(levels, unpacked, count, sum);
 }
 
@@ -528,10 +525,9 @@ namespace qsl::detail::cpu {
 
 const kernel_table& avx2_kernels() {
   using adapter = tile_at_a_time<tiles>;
-  static const kernel_table table{build_tables,       adapter::lut_rows, encode,
-                                  adapter::popcount_rows, decode_target_rows, nullptr,
-                                  encode_bytes,           byte_rows,          2,
-                                  encode_levels,          dot_rows,           4};
+  static const kernel_table table{
+      build_tables, adapter::lut_rows, encode, adapter::popcount_rows, decode_target_rows, nullptr,
+      encode_bytes, byte_rows,         2,      encode_levels,          dot_rows,           4};
   return table;
 }
 
