@@ -291,13 +291,19 @@ class TwdDense(_Layer):
         return self._impl.basis_vectors
 
 
+def _binary_folder() -> str:
+    """Where the wheel put the compiled files: beside the module (in an editable install the
+    Python files stay in the source tree and only the compiled ones are installed)."""
+    return os.path.dirname(os.path.abspath(_qsl.__file__))
+
+
 def onnxruntime_library() -> str:
     """The path of qsl's ONNX Runtime custom-operator library shipped in this package.
 
     Register it with ``onnxruntime.SessionOptions().register_custom_ops_library(path)`` (or use
     qsl.onnx.session_options()) to run qsl-format models. qsl.Error when this build has none.
     """
-    path = os.path.join(os.path.dirname(__file__), "libqsl_onnxruntime.so")
+    path = os.path.join(_binary_folder(), "libqsl_onnxruntime.so")
     if not os.path.isfile(path):
         raise Error(f"{path} does not exist: this qsl was built without ONNX Runtime's headers "
                     "(see README: tools/install-deps.sh fetches them)")

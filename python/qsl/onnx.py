@@ -21,14 +21,14 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import Error, onnxruntime_library
+from . import Error, _binary_folder, onnxruntime_library
 
 __all__ = ["Report", "compress", "compressor", "session_options"]
 
 
 def compressor() -> str:
     """The path of the qsl-compress executable shipped in this package."""
-    path = os.path.join(os.path.dirname(__file__), "bin", "qsl-compress")
+    path = os.path.join(_binary_folder(), "bin", "qsl-compress")
     if not os.path.isfile(path):
         raise Error(f"{path} does not exist: this qsl was built without ONNX support "
                     "(libonnx-dev and protobuf; see README)")
