@@ -182,6 +182,33 @@ void BM_EncodedPaths(benchmark::State& state) {
                  qsl::detail::cpu::to_string(kernel));
 }
 
+// Thread scaling of what cpu_forward_encoded runs for a layer with the byte layout (as
+// quantized_dense and the ONNX Runtime operators make it): byte tables at batch 1. Arguments:
+// N, D, batch, k, kx, threads (0: all hardware threads).
+void BM_EncodedThreads(benchmark::State& state) {
+  const std::int64_t n = state.range(0), d = state.range(1), batch = state.range(2);
+  const int k = static_cast<int>(state.range(3)), kx = static_cast<int>(state.range(4));
+  qsl::set_cpu_threads(threads_of(state.range(5)));
+  static std::map<std::tuple<std::int64_t, std::int64_t, int>, qsl::cpu_weights> with_bytes;
+  auto it = with_bytes.find({n, d, k});
+  if (it == with_bytes.end()) {
+    it = with_bytes.emplace(std::make_tuple(n, d, k), packed(n, d, k)).first;
+    qsl::add_byte_tables(it->second);
+  }
+  const qsl::cpu_weights& w = it->second;
+  const row_matrix& x = inputs(batch, d);
+  row_matrix y(batch, n);
+  for (auto _ : state) {
+    qsl::cpu_forward_encoded(w, x.data(), batch, {kx}, nullptr, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_rates(state, n, d, batch, static_cast<double>(w.bytes()));
+  state.SetLabel(std::string(qsl::to_string(qsl::active_cpu_target())) + ", " +
+                 std::to_string(qsl::cpu_threads()) + " threads, " +
+                 qsl::detail::cpu::to_string(
+                     qsl::detail::cpu::fastest_encoded_kernel(w, batch, kx)));
+}
+
 // Streaming: `matrices` copies of the packed layer used in turn, more bytes than the L3 holds
 // (as a model's layers are), so every call reads its weights from memory. Arguments: N, D, k,
 // kx, matrices, byte tables (0/1); batch 1, one thread.
@@ -257,6 +284,14 @@ BENCHMARK(BM_EncodedPaths)
           if (d != 4096 || k != 2) b->Args({4096, d, 16, k, 8, 2});
     })
     ->ArgNames({"N", "D", "batch", "k", "kx", "kernel"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_EncodedThreads)
+    ->Apply([](auto* b) {
+      for (std::int64_t d : {4096, 14336})
+        for (std::int64_t threads : {1, 0}) b->Args({4096, d, 1, 2, 8, threads});
+    })
+    ->ArgNames({"N", "D", "batch", "k", "kx", "threads"})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_EncodedStreaming)
