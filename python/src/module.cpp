@@ -124,6 +124,15 @@ nb::ndarray<nb::numpy, float, nb::ndim<2>> forward(const Layer& layer, const row
   return new_array<2>(std::move(y), {batch, out});
 }
 
+/// The signs or masks of a code as a read-only (rows, bits, words) view.
+nb::ndarray<nb::numpy, const qsl::word, nb::ndim<3>> plane_view(
+    const qsl::weight_code& c, const std::vector<qsl::word>& planes, nb::handle owner) {
+  return view(planes.data(),
+              {static_cast<std::size_t>(c.rows), static_cast<std::size_t>(c.bits),
+               static_cast<std::size_t>(c.words_per_plane())},
+              owner);
+}
+
 void bind_weight_code(nb::module_& m) {
   nb::class_<qsl::weight_code>(
       m, "WeightCode",
@@ -143,10 +152,7 @@ void bind_weight_code(nb::module_& m) {
           "signs",
           [](nb::handle self) {
             const auto& c = nb::cast<const qsl::weight_code&>(self);
-            return view(c.signs.data(),
-                        {static_cast<std::size_t>(c.rows), static_cast<std::size_t>(c.bits),
-                         static_cast<std::size_t>(c.words_per_plane())},
-                        self);
+            return plane_view(c, c.signs, self);
           },
           "(rows, bits, words) uint64: bit c % 64 of word c // 64 is 1 where the "
           "plane is +1 at column c")
@@ -155,11 +161,7 @@ void bind_weight_code(nb::module_& m) {
           [](nb::handle self) -> nb::object {
             const auto& c = nb::cast<const qsl::weight_code&>(self);
             if (c.masks.empty()) return nb::none();
-            return nb::cast(
-                view(c.masks.data(),
-                     {static_cast<std::size_t>(c.rows), static_cast<std::size_t>(c.bits),
-                      static_cast<std::size_t>(c.words_per_plane())},
-                     self));
+            return nb::cast(plane_view(c, c.masks, self));
           },
           "ternary codes: (rows, bits, words) uint64, 1 where the plane is nonzero; "
           "None for binary codes")
