@@ -15,6 +15,8 @@
 // BM_EncodedPaths runs the two encoded-activation kernels (AND + popcount; byte tables, which
 // cost the same at any kx) on one packed code at kx = 2..8, one thread; BM_EncodedStreaming the
 // same on 12 matrices used in turn (more than the L3: every call reads its weights from memory).
+// BM_Int8Products runs the 8-bit activation product with the target's integer kernel and with
+// the portable loop, beside BM_EigenInt8Shapes (fp32 GEMM, one thread, same shapes).
 // The BM_Eigen cases give Eigen's rate for the same shape, batch and threads; the ratios in
 // docs/benchmarks.md divide the medians of one run (tools/plot_cpu_bench.py prints them).
 
@@ -105,6 +107,41 @@ void BM_Qsl(benchmark::State& state) {
   }
   set_rates(state, n, d, batch, static_cast<double>(w.bytes()));
   state.SetLabel(qsl::to_string(qsl::active_cpu_target()));
+}
+
+// 8-bit activations (cpu_forward_int8: grids of x, the code decoded to int8 a task at a time,
+// exact int32 sums, the float step) with the target's integer kernel (1) or the portable loop
+// it replaced (0). Arguments: N, D, batch, kernel; k = 2, groups of 128, one thread. Beside
+// BM_EigenInt8Shapes: Eigen's fp32 GEMM on the same shapes.
+void BM_Int8Products(benchmark::State& state) {
+  const std::int64_t n = state.range(0), d = state.range(1), batch = state.range(2);
+  qsl::set_cpu_threads(1);
+  const qsl::cpu_weights& w = packed(n, d, 2);
+  const std::vector<float> scales = qsl::cpu_int8_row_scales(w);
+  const row_matrix& x = inputs(batch, d);
+  row_matrix y(batch, n);
+  const auto sums = state.range(3) == 0 ? qsl::detail::cpu::int8_sums_portable
+                                        : qsl::detail::cpu::active_kernels().int8_sums;
+  for (auto _ : state) {
+    qsl::detail::cpu::forward_int8(w, scales.data(), x.data(), batch, nullptr, y.data(), sums);
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_rates(state, n, d, batch, static_cast<double>(w.bytes()));
+  state.SetLabel(std::string(qsl::to_string(qsl::active_cpu_target())) +
+                 (state.range(3) == 0 || sums == nullptr ? " loop" : " kernel"));
+}
+
+// Layers of real models by rows per call: magika's 64 x 257 MatMul (2048 rows per sample), an
+// MLP's 2048 x 2048 at batch 32, a 4096 x 4096 layer at 16 and 64 rows.
+void int8_shapes(benchmark::internal::Benchmark* b, bool qsl) {
+  for (auto [n, d, batch] : {std::tuple{64, 257, 2048}, std::tuple{2048, 2048, 32},
+                             std::tuple{4096, 4096, 16}, std::tuple{4096, 4096, 64}}) {
+    if (!qsl) {
+      b->Args({n, d, batch, 1});
+      continue;
+    }
+    for (std::int64_t kernel : {0, 1}) b->Args({n, d, batch, kernel});
+  }
 }
 
 void shapes(benchmark::internal::Benchmark* b, bool qsl) {
@@ -261,6 +298,18 @@ BENCHMARK(BM_FloatPath)
 BENCHMARK(BM_Eigen)
     ->Name("BM_EigenBatch")
     ->Apply([](auto* b) { batch_shapes(b, false); })
+    ->ArgNames({"N", "D", "batch", "threads"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+
+BENCHMARK(BM_Int8Products)
+    ->Apply([](auto* b) { int8_shapes(b, true); })
+    ->ArgNames({"N", "D", "batch", "kernel"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Eigen)
+    ->Name("BM_EigenInt8Shapes")
+    ->Apply([](auto* b) { int8_shapes(b, false); })
     ->ArgNames({"N", "D", "batch", "threads"})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);

@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "cpu/kernels.hpp"  // the integer kernel by name
 #include "cpu_target_fixture.hpp"
 #include "qsl/cpu.hpp"
 #include "qsl/quantized_dense.hpp"
@@ -251,6 +252,41 @@ TEST_P(Int8Products, QuantizedDenseForwardInt8IsTheCpuProduct) {
   EXPECT_NE(qsl::test::error_of([&] { encoded.forward_int8(x.data(), 6, y.data()); })
                 .find("encodes its activations with 4 bits"),
             std::string::npos);
+}
+
+// The target's integer kernel against int64 sums: every tile edge (vectors 1..3 and past the
+// 256-vector block, rows 1..5 and 16/17), columns that end mid-register (edge_dims), and all
+// values at +-127 on the widest rows allowed, whose sums come within 0.1% of 2^31.
+TEST_P(Int8Products, SumsKernelIsTheExactDotProduct) {
+  const auto kernel = qsl::detail::cpu::active_kernels().int8_sums;
+  if (kernel == nullptr)
+    GTEST_SKIP() << "this target has no int8_sums kernel (the portable loop is the definition)";
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> value(-127, 127);
+  auto check = [&](std::int64_t batch, std::int64_t count, std::int64_t cols, bool extreme) {
+    std::vector<std::int8_t> x(static_cast<std::size_t>(batch * cols)),
+        w(static_cast<std::size_t>(count * cols));
+    for (auto& v : x) v = static_cast<std::int8_t>(extreme ? 127 : value(rng));
+    for (std::size_t i = 0; i < w.size(); ++i)
+      w[i] = static_cast<std::int8_t>(extreme ? 127 : value(rng));
+    if (extreme) w.back() = -127;  // one sum a little below the largest
+    std::vector<std::int32_t> sums(static_cast<std::size_t>(batch * count), -1);
+    kernel(x.data(), batch, w.data(), count, cols, sums.data());
+    for (std::int64_t v = 0; v < batch; ++v)
+      for (std::int64_t i = 0; i < count; ++i) {
+        std::int64_t expected = 0;
+        for (std::int64_t c = 0; c < cols; ++c)
+          expected += std::int64_t{x[v * cols + c]} * w[i * cols + c];
+        ASSERT_EQ(sums[v * count + i], expected)
+            << batch << " vectors, " << count << " rows, " << cols << " cols: vector " << v
+            << ", row " << i;
+      }
+  };
+  for (std::int64_t cols : qsl::test::edge_dims())
+    for (std::int64_t count : {1, 2, 3, 4, 5, 16, 17})
+      for (std::int64_t batch : {1, 2, 3}) check(batch, count, cols, false);
+  for (std::int64_t batch : {255, 256, 257, 513}) check(batch, 5, 47, false);
+  check(3, 3, qsl::cpu_int8_max_cols, true);
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryTarget, Int8Products, testing::ValuesIn(qsl::supported_cpu_targets()),

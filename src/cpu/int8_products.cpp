@@ -133,13 +133,6 @@ void decode_rows_int8(const cpu_weights& w, const float* scales, std::int64_t fi
   });
 }
 
-std::int32_t dot(const std::int8_t* a, const std::int8_t* b, std::int64_t count) {
-  std::int32_t sum = 0;
-  for (std::int64_t c = 0; c < count; ++c)
-    sum += static_cast<std::int32_t>(a[c]) * static_cast<std::int32_t>(b[c]);
-  return sum;
-}
-
 }  // namespace
 
 std::vector<float> cpu_int8_row_scales(const cpu_weights& w) {
@@ -157,6 +150,17 @@ std::vector<float> cpu_int8_row_scales(const cpu_weights& w) {
 }
 
 namespace detail::cpu {
+
+void int8_sums_portable(const std::int8_t* x, std::int64_t batch, const std::int8_t* w,
+                        std::int64_t count, std::int64_t cols, std::int32_t* sums) {
+  for (std::int64_t v = 0; v < batch; ++v)
+    for (std::int64_t i = 0; i < count; ++i) {
+      std::int32_t sum = 0;
+      for (std::int64_t c = 0; c < cols; ++c)
+        sum += std::int32_t{x[v * cols + c]} * std::int32_t{w[i * cols + c]};
+      sums[v * count + i] = sum;
+    }
+}
 
 void decode_rows_int8_generic(const cpu_weights& w, const float* scales, std::int64_t first,
                               std::int64_t last, bool excess, std::uint8_t* out) {
@@ -295,28 +299,36 @@ void finish_int8_products(const std::int32_t* sums, std::int64_t v_stride, std::
     }
 }
 
-void cpu_forward_int8(const cpu_weights& w, const float* scales, const float* x,
-                      std::int64_t batch, const float* bias, float* y) {
+namespace detail::cpu {
+
+void forward_int8(const cpu_weights& w, const float* scales, const float* x, std::int64_t batch,
+                  const float* bias, float* y, decltype(kernel_table::int8_sums) int8_sums) {
   detail::require(w.cols <= cpu_int8_max_cols,
                   "8-bit activations: the layer has " + std::to_string(w.cols) +
                       " columns; int32 sums hold at most " + std::to_string(cpu_int8_max_cols));
   if (batch <= 0) return;
-  detail::scratch<std::int8_t> xq(static_cast<std::size_t>(batch * w.cols));
+  if (int8_sums == nullptr) int8_sums = int8_sums_portable;
+  scratch<std::int8_t> xq(static_cast<std::size_t>(batch * w.cols));
   std::vector<float> x_scales(static_cast<std::size_t>(batch));
   quantize_vectors_int8(x, batch, w.cols, xq.data(), x_scales.data());
   const std::int64_t tasks = (w.rows + rows_per_task - 1) / rows_per_task;
-  detail::cpu::thread_pool::instance().run(tasks, [&](std::int64_t t) {
+  thread_pool::instance().run(tasks, [&](std::int64_t t) {
     const std::int64_t n0 = t * rows_per_task, count = std::min(w.rows - n0, rows_per_task);
-    detail::scratch<std::int8_t> wq(static_cast<std::size_t>(count * w.cols));
+    scratch<std::int8_t> wq(static_cast<std::size_t>(count * w.cols));
     int8_decoder()(w, scales, n0, n0 + count, false, reinterpret_cast<std::uint8_t*>(wq.data()));
-    detail::scratch<std::int32_t> sums(static_cast<std::size_t>(batch * count));  // all written
-    for (std::int64_t v = 0; v < batch; ++v)
-      for (std::int64_t i = 0; i < count; ++i)
-        sums[static_cast<std::size_t>(v * count + i)] =
-            dot(xq.data() + v * w.cols, wq.data() + i * w.cols, w.cols);
+    scratch<std::int32_t> sums(static_cast<std::size_t>(batch * count));  // all written
+    int8_sums(xq.data(), batch, wq.data(), count, w.cols, sums.data());
     finish_int8_products(sums.data(), count, 1, x_scales.data(), batch, scales, n0, count, bias,
                          y, w.rows);
   });
+}
+
+}  // namespace detail::cpu
+
+void cpu_forward_int8(const cpu_weights& w, const float* scales, const float* x,
+                      std::int64_t batch, const float* bias, float* y) {
+  detail::cpu::forward_int8(w, scales, x, batch, bias, y,
+                            detail::cpu::active_kernels().int8_sums);
 }
 
 }  // namespace qsl

@@ -122,7 +122,21 @@ struct kernel_table {
   /// The fewest vectors per call for which dot_rows is worth timing against byte_rows (the
   /// unpacking is shared by the batch; dot_min_batch() measures the crossover).
   std::int64_t dot_min_batch = std::numeric_limits<std::int64_t>::max();
+  /// sums[v * count + i] = the exact int32 dot product of x[v] and w[i] (rows of `cols` int8
+  /// values each, cols <= cpu_int8_max_cols): the 8-bit activation path's integer step.
+  /// Null: the portable loop of int8_products.cpp.
+  void (*int8_sums)(const std::int8_t* x, std::int64_t batch, const std::int8_t* w,
+                    std::int64_t count, std::int64_t cols, std::int32_t* sums) = nullptr;
 };
+
+/// kernel_table::int8_sums by its definition, one int32 dot product at a time: for targets
+/// without a kernel (and the benchmark's baseline).
+void int8_sums_portable(const std::int8_t* x, std::int64_t batch, const std::int8_t* w,
+                        std::int64_t count, std::int64_t cols, std::int32_t* sums);
+/// qsl::cpu_forward_int8 with the integer step `sums` (the active target's: forward_int8's
+/// default) instead of the active target's kernel.
+void forward_int8(const cpu_weights& w, const float* scales, const float* x, std::int64_t batch,
+                  const float* bias, float* y, decltype(kernel_table::int8_sums) sums);
 
 /// decode_rows, then the grid of each row: for targets without a fused kernel.
 void decode_rows_int8_generic(const cpu_weights& w, const float* scales, std::int64_t first,
@@ -131,6 +145,9 @@ void decode_rows_int8_generic(const cpu_weights& w, const float* scales, std::in
 const kernel_table& scalar_kernels();
 #if defined(__x86_64__) || defined(_M_X64)
 const kernel_table& avx2_kernels();
+/// kernel_table::int8_sums with int16 products (int8_sums_avx2.cpp; AVX-512 targets too).
+void int8_sums_avx2(const std::int8_t* x, std::int64_t batch, const std::int8_t* w,
+                    std::int64_t count, std::int64_t cols, std::int32_t* sums);
 const kernel_table& avx512_kernels();
 const kernel_table& avx512_vpopcnt_kernels();
 #endif

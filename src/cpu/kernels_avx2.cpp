@@ -516,6 +516,33 @@ struct tiles {
 
 #include "cpu/decode_rows.inc"  // NOLINT(bugprone-suspicious-include): per target
 
+// The int8 look-up's two primitives: bit i of `bits` to byte i by a byte shuffle (bytes 0-7
+// of the result from the word's byte 0, ...) and a compare against each byte's bit; the
+// partial store through a copy.
+inline __m256i bit_bytes(std::uint32_t bits, int value) {
+  const __m256i spread = _mm256_shuffle_epi8(
+      _mm256_set1_epi32(static_cast<int>(bits)),
+      _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3,
+                       3, 3, 3, 3, 3, 3, 3));
+  const __m256i bit = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ULL));
+  const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+  return _mm256_and_si256(set, _mm256_set1_epi8(static_cast<char>(value)));
+}
+inline void store_first_bytes(std::uint8_t* dst, __m256i q, std::int64_t count) {
+  alignas(32) std::uint8_t bytes[chunk_cols];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(bytes), q);
+  std::memcpy(dst, bytes, static_cast<std::size_t>(count));
+}
+
+#include "cpu/int8_lookup.inc"  // NOLINT(bugprone-suspicious-include): per target
+
+// Codes int8_lookup does not take: decode_rows, then each row's grid.
+void decode_rows_int8(const cpu_weights& w, const float* scales, std::int64_t first,
+                      std::int64_t last, bool excess, std::uint8_t* out) {
+  if (!decode_rows_int8_lookup(w, scales, first, last, excess, out))
+    decode_rows_int8_generic(w, scales, first, last, excess, out);
+}
+
 }  // namespace
 }  // namespace qsl::detail::cpu
 
@@ -526,8 +553,10 @@ namespace qsl::detail::cpu {
 const kernel_table& avx2_kernels() {
   using adapter = tile_at_a_time<tiles>;
   static const kernel_table table{
-      build_tables, adapter::lut_rows, encode, adapter::popcount_rows, decode_target_rows, nullptr,
-      encode_bytes, byte_rows,         2,      encode_levels,          dot_rows,           4};
+      build_tables, adapter::lut_rows, encode, adapter::popcount_rows, decode_target_rows,
+      decode_rows_int8,
+      encode_bytes, byte_rows,         2,      encode_levels,          dot_rows,           4,
+      int8_sums_avx2};
   return table;
 }
 

@@ -447,82 +447,22 @@ void decode_rows_avx512(const cpu_weights& w, std::int64_t first, std::int64_t l
   }
 }
 
-// Codes of at most 16 sign/mask patterns (binary k <= 4, ternary k <= 2) on whole-chunk groups:
-// within a row's group, W_hat takes one value per pattern, so its int8 grid point is looked up
-// with one byte shuffle per 32 columns. The table's values are summed plane by plane in order
-// j = 0..k-1, as decode_rows sums them, so every byte equals the decode-then-round path's.
-template <int P, bool Ternary>
-struct int8_lookup {
-  static constexpr int k = Ternary ? P / 2 : P;
-  static void run(const cpu_weights& w, const float* scales, std::int64_t first,
-                  std::int64_t last, bool excess, std::uint8_t* out) {
-    static_assert(P <= 4, "16 patterns at most: one pshufb table");
-    const std::int64_t chunks_per_group = w.group_size / chunk_cols;
-    const __m256i zero = _mm256_setzero_si256();
-    for (std::int64_t n = first; n < last; ++n) {
-      const std::int64_t tile = n / tile_rows;
-      const int lane = static_cast<int>(n % tile_rows);
-      std::uint8_t* row = out + (n - first) * w.cols;
-      const float inverse = scales[n] > 0.0f ? 1.0f / scales[n] : 0.0f;
-      for (std::int64_t g = 0; g < w.groups; ++g) {
-        const float* alpha = w.tile_coefficients(tile, g);
-        alignas(16) std::uint8_t table[16] = {};
-        for (int pattern = 0; pattern < (1 << P); ++pattern) {
-          float value = 0.0f;
-          for (int j = 0; j < k; ++j) {
-            const int sign = Ternary ? (pattern >> (2 * j)) & 1 : (pattern >> j) & 1;
-            const bool used = !Ternary || ((pattern >> (2 * j + 1)) & 1) != 0;
-            const float a = alpha[j * tile_rows + lane];
-            if (used) value += sign != 0 ? a : 0.0f - a;
-          }
-          const float v = std::min(127.0f, std::max(-127.0f, value * inverse));
-          const int q = _mm_cvtss_si32(_mm_set_ss(v));  // ties to even, as cvtps2dq
-          table[pattern] = static_cast<std::uint8_t>(q + (excess ? 128 : 0));
-        }
-        const __m256i lookup =
-            _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(table)));
-        const std::int64_t c_end = std::min(w.chunks, (g + 1) * chunks_per_group);
-        for (std::int64_t c = g * chunks_per_group; c < c_end; ++c) {
-          const std::uint32_t* bits = w.chunk_bits(tile, c) + lane;
-          __m256i pattern = zero;
-          for (int j = 0; j < k; ++j) {
-            const int at = Ternary ? 2 * j : j;
-            pattern = _mm256_or_si256(
-                pattern, _mm256_maskz_mov_epi8(bits[j * tile_rows],
-                                               _mm256_set1_epi8(static_cast<char>(1 << at))));
-            if (Ternary)
-              pattern = _mm256_or_si256(
-                  pattern, _mm256_maskz_mov_epi8(bits[(k + j) * tile_rows],
-                                                 _mm256_set1_epi8(static_cast<char>(2 << at))));
-          }
-          const __m256i q = _mm256_shuffle_epi8(lookup, pattern);
-          const std::int64_t count = std::min<std::int64_t>(chunk_cols, w.cols - c * chunk_cols);
-          std::uint8_t* dst = row + c * chunk_cols;
-          if (count == chunk_cols)
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), q);
-          else
-            _mm256_mask_storeu_epi8(dst, (1U << count) - 1, q);
-        }
-      }
-    }
-  }
-};
+// The int8 look-up's two primitives with AVX-512BW's byte masks.
+inline __m256i bit_bytes(std::uint32_t bits, int value) {
+  return _mm256_maskz_mov_epi8(bits, _mm256_set1_epi8(static_cast<char>(value)));
+}
+inline void store_first_bytes(std::uint8_t* dst, __m256i q, std::int64_t count) {
+  _mm256_mask_storeu_epi8(dst, (1U << count) - 1, q);
+}
+
+#include "cpu/int8_lookup.inc"  // NOLINT(bugprone-suspicious-include): per target
 
 void decode_rows_int8_avx512(const cpu_weights& w, const float* scales, std::int64_t first,
                              std::int64_t last, bool excess, std::uint8_t* out) {
+  if (decode_rows_int8_lookup(w, scales, first, last, excess, out)) return;
   if (w.group_size % chunk_cols != 0) {
     decode_rows_int8_generic(w, scales, first, last, excess, out);
     return;
-  }
-  const bool ternary = w.basis == qsl::basis::ternary;
-  switch (ternary ? 2 * w.bits : w.bits) {
-    case 1: return int8_lookup<1, false>::run(w, scales, first, last, excess, out);
-    case 2: return ternary ? int8_lookup<2, true>::run(w, scales, first, last, excess, out)
-                           : int8_lookup<2, false>::run(w, scales, first, last, excess, out);
-    case 3: return int8_lookup<3, false>::run(w, scales, first, last, excess, out);
-    case 4: return ternary ? int8_lookup<4, true>::run(w, scales, first, last, excess, out)
-                           : int8_lookup<4, false>::run(w, scales, first, last, excess, out);
-    default: break;
   }
   int8_rows store{out, w.cols, scales, _mm_set1_epi8(static_cast<char>(excess ? 0x80 : 0))};
   by_planes<whole_chunks<int8_rows>::call>(w, first, last, store);
@@ -555,7 +495,8 @@ const kernel_table& avx512_kernels() {
                                   QSL_AVX512_VPOPCNT ? 5 : 2,
                                   avx2_kernels().encode_levels,
                                   avx2_kernels().dot_rows,
-                                  avx2_kernels().dot_min_batch};
+                                  avx2_kernels().dot_min_batch,
+                                  int8_sums_avx2};
   return table;
 }
 
