@@ -3,7 +3,7 @@
 same run (issue 15's numbers):
 
     python3 bench/onnxruntime_compare.py LIBQSL_ONNXRUNTIME QSL_COMPRESS WORK_DIR \\
-        [--models mlp,encoder,bundled] [--rounds 3] [--iterations 20]
+        [--models mlp,encoder,bundled] [--rounds 3] [--iterations 20] [--default-only]
     python3 bench/onnxruntime_compare.py LIBQSL_ONNXRUNTIME QSL_COMPRESS WORK_DIR --shapes
     python3 bench/onnxruntime_compare.py LIBQSL_ONNXRUNTIME QSL_COMPRESS WORK_DIR --conv
     python3 bench/onnxruntime_compare.py LIBQSL_ONNXRUNTIME QSL_COMPRESS WORK_DIR --memory \\
@@ -124,8 +124,8 @@ def idx(path):
     return np.frombuffer(data, np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
-def variants(name, fp32, work, compress_tool):
-    """name -> (path, needs the qsl library)."""
+def variants(name, fp32, work, compress_tool, default_only=False):
+    """name -> (path, needs the qsl library); default_only: without the float-path variants."""
     out = {"fp32": (fp32, False)}
     from onnxruntime.quantization import QuantType, quantize_dynamic
     int8 = os.path.join(work, name + ".int8.onnx")
@@ -150,7 +150,7 @@ def variants(name, fp32, work, compress_tool):
         out[f"ORT + qsl {bits}-bit"] = (path, True)
     # Float activations at every row count (--int8-rows 0): layers of many rows on ORT's fp32
     # operator, and (--native-int8) on its int8 one, the weight decoded at load.
-    for extra in ([], ["--native-int8"]):
+    for extra in ([], ["--native-int8"]) if not default_only else ():
         for bits in (2, 3):
             label = "".join(f" {e}" for e in ["--int8-rows 0"] + extra)
             path = os.path.join(work, f"{name}.qsl{bits}{label.replace(' ', '_')}.onnx")
@@ -346,6 +346,8 @@ def main():
     ap.add_argument("--models", default="mlp,encoder,bundled")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--iterations", type=int, default=20)
+    ap.add_argument("--default-only", action="store_true",
+                    help="qsl only with qsl-compress's default (no --int8-rows 0 variants)")
     ap.add_argument("--shapes", action="store_true",
                     help="only the single-layer table: fp32 against qsl's paths by rows")
     ap.add_argument("--memory", action="store_true",
@@ -375,7 +377,7 @@ def main():
             onnx.save(mlp_model(rng), fp32)
         if name == "encoder" and not os.path.exists(fp32):
             onnx.save(onnx_memory.encoder_model(rng)[0], fp32)
-        vs = variants(name, fp32, a.work, a.qsl_compress)
+        vs = variants(name, fp32, a.work, a.qsl_compress, a.default_only)
         feed1 = feeds(name, 1, np.random.default_rng(2))
         feed_path = os.path.join(a.work, name + "_feed.npz")
         np.savez(feed_path, **feed1)

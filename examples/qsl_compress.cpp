@@ -361,6 +361,7 @@ int run(int argc, char** argv) {
   int activation_bits = 0;
   std::int64_t native_rows = qsl::onnx::compress_options{}.native_min_rows;
   std::int64_t int8_rows = qsl::onnx::compress_options{}.int8_min_rows;
+  int small_batch_bits = qsl::onnx::compress_options{}.small_batch_bits;
   calib_settings calib;
   // Error feedback's ridge, relative to mean(diag H). qsl's default is GPTQ's 0.01; the tool
   // uses 0.1, which generalized better from 1,024 training images to the test images of the
@@ -405,6 +406,12 @@ int run(int argc, char** argv) {
                  "block at a time (only the packed code stays resident); MatMul/Gemm layers are "
                  "then fused at any size. 0: never (float activations at every row count)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--small-batch-bits", small_batch_bits,
+                 "qsl format, with --int8-rows: calls of fewer rows encode each vector with this "
+                 "many bits where the CPU has byte-table kernels for them (x86 AVX2/AVX-512; "
+                 "several times faster than float activations there), float activations "
+                 "elsewhere. 0: float activations below --int8-rows on every CPU")
+      ->check(CLI::Range(0, 8));
   app.add_option("--json", json_path, "also write the report as JSON to this file");
   app.add_option("--skip", skip, "leave layers whose node or weight name matches (glob)");
   app.add_option("--override", overrides, "PATTERN=BITS[/GROUP] for matching layers");
@@ -522,6 +529,7 @@ int run(int argc, char** argv) {
   options.activation_bits = activation_bits;
   options.native_min_rows = native_rows;
   options.int8_min_rows = int8_rows;
+  options.small_batch_bits = small_batch_bits;
   options.native_int8 = native_int8;
   options.edge_bits = edge_bits;
   options.budget_bits = budget_bits;

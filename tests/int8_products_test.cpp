@@ -247,10 +247,18 @@ TEST_P(Int8Products, QuantizedDenseForwardInt8IsTheCpuProduct) {
   row_matrix_f again(6, 33);
   copy.forward_int8(x.data(), 6, again.data());
   EXPECT_EQ(again, y);
+  // A layer that encodes each vector on a grid of its own: the int8 grids replace those.
   options.activation_bits = 4;
-  const auto encoded = qsl::quantized_dense::compress(w, b, options);
-  EXPECT_NE(qsl::test::error_of([&] { encoded.forward_int8(x.data(), 6, y.data()); })
-                .find("encodes its activations with 4 bits"),
+  const auto per_vector = qsl::quantized_dense::compress(w, b, options);
+  row_matrix_f encoded_y(6, 33);
+  per_vector.forward_int8(x.data(), 6, encoded_y.data());
+  EXPECT_EQ(encoded_y, y);
+  // A calibrated quantizer fixes the layer's grid: refused.
+  qsl::dense_parameters p = per_vector.parameters();
+  p.activations = qsl::activation_quantizer{4, true, 0.25f, -2.0f};
+  const qsl::quantized_dense calibrated(std::move(p));
+  EXPECT_NE(qsl::test::error_of([&] { calibrated.forward_int8(x.data(), 6, y.data()); })
+                .find("encodes its activations with a calibrated 4-bit quantizer"),
             std::string::npos);
 }
 

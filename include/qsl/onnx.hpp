@@ -175,6 +175,15 @@ struct compress_options {
   /// fp32 GEMM; it changes results only within int8_rows_bound (tests/onnxruntime). 0: never
   /// (float activations at every batch, results independent of the call's row count).
   std::int64_t int8_min_rows = 16;
+  /// qsl format, with int8_min_rows > 0: calls of fewer rows than int8_min_rows encode each
+  /// vector with this many bits on its own grid (per-vector minimum and step, qsl's encoded
+  /// kernels) where the CPU has byte-table kernels for that many bits (x86 with AVX2 or
+  /// AVX-512: cpu_byte_tables_min_bits()), float activations elsewhere: the QuantizedMatMul's
+  /// `small_batch_bits` attribute. On AVX2 the byte tables run 8-bit activations about 5x
+  /// faster than the float look-up tables at batch 1 (docs/benchmarks.md), for the rounding of
+  /// the activations to 256 levels per vector (docs/onnxruntime.md gives the bound). 0: float
+  /// activations below int8_min_rows on every CPU.
+  int small_batch_bits = 8;
   /// > 0: a size budget, the most stored bits per weight (planes, masks and coefficients) on
   /// average over the compressed layers. Each layer's bit count is then chosen from
   /// `budget_choices` by measurement: the layer is decomposed at each, and its error (with
@@ -318,6 +327,10 @@ struct compressed_layer {
   /// A QuantizedMatMul's `int8_min_rows`: calls of this many rows or more take 8-bit
   /// activations (compress_options::int8_min_rows); 0: never.
   std::int64_t int8_min_rows = 0;
+  /// A QuantizedMatMul's `small_batch_bits` (compress_options::small_batch_bits): fewer rows
+  /// than int8_min_rows run with activations encoded with this many bits per vector where the
+  /// CPU has byte tables for them; 0: float activations.
+  int small_batch_bits = 0;
   std::vector<std::int64_t> shape;     ///< its shape
   bool transposed = false;             ///< true: the tensor is W^T (MatMul, Gemm transB = 0)
   weight_code code;                    ///< W (outputs x inputs), validated (BCQ layers)

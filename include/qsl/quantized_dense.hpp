@@ -138,22 +138,26 @@ class basic_quantized_dense {
     run(x, batch, y);
   }
 
-  /// y = W_hat x + b with 8-bit activations (float layers; qsl/cpu.hpp, cpu_forward_int8):
-  /// every vector and every row of W_hat on a symmetric int8 grid of its own, exact integer
-  /// sums. ONNX Runtime's qsl operators take this path from a node's `int8_min_rows` on, and
-  /// qsl-run follows them. The rows' grids are computed on the first call (one decode of W_hat).
-  /// Throws qsl::error for NaN/Inf in x, for layers with encoded activations and for more than
-  /// cpu_int8_max_cols inputs.
+  /// y = W_hat x + b with 8-bit activations (qsl/cpu.hpp, cpu_forward_int8): every vector and
+  /// every row of W_hat on a symmetric int8 grid of its own, exact integer sums. For float
+  /// layers and layers that encode each vector on a grid of its own (the int8 grids replace
+  /// those); not for calibrated quantizers, which fix the layer's activation grid. ONNX
+  /// Runtime's qsl operators take this path from a node's `int8_min_rows` on, and qsl-run
+  /// follows them. The rows' grids are computed on the first call (one decode of W_hat).
+  /// Throws qsl::error for NaN/Inf in x, for calibrated activation quantizers and for more
+  /// than cpu_int8_max_cols inputs.
   void forward_int8(const float* x, std::int64_t batch, float* y) const {
     static_assert(std::is_same_v<Scalar, float>, "forward_int8 is for float layers");
     detail::require(batch >= 0 && (batch == 0 || (x != nullptr && y != nullptr)),
                     "quantized_dense::forward_int8: batch is " + std::to_string(batch) +
                         " (expected >= 0) or x or y is null");
     require_shape(in_features(), batch, out_features(), batch);
-    detail::require(p_.activations.bits == 0,
-                    "quantized_dense::forward_int8: the layer encodes its activations with " +
-                        std::to_string(p_.activations.bits) + " bits; 8-bit products are for "
-                        "float activations");
+    detail::require(p_.activations.bits == 0 || !p_.activations.calibrated,
+                    "quantized_dense::forward_int8: the layer encodes its activations with a "
+                    "calibrated " +
+                        std::to_string(p_.activations.bits) +
+                        "-bit quantizer; 8-bit products are for float activations or per-vector "
+                        "grids");
     cpu_forward_int8(packed_, int8_->scales(packed_).data(), x, batch,
                      p_.bias.empty() ? nullptr : p_.bias.data(), y);
   }

@@ -171,11 +171,14 @@ void int8_gemm::run(const OrtKernelContext* context, const cpu_weights& w, const
 
 void multiply(const OrtKernelContext* context, const decoded_gemm& large, const cpu_weights& w,
               const activation_quantizer& quantizer, const float* x, std::int64_t rows,
-              const float* bias, float* y, const int8_gemm* int8, const float* int8_scales) {
+              const float* bias, float* y, const int8_gemm* int8, const float* int8_scales,
+              const activation_quantizer* small_batches) {
   if (quantizer.bits > 0)
     cpu_forward_encoded(w, x, rows, quantizer, bias, y);
   else if (int8 != nullptr && int8->takes(rows))
     int8->run(context, w, int8_scales, x, rows, bias, y);
+  else if (small_batches != nullptr && small_batches->bits > 0)
+    cpu_forward_encoded(w, x, rows, *small_batches, bias, y);
   else if (rows >= gemm_min_rows())
     large.run(context, w, x, rows, bias, y);
   else

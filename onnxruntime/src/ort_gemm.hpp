@@ -51,12 +51,14 @@ class int8_gemm {
 };
 
 /// y = x W_hat^T + bias for `rows` vectors on the path for that many: encoded activations
-/// (quantizer.bits > 0) on qsl's popcount kernels; float ones on qsl's tables below
-/// gemm_min_rows() and on `large` (decoded blocks + ORT's Gemm) from there; float ones that
-/// `int8` (may be null) takes on its integer GEMM, with the rows' grids `int8_scales`.
+/// (quantizer.bits > 0) on qsl's encoded kernels; float ones that `int8` (may be null) takes on
+/// its integer GEMM, with the rows' grids `int8_scales`; float ones `int8` does not take with
+/// `small_batches` (may be null; bits 0: none) encoded per vector when it has bits; the rest on
+/// qsl's tables below gemm_min_rows() and on `large` (decoded blocks + ORT's Gemm) from there.
 void multiply(const OrtKernelContext* context, const decoded_gemm& large, const cpu_weights& w,
               const activation_quantizer& quantizer, const float* x, std::int64_t rows,
               const float* bias, float* y, const int8_gemm* int8 = nullptr,
-              const float* int8_scales = nullptr);
+              const float* int8_scales = nullptr,
+              const activation_quantizer* small_batches = nullptr);
 
 }  // namespace qsl::ort

@@ -25,6 +25,9 @@ struct quantized_matmul_kernel {
   activation_quantizer activations;
   decoded_gemm large_batches;  // ORT's Gemm on decoded blocks (float activations)
   int8_gemm int8_rows;         // ORT's MatMulInteger from int8_min_rows rows (float layers)
+  // Below int8_min_rows: activations encoded per vector (small_batch_bits) where this CPU has
+  // byte tables for them; bits 0 otherwise (float activations).
+  activation_quantizer small_batches;
 
   explicit quantized_matmul_kernel(const OrtKernelInfo* info);
   OrtStatusPtr ComputeV2(OrtKernelContext* context) const;
@@ -66,10 +69,28 @@ std::int64_t int8_min_rows(const OrtKernelInfo* info) {
   return rows;
 }
 
+// small_batch_bits, checked: 0 (absent), or 1..8 with int8_min_rows. The quantizer calls below
+// int8_min_rows run with: per-vector grids of that many bits where the active CPU target has
+// byte tables for them (cpu_byte_tables_min_bits), float activations (bits 0) elsewhere.
+activation_quantizer small_batch_quantizer(const OrtKernelInfo* info, std::int64_t int8_rows) {
+  const node_reader node(info, "QuantizedMatMul");
+  const std::int64_t bits = node.int_attribute("small_batch_bits", 0);
+  detail::require(bits >= 0 && bits <= max_activation_bits,
+                  "small_batch_bits is " + std::to_string(bits) + "; expected 0.." +
+                      std::to_string(max_activation_bits));
+  detail::require(bits == 0 || int8_rows > 0, "small_batch_bits is " + std::to_string(bits) +
+                                                  " without int8_min_rows; expected 0");
+  activation_quantizer q;
+  if (bits > 0 && bits >= cpu_byte_tables_min_bits()) q.bits = static_cast<int>(bits);
+  return q;
+}
+
 }  // namespace
 
 quantized_matmul_kernel::quantized_matmul_kernel(const OrtKernelInfo* info)
-    : large_batches(info), int8_rows(info, int8_min_rows(info)) {
+    : large_batches(info),
+      int8_rows(info, int8_min_rows(info)),
+      small_batches(small_batch_quantizer(info, int8_min_rows(info))) {
   const node_reader node(info, "QuantizedMatMul");
   what = node.what();
   check_format_version(node);
@@ -77,7 +98,8 @@ quantized_matmul_kernel::quantized_matmul_kernel(const OrtKernelInfo* info)
   out_features = node.int_attribute("out_features");
   code_inputs inputs(node, out_features, in_features);
   activations = read_activation_mode(node);
-  const bool byte_tables = activations.bits >= cpu_byte_tables_min_bits();
+  const bool byte_tables = activations.bits >= cpu_byte_tables_min_bits() ||
+                           small_batches.bits >= cpu_byte_tables_min_bits();
   const packed_key key{inputs.signs, inputs.coefficients, inputs.masks, out_features, in_features,
                        inputs.bits,  inputs.basis,        inputs.group, byte_tables};
   packed = shared_packed(key, [&] {
@@ -113,7 +135,7 @@ OrtStatusPtr quantized_matmul_kernel::ComputeV2(OrtKernelContext* context) const
     const float* grids = int8_rows.takes(batch) ? packed->int8.scales(packed->weights).data()
                                                 : nullptr;
     multiply(context, large_batches, packed->weights, activations, xp, batch, bp, yp, &int8_rows,
-             grids);
+             grids, &small_batches);
   });
 }
 

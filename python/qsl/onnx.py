@@ -128,6 +128,7 @@ def compress(model, output, *, bits: Optional[int] = None, group_size: Optional[
              skip: Sequence[str] = (), overrides: Optional[Mapping[str, Union[int, Tuple[int, int]]]] = None,
              min_weights: Optional[int] = None, min_grouped_row_width: Optional[int] = None,
              edge_bits: Optional[int] = None, int8_rows: Optional[int] = None,
+             small_batch_bits: Optional[int] = None,
              native_rows: Optional[int] = None, native_int8: bool = False, fuse: bool = True,
              twd: Sequence[str] = (), twd_k: Optional[int] = None,
              twd_bits: Optional[float] = None, threads: Optional[int] = None,
@@ -167,6 +168,7 @@ def compress(model, output, *, bits: Optional[int] = None, group_size: Optional[
         option("--min-grouped-row-width", min_grouped_row_width)
         option("--edge-bits", edge_bits)
         option("--int8-rows", int8_rows)
+        option("--small-batch-bits", small_batch_bits)
         option("--native-rows", native_rows)
         option("--twd-k", twd_k)
         option("--twd-bits", twd_bits)

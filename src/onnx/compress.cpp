@@ -158,6 +158,9 @@ compress_report compress(model& m, const compress_options& o) {
   qsl::detail::require(o.int8_min_rows >= 0, "compress: int8_min_rows is " +
                                             std::to_string(o.int8_min_rows) +
                                             "; expected >= 0 (0: never)");
+  qsl::detail::require(o.small_batch_bits >= 0 && o.small_batch_bits <= max_activation_bits,
+                       "compress: small_batch_bits is " + std::to_string(o.small_batch_bits) +
+                           "; expected 0.." + std::to_string(max_activation_bits));
   qsl::detail::require(o.min_weights >= 0, "compress: min_weights is " +
                                           std::to_string(o.min_weights) + "; expected >= 0");
   qsl::detail::require(o.min_grouped_row_width >= 0,
@@ -466,11 +469,16 @@ compress_report compress(model& m, const compress_options& o) {
           } else if (o.format == output_format::qsl && f.why_not.empty()) {
             result.bytes_after = writer.replace_fused(
                 c.weight, c.shape, c.layout, code, ref.initializer, ref.constant_node, f.users,
-                o.activation_bits, int8_rows ? o.int8_min_rows : 0, quantizers);
+                o.activation_bits, int8_rows ? o.int8_min_rows : 0,
+                int8_rows ? o.small_batch_bits : 0, quantizers);
             result.runs_as = quantized_matmul_op;
             if (int8_rows)
               result.runs_as +=
-                  " (8-bit activations from " + std::to_string(o.int8_min_rows) + " rows per call)";
+                  " (8-bit activations from " + std::to_string(o.int8_min_rows) + " rows per call" +
+                  (o.small_batch_bits > 0 ? "; below, " + std::to_string(o.small_batch_bits) +
+                                                "-bit where the CPU has byte tables"
+                                          : std::string()) +
+                  ")";
             if (f.users.size() > 1)
               result.runs_as += " (" + std::to_string(f.users.size()) + " nodes on one code)";
           } else {

@@ -225,6 +225,13 @@ compressed_layer read_quantized_matmul(const pb::NodeProto& n,
       throw model_error(what + ": int8_min_rows is " + std::to_string(layer.int8_min_rows) +
                         "; expected >= 0 (0: never)");
   }
+  if (find_attribute(n, "small_batch_bits") != nullptr) {
+    const std::int64_t bits = required_int(n, "small_batch_bits", what);
+    if (bits < 0 || bits > 8 || (bits > 0 && layer.int8_min_rows == 0))
+      throw model_error(what + ": small_batch_bits is " + std::to_string(bits) +
+                        "; expected 0..8, and 0 without int8_min_rows");
+    layer.small_batch_bits = static_cast<int>(bits);
+  }
   return layer;
 }
 

@@ -175,11 +175,13 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
       q = l.activations[static_cast<std::size_t>(options.activation_bits - 1)];
     return q;
   };
-  auto qsl_layer = [&](const weight_code& code, const compressed_layer& l, const float* bias) {
+  // `activations`: the layer's own quantizer (activations_of) unless given.
+  auto qsl_layer = [&](const weight_code& code, const compressed_layer& l, const float* bias,
+                       const activation_quantizer* activations = nullptr) {
     dense_parameters p;
     p.code = code;
     if (bias != nullptr) p.bias.assign(bias, bias + code.rows);
-    p.activations = activations_of(l);
+    p.activations = activations != nullptr ? *activations : activations_of(l);
     return std::make_shared<quantized_dense>(std::move(p));
   };
   // Where a compressed layer runs: its own CPU kernels, or the accelerator's runner.
@@ -194,8 +196,12 @@ session::session(const model& m, const session_options& options) : impl_(std::ma
   auto compressed_runner = [&](const compressed_layer& l, const float* bias) -> layer_runner {
     if (!l.factorized && l.int8_min_rows > 0 && options.activation_bits == 0 &&
         options.device == backend::cpu) {
-      // As the runtime's operator runs it: 8-bit activations from int8_min_rows rows on.
-      const auto layer = qsl_layer(l.code, l, bias);
+      // As the runtime's operator runs it: 8-bit activations from int8_min_rows rows on, and
+      // below, where the CPU has byte tables for them, small_batch_bits per vector.
+      const activation_quantizer per_vector{l.small_batch_bits, false, 0.0f, 0.0f};
+      const bool encoded_below =
+          l.small_batch_bits > 0 && l.small_batch_bits >= cpu_byte_tables_min_bits();
+      const auto layer = qsl_layer(l.code, l, bias, encoded_below ? &per_vector : nullptr);
       return [layer, from = l.int8_min_rows](const float* x, std::int64_t batch, float* y) {
         if (batch >= from)
           layer->forward_int8(x, batch, y);

@@ -197,6 +197,7 @@ std::uint64_t graph_writer::replace_fused(const std::string& weight,
                                           int initializer, int constant_node,
                                           const std::vector<fused_layer>& users,
                                           int activation_bits, std::int64_t int8_min_rows,
+                                          int small_batch_bits,
                                           const std::vector<activation_quantizer>& activations) {
   pb::GraphProto& g = *model_.mutable_graph();
   // Gemm's C [1, N] becomes a [N] copy for the bias input (one per user that has one).
@@ -282,8 +283,10 @@ std::uint64_t graph_writer::replace_fused(const std::string& weight,
     add_int_attribute(fused, "in_features", code.cols);
     add_int_attribute(fused, "out_features", code.rows);
     add_fused_attributes(fused, weight, shape, layout, code, activation_bits, activations);
-    if (int8_min_rows > 0 && activation_bits == 0)
+    if (int8_min_rows > 0 && activation_bits == 0) {
       add_int_attribute(fused, "int8_min_rows", int8_min_rows);
+      if (small_batch_bits > 0) add_int_attribute(fused, "small_batch_bits", small_batch_bits);
+    }
     // The node becomes [before..., fused, after...], in place (the graph stays sorted).
     google::protobuf::RepeatedPtrField<pb::NodeProto> nodes;
     for (int i = 0; i < g.node_size(); ++i) {

@@ -106,11 +106,12 @@ class graph_writer {
   /// Removes the constant `weight` and turns each user's node (the one producing its output)
   /// into a QuantizedMatMul of `code` (docs/onnxruntime.md), all reading one set of code
   /// tensors, with activation mode `activation_bits` (and, when > 0 with float activations,
-  /// `int8_min_rows`). Returns the bytes of the added tensors.
+  /// `int8_min_rows` and `small_batch_bits`). Returns the bytes of the added tensors.
   std::uint64_t replace_fused(const std::string& weight, const std::vector<std::int64_t>& shape,
                               weight_layout layout, const weight_code& code, int initializer,
                               int constant_node, const std::vector<fused_layer>& users,
                               int activation_bits, std::int64_t int8_min_rows = 0,
+                              int small_batch_bits = 0,
                               const std::vector<activation_quantizer>& activations = {});
   /// Removes the constant `weight` (a Conv's [M, C / group, k...]) and turns the Conv node
   /// producing `f.output` into a QuantizedConv of `code`, keeping its attributes.

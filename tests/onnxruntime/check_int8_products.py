@@ -12,6 +12,7 @@ their own derived bound of the fp32 form, and bit for bit the same in qsl-run.
 """
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -181,16 +182,44 @@ def int8_rows_bound(x, w):
     return 0.501 * (sx * np.abs(w).sum(axis=0) + sw * abs_x) + rounding + 1e-6
 
 
-def int8_rows_case(library, compress_tool, run_tool, work, kind, k, n, options):
+def small_batch_bound(x, w, bits):
+    """|encoded product - fp32 product| per output for small_batch_bits (each vector on its
+    own grid of 2^bits levels from its minimum, qsl/activation_code.hpp): |x^ - x| <= step / 2
+    (0.501: the rounding of (x - min) / step), so |x^ w - x w| <= 0.501 step sum |W|, plus the
+    float steps' rounding, relative to the levels' and the minimum's products."""
+    lo, hi = x.min(axis=-1, keepdims=True), x.max(axis=-1, keepdims=True)
+    step = (hi - lo) / (2 ** bits - 1)
+    rounding = 1e-5 * ((np.abs(x) + (hi - lo) + np.abs(lo)) @ np.abs(w))
+    return 0.501 * step * np.abs(w).sum(axis=0) + rounding + 1e-6
+
+
+def has_byte_tables():
+    """Whether qsl's CPU target here has byte-table kernels (x86 with AVX2: its AVX2 and
+    AVX-512 targets), so that small_batch_bits = 8 encodes small batches."""
+    if platform.machine() not in ("x86_64", "AMD64") or os.environ.get("QSL_CPU_TARGET") == "scalar":
+        return False
+    with open("/proc/cpuinfo") as f:
+        return " avx2" in f.read()
+
+
+def int8_rows_case(library, compress_tool, run_tool, work, kind, k, n, options,
+                   small_batch_bits=None):
     """qsl-compress --int8-rows 4: the fused node takes 8-bit activations from 4 rows per call
-    on; within int8_rows_bound of the fp32 form there, equal to it within float rounding below;
-    qsl-run's results equal ORT's bit for bit at every batch (the same arithmetic)."""
+    on, within int8_rows_bound of the fp32 form there; below, with --small-batch-bits (8 by
+    default) each vector is encoded with that many bits on CPUs with byte tables (within
+    small_batch_bound, and not the float result), else (and with 0) the float result within
+    float rounding; qsl-run's results equal ORT's bit for bit wherever ORT's arithmetic is
+    qsl's (the 8-bit products and the encoded small batches)."""
     rng = np.random.default_rng(k * 7 + n)
-    name = f"{kind}_{k}x{n}_int8rows_{'_'.join(options)}"
+    extra = [] if small_batch_bits is None else ["--small-batch-bits", str(small_batch_bits)]
+    bits = 8 if small_batch_bits is None else small_batch_bits
+    name = f"{kind}_{k}x{n}_int8rows_{'_'.join(options + extra)}"
     fp32_form, int8_form, runs = two_forms(compress_tool, work, name, one_layer(kind, k, n, rng),
-                                           options, ["--int8-rows", "4"])
-    check(runs == ["QuantizedMatMul (8-bit activations from 4 rows per call)"],
+                                           options, ["--int8-rows", "4"] + extra)
+    below = f"; below, {bits}-bit where the CPU has byte tables" if bits else ""
+    check(runs == [f"QuantizedMatMul (8-bit activations from 4 rows per call{below})"],
           f"{name}: runs as {runs}")
+    encoded = bits > 0 and has_byte_tables()
     fp32, int8 = session(fp32_form, library), session(int8_form, library)
     for batch in (1, 3, 64):  # Gemm: 1, 3, 64 rows per call; MatMul: 5, 15, 320
         x = rng.standard_normal((batch, 5, k) if kind == "matmul" else (batch, k))
@@ -200,22 +229,28 @@ def int8_rows_case(library, compress_tool, run_tool, work, kind, k, n, options):
         got = int8.run(None, {"x": x})[0]
         rows = x.size // k
         scale = max(1.0, float(np.abs(reference).max()))
-        if rows < 4:
+        w = None  # the decoded weight, from the fp32 form on the identity and on zeros
+        ones = np.eye(k, dtype=np.float32)
+        if kind == "gemm":
+            bias = fp32.run(None, {"x": np.zeros((1, k), np.float32)})[0][0]
+            w = fp32.run(None, {"x": ones})[0] - bias
+        else:
+            w = fp32.run(None, {"x": np.repeat(ones[:, None, :], 5, axis=1)})[0][:, 0, :]
+        if rows < 4 and encoded:
+            within_bound(f"{name} batch {batch}: {rows} rows, {bits}-bit activations", got,
+                         reference, small_batch_bound(x, w, bits))
+            # (one input: min = max, encoded exactly)
+            check(k == 1 or not np.array_equal(got, reference),
+                  f"{name} batch {batch}: {rows} rows gave the float result, not the encoded one")
+        elif rows < 4:
             difference = float(np.abs(got - reference).max())
             check(difference <= 1e-4 * scale, f"{name} batch {batch}: {rows} rows (float "
                                               f"activations) differ from the fp32 form by {difference}")
         else:
-            w = None  # the decoded weight, from the fp32 form on the identity and on zeros
-            ones = np.eye(k, dtype=np.float32)
-            if kind == "gemm":
-                bias = fp32.run(None, {"x": np.zeros((1, k), np.float32)})[0][0]
-                w = fp32.run(None, {"x": ones})[0] - bias
-            else:
-                w = fp32.run(None, {"x": np.repeat(ones[:, None, :], 5, axis=1)})[0][:, 0, :]
             within_bound(f"{name} batch {batch}: 8-bit activations", got, reference,
                          int8_rows_bound(x, w))
         ran = qsl_run(run_tool, work, name, int8_form, x).reshape(reference.shape)
-        if rows >= 4:
+        if rows >= 4 or encoded:
             check(np.array_equal(ran, got), f"{name} batch {batch}: qsl-run's 8-bit products "
                                             f"differ from ORT's by {np.abs(ran - got).max()}")
         else:
@@ -237,6 +272,11 @@ def main(library, compress_tool, run_tool, work):
                        ["--bits", "2", "--group", "32"])
     int8_rows_case(library, compress_tool, run_tool, work, "matmul", 130, 97,
                    ["--bits", "3", "--basis", "ternary", "--group", "0"])
+    # Float activations below --int8-rows, and fewer bits than 8 (byte tables from 2 bits on).
+    int8_rows_case(library, compress_tool, run_tool, work, "gemm", 65, 33,
+                   ["--bits", "2", "--group", "32"], small_batch_bits=0)
+    int8_rows_case(library, compress_tool, run_tool, work, "gemm", 127, 37,
+                   ["--bits", "2", "--group", "32"], small_batch_bits=6)
     print(f"{failures()} failures")
     return 1 if failures() else 0
 

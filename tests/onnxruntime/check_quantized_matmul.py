@@ -16,6 +16,7 @@ reference written from the operator's definition (docs/onnxruntime.md), not from
   process never crashes.
 """
 import os
+import platform
 import sys
 
 import numpy as np
@@ -172,27 +173,44 @@ def int8_grid(v):
     return q.astype(np.int64), scale
 
 
+def has_byte_tables():
+    """Whether qsl's CPU target here has byte-table kernels (x86 with AVX2: its AVX2 and
+    AVX-512 targets), where small_batch_bits encodes the calls below int8_min_rows."""
+    if platform.machine() not in ("x86_64", "AMD64") or os.environ.get("QSL_CPU_TARGET") == "scalar":
+        return False
+    with open("/proc/cpuinfo") as f:
+        return " avx2" in f.read()
+
+
 def run_int8_case(library, rng, rows, cols, bits, ternary, group, batch, with_bias, threads,
-                  min_rows):
+                  min_rows, small_bits=0):
     """int8_min_rows: from min_rows rows on, 8-bit activations with exactly the defined
     arithmetic (integer sums exact, the float steps in their order: bit for bit); below, the
-    float path within its bound."""
+    float path within its bound, or with small_batch_bits (where the CPU has byte tables) each
+    vector encoded with that many bits, within the same bound of the encoded inputs."""
     signs, masks, alpha, g = random_code(rng, rows, cols, bits, ternary, group)
     bias = rng.standard_normal(rows).astype(np.float32) if with_bias else None
     x = rng.standard_normal((batch, cols)).astype(np.float32)
     x[0, :] *= 1e3  # a vector of another magnitude: every vector has a grid of its own
+    attrs = {"int8_min_rows": min_rows}
+    if small_bits:
+        attrs["small_batch_bits"] = small_bits
     s = session(library, model(rows, cols, bits, ternary, group, signs, masks, alpha, bias,
-                               [batch, cols], attrs={"int8_min_rows": min_rows}), threads)
+                               [batch, cols], attrs=attrs), threads)
     y = s.run(None, {"x": x})[0]
-    label = (f"int8_min_rows {min_rows}: {rows}x{cols} k={bits} "
+    label = (f"int8_min_rows {min_rows}, small_batch_bits {small_bits}: {rows}x{cols} k={bits} "
              f"{'ternary' if ternary else 'binary'} g={group} batch {batch} threads={threads}")
     w = dense32(signs, masks, alpha, g)
     if batch < min_rows:
+        encoded = small_bits > 0 and has_byte_tables()
+        xs = encode(x, small_bits) if encoded else x
         w64, w_abs = dense(signs, masks, alpha, g)
-        expected = x.astype(np.float64) @ w64.T + (0 if bias is None else bias)
+        expected = xs.astype(np.float64) @ w64.T + (0 if bias is None else bias)
         m = cols * bits + 2 * bits + 4
-        bound = m * U / (1 - m * U) * (np.abs(x) @ w_abs.T + (0 if bias is None else np.abs(bias)))
-        check(np.all(np.abs(y - expected) <= bound + 1e-30), f"{label}: the float path is off")
+        bound = m * U / (1 - m * U) * (np.abs(xs) @ w_abs.T + (0 if bias is None else np.abs(bias)))
+        check(np.all(np.abs(y - expected) <= bound + 1e-30),
+              f"{label}: the {'encoded' if encoded else 'float'} path is off by "
+              f"{np.abs(y - expected).max():.3g}")
         return
     qw, sw = int8_grid(w)
     qx, sx = int8_grid(x)
@@ -293,6 +311,13 @@ def main(library):
             run_int8_case(library, rng, 37, cols, bits, ternary, group, 5, True, 2, 3)
     for batch in (1, 2, 3, 64, 300):  # below and from the threshold; two chunks of vectors
         run_int8_case(library, rng, 300, 257, 2, False, 128, batch, batch % 2 == 0, 1, 3)
+    # Below int8_min_rows, small_batch_bits: vectors encoded per vector (byte tables on AVX2).
+    for cols in (1, 63, 64, 65, 257):
+        for bits, ternary, group, small in ((2, False, 32, 8), (3, True, 0, 8), (1, False, 0, 4),
+                                            (4, False, 128, 2)):
+            for batch in (1, 3):
+                run_int8_case(library, rng, 37, cols, bits, ternary, group, batch, True,
+                              1 + batch % 2, 4, small)
 
     # Nodes that read one code (an unrolled recurrence) share one packed copy.
     grown = shared_code_rss_growth(library)
@@ -333,6 +358,10 @@ def main(library):
     expect_error(library, model(**good, activation={"activation_bits": 4},
                                 attrs={"int8_min_rows": 2}),
                  ["qmm", "int8_min_rows is 2", "encodes its activations"])
+    expect_error(library, model(**good, attrs={"int8_min_rows": 2, "small_batch_bits": 9}),
+                 ["qmm", "small_batch_bits is 9", "expected 0..8"])
+    expect_error(library, model(**good, attrs={"small_batch_bits": 8}),
+                 ["qmm", "small_batch_bits is 8 without int8_min_rows"])
     nan_x = np.zeros((2, 20), np.float32)
     nan_x[1, 7] = np.nan
     expect_error(library, model(**good, attrs={"int8_min_rows": 2}),

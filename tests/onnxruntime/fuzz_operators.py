@@ -54,8 +54,13 @@ def cases(seed, count):
                 dict(group_size=group, pads=[0, 0, 0, 0])))
         else:
             bias = None if gather else rng.standard_normal(rows).astype(np.float32)
+            # Half the QuantizedMatMul nodes with the activation-path attributes, so that they
+            # are mutated too.
+            paths = ({"int8_min_rows": int(rng.integers(1, 4)),
+                      "small_batch_bits": int(rng.choice([0, 2, 8]))}
+                     if not gather and not decode and rng.integers(0, 2) else None)
             m = onnx.load_from_string(q.model(rows, cols, bits, ternary, group, signs, masks,
-                                              alpha, bias, ["N", cols]))
+                                              alpha, bias, ["N", cols], attrs=paths))
         node = m.graph.node[0]
         if gather:  # the same code as a table: QuantizedGather(ids, ...), rows looked up
             node.op_type, node.name = "QuantizedGather", "qgather"

@@ -109,3 +109,22 @@ def test_options_reach_the_tool_as_its_flags(tmp_path, rng):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "py.onnx").read_bytes() == (tmp_path / "cli.onnx").read_bytes()
+
+
+def test_activation_path_keywords_reach_the_tool(tmp_path, rng):
+    """int8_rows and small_batch_bits as qsl-compress's --int8-rows and --small-batch-bits."""
+    tool = ROOT / "build/examples/qsl-compress"
+    if not tool.is_file():
+        pytest.fail(f"{tool} is missing: build the C++ tree first (tools/build.sh)")
+    onnx.save(mlp(rng), tmp_path / "mlp.onnx")
+    qsl.onnx.compress(tmp_path / "mlp.onnx", tmp_path / "py.onnx", bits=2, int8_rows=4,
+                      small_batch_bits=6, progress=False)
+    done = subprocess.run([str(tool), str(tmp_path / "mlp.onnx"), "-o", str(tmp_path / "cli.onnx"),
+                           "--bits", "2", "--int8-rows", "4", "--small-batch-bits", "6",
+                           "--quiet"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    py = (tmp_path / "py.onnx").read_bytes()
+    assert py == (tmp_path / "cli.onnx").read_bytes()
+    fused = [n for n in onnx.load_from_string(py).graph.node if n.op_type == "QuantizedMatMul"]
+    assert fused and all({a.name: a.i for a in n.attribute}.get("small_batch_bits") == 6
+                         for n in fused)
