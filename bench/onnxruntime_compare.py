@@ -12,7 +12,8 @@ same run (issue 15's numbers):
 For each model: ORT fp32; ORT int8 `quantize_dynamic`; ORT MatMulNBits 4-bit and 2-bit (block
 128, accuracy_level 4: int8 activations); ORT + qsl (libqsl_onnxruntime.so, `qsl-compress` qsl
 format, groups of 128) at 1, 2 and 3 bits (its default: 8-bit activations from 16 rows per
-call), and at 2 and 3 bits with float activations (`--int8-rows 0`: layers of many rows kept on
+call, and below 16 rows each vector encoded with 8 bits where the CPU has byte tables), at 2
+bits with `--small-batch-bits 0` (float activations below 16 rows), and at 2 and 3 bits with float activations (`--int8-rows 0`: layers of many rows kept on
 ORT's fp32 operator), with and without `--native-int8` (those layers on ORT's int8 product). Reported: file size; resident memory after session
 creation (VmRSS of a fresh process that created the session and ran once); latency at batch 1
 and 32 with one thread and with all threads (median over interleaved rounds: every variant runs
@@ -148,6 +149,13 @@ def variants(name, fp32, work, compress_tool, default_only=False):
             subprocess.run([compress_tool, fp32, "-o", path, "--bits", str(bits), "--group",
                             "128", "-q", "--force"], check=True, stdout=subprocess.DEVNULL)
         out[f"ORT + qsl {bits}-bit"] = (path, True)
+    # The default before small_batch_bits: float activations below 16 rows per call.
+    path = os.path.join(work, f"{name}.qsl2.sb0.onnx")
+    if not os.path.exists(path):
+        subprocess.run([compress_tool, fp32, "-o", path, "--bits", "2", "--group", "128", "-q",
+                        "--force", "--small-batch-bits", "0"], check=True,
+                       stdout=subprocess.DEVNULL)
+    out["ORT + qsl 2-bit --small-batch-bits 0"] = (path, True)
     # Float activations at every row count (--int8-rows 0): layers of many rows on ORT's fp32
     # operator, and (--native-int8) on its int8 one, the weight decoded at load.
     for extra in ([], ["--native-int8"]) if not default_only else ():

@@ -22,6 +22,7 @@ qsl::onnx::model compressed_bundled_model(bool twd = false) {
   qsl::onnx::compress_options o;
   o.weights.bits = 2;
   o.weights.group_size = 128;
+  o.small_batch_bits = 0;  // float activations on every CPU, as the accelerators take them
   if (twd) {
     o.twd_layers = {"/classifier/classifier.1/*"};
     o.twd.basis_vectors = 16;

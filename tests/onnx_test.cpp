@@ -1,6 +1,7 @@
 // qsl::onnx: loading, compressing in both formats, reading qsl layers back, refusing bad input.
 // The models come from tests/onnx/make_models.py (a CTest fixture writes them to
 // QSL_TEST_MODELS); the ONNX Runtime check of the standard format is tests/onnx/round_trip.sh.
+#include "qsl/cpu.hpp"
 #include "qsl/onnx.hpp"
 #include "qsl/onnx_calibration.hpp"
 #include "qsl/onnx_session.hpp"
@@ -554,6 +555,7 @@ TEST_F(Onnx, Int8RowsFuseEveryMatMulAndQslRunTakesTheirEightBitPath) {
   // the runtime's operator; convolutions still follow native_min_rows.
   auto o = options(2, 64);
   o.native_min_rows = 1;
+  o.small_batch_bits = 0;  // below int8_min_rows: float activations (the next test: encoded)
   auto compressed = [&](std::int64_t int8_rows) {
     auto m = qsl::onnx::model::load(models + "/layers.onnx");
     o.int8_min_rows = int8_rows;
@@ -605,6 +607,62 @@ TEST_F(Onnx, Int8RowsFuseEveryMatMulAndQslRunTakesTheirEightBitPath) {
   EXPECT_NE(qsl::test::error_of([&] { qsl::onnx::compress(m, o); })
                 .find("int8_min_rows is -1; expected >= 0"),
             std::string::npos);
+}
+
+// small_batch_bits: below int8_min_rows, qsl-run encodes each vector with that many bits where
+// the CPU has byte tables (its results then differ from the float form by the activations'
+// rounding only), float activations elsewhere; the attribute is read back and checked.
+TEST_F(Onnx, SmallBatchBitsEncodeFewRowsWhereTheCpuHasByteTables) {
+  auto o = options(2, 64);
+  o.native_min_rows = 1;
+  o.int8_min_rows = 1000000;  // never reached: every call is a small batch
+  auto compress_with = [&](int bits) {
+    auto m = qsl::onnx::model::load(models + "/layers.onnx");
+    o.small_batch_bits = bits;
+    qsl::onnx::compress(m, o);
+    return m;
+  };
+  const auto encoded = compress_with(8);
+  const auto plain = compress_with(0);
+  std::size_t fused = 0;
+  for (const auto& l : qsl::onnx::compressed_layers(encoded))
+    if (!l.output.empty()) {
+      EXPECT_EQ(l.small_batch_bits, 8) << l.weight;
+      ++fused;
+    }
+  EXPECT_EQ(fused, 3u);  // fc1, mm, fc2
+  for (const auto& l : qsl::onnx::compressed_layers(plain)) EXPECT_EQ(l.small_batch_bits, 0);
+  std::mt19937 rng(9);
+  std::normal_distribution<float> normal;
+  qsl::onnx::tensor x{{3, 3, 12, 12}, std::vector<float>(3 * 3 * 12 * 12)};
+  for (float& v : x.data) v = normal(rng);
+  const auto float_y = qsl::onnx::session(plain).run({x})[0];
+  const auto encoded_y = qsl::onnx::session(encoded).run({x})[0];
+  ASSERT_EQ(encoded_y.shape, float_y.shape);
+  double difference = 0, norm = 0;
+  for (std::size_t i = 0; i < float_y.data.size(); ++i) {
+    difference += std::pow(encoded_y.data[i] - float_y.data[i], 2);
+    norm += std::pow(float_y.data[i], 2);
+  }
+  if (qsl::cpu_byte_tables_min_bits() <= 8)
+    EXPECT_GT(difference, 0.0) << "the encoded path did not run";
+  else
+    EXPECT_EQ(difference, 0.0) << "float activations expected on this CPU";
+  EXPECT_LT(std::sqrt(difference / norm), 0.02);  // 256 levels per vector
+  auto m = qsl::onnx::model::load(models + "/layers.onnx");
+  o.small_batch_bits = 9;
+  EXPECT_NE(qsl::test::error_of([&] { qsl::onnx::compress(m, o); })
+                .find("small_batch_bits is 9; expected 0..8"),
+            std::string::npos);
+  // A node whose attribute is out of range is a model error naming it.
+  auto bad = compress_with(8);
+  for (auto& n : *bad.internals().proto.mutable_graph()->mutable_node())
+    for (auto& a : *n.mutable_attribute())
+      if (a.name() == "small_batch_bits") a.set_i(12);
+  bool model_error = false;
+  const std::string text = error_text([&] { qsl::onnx::compressed_layers(bad); }, model_error);
+  EXPECT_TRUE(model_error) << text;
+  EXPECT_THAT(text, HasSubstr("small_batch_bits is 12; expected 0..8"));
 }
 
 TEST_F(Onnx, MalformedInt8ProductEntriesAreModelErrors) {

@@ -12,7 +12,9 @@
 //            >= in_features: one group per row),
 //            activation_bits (0: float activations, default), activation_step and
 //            activation_minimum (both or neither: the layer's calibrated quantizer; without them
-//            each input vector is scaled by its own range), format_version (1)
+//            each input vector is scaled by its own range), int8_min_rows (calls of that many
+//            rows: 8-bit activations on an integer GEMM), small_batch_bits (fewer rows: each
+//            vector encoded with that many bits where the CPU has byte tables), format_version (1)
 //
 // The weight inputs must be initializers: the kernel validates and packs them once, when the
 // session is created.
