@@ -12,7 +12,6 @@ their own derived bound of the fp32 form, and bit for bit the same in qsl-run.
 """
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from report import check, failures  # noqa: E402
+from check_quantized_matmul import has_byte_tables  # noqa: E402
 
 
 def one_layer(kind, k, n, rng):
@@ -191,15 +191,6 @@ def small_batch_bound(x, w, bits):
     step = (hi - lo) / (2 ** bits - 1)
     rounding = 1e-5 * ((np.abs(x) + (hi - lo) + np.abs(lo)) @ np.abs(w))
     return 0.501 * step * np.abs(w).sum(axis=0) + rounding + 1e-6
-
-
-def has_byte_tables():
-    """Whether qsl's CPU target here has byte-table kernels (x86 with AVX2: its AVX2 and
-    AVX-512 targets), so that small_batch_bits = 8 encodes small batches."""
-    if platform.machine() not in ("x86_64", "AMD64") or os.environ.get("QSL_CPU_TARGET") == "scalar":
-        return False
-    with open("/proc/cpuinfo") as f:
-        return " avx2" in f.read()
 
 
 def int8_rows_case(library, compress_tool, run_tool, work, kind, k, n, options,
