@@ -39,7 +39,8 @@ class int8_gemm {
   /// `min_rows`: calls of at least this many rows take this path; 0: none do.
   int8_gemm(const OrtKernelInfo* info, std::int64_t min_rows);
 
-  bool takes(std::int64_t rows) const { return min_rows_ > 0 && rows >= min_rows_; }
+  bool takes(std::int64_t rows) const { return enabled() && rows >= min_rows_; }
+  bool enabled() const { return min_rows_ > 0; }
   /// y (rows x w.rows) = x (rows x w.cols) W_hat^T + bias (may be null), `scales` the rows'
   /// int8 grids (cpu_int8_row_scales).
   void run(const OrtKernelContext* context, const cpu_weights& w, const float* scales,

@@ -72,13 +72,13 @@ std::int64_t int8_min_rows(const OrtKernelInfo* info) {
 // small_batch_bits, checked: 0 (absent), or 1..8 with int8_min_rows. The quantizer calls below
 // int8_min_rows run with: per-vector grids of that many bits where the active CPU target has
 // byte tables for them (cpu_byte_tables_min_bits), float activations (bits 0) elsewhere.
-activation_quantizer small_batch_quantizer(const OrtKernelInfo* info, std::int64_t int8_rows) {
+activation_quantizer small_batch_quantizer(const OrtKernelInfo* info, bool int8_rows) {
   const node_reader node(info, "QuantizedMatMul");
   const std::int64_t bits = node.int_attribute("small_batch_bits", 0);
   detail::require(bits >= 0 && bits <= max_activation_bits,
                   "small_batch_bits is " + std::to_string(bits) + "; expected 0.." +
                       std::to_string(max_activation_bits));
-  detail::require(bits == 0 || int8_rows > 0, "small_batch_bits is " + std::to_string(bits) +
+  detail::require(bits == 0 || int8_rows, "small_batch_bits is " + std::to_string(bits) +
                                                   " without int8_min_rows; expected 0");
   activation_quantizer q;
   if (bits > 0 && bits >= cpu_byte_tables_min_bits()) q.bits = static_cast<int>(bits);
@@ -90,7 +90,7 @@ activation_quantizer small_batch_quantizer(const OrtKernelInfo* info, std::int64
 quantized_matmul_kernel::quantized_matmul_kernel(const OrtKernelInfo* info)
     : large_batches(info),
       int8_rows(info, int8_min_rows(info)),
-      small_batches(small_batch_quantizer(info, int8_min_rows(info))) {
+      small_batches(small_batch_quantizer(info, int8_rows.enabled())) {
   const node_reader node(info, "QuantizedMatMul");
   what = node.what();
   check_format_version(node);
@@ -98,8 +98,9 @@ quantized_matmul_kernel::quantized_matmul_kernel(const OrtKernelInfo* info)
   out_features = node.int_attribute("out_features");
   code_inputs inputs(node, out_features, in_features);
   activations = read_activation_mode(node);
-  const bool byte_tables = activations.bits >= cpu_byte_tables_min_bits() ||
-                           small_batches.bits >= cpu_byte_tables_min_bits();
+  // small_batches has bits only where the target has byte tables for them.
+  const bool byte_tables =
+      activations.bits >= cpu_byte_tables_min_bits() || small_batches.bits > 0;
   const packed_key key{inputs.signs, inputs.coefficients, inputs.masks, out_features, in_features,
                        inputs.bits,  inputs.basis,        inputs.group, byte_tables};
   packed = shared_packed(key, [&] {
