@@ -234,14 +234,18 @@ inline __m256i load_bytes(const std::uint8_t* p) {
 }
 
 // Whole quads [first, first + count) of one tile into the 16-bit sums: per quad, the tables of
-// its four nibbles are loaded once for all P planes.
+// its four nibbles are loaded once for all P planes. Out of line, with the sums in locals for the
+// loop: inlined into byte_tile (whose two float accumulators stay live) and through part[], GCC
+// ran out of registers, reloaded the tables for each plane and copied every sum each quad.
 template <int P>
-inline void add_quads(const cpu_weights& w, const byte_table_input& x, std::int64_t t,
-                      std::int64_t first, std::int64_t count, plane_sums (&part)[P]) {
+[[gnu::noinline]] void add_quads(const cpu_weights& w, const byte_table_input& x, std::int64_t t,
+                                 std::int64_t first, std::int64_t count, plane_sums (&part)[P]) {
   const __m256i nibble_mask = _mm256_set1_epi8(0x0F);
   const std::uint8_t* bytes = w.quad_bytes(t, first);
   const std::uint8_t* low = x.low + 4 * first * table_entries;
   const std::uint8_t* high = x.high + 4 * first * table_entries;
+  plane_sums sums[P];
+  std::copy(part, part + P, sums);
   for (std::int64_t i = 0; i < count; ++i) {
     const __m256i low0 = load_bytes(low), high0 = load_bytes(high);
     const __m256i low1 = load_bytes(low + 2 * table_entries);
@@ -249,12 +253,13 @@ inline void add_quads(const cpu_weights& w, const byte_table_input& x, std::int6
     for (int p = 0; p < P; ++p) {
       const __m256i v = load_bytes(bytes + p * 2 * tile_rows);
       add_quad(low0, high0, low1, high1, _mm256_and_si256(v, nibble_mask),
-               _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble_mask), part[p]);
+               _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble_mask), sums[p]);
     }
     bytes += P * 2 * tile_rows;
     low += 4 * table_entries;
     high += 4 * table_entries;
   }
+  std::copy(sums, sums + P, part);
 }
 
 // One octet o (8 columns: the low or the high four bits of quad o / 2), at a group's edge.
