@@ -35,9 +35,11 @@ def qsl_filters(n, d, matrices, batch):
     if batch > 1:
         return {
             "qsl k=2 8-bit act, byte tables":
-                f"BM_EncodedPaths/N:{n}/D:{d}/batch:{batch}/k:2/kx:8/bytes:1/",
+                f"BM_EncodedPaths/N:{n}/D:{d}/batch:{batch}/k:2/kx:8/kernel:1/",
             "qsl k=2 8-bit act, AND+popcount":
-                f"BM_EncodedPaths/N:{n}/D:{d}/batch:{batch}/k:2/kx:8/bytes:0/",
+                f"BM_EncodedPaths/N:{n}/D:{d}/batch:{batch}/k:2/kx:8/kernel:0/",
+            "qsl k=2 8-bit act, byte dots":
+                f"BM_EncodedPaths/N:{n}/D:{d}/batch:{batch}/k:2/kx:8/kernel:2/",
         }
     if matrices > 1:
         return {
@@ -47,9 +49,9 @@ def qsl_filters(n, d, matrices, batch):
                 f"BM_EncodedStreaming/N:{n}/D:{d}/k:2/kx:8/matrices:{matrices}/bytes:0/",
         }
     return {
-        "qsl k=2 8-bit act, byte tables": f"BM_EncodedPaths/N:{n}/D:{d}/batch:1/k:2/kx:8/bytes:1/",
+        "qsl k=2 8-bit act, byte tables": f"BM_EncodedPaths/N:{n}/D:{d}/batch:1/k:2/kx:8/kernel:1/",
         "qsl k=2 8-bit act, AND+popcount":
-            f"BM_EncodedPaths/N:{n}/D:{d}/batch:1/k:2/kx:8/bytes:0/",
+            f"BM_EncodedPaths/N:{n}/D:{d}/batch:1/k:2/kx:8/kernel:0/",
         "qsl k=2 float act": f"BM_Qsl/N:{n}/D:{d}/batch:1/threads:1/k:2/kx:0/",
         "Eigen fp32": f"BM_Eigen/N:{n}/D:{d}/batch:1/threads:1/",
     }

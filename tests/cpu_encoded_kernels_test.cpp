@@ -109,12 +109,21 @@ TEST_P(CpuEncodedKernels, GiveThePopcountKernelsFloatsBitForBit) {
 
 // Every level at its top (q = 255) on long groups: the 16-bit partial sums of both kernels would
 // wrap if they were not flushed (byte tables: after 64 octets; byte dots: after 64 nibbles), and
-// the result is an exact integer to compare with.
+// the result is an exact integer to compare with. Rows 3 and 12 (one in each half of a tile)
+// have every weight of plane 0 set, so their plane sums reach 255 x the group's columns: 65280
+// at 256 columns, the most the byte tables' one-flush path for whole-quad groups adds in 16 bits,
+// and 69360 at 272, which would wrap there.
 TEST_P(CpuEncodedKernels, LongGroupsOfTopLevelsAreExact) {
-  for (std::int64_t cols : {1500, 4099})
-    for (std::int64_t group : {std::int64_t{0}, std::int64_t{1032}})
+  for (std::int64_t cols : {256, 1500, 4099})
+    for (std::int64_t group : {std::int64_t{0}, std::int64_t{256}, std::int64_t{272},
+                               std::int64_t{1032}})
       for (auto basis : {qsl::basis::binary, qsl::basis::ternary}) {
         auto code = qsl::test::random_code(19, cols, 2, basis, group, 7);
+        for (std::int64_t row : {3, 12})
+          for (std::int64_t c = 0; c < cols; ++c) {
+            qsl::set_bit(code.sign_plane(row, 0), c);
+            if (qsl::word* mask = code.mask_plane(row, 0)) qsl::set_bit(mask, c);
+          }
         std::mt19937 rng(static_cast<std::uint32_t>(cols + group));
         for (float& a : code.coefficients) a = rng() % 2 ? 0.5f : 2.0f;
         qsl::compute_offsets(code);

@@ -234,18 +234,17 @@ inline __m256i load_bytes(const std::uint8_t* p) {
 }
 
 // Whole quads [first, first + count) of one tile into the 16-bit sums: per quad, the tables of
-// its four nibbles are loaded once for all P planes. Out of line, with the sums in locals for the
-// loop: inlined into byte_tile (whose two float accumulators stay live) and through part[], GCC
-// ran out of registers, reloaded the tables for each plane and copied every sum each quad.
+// its four nibbles are loaded once for all P planes. The sums are locals of the caller's loop:
+// through part[] by reference, beside byte_tile's two live float accumulators, GCC ran out of
+// registers, reloaded the tables for each plane and copied every sum each quad.
 template <int P>
-[[gnu::noinline]] void add_quads(const cpu_weights& w, const byte_table_input& x, std::int64_t t,
-                                 std::int64_t first, std::int64_t count, plane_sums (&part)[P]) {
+[[gnu::always_inline]] inline void quad_loop(const cpu_weights& w, const byte_table_input& x,
+                                             std::int64_t t, std::int64_t first,
+                                             std::int64_t count, plane_sums (&sums)[P]) {
   const __m256i nibble_mask = _mm256_set1_epi8(0x0F);
   const std::uint8_t* bytes = w.quad_bytes(t, first);
   const std::uint8_t* low = x.low + 4 * first * table_entries;
   const std::uint8_t* high = x.high + 4 * first * table_entries;
-  plane_sums sums[P];
-  std::copy(part, part + P, sums);
   for (std::int64_t i = 0; i < count; ++i) {
     const __m256i low0 = load_bytes(low), high0 = load_bytes(high);
     const __m256i low1 = load_bytes(low + 2 * table_entries);
@@ -259,6 +258,15 @@ template <int P>
     low += 4 * table_entries;
     high += 4 * table_entries;
   }
+}
+
+// quad_loop out of line, on a copy of part[] held in locals (groups with octet edges).
+template <int P>
+[[gnu::noinline]] void add_quads(const cpu_weights& w, const byte_table_input& x, std::int64_t t,
+                                 std::int64_t first, std::int64_t count, plane_sums (&part)[P]) {
+  plane_sums sums[P];
+  std::copy(part, part + P, sums);
+  quad_loop<P>(w, x, t, first, count, sums);
   std::copy(sums, sums + P, part);
 }
 
@@ -280,19 +288,23 @@ inline void add_octet(const cpu_weights& w, const byte_table_input& x, std::int6
   }
 }
 
-// The 16-bit sums into the 32-bit ones of rows 0-7 ([0]) and 8-15 ([1]), then cleared. Every
-// true sum is below 2^16, so the 16-bit arithmetic (mod 2^16) recovers it exactly:
-//   rows 0-7:  (low - 256 low_odd) + 128 (high & 0xFF),   rows 8-15: low_odd + 128 (high >> 8),
-// and the two halves (two nibbles of the same rows) are added in 32 bits.
+// Each row's exact sum in 16 bits (mod 2^16; every true sum is below 2^16), rows 0-7 in [0] and
+// 8-15 in [1], each as its two halves (two nibbles of the same rows):
+//   rows 0-7:  (low - 256 low_odd) + 128 (high & 0xFF),   rows 8-15: low_odd + 128 (high >> 8).
+inline void row_words(const plane_sums& s, __m256i (&rows)[2]) {
+  const __m256i low_byte = _mm256_set1_epi16(0xFF);
+  rows[0] = _mm256_add_epi16(_mm256_sub_epi16(s.low, _mm256_slli_epi16(s.low_odd, 8)),
+                             _mm256_slli_epi16(_mm256_and_si256(s.high, low_byte), 7));
+  rows[1] = _mm256_add_epi16(s.low_odd, _mm256_slli_epi16(_mm256_srli_epi16(s.high, 8), 7));
+}
+
+// The 16-bit sums added into the 32-bit ones of rows 0-7 ([0]) and 8-15 ([1]), then cleared;
+// the two halves are added in 32 bits.
 template <int P>
 inline void flush_parts(plane_sums (&part)[P], __m256i (&sum)[P][2]) {
-  const __m256i low_byte = _mm256_set1_epi16(0xFF);
   for (int p = 0; p < P; ++p) {
-    const plane_sums& s = part[p];
-    const __m256i rows[2] = {
-        _mm256_add_epi16(_mm256_sub_epi16(s.low, _mm256_slli_epi16(s.low_odd, 8)),
-                         _mm256_slli_epi16(_mm256_and_si256(s.high, low_byte), 7)),
-        _mm256_add_epi16(s.low_odd, _mm256_slli_epi16(_mm256_srli_epi16(s.high, 8), 7))};
+    __m256i rows[2];
+    row_words(part[p], rows);
     for (int i = 0; i < 2; ++i)
       sum[p][i] = _mm256_add_epi32(
           sum[p][i], _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(rows[i])),
@@ -320,39 +332,76 @@ inline void add_group(const float* alpha, std::int32_t group_levels, const __m25
     }
 }
 
+// The 32-bit sums of group g of tile t, for any group: octets at its edges, and a flush every
+// quads_per_flush quads. A quad adds at most 2 * 7 to a high byte and 2 * 4 * 255 to a row's sum
+// in each half, an octet half that: between flushes at most 17 quads and the group's first octet
+// (245 and 35700, below 256 and 2^16).
+template <int P>
+[[gnu::noinline]] void group_sums_with_edges(const cpu_weights& w, const byte_table_input& x,
+                                             std::int64_t t, std::int64_t g,
+                                             __m256i (&sum)[P][2]) {
+  constexpr std::int64_t quads_per_flush = 17;
+  plane_sums part[P];
+  for (int p = 0; p < P; ++p) {
+    sum[p][0] = sum[p][1] = _mm256_setzero_si256();
+    part[p] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+  }
+  std::int64_t o = group_begin(w, g) / 8;
+  const std::int64_t end = (group_end(w, g) + 7) / 8;
+  bool pending = false;  // part holds sums not yet flushed
+  if (o % 2 != 0) {      // groups start on 8 columns, quads on 16
+    add_octet<P>(w, x, t, o++, part);
+    pending = true;
+  }
+  for (std::int64_t quad = o / 2; quad < end / 2;) {
+    const std::int64_t count = std::min(quads_per_flush, end / 2 - quad);
+    add_quads<P>(w, x, t, quad, count, part);
+    flush_parts<P>(part, sum);
+    pending = false;
+    quad += count;
+  }
+  if (end % 2 != 0 && end - 1 >= o) {
+    add_octet<P>(w, x, t, end - 1, part);
+    pending = true;
+  }
+  if (pending) flush_parts<P>(part, sum);
+}
+
+// Groups of whole quads, at most 256 columns (the usual 64 or 128): one pass of the quad loop
+// with its sums in registers, and one flush. A row's two halves add in 16 bits before the
+// widening (at most 256 * 255 = 65280 per row).
+inline bool whole_quad_group(const cpu_weights& w, std::int64_t g) {
+  return group_begin(w, g) % 16 == 0 && group_end(w, g) % 16 == 0 &&
+         group_end(w, g) - group_begin(w, g) <= 256;
+}
+
+template <int P>
+[[gnu::always_inline]] inline void group_sums_whole_quads(const cpu_weights& w,
+                                                          const byte_table_input& x,
+                                                          std::int64_t t, std::int64_t g,
+                                                          __m256i (&sum)[P][2]) {
+  plane_sums part[P];
+  for (int p = 0; p < P; ++p)
+    part[p] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+  quad_loop<P>(w, x, t, group_begin(w, g) / 16, (group_end(w, g) - group_begin(w, g)) / 16, part);
+  for (int p = 0; p < P; ++p) {
+    __m256i rows[2];
+    row_words(part[p], rows);
+    for (int i = 0; i < 2; ++i)
+      sum[p][i] = _mm256_cvtepu16_epi32(_mm_add_epi16(_mm256_castsi256_si128(rows[i]),
+                                                      _mm256_extracti128_si256(rows[i], 1)));
+  }
+}
+
 template <int P, bool Ternary>
 void byte_tile(const cpu_weights& w, const byte_table_input& x, std::int64_t t, float* z) {
-  // A quad adds at most 2 * 7 to a high byte and 2 * 4 * 255 to a row's sum in each half, an
-  // octet half that: between flushes at most 17 quads and the group's first octet (245 and
-  // 35700, below 256 and 2^16).
-  constexpr std::int64_t quads_per_flush = 17;
   __m256 out[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};  // rows 0-7, 8-15
   for (std::int64_t g = 0; g < w.groups; ++g) {
     __m256i sum[P][2];
-    plane_sums part[P];
-    for (int p = 0; p < P; ++p) {
-      sum[p][0] = sum[p][1] = _mm256_setzero_si256();
-      part[p] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
-    }
-    std::int64_t o = group_begin(w, g) / 8;
-    const std::int64_t end = (group_end(w, g) + 7) / 8;
-    bool pending = false;  // part holds sums not yet flushed
-    if (o % 2 != 0) {      // groups start on 8 columns, quads on 16
-      add_octet<P>(w, x, t, o++, part);
-      pending = true;
-    }
-    for (std::int64_t quad = o / 2; quad < end / 2;) {
-      const std::int64_t count = std::min(quads_per_flush, end / 2 - quad);
-      add_quads<P>(w, x, t, quad, count, part);
-      flush_parts<P>(part, sum);
-      pending = false;
-      quad += count;
-    }
-    if (end % 2 != 0 && end - 1 >= o) {
-      add_octet<P>(w, x, t, end - 1, part);
-      pending = true;
-    }
-    if (pending) flush_parts<P>(part, sum);
+    if (whole_quad_group(w, g))
+      group_sums_whole_quads<P>(w, x, t, g, sum);
+    else
+      group_sums_with_edges<P>(w, x, t, g, sum);
     add_group<P, Ternary>(w.tile_coefficients(t, g), x.group_levels[g], &sum[0][0], out);
   }
   _mm256_storeu_ps(z, out[0]);
