@@ -2,6 +2,7 @@
 """qsl's low-bit GEMV beside its peers, in the same minutes: y = W x, one thread.
 
     python3 bench/peer_gemv.py build [--ggml /path/to/ggml] [--rounds 5]
+    python3 bench/peer_gemv.py build --check-filters   # a CTest: the qsl cases exist
 
 Contenders (each timed once per round, rounds interleaved, medians reported):
   * qsl (build/bench/cpu_kernels_bench): k = 2, groups of 128 (2.5 bits per weight with the
@@ -22,6 +23,7 @@ one run, and read the ratios, not the absolute rates.
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -55,6 +57,24 @@ def qsl_filters(n, d, matrices, batch):
         "qsl k=2 float act": f"BM_Qsl/N:{n}/D:{d}/batch:1/threads:1/k:2/kx:0/",
         "Eigen fp32": f"BM_Eigen/N:{n}/D:{d}/batch:1/threads:1/",
     }
+
+
+def check_filters(bench):
+    """Every qsl filter of every shape must name exactly one registered cpu_kernels_bench case
+    (a renamed argument would otherwise stop a long run with "0 results")."""
+    listed = subprocess.run([bench, "--benchmark_list_tests"], check=True, capture_output=True,
+                            text=True).stdout.split()
+    bad = []
+    for n, d, matrices, batch in SHAPES:
+        for label, pattern in qsl_filters(n, d, matrices, batch).items():
+            found = [name for name in listed if re.search("^" + pattern, name)]
+            if len(found) != 1:
+                bad.append(f"{label} ({n} x {d}, {matrices} matrices, batch {batch}): "
+                           f"{pattern} matches {len(found)} cases")
+    if bad:
+        raise SystemExit("peer_gemv.py: filters that do not name one case of " + bench + ":\n  " +
+                         "\n  ".join(bad))
+    print(f"peer_gemv.py: every filter names one case of {bench}")
 
 
 def run_qsl(bench, pattern, target):
@@ -147,10 +167,15 @@ def main():
     p.add_argument("--json", help="write every round's times here")
     p.add_argument("--batches", action="store_true",
                    help="also batches 16 and 64 (4096 x 4096); default: batch 1 only")
+    p.add_argument("--check-filters", action="store_true",
+                   help="only check that every qsl filter names one benchmark case (a test)")
     a = p.parse_args()
     bench = os.path.join(a.build, "bench", "cpu_kernels_bench")
     if not os.path.exists(bench):
         raise SystemExit(f"{bench} does not exist; build qsl first (tools/build.sh)")
+    if a.check_filters:
+        check_filters(bench)
+        return
     work = tempfile.mkdtemp(prefix="qsl_peer_gemv_")
     shapes = [s for s in SHAPES if a.batches or s[3] == 1]
     ggml = None
