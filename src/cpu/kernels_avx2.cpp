@@ -368,8 +368,9 @@ template <int P>
 }
 
 // Groups of whole quads, at most 256 columns (the usual 64 or 128): one pass of the quad loop
-// with its sums in registers, and one flush. A row's two halves add in 16 bits before the
-// widening (at most 256 * 255 = 65280 per row).
+// with its sums in registers, and one flush. At most 16 quads, within the 17 a flush allows
+// (high bytes <= 16 * 14 = 224), and a row's two halves add in 16 bits before the widening
+// (at most 256 * 255 = 65280 per row).
 inline bool whole_quad_group(const cpu_weights& w, std::int64_t g) {
   return group_begin(w, g) % 16 == 0 && group_end(w, g) % 16 == 0 &&
          group_end(w, g) - group_begin(w, g) <= 256;
