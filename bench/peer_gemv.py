@@ -6,8 +6,9 @@
 
 Contenders (each timed once per round, rounds interleaved, medians reported):
   * qsl (build/bench/cpu_kernels_bench): k = 2, groups of 128 (2.5 bits per weight with the
-    fp32 coefficients), 8-bit activations on the byte-table kernels and on AND + popcount,
-    float activations (look-up tables); the active CPU target and QSL_CPU_TARGET=avx2;
+    fp32 coefficients), 8-bit activations on the byte-table kernels and on AND + popcount
+    (and at batches on byte dots), float activations (look-up tables); the active CPU target
+    and QSL_CPU_TARGET=avx2;
   * Eigen fp32 GEMV (same binary);
   * ggml MUL_MAT for tq2_0, q2_K and q4_0, when --ggml names a ggml checkout with a CPU build
     in its build/ folder (this script compiles bench/peers/ggml_mul_mat.cpp against it; no
