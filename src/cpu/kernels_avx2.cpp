@@ -233,31 +233,102 @@ inline __m256i load_bytes(const std::uint8_t* p) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
 }
 
-// Whole quads [first, first + count) of one tile into the 16-bit sums: per quad, the tables of
-// its four nibbles are loaded once for all P planes. The sums are locals of the caller's loop:
-// through part[] by reference, beside byte_tile's two live float accumulators, GCC ran out of
-// registers, reloaded the tables for each plane and copied every sum each quad.
+// One quad of two planes (weight bytes at `bytes`, 32 bytes apart) into s0 and s1: add_quad's
+// steps, each table loaded once for both planes. Written as one asm block because it needs 15 of
+// the 16 registers (6 sums, the nibble mask, 2 tables, 4 indices, 2 look-ups): given the same
+// steps as intrinsics, GCC spilled a sum to the stack, and the store and reload in every quad
+// made that sum's chain of additions the loop's critical path.
+[[gnu::always_inline]] inline void add_quad_two_planes(const std::uint8_t* bytes,
+                                                       const std::uint8_t* low,
+                                                       const std::uint8_t* high, __m256i mask,
+                                                       plane_sums& s0, plane_sums& s1) {
+  alignas(32) static const std::uint16_t odd_bytes[16] = {
+      0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100,
+      0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100};
+  __m256i idx00, idx01, idx10, idx11, table0, table1, look0, look1;
+  asm("vmovdqu (%[bytes]), %[i00]\n\t"
+      "vpsrlw $4, %[i00], %[i01]\n\t"
+      "vpand %[mask], %[i00], %[i00]\n\t"
+      "vpand %[mask], %[i01], %[i01]\n\t"
+      "vmovdqu 32(%[bytes]), %[i10]\n\t"
+      "vpsrlw $4, %[i10], %[i11]\n\t"
+      "vpand %[mask], %[i10], %[i10]\n\t"
+      "vpand %[mask], %[i11], %[i11]\n\t"
+      // low tables: l = T0[idx0] + T1[idx1] per plane, then low += l, low_odd += l's odd bytes
+      "vmovdqu (%[low]), %[t0]\n\t"
+      "vmovdqu 32(%[low]), %[t1]\n\t"
+      "vpshufb %[i00], %[t0], %[l0]\n\t"
+      "vpshufb %[i01], %[t1], %[l1]\n\t"
+      "vpaddb %[l1], %[l0], %[l0]\n\t"
+      "vpaddw %[l0], %[lo0], %[lo0]\n\t"
+      "vpmaddubsw %[odd], %[l0], %[l0]\n\t"
+      "vpaddw %[l0], %[od0], %[od0]\n\t"
+      "vpshufb %[i10], %[t0], %[l0]\n\t"
+      "vpshufb %[i11], %[t1], %[l1]\n\t"
+      "vpaddb %[l1], %[l0], %[l0]\n\t"
+      "vpaddw %[l0], %[lo1], %[lo1]\n\t"
+      "vpmaddubsw %[odd], %[l0], %[l0]\n\t"
+      "vpaddw %[l0], %[od1], %[od1]\n\t"
+      // high tables: high += T0[idx0] + T1[idx1] per plane, in bytes
+      "vmovdqu (%[high]), %[t0]\n\t"
+      "vmovdqu 32(%[high]), %[t1]\n\t"
+      "vpshufb %[i00], %[t0], %[l0]\n\t"
+      "vpshufb %[i01], %[t1], %[l1]\n\t"
+      "vpaddb %[l1], %[l0], %[l0]\n\t"
+      "vpaddb %[l0], %[hi0], %[hi0]\n\t"
+      "vpshufb %[i10], %[t0], %[l0]\n\t"
+      "vpshufb %[i11], %[t1], %[l1]\n\t"
+      "vpaddb %[l1], %[l0], %[l0]\n\t"
+      "vpaddb %[l0], %[hi1], %[hi1]"
+      : [lo0] "+x"(s0.low), [od0] "+x"(s0.low_odd), [hi0] "+x"(s0.high), [lo1] "+x"(s1.low),
+        [od1] "+x"(s1.low_odd), [hi1] "+x"(s1.high), [i00] "=&x"(idx00), [i01] "=&x"(idx01),
+        [i10] "=&x"(idx10), [i11] "=&x"(idx11), [t0] "=&x"(table0), [t1] "=&x"(table1),
+        [l0] "=&x"(look0), [l1] "=&x"(look1)
+      : [bytes] "r"(bytes), [low] "r"(low), [high] "r"(high), [mask] "x"(mask),
+        [odd] "m"(odd_bytes), "m"(*reinterpret_cast<const std::uint8_t(*)[64]>(bytes)),
+        "m"(*reinterpret_cast<const std::uint8_t(*)[64]>(low)),
+        "m"(*reinterpret_cast<const std::uint8_t(*)[64]>(high)));
+}
+
+// Whole quads [first, first + count) of one tile into the 16-bit sums of planes
+// [first_plane, first_plane + N), N <= 2: per quad, the tables of its four nibbles are loaded
+// once for the N planes. More planes at once would not fit the registers, so quad_loop sweeps
+// the quads once per pair of planes.
+template <int N>
+[[gnu::always_inline]] inline void quad_loop_planes(const cpu_weights& w,
+                                                    const byte_table_input& x, std::int64_t t,
+                                                    int planes, int first_plane,
+                                                    std::int64_t first, std::int64_t count,
+                                                    plane_sums* sums) {
+  static_assert(N == 1 || N == 2, "one or two planes per sweep");
+  const __m256i nibble_mask = _mm256_set1_epi8(0x0F);
+  const std::uint8_t* bytes = w.quad_bytes(t, first) + first_plane * 2 * tile_rows;
+  const std::uint8_t* low = x.low + 4 * first * table_entries;
+  const std::uint8_t* high = x.high + 4 * first * table_entries;
+  plane_sums s[N];
+  for (int p = 0; p < N; ++p) s[p] = sums[p];
+  for (std::int64_t i = 0; i < count; ++i) {
+    if constexpr (N == 2) {
+      add_quad_two_planes(bytes, low, high, nibble_mask, s[0], s[1]);
+    } else {
+      const __m256i v = load_bytes(bytes);
+      add_quad(load_bytes(low), load_bytes(high), load_bytes(low + 2 * table_entries),
+               load_bytes(high + 2 * table_entries), _mm256_and_si256(v, nibble_mask),
+               _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble_mask), s[0]);
+    }
+    bytes += planes * 2 * tile_rows;
+    low += 4 * table_entries;
+    high += 4 * table_entries;
+  }
+  for (int p = 0; p < N; ++p) sums[p] = s[p];
+}
+
 template <int P>
 [[gnu::always_inline]] inline void quad_loop(const cpu_weights& w, const byte_table_input& x,
                                              std::int64_t t, std::int64_t first,
                                              std::int64_t count, plane_sums (&sums)[P]) {
-  const __m256i nibble_mask = _mm256_set1_epi8(0x0F);
-  const std::uint8_t* bytes = w.quad_bytes(t, first);
-  const std::uint8_t* low = x.low + 4 * first * table_entries;
-  const std::uint8_t* high = x.high + 4 * first * table_entries;
-  for (std::int64_t i = 0; i < count; ++i) {
-    const __m256i low0 = load_bytes(low), high0 = load_bytes(high);
-    const __m256i low1 = load_bytes(low + 2 * table_entries);
-    const __m256i high1 = load_bytes(high + 2 * table_entries);
-    for (int p = 0; p < P; ++p) {
-      const __m256i v = load_bytes(bytes + p * 2 * tile_rows);
-      add_quad(low0, high0, low1, high1, _mm256_and_si256(v, nibble_mask),
-               _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble_mask), sums[p]);
-    }
-    bytes += P * 2 * tile_rows;
-    low += 4 * table_entries;
-    high += 4 * table_entries;
-  }
+  for (int p = 0; p + 1 < P; p += 2) quad_loop_planes<2>(w, x, t, P, p, first, count, sums + p);
+  if (P % 2 != 0) quad_loop_planes<1>(w, x, t, P, P - 1, first, count, sums + P - 1);
 }
 
 // quad_loop out of line, on a copy of part[] held in locals (groups with octet edges).
@@ -409,13 +480,52 @@ void byte_tile(const cpu_weights& w, const byte_table_input& x, std::int64_t t, 
   _mm256_storeu_ps(z + 8, out[1]);
 }
 
+// Every group of whole quads (the usual case: groups of 64, 128 or 256 columns and columns a
+// multiple of 16)? Then byte_tile_whole_quads walks the groups without a per-group test.
+inline bool all_whole_quad_groups(const cpu_weights& w) {
+  return w.groups > 0 && whole_quad_group(w, 0) && whole_quad_group(w, w.groups - 1);
+}
+
+// byte_tile for all_whole_quad_groups(w): the same sums and float steps in the same order.
+template <int P, bool Ternary>
+void byte_tile_whole_quads(const cpu_weights& w, const byte_table_input& x, std::int64_t t,
+                           float* z) {
+  __m256 out[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  const std::int64_t quads_per_group = w.group_size / 16;
+  const float* alpha = w.tile_coefficients(t, 0);
+  for (std::int64_t g = 0, quad = 0; g < w.groups; ++g, quad += quads_per_group) {
+    plane_sums part[P];
+    for (int p = 0; p < P; ++p)
+      part[p] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+    quad_loop<P>(w, x, t, quad, std::min(quads_per_group, w.quads - quad), part);
+    __m256i sum[P][2];
+    for (int p = 0; p < P; ++p) {
+      __m256i rows[2];
+      row_words(part[p], rows);
+      for (int i = 0; i < 2; ++i)
+        sum[p][i] = _mm256_cvtepu16_epi32(_mm_add_epi16(_mm256_castsi256_si128(rows[i]),
+                                                        _mm256_extracti128_si256(rows[i], 1)));
+    }
+    add_group<P, Ternary>(alpha, x.group_levels[g], &sum[0][0], out);
+    alpha += w.bits * tile_rows;
+  }
+  _mm256_storeu_ps(z, out[0]);
+  _mm256_storeu_ps(z + 8, out[1]);
+}
+
 template <int P, bool Ternary>
 struct byte_call {
   static void run(const cpu_weights& w, const byte_table_input* x, int vectors, std::int64_t t0,
                   std::int64_t t1, float* const* z) {
+    const bool whole = all_whole_quad_groups(w);
     for (std::int64_t t = t0; t < t1; ++t)
-      for (int v = 0; v < vectors; ++v)
-        byte_tile<P, Ternary>(w, x[v], t, z[v] + (t - t0) * tile_rows);
+      for (int v = 0; v < vectors; ++v) {
+        float* out = z[v] + (t - t0) * tile_rows;
+        if (whole)
+          byte_tile_whole_quads<P, Ternary>(w, x[v], t, out);
+        else
+          byte_tile<P, Ternary>(w, x[v], t, out);
+      }
   }
 };
 
