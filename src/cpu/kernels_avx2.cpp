@@ -447,15 +447,16 @@ inline bool whole_quad_group(const cpu_weights& w, std::int64_t g) {
          group_end(w, g) - group_begin(w, g) <= 256;
 }
 
+// The 32-bit sums of the `count` whole quads from `first` (one group of at most 16 quads).
 template <int P>
-[[gnu::always_inline]] inline void group_sums_whole_quads(const cpu_weights& w,
-                                                          const byte_table_input& x,
-                                                          std::int64_t t, std::int64_t g,
-                                                          __m256i (&sum)[P][2]) {
+[[gnu::always_inline]] inline void whole_quad_sums(const cpu_weights& w,
+                                                   const byte_table_input& x, std::int64_t t,
+                                                   std::int64_t first, std::int64_t count,
+                                                   __m256i (&sum)[P][2]) {
   plane_sums part[P];
   for (int p = 0; p < P; ++p)
     part[p] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
-  quad_loop<P>(w, x, t, group_begin(w, g) / 16, (group_end(w, g) - group_begin(w, g)) / 16, part);
+  quad_loop<P>(w, x, t, first, count, part);
   for (int p = 0; p < P; ++p) {
     __m256i rows[2];
     row_words(part[p], rows);
@@ -463,6 +464,15 @@ template <int P>
       sum[p][i] = _mm256_cvtepu16_epi32(_mm_add_epi16(_mm256_castsi256_si128(rows[i]),
                                                       _mm256_extracti128_si256(rows[i], 1)));
   }
+}
+
+template <int P>
+[[gnu::always_inline]] inline void group_sums_whole_quads(const cpu_weights& w,
+                                                          const byte_table_input& x,
+                                                          std::int64_t t, std::int64_t g,
+                                                          __m256i (&sum)[P][2]) {
+  whole_quad_sums<P>(w, x, t, group_begin(w, g) / 16,
+                     (group_end(w, g) - group_begin(w, g)) / 16, sum);
 }
 
 template <int P, bool Ternary>
@@ -494,18 +504,8 @@ void byte_tile_whole_quads(const cpu_weights& w, const byte_table_input& x, std:
   const std::int64_t quads_per_group = w.group_size / 16;
   const float* alpha = w.tile_coefficients(t, 0);
   for (std::int64_t g = 0, quad = 0; g < w.groups; ++g, quad += quads_per_group) {
-    plane_sums part[P];
-    for (int p = 0; p < P; ++p)
-      part[p] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
-    quad_loop<P>(w, x, t, quad, std::min(quads_per_group, w.quads - quad), part);
     __m256i sum[P][2];
-    for (int p = 0; p < P; ++p) {
-      __m256i rows[2];
-      row_words(part[p], rows);
-      for (int i = 0; i < 2; ++i)
-        sum[p][i] = _mm256_cvtepu16_epi32(_mm_add_epi16(_mm256_castsi256_si128(rows[i]),
-                                                        _mm256_extracti128_si256(rows[i], 1)));
-    }
+    whole_quad_sums<P>(w, x, t, quad, std::min(quads_per_group, w.quads - quad), sum);
     add_group<P, Ternary>(alpha, x.group_levels[g], &sum[0][0], out);
     alpha += w.bits * tile_rows;
   }
