@@ -242,6 +242,8 @@ inline __m256i load_bytes(const std::uint8_t* p) {
                                                        const std::uint8_t* low,
                                                        const std::uint8_t* high, __m256i mask,
                                                        plane_sums& s0, plane_sums& s1) {
+  // The asm's offsets: plane 1's bytes and the second nibble pair's tables are 32 bytes on.
+  static_assert(2 * tile_rows == 32 && 2 * table_entries == 32, "add_quad_two_planes' offsets");
   alignas(32) static const std::uint16_t odd_bytes[16] = {
       0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100,
       0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100};
