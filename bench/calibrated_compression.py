@@ -3,7 +3,7 @@
 and accuracy, how long it takes and how much memory.
 
     python3 bench/calibrated_compression.py LIBQSL_ONNXRUNTIME QSL_COMPRESS WORK_DIR \\
-        [--models bundled,magika] [--calib-count 1024] [--layers-alone]
+        [--models bundled,magika,crnn] [--calib-count 1024] [--layers-alone]
 
 Rows: ORT fp32; ORT int8 `quantize_dynamic`; ORT MatMulNBits 4-bit and 2-bit (block 128,
 symmetric, accuracy_level 4; RTN, the quantizer's default: its offline alternatives, HQQ and
@@ -25,7 +25,13 @@ Models and data:
   images, top-1 accuracy on all 10,000 test images (Debian's dataset-fashion-mnist);
 * `magika` (tools/fetch-test-models.sh): calibration on N files of this machine, accuracy =
   agreement with the fp32 model's label on 1,000 other files (magika's own labels are its
-  fp32 model's; no labelled set ships with it).
+  fp32 model's; no labelled set ships with it);
+* `crnn` (captcha-whisperer's CRNN: ResNet-style convolutions and a bidirectional LSTM unrolled
+  into Gemm nodes): captchas drawn by the PyPI `captcha` package (BSD-3-Clause; `pip install
+  captcha`) from random strings of 4-6 digits and capital letters, calibration on N of them,
+  accuracy = the whole string read right (greedy CTC decoding) on 1,000 others. The model was
+  trained on another captcha style, so fp32 itself reads about half of them; what the table
+  compares is how much of that each compression keeps, on the same images.
 """
 import argparse
 import json
@@ -101,6 +107,41 @@ def magika_data(count):
             {"bytes": peers.magika_features(files[count:])}, None)
 
 
+CAPTCHA_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # the model's classes; 36 = CTC blank
+
+
+def captcha_data(count):
+    """(calibration, test, truth): captchas of random strings, as the model reads them (BGR,
+    3 x 60 x 160, values 0..255, bilinear resize: captcha-whisperer's own preprocessing)."""
+    try:
+        from captcha.image import ImageCaptcha
+    except ImportError:
+        sys.exit("crnn: the captcha images come from the PyPI package `captcha`: pip install captcha")
+    from PIL import Image
+    import random
+    random.seed(16)  # the package draws its noise and warps from Python's random module
+    rng = np.random.default_rng(16)
+    draw = ImageCaptcha(width=200, height=70)
+    images, texts = [], []
+    for _ in range(count + 1000):
+        text = "".join(rng.choice(list(CAPTCHA_ALPHABET), rng.integers(4, 7)))
+        image = draw.generate_image(text).convert("RGB").resize((160, 60), Image.BILINEAR)
+        images.append(np.asarray(image, np.float32)[:, :, ::-1].transpose(2, 0, 1))
+        texts.append(text)
+    images = np.ascontiguousarray(np.stack(images))
+    return {"image": images[:count]}, {"image": images[count:]}, np.array(texts[count:])
+
+
+def ctc_strings(logits):
+    """Greedy CTC decoding of (time, batch, classes) logits: a string per batch entry."""
+    best = logits.argmax(-1).T
+    out = []
+    for row in best:
+        kept = [c for i, c in enumerate(row) if c != 36 and (i == 0 or c != row[i - 1])]
+        out.append("".join(CAPTCHA_ALPHABET[c] for c in kept))
+    return np.array(out)
+
+
 def predictions(path, library, feeds, batch=64):
     options = ort.SessionOptions()
     options.intra_op_num_threads = os.cpu_count() or 1
@@ -112,19 +153,21 @@ def predictions(path, library, feeds, batch=64):
     n = len(feeds[key])
     out = []
     for i in range(0, n, batch):
-        out.append(s.run(None, {names[0]: feeds[key][i:i + batch]})[0].argmax(-1))
+        y = s.run(None, {names[0]: feeds[key][i:i + batch]})[0]
+        out.append(ctc_strings(y) if key == "image" and y.ndim == 3 else y.argmax(-1))
     return np.concatenate(out)
 
 
 def run_model(name, a):
     source = (os.path.join(ROOT, "models", "fashion_mnist_cnn.onnx") if name == "bundled"
-              else os.path.join(ROOT, ".deps", "models", "magika.onnx"))
+              else os.path.join(ROOT, ".deps", "models", peers.REAL[name]))
     if not os.path.exists(source):
         print(f"{name}: {source} is missing (tools/fetch-test-models.sh)")
         return
     work = os.path.join(a.work, name)
     os.makedirs(work, exist_ok=True)
-    calib, test, labels = (bundled_data if name == "bundled" else magika_data)(a.calib_count)
+    data = {"bundled": bundled_data, "magika": magika_data, "crnn": captcha_data}[name]
+    calib, test, labels = data(a.calib_count)
     input_name = onnx.load(source).graph.input[0].name
     calib_path = os.path.join(work, "calib.npz")
     np.savez(calib_path, **{input_name: next(iter(calib.values()))})
@@ -180,7 +223,8 @@ def run_model(name, a):
                     bits = json.load(f)["totals"]["bits_per_weight"]
                 add(f"{node} alone, {b}-bit data-free", path, a.library, cost, bits)
 
-    metric = "top-1" if labels is not None else "agreement with fp32"
+    metric = ("strings read right" if name == "crnn" else
+              "top-1" if labels is not None else "agreement with fp32")
     print(f"\n### {name}: {weights:,} weights; {metric} on {len(truth):,} held-apart samples; "
           f"calibration: {a.calib_count} samples\n")
     print(f"| variant | file | % of fp32 | bits/weight | {metric} | vs fp32 | compression time "

@@ -161,6 +161,77 @@ qsl::onnx::compress_options budget_options() {
   return o;
 }
 
+// compress_options::coefficients = float16: the file holds FLOAT16 coefficient tensors, each
+// the half nearest the float32 decomposition's coefficient, and qsl reads back exactly those
+// values; the report counts 2 bytes per coefficient and measures the error of the stored code;
+// a budget counts them so too. A coefficient beyond half's range is a named error.
+TEST_F(Onnx, HalfCoefficientsAreStoredRoundedAndReadBack) {
+  const auto original = qsl::onnx::model::load(models + "/layers.onnx");
+  auto m = qsl::onnx::model::load(models + "/layers.onnx");
+  auto o = options(2, 64);
+  o.coefficients = qsl::onnx::coefficient_storage::float16;
+  const auto report = qsl::onnx::compress(m, o);
+  int halves = 0;
+  for (const auto& t : m.internals().proto.graph().initializer())
+    if (t.name().size() > 13 && t.name().compare(t.name().size() - 13, 13, "_coefficients") == 0) {
+      EXPECT_EQ(t.data_type(), ::onnx::TensorProto::FLOAT16) << t.name();
+      ++halves;
+    }
+  EXPECT_EQ(halves, 4);
+  m.save(path("half.onnx"));
+  const auto layers = qsl::onnx::compressed_layers(qsl::onnx::model::load(path("half.onnx")));
+  ASSERT_EQ(layers.size(), 4u);
+  for (const auto& l : layers) {
+    const Eigen::MatrixXf w = original_w(original, l);
+    qsl::weight_code expected = qsl::decompose(w, o.weights);
+    bool moved = false;
+    for (float& alpha : expected.coefficients) {
+      const float half = static_cast<float>(Eigen::half(alpha));
+      moved = moved || half != alpha;
+      EXPECT_LE(std::abs(half - alpha), std::ldexp(std::abs(alpha), -11)) << l.weight;
+      alpha = half;
+    }
+    EXPECT_TRUE(moved) << l.weight << ": no coefficient was rounded (the test would not see it)";
+    EXPECT_EQ(l.code.coefficients, expected.coefficients) << l.weight;
+    for (const auto& r : report.layers)
+      if (r.weight == l.weight) {
+        const std::uint64_t planes = static_cast<std::uint64_t>(l.code.rows * l.code.bits) *
+                                     static_cast<std::uint64_t>((l.code.cols + 7) / 8);
+        EXPECT_EQ(r.bytes_after, planes + 2 * expected.coefficients.size()) << l.weight;
+        const double error = std::sqrt(qsl::normalized_error(w, expected));
+        EXPECT_DOUBLE_EQ(r.relative_error, error) << l.weight;  // the same computation
+      }
+  }
+  {  // A budget counts the halves: what it measured is what the file holds, within the limit.
+    auto b = qsl::onnx::model::load(models + "/layers.onnx");
+    auto ob = budget_options();
+    ob.coefficients = qsl::onnx::coefficient_storage::float16;
+    ob.budget_bits = 2.5;
+    std::uint64_t stored = 0, weights = 0;
+    for (const auto& l : qsl::onnx::compress(b, ob).layers) {
+      if (!l.compressed) continue;
+      std::uint64_t count = 1;
+      for (std::int64_t d : l.shape) count *= static_cast<std::uint64_t>(d);
+      weights += count;
+      stored += l.bytes_after;
+      for (const auto& measured : l.budget_measurements)
+        if (measured.bits == l.bits && measured.group_size == l.group_size) {
+          EXPECT_EQ(measured.bytes, l.bytes_after) << l.weight;
+        }
+    }
+    EXPECT_LE(8 * stored, static_cast<std::uint64_t>(2.5 * static_cast<double>(weights)));
+  }
+  auto big = qsl::onnx::model::load(models + "/layers.onnx");
+  for (auto& t : *big.internals().proto.mutable_graph()->mutable_initializer())
+    if (t.name() == "fc1_w") {
+      auto* values = reinterpret_cast<float*>(&(*t.mutable_raw_data())[0]);
+      for (std::size_t i = 0; i < t.raw_data().size() / 4; ++i) values[i] *= 1e6f;
+    }
+  EXPECT_THAT(error_of([&] { qsl::onnx::compress(big, o); }),
+              testing::AllOf(HasSubstr("weight 'fc1_w' of node 'fc1'"),
+                             HasSubstr("beyond float16's range (65504)")));
+}
+
 // A size budget: the stored bits of the codes (planes, masks, coefficients) are within it,
 // each layer's code is one it measured, a tighter budget costs error, an override pins a layer,
 // and a budget nothing fits is a named error. max_model_bytes bounds the file written.

@@ -102,6 +102,17 @@ enum class output_format : std::uint8_t {
   standard = 1,  ///< the same codes unpacked by standard operators (opset 11..17)
 };
 
+/// How a written file stores each code's coefficients (alpha per row, group and plane).
+enum class coefficient_storage : std::uint8_t {
+  float32 = 0,  ///< as decomposed
+  /// IEEE half precision, rounded to nearest before the layer's errors are measured (the report
+  /// and a size budget see the code as stored): 16 bits instead of 32 per coefficient, so
+  /// k = 2 in groups of 128 stores 2.25 bits per weight instead of 2.5. Each coefficient moves
+  /// by at most 2^-11 of itself (docs/design.md, "Half-precision coefficients"). A layer whose
+  /// coefficients do not fit half's range (above 65504) is a named error.
+  float16 = 1,
+};
+
 /// The oldest default-domain opset the standard format's decoding runs in (BitShift). Older
 /// models are converted to it with ONNX's version converter when compressed in that format.
 inline constexpr std::int64_t min_standard_opset = 11;
@@ -130,6 +141,7 @@ struct compress_options {
   std::int64_t min_grouped_row_width = 32;
   int edge_bits = 0;  ///< > 0: the first and the last compressed layer use this many bits
   output_format format = output_format::qsl;
+  coefficient_storage coefficients = coefficient_storage::float32;
   /// qsl format: MatMul and Gemm layers become one QuantizedMatMul node each where they can
   /// (docs/onnxruntime.md); false keeps DecodeWeights nodes feeding the original operators.
   bool fuse = true;

@@ -74,7 +74,9 @@ struct decode_weights : decode_op_base<decode_weights> {
   const char* GetName() const { return name; }
   std::size_t GetInputTypeCount() const { return 3; }
   ONNXTensorElementDataType GetInputType(std::size_t index) const {
-    return index == 1 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT : ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
+    // The coefficients float or float16 (UNDEFINED: any type; checked at load).
+    return index == 1 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED
+                      : ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
   }
   OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(std::size_t index) const {
     return index == 2 ? OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_OPTIONAL

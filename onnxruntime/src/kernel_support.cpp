@@ -1,6 +1,8 @@
 #include "kernel_support.hpp"
 
+#include <Eigen/Core>
 #include <algorithm>
+#include <cstdint>
 #include <exception>
 #include <thread>
 
@@ -22,6 +24,8 @@ const char* type_text(ONNXTensorElementDataType t) {
   switch (t) {
     case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT:
       return "float";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16:
+      return "float16";
     case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8:
       return "uint8";
     case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32:
@@ -113,6 +117,34 @@ std::vector<float> node_reader::floats_attribute(const char* name) const {
 const void* node_reader::constant(std::size_t index, const char* name,
                                   ONNXTensorElementDataType type,
                                   const std::vector<std::int64_t>& dims, bool optional) const {
+  return constant_of(index, name, {type}, dims, optional, nullptr);
+}
+
+std::vector<float> node_reader::float_constant(std::size_t index, const char* name,
+                                               const std::vector<std::int64_t>& dims,
+                                               const void** data) const {
+  ONNXTensorElementDataType type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+  const void* raw = constant_of(
+      index, name, {ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16},
+      dims, false, &type);
+  std::size_t count = 1;
+  for (std::int64_t d : dims) count *= static_cast<std::size_t>(d);
+  std::vector<float> values(count);
+  if (type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) {
+    std::copy_n(static_cast<const float*>(raw), count, values.begin());
+  } else {
+    const auto* halves = static_cast<const std::uint16_t*>(raw);
+    for (std::size_t i = 0; i < count; ++i)
+      values[i] = static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(halves[i]));
+  }
+  if (data != nullptr) *data = raw;
+  return values;
+}
+
+const void* node_reader::constant_of(std::size_t index, const char* name,
+                                     const std::vector<ONNXTensorElementDataType>& types,
+                                     const std::vector<std::int64_t>& dims, bool optional,
+                                     ONNXTensorElementDataType* found) const {
   const bool absent = index >= info_.GetInputCount() || info_.GetInputName(index).empty();
   if (absent) {
     if (optional) return nullptr;
@@ -127,10 +159,15 @@ const void* node_reader::constant(std::size_t index, const char* name,
         ") must be an initializer: the layer is packed once, when the session is made");
   const auto info = value.GetTensorTypeAndShapeInfo();
   const std::vector<std::int64_t> have = info.GetShape();
-  if (info.GetElementType() != type || have != dims)
-    throw qsl::error("input " + std::to_string(index) + " (" + name + ") is " +
-                     type_text(info.GetElementType()) + " " + dims_text(have) + "; expected " +
-                     type_text(type) + " " + dims_text(dims));
+  const ONNXTensorElementDataType type = info.GetElementType();
+  if (std::find(types.begin(), types.end(), type) == types.end() || have != dims) {
+    std::string expected;
+    for (ONNXTensorElementDataType t : types)
+      expected += (expected.empty() ? "" : " or ") + std::string(type_text(t));
+    throw qsl::error("input " + std::to_string(index) + " (" + name + ") is " + type_text(type) +
+                     " " + dims_text(have) + "; expected " + expected + " " + dims_text(dims));
+  }
+  if (found != nullptr) *found = type;
   return value.GetTensorRawData();
 }
 

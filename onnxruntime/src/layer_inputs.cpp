@@ -35,9 +35,9 @@ code_inputs::code_inputs(const node_reader& node, std::int64_t rows, std::int64_
   const std::vector<std::int64_t> plane_dims = {rows, bits, (cols + 7) / 8};
   signs = static_cast<const std::uint8_t*>(
       node.constant(first, "signs", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, plane_dims));
-  coefficients = static_cast<const float*>(
-      node.constant(first + 1, "coefficients", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT,
-                    {rows, code.groups(), 1, bits}));
+  coefficients =
+      node.float_constant(first + 1, "coefficients", {rows, code.groups(), 1, bits},
+                          &coefficient_data);
   masks = static_cast<const std::uint8_t*>(
       node.constant(first + 2, "masks", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, plane_dims, true));
   const std::string input = "input " + std::to_string(first + 2);
@@ -50,7 +50,7 @@ code_inputs::code_inputs(const node_reader& node, std::int64_t rows, std::int64_
 void code_inputs::read() {
   read_plane_bytes(code, false, signs, "signs");
   if (masks != nullptr) read_plane_bytes(code, true, masks, "masks");
-  code.coefficients.assign(coefficients, coefficients + code.coefficients.size());
+  code.coefficients = coefficients;
   for (std::size_t i = 0; i < code.coefficients.size(); ++i)
     if (!std::isfinite(code.coefficients[i]))  // the message only on failure: a loop per weight row
       throw qsl::error("coefficient " + str(static_cast<std::int64_t>(i)) + " is " +

@@ -19,12 +19,13 @@ void check_format_version(const node_reader& node);
 
 /// A code of `rows` x `cols` from inputs `first` (signs), `first` + 1 (coefficients) and
 /// `first` + 2 (masks, ternary only), checked: planes uint8 [rows, bits, ceil(cols / 8)],
-/// coefficients float [rows, groups, 1, bits], finite, canonical. The fused operators' inputs
-/// start at 1 (after X), DecodeWeights' at 0.
+/// coefficients float or float16 [rows, groups, 1, bits], finite, canonical. The fused
+/// operators' inputs start at 1 (after X), DecodeWeights' at 0.
 struct code_inputs {
   weight_code code;  ///< shape only until read() fills it
   const std::uint8_t* signs = nullptr;
-  const float* coefficients = nullptr;
+  std::vector<float> coefficients;          ///< as floats (float16 ones widened)
+  const void* coefficient_data = nullptr;  ///< the tensor's own data: the packed cache's key
   const std::uint8_t* masks = nullptr;
   std::int64_t bits = 0, basis = 0, group = 0;
 

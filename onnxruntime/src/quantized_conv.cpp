@@ -94,7 +94,7 @@ quantized_conv_kernel::quantized_conv_kernel(const OrtKernelInfo* info) : large_
     read_plane_bytes(part, false, inputs.signs + g * per_group * plane_row, "signs");
     if (inputs.masks != nullptr)
       read_plane_bytes(part, true, inputs.masks + g * per_group * plane_row, "masks");
-    const float* alpha = inputs.coefficients + g * per_group * alpha_row;
+    const auto alpha = inputs.coefficients.begin() + g * per_group * alpha_row;
     part.coefficients.assign(alpha, alpha + per_group * alpha_row);
     compute_offsets(part);
     packed.push_back(pack_for_cpu(part));
@@ -159,7 +159,9 @@ struct quantized_conv
   const char* GetName() const { return "QuantizedConv"; }
   std::size_t GetInputTypeCount() const { return 5; }
   ONNXTensorElementDataType GetInputType(std::size_t index) const {
+    // The coefficients float or float16 (UNDEFINED: any type; checked at load).
     return index == 1 || index == 3 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8
+           : index == 2             ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED
                                     : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
   }
   OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(std::size_t index) const {

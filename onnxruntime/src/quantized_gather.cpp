@@ -79,7 +79,7 @@ struct quantized_gather
   // Indices of either integer type (UNDEFINED: any type; checked per call).
   ONNXTensorElementDataType GetInputType(std::size_t index) const {
     return index == 0   ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED
-           : index == 2 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT
+           : index == 2 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED  // float or float16
                         : ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
   }
   OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(std::size_t index) const {

@@ -101,8 +101,9 @@ quantized_matmul_kernel::quantized_matmul_kernel(const OrtKernelInfo* info)
   // small_batches has bits only where the target has byte tables for them.
   const bool byte_tables =
       activations.bits >= cpu_byte_tables_min_bits() || small_batches.bits > 0;
-  const packed_key key{inputs.signs, inputs.coefficients, inputs.masks, out_features, in_features,
-                       inputs.bits,  inputs.basis,        inputs.group, byte_tables};
+  const packed_key key{inputs.signs, inputs.coefficient_data, inputs.masks, out_features,
+                       in_features,  inputs.bits,           inputs.basis, inputs.group,
+                       byte_tables};
   packed = shared_packed(key, [&] {
     inputs.read();
     cpu_weights w = pack_for_cpu(inputs.code);  // the code (and the initializers) are not needed again
@@ -146,7 +147,9 @@ OrtStatusPtr quantized_matmul::CreateKernelV2(const OrtApi&, const OrtKernelInfo
 }
 
 ONNXTensorElementDataType quantized_matmul::GetInputType(std::size_t index) const {
+  // The coefficients float or float16 (UNDEFINED: any type; checked at load).
   return index == 1 || index == 3 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8
+         : index == 2             ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED
                                   : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
 }
 

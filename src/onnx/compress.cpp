@@ -364,7 +364,7 @@ compress_report compress(model& m, const compress_options& o) {
     // 3. Decompose (or take the measured code) and rewrite, one layer at a time; with
     // sequential calibration, the later groups against the model as compressed so far.
     detail::sequential_calibration sequential(m, o, chosen);
-    detail::graph_writer writer(proto, o.format);
+    detail::graph_writer writer(proto, o.format, o.coefficients);
     std::size_t done = 0;
     for (std::size_t l = 0; l < chosen.size(); ++l) {
       const candidate& c = chosen[l];
@@ -413,8 +413,8 @@ compress_report compress(model& m, const compress_options& o) {
             result.relative_output_error =
                 std::sqrt(normalized_output_error(w, code, layer_options.calibration));
         } else {
-          const weight_code code =
-              measured_code ? measured[l][picks[l]] : decompose(w, layer_options);
+          weight_code code = measured_code ? measured[l][picks[l]] : decompose(w, layer_options);
+          if (!measured_code) detail::store_coefficients(code, o.coefficients);
           sequential.compressed(l, code);
           result.bits = code.bits;
           result.basis = code.basis;

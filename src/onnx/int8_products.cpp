@@ -57,7 +57,8 @@ std::pair<std::string, std::string> graph_writer::add_int8_products(
   const std::string inverse_scales =
       add_tensor(make_float_tensor(base + "_inverse_scale", {code.rows, 1, 1, 1}, inverse.data()));
   const std::string scaled =
-      node("Mul", {coefficients, inverse_scales}, unique(base + "_coefficients")).output(0);
+      node("Mul", {float_coefficients(coefficients), inverse_scales}, unique(base + "_coefficients"))
+          .output(0);
   const std::string decoded = unique(base + "_decoded");
   decode_standard(decoded, {code.cols, code.rows}, weight_layout::transposed, code, signs, masks,
                   scaled);

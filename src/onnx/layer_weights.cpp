@@ -55,12 +55,26 @@ Eigen::MatrixXf read_w(const candidate& c, const pb::TensorProto& t, const std::
   return w;
 }
 
-std::uint64_t stored_bytes(const weight_code& code) {
+std::uint64_t stored_bytes(const weight_code& code, coefficient_storage storage) {
   const auto planes = static_cast<std::uint64_t>(code.rows) *
                       static_cast<std::uint64_t>(code.bits) *
                       static_cast<std::uint64_t>((code.cols + 7) / 8);
   return planes * (code.basis == qsl::basis::ternary ? 2 : 1) +
-         code.coefficients.size() * sizeof(float);
+         code.coefficients.size() * (storage == coefficient_storage::float16 ? 2 : sizeof(float));
+}
+
+void store_coefficients(weight_code& code, coefficient_storage storage) {
+  if (storage != coefficient_storage::float16) return;
+  constexpr float half_max = 65504.0f;
+  for (std::size_t i = 0; i < code.coefficients.size(); ++i) {
+    float& alpha = code.coefficients[i];
+    if (!(std::abs(alpha) <= half_max))
+      throw qsl::error("coefficient " + std::to_string(i) + " is " + std::to_string(alpha) +
+                       ", beyond float16's range (65504): store this layer's coefficients as "
+                       "float32");
+    alpha = static_cast<float>(Eigen::half(alpha));
+  }
+  compute_offsets(code);
 }
 
 const layer_calibration* statistics_of(const compress_options& o, const candidate& c) {
@@ -164,6 +178,7 @@ budget_measurements measure_budget(const compress_options& o, const std::vector<
         layer_options.group_size = group;
         try {
           out.codes[l].push_back(decompose(w, layer_options));
+          store_coefficients(out.codes[l].back(), o.coefficients);
         } catch (const qsl::error& e) {
           throw qsl::error(what_of(c) + ": " + e.what());
         }
@@ -171,7 +186,7 @@ budget_measurements measure_budget(const compress_options& o, const std::vector<
         const double error = stats != nullptr
                                  ? normalized_output_error(w, code, layer_options.calibration)
                                  : normalized_error(w, code);
-        out.choices[l].push_back({stored_bytes(code), error});
+        out.choices[l].push_back({stored_bytes(code, o.coefficients), error});
         out.relative_errors[l].push_back(error);
       }
     if (o.sensitivity) measure_sensitivity(o, c, options[l].group_size, out, l);

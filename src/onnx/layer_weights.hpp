@@ -36,9 +36,15 @@ std::string first_non_finite(const candidate& c, const std::vector<float>& value
 Eigen::MatrixXf read_w(const candidate& c, const pb::TensorProto& t, const std::string& what);
 
 /// The bytes a code adds to the file as the writers store it (graph_writer::add_code_tensors):
-/// sign planes and ternary masks of ceil(cols / 8) bytes per row and plane, float
-/// coefficients.
-std::uint64_t stored_bytes(const weight_code& code);
+/// sign planes and ternary masks of ceil(cols / 8) bytes per row and plane, coefficients of 4
+/// or 2 bytes (`storage`).
+std::uint64_t stored_bytes(const weight_code& code, coefficient_storage storage);
+
+/// Makes `code` the code the file will hold: under float16 storage, every coefficient rounded
+/// to the nearest half (the offsets recomputed from them), so that the errors measured, the
+/// report and a sequential calibration's later layers see what the runtimes read. Throws
+/// qsl::error naming the first coefficient above half's range.
+void store_coefficients(weight_code& code, coefficient_storage storage);
 
 /// The layer's calibration statistics, or nullptr: none given, none for this weight, or a
 /// table (decomposed data-free: its rows are read as they are, so the weight error is the

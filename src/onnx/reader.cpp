@@ -26,9 +26,11 @@ std::int64_t required_int(const pb::NodeProto& n, const char* name, const std::s
   return a->i();
 }
 
+// Input `index` of `n`, an initializer of one of `types` and exactly `dims`.
 const pb::TensorProto& input_tensor(const pb::NodeProto& n, int index,
                                     const std::map<std::string, const pb::TensorProto*>& init,
-                                    std::int32_t type, const std::vector<std::int64_t>& dims,
+                                    const std::vector<std::int32_t>& types,
+                                    const std::vector<std::int64_t>& dims,
                                     const std::string& what) {
   if (n.input_size() <= index)
     throw model_error(what + ": input " + std::to_string(index) + " is missing");
@@ -37,13 +39,22 @@ const pb::TensorProto& input_tensor(const pb::NodeProto& n, int index,
     throw model_error(what + ": input " + in_quotes(n.input(index)) + " is not an initializer");
   const pb::TensorProto& t = *it->second;
   std::vector<std::int64_t> have(t.dims().begin(), t.dims().end());
-  if (t.data_type() != type || have != dims) {
-    std::string expected;
+  if (std::find(types.begin(), types.end(), t.data_type()) == types.end() || have != dims) {
+    std::string expected, type_names;
     for (std::int64_t d : dims) expected += (expected.empty() ? "" : " x ") + std::to_string(d);
-    throw model_error(what + ": input " + in_quotes(n.input(index)) + " must be " +
-                      detail::type_name(type) + " " + expected);
+    for (std::int32_t type : types)
+      type_names += (type_names.empty() ? "" : " or ") + detail::type_name(type);
+    throw model_error(what + ": input " + in_quotes(n.input(index)) + " must be " + type_names +
+                      " " + expected);
   }
   return t;
+}
+
+const pb::TensorProto& input_tensor(const pb::NodeProto& n, int index,
+                                    const std::map<std::string, const pb::TensorProto*>& init,
+                                    std::int32_t type, const std::vector<std::int64_t>& dims,
+                                    const std::string& what) {
+  return input_tensor(n, index, init, std::vector<std::int32_t>{type}, dims, what);
 }
 
 // The planes of a DecodeWeights / DecodeFactorized input, read into `code` (the layout of
@@ -158,8 +169,9 @@ weight_code read_code(const pb::NodeProto& n,
   attributes_read(code);
   const std::vector<std::int64_t> plane_dims = {rows, bits, (cols + 7) / 8};
   unpack(input_tensor(n, signs, init, pb::TensorProto::UINT8, plane_dims, what), code, false, what);
-  const pb::TensorProto& alpha = input_tensor(n, coefficients, init, pb::TensorProto::FLOAT,
-                                              {rows, code.groups(), 1, bits}, what);
+  const pb::TensorProto& alpha =
+      input_tensor(n, coefficients, init, {pb::TensorProto::FLOAT, pb::TensorProto::FLOAT16},
+                   {rows, code.groups(), 1, bits}, what);
   code.coefficients = detail::read_floats(alpha, what);
   if (code.basis == qsl::basis::ternary)
     unpack(input_tensor(n, masks, init, pb::TensorProto::UINT8, plane_dims, what), code, true,

@@ -176,7 +176,8 @@ std::string graph_writer::level_table(const weight_code& code, const std::string
 void graph_writer::decode_standard(const std::string& weight,
                                    const std::vector<std::int64_t>& shape, weight_layout layout,
                                    const weight_code& code, const std::string& signs,
-                                   const std::string& masks, const std::string& coefficients) {
+                                   const std::string& masks, const std::string& half_or_float) {
+  const std::string coefficients = float_coefficients(half_or_float);
   const bool ternary = code.basis == qsl::basis::ternary;
   const bool transposed = layout == weight_layout::transposed;
   const int k = code.bits;

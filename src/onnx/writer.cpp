@@ -6,8 +6,9 @@
 
 namespace qsl::onnx::detail {
 
-graph_writer::graph_writer(pb::ModelProto& model, output_format format)
-    : model_(model), format_(format) {
+graph_writer::graph_writer(pb::ModelProto& model, output_format format,
+                           coefficient_storage coefficients)
+    : model_(model), format_(format), coefficients_(coefficients) {
   const pb::GraphProto& g = model.graph();
   for (const auto& t : g.initializer()) names_.insert(t.name());
   for (const auto& v : g.input()) names_.insert(v.name());
@@ -147,10 +148,23 @@ graph_writer::code_tensors graph_writer::add_code_tensors(const std::string& bas
     t.masks = add_tensor(make_uint8_tensor(base + "_masks", plane_dims, mask_data.data()));
     t.bytes += mask_data.size();
   }
-  t.coefficients = add_tensor(make_float_tensor(
-      base + "_coefficients", {code.rows, code.groups(), 1, code.bits}, code.coefficients.data()));
-  t.bytes += code.coefficients.size() * sizeof(float);
+  const bool half = coefficients_ == coefficient_storage::float16;
+  t.coefficients = add_tensor(make_floating_tensor(
+      base + "_coefficients", {code.rows, code.groups(), 1, code.bits},
+      half ? pb::TensorProto::FLOAT16 : pb::TensorProto::FLOAT, code.coefficients.data()));
+  if (half) float_of_half_[t.coefficients] = "";
+  t.bytes += code.coefficients.size() * (half ? 2 : sizeof(float));
   return t;
+}
+
+std::string graph_writer::float_coefficients(const std::string& coefficients) {
+  const auto it = float_of_half_.find(coefficients);
+  if (it == float_of_half_.end()) return coefficients;
+  if (it->second.empty()) {
+    it->second = unique(coefficients + "_float");
+    add_int_attribute(node("Cast", {coefficients}, it->second), "to", pb::TensorProto::FLOAT);
+  }
+  return it->second;
 }
 
 int node_producing(const pb::GraphProto& g, const std::string& output) {

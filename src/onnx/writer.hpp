@@ -81,7 +81,8 @@ std::string int8_why_not(const fused_layer& f);
 
 class graph_writer {
  public:
-  graph_writer(pb::ModelProto& model, output_format format);
+  graph_writer(pb::ModelProto& model, output_format format,
+               coefficient_storage coefficients = coefficient_storage::float32);
 
   /// Removes the constant `weight` (initializer index, or Constant node index) and adds the
   /// tensors and nodes that rebuild it from `code`. Returns the bytes of the added tensors.
@@ -168,9 +169,14 @@ class graph_writer {
                           weight_layout layout);
   std::string level_table(const weight_code& code, const std::string& coefficients, int first_plane,
                           int planes, weight_layout layout);
+  /// `coefficients` as a float tensor for the standard operators: itself, or for a float16
+  /// one the output of a Cast to float (one per tensor).
+  std::string float_coefficients(const std::string& coefficients);
 
   pb::ModelProto& model_;
   output_format format_;
+  coefficient_storage coefficients_;
+  std::map<std::string, std::string> float_of_half_;  // float16 coefficients -> their Cast
   std::set<std::string> names_;
   std::vector<pb::NodeProto> nodes_;
   std::map<std::string, std::string> shared_;

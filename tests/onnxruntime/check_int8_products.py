@@ -258,6 +258,9 @@ def main(library, compress_tool, run_tool, work):
         case(library, compress_tool, run_tool, work, kind, k, n, ["--bits", "2", "--group", "32"])
     case(library, compress_tool, run_tool, work, "gemm", 127, 37,
          ["--bits", "3", "--basis", "ternary", "--group", "0"])
+    # float16 coefficients: Cast to float before the weight side's scaling.
+    case(library, compress_tool, run_tool, work, "matmul", 130, 97,
+         ["--bits", "2", "--group", "32", "--coefficients", "f16"])
     for kind, k, n in (("matmul", 64, 63), ("gemm", 65, 33), ("gemm", 1, 5)):
         int8_rows_case(library, compress_tool, run_tool, work, kind, k, n,
                        ["--bits", "2", "--group", "32"])

@@ -67,6 +67,12 @@ def case(library, compress_tool, run_tool, name, source, x, options, work, fused
     report = compress(compress_tool, source, qsl, "qsl", options, work)
     if standard_format:
         compress(compress_tool, source, standard, "standard", options, work)
+    if "--coefficients" in options:  # f16: every code's coefficients are FLOAT16 tensors
+        for path in [qsl] + ([standard] if standard_format else []):
+            types = {t.data_type for t in onnx.load(path).graph.initializer
+                     if t.name.endswith("_coefficients")}
+            check(types == {onnx.TensorProto.FLOAT16},
+                  f"{name}: {os.path.basename(path)} holds coefficient tensors of types {types}")
     runs = {l["node"]: l.get("runs_as", "") for l in report["layers"] if l["compressed"]}
     fused = sorted(n for n, r in runs.items() if r.startswith("QuantizedMatMul"))
     check(fused == sorted(fused_expected), f"{name}: fused layers {fused}, expected "
@@ -126,6 +132,16 @@ def main(library, compress_tool, run_tool, models, bundled, work):
     case(library, compress_tool, run_tool, "layers_ternary", os.path.join(models, "layers.onnx"),
          x, ["--bits", "2", "--group", "0", "--basis", "ternary", "--min-weights", "100"], work,
          ["fc1", "mm", "fc2", "tiny"], native_expected=["conv1"])
+    # Half-precision coefficients: the fused layers read them as float16 inputs, the Conv on
+    # ORT's operator through a Cast in its decoder; then a ternary code, and a QuantizedConv.
+    case(library, compress_tool, run_tool, "layers_f16", os.path.join(models, "layers.onnx"), x,
+         ["--bits", "2", "--group", "64", "--min-weights", "100", "--coefficients", "f16"], work,
+         ["fc1", "mm", "fc2", "tiny"], native_expected=["conv1"])
+    case(library, compress_tool, run_tool, "layers_ternary_f16",
+         os.path.join(models, "layers.onnx"), x,
+         ["--bits", "3", "--group", "32", "--basis", "ternary", "--min-weights", "100",
+          "--native-rows", "0", "--coefficients", "f16"], work,
+         ["fc1", "mm", "fc2", "tiny"], convs_expected=["conv1"])
     # Every layer on ORT's operators (Gemm with transB 1 and 0 and a bias, MatMul, Conv), and
     # none (the Conv a DecodeWeights node).
     case(library, compress_tool, run_tool, "layers_native", os.path.join(models, "layers.onnx"),

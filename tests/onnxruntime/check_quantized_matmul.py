@@ -344,7 +344,12 @@ def main(library):
     m = onnx.load_from_string(ok)
     m.graph.initializer[1].CopyFrom(numpy_helper.from_array(alpha.reshape(8, 1, 2), "coefficients"))
     expect_error(library, m.SerializeToString(),
-                 ["qmm", "coefficients", "expected float [8, 1, 1, 2]"])
+                 ["qmm", "coefficients", "expected float or float16 [8, 1, 1, 2]"])
+    m = onnx.load_from_string(ok)  # another type than float / float16 is refused by name
+    wrong_type = alpha.reshape(8, 1, 1, 2).astype(np.int32)
+    m.graph.initializer[1].CopyFrom(numpy_helper.from_array(wrong_type, "coefficients"))
+    expect_error(library, m.SerializeToString(),
+                 ["qmm", "coefficients", "is int32 [8, 1, 1, 2]; expected float or float16"])
     m = onnx.load_from_string(ok)
     m.graph.node[0].input.append("masks")
     m.graph.initializer.append(numpy_helper.from_array(pack(signs), "masks"))

@@ -124,7 +124,8 @@ def main(library, compress_tool, models, work):
         "gru_w": "GRU on the runtime's kernel (qsl has no recurrent kernel; W decoded at load)",
         "gru_r": "GRU on the runtime's kernel (qsl has no recurrent kernel; R decoded at load)"}
     for label, options in [("b2", ["--bits", "2"]),
-                           ("t3g8", ["--bits", "3", "--basis", "ternary", "--group", "8"])]:
+                           ("t3g8", ["--bits", "3", "--basis", "ternary", "--group", "8"]),
+                           ("b2f16", ["--bits", "2", "--coefficients", "f16"])]:
         qsl = os.path.join(work, f"{label}.qsl.onnx")
         standard = os.path.join(work, f"{label}.standard.onnx")
         report = compress(compress_tool, source, qsl, options)
@@ -138,6 +139,10 @@ def main(library, compress_tool, models, work):
             check(got == runs, f"{label}: {weight} runs as {got!r}, expected {runs!r}")
             check(layers.get(weight, {}).get("compressed"), f"{label}: {weight} not compressed")
 
+        if "f16" in label:  # the decoders below read the halves as the file holds them
+            types = {t.data_type for t in onnx.load(qsl).graph.initializer
+                     if t.name.endswith("_coefficients")}
+            check(types == {onnx.TensorProto.FLOAT16}, f"{label}: coefficient types {types}")
         codes = codes_of(qsl)
         check(sorted(codes) == sorted(expected_runs), f"{label}: codes of {sorted(codes)}")
         out_qsl = run(qsl, ids_pos, library)
