@@ -29,7 +29,8 @@ Models and data:
   fp32 model's; no labelled set ships with it);
 * `crnn` (captcha-whisperer's CRNN: ResNet-style convolutions and a bidirectional LSTM unrolled
   into Gemm nodes): captchas drawn by the PyPI `captcha` package (BSD-3-Clause; `pip install
-  captcha`) from random strings of 4-6 digits and capital letters, calibration on N of them,
+  captcha`; its `secrets` draws seeded here, so every run draws the same images) from random
+  strings of 4-6 digits and capital letters, calibration on N of them,
   accuracy = the whole string read right (greedy CTC decoding) on 1,000 others. The model was
   trained on another captcha style, so fp32 itself reads about half of them; what the table
   compares is how much of that each compression keeps, on the same images.
@@ -117,12 +118,28 @@ def captcha_data(count):
     """(calibration, test, truth): captchas of random strings, as the model reads them (BGR,
     3 x 60 x 160, values 0..255, bilinear resize: captcha-whisperer's own preprocessing)."""
     try:
+        import captcha.image
         from captcha.image import ImageCaptcha
     except ImportError:
         sys.exit("crnn: the captcha images come from the PyPI package `captcha`: pip install captcha")
     from PIL import Image
     import random
-    random.seed(16)  # the package draws its noise and warps from Python's random module
+
+    class SeededSecrets:  # the package draws its fonts, noise and warps from `secrets`: seeded
+        def __init__(self, seed):  # here, so that every run draws the same images
+            self.r = random.Random(seed)
+
+        def randbelow(self, n):
+            return self.r.randrange(n)
+
+        def randbits(self, k):
+            return self.r.getrandbits(k)
+
+        def choice(self, seq):
+            return self.r.choice(seq)
+
+    captcha.image.secrets = SeededSecrets(16)
+    random.seed(16)
     rng = np.random.default_rng(16)
     draw = ImageCaptcha(width=200, height=70)
     images, texts = [], []

@@ -261,6 +261,13 @@ TEST_F(Onnx, SizeBudgetIsRespectedAndSpentOnMeasuredCodes) {
                           measured.bytes == l.bytes_after &&
                           std::abs(measured.relative_error - l.relative_error) < 1e-6);
       EXPECT_TRUE(found) << l.weight << ": its code is none of those measured";
+      // Rows wider than the groups of 64 (a per-row code's group is the row): measured per
+      // row and in groups of 32 too.
+      std::set<std::int64_t> groups;
+      for (const auto& measured : l.budget_measurements) groups.insert(measured.group_size);
+      if (*groups.rbegin() > 64) {
+        EXPECT_EQ(groups, (std::set<std::int64_t>{32, 64, *groups.rbegin()})) << l.weight;
+      }
     }
     EXPECT_LE(8 * stored, static_cast<std::uint64_t>(budget * static_cast<double>(weights)));
     EXPECT_EQ(report.budget_code_bytes,

@@ -166,11 +166,16 @@ budget_measurements measure_budget(const compress_options& o, const std::vector<
     if (pinned != nullptr) bits = {pinned->options.bits};
     std::sort(bits.begin(), bits.end());
     bits.erase(std::unique(bits.begin(), bits.end()), bits.end());
-    // Per-row coefficients too where the layer's groups are narrower than its rows: at
-    // 32 bits per coefficient, groups of 128 add 0.25 bits per weight and plane.
+    // Per-row coefficients too where the layer's groups are narrower than its rows (at 32 bits
+    // per coefficient, groups of 128 add 0.25 bits per weight and plane), and groups of half
+    // the size (a step between k and k + 1 planes: k = 2 in groups of 64 with float16
+    // coefficients stores 2.5 bits, between 2.25 and 3.375 in groups of 128).
     std::vector<std::int64_t> groups = {layer_options.group_size};
-    if (pinned == nullptr && layer_options.group_size > 0 && layer_options.group_size < c.cols)
+    const std::int64_t half = layer_options.group_size / 2;
+    if (pinned == nullptr && layer_options.group_size > 0 && layer_options.group_size < c.cols) {
       groups.push_back(0);
+      if (half >= 16 && half % 8 == 0) groups.push_back(half);
+    }
     for (int b : bits)
       for (std::int64_t group : groups) {
         if (b > 4 && c.rows * c.cols > o.budget_high_bits_max_weights && bits.size() > 1) continue;
