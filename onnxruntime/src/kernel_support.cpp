@@ -1,8 +1,6 @@
 #include "kernel_support.hpp"
 
-#include <Eigen/Core>
 #include <algorithm>
-#include <cstdint>
 #include <exception>
 #include <thread>
 
@@ -120,25 +118,11 @@ const void* node_reader::constant(std::size_t index, const char* name,
   return constant_of(index, name, {type}, dims, optional, nullptr);
 }
 
-std::vector<float> node_reader::float_constant(std::size_t index, const char* name,
-                                               const std::vector<std::int64_t>& dims,
-                                               const void** data) const {
-  ONNXTensorElementDataType type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
-  const void* raw = constant_of(
-      index, name, {ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16},
-      dims, false, &type);
-  std::size_t count = 1;
-  for (std::int64_t d : dims) count *= static_cast<std::size_t>(d);
-  std::vector<float> values(count);
-  if (type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) {
-    std::copy_n(static_cast<const float*>(raw), count, values.begin());
-  } else {
-    const auto* halves = static_cast<const std::uint16_t*>(raw);
-    for (std::size_t i = 0; i < count; ++i)
-      values[i] = static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(halves[i]));
-  }
-  if (data != nullptr) *data = raw;
-  return values;
+const void* node_reader::constant(std::size_t index, const char* name,
+                                  const std::vector<ONNXTensorElementDataType>& types,
+                                  const std::vector<std::int64_t>& dims,
+                                  ONNXTensorElementDataType* found) const {
+  return constant_of(index, name, types, dims, false, found);
 }
 
 const void* node_reader::constant_of(std::size_t index, const char* name,

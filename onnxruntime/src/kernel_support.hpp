@@ -33,11 +33,11 @@ class node_reader {
   /// data. Optional inputs that are absent return nullptr when `optional`.
   const void* constant(std::size_t index, const char* name, ONNXTensorElementDataType type,
                        const std::vector<std::int64_t>& dims, bool optional = false) const;
-  /// Constant input `index` of float or float16 values and exactly `dims`, as floats (halves
-  /// widened exactly); `data`, when given, gets the tensor's own data (a cache key).
-  std::vector<float> float_constant(std::size_t index, const char* name,
-                                    const std::vector<std::int64_t>& dims,
-                                    const void** data = nullptr) const;
+  /// The same for an input of any of `types`; `found` gets the tensor's type.
+  const void* constant(std::size_t index, const char* name,
+                       const std::vector<ONNXTensorElementDataType>& types,
+                       const std::vector<std::int64_t>& dims,
+                       ONNXTensorElementDataType* found) const;
 
  private:
   const void* constant_of(std::size_t index, const char* name,

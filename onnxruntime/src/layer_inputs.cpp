@@ -1,7 +1,9 @@
 #include "layer_inputs.hpp"
 
+#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <string>
 
 #include "qsl/error.hpp"
@@ -35,9 +37,10 @@ code_inputs::code_inputs(const node_reader& node, std::int64_t rows, std::int64_
   const std::vector<std::int64_t> plane_dims = {rows, bits, (cols + 7) / 8};
   signs = static_cast<const std::uint8_t*>(
       node.constant(first, "signs", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, plane_dims));
-  coefficients =
-      node.float_constant(first + 1, "coefficients", {rows, code.groups(), 1, bits},
-                          &coefficient_data);
+  coefficients = node.constant(
+      first + 1, "coefficients",
+      {ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16},
+      {rows, code.groups(), 1, bits}, &coefficient_type);
   masks = static_cast<const std::uint8_t*>(
       node.constant(first + 2, "masks", ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, plane_dims, true));
   const std::string input = "input " + std::to_string(first + 2);
@@ -50,7 +53,14 @@ code_inputs::code_inputs(const node_reader& node, std::int64_t rows, std::int64_
 void code_inputs::read() {
   read_plane_bytes(code, false, signs, "signs");
   if (masks != nullptr) read_plane_bytes(code, true, masks, "masks");
-  code.coefficients = coefficients;
+  if (coefficient_type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16) {
+    const auto* halves = static_cast<const std::uint16_t*>(coefficients);
+    for (std::size_t i = 0; i < code.coefficients.size(); ++i)
+      code.coefficients[i] = static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(halves[i]));
+  } else {
+    const auto* floats = static_cast<const float*>(coefficients);
+    code.coefficients.assign(floats, floats + code.coefficients.size());
+  }
   for (std::size_t i = 0; i < code.coefficients.size(); ++i)
     if (!std::isfinite(code.coefficients[i]))  // the message only on failure: a loop per weight row
       throw qsl::error("coefficient " + str(static_cast<std::int64_t>(i)) + " is " +

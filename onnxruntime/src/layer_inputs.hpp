@@ -24,14 +24,14 @@ void check_format_version(const node_reader& node);
 struct code_inputs {
   weight_code code;  ///< shape only until read() fills it
   const std::uint8_t* signs = nullptr;
-  std::vector<float> coefficients;          ///< as floats (float16 ones widened)
-  const void* coefficient_data = nullptr;  ///< the tensor's own data: the packed cache's key
+  const void* coefficients = nullptr;  ///< float or float16 data (also the packed cache's key)
+  ONNXTensorElementDataType coefficient_type = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
   const std::uint8_t* masks = nullptr;
   std::int64_t bits = 0, basis = 0, group = 0;
 
   code_inputs(const node_reader& node, std::int64_t rows, std::int64_t cols,
               std::size_t first = 1);
-  /// Fills `code` from the tensors and validates it.
+  /// Fills `code` from the tensors (float16 coefficients widened exactly) and validates it.
   void read();
 };
 

@@ -94,7 +94,7 @@ quantized_conv_kernel::quantized_conv_kernel(const OrtKernelInfo* info) : large_
     read_plane_bytes(part, false, inputs.signs + g * per_group * plane_row, "signs");
     if (inputs.masks != nullptr)
       read_plane_bytes(part, true, inputs.masks + g * per_group * plane_row, "masks");
-    const auto alpha = inputs.coefficients.begin() + g * per_group * alpha_row;
+    const auto alpha = inputs.code.coefficients.begin() + g * per_group * alpha_row;
     part.coefficients.assign(alpha, alpha + per_group * alpha_row);
     compute_offsets(part);
     packed.push_back(pack_for_cpu(part));

@@ -101,9 +101,8 @@ quantized_matmul_kernel::quantized_matmul_kernel(const OrtKernelInfo* info)
   // small_batches has bits only where the target has byte tables for them.
   const bool byte_tables =
       activations.bits >= cpu_byte_tables_min_bits() || small_batches.bits > 0;
-  const packed_key key{inputs.signs, inputs.coefficient_data, inputs.masks, out_features,
-                       in_features,  inputs.bits,           inputs.basis, inputs.group,
-                       byte_tables};
+  const packed_key key{inputs.signs, inputs.coefficients, inputs.masks, out_features, in_features,
+                       inputs.bits,  inputs.basis,        inputs.group, byte_tables};
   packed = shared_packed(key, [&] {
     inputs.read();
     cpu_weights w = pack_for_cpu(inputs.code);  // the code (and the initializers) are not needed again
