@@ -179,30 +179,44 @@ void BM_FloatPath(benchmark::State& state) {
 // AND + popcount (one popcount per activation bit and plane), byte tables (one exact table
 // look-up per 4 columns and plane, whatever kx) and byte dots (the planes unpacked to bytes once
 // per tile for the whole batch, then u8 x s8 multiply-adds). Arguments: N, D, batch, k, kx,
-// kernel (0 popcount, 1 byte tables, 2 byte dots); one thread.
+// kernel (0 popcount, 1 byte tables, 2 byte dots, 3 word tables); one thread.
+// The bytes of the plane layout that `kernel` reads.
+std::size_t layout_bytes(const qsl::cpu_weights& w, qsl::detail::cpu::encoded_kernel kernel) {
+  using qsl::detail::cpu::encoded_kernel;
+  if (kernel == encoded_kernel::byte_tables) return w.nibble_bytes.size();
+  if (kernel == encoded_kernel::word_tables) return w.quint_words.size() * sizeof(std::uint16_t);
+  return w.words.size() * sizeof(std::uint32_t);
+}
+
 double fastest(const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); }
 
 void BM_EncodedPaths(benchmark::State& state) {
   using qsl::detail::cpu::encoded_kernel;
   const std::int64_t n = state.range(0), d = state.range(1), batch = state.range(2);
   const int k = static_cast<int>(state.range(3)), kx = static_cast<int>(state.range(4));
-  const encoded_kernel kernel = state.range(5) == 0   ? encoded_kernel::popcount
-                                : state.range(5) == 1 ? encoded_kernel::byte_tables
-                                                      : encoded_kernel::byte_dots;
+  constexpr encoded_kernel by_number[] = {encoded_kernel::popcount, encoded_kernel::byte_tables,
+                                          encoded_kernel::byte_dots, encoded_kernel::word_tables};
+  const encoded_kernel kernel = by_number[state.range(5)];
   qsl::set_cpu_threads(1);
-  static std::map<std::tuple<std::int64_t, std::int64_t, int>, qsl::cpu_weights> with_bytes;
+  // One copy of each layer per table layout (byte tables 1, word tables 3).
+  static std::map<std::tuple<std::int64_t, std::int64_t, int, std::int64_t>, qsl::cpu_weights>
+      with_layout;
   const qsl::cpu_weights* w = &packed(n, d, k);
-  const bool tables = kernel == encoded_kernel::byte_tables;
-  if (tables) {
-    auto it = with_bytes.find({n, d, k});
-    if (it == with_bytes.end()) {
-      it = with_bytes.emplace(std::make_tuple(n, d, k), *w).first;
-      qsl::add_byte_tables(it->second);
+  const bool bytes = kernel == encoded_kernel::byte_tables;
+  const bool words = kernel == encoded_kernel::word_tables;
+  if (bytes || words) {
+    auto it = with_layout.find({n, d, k, state.range(5)});
+    if (it == with_layout.end()) {
+      it = with_layout.emplace(std::make_tuple(n, d, k, state.range(5)), *w).first;
+      if (bytes)
+        qsl::add_byte_tables(it->second);
+      else
+        qsl::add_word_tables(it->second);
     }
     w = &it->second;
   }
   const auto& kernels = qsl::detail::cpu::active_kernels();
-  if ((tables && kernels.byte_rows == nullptr) ||
+  if ((bytes && kernels.byte_rows == nullptr) || (words && kernels.word_rows == nullptr) ||
       (kernel == encoded_kernel::byte_dots && kernels.dot_rows == nullptr)) {
     state.SkipWithError("this target has no such kernel");
     return;
@@ -213,17 +227,16 @@ void BM_EncodedPaths(benchmark::State& state) {
     qsl::detail::cpu::forward_encoded(*w, x.data(), batch, {kx}, nullptr, y.data(), kernel);
     benchmark::DoNotOptimize(y.data());
   }
-  // The bytes one path reads: the words, or the byte layout, plus the coefficients.
-  const double read = static_cast<double>(
-      (tables ? w->nibble_bytes.size() : w->words.size() * sizeof(std::uint32_t)) +
-      w->coefficients.size() * sizeof(float));
+  // The bytes one path reads: its layout of the planes, plus the coefficients.
+  const double read = static_cast<double>(layout_bytes(*w, kernel) +
+                                          w->coefficients.size() * sizeof(float));
   set_rates(state, n, d, batch, read);
   state.SetLabel(std::string(qsl::to_string(qsl::active_cpu_target())) + " " +
                  qsl::detail::cpu::to_string(kernel));
 }
 
-// Thread scaling of what cpu_forward_encoded runs for a layer with the byte layout (as
-// quantized_dense and the ONNX Runtime operators make it): byte tables at batch 1. Arguments:
+// Thread scaling of what cpu_forward_encoded runs for a layer with the table layout (as
+// quantized_dense and the ONNX Runtime operators make it): the target's table kernel at batch 1. Arguments:
 // N, D, batch, k, kx, threads (0: all hardware threads).
 void BM_EncodedThreads(benchmark::State& state) {
   const std::int64_t n = state.range(0), d = state.range(1), batch = state.range(2);
@@ -233,7 +246,7 @@ void BM_EncodedThreads(benchmark::State& state) {
   auto it = with_bytes.find({n, d, k});
   if (it == with_bytes.end()) {
     it = with_bytes.emplace(std::make_tuple(n, d, k), packed(n, d, k)).first;
-    qsl::add_byte_tables(it->second);
+    qsl::add_encoded_layout(it->second);
   }
   const qsl::cpu_weights& w = it->second;
   const row_matrix& x = inputs(batch, d);
@@ -251,7 +264,7 @@ void BM_EncodedThreads(benchmark::State& state) {
 
 // Streaming: `matrices` copies of the packed layer used in turn, more bytes than the L3 holds
 // (as a model's layers are), so every call reads its weights from memory. Arguments: N, D, k,
-// kx, matrices, byte tables (0/1); batch 1, one thread.
+// kx, matrices, table layout (0/1: the target's, add_encoded_layout); batch 1, one thread.
 void BM_EncodedStreaming(benchmark::State& state) {
   const std::int64_t n = state.range(0), d = state.range(1);
   const int k = static_cast<int>(state.range(2)), kx = static_cast<int>(state.range(3));
@@ -264,7 +277,7 @@ void BM_EncodedStreaming(benchmark::State& state) {
   }
   std::vector<qsl::cpu_weights> layers(matrices, packed(n, d, k));
   if (bytes)
-    for (auto& w : layers) qsl::add_byte_tables(w);
+    for (auto& w : layers) qsl::add_encoded_layout(w);
   const row_matrix& x = inputs(1, d);
   row_matrix y(1, n);
   std::size_t next = 0;
@@ -274,11 +287,11 @@ void BM_EncodedStreaming(benchmark::State& state) {
     benchmark::DoNotOptimize(y.data());
   }
   const qsl::cpu_weights& w = layers.front();
+  const auto kernel = qsl::detail::cpu::fastest_encoded_kernel(w, 1, kx);
   set_rates(state, n, d, 1,
-            static_cast<double>((bytes ? w.nibble_bytes.size() : w.words.size() * 4) +
-                                w.coefficients.size() * sizeof(float)));
-  state.SetLabel(std::string(qsl::to_string(qsl::active_cpu_target())) +
-                 (bytes ? " byte tables" : " popcount") + ", " + std::to_string(matrices) +
+            static_cast<double>(layout_bytes(w, kernel) + w.coefficients.size() * sizeof(float)));
+  state.SetLabel(std::string(qsl::to_string(qsl::active_cpu_target())) + " " +
+                 qsl::detail::cpu::to_string(kernel) + ", " + std::to_string(matrices) +
                  " matrices");
 }
 
@@ -323,12 +336,12 @@ BENCHMARK(BM_EncodedPaths)
         for (std::int64_t batch : {1, 16})
           for (std::int64_t k : {1, 2, 3})
             for (std::int64_t kx : {2, 4, 6, 8})
-              for (std::int64_t kernel : {0, 1}) b->Args({4096, d, batch, k, kx, kernel});
+              for (std::int64_t kernel : {0, 1, 3}) b->Args({4096, d, batch, k, kx, kernel});
       // Where byte dots could take over: the three kernels by batch (k = 2; kx = 8 and 2; the
       // cases above are not registered twice), and dots on the shapes above at batch 16.
       for (std::int64_t batch : {1, 2, 4, 8, 16, 32, 64})
         for (std::int64_t kx : {2, 8})
-          for (std::int64_t kernel : {0, 1, 2})
+          for (std::int64_t kernel : {0, 1, 2, 3})
             if (kernel == 2 || (batch != 1 && batch != 16))
               b->Args({4096, 4096, batch, 2, kx, kernel});
       for (std::int64_t d : {4096, 14336})

@@ -6,7 +6,7 @@
 
 Contenders (each timed once per round, rounds interleaved, medians reported):
   * qsl (build/bench/cpu_kernels_bench): k = 2, groups of 128 (2.5 bits per weight with the
-    fp32 coefficients), 8-bit activations on the byte-table kernels and on AND + popcount
+    fp32 coefficients), 8-bit activations on the word tables (AVX-512), the byte tables and AND + popcount
     (and at batches on byte dots), float activations (look-up tables); the active CPU target
     and QSL_CPU_TARGET=avx2;
   * Eigen fp32 GEMV (same binary);
@@ -34,9 +34,15 @@ SHAPES = [(4096, 4096, 1, 1), (4096, 14336, 1, 1), (4096, 4096, 12, 1), (4096, 4
           (4096, 4096, 1, 64)]  # rows, cols, matrices, batch
 
 
+# Kernels only the AVX-512 targets have: not run with QSL_CPU_TARGET=avx2.
+AVX512_ONLY = ("word tables",)
+
+
 def qsl_filters(n, d, matrices, batch):
     if batch > 1:
         return {
+            "qsl k=2 8-bit act, word tables":
+                f"BM_EncodedPaths/N:{n}/D:{d}/batch:{batch}/k:2/kx:8/kernel:3/",
             "qsl k=2 8-bit act, byte tables":
                 f"BM_EncodedPaths/N:{n}/D:{d}/batch:{batch}/k:2/kx:8/kernel:1/",
             "qsl k=2 8-bit act, AND+popcount":
@@ -46,12 +52,13 @@ def qsl_filters(n, d, matrices, batch):
         }
     if matrices > 1:
         return {
-            "qsl k=2 8-bit act, byte tables":
+            "qsl k=2 8-bit act, the target's tables":
                 f"BM_EncodedStreaming/N:{n}/D:{d}/k:2/kx:8/matrices:{matrices}/bytes:1/",
             "qsl k=2 8-bit act, AND+popcount":
                 f"BM_EncodedStreaming/N:{n}/D:{d}/k:2/kx:8/matrices:{matrices}/bytes:0/",
         }
     return {
+        "qsl k=2 8-bit act, word tables": f"BM_EncodedPaths/N:{n}/D:{d}/batch:1/k:2/kx:8/kernel:3/",
         "qsl k=2 8-bit act, byte tables": f"BM_EncodedPaths/N:{n}/D:{d}/batch:1/k:2/kx:8/kernel:1/",
         "qsl k=2 8-bit act, AND+popcount":
             f"BM_EncodedPaths/N:{n}/D:{d}/batch:1/k:2/kx:8/kernel:0/",
@@ -85,7 +92,10 @@ def run_qsl(bench, pattern, target):
     out = subprocess.run([bench, f"--benchmark_filter=^{pattern}", "--benchmark_format=json",
                           "--benchmark_min_time=0.5"], env=env, check=True,
                          capture_output=True, text=True).stdout
-    runs = [b for b in json.loads(out)["benchmarks"] if not b.get("error_occurred")]
+    results = json.loads(out)["benchmarks"]
+    runs = [b for b in results if not b.get("error_occurred")]
+    if len(results) == 1 and not runs:
+        return None  # skipped by the benchmark: this target has no such kernel
     if len(runs) != 1:
         raise SystemExit(f"cpu_kernels_bench: {len(runs)} results for {pattern}")
     return runs[0]["real_time"]  # microseconds (the benchmarks' unit)
@@ -201,10 +211,12 @@ def main():
             shape = (n, d, matrices, batch)
             for target in ("", "avx2"):
                 for label, pattern in qsl_filters(n, d, matrices, batch).items():
-                    if target and label == "Eigen fp32":
+                    if target and (label == "Eigen fp32" or label.endswith(AVX512_ONLY)):
                         continue
                     name = label + (" (QSL_CPU_TARGET=avx2)" if target else "")
-                    times.setdefault((shape, name), []).append(run_qsl(bench, pattern, target))
+                    us = run_qsl(bench, pattern, target)
+                    if us is not None:
+                        times.setdefault((shape, name), []).append(us)
             if ggml:
                 for kind in ("tq2_0", "q2_K", "q4_0"):
                     times.setdefault((shape, f"ggml {kind}"), []).append(

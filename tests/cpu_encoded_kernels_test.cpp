@@ -1,5 +1,6 @@
 // The fast encoded-activation kernels on every target that has them: byte tables
-// (cpu_weights::nibble_bytes) and byte dots (planes unpacked to bytes, for batches). They compute
+// (cpu_weights::nibble_bytes), word tables (cpu_weights::quint_words, AVX-512) and byte dots
+// (planes unpacked to bytes, for batches). They compute
 // the AND + popcount kernels' integers with the same float steps, so on one target each must
 // agree with that path bit for bit; with dyadic coefficients and integer inputs every float step
 // is exact, so they must also give the exact integer result. Scalar and NEON have neither.
@@ -29,14 +30,27 @@ class CpuEncodedKernels
   void SetUp() override {
     qsl::set_cpu_target(std::get<0>(GetParam()));
     const auto& k = qsl::detail::cpu::active_kernels();
-    if ((kernel() == encoded_kernel::byte_tables ? k.byte_rows == nullptr : k.dot_rows == nullptr))
+    const bool missing = kernel() == encoded_kernel::byte_tables   ? k.byte_rows == nullptr
+                         : kernel() == encoded_kernel::word_tables ? k.word_rows == nullptr
+                                                                   : k.dot_rows == nullptr;
+    if (missing)
       GTEST_SKIP() << qsl::to_string(std::get<0>(GetParam())) << " has no "
                    << qsl::detail::cpu::to_string(kernel()) << " kernel";
   }
   static encoded_kernel kernel() { return std::get<1>(GetParam()); }
 
-  // The same forward through AND + popcount and through the kernel under test (the byte-table
-  // layout added where it needs it, and at random otherwise: it must not matter).
+  // The layout the kernel under test reads (the target's table layout at random for byte dots,
+  // which read w.words: it must not matter).
+  static void add_layout_for_kernel(qsl::cpu_weights& w, bool add_layout = true) {
+    if (kernel() == encoded_kernel::byte_tables)
+      qsl::add_byte_tables(w);
+    else if (kernel() == encoded_kernel::word_tables)
+      qsl::add_word_tables(w);
+    else if (add_layout)
+      qsl::add_encoded_layout(w);
+  }
+
+  // The same forward through AND + popcount and through the kernel under test.
   static void forward_both(const qsl::weight_code& code, const row_matrix_f& x,
                            const qsl::activation_quantizer& q, const float* bias,
                            row_matrix_f& popcount, row_matrix_f& fast, bool add_layout = true) {
@@ -45,7 +59,7 @@ class CpuEncodedKernels
     fast.resize(x.rows(), code.rows);
     qsl::detail::cpu::forward_encoded(w, x.data(), x.rows(), q, bias, popcount.data(),
                                       encoded_kernel::popcount);
-    if (add_layout || kernel() == encoded_kernel::byte_tables) qsl::add_byte_tables(w);
+    add_layout_for_kernel(w, add_layout);
     qsl::detail::cpu::forward_encoded(w, x.data(), x.rows(), q, bias, fast.data(), kernel());
   }
 
@@ -107,8 +121,9 @@ TEST_P(CpuEncodedKernels, GiveThePopcountKernelsFloatsBitForBit) {
   }
 }
 
-// Every level at its top (q = 255) on long groups: the 16-bit partial sums of both kernels would
-// wrap if they were not flushed (byte tables: after 64 octets; byte dots: after 64 nibbles), and
+// Every level at its top (q = 255) on long groups: the 16-bit partial sums of the kernels would
+// wrap if they were not flushed (byte tables: after 64 octets; byte dots: after 64 nibbles; word
+// tables: after 51 quints, 255 columns, so a group of 272 has one flush inside it), and
 // the result is an exact integer to compare with. Rows 3 and 12 (one in each half of a tile)
 // have every weight of plane 0 set, so their plane sums reach 255 x the group's columns: 65280
 // at 256 columns, the most the byte tables' one-flush path for whole-quad groups adds in 16 bits,
@@ -165,7 +180,7 @@ TEST_P(CpuEncodedKernels, IntegerInputsGiveExactResults) {
 TEST_P(CpuEncodedKernels, ThreadsAndBatchDoNotChangeResults) {
   const auto code = qsl::test::random_code(300, 1000, 3, qsl::basis::ternary, 128, 8);
   qsl::cpu_weights packed = qsl::pack_for_cpu(code);
-  qsl::add_byte_tables(packed);
+  add_layout_for_kernel(packed);
   const row_matrix_f x = qsl::test::gaussian_rows(7, 1000, 9);
   auto run = [&](const float* in, std::int64_t batch, float* out) {
     qsl::detail::cpu::forward_encoded(packed, in, batch, {8}, nullptr, out, kernel());
@@ -196,15 +211,20 @@ TEST_P(CpuEncodedKernels, LargeBatchesMatchThePopcountPath) {
 INSTANTIATE_TEST_SUITE_P(
     EveryTarget, CpuEncodedKernels,
     testing::Combine(testing::ValuesIn(qsl::supported_cpu_targets()),
-                     testing::Values(encoded_kernel::byte_tables, encoded_kernel::byte_dots)),
+                     testing::Values(encoded_kernel::byte_tables, encoded_kernel::word_tables,
+                                     encoded_kernel::byte_dots)),
     [](const auto& info) {
+      const encoded_kernel kernel = std::get<1>(info.param);
       return std::string(qsl::to_string(std::get<0>(info.param))) +
-             (std::get<1>(info.param) == encoded_kernel::byte_tables ? "_ByteTables" : "_ByteDots");
+             (kernel == encoded_kernel::byte_tables   ? "_ByteTables"
+              : kernel == encoded_kernel::word_tables ? "_WordTables"
+                                                      : "_ByteDots");
     });
 
-// What cpu_forward_encoded takes: AND + popcount without the byte layout or below
-// cpu_byte_tables_min_bits(); with them byte tables, and byte dots from cpu_byte_dots_min_batch()
-// vectors on. A kernel the target or layer lacks is a named error, not a crash.
+// What cpu_forward_encoded takes: AND + popcount without the target's table layout or below
+// cpu_byte_tables_min_bits(); with them the target's table kernel (word tables on AVX-512, byte
+// tables on AVX2), and byte dots from cpu_byte_dots_min_batch() vectors on. A kernel the target
+// or layer lacks is a named error, not a crash.
 class CpuEncodedDispatch : public qsl::test::on_each_cpu_target {};
 
 TEST_P(CpuEncodedDispatch, TakesTheDocumentedKernel) {
@@ -218,26 +238,41 @@ TEST_P(CpuEncodedDispatch, TakesTheDocumentedKernel) {
   row_matrix_f y(1, 20);
   for (std::int64_t batch : {std::int64_t{1}, std::int64_t{64}})
     EXPECT_EQ(fastest_encoded_kernel(w, batch, 8), encoded_kernel::popcount) << "no byte layout";
-  EXPECT_THROW(qsl::detail::cpu::forward_encoded(w, x.data(), 1, {8}, nullptr, y.data(),
-                                                 encoded_kernel::byte_tables),
-               qsl::error);
+  for (auto kernel : {encoded_kernel::byte_tables, encoded_kernel::word_tables})
+    EXPECT_THROW(
+        qsl::detail::cpu::forward_encoded(w, x.data(), 1, {8}, nullptr, y.data(), kernel),
+        qsl::error)
+        << qsl::detail::cpu::to_string(kernel) << " without its layout";
   if (k.dot_rows == nullptr) {
     EXPECT_EQ(dots, std::numeric_limits<std::int64_t>::max());
     EXPECT_THROW(qsl::detail::cpu::forward_encoded(w, x.data(), 1, {8}, nullptr, y.data(),
                                                    encoded_kernel::byte_dots),
                  qsl::error);
   }
-  qsl::add_byte_tables(w);
+  // The other target's layout alone is not enough: the kernel needs its own.
+  const encoded_kernel table_kernel =
+      k.word_rows != nullptr ? encoded_kernel::word_tables : encoded_kernel::byte_tables;
+  qsl::cpu_weights other = w;
+  if (table_kernel == encoded_kernel::word_tables)
+    qsl::add_byte_tables(other);
+  else
+    qsl::add_word_tables(other);
+  EXPECT_EQ(fastest_encoded_kernel(other, 1, 8), encoded_kernel::popcount);
+  qsl::add_encoded_layout(w);
+  EXPECT_EQ(w.quint_words.empty(), k.word_rows == nullptr);
+  EXPECT_EQ(w.nibble_bytes.empty(), k.word_rows != nullptr || k.byte_rows == nullptr);
   if (tables > qsl::max_activation_bits) {
     EXPECT_EQ(fastest_encoded_kernel(w, 64, 8), encoded_kernel::popcount);
     return;
   }
-  EXPECT_EQ(fastest_encoded_kernel(w, 1, tables), encoded_kernel::byte_tables);
-  EXPECT_EQ(fastest_encoded_kernel(w, 1, tables - 1), encoded_kernel::popcount);
+  EXPECT_EQ(fastest_encoded_kernel(w, 1, tables), table_kernel);
+  if (tables > 1) {
+    EXPECT_EQ(fastest_encoded_kernel(w, 1, tables - 1), encoded_kernel::popcount);
+  }
   EXPECT_GE(dots, k.dot_min_batch) << "one vector never repays the unpacking";
   if (dots != std::numeric_limits<std::int64_t>::max()) {
     EXPECT_EQ(fastest_encoded_kernel(w, dots, tables), encoded_kernel::byte_dots);
-    EXPECT_EQ(fastest_encoded_kernel(w, dots - 1, 8), encoded_kernel::byte_tables);
+    EXPECT_EQ(fastest_encoded_kernel(w, dots - 1, 8), table_kernel);
   }
 }
 
@@ -270,6 +305,45 @@ TEST(ByteTableLayout, HoldsEveryNibbleOnceAndIsIdempotent) {
             << "row " << n << " plane " << p << " col " << c;
       }
     }
+}
+
+// The word layout: three quints of 5 columns per 16-bit word, each group's quints counted from
+// its first column; adding it twice changes nothing; every bit of the code is found where
+// cpu_weights documents it, and every other bit (past a group's end, bit 15) is 0.
+TEST(WordTableLayout, HoldsEveryBitOnceAndIsIdempotent) {
+  for (std::int64_t group : {std::int64_t{0}, std::int64_t{24}, std::int64_t{128}}) {
+    const auto code = qsl::test::random_code(21, 75, 2, qsl::basis::ternary, group, 3);
+    qsl::cpu_weights w = qsl::pack_for_cpu(code);
+    const std::size_t before = w.bytes();
+    qsl::add_word_tables(w);
+    const std::int64_t size = w.group_size;  // 75 for group 0 (the whole row) and for 128
+    ASSERT_EQ(w.word_slots, ((size + 4) / 5 + 2) / 3) << "group " << group;
+    ASSERT_EQ(w.quint_words.size(),
+              static_cast<std::size_t>(w.tiles * w.groups * w.word_slots * w.planes * 16));
+    EXPECT_EQ(w.bytes(), before + 2 * w.quint_words.size());
+    const auto layout = w.quint_words;
+    qsl::add_word_tables(w);
+    EXPECT_EQ(w.quint_words, layout);
+    for (std::int64_t n = 0; n < w.tiles * 16; ++n)
+      for (int p = 0; p < w.planes; ++p) {
+        const qsl::word* plane =
+            n >= code.rows         ? nullptr
+            : p < code.bits        ? code.sign_plane(n, p)
+                                   : code.mask_plane(n, p - 2);
+        for (std::int64_t g = 0; g < w.groups; ++g)
+          for (std::int64_t s = 0; s < w.word_slots; ++s) {
+            const std::uint16_t word = w.group_words(n / 16, g)[(s * w.planes + p) * 16 + n % 16];
+            for (int b = 0; b < 16; ++b) {
+              const std::int64_t c = g * size + (3 * s + b / 5) * 5 + b % 5;
+              const bool inside = b < 15 && c < std::min((g + 1) * size, code.cols);
+              const int expected = inside && plane ? static_cast<int>(qsl::get_bit(plane, c)) : 0;
+              ASSERT_EQ((word >> b) & 1, expected)
+                  << "group " << group << " row " << n << " plane " << p << " slot " << s
+                  << " bit " << b;
+            }
+          }
+      }
+  }
 }
 
 }  // namespace

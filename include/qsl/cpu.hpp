@@ -79,6 +79,16 @@ struct cpu_weights {
   std::int64_t quads = 0;  ///< ceil(cols / 16), once the layout is made
   std::vector<std::uint8_t, aligned_allocator<std::uint8_t>> nibble_bytes;
 
+  /// The word-table layout of the AVX-512 encoded-activation kernel for many activation bits;
+  /// empty unless add_word_tables() made it. Each group's columns are cut into "quints" of 5
+  /// (the last one of a group shorter, padded with 0 bits), three quints to a 16-bit word: bits
+  /// 0-4, 5-9 and 10-14 hold quints 3s, 3s + 1 and 3s + 2 of a lookup plane (bit i of a quint is
+  /// its column i; bit 15 is 0). For every tile, group, word slot s and lookup plane, 16 words,
+  /// one per row: so two planes of a tile are one 512-bit register, and one vpermw looks up a
+  /// quint of both against a 32-entry table of 16-bit sums.
+  std::int64_t word_slots = 0;  ///< words per row, group and plane: ceil(ceil(group_size / 5) / 3)
+  std::vector<std::uint16_t, aligned_allocator<std::uint16_t>> quint_words;
+
   const std::uint32_t* chunk_bits(std::int64_t tile, std::int64_t chunk) const {
     return words.data() + (tile * chunks + chunk) * planes * tile_rows;
   }
@@ -88,10 +98,14 @@ struct cpu_weights {
   const std::uint8_t* quad_bytes(std::int64_t tile, std::int64_t quad) const {
     return nibble_bytes.data() + (tile * quads + quad) * planes * 2 * tile_rows;
   }
+  const std::uint16_t* group_words(std::int64_t tile, std::int64_t group) const {
+    return quint_words.data() + (tile * groups + group) * word_slots * planes * tile_rows;
+  }
   /// Bytes of the packed arrays.
   std::size_t bytes() const {
     return words.size() * sizeof(std::uint32_t) + coefficients.size() * sizeof(float) +
-           offsets.size() * sizeof(float) + nibble_bytes.size();
+           offsets.size() * sizeof(float) + nibble_bytes.size() +
+           quint_words.size() * sizeof(std::uint16_t);
   }
 };
 
@@ -104,10 +118,24 @@ QSL_API cpu_weights pack_for_cpu(const weight_code& code);
 /// the resident size. Idempotent.
 QSL_API void add_byte_tables(cpu_weights& w);
 
-/// From this many activation bits on, cpu_forward_encoded takes the active target's byte-table
-/// kernels when the layout is there: per 4 columns they look up the exact sum of the levels q
-/// (up to 4 * 255, split in two bytes) once per plane, where AND + popcount costs one popcount
-/// per activation bit. max_activation_bits + 1 where the target has none (scalar, NEON).
+/// Adds the word-table layout (cpu_weights::quint_words, made from w.words: the same code) that
+/// the AVX-512 targets' table kernel reads: about 1.1 more bits per weight and lookup plane
+/// (groups of 128: 9 words of 16 bits per 128 columns). Idempotent.
+QSL_API void add_word_tables(cpu_weights& w);
+
+/// Adds the layout of the active target's table kernel for many activation bits: word tables on
+/// the AVX-512 targets, byte tables on AVX2, nothing on targets with neither (scalar, NEON),
+/// which keep AND + popcount. What the layers call when their activations have
+/// cpu_byte_tables_min_bits() bits or more. A layer packed under one target and run under
+/// another gives the same results, on AND + popcount if the layout it has is not the target's.
+QSL_API void add_encoded_layout(cpu_weights& w);
+
+/// From this many activation bits on, cpu_forward_encoded takes the active target's table
+/// kernel when its layout is there (add_encoded_layout): per 4 columns the byte tables (AVX2)
+/// look up the exact sum of the levels q (up to 4 * 255, split in two bytes) once per plane, per
+/// 5 columns the word tables (AVX-512) look it up as one 16-bit entry, where AND + popcount
+/// costs one popcount per activation bit. max_activation_bits + 1 where the target has none
+/// (scalar, NEON).
 /// Measured by bench/cpu_kernels_bench (BM_EncodedPaths, docs/benchmarks.md).
 QSL_API int cpu_byte_tables_min_bits();
 

@@ -61,7 +61,7 @@ class basic_quantized_dense {
     if constexpr (std::is_same_v<Scalar, float>) {
       packed_ = pack_for_cpu(p_.code);
       // Encoded activations with many bits run faster on byte tables (their own layout).
-      if (p_.activations.bits >= cpu_byte_tables_min_bits()) add_byte_tables(packed_);
+      if (p_.activations.bits >= cpu_byte_tables_min_bits()) add_encoded_layout(packed_);
     }
     int8_ = std::make_shared<cpu_int8_grids>();
   }

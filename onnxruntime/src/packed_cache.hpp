@@ -18,7 +18,7 @@ struct packed_key {
   const void* coefficients = nullptr;
   const void* masks = nullptr;
   std::int64_t rows = 0, cols = 0, bits = 0, basis = 0, group_size = 0;
-  bool byte_tables = false;  ///< with cpu_weights::nibble_bytes (encoded activations)
+  bool byte_tables = false;  ///< with the table layout (add_encoded_layout: encoded activations)
   bool operator<(const packed_key& o) const {
     return std::tie(signs, coefficients, masks, rows, cols, bits, basis, group_size,
                     byte_tables) < std::tie(o.signs, o.coefficients, o.masks, o.rows, o.cols,

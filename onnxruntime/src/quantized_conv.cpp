@@ -98,7 +98,7 @@ quantized_conv_kernel::quantized_conv_kernel(const OrtKernelInfo* info) : large_
     part.coefficients.assign(alpha, alpha + per_group * alpha_row);
     compute_offsets(part);
     packed.push_back(pack_for_cpu(part));
-    if (activations.bits >= cpu_byte_tables_min_bits()) add_byte_tables(packed.back());
+    if (activations.bits >= cpu_byte_tables_min_bits()) add_encoded_layout(packed.back());
   }
   bias = read_bias(node, 4, outputs);
 }

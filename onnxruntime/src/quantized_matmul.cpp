@@ -106,7 +106,7 @@ quantized_matmul_kernel::quantized_matmul_kernel(const OrtKernelInfo* info)
   packed = shared_packed(key, [&] {
     inputs.read();
     cpu_weights w = pack_for_cpu(inputs.code);  // the code (and the initializers) are not needed again
-    if (byte_tables) add_byte_tables(w);        // many activation bits: the faster kernels
+    if (byte_tables) add_encoded_layout(w);  // many activation bits: the faster kernels
     return w;
   });
   bias = read_bias(node, 4, out_features);

@@ -18,7 +18,14 @@ namespace {
 
 constexpr std::int64_t never = std::numeric_limits<std::int64_t>::max();
 
-// Byte dots against byte tables on a synthetic layer (256 x 2048, k = 2, groups of 128, 8-bit
+// The target's kernel for many activation bits at small batches: word tables where it has them,
+// else byte tables (popcount where it has neither).
+encoded_kernel table_kernel(const kernel_table& k) {
+  if (k.word_rows != nullptr) return encoded_kernel::word_tables;
+  return k.byte_rows != nullptr ? encoded_kernel::byte_tables : encoded_kernel::popcount;
+}
+
+// Byte dots against the target's table kernel on a synthetic layer (256 x 2048, k = 2, groups of 128, 8-bit
 // activations; about 10 ms in all): the first of the batches 4, 16, 64 at which dots take less
 // than 0.9x the tables' best time of three, or never. The margin keeps the tables (the batch-1
 // kernel) where timer noise alone would pick dots.
@@ -40,7 +47,8 @@ std::int64_t measure_dot_min_batch() {
   for (float& a : code.coefficients) a = 0.5f;
   compute_offsets(code);
   cpu_weights w = pack_for_cpu(code);
-  add_byte_tables(w);
+  add_encoded_layout(w);
+  const encoded_kernel tables = table_kernel(active_kernels());
   std::vector<float> x(static_cast<std::size_t>(most * cols)),
       y(static_cast<std::size_t>(most * rows));
   for (float& v : x) v = static_cast<float>(next() % 2001) / 1000.0f - 1.0f;
@@ -56,7 +64,7 @@ std::int64_t measure_dot_min_batch() {
   };
   for (std::int64_t batch : {4, 16, 64})
     if (best_time(encoded_kernel::byte_dots, batch) <
-        0.9 * best_time(encoded_kernel::byte_tables, batch))
+        0.9 * best_time(tables, batch))
       return batch;
   return never;
 }
@@ -65,7 +73,7 @@ std::int64_t measure_dot_min_batch() {
 
 std::int64_t dot_min_batch() {
   const kernel_table& k = active_kernels();
-  if (k.dot_rows == nullptr || k.byte_rows == nullptr) return never;
+  if (k.dot_rows == nullptr || table_kernel(k) == encoded_kernel::popcount) return never;
   static std::array<std::once_flag, 8> once;
   static std::array<std::int64_t, 8> measured{};
   const auto target = static_cast<std::size_t>(active_cpu_target());
@@ -76,11 +84,14 @@ std::int64_t dot_min_batch() {
 
 encoded_kernel fastest_encoded_kernel(const cpu_weights& w, std::int64_t batch, int bits) {
   const kernel_table& k = active_kernels();
-  if (k.byte_rows == nullptr || bits < k.byte_tables_min_bits || w.nibble_bytes.empty())
+  const encoded_kernel tables = table_kernel(k);
+  const bool has_layout = tables == encoded_kernel::word_tables ? !w.quint_words.empty()
+                                                                : !w.nibble_bytes.empty();
+  if (tables == encoded_kernel::popcount || bits < k.byte_tables_min_bits || !has_layout)
     return encoded_kernel::popcount;
   if (k.dot_rows != nullptr && batch >= k.dot_min_batch && batch >= dot_min_batch())
     return encoded_kernel::byte_dots;
-  return encoded_kernel::byte_tables;
+  return tables;
 }
 
 }  // namespace detail::cpu

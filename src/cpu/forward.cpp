@@ -207,6 +207,8 @@ const char* to_string(encoded_kernel kernel) {
       return "byte tables";
     case encoded_kernel::byte_dots:
       return "byte dots";
+    case encoded_kernel::word_tables:
+      return "word tables";
     case encoded_kernel::fastest:
       break;
   }
@@ -278,13 +280,15 @@ void forward_encoded(const cpu_weights& w, const float* x, std::int64_t batch,
   const bool available =
       kernel == encoded_kernel::popcount ||
       (kernel == encoded_kernel::byte_dots && k.dot_rows != nullptr) ||
-      (kernel == encoded_kernel::byte_tables && k.byte_rows != nullptr && !w.nibble_bytes.empty());
+      (kernel == encoded_kernel::byte_tables && k.byte_rows != nullptr && !w.nibble_bytes.empty()) ||
+      (kernel == encoded_kernel::word_tables && k.word_rows != nullptr && !w.quint_words.empty());
   detail::require(
       available,
       std::string("cpu_forward_encoded: the ") + to_string(kernel) +
           " kernel is not available on " + qsl::to_string(active_cpu_target()) +
-          (kernel == encoded_kernel::byte_tables ? " (or the layer has no byte-table layout)"
-                                                 : ""));
+          (kernel == encoded_kernel::byte_tables   ? " (or the layer has no byte-table layout)"
+           : kernel == encoded_kernel::word_tables ? " (or the layer has no word-table layout)"
+                                                   : ""));
   if (kernel == encoded_kernel::byte_dots) {
     by_vector_blocks(
         w.chunks * chunk_cols,
@@ -296,6 +300,21 @@ void forward_encoded(const cpu_weights& w, const float* x, std::int64_t batch,
           return level_input{in, levels.data() + v * w.groups};
         },
         k.dot_rows);
+    return;
+  }
+  if (kernel == encoded_kernel::word_tables) {
+    const std::int64_t table_words = word_table_entries(w);
+    by_vector_blocks(
+        table_words * static_cast<std::int64_t>(sizeof(std::uint16_t)),
+        [&](const float* xv, std::int64_t v, std::uint8_t* out) {
+          k.encode_words(w, xv, minimum[v], inv_step(v), q.bits,
+                         reinterpret_cast<std::uint16_t*>(out), levels.data() + v * w.groups);
+        },
+        [&](const std::uint8_t* in, std::int64_t v) {
+          return word_table_input{reinterpret_cast<const std::uint16_t*>(in),
+                                  levels.data() + v * w.groups};
+        },
+        k.word_rows);
     return;
   }
   if (kernel == encoded_kernel::byte_tables) {

@@ -25,6 +25,13 @@
 // - B_j), computed with the same integers and the same float steps, so on one target both forms
 // give the same floats.
 //
+// Encoded activations, word tables (cpu_weights::quint_words, AVX-512). Per group, columns are
+// cut into quints of 5, and the table of quint u holds the exact sums
+//   Q[u][b] = sum of q[c_u + i] over the bits i set in b,  b = 0..31   (0 .. 5 * 255)
+// as 16-bit words: one vpermw looks up a quint of 32 lanes (two planes of a 16-row tile), and the
+// sums of up to 51 look-ups add in 16 bits without wrapping. A_p is again the popcount form's
+// integer, with its float steps.
+//
 // Encoded activations, byte dots (batches). The levels q are kept as bytes, and for a tile and a
 // block of columns the lookup planes are unpacked once into bytes (0 or -1); then for every
 // vector of the batch a u8 x s8 multiply-add (vpmaddubsw) of q with those bytes gives -A_p for
@@ -66,6 +73,17 @@ struct byte_table_input {
   const std::uint8_t* high;          ///< [nibble][16]: Q[s][b] >> 7 (0..7)
   const std::int32_t* group_levels;  ///< [group]: sum of q over the group
 };
+
+/// Encoded activations of one vector as word tables, prepared by encode_words.
+struct word_table_input {
+  const std::uint16_t* tables;       ///< [group][3 * w.word_slots][32]: Q[u][b]
+  const std::int32_t* group_levels;  ///< [group]: sum of q over the group
+};
+
+/// Words of one vector's word tables: 32 entries per quint slot of every group.
+inline std::int64_t word_table_entries(const cpu_weights& w) {
+  return w.groups * 3 * w.word_slots * 32;
+}
 
 /// Encoded activations of one vector as bytes, prepared by encode_levels.
 struct level_input {
@@ -110,7 +128,8 @@ struct kernel_table {
   /// per call. Null: the target has no byte-table kernel and the driver keeps AND + popcount.
   void (*byte_rows)(const cpu_weights& w, const byte_table_input* x, int vectors,
                     std::int64_t tile_begin, std::int64_t tile_end, float* const* z) = nullptr;
-  /// The fewest activation bits for which byte_rows beats popcount_rows on this target.
+  /// The fewest activation bits for which the target's table kernel (word_rows where there is
+  /// one, else byte_rows) beats popcount_rows on this target.
   int byte_tables_min_bits = max_activation_bits + 1;
   /// Encodes x by encode's rule into w.chunks * 32 level bytes and the group levels.
   void (*encode_levels)(const cpu_weights& w, const float* x, float minimum, float inv_step,
@@ -127,6 +146,15 @@ struct kernel_table {
   /// Null: the portable loop of int8_products.cpp.
   void (*int8_sums)(const std::int8_t* x, std::int64_t batch, const std::int8_t* w,
                     std::int64_t count, std::int64_t cols, std::int32_t* sums) = nullptr;
+  /// Encodes x by encode's rule into word tables (word_table_entries(w) words; columns past a
+  /// group's end have q = 0) and the group levels.
+  void (*encode_words)(const cpu_weights& w, const float* x, float minimum, float inv_step,
+                       int bits, std::uint16_t* tables, std::int32_t* group_levels) = nullptr;
+  /// For each of `vectors` inputs x[v]: z[v][r] as popcount_rows gives it, from word tables;
+  /// needs w.quint_words. Tiles outer, vectors inner. Null: the target has no word-table kernel
+  /// (its table kernel, if any, is byte_rows), and byte_tables_min_bits is byte_rows'.
+  void (*word_rows)(const cpu_weights& w, const word_table_input* x, int vectors,
+                    std::int64_t tile_begin, std::int64_t tile_end, float* const* z) = nullptr;
 };
 
 /// kernel_table::int8_sums by its definition, one int32 dot product at a time: for targets
@@ -148,6 +176,11 @@ const kernel_table& avx2_kernels();
 /// kernel_table::int8_sums with int16 products (int8_sums_avx2.cpp; AVX-512 targets too).
 void int8_sums_avx2(const std::int8_t* x, std::int64_t batch, const std::int8_t* w,
                     std::int64_t count, std::int64_t cols, std::int32_t* sums);
+/// kernel_table::encode_words and word_rows for both AVX-512 targets (word_tables_avx512.cpp).
+void encode_words_avx512(const cpu_weights& w, const float* x, float minimum, float inv_step,
+                         int bits, std::uint16_t* tables, std::int32_t* group_levels);
+void word_rows_avx512(const cpu_weights& w, const word_table_input* x, int vectors,
+                      std::int64_t tile_begin, std::int64_t tile_end, float* const* z);
 const kernel_table& avx512_kernels();
 const kernel_table& avx512_vpopcnt_kernels();
 #endif
@@ -173,12 +206,14 @@ enum class encoded_kernel : std::uint8_t {
   popcount,     ///< AND + popcount on the bit planes (every target)
   byte_tables,  ///< byte tables (needs kernel_table::byte_rows and add_byte_tables)
   byte_dots,    ///< planes unpacked to bytes, u8 x s8 dots (needs kernel_table::dot_rows)
+  word_tables,  ///< word tables (needs kernel_table::word_rows and add_word_tables)
   fastest,      ///< what qsl::cpu_forward_encoded takes: fastest_encoded_kernel
 };
 const char* to_string(encoded_kernel kernel);
 /// The kernel cpu_forward_encoded runs for this layer, batch and activation bits: AND + popcount
-/// unless the layer has the byte layout and bits >= byte_tables_min_bits; then byte dots from
-/// dot_min_batch() vectors on, byte tables below (encoded_choice.cpp).
+/// unless the layer has the layout of the target's table kernel (word tables where the target
+/// has them, else byte tables) and bits >= byte_tables_min_bits; then byte dots from
+/// dot_min_batch() vectors on, that table kernel below (encoded_choice.cpp).
 encoded_kernel fastest_encoded_kernel(const cpu_weights& w, std::int64_t batch, int bits);
 /// The batch from which byte dots beat byte tables on the active target, timed once per process
 /// and target (the largest int64 where either kernel is missing or dots never win).

@@ -480,10 +480,11 @@ const kernel_table& avx512_vpopcnt_kernels() {
 #else
 const kernel_table& avx512_kernels() {
 #endif
-  // The byte-table kernels are AVX2's for now (16 rows per tile fill a 256-bit register; a
-  // 512-bit version is not written yet). With VPOPCNTDQ, AND + popcount stays ahead for few
-  // activation bits: 5 is an estimate from its measured rates on Zen 4 (docs/benchmarks.md,
-  // issue 17), not a measurement of both paths on one AVX-512 machine.
+  // The table kernel is word tables (word_tables_avx512.cpp); AVX2's byte tables stay in the
+  // table for tests and benchmarks that run them by name. byte_tables_min_bits is the word
+  // tables' crossover with AND + popcount on Zen 4 (docs/benchmarks.md, issue 17): with
+  // VPOPCNTDQ, popcount is as fast or faster up to 4 activation bits for k = 1 and 3 and the
+  // tables win from 6 for every k; without it the tables win from 2.
   static const kernel_table table{build_tables,
                                   lut_rows,
                                   encode,
@@ -496,7 +497,9 @@ const kernel_table& avx512_kernels() {
                                   avx2_kernels().encode_levels,
                                   avx2_kernels().dot_rows,
                                   avx2_kernels().dot_min_batch,
-                                  int8_sums_avx2};
+                                  int8_sums_avx2,
+                                  encode_words_avx512,
+                                  word_rows_avx512};
   return table;
 }
 

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "cpu/kernels.hpp"
 #include "qsl/cpu.hpp"
 #include "qsl/error.hpp"
 
@@ -73,6 +74,49 @@ void add_byte_tables(cpu_weights& w) {
                                           (nibble(t, p, r, 4 * q + 2 + h) << 4));
   w.quads = quads;
   w.nibble_bytes = std::move(bytes);
+}
+
+void add_word_tables(cpu_weights& w) {
+  if (!w.quint_words.empty() || w.tiles == 0) return;
+  constexpr int rows_per_tile = cpu_weights::tile_rows;
+  constexpr std::int64_t quint_cols = 5, quints_per_word = 3;
+  const std::int64_t slots =
+      ((w.group_size + quint_cols - 1) / quint_cols + quints_per_word - 1) / quints_per_word;
+  std::vector<std::uint16_t, aligned_allocator<std::uint16_t>> words(
+      static_cast<std::size_t>(w.tiles * w.groups * slots * w.planes * rows_per_tile), 0);
+  // Bit c of a lookup plane's row (0 past w.cols: the padding bits of w.words are 0).
+  auto bit = [&](std::int64_t tile, int p, int r, std::int64_t c) -> std::uint16_t {
+    const std::uint32_t word = w.chunk_bits(tile, c / cpu_weights::chunk_cols)[p * rows_per_tile + r];
+    return static_cast<std::uint16_t>((word >> (c % cpu_weights::chunk_cols)) & 1U);
+  };
+  for (std::int64_t t = 0; t < w.tiles; ++t)
+    for (std::int64_t g = 0; g < w.groups; ++g) {
+      const std::int64_t begin = g * w.group_size;
+      const std::int64_t end = std::min(begin + w.group_size, w.cols);
+      for (std::int64_t s = 0; s < slots; ++s)
+        for (int p = 0; p < w.planes; ++p)
+          for (int r = 0; r < rows_per_tile; ++r) {
+            std::uint16_t value = 0;
+            for (std::int64_t f = 0; f < quints_per_word; ++f)
+              for (std::int64_t i = 0; i < quint_cols; ++i) {
+                const std::int64_t c = begin + (quints_per_word * s + f) * quint_cols + i;
+                if (c < end) value = static_cast<std::uint16_t>(value | bit(t, p, r, c) << (5 * f + i));
+              }
+            words[static_cast<std::size_t>((((t * w.groups + g) * slots + s) * w.planes + p) *
+                                               rows_per_tile +
+                                           r)] = value;
+          }
+    }
+  w.word_slots = slots;
+  w.quint_words = std::move(words);
+}
+
+void add_encoded_layout(cpu_weights& w) {
+  const detail::cpu::kernel_table& k = detail::cpu::active_kernels();
+  if (k.word_rows != nullptr)
+    add_word_tables(w);
+  else if (k.byte_rows != nullptr)
+    add_byte_tables(w);
 }
 
 }  // namespace qsl

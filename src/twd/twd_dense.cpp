@@ -77,7 +77,7 @@ twd_dense_parameters compress_twd_dense(const Eigen::Ref<const Eigen::MatrixXf>&
 twd_dense::twd_dense(twd_dense_parameters parameters) : p_(std::move(parameters)) {
   validate(p_, "twd_dense");
   basis_ = pack_for_cpu(p_.code.basis);
-  if (p_.activations.bits >= cpu_byte_tables_min_bits()) add_byte_tables(basis_);
+  if (p_.activations.bits >= cpu_byte_tables_min_bits()) add_encoded_layout(basis_);
   const std::int64_t k_count = p_.code.basis_vectors(), n_count = p_.code.rows;
   mixing_t_.resize(static_cast<std::size_t>(k_count * n_count));
   for (std::int64_t k = 0; k < k_count; ++k)

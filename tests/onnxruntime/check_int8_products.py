@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from report import check, failures  # noqa: E402
-from check_quantized_matmul import has_byte_tables  # noqa: E402
+from check_quantized_matmul import encodes_small_batches  # noqa: E402
 
 
 def one_layer(kind, k, n, rng):
@@ -210,7 +210,7 @@ def int8_rows_case(library, compress_tool, run_tool, work, kind, k, n, options,
     below = f"; below, {bits}-bit where the CPU has byte tables" if bits else ""
     check(runs == [f"QuantizedMatMul (8-bit activations from 4 rows per call{below})"],
           f"{name}: runs as {runs}")
-    encoded = bits > 0 and has_byte_tables()
+    encoded = encodes_small_batches(bits)
     fp32, int8 = session(fp32_form, library), session(int8_form, library)
     for batch in (1, 3, 64):  # Gemm: 1, 3, 64 rows per call; MatMul: 5, 15, 320
         x = rng.standard_normal((batch, 5, k) if kind == "matmul" else (batch, k))

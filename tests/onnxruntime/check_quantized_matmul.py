@@ -173,13 +173,27 @@ def int8_grid(v):
     return q.astype(np.int64), scale
 
 
-def has_byte_tables():
-    """Whether qsl's CPU target here has byte-table kernels (x86 with AVX2: its AVX2 and
-    AVX-512 targets), where small_batch_bits encodes the calls below int8_min_rows."""
-    if platform.machine() not in ("x86_64", "AMD64") or os.environ.get("QSL_CPU_TARGET") == "scalar":
-        return False
+def table_min_bits():
+    """qsl's cpu_byte_tables_min_bits() for the target the library picks here (QSL_CPU_TARGET,
+    else the best this CPU runs): the fewest bits small_batch_bits encodes with. The values of
+    the kernel tables (src/cpu/kernels_avx2.cpp, kernels_avx512.cpp): AVX2 and AVX-512 2,
+    AVX-512 with VPOPCNTDQ 5 (AND + popcount is faster below); none elsewhere (scalar, NEON)."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return None
     with open("/proc/cpuinfo") as f:
-        return " avx2" in f.read()
+        flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    avx512 = all(f in flags for f in ("avx512f", "avx512bw", "avx512dq", "avx512vl"))
+    best = ("avx512_vpopcnt" if avx512 and "avx512_vpopcntdq" in flags else
+            "avx512" if avx512 else "avx2" if "avx2" in flags else "scalar")
+    target = os.environ.get("QSL_CPU_TARGET", best)
+    return {"avx2": 2, "avx512": 2, "avx512_vpopcnt": 5}.get(target)
+
+
+def encodes_small_batches(bits):
+    """Whether small_batch_bits = bits encodes the calls below int8_min_rows on this CPU (where
+    it does not, they take the float path)."""
+    least = table_min_bits()
+    return bits > 0 and least is not None and bits >= least
 
 
 def run_int8_case(library, rng, rows, cols, bits, ternary, group, batch, with_bias, threads,
@@ -202,7 +216,7 @@ def run_int8_case(library, rng, rows, cols, bits, ternary, group, batch, with_bi
              f"{'ternary' if ternary else 'binary'} g={group} batch {batch} threads={threads}")
     w = dense32(signs, masks, alpha, g)
     if batch < min_rows:
-        encoded = small_bits > 0 and has_byte_tables()
+        encoded = encodes_small_batches(small_bits)
         xs = encode(x, small_bits) if encoded else x
         w64, w_abs = dense(signs, masks, alpha, g)
         expected = xs.astype(np.float64) @ w64.T + (0 if bias is None else bias)
