@@ -176,6 +176,10 @@ const kernel_table& avx2_kernels();
 /// kernel_table::int8_sums with int16 products (int8_sums_avx2.cpp; AVX-512 targets too).
 void int8_sums_avx2(const std::int8_t* x, std::int64_t batch, const std::int8_t* w,
                     std::int64_t count, std::int64_t cols, std::int32_t* sums);
+/// kernel_table::int8_sums with VNNI's u8 x s8 dot products (int8_sums_avx512_vnni.cpp): the
+/// AVX-512 targets' kernel on CPUs that have AVX512_VNNI.
+void int8_sums_avx512_vnni(const std::int8_t* x, std::int64_t batch, const std::int8_t* w,
+                           std::int64_t count, std::int64_t cols, std::int32_t* sums);
 /// kernel_table::encode_words and word_rows for both AVX-512 targets (word_tables_avx512.cpp).
 void encode_words_avx512(const cpu_weights& w, const float* x, float minimum, float inv_step,
                          int bits, std::uint16_t* tables, std::int32_t* group_levels);
