@@ -22,10 +22,7 @@
 #define QSL_TARGET_FEATURES "avx512f,avx512bw,avx512vl,avx512vnni"
 #include "cpu/target_pragma_begin.hpp"
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+#include "cpu/avx512_intrinsic_warnings.hpp"  // after the target pragma
 
 namespace qsl::detail::cpu {
 namespace {

@@ -21,12 +21,7 @@
 #endif
 #include "cpu/target_pragma_begin.hpp"
 
-// GCC 12 warns about the "undefined" pass-through operand inside its own AVX-512 intrinsics
-// (_mm512_srl_epi32, _mm512_permutexvar_ps, ...): a known false positive of the headers.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+#include "cpu/avx512_intrinsic_warnings.hpp"  // after the target pragma
 
 namespace qsl::detail::cpu {
 namespace {
