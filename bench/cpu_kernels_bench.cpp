@@ -228,16 +228,16 @@ void BM_EncodedPaths(benchmark::State& state) {
     benchmark::DoNotOptimize(y.data());
   }
   // The bytes one path reads: its layout of the planes, plus the coefficients.
-  const double read = static_cast<double>(layout_bytes(*w, kernel) +
-                                          w->coefficients.size() * sizeof(float));
+  const double read =
+      static_cast<double>(layout_bytes(*w, kernel) + w->coefficients.size() * sizeof(float));
   set_rates(state, n, d, batch, read);
   state.SetLabel(std::string(qsl::to_string(qsl::active_cpu_target())) + " " +
                  qsl::detail::cpu::to_string(kernel));
 }
 
 // Thread scaling of what cpu_forward_encoded runs for a layer with the table layout (as
-// quantized_dense and the ONNX Runtime operators make it): the target's table kernel at batch 1. Arguments:
-// N, D, batch, k, kx, threads (0: all hardware threads).
+// quantized_dense and the ONNX Runtime operators make it): the target's table kernel at batch 1.
+// Arguments: N, D, batch, k, kx, threads (0: all hardware threads).
 void BM_EncodedThreads(benchmark::State& state) {
   const std::int64_t n = state.range(0), d = state.range(1), batch = state.range(2);
   const int k = static_cast<int>(state.range(3)), kx = static_cast<int>(state.range(4));

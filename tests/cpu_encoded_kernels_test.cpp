@@ -208,18 +208,18 @@ TEST_P(CpuEncodedKernels, LargeBatchesMatchThePopcountPath) {
   EXPECT_TRUE(same_bits(popcount, fast));
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    EveryTarget, CpuEncodedKernels,
-    testing::Combine(testing::ValuesIn(qsl::supported_cpu_targets()),
-                     testing::Values(encoded_kernel::byte_tables, encoded_kernel::word_tables,
-                                     encoded_kernel::byte_dots)),
-    [](const auto& info) {
-      const encoded_kernel kernel = std::get<1>(info.param);
-      return std::string(qsl::to_string(std::get<0>(info.param))) +
-             (kernel == encoded_kernel::byte_tables   ? "_ByteTables"
-              : kernel == encoded_kernel::word_tables ? "_WordTables"
-                                                      : "_ByteDots");
-    });
+INSTANTIATE_TEST_SUITE_P(EveryTarget, CpuEncodedKernels,
+                         testing::Combine(testing::ValuesIn(qsl::supported_cpu_targets()),
+                                          testing::Values(encoded_kernel::byte_tables,
+                                                          encoded_kernel::word_tables,
+                                                          encoded_kernel::byte_dots)),
+                         [](const auto& info) {
+                           const encoded_kernel kernel = std::get<1>(info.param);
+                           return std::string(qsl::to_string(std::get<0>(info.param))) +
+                                  (kernel == encoded_kernel::byte_tables   ? "_ByteTables"
+                                   : kernel == encoded_kernel::word_tables ? "_WordTables"
+                                                                           : "_ByteDots");
+                         });
 
 // What cpu_forward_encoded takes: AND + popcount without the target's table layout or below
 // cpu_byte_tables_min_bits(); with them the target's table kernel (word tables on AVX-512, byte
@@ -239,9 +239,8 @@ TEST_P(CpuEncodedDispatch, TakesTheDocumentedKernel) {
   for (std::int64_t batch : {std::int64_t{1}, std::int64_t{64}})
     EXPECT_EQ(fastest_encoded_kernel(w, batch, 8), encoded_kernel::popcount) << "no byte layout";
   for (auto kernel : {encoded_kernel::byte_tables, encoded_kernel::word_tables})
-    EXPECT_THROW(
-        qsl::detail::cpu::forward_encoded(w, x.data(), 1, {8}, nullptr, y.data(), kernel),
-        qsl::error)
+    EXPECT_THROW(qsl::detail::cpu::forward_encoded(w, x.data(), 1, {8}, nullptr, y.data(), kernel),
+                 qsl::error)
         << qsl::detail::cpu::to_string(kernel) << " without its layout";
   if (k.dot_rows == nullptr) {
     EXPECT_EQ(dots, std::numeric_limits<std::int64_t>::max());
@@ -326,10 +325,9 @@ TEST(WordTableLayout, HoldsEveryBitOnceAndIsIdempotent) {
     EXPECT_EQ(w.quint_words, layout);
     for (std::int64_t n = 0; n < w.tiles * 16; ++n)
       for (int p = 0; p < w.planes; ++p) {
-        const qsl::word* plane =
-            n >= code.rows         ? nullptr
-            : p < code.bits        ? code.sign_plane(n, p)
-                                   : code.mask_plane(n, p - 2);
+        const qsl::word* plane = n >= code.rows  ? nullptr
+                                 : p < code.bits ? code.sign_plane(n, p)
+                                                 : code.mask_plane(n, p - 2);
         for (std::int64_t g = 0; g < w.groups; ++g)
           for (std::int64_t s = 0; s < w.word_slots; ++s) {
             const std::uint16_t word = w.group_words(n / 16, g)[(s * w.planes + p) * 16 + n % 16];
@@ -337,9 +335,8 @@ TEST(WordTableLayout, HoldsEveryBitOnceAndIsIdempotent) {
               const std::int64_t c = g * size + (3 * s + b / 5) * 5 + b % 5;
               const bool inside = b < 15 && c < std::min((g + 1) * size, code.cols);
               const int expected = inside && plane ? static_cast<int>(qsl::get_bit(plane, c)) : 0;
-              ASSERT_EQ((word >> b) & 1, expected)
-                  << "group " << group << " row " << n << " plane " << p << " slot " << s
-                  << " bit " << b;
+              ASSERT_EQ((word >> b) & 1, expected) << "group " << group << " row " << n << " plane "
+                                                   << p << " slot " << s << " bit " << b;
             }
           }
       }

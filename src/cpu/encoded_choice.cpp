@@ -25,10 +25,10 @@ encoded_kernel table_kernel(const kernel_table& k) {
   return k.byte_rows != nullptr ? encoded_kernel::byte_tables : encoded_kernel::popcount;
 }
 
-// Byte dots against the target's table kernel on a synthetic layer (256 x 2048, k = 2, groups of 128, 8-bit
-// activations; about 10 ms in all): the first of the batches 4, 16, 64 at which dots take less
-// than 0.9x the tables' best time of three, or never. The margin keeps the tables (the batch-1
-// kernel) where timer noise alone would pick dots.
+// Byte dots against the target's table kernel on a synthetic layer (256 x 2048, k = 2, groups of
+// 128, 8-bit activations; about 10 ms in all): the first of the batches 4, 16, 64 at which dots
+// take less than 0.9x the tables' best time of three, or never. The margin keeps the tables (the
+// batch-1 kernel) where timer noise alone would pick dots.
 std::int64_t measure_dot_min_batch() {
   constexpr std::int64_t rows = 256, cols = 2048, most = 64;
   weight_code code = make_weight_code(rows, cols, 2, basis::binary, 128);
@@ -63,9 +63,7 @@ std::int64_t measure_dot_min_batch() {
     return best;
   };
   for (std::int64_t batch : {4, 16, 64})
-    if (best_time(encoded_kernel::byte_dots, batch) <
-        0.9 * best_time(tables, batch))
-      return batch;
+    if (best_time(encoded_kernel::byte_dots, batch) < 0.9 * best_time(tables, batch)) return batch;
   return never;
 }
 
@@ -85,8 +83,8 @@ std::int64_t dot_min_batch() {
 encoded_kernel fastest_encoded_kernel(const cpu_weights& w, std::int64_t batch, int bits) {
   const kernel_table& k = active_kernels();
   const encoded_kernel tables = table_kernel(k);
-  const bool has_layout = tables == encoded_kernel::word_tables ? !w.quint_words.empty()
-                                                                : !w.nibble_bytes.empty();
+  const bool has_layout =
+      tables == encoded_kernel::word_tables ? !w.quint_words.empty() : !w.nibble_bytes.empty();
   if (tables == encoded_kernel::popcount || bits < k.byte_tables_min_bits || !has_layout)
     return encoded_kernel::popcount;
   if (k.dot_rows != nullptr && batch >= k.dot_min_batch && batch >= dot_min_batch())

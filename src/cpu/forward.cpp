@@ -280,7 +280,8 @@ void forward_encoded(const cpu_weights& w, const float* x, std::int64_t batch,
   const bool available =
       kernel == encoded_kernel::popcount ||
       (kernel == encoded_kernel::byte_dots && k.dot_rows != nullptr) ||
-      (kernel == encoded_kernel::byte_tables && k.byte_rows != nullptr && !w.nibble_bytes.empty()) ||
+      (kernel == encoded_kernel::byte_tables && k.byte_rows != nullptr &&
+       !w.nibble_bytes.empty()) ||
       (kernel == encoded_kernel::word_tables && k.word_rows != nullptr && !w.quint_words.empty());
   detail::require(
       available,

@@ -20,9 +20,8 @@
 #include "scratch.hpp"
 
 #define QSL_TARGET_FEATURES "avx512f,avx512bw,avx512vl,avx512vnni"
+#include "cpu/avx512_intrinsic_warnings.hpp"  // GCC 12's false warnings
 #include "cpu/target_pragma_begin.hpp"
-
-#include "cpu/avx512_intrinsic_warnings.hpp"  // after the target pragma
 
 namespace qsl::detail::cpu {
 namespace {
@@ -74,10 +73,18 @@ template <int V>
 void tile_of(int rows, const std::int8_t* x, std::int64_t cols, const std::int8_t* w,
              std::int64_t count, const std::uint32_t* offset, std::int32_t* sums) {
   switch (rows) {
-    case 4: tile<V, 4>(x, cols, w, count, offset, sums); break;
-    case 3: tile<V, 3>(x, cols, w, count, offset, sums); break;
-    case 2: tile<V, 2>(x, cols, w, count, offset, sums); break;
-    default: tile<V, 1>(x, cols, w, count, offset, sums); break;
+    case 4:
+      tile<V, 4>(x, cols, w, count, offset, sums);
+      break;
+    case 3:
+      tile<V, 3>(x, cols, w, count, offset, sums);
+      break;
+    case 2:
+      tile<V, 2>(x, cols, w, count, offset, sums);
+      break;
+    default:
+      tile<V, 1>(x, cols, w, count, offset, sums);
+      break;
   }
 }
 
@@ -113,8 +120,7 @@ void int8_sums_avx512_vnni(const std::int8_t* x, std::int64_t batch, const std::
         tile_of<tile_vectors>(rows, x + v * cols, cols, wt, count, offset.data() + r0,
                               sums + v * count + r0);
       for (; v < v1; ++v)
-        tile_of<1>(rows, x + v * cols, cols, wt, count, offset.data() + r0,
-                   sums + v * count + r0);
+        tile_of<1>(rows, x + v * cols, cols, wt, count, offset.data() + r0, sums + v * count + r0);
     }
   }
 }

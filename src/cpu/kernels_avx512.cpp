@@ -19,9 +19,8 @@
 #else
 #define QSL_TARGET_FEATURES "avx512f,avx512bw,avx512dq,avx512vl,bmi2,popcnt,fma"
 #endif
+#include "cpu/avx512_intrinsic_warnings.hpp"  // GCC 12's false warnings
 #include "cpu/target_pragma_begin.hpp"
-
-#include "cpu/avx512_intrinsic_warnings.hpp"  // after the target pragma
 
 namespace qsl::detail::cpu {
 namespace {
@@ -480,23 +479,13 @@ const kernel_table& avx512_kernels() {
   // tables' crossover with AND + popcount on Zen 4 (docs/benchmarks.md, issue 17): with
   // VPOPCNTDQ, popcount is as fast or faster up to 4 activation bits for k = 1 and 3 and the
   // tables win from 6 for every k; without it the tables win from 2.
-  static const kernel_table table{build_tables,
-                                  lut_rows,
-                                  encode,
-                                  popcount_rows,
-                                  decode_rows_avx512,
-                                  decode_rows_int8_avx512,
-                                  avx2_kernels().encode_bytes,
-                                  avx2_kernels().byte_rows,
-                                  QSL_AVX512_VPOPCNT ? 5 : 2,
-                                  avx2_kernels().encode_levels,
-                                  avx2_kernels().dot_rows,
-                                  avx2_kernels().dot_min_batch,
-                                  // VNNI is not part of the target (Skylake-X lacks it).
-                                  __builtin_cpu_supports("avx512vnni") ? int8_sums_avx512_vnni
-                                                                       : int8_sums_avx2,
-                                  encode_words_avx512,
-                                  word_rows_avx512};
+  static const kernel_table table{
+      build_tables, lut_rows, encode, popcount_rows, decode_rows_avx512, decode_rows_int8_avx512,
+      avx2_kernels().encode_bytes, avx2_kernels().byte_rows, QSL_AVX512_VPOPCNT ? 5 : 2,
+      avx2_kernels().encode_levels, avx2_kernels().dot_rows, avx2_kernels().dot_min_batch,
+      // VNNI is not part of the target (Skylake-X lacks it).
+      __builtin_cpu_supports("avx512vnni") ? int8_sums_avx512_vnni : int8_sums_avx2,
+      encode_words_avx512, word_rows_avx512};
   return table;
 }
 

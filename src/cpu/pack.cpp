@@ -86,7 +86,8 @@ void add_word_tables(cpu_weights& w) {
       static_cast<std::size_t>(w.tiles * w.groups * slots * w.planes * rows_per_tile), 0);
   // Bit c of a lookup plane's row (0 past w.cols: the padding bits of w.words are 0).
   auto bit = [&](std::int64_t tile, int p, int r, std::int64_t c) -> std::uint16_t {
-    const std::uint32_t word = w.chunk_bits(tile, c / cpu_weights::chunk_cols)[p * rows_per_tile + r];
+    const std::uint32_t word =
+        w.chunk_bits(tile, c / cpu_weights::chunk_cols)[p * rows_per_tile + r];
     return static_cast<std::uint16_t>((word >> (c % cpu_weights::chunk_cols)) & 1U);
   };
   for (std::int64_t t = 0; t < w.tiles; ++t)
@@ -100,11 +101,11 @@ void add_word_tables(cpu_weights& w) {
             for (std::int64_t f = 0; f < quints_per_word; ++f)
               for (std::int64_t i = 0; i < quint_cols; ++i) {
                 const std::int64_t c = begin + (quints_per_word * s + f) * quint_cols + i;
-                if (c < end) value = static_cast<std::uint16_t>(value | bit(t, p, r, c) << (5 * f + i));
+                if (c < end)
+                  value = static_cast<std::uint16_t>(value | bit(t, p, r, c) << (5 * f + i));
               }
-            words[static_cast<std::size_t>((((t * w.groups + g) * slots + s) * w.planes + p) *
-                                               rows_per_tile +
-                                           r)] = value;
+            words[static_cast<std::size_t>(
+                (((t * w.groups + g) * slots + s) * w.planes + p) * rows_per_tile + r)] = value;
           }
     }
   w.word_slots = slots;

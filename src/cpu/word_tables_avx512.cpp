@@ -15,9 +15,8 @@
 #include "scratch.hpp"
 
 #define QSL_TARGET_FEATURES "avx512f,avx512bw,avx512dq,avx512vl,bmi2,popcnt,fma"
+#include "cpu/avx512_intrinsic_warnings.hpp"  // GCC 12's false warnings
 #include "cpu/target_pragma_begin.hpp"
-
-#include "cpu/avx512_intrinsic_warnings.hpp"  // after the target pragma
 
 namespace qsl::detail::cpu {
 namespace {
@@ -79,10 +78,10 @@ template <int P, int T>
       for (int tile = 0; tile < T; ++tile) {
         const std::uint16_t* slot = words[tile] + s * P * tile_rows;
         for (int i = 0; i < regs; ++i) {
-          const __m512i v = keep(
-              i < pairs ? _mm512_loadu_si512(slot + 2 * i * tile_rows)
-                        : _mm512_zextsi256_si512(_mm256_loadu_si256(
-                              reinterpret_cast<const __m256i*>(slot + 2 * i * tile_rows))));
+          const __m512i v =
+              keep(i < pairs ? _mm512_loadu_si512(slot + 2 * i * tile_rows)
+                             : _mm512_zextsi256_si512(_mm256_loadu_si256(
+                                   reinterpret_cast<const __m256i*>(slot + 2 * i * tile_rows))));
           const __m512i three = _mm512_add_epi16(
               _mm512_add_epi16(_mm512_permutexvar_epi16(v, t0),
                                _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 5), t1)),
@@ -94,8 +93,8 @@ template <int P, int T>
     for (int tile = 0; tile < T; ++tile)
       for (int i = 0; i < regs; ++i) {
         const __m512i a = acc[tile][i];
-        sum[tile][2 * i] = _mm512_add_epi32(sum[tile][2 * i],
-                                            _mm512_cvtepu16_epi32(_mm512_castsi512_si256(a)));
+        sum[tile][2 * i] =
+            _mm512_add_epi32(sum[tile][2 * i], _mm512_cvtepu16_epi32(_mm512_castsi512_si256(a)));
         if (2 * i + 1 < P)
           sum[tile][2 * i + 1] = _mm512_add_epi32(
               sum[tile][2 * i + 1], _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(a, 1)));
@@ -122,8 +121,8 @@ void word_tiles(const cpu_weights& w, const word_table_input& x, std::int64_t t,
       for (int j = 0; j < K; ++j) {
         const __m512i other = Ternary ? sum[i][K + j] : levels;
         const __m512i dot = _mm512_sub_epi32(_mm512_add_epi32(sum[i][j], sum[i][j]), other);
-        out[i] = _mm512_fmadd_ps(_mm512_load_ps(alpha + j * tile_rows), _mm512_cvtepi32_ps(dot),
-                                 out[i]);
+        out[i] =
+            _mm512_fmadd_ps(_mm512_load_ps(alpha + j * tile_rows), _mm512_cvtepi32_ps(dot), out[i]);
       }
     }
   }
@@ -185,8 +184,8 @@ void encode_words_avx512(const cpu_weights& w, const float* x, float minimum, fl
   }
 }
 
-void word_rows_avx512(const cpu_weights& w, const word_table_input* x, int vectors,
-                      std::int64_t t0, std::int64_t t1, float* const* z) {
+void word_rows_avx512(const cpu_weights& w, const word_table_input* x, int vectors, std::int64_t t0,
+                      std::int64_t t1, float* const* z) {
   by_planes<word_call>(w, x, vectors, t0, t1, z);
 }
 
