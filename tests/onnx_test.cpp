@@ -114,9 +114,10 @@ TEST_F(Onnx, QslFormatRoundTripGivesTheDecomposition) {
     }
 }
 
-// Embedding tables (Gather along axis 0) and LSTM / GRU weights (W and R, [directions,
-// gates x hidden, inputs] read as W) are compressed like products: each code read back is the
-// decomposition of its weight. --edge-bits goes to the first and last product, not to a table.
+// Embedding tables (Gather along axis 0), LSTM / GRU weights (W and R, [directions,
+// gates x hidden, inputs] read as W) and ConvTranspose weights ([C, M / group, k...] read as W
+// with C rows) are compressed like products: each code read back is the decomposition of its
+// weight. --edge-bits goes to the first and last product, not to a table.
 TEST_F(Onnx, TablesAndRecurrentWeightsRoundTripAsTheirDecompositions) {
   const auto original = qsl::onnx::model::load(models + "/weight_kinds.onnx");
   auto m = qsl::onnx::model::load(models + "/weight_kinds.onnx");
@@ -129,11 +130,16 @@ TEST_F(Onnx, TablesAndRecurrentWeightsRoundTripAsTheirDecompositions) {
     EXPECT_TRUE(l.compressed) << l.weight;
     runs[l.weight] = l.runs_as;
   }
-  ASSERT_EQ(runs.size(), 7u);  // the shape Gather is no layer; the head shares 'tied'
+  ASSERT_EQ(runs.size(), 9u);  // the shape Gather is no layer; the head shares 'tied'
   EXPECT_EQ(runs["emb"], "QuantizedGather");
   EXPECT_EQ(runs["emb32"], "QuantizedGather");
   EXPECT_THAT(runs["tied"], HasSubstr("the table is read by 2 nodes"));
   EXPECT_THAT(runs["lstm_r"], HasSubstr("qsl has no recurrent kernel; R decoded at load"));
+  for (const char* w : {"ct1_w", "ct2_w"})
+    EXPECT_EQ(runs[w],
+              "ConvTranspose on the runtime's kernel (qsl has no transposed-convolution kernel; "
+              "weight decoded at load)")
+        << w;
   m.save(path("out.onnx"));
   const auto reloaded = qsl::onnx::model::load(path("out.onnx"));
   std::map<std::string, int> bits;
@@ -149,7 +155,7 @@ TEST_F(Onnx, TablesAndRecurrentWeightsRoundTripAsTheirDecompositions) {
   }
   EXPECT_EQ(bits, (std::map<std::string, int>{{"emb", 2}, {"emb32", 2}, {"tied", 2},
                                               {"lstm_w", 3}, {"lstm_r", 2}, {"gru_w", 2},
-                                              {"gru_r", 3}}));
+                                              {"gru_r", 3}, {"ct1_w", 2}, {"ct2_w", 2}}));
 }
 
 // The budget's options here: the greedy decomposition and bit counts 1..4 (fast; the

@@ -99,12 +99,14 @@ using ops::shape_text;
 
 // The probe of a layer found by find_weight; false for a convolution of more than 2 spatial
 // dimensions and for Gather tables (no statistics: they are decomposed without calibration; a
-// table's rows are read, not multiplied by inputs), and for an R whose node has no Y output.
+// table's rows are read, not multiplied by inputs), for an R whose node has no Y output, and for
+// a ConvTranspose weight (its rows are input channels, each scattered over the output: no
+// vectors a row is multiplied by, so no Gram matrix; fitted to the weight, as tables are).
 bool make_probe(const pb::NodeProto& n, const detail::candidate& c, probe& p, std::string& x) {
   p.weight = c.weight;
   p.node = c.node_name;
   p.width = c.cols;
-  if (c.table()) return false;
+  if (c.table() || c.transposed_conv()) return false;
   if (c.recurrent()) {
     // W multiplies X [seq, batch, inputs] (layout 1: [batch, seq, inputs]). R multiplies the
     // previous hidden state at every step: the initial one (usually zeros), then the first

@@ -102,12 +102,12 @@ void report_subgraph_layers(const pb::GraphProto& g, const std::string& where,
   }
 }
 
-// A Gather table or an LSTM / GRU / RNN weight, rewritten; `runs_as` says how it runs.
-// Tables: a QuantizedGather when the Gather alone reads them (qsl format), decoding only the
-// rows looked up. Recurrent weights, and tables read elsewhere: the standard decoder, which ONNX
+// A Gather table, an LSTM / GRU / RNN weight or a ConvTranspose weight, rewritten; `runs_as`
+// says how it runs. Tables: a QuantizedGather when the Gather alone reads them (qsl format),
+// decoding only the rows looked up. The others, and tables read elsewhere: the standard decoder, which ONNX
 // Runtime folds into a constant at load (qsl format: with the metadata entry qsl reads the code
 // from), or a DecodeWeights node where the opset has no BitShift.
-std::uint64_t rewrite_table_or_recurrent(detail::graph_writer& writer, const candidate& c,
+std::uint64_t rewrite_table_or_decoded(detail::graph_writer& writer, const candidate& c,
                                          const weight_code& code, const constant_ref& ref,
                                          const detail::fusion_plan& f,
                                          const std::vector<activation_quantizer>& quantizers,
@@ -129,7 +129,8 @@ std::uint64_t rewrite_table_or_recurrent(detail::graph_writer& writer, const can
                           quantizers);
   }
   runs_as = c.op_type + " on the runtime's kernel (" + f.why_not + "; " +
-            (c.table() ? "" : c.input == 1 ? "W " : "R ") + "decoded at load)";
+            (c.table() ? "" : !c.recurrent() ? "weight " : c.input == 1 ? "W " : "R ") +
+            "decoded at load)";
   return writer.replace_standard(c.weight, c.shape, c.layout, code, ref.initializer,
                                  ref.constant_node, quantizers);
 }
@@ -257,7 +258,7 @@ compress_report compress(model& m, const compress_options& o) {
     }
   std::vector<bool> twd;  // per chosen layer: factorized with TWD
   for (const candidate& c : chosen)  // products only: a table or a recurrent weight keeps BCQ
-    twd.push_back(!c.table() && !c.recurrent() && std::any_of(o.twd_layers.begin(), o.twd_layers.end(), [&](const std::string& p) {
+    twd.push_back(!c.table() && !c.decoded_at_load() && std::any_of(o.twd_layers.begin(), o.twd_layers.end(), [&](const std::string& p) {
       return detail::glob(p, c.node_name) || detail::glob(p, c.weight);
     }));
   if (o.format == output_format::standard && std::find(twd.begin(), twd.end(), true) != twd.end())
@@ -272,7 +273,7 @@ compress_report compress(model& m, const compress_options& o) {
   if (o.format == output_format::qsl) {
     shapes = detail::inferred_shapes(proto);
     for (std::size_t l = 0; l < chosen.size(); ++l)
-      if (!chosen[l].table() && !chosen[l].recurrent())
+      if (!chosen[l].table() && !chosen[l].decoded_at_load())
         rows[l] = rows_per_call(g.node(chosen[l].node), chosen[l].weight, shapes);
   }
   // Fused layers (qsl format): decided on the graph as it is, before any rewriting.
@@ -282,6 +283,8 @@ compress_report compress(model& m, const compress_options& o) {
     const candidate& layer = chosen[l];
     if (layer.recurrent()) {
       fusion[l].why_not = "qsl has no recurrent kernel";
+    } else if (layer.transposed_conv()) {
+      fusion[l].why_not = "qsl has no transposed-convolution kernel";
     } else if (layer.table()) {  // QuantizedGather: the table read by this Gather alone
       const int readers = detail::uses(g, layer.weight);
       const auto type = consts.at(layer.weight).tensor->data_type();
@@ -431,8 +434,8 @@ compress_report compress(model& m, const compress_options& o) {
           const bool unfusable = o.fuse && !f.why_not.empty();
           const bool native = o.format == output_format::qsl && o.native_min_rows > 0 &&
                               (many || unfusable) && can_decode_standard;
-          if (c.table() || c.recurrent()) {
-            result.bytes_after = rewrite_table_or_recurrent(
+          if (c.table() || c.decoded_at_load()) {
+            result.bytes_after = rewrite_table_or_decoded(
                 writer, c, code, ref, f, quantizers, o.format, can_decode_standard, result.runs_as);
           } else if (native) {
             // The int8 form where asked for and every reader can take it (else fp32).

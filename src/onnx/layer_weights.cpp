@@ -82,7 +82,7 @@ const layer_calibration* statistics_of(const compress_options& o, const candidat
 }
 
 const layer_calibration* statistics_in(const calibration_data& data, const candidate& c) {
-  if (c.table()) return nullptr;
+  if (c.table() || c.transposed_conv()) return nullptr;  // fitted to the weight
   const auto it = data.find(c.weight);
   return it != data.end() && it->second.width == c.cols && it->second.vectors > 0 ? &it->second
                                                                                  : nullptr;

@@ -47,7 +47,8 @@ bool floating_point(std::int32_t type) {
 int weight_slots(const pb::NodeProto& n) {
   if (!n.domain().empty() && n.domain() != "ai.onnx") return 0;
   const std::string& op = n.op_type();
-  if (op == "Gemm" || op == "MatMul" || op == "Conv" || op == "Gather") return 1;
+  if (op == "Gemm" || op == "MatMul" || op == "Conv" || op == "ConvTranspose" || op == "Gather")
+    return 1;
   return op == "LSTM" || op == "GRU" || op == "RNN" ? 2 : 0;
 }
 
@@ -112,8 +113,8 @@ bool find_weight(const pb::NodeProto& n, int index, const std::map<std::string, 
   if (it == c.end()) return why = "the weight is not a constant", false;
   const pb::TensorProto& t = *it->second.tensor;
   out.shape.assign(t.dims().begin(), t.dims().end());
-  if (n.op_type() == "Conv") {
-    if (out.shape.size() < 3) return why = "a Conv weight of rank < 3", false;
+  if (n.op_type() == "Conv" || n.op_type() == "ConvTranspose") {
+    if (out.shape.size() < 3) return why = "a " + n.op_type() + " weight of rank < 3", false;
     out.rows = out.shape[0];
     out.cols = 1;
     for (std::size_t i = 1; i < out.shape.size(); ++i) out.cols *= out.shape[i];

@@ -53,10 +53,15 @@ struct candidate {
   bool table() const { return op_type == "Gather"; }
   /// An LSTM / GRU / RNN weight, [directions, gates x hidden, inputs] as W.
   bool recurrent() const { return op_type == "LSTM" || op_type == "GRU" || op_type == "RNN"; }
+  /// A ConvTranspose weight, [C, M / group, k...] read as W with C rows (one per input
+  /// channel: the rows each input value scatters to the output).
+  bool transposed_conv() const { return op_type == "ConvTranspose"; }
+  /// A weight qsl has no kernel for: decoded once, at load, for the runtime's own operator.
+  bool decoded_at_load() const { return recurrent() || transposed_conv(); }
 };
 
-/// How many weights a default-domain node may have qsl compresses: 1 for Gemm, MatMul, Conv and
-/// Gather, 2 for LSTM / GRU / RNN (W and R), 0 for every other node.
+/// How many weights a default-domain node may have qsl compresses: 1 for Gemm, MatMul, Conv,
+/// ConvTranspose and Gather, 2 for LSTM / GRU / RNN (W and R), 0 for every other node.
 int weight_slots(const pb::NodeProto& n);
 
 /// Weight `slot` (0 ..< weight_slots) of node `n` (the index-th of its graph), if it is a

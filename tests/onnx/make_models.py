@@ -246,13 +246,17 @@ def half_weight_model(rng):
 
 def weight_kinds_model(rng):
     """ids [N, T] -> Gather(emb) -> e [N, T, 24] -> LSTM (bidirectional, 16) and GRU (8) over
-    [T, N, 24]; Gather(emb32) on int32 ids; Gather(tied) and Gemm(., tied, transB=1)."""
+    [T, N, 24]; e as [N, 24, T] channels -> a 1-D ConvTranspose (stride 2) and, as [N, 24, T, 1],
+    a 2-D one in 2 groups; Gather(emb32) on int32 ids; Gather(tied) and Gemm(., tied,
+    transB=1)."""
     ids = helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 5])
     outputs = [helper.make_tensor_value_info("e", TensorProto.FLOAT, ["N", 5, 24]),
                helper.make_tensor_value_info("e32", TensorProto.FLOAT, ["N", 5, 24]),
                helper.make_tensor_value_info("lstm_y", TensorProto.FLOAT, [5, 2, "N", 16]),
                helper.make_tensor_value_info("gru_y", TensorProto.FLOAT, [5, 1, "N", 8]),
-               helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["M", 40])]
+               helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["M", 40]),
+               helper.make_tensor_value_info("ct1_y", TensorProto.FLOAT, ["N", 6, 9]),
+               helper.make_tensor_value_info("ct2_y", TensorProto.FLOAT, ["N", 8, 7, 2])]
     nodes = [
         helper.make_node("Gather", ["emb", "ids"], ["e"], name="embed", axis=0),
         helper.make_node("Cast", ["ids"], ["ids32"], to=TensorProto.INT32),
@@ -262,6 +266,13 @@ def weight_kinds_model(rng):
         helper.make_node("Transpose", ["et"], ["seq"], perm=[1, 0, 2]),
         helper.make_node("LSTM", ["seq", "lstm_w", "lstm_r", "lstm_b"], ["lstm_y"], name="lstm",
                          hidden_size=16, direction="bidirectional"),
+        # Between the LSTM and the GRU: the first and last products stay the recurrent weights.
+        helper.make_node("Transpose", ["e"], ["channels"], perm=[0, 2, 1]),
+        helper.make_node("ConvTranspose", ["channels", "ct1_w", "ct1_b"], ["ct1_y"],
+                         name="upsample1d", strides=[2], pads=[1, 1]),
+        helper.make_node("Unsqueeze", ["channels", "last_axis"], ["channels2d"]),
+        helper.make_node("ConvTranspose", ["channels2d", "ct2_w"], ["ct2_y"], name="upsample2d",
+                         group=2, kernel_shape=[3, 2]),
         helper.make_node("GRU", ["seq", "gru_w", "gru_r"], ["gru_y"], name="gru", hidden_size=8,
                          linear_before_reset=1),
         helper.make_node("Reshape", ["e32", "flat_shape"], ["flat"]),
@@ -282,6 +293,10 @@ def weight_kinds_model(rng):
         numpy_helper.from_array(normal(2, 128) * 0.1, "lstm_b"),
         numpy_helper.from_array(normal(1, 24, 24) * 0.2, "gru_w"),
         numpy_helper.from_array(normal(1, 24, 8) * 0.2, "gru_r"),
+        numpy_helper.from_array(normal(24, 6, 3) * 0.3, "ct1_w"),  # [C, M, k]
+        numpy_helper.from_array(normal(6) * 0.1, "ct1_b"),
+        numpy_helper.from_array(normal(24, 4, 3, 2) * 0.3, "ct2_w"),  # [C, M / 2, kh, kw]
+        numpy_helper.from_array(np.array([3], np.int64), "last_axis"),
         numpy_helper.from_array(np.array([-1, 24], np.int64), "flat_shape"),
         numpy_helper.from_array(np.array(0, np.int64), "zero"),
     ]

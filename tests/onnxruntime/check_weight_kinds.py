@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
 """Every weight kind qsl-compress compresses besides products, in ONNX Runtime
-(tests/onnx/make_models.py's weight_kinds.onnx: embedding tables, a bidirectional LSTM, a GRU):
+(tests/onnx/make_models.py's weight_kinds.onnx: embedding tables, a bidirectional LSTM, a GRU,
+a 1-D and a grouped 2-D ConvTranspose):
 
 * a table only a Gather reads becomes a QuantizedGather (int64 and int32 ids, negative ids):
   its rows equal the code's rows decoded in numpy in qsl::reconstruct's order, exactly; a
-  table a Gemm also reads (tied embeddings) and every LSTM / GRU weight (W and R) stay on ORT's
-  own operators, decoded by standard operators that ORT folds at load;
+  table a Gemm also reads (tied embeddings), every LSTM / GRU weight (W and R) and every
+  ConvTranspose weight stay on ORT's own operators, decoded by standard operators that ORT
+  folds at load;
 * round trip: the compressed file's outputs equal the original model's with each weight
   replaced by its code decoded in numpy (float tolerance: the folded decoder sums in another
   order), in the qsl and the standard format, at 2 bits binary and 3 bits ternary in groups;
 * ids out of range and ids of another type are ORT errors naming the node and the value;
-* calibration through ORT sees the LSTM's and GRU's inputs (W: X, R: the hidden states).
+* calibration through ORT sees the LSTM's and GRU's inputs (W: X, R: the hidden states);
+  tables and ConvTranspose weights are fitted to the weight, uncalibrated.
 
     python3 tests/onnxruntime/check_weight_kinds.py LIBQSL_ONNXRUNTIME QSL_COMPRESS MODELS_DIR \\
         WORK_DIR
@@ -122,7 +125,10 @@ def main(library, compress_tool, models, work):
         "lstm_w": "LSTM on the runtime's kernel (qsl has no recurrent kernel; W decoded at load)",
         "lstm_r": "LSTM on the runtime's kernel (qsl has no recurrent kernel; R decoded at load)",
         "gru_w": "GRU on the runtime's kernel (qsl has no recurrent kernel; W decoded at load)",
-        "gru_r": "GRU on the runtime's kernel (qsl has no recurrent kernel; R decoded at load)"}
+        "gru_r": "GRU on the runtime's kernel (qsl has no recurrent kernel; R decoded at load)",
+        "ct1_w": "ConvTranspose on the runtime's kernel (qsl has no transposed-convolution "
+                 "kernel; weight decoded at load)"}
+    expected_runs["ct2_w"] = expected_runs["ct1_w"]
     for label, options in [("b2", ["--bits", "2"]),
                            ("t3g8", ["--bits", "3", "--basis", "ternary", "--group", "8"]),
                            ("b2f16", ["--bits", "2", "--coefficients", "f16"])]:
@@ -200,15 +206,16 @@ def main(library, compress_tool, models, work):
         got = layers[weight].get("calibration_vectors")
         check(got == vectors and layers[weight].get("relative_output_error") is not None,
               f"calibrated {weight}: {got} vectors, expected {vectors}")
-    for table in ["emb", "emb32", "tied"]:
-        check(not layers[table].get("calibrated"), f"calibrated: table {table} was calibrated")
+    for table in ["emb", "emb32", "tied", "ct1_w", "ct2_w"]:
+        check(not layers[table].get("calibrated"), f"calibrated: {table} was calibrated")
     check(np.isfinite(run(calibrated, ids_pos, library)["lstm_y"]).all(),
           "calibrated: the LSTM's output is not finite")
 
     if failures():
         print(f"{failures()} check(s) failed")
         return 1
-    print("weight kinds: tables, LSTM and GRU weights in ORT agree with their decoded codes")
+    print("weight kinds: tables, LSTM, GRU and ConvTranspose weights in ORT agree with their "
+          "decoded codes")
     return 0
 
 
