@@ -352,7 +352,9 @@ qsl::onnx::calibration_data collect(const qsl::onnx::model& model, const calib_s
 }
 
 int run(int argc, char** argv) {
-  CLI::App app{"qsl-compress: compress the weights of an ONNX model (Gemm, MatMul, Conv, Gather tables, LSTM/GRU/RNN, ConvTranspose)"};
+  CLI::App app{
+      "qsl-compress: compress the weights of an ONNX model (Gemm, MatMul, Conv, Gather tables, "
+      "LSTM/GRU/RNN, ConvTranspose)"};
   std::string input, output, json_path, format = "qsl", basis = "binary", method = "multi_start";
   std::string coefficients = "f32";
   int bits = 2, edge_bits = 0, threads = 0;

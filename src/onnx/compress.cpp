@@ -104,15 +104,15 @@ void report_subgraph_layers(const pb::GraphProto& g, const std::string& where,
 
 // A Gather table, an LSTM / GRU / RNN weight or a ConvTranspose weight, rewritten; `runs_as`
 // says how it runs. Tables: a QuantizedGather when the Gather alone reads them (qsl format),
-// decoding only the rows looked up. The others, and tables read elsewhere: the standard decoder, which ONNX
-// Runtime folds into a constant at load (qsl format: with the metadata entry qsl reads the code
-// from), or a DecodeWeights node where the opset has no BitShift.
+// decoding only the rows looked up. The others, and tables read elsewhere: the standard decoder,
+// which ONNX Runtime folds into a constant at load (qsl format: with the metadata entry qsl reads
+// the code from), or a DecodeWeights node where the opset has no BitShift.
 std::uint64_t rewrite_table_or_decoded(detail::graph_writer& writer, const candidate& c,
-                                         const weight_code& code, const constant_ref& ref,
-                                         const detail::fusion_plan& f,
-                                         const std::vector<activation_quantizer>& quantizers,
-                                         output_format format, bool can_decode_standard,
-                                         std::string& runs_as) {
+                                       const weight_code& code, const constant_ref& ref,
+                                       const detail::fusion_plan& f,
+                                       const std::vector<activation_quantizer>& quantizers,
+                                       output_format format, bool can_decode_standard,
+                                       std::string& runs_as) {
   if (format == output_format::standard) {
     runs_as = "standard";
     return writer.replace(c.weight, c.shape, c.layout, code, ref.initializer, ref.constant_node);
@@ -129,7 +129,10 @@ std::uint64_t rewrite_table_or_decoded(detail::graph_writer& writer, const candi
                           quantizers);
   }
   runs_as = c.op_type + " on the runtime's kernel (" + f.why_not + "; " +
-            (c.table() ? "" : !c.recurrent() ? "weight " : c.input == 1 ? "W " : "R ") +
+            (c.table()        ? ""
+             : !c.recurrent() ? "weight "
+             : c.input == 1   ? "W "
+                              : "R ") +
             "decoded at load)";
   return writer.replace_standard(c.weight, c.shape, c.layout, code, ref.initializer,
                                  ref.constant_node, quantizers);
@@ -258,9 +261,10 @@ compress_report compress(model& m, const compress_options& o) {
     }
   std::vector<bool> twd;  // per chosen layer: factorized with TWD
   for (const candidate& c : chosen)  // products only: a table or a recurrent weight keeps BCQ
-    twd.push_back(!c.table() && !c.decoded_at_load() && std::any_of(o.twd_layers.begin(), o.twd_layers.end(), [&](const std::string& p) {
-      return detail::glob(p, c.node_name) || detail::glob(p, c.weight);
-    }));
+    twd.push_back(!c.table() && !c.decoded_at_load() &&
+                  std::any_of(o.twd_layers.begin(), o.twd_layers.end(), [&](const std::string& p) {
+                    return detail::glob(p, c.node_name) || detail::glob(p, c.weight);
+                  }));
   if (o.format == output_format::standard && std::find(twd.begin(), twd.end(), true) != twd.end())
     throw qsl::error("compress: TWD layers have no standard-format encoding yet; use the qsl "
                      "format (or leave them out of twd_layers)");
