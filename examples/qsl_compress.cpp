@@ -418,7 +418,7 @@ int run(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--small-batch-bits", small_batch_bits,
                  "qsl format, with --int8-rows: calls of fewer rows encode each vector with this "
-                 "many bits where the CPU has byte-table kernels for them (x86 AVX2/AVX-512; "
+                 "many bits where the CPU has table kernels for them (x86 AVX2/AVX-512, NEON; "
                  "several times faster than float activations there), float activations "
                  "elsewhere. 0: float activations below --int8-rows on every CPU")
       ->check(CLI::Range(0, 8));

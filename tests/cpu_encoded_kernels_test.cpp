@@ -1,9 +1,11 @@
 // The fast encoded-activation kernels on every target that has them: byte tables
-// (cpu_weights::nibble_bytes), word tables (cpu_weights::quint_words, AVX-512) and byte dots
+// (cpu_weights::nibble_bytes: AVX2, AVX-512, NEON), word tables (cpu_weights::quint_words,
+// AVX-512) and byte dots
 // (planes unpacked to bytes, for batches). They compute
 // the AND + popcount kernels' integers with the same float steps, so on one target each must
 // agree with that path bit for bit; with dyadic coefficients and integer inputs every float step
-// is exact, so they must also give the exact integer result. Scalar and NEON have neither.
+// is exact, so they must also give the exact integer result. The scalar target has none; NEON
+// runs here under qemu (tools/test-neon.sh).
 #include <gtest/gtest.h>
 
 #include <Eigen/Core>

@@ -13,7 +13,7 @@ cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release \
   -DQSL_BUILD_BENCHMARKS=OFF -DQSL_BUILD_EXAMPLES=OFF -DQSL_INSTALL=OFF \
   -DQSL_WITH_CUDA=OFF -DQSL_WITH_ONNX=OFF
 cmake --build "$build_dir" --parallel "$(nproc)" \
-  --target cpu_kernels_test bit_planes_test weight_code_test quantized_dense_test \
+  --target cpu_kernels_test cpu_encoded_kernels_test bit_planes_test weight_code_test quantized_dense_test \
   float_gemm_test quantized_conv2d_test twd_test int8_products_test
 ctest --test-dir "$build_dir" --output-on-failure --parallel "$(nproc)" \
-  -R "^(EveryTarget/CpuKernels|EveryTarget/Int8Products|EveryTarget/FloatGemm|CpuTarget|BitPlanes|WeightCode|QuantizedDense|QuantizedConv2d|EveryTarget/TwdDense|TwdCode)"
+  -R "^(EveryTarget/CpuKernels|EveryTarget/CpuEncodedKernels|EveryTarget/Int8Products|EveryTarget/FloatGemm|CpuTarget|BitPlanes|WeightCode|QuantizedDense|QuantizedConv2d|EveryTarget/TwdDense|TwdCode)"

@@ -124,19 +124,19 @@ QSL_API void add_byte_tables(cpu_weights& w);
 QSL_API void add_word_tables(cpu_weights& w);
 
 /// Adds the layout of the active target's table kernel for many activation bits: word tables on
-/// the AVX-512 targets, byte tables on AVX2, nothing on targets with neither (scalar, NEON),
-/// which keep AND + popcount. What the layers call when their activations have
+/// the AVX-512 targets, byte tables on AVX2 and NEON, nothing on the scalar target, which keeps
+/// AND + popcount. What the layers call when their activations have
 /// cpu_byte_tables_min_bits() bits or more. A layer packed under one target and run under
 /// another gives the same results, on AND + popcount if the layout it has is not the target's.
 QSL_API void add_encoded_layout(cpu_weights& w);
 
 /// From this many activation bits on, cpu_forward_encoded takes the active target's table
-/// kernel when its layout is there (add_encoded_layout): per 4 columns the byte tables (AVX2)
-/// look up the exact sum of the levels q (up to 4 * 255, split in two bytes) once per plane, per
-/// 5 columns the word tables (AVX-512) look it up as one 16-bit entry, where AND + popcount
-/// costs one popcount per activation bit. max_activation_bits + 1 where the target has none
-/// (scalar, NEON).
-/// Measured by bench/cpu_kernels_bench (BM_EncodedPaths, docs/benchmarks.md).
+/// kernel when its layout is there (add_encoded_layout): per 4 columns the byte tables (AVX2,
+/// NEON) look up the exact sum of the levels q (up to 4 * 255, split in two bytes) once per
+/// plane, per 5 columns the word tables (AVX-512) look it up as one 16-bit entry, where AND +
+/// popcount costs one popcount per activation bit. max_activation_bits + 1 where the target has
+/// none (scalar). Measured by bench/cpu_kernels_bench (BM_EncodedPaths, docs/benchmarks.md) on
+/// x86; NEON's 3 is an instruction-count estimate (docs/design.md).
 QSL_API int cpu_byte_tables_min_bits();
 
 /// From this many vectors per call on, cpu_forward_encoded runs the byte-dot kernels where it

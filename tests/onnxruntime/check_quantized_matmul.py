@@ -176,8 +176,11 @@ def int8_grid(v):
 def table_min_bits():
     """qsl's cpu_byte_tables_min_bits() for the target the library picks here (QSL_CPU_TARGET,
     else the best this CPU runs): the fewest bits small_batch_bits encodes with. The values of
-    the kernel tables (src/cpu/kernels_avx2.cpp, kernels_avx512.cpp): AVX2 and AVX-512 2,
-    AVX-512 with VPOPCNTDQ 5 (AND + popcount is faster below); none elsewhere (scalar, NEON)."""
+    the kernel tables (src/cpu/kernels_avx2.cpp, kernels_avx512.cpp, kernels_neon.cpp): AVX2 and
+    AVX-512 2, AVX-512 with VPOPCNTDQ 5 (AND + popcount is faster below), NEON 3; none on the
+    scalar target."""
+    if platform.machine() in ("aarch64", "arm64"):
+        return None if os.environ.get("QSL_CPU_TARGET") == "scalar" else 3
     if platform.machine() not in ("x86_64", "AMD64"):
         return None
     with open("/proc/cpuinfo") as f:
