@@ -76,8 +76,8 @@ inline uint32x4_t popcount32(uint32x4_t v) {
 
 // The levels q of columns first..first + 3 by encode's rule, 0 past w.cols: the one place both
 // encodings (bit planes, byte tables) compute them, so both kernels see the same integers.
-inline uint32x4_t levels4(const cpu_weights& w, const float* x, std::int64_t first,
-                          float32x4_t lo, float32x4_t inv, float32x4_t top) {
+inline uint32x4_t levels4(const cpu_weights& w, const float* x, std::int64_t first, float32x4_t lo,
+                          float32x4_t inv, float32x4_t top) {
   const int32x4_t lane = {0, 1, 2, 3};
   float v[4] = {0, 0, 0, 0};
   for (int i = 0; i < 4; ++i)
@@ -151,7 +151,8 @@ void encode_bytes(const cpu_weights& w, const float* x, float minimum, float inv
   const float32x4_t top = vdupq_n_f32(static_cast<float>((1 << bits) - 1));
   const std::int64_t count = byte_table_nibbles(w);
   detail::scratch<std::uint32_t> q(static_cast<std::size_t>(4 * count));
-  for (std::int64_t s = 0; s < count; ++s) vst1q_u32(q.data() + 4 * s, levels4(w, x, 4 * s, lo, inv, top));
+  for (std::int64_t s = 0; s < count; ++s)
+    vst1q_u32(q.data() + 4 * s, levels4(w, x, 4 * s, lo, inv, top));
   // Entry b of a table is the sum of the levels whose bit is set in b: four masked broadcasts,
   // entries 0-7 and 8-15 as 16-bit lanes.
   uint16x8_t bit[4][2];
@@ -167,11 +168,11 @@ void encode_bytes(const cpu_weights& w, const float* x, float minimum, float inv
     for (int h = 0; h < 2; ++h) {
       t[h] = vdupq_n_u16(0);
       for (int i = 0; i < 4; ++i)
-        t[h] = vaddq_u16(t[h], vandq_u16(vdupq_n_u16(static_cast<std::uint16_t>(q[4 * s + i])),
-                                         bit[i][h]));
+        t[h] = vaddq_u16(
+            t[h], vandq_u16(vdupq_n_u16(static_cast<std::uint16_t>(q[4 * s + i])), bit[i][h]));
     }
-    vst1q_u8(low + s * table_entries, vcombine_u8(vmovn_u16(vandq_u16(t[0], low7)),
-                                                  vmovn_u16(vandq_u16(t[1], low7))));
+    vst1q_u8(low + s * table_entries,
+             vcombine_u8(vmovn_u16(vandq_u16(t[0], low7)), vmovn_u16(vandq_u16(t[1], low7))));
     vst1q_u8(high + s * table_entries,
              vcombine_u8(vmovn_u16(vshrq_n_u16(t[0], 7)), vmovn_u16(vshrq_n_u16(t[1], 7))));
   }
@@ -317,7 +318,8 @@ struct byte_call {
   static void run(const cpu_weights& w, const byte_table_input* x, int vectors, std::int64_t t0,
                   std::int64_t t1, float* const* z) {
     for (std::int64_t t = t0; t < t1; ++t)
-      for (int v = 0; v < vectors; ++v) byte_tile<P, Ternary>(w, x[v], t, z[v] + (t - t0) * tile_rows);
+      for (int v = 0; v < vectors; ++v)
+        byte_tile<P, Ternary>(w, x[v], t, z[v] + (t - t0) * tile_rows);
   }
 };
 
@@ -347,8 +349,9 @@ const kernel_table& neon_kernels() {
   // byte tables take about 25 per quad of 16 rows x 16 columns and plane, AND + popcount
   // 12 per activation bit + 4, so they tie at 2 bits and lead from 3 (40 against 25).
   // BM_EncodedPaths on a Jetson is what should set it.
-  static const kernel_table table{build_tables, adapter::lut_rows, encode, adapter::popcount_rows,
-                                  decode_target_rows, nullptr, encode_bytes, byte_rows, 3};
+  static const kernel_table table{build_tables,           adapter::lut_rows,  encode,
+                                  adapter::popcount_rows, decode_target_rows, nullptr,
+                                  encode_bytes,           byte_rows,          3};
   return table;
 }
 
