@@ -110,10 +110,12 @@ void BM_Qsl(benchmark::State& state) {
   state.SetLabel(qsl::to_string(qsl::active_cpu_target()));
 }
 
-// 8-bit activations (cpu_forward_int8: grids of x, the code decoded to int8 a task at a time,
-// exact int32 sums, the float step) with the target's integer kernel (1) or the portable loop
-// it replaced (0). Arguments: N, D, batch, kernel; k = 2, groups of 128, one thread. Beside
-// BM_EigenInt8Shapes: Eigen's fp32 GEMM on the same shapes.
+// 8-bit activations (cpu_forward_int8: grids of x, exact int32 sums, the float step) with the
+// code decoded to int8 a task at a time and the target's integer kernel (1) or the portable
+// loop it replaced (0), or with the target's tile kernel straight from the code (2: AVX-512
+// VNNI + BITALG, int8_tiles_avx512_vnni.cpp; cpu_forward_int8's choice where there is one).
+// Arguments: N, D, batch, kernel; k = 2, groups of 128, one thread. Beside BM_EigenInt8Shapes:
+// Eigen's fp32 GEMM on the same shapes.
 void BM_Int8Products(benchmark::State& state) {
   const std::int64_t n = state.range(0), d = state.range(1), batch = state.range(2);
   qsl::set_cpu_threads(1);
@@ -121,15 +123,23 @@ void BM_Int8Products(benchmark::State& state) {
   const std::vector<float> scales = qsl::cpu_int8_row_scales(w);
   const row_matrix& x = inputs(batch, d);
   row_matrix y(batch, n);
-  const auto sums = state.range(3) == 0 ? qsl::detail::cpu::int8_sums_portable
-                                        : qsl::detail::cpu::active_kernels().int8_sums;
+  const auto& k = qsl::detail::cpu::active_kernels();
+  const auto sums = state.range(3) == 0 ? qsl::detail::cpu::int8_sums_portable : k.int8_sums;
+  const auto tiles = state.range(3) == 2 ? k.int8_tile_sums : nullptr;
+  if (state.range(3) == 2 && tiles == nullptr) {
+    state.SkipWithError("this target (or CPU) has no int8_tile_sums kernel");
+    return;
+  }
   for (auto _ : state) {
-    qsl::detail::cpu::forward_int8(w, scales.data(), x.data(), batch, nullptr, y.data(), sums);
+    qsl::detail::cpu::forward_int8(w, scales.data(), x.data(), batch, nullptr, y.data(), sums,
+                                   tiles);
     benchmark::DoNotOptimize(y.data());
   }
   set_rates(state, n, d, batch, static_cast<double>(w.bytes()));
   state.SetLabel(std::string(qsl::to_string(qsl::active_cpu_target())) +
-                 (state.range(3) == 0 || sums == nullptr ? " loop" : " kernel"));
+                 (tiles != nullptr                         ? " tiles"
+                  : state.range(3) == 0 || sums == nullptr ? " loop"
+                                                           : " kernel"));
 }
 
 // Layers of real models by rows per call: magika's 64 x 257 MatMul (2048 rows per sample), an
@@ -141,7 +151,7 @@ void int8_shapes(benchmark::internal::Benchmark* b, bool qsl) {
       b->Args({n, d, batch, 1});
       continue;
     }
-    for (std::int64_t kernel : {0, 1}) b->Args({n, d, batch, kernel});
+    for (std::int64_t kernel : {0, 1, 2}) b->Args({n, d, batch, kernel});
   }
 }
 

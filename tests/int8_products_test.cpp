@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <vector>
@@ -296,6 +297,119 @@ TEST_P(Int8Products, SumsKernelIsTheExactDotProduct) {
       for (std::int64_t batch : {1, 2, 3, 4, 5}) check(batch, count, cols, false);
   for (std::int64_t batch : {255, 256, 257, 513}) check(batch, 5, 47, false);
   for (std::int64_t batch : {3, 4}) check(batch, 3, qsl::cpu_int8_max_cols, true);
+}
+
+// The tile kernel (int8_tile_sums: products straight from the code, AVX-512 with VNNI and
+// BITALG) gives the integers of the decoded rows' grids times x's, exactly: every block of
+// vectors (16, 8, 4, 2, 1 at a time), partial tiles and chunks, one group per row or groups of
+// whole chunks, 1 and 2 bits, extreme levels (the sums of 255 x 127 wrap in between); codes it
+// does not take are refused, and forward_int8 gives the decode path's floats with it.
+TEST_P(Int8Products, TileKernelIsTheDecodedRowsProduct) {
+  const auto tile_sums = qsl::detail::cpu::active_kernels().int8_tile_sums;
+  if (tile_sums == nullptr)
+    GTEST_SKIP() << "this target (or CPU) has no int8_tile_sums kernel";
+  std::uint32_t seed = 3;
+  auto check = [&](std::int64_t rows, std::int64_t cols, int bits, std::int64_t group,
+                   std::int64_t batch, bool extreme) {
+    SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(cols) + " k=" +
+                 std::to_string(bits) + " group=" + std::to_string(group) +
+                 " batch=" + std::to_string(batch) + (extreme ? " extreme" : ""));
+    auto code = qsl::test::random_code(rows, cols, bits, qsl::basis::binary, group, ++seed);
+    if (extreme) {  // every weight +alpha_0 (+alpha_1): each row's grid byte 127
+      for (std::int64_t r = 0; r < rows; ++r)  // padding bits stay 0, as the code requires
+        for (int j = 0; j < bits; ++j) {
+          qsl::word* plane = code.sign_plane(r, j);
+          for (std::int64_t i = 0; i < code.words_per_plane(); ++i) plane[i] = ~qsl::word{0};
+          if (cols % 64 != 0) plane[code.words_per_plane() - 1] = (qsl::word{1} << (cols % 64)) - 1;
+        }
+      qsl::compute_offsets(code);
+    }
+    const qsl::cpu_weights w = qsl::pack_for_cpu(code);
+    ASSERT_TRUE(qsl::detail::cpu::int8_tiles_fit(w));
+    const std::vector<float> scales = qsl::cpu_int8_row_scales(w);
+    std::vector<std::int8_t> wq(static_cast<std::size_t>(rows * cols));
+    qsl::cpu_decode_rows_int8(w, scales.data(), 0, rows, wq.data());
+    std::vector<std::int8_t> x(static_cast<std::size_t>(batch * cols));
+    std::vector<std::int32_t> x_sums(static_cast<std::size_t>(batch));
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<int> value(-127, 127);
+    for (std::int64_t v = 0; v < batch; ++v)
+      for (std::int64_t c = 0; c < cols; ++c) {
+        const int q = extreme ? 127 : value(rng);
+        x[static_cast<std::size_t>(v * cols + c)] = static_cast<std::int8_t>(q);
+        x_sums[static_cast<std::size_t>(v)] += q;
+      }
+    const std::int64_t steps = w.chunks * 8;
+    std::vector<std::int32_t> packed(static_cast<std::size_t>(batch * steps), -1);
+    qsl::detail::cpu::int8_tile_vectors(x.data(), batch, cols, steps, packed.data());
+    for (std::int64_t t = 0; t < w.tiles; ++t) {
+      std::vector<std::int32_t> sums(static_cast<std::size_t>(batch * 16), -1);
+      ASSERT_TRUE(
+          tile_sums(w, scales.data(), t, packed.data(), x_sums.data(), batch, sums.data()));
+      for (std::int64_t v = 0; v < batch; ++v)
+        for (std::int64_t r = 0; r < 16 && t * 16 + r < rows; ++r) {
+          std::int64_t expected = 0;
+          for (std::int64_t c = 0; c < cols; ++c)
+            expected += std::int64_t{x[v * cols + c]} * wq[(t * 16 + r) * cols + c];
+          ASSERT_EQ(sums[v * 16 + r], expected) << "vector " << v << ", row " << t * 16 + r;
+        }
+    }
+  };
+  for (std::int64_t cols : qsl::test::edge_dims())
+    for (int bits : {1, 2})
+      for (std::int64_t group : {std::int64_t{0}, std::int64_t{32}, std::int64_t{128}})
+        check(17, cols, bits, group < cols ? group : 0, 1 + (cols % 5), false);
+  for (std::int64_t batch : {1, 2, 3, 7, 15, 16, 17, 31, 40})
+    check(33, 100, 2, 32, batch, false);
+  for (std::int64_t rows : {1, 15, 16, 31}) check(rows, 4096, 2, 64, 16, false);
+  check(16, qsl::cpu_int8_max_cols, 2, 0, 2, true);  // sums of 255 x 127 pass 2^31
+  check(5, 300, 1, 0, 19, true);
+
+  // Codes it does not take: refused, nothing written.
+  for (auto [bits, basis, group] : {std::tuple{3, qsl::basis::binary, std::int64_t{32}},
+                                    std::tuple{1, qsl::basis::ternary, std::int64_t{32}},
+                                    std::tuple{2, qsl::basis::binary, std::int64_t{8}}}) {
+    const auto w = qsl::pack_for_cpu(qsl::test::random_code(16, 64, bits, basis, group, ++seed));
+    EXPECT_FALSE(qsl::detail::cpu::int8_tiles_fit(w));
+    std::vector<std::int32_t> x(16), x_sums(1), sums(16, -1);
+    const std::vector<float> scales(16, 1.0f);
+    EXPECT_FALSE(tile_sums(w, scales.data(), 0, x.data(), x_sums.data(), 1, sums.data()));
+    EXPECT_EQ(sums, std::vector<std::int32_t>(16, -1));
+  }
+
+  // The layout: blocks of 16, then 8, 4, 2, 1; each step's 4 bytes of a block side by side.
+  {
+    const std::int64_t batch = 23, cols = 10, steps = 3;  // blocks 16, 4, 2, 1
+    std::vector<std::int8_t> q(static_cast<std::size_t>(batch * cols));
+    for (std::size_t i = 0; i < q.size(); ++i) q[i] = static_cast<std::int8_t>(i % 251 - 125);
+    std::vector<std::int32_t> out(static_cast<std::size_t>(batch * steps), -1);
+    qsl::detail::cpu::int8_tile_vectors(q.data(), batch, cols, steps, out.data());
+    auto bytes_at = [&](std::int64_t v0, std::int64_t width, std::int64_t v, std::int64_t s) {
+      std::int8_t b[4];
+      std::memcpy(b, &out[static_cast<std::size_t>(v0 * steps + s * width + v)], 4);
+      return std::vector<int>(b, b + 4);
+    };
+    for (auto [v0, width] : {std::pair{0, 16}, std::pair{16, 4}, std::pair{20, 2},
+                             std::pair{22, 1}})
+      for (std::int64_t v = 0; v < width; ++v)
+        for (std::int64_t s = 0; s < steps; ++s) {
+          std::vector<int> want(4, 0);
+          for (int i = 0; i < 4 && 4 * s + i < cols; ++i) want[i] = q[(v0 + v) * cols + 4 * s + i];
+          EXPECT_EQ(bytes_at(v0, width, v, s), want) << "vector " << v0 + v << ", step " << s;
+        }
+  }
+
+  // forward_int8 with it: the decode path's floats.
+  const auto code = qsl::test::random_code(70, 333, 2, qsl::basis::binary, 96, ++seed);
+  const qsl::cpu_weights w = qsl::pack_for_cpu(code);
+  const std::vector<float> scales = qsl::cpu_int8_row_scales(w);
+  const row_matrix_f x = qsl::test::gaussian_rows(21, 333, ++seed);
+  row_matrix_f with(21, 70), without(21, 70);
+  const auto sums = qsl::detail::cpu::active_kernels().int8_sums;
+  qsl::detail::cpu::forward_int8(w, scales.data(), x.data(), 21, nullptr, with.data(), sums,
+                                 tile_sums);
+  qsl::detail::cpu::forward_int8(w, scales.data(), x.data(), 21, nullptr, without.data(), sums);
+  EXPECT_EQ(with, without);
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryTarget, Int8Products, testing::ValuesIn(qsl::supported_cpu_targets()),

@@ -3,6 +3,7 @@
 // step both qsl's loop and ONNX Runtime's integer GEMM finish with.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -301,8 +302,54 @@ void finish_int8_products(const std::int32_t* sums, std::int64_t v_stride, std::
 
 namespace detail::cpu {
 
+void int8_tile_vectors(const std::int8_t* q, std::int64_t batch, std::int64_t cols,
+                       std::int64_t steps, std::int32_t* out) {
+  std::int64_t v0 = 0;
+  auto block = [&](std::int64_t width) {
+    std::int32_t* dst = out + v0 * steps;
+    for (std::int64_t v = 0; v < width; ++v) {
+      const std::int8_t* row = q + (v0 + v) * cols;
+      const std::int64_t whole = std::min(steps, cols / 4);
+      for (std::int64_t s = 0; s < whole; ++s) std::memcpy(dst + s * width + v, row + 4 * s, 4);
+      for (std::int64_t s = whole; s < steps; ++s) {
+        std::int8_t four[4] = {0, 0, 0, 0};  // columns past the row's end: 0
+        for (std::int64_t i = 0; i < 4 && 4 * s + i < cols; ++i) four[i] = row[4 * s + i];
+        std::memcpy(dst + s * width + v, four, sizeof four);
+      }
+    }
+    v0 += width;
+  };
+  while (batch - v0 >= 16) block(16);
+  for (std::int64_t width : {8, 4, 2, 1})
+    if (batch - v0 >= width) block(width);
+}
+
+namespace {
+
+// forward_int8 with a tile kernel: x's grids in its layout, one task per 16-row tile.
+void forward_int8_tiles(const cpu_weights& w, const float* scales, const std::int8_t* xq,
+                        const float* x_scales, std::int64_t batch, const float* bias, float* y,
+                        decltype(kernel_table::int8_tile_sums) tile_sums) {
+  const std::int64_t steps = w.chunks * (chunk_cols / 4);
+  scratch<std::int32_t> packed(static_cast<std::size_t>(batch * steps));
+  int8_tile_vectors(xq, batch, w.cols, steps, packed.data());
+  std::vector<std::int32_t> x_sums(static_cast<std::size_t>(batch), 0);
+  for (std::int64_t v = 0; v < batch; ++v)
+    for (std::int64_t c = 0; c < w.cols; ++c) x_sums[static_cast<std::size_t>(v)] += xq[v * w.cols + c];
+  thread_pool::instance().run(w.tiles, [&](std::int64_t t) {
+    const std::int64_t n0 = t * tile_rows, count = std::min<std::int64_t>(w.rows - n0, tile_rows);
+    scratch<std::int32_t> sums(static_cast<std::size_t>(batch * tile_rows));  // all written
+    tile_sums(w, scales, t, packed.data(), x_sums.data(), batch, sums.data());
+    finish_int8_products(sums.data(), tile_rows, 1, x_scales, batch, scales, n0, count, bias, y,
+                         w.rows);
+  });
+}
+
+}  // namespace
+
 void forward_int8(const cpu_weights& w, const float* scales, const float* x, std::int64_t batch,
-                  const float* bias, float* y, decltype(kernel_table::int8_sums) int8_sums) {
+                  const float* bias, float* y, decltype(kernel_table::int8_sums) int8_sums,
+                  decltype(kernel_table::int8_tile_sums) tile_sums) {
   detail::require(w.cols <= cpu_int8_max_cols,
                   "8-bit activations: the layer has " + std::to_string(w.cols) +
                       " columns; int32 sums hold at most " + std::to_string(cpu_int8_max_cols));
@@ -311,6 +358,8 @@ void forward_int8(const cpu_weights& w, const float* scales, const float* x, std
   scratch<std::int8_t> xq(static_cast<std::size_t>(batch * w.cols));
   std::vector<float> x_scales(static_cast<std::size_t>(batch));
   quantize_vectors_int8(x, batch, w.cols, xq.data(), x_scales.data());
+  if (tile_sums != nullptr && int8_tiles_fit(w))
+    return forward_int8_tiles(w, scales, xq.data(), x_scales.data(), batch, bias, y, tile_sums);
   const std::int64_t tasks = (w.rows + rows_per_task - 1) / rows_per_task;
   thread_pool::instance().run(tasks, [&](std::int64_t t) {
     const std::int64_t n0 = t * rows_per_task, count = std::min(w.rows - n0, rows_per_task);
@@ -327,8 +376,8 @@ void forward_int8(const cpu_weights& w, const float* scales, const float* x, std
 
 void cpu_forward_int8(const cpu_weights& w, const float* scales, const float* x,
                       std::int64_t batch, const float* bias, float* y) {
-  detail::cpu::forward_int8(w, scales, x, batch, bias, y,
-                            detail::cpu::active_kernels().int8_sums);
+  const auto& k = detail::cpu::active_kernels();
+  detail::cpu::forward_int8(w, scales, x, batch, bias, y, k.int8_sums, k.int8_tile_sums);
 }
 
 }  // namespace qsl

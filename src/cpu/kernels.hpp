@@ -155,16 +155,40 @@ struct kernel_table {
   /// (its table kernel, if any, is byte_rows), and byte_tables_min_bits is byte_rows'.
   void (*word_rows)(const cpu_weights& w, const word_table_input* x, int vectors,
                     std::int64_t tile_begin, std::int64_t tile_end, float* const* z) = nullptr;
+  /// For codes that int8_tiles_fit: sums[v * 16 + r] = the exact int32 dot product of vector v
+  /// (x: the batch's int8 grids in int8_tile_vectors' layout; x_sums: each vector's sum) with
+  /// row r of tile `tile` on its int8 grid (scales: cpu_int8_row_scales), the same integers as
+  /// decode_rows_int8 + int8_sums, straight from the packed code. Returns false (nothing
+  /// written) for other codes. Null: the target has no such kernel.
+  bool (*int8_tile_sums)(const cpu_weights& w, const float* scales, std::int64_t tile,
+                         const std::int32_t* x, const std::int32_t* x_sums, std::int64_t batch,
+                         std::int32_t* sums) = nullptr;
 };
+
+/// The codes kernel_table::int8_tile_sums takes: binary, 1 or 2 bits (at most 4 patterns per
+/// row: one byte shuffle looks up 4 rows), groups of whole 32-column chunks or one per row.
+inline bool int8_tiles_fit(const cpu_weights& w) {
+  return w.basis == qsl::basis::binary && (w.bits == 1 || w.bits == 2) &&
+         (w.groups == 1 || w.group_size % cpu_weights::chunk_cols == 0);
+}
+
+/// The vectors of kernel_table::int8_tile_sums: `batch` rows of `cols` int8 (q, row-major) as
+/// blocks of 16 vectors, then one block each of 8, 4, 2 and 1 for the rest. The block of width
+/// V from vector v0 holds, for every 4-column step s < steps (w.chunks * 8; columns past `cols`
+/// are 0), vector v0 + v's 4 bytes at out[v0 * steps + s * V + v].
+void int8_tile_vectors(const std::int8_t* q, std::int64_t batch, std::int64_t cols,
+                       std::int64_t steps, std::int32_t* out);
 
 /// kernel_table::int8_sums by its definition, one int32 dot product at a time: for targets
 /// without a kernel (and the benchmark's baseline).
 void int8_sums_portable(const std::int8_t* x, std::int64_t batch, const std::int8_t* w,
                         std::int64_t count, std::int64_t cols, std::int32_t* sums);
-/// qsl::cpu_forward_int8 with the integer step `sums` (the active target's: forward_int8's
-/// default) instead of the active target's kernel.
+/// qsl::cpu_forward_int8 with the integer step `sums` (null: the portable loop) on rows decoded
+/// a task at a time, or, where `tile_sums` is given and takes the code (int8_tiles_fit), with
+/// it straight from the code; the same floats either way.
 void forward_int8(const cpu_weights& w, const float* scales, const float* x, std::int64_t batch,
-                  const float* bias, float* y, decltype(kernel_table::int8_sums) sums);
+                  const float* bias, float* y, decltype(kernel_table::int8_sums) sums,
+                  decltype(kernel_table::int8_tile_sums) tile_sums = nullptr);
 
 /// decode_rows, then the grid of each row: for targets without a fused kernel.
 void decode_rows_int8_generic(const cpu_weights& w, const float* scales, std::int64_t first,
@@ -180,6 +204,11 @@ void int8_sums_avx2(const std::int8_t* x, std::int64_t batch, const std::int8_t*
 /// AVX-512 targets' kernel on CPUs that have AVX512_VNNI.
 void int8_sums_avx512_vnni(const std::int8_t* x, std::int64_t batch, const std::int8_t* w,
                            std::int64_t count, std::int64_t cols, std::int32_t* sums);
+/// kernel_table::int8_tile_sums with VNNI and BITALG (int8_tiles_avx512_vnni.cpp): the AVX-512
+/// targets' kernel on CPUs that have both (Ice Lake, Zen 4 and later).
+bool int8_tile_sums_avx512_vnni(const cpu_weights& w, const float* scales, std::int64_t tile,
+                                const std::int32_t* x, const std::int32_t* x_sums,
+                                std::int64_t batch, std::int32_t* sums);
 /// kernel_table::encode_words and word_rows for both AVX-512 targets (word_tables_avx512.cpp).
 void encode_words_avx512(const cpu_weights& w, const float* x, float minimum, float inv_step,
                          int bits, std::uint16_t* tables, std::int32_t* group_levels);

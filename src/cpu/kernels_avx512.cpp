@@ -485,7 +485,10 @@ const kernel_table& avx512_kernels() {
       avx2_kernels().encode_levels, avx2_kernels().dot_rows, avx2_kernels().dot_min_batch,
       // VNNI is not part of the target (Skylake-X lacks it).
       __builtin_cpu_supports("avx512vnni") ? int8_sums_avx512_vnni : int8_sums_avx2,
-      encode_words_avx512, word_rows_avx512};
+      encode_words_avx512, word_rows_avx512,
+      __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bitalg")
+          ? int8_tile_sums_avx512_vnni
+          : nullptr};
   return table;
 }
 

@@ -1,0 +1,170 @@
+// AVX-512 VNNI int8 products straight from the packed code (kernel_table::int8_tile_sums), for
+// binary codes of 1 or 2 bits: the 8-bit activation path's integer step without a decoded copy
+// of the weights.
+//
+// Why: the decode-then-multiply form (int8_sums_avx512_vnni.cpp on rows decoded by
+// decode_rows_int8) spent a third of a 16-vector call decoding, and its 4 x 4 tiles of row-major
+// bytes ended in horizontal sums and read 8 cache lines per 16 vpdpbusd. Here a 16-row tile's
+// weights for 4 columns are one register in vpdpbusd's own layout (dword r = row r's 4 bytes),
+// made in registers from the code and used by every vector of the call:
+//   * vpshufbitqmb gathers bit 4s + i of row r of a lookup plane to mask bit 4r + i (a qword of
+//     the plane's register holds rows 2q and 2q + 1, so the 64 bits come from their own qword);
+//   * the planes' masks make each byte's pattern (0..3), offset by 4 (r % 4), and one vpshufb
+//     looks up row r's grid byte + 128 for that pattern in its 128-bit lane's table (4 rows x
+//     4 patterns). The tables are the decode-then-round path's bytes (int8_lookup.inc's sums),
+//     so the products are the same integers.
+//   * The weights are the unsigned operand (q + 128) and x the signed one, broadcast from
+//     memory as vpdpbusd's embedded {1to16} operand: sum (q + 128) x = sum q x + 128 sum x, and
+//     128 sum x is subtracted once per vector. Sums may wrap mod 2^32 in between; the result,
+//     the true sum, is within int32 (cpu_int8_max_cols), so it comes out exact.
+// Up to 16 vectors share each weight register: 16 accumulators, one vpdpbusd per vector and
+// 4 columns, and 6 instructions of decoding per 4 columns for all of them. The vectors come
+// interleaved (int8_tile_vectors: a block's 4-byte column groups side by side, one cache line
+// per step for 16 vectors): read from rows 4 KiB apart, their loads fought over L1 sets.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+#include "cpu/kernel_common.hpp"
+#include "scratch.hpp"
+
+#define QSL_TARGET_FEATURES "avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg"
+#include "cpu/avx512_intrinsic_warnings.hpp"  // GCC 12's false warnings
+#include "cpu/target_pragma_begin.hpp"
+
+namespace qsl::detail::cpu {
+namespace {
+
+constexpr int steps_per_chunk = chunk_cols / 4;
+constexpr int max_vectors = 16;
+
+// vpshufbitqmb's selectors for the 4-column step s of a chunk: byte 4r + i takes bit
+// 32 (r % 2) + 4s + i of its qword (rows 2q, 2q + 1).
+struct selectors {
+  __m512i step[steps_per_chunk];
+  selectors() {
+    for (int s = 0; s < steps_per_chunk; ++s) {
+      alignas(64) std::uint8_t b[64];
+      for (int r = 0; r < tile_rows; ++r)
+        for (int i = 0; i < 4; ++i) b[4 * r + i] = static_cast<std::uint8_t>(32 * (r % 2) + 4 * s + i);
+      step[s] = _mm512_load_si512(b);
+    }
+  }
+};
+
+// Row r's grid bytes + 128 for patterns 0..3 at entries 4 (r % 4) + pattern of the 128-bit lane
+// of rows 4 (r / 4)..: one table per group of the tile. The byte of a pattern is what
+// int8_lookup.inc stores for it: the planes' +-alpha summed in order j = 0..k-1, scaled, clamped
+// and rounded to nearest even.
+template <int K>
+void group_tables(const cpu_weights& w, const float* scales, std::int64_t t, std::uint8_t* out) {
+  for (std::int64_t g = 0; g < w.groups; ++g) {
+    const float* alpha = w.tile_coefficients(t, g);
+    std::uint8_t* table = out + g * 64;
+    for (int r = 0; r < tile_rows; ++r) {
+      const std::int64_t n = t * tile_rows + r;
+      const float inverse = n < w.rows && scales[n] > 0.0f ? 1.0f / scales[n] : 0.0f;
+      for (int pattern = 0; pattern < 4; ++pattern) {
+        float value = 0.0f;
+        for (int j = 0; j < K; ++j) {
+          const float a = alpha[j * tile_rows + r];
+          value += (pattern >> j) & 1 ? a : 0.0f - a;
+        }
+        const float v = std::min(127.0f, std::max(-127.0f, value * inverse));
+        const int q = _mm_cvtss_si32(_mm_set_ss(v));  // ties to even
+        table[16 * (r / 4) + 4 * (r % 4) + pattern] = static_cast<std::uint8_t>(q + 128);
+      }
+    }
+  }
+}
+
+// acc[v] += the products of a block of V vectors (x: [step][V] 4-byte column groups) with the
+// tile's weights over chunks [c0, c1) of group table `lut`.
+template <int K, int V>
+[[gnu::always_inline]] inline void chunk_products(const cpu_weights& w, std::int64_t t,
+                                                  std::int64_t c0, std::int64_t c1, __m512i lut,
+                                                  const selectors& sel, const std::int32_t* x,
+                                                  __m512i (&acc)[V]) {
+  // 4 (r % 4) at byte 4r + i: the row's place in its lane's table.
+  alignas(64) static const std::uint8_t base_bytes[64] = {
+      0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12, 0, 0, 0, 0, 4, 4, 4, 4,
+      8, 8, 8, 8, 12, 12, 12, 12, 0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12,
+      0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12};
+  const __m512i base = _mm512_load_si512(base_bytes);
+  const __m512i one = _mm512_set1_epi8(1), two = _mm512_set1_epi8(2);
+  for (std::int64_t c = c0; c < c1; ++c) {
+    const std::uint32_t* bits = w.chunk_bits(t, c);
+    const __m512i p0 = _mm512_load_si512(bits);
+    const __m512i p1 = K > 1 ? _mm512_load_si512(bits + tile_rows) : p0;
+    const std::int32_t* xc = x + c * steps_per_chunk * V;
+    for (int s = 0; s < steps_per_chunk; ++s) {
+      __m512i idx = _mm512_mask_add_epi8(base, _mm512_bitshuffle_epi64_mask(p0, sel.step[s]),
+                                         base, one);
+      if (K > 1)
+        idx = _mm512_mask_add_epi8(idx, _mm512_bitshuffle_epi64_mask(p1, sel.step[s]), idx, two);
+      const __m512i weights = _mm512_shuffle_epi8(lut, idx);
+      for (int v = 0; v < V; ++v)
+        acc[v] = _mm512_dpbusd_epi32(acc[v], weights, _mm512_set1_epi32(xc[s * V + v]));
+    }
+  }
+}
+
+template <int K, int V>
+void vector_block(const cpu_weights& w, std::int64_t t, const std::uint8_t* tables,
+                  const selectors& sel, const std::int32_t* x, const std::int32_t* x_sums,
+                  std::int32_t* sums) {
+  __m512i acc[V];
+  for (auto& a : acc) a = _mm512_setzero_si512();
+  const std::int64_t chunks_per_group = w.groups == 1 ? w.chunks : w.group_size / chunk_cols;
+  for (std::int64_t g = 0; g < w.groups; ++g) {
+    const std::int64_t c0 = g * chunks_per_group, c1 = std::min(w.chunks, c0 + chunks_per_group);
+    chunk_products<K, V>(w, t, c0, c1, _mm512_load_si512(tables + g * 64), sel, x, acc);
+  }
+  for (int v = 0; v < V; ++v)  // sum (q + 128) x - 128 sum x, mod 2^32
+    _mm512_storeu_si512(sums + v * tile_rows,
+                        _mm512_sub_epi32(acc[v], _mm512_set1_epi32(static_cast<std::int32_t>(
+                                                     static_cast<std::uint32_t>(x_sums[v]) << 7))));
+}
+
+// The blocks of int8_tile_vectors' layout: 16 vectors at a time, then one block each of 8, 4,
+// 2 and 1 for the rest; block v0 starts at x + v0 * w.chunks * 8.
+template <int K>
+void tile_sums(const cpu_weights& w, const float* scales, std::int64_t t, const std::int32_t* x,
+               const std::int32_t* x_sums, std::int64_t batch, std::int32_t* sums) {
+  static const selectors sel;
+  scratch<std::uint8_t> tables(static_cast<std::size_t>(w.groups * 64));  // 64-byte aligned
+  group_tables<K>(w, scales, t, tables.data());
+  const std::int64_t steps = w.chunks * steps_per_chunk;
+  std::int64_t v = 0;
+  auto blocks = [&](auto vectors) {
+    constexpr int V = decltype(vectors)::value;
+    for (; v + V <= batch; v += V)
+      vector_block<K, V>(w, t, tables.data(), sel, x + v * steps, x_sums + v,
+                         sums + v * tile_rows);
+  };
+  blocks(std::integral_constant<int, max_vectors>{});
+  blocks(std::integral_constant<int, 8>{});
+  blocks(std::integral_constant<int, 4>{});
+  blocks(std::integral_constant<int, 2>{});
+  blocks(std::integral_constant<int, 1>{});
+}
+
+}  // namespace
+
+bool int8_tile_sums_avx512_vnni(const cpu_weights& w, const float* scales, std::int64_t tile,
+                                const std::int32_t* x, const std::int32_t* x_sums,
+                                std::int64_t batch, std::int32_t* sums) {
+  if (!int8_tiles_fit(w)) return false;
+  if (w.bits == 1)
+    tile_sums<1>(w, scales, tile, x, x_sums, batch, sums);
+  else
+    tile_sums<2>(w, scales, tile, x, x_sums, batch, sums);
+  return true;
+}
+
+}  // namespace qsl::detail::cpu
+
+#include "cpu/target_pragma_end.hpp"
