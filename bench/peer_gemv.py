@@ -17,7 +17,8 @@ Contenders (each timed once per round, rounds interleaved, medians reported):
     from PyPI onnxruntime (needs onnx_ir for its quantizer); skipped when absent.
 Shapes: 4096 x 4096 and 4096 x 14336 with one matrix reused (cache-resident), 4096 x 4096
 with 12 matrices used in turn (streaming: more bytes than the L3, as a model's layers are),
-and 4096 x 4096 at batches 16 and 64 (qsl: 8-bit activations only).
+and 4096 x 4096 at batches 16 and 64 (qsl: 8-bit activations only, on the encoded kernels
+and on cpu_forward_int8's VNNI tiles, which also round W_hat's rows to int8 grids).
 Rates are G weights/s = rows * cols / time. The machine is noisy (a shared VM): compare rows of
 one run, and read the ratios, not the absolute rates.
 """
@@ -35,7 +36,7 @@ SHAPES = [(4096, 4096, 1, 1), (4096, 14336, 1, 1), (4096, 4096, 12, 1), (4096, 4
 
 
 # Kernels only the AVX-512 targets have: not run with QSL_CPU_TARGET=avx2.
-AVX512_ONLY = ("word tables",)
+AVX512_ONLY = ("word tables", "VNNI tiles")
 
 
 def qsl_filters(n, d, matrices, batch):
@@ -49,6 +50,9 @@ def qsl_filters(n, d, matrices, batch):
                 f"BM_EncodedPaths/N:{n}/D:{d}/batch:{batch}/k:2/kx:8/kernel:0/",
             "qsl k=2 8-bit act, byte dots":
                 f"BM_EncodedPaths/N:{n}/D:{d}/batch:{batch}/k:2/kx:8/kernel:2/",
+            # cpu_forward_int8: int8 grids of x and of W_hat's rows, products from the code.
+            "qsl k=2 int8 products, VNNI tiles":
+                f"BM_Int8Products/N:{n}/D:{d}/batch:{batch}/kernel:2/",
         }
     if matrices > 1:
         return {

@@ -55,29 +55,37 @@ struct selectors {
   }
 };
 
-// Row r's grid bytes + 128 for patterns 0..3 at entries 4 (r % 4) + pattern of the 128-bit lane
-// of rows 4 (r / 4)..: one table per group of the tile. The byte of a pattern is what
-// int8_lookup.inc stores for it: the planes' +-alpha summed in order j = 0..k-1, scaled, clamped
-// and rounded to nearest even.
+// Row r's grid bytes + 128 for patterns 0..3 at bytes 4r + pattern (entry 4 (r % 4) + pattern
+// of the 128-bit lane of rows 4 (r / 4)..): one table per group of the tile. The byte of a
+// pattern is what int8_lookup.inc stores for it: the planes' +-alpha summed in order
+// j = 0..k-1 (here one add: 0 + s0 a0 is s0 a0 exactly), scaled, clamped and rounded to
+// nearest even (cvtps2dq), 16 rows at a time.
 template <int K>
 void group_tables(const cpu_weights& w, const float* scales, std::int64_t t, std::uint8_t* out) {
+  const std::int64_t first = t * tile_rows;
+  const auto rows = static_cast<__mmask16>(
+      (1U << std::min<std::int64_t>(tile_rows, w.rows - first)) - 1);
+  const __m512 scale = _mm512_maskz_loadu_ps(rows, scales + first);
+  // 1 / scale where scale > 0, else 0 (and 0 for padding rows).
+  const __m512 inverse = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(scale, _mm512_setzero_ps(), _CMP_GT_OQ),
+                                             _mm512_set1_ps(1.0f), scale);
+  const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+  const __m512i excess = _mm512_set1_epi32(128);
   for (std::int64_t g = 0; g < w.groups; ++g) {
     const float* alpha = w.tile_coefficients(t, g);
-    std::uint8_t* table = out + g * 64;
-    for (int r = 0; r < tile_rows; ++r) {
-      const std::int64_t n = t * tile_rows + r;
-      const float inverse = n < w.rows && scales[n] > 0.0f ? 1.0f / scales[n] : 0.0f;
-      for (int pattern = 0; pattern < 4; ++pattern) {
-        float value = 0.0f;
-        for (int j = 0; j < K; ++j) {
-          const float a = alpha[j * tile_rows + r];
-          value += (pattern >> j) & 1 ? a : 0.0f - a;
-        }
-        const float v = std::min(127.0f, std::max(-127.0f, value * inverse));
-        const int q = _mm_cvtss_si32(_mm_set_ss(v));  // ties to even
-        table[16 * (r / 4) + 4 * (r % 4) + pattern] = static_cast<std::uint8_t>(q + 128);
+    const __m512 a0 = _mm512_load_ps(alpha), minus_a0 = _mm512_sub_ps(_mm512_setzero_ps(), a0);
+    __m512i bytes = _mm512_setzero_si512();
+    for (int pattern = 0; pattern < (K == 1 ? 2 : 4); ++pattern) {
+      __m512 value = pattern & 1 ? a0 : minus_a0;
+      if (K > 1) {
+        const __m512 a1 = _mm512_load_ps(alpha + tile_rows);
+        value = _mm512_add_ps(value, pattern & 2 ? a1 : _mm512_sub_ps(_mm512_setzero_ps(), a1));
       }
+      const __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(value, inverse), lo), hi);
+      const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(v), excess);  // 1..255
+      bytes = _mm512_or_si512(bytes, _mm512_slli_epi32(q, 8 * pattern));
     }
+    _mm512_store_si512(out + g * 64, bytes);
   }
 }
 
