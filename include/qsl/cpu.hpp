@@ -238,9 +238,17 @@ QSL_API void finish_int8_products(const std::int32_t* sums, std::int64_t v_strid
                                   const float* bias, float* y, std::int64_t y_stride);
 
 /// The whole product on qsl's own integer loop: y (batch x w.rows) for x (batch x w.cols).
-/// Throws qsl::error when w.cols > cpu_int8_max_cols or x holds NaN/Inf.
+/// Throws qsl::error when w.cols > cpu_int8_max_cols or x holds NaN/Inf. Where
+/// cpu_int8_from_code(w), the integer step reads the packed code directly (no decoded rows).
 QSL_API void cpu_forward_int8(const cpu_weights& w, const float* scales, const float* x,
                               std::int64_t batch, const float* bias, float* y);
+
+/// Whether cpu_forward_int8 multiplies this layer straight from its packed code on the active
+/// target: AVX-512 with VNNI and BITALG (Ice Lake, Zen 4 and later), binary codes of 1 or 2 bits
+/// with groups of whole 32-column chunks or one group per row. A 16-row x 4-column block of the
+/// rows' int8 grid bytes is made in one register and shared by up to 16 vectors; the integers
+/// and floats are those of the decode-then-multiply form, so results never depend on it.
+QSL_API bool cpu_int8_from_code(const cpu_weights& w);
 
 /// The same with activations encoded by `quantizer` (bits >= 1, per vector or calibrated):
 /// equals qsl::reference::forward_encoded with exact integer parts. Throws qsl::error for

@@ -38,21 +38,35 @@ constexpr std::int64_t block_floats = std::int64_t{1} << 18;
 // within a few MiB, and quantizing the chunks spreads over the threads.
 constexpr std::int64_t int8_chunk_vectors = 256;
 
-std::int64_t parse_min_rows() {
-  const char* text = std::getenv("QSL_ORT_GEMM_MIN_ROWS");
-  if (text == nullptr || *text == '\0') return default_gemm_min_rows;
+// A row count from the environment variable `name` (a whole number >= `least`), or `fallback`.
+std::int64_t rows_from_environment(const char* name, std::int64_t fallback, std::int64_t least) {
+  const char* text = std::getenv(name);
+  if (text == nullptr || *text == '\0') return fallback;
   char* end = nullptr;
   const long long value = std::strtoll(text, &end, 10);
-  if (*end != '\0' || value < 1)
-    throw error(std::string("QSL_ORT_GEMM_MIN_ROWS is '") + text +
-                "'; expected a whole number >= 1");
+  if (*end != '\0' || value < least)
+    throw error(std::string(name) + " is '" + text + "'; expected a whole number >= " +
+                std::to_string(least));
   return value;
+}
+
+// Up to this many rows per call the 8-bit path runs qsl's VNNI tile kernel where it takes the
+// code (int8_tiles_avx512_vnni.cpp: no decoded copy, 16 vectors per weight register), from
+// there MLAS's packed GEMM on decoded blocks (measured: bench/onnxruntime_compare.py --shapes,
+// docs/benchmarks.md).
+constexpr std::int64_t default_int8_tile_max_rows = 128;
+
+std::int64_t int8_tile_max_rows() {
+  static const std::int64_t rows =
+      rows_from_environment("QSL_ORT_INT8_TILE_MAX_ROWS", default_int8_tile_max_rows, 0);
+  return rows;
 }
 
 }  // namespace
 
 std::int64_t gemm_min_rows() {
-  static const std::int64_t rows = parse_min_rows();
+  static const std::int64_t rows =
+      rows_from_environment("QSL_ORT_GEMM_MIN_ROWS", default_gemm_min_rows, 1);
   return rows;
 }
 
@@ -119,8 +133,8 @@ int8_gemm::int8_gemm(const OrtKernelInfo* info, std::int64_t min_rows) : min_row
 
 void int8_gemm::run(const OrtKernelContext* context, const cpu_weights& w, const float* scales,
                     const float* x, std::int64_t rows, const float* bias, float* y) const {
-  if (!runtime_int8_is_exact()) {
-    cpu_forward_int8(w, scales, x, rows, bias, y);
+  if (!runtime_int8_is_exact() || (rows <= int8_tile_max_rows() && cpu_int8_from_code(w))) {
+    cpu_forward_int8(w, scales, x, rows, bias, y);  // the same integers and floats as below
     return;
   }
   const std::int64_t k = w.cols;

@@ -374,6 +374,11 @@ void forward_int8(const cpu_weights& w, const float* scales, const float* x, std
 
 }  // namespace detail::cpu
 
+bool cpu_int8_from_code(const cpu_weights& w) {
+  return detail::cpu::active_kernels().int8_tile_sums != nullptr &&
+         detail::cpu::int8_tiles_fit(w);
+}
+
 void cpu_forward_int8(const cpu_weights& w, const float* scales, const float* x,
                       std::int64_t batch, const float* bias, float* y) {
   const auto& k = detail::cpu::active_kernels();
