@@ -76,6 +76,18 @@ inline void group_sums_of(const cpu_weights& w, const float* x, float* sums) {
   }
 }
 
+/// levels[g] = sum of the levels q over group g (the encoded kernels' B of binary planes), for
+/// encoders that keep q as numbers (int32, uint32 or bytes).
+template <class Level>
+inline void group_levels_from(const cpu_weights& w, const Level* q, std::int32_t* levels) {
+  for (std::int64_t g = 0; g < w.groups; ++g) {
+    std::int32_t sum = 0;
+    for (std::int64_t c = group_begin(w, g); c < group_end(w, g); ++c)
+      sum += static_cast<std::int32_t>(q[c]);
+    levels[g] = sum;
+  }
+}
+
 /// The tables in plain C++, entries summed in the order x0 + x1 + x2 + x3 (the order every
 /// target keeps, so that targets differ from each other only where they must).
 inline void portable_tables(const cpu_weights& w, const float* x, float* tables) {

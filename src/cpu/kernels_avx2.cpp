@@ -200,11 +200,7 @@ void encode_bytes(const cpu_weights& w, const float* x, float minimum, float inv
     _mm_storeu_si128(reinterpret_cast<__m128i*>(high + s * table_entries),
                      _mm256_extracti128_si256(packed, 1));
   }
-  for (std::int64_t g = 0; g < w.groups; ++g) {
-    std::int32_t sum = 0;
-    for (std::int64_t c = group_begin(w, g); c < group_end(w, g); ++c) sum += q[c];
-    group_levels[g] = sum;
-  }
+  group_levels_from(w, q.data(), group_levels);
 }
 
 // The running sums of one lookup plane for 16 rows. Byte 2i of each 16-byte half is row i, byte
@@ -553,11 +549,7 @@ void encode_levels(const cpu_weights& w, const float* x, float minimum, float in
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(levels + c),
                         _mm256_permutevar8x32_epi32(bytes, order));
   }
-  for (std::int64_t g = 0; g < w.groups; ++g) {
-    std::int32_t sum = 0;
-    for (std::int64_t c = group_begin(w, g); c < group_end(w, g); ++c) sum += levels[c];
-    group_levels[g] = sum;
-  }
+  group_levels_from(w, levels, group_levels);
 }
 
 // A block of at most 64 nibbles: each adds at least -2 * 255 to a 16-bit lane (a pair of

@@ -176,12 +176,7 @@ void encode_bytes(const cpu_weights& w, const float* x, float minimum, float inv
     vst1q_u8(high + s * table_entries,
              vcombine_u8(vmovn_u16(vshrq_n_u16(t[0], 7)), vmovn_u16(vshrq_n_u16(t[1], 7))));
   }
-  for (std::int64_t g = 0; g < w.groups; ++g) {
-    std::int32_t sum = 0;
-    for (std::int64_t c = group_begin(w, g); c < group_end(w, g); ++c)
-      sum += static_cast<std::int32_t>(q[c]);
-    group_levels[g] = sum;
-  }
+  group_levels_from(w, q.data(), group_levels);
 }
 
 // The running sums of one lookup plane for a tile's 16 rows, in add_byte_tables' byte order
