@@ -113,7 +113,7 @@ void BM_Qsl(benchmark::State& state) {
 // 8-bit activations (cpu_forward_int8: grids of x, exact int32 sums, the float step) with the
 // code decoded to int8 a task at a time and the target's integer kernel (1) or the portable
 // loop it replaced (0), or with the target's tile kernel straight from the code (2: AVX-512
-// VNNI + BITALG, int8_tiles_avx512_vnni.cpp; cpu_forward_int8's choice where there is one).
+// VNNI + BITALG + VBMI, int8_tiles_avx512_vnni.cpp; cpu_forward_int8's choice where there is one).
 // Arguments: N, D, batch, kernel; k = 2, groups of 128, one thread. Beside BM_EigenInt8Shapes:
 // Eigen's fp32 GEMM on the same shapes.
 void BM_Int8Products(benchmark::State& state) {

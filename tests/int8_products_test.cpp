@@ -299,22 +299,24 @@ TEST_P(Int8Products, SumsKernelIsTheExactDotProduct) {
   for (std::int64_t batch : {3, 4}) check(batch, 3, qsl::cpu_int8_max_cols, true);
 }
 
-// The tile kernel (int8_tile_sums: products straight from the code, AVX-512 with VNNI and
-// BITALG) gives the integers of the decoded rows' grids times x's, exactly: every block of
+// The tile kernel (int8_tile_sums: products straight from the code, AVX-512 with VNNI, BITALG
+// and VBMI) gives the integers of the decoded rows' grids times x's, exactly: every block of
 // vectors (16, 8, 4, 2, 1 at a time), partial tiles and chunks, one group per row or groups of
-// whole chunks, 1 and 2 bits, extreme levels (the sums of 255 x 127 wrap in between); codes it
-// does not take are refused, and forward_int8 gives the decode path's floats with it.
+// whole chunks, binary 1-3 bits and ternary 1 bit, extreme levels (the sums of 255 x 127 wrap
+// in between); codes it does not take are refused, and forward_int8 gives the decode path's
+// floats with it.
 TEST_P(Int8Products, TileKernelIsTheDecodedRowsProduct) {
   const auto tile_sums = qsl::detail::cpu::active_kernels().int8_tile_sums;
   if (tile_sums == nullptr)
     GTEST_SKIP() << "this target (or CPU) has no int8_tile_sums kernel";
   std::uint32_t seed = 3;
   auto check = [&](std::int64_t rows, std::int64_t cols, int bits, std::int64_t group,
-                   std::int64_t batch, bool extreme) {
+                   std::int64_t batch, bool extreme, qsl::basis basis = qsl::basis::binary) {
     SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(cols) + " k=" +
-                 std::to_string(bits) + " group=" + std::to_string(group) +
-                 " batch=" + std::to_string(batch) + (extreme ? " extreme" : ""));
-    auto code = qsl::test::random_code(rows, cols, bits, qsl::basis::binary, group, ++seed);
+                 std::to_string(bits) + (basis == qsl::basis::ternary ? " ternary" : "") +
+                 " group=" + std::to_string(group) + " batch=" + std::to_string(batch) +
+                 (extreme ? " extreme" : ""));
+    auto code = qsl::test::random_code(rows, cols, bits, basis, group, ++seed);
     if (extreme) {  // every weight +alpha_0 (+alpha_1): each row's grid byte 127
       for (std::int64_t r = 0; r < rows; ++r)  // padding bits stay 0, as the code requires
         for (int j = 0; j < bits; ++j) {
@@ -356,18 +358,24 @@ TEST_P(Int8Products, TileKernelIsTheDecodedRowsProduct) {
     }
   };
   for (std::int64_t cols : qsl::test::edge_dims())
-    for (int bits : {1, 2})
-      for (std::int64_t group : {std::int64_t{0}, std::int64_t{32}, std::int64_t{128}})
+    for (int bits : {1, 2, 3})
+      for (std::int64_t group : {std::int64_t{0}, std::int64_t{32}, std::int64_t{128}}) {
         check(17, cols, bits, group < cols ? group : 0, 1 + (cols % 5), false);
+        if (bits == 1)
+          check(17, cols, 1, group < cols ? group : 0, 2 + (cols % 3), false,
+                qsl::basis::ternary);
+      }
   for (std::int64_t batch : {1, 2, 3, 7, 15, 16, 17, 31, 40})
     check(33, 100, 2, 32, batch, false);
   for (std::int64_t rows : {1, 15, 16, 31}) check(rows, 4096, 2, 64, 16, false);
   check(16, qsl::cpu_int8_max_cols, 2, 0, 2, true);  // sums of 255 x 127 pass 2^31
   check(5, 300, 1, 0, 19, true);
+  check(33, 200, 3, 64, 18, true);
+  check(31, 4096, 3, 128, 16, false);
 
   // Codes it does not take: refused, nothing written.
-  for (auto [bits, basis, group] : {std::tuple{3, qsl::basis::binary, std::int64_t{32}},
-                                    std::tuple{1, qsl::basis::ternary, std::int64_t{32}},
+  for (auto [bits, basis, group] : {std::tuple{4, qsl::basis::binary, std::int64_t{32}},
+                                    std::tuple{2, qsl::basis::ternary, std::int64_t{32}},
                                     std::tuple{2, qsl::basis::binary, std::int64_t{8}}}) {
     const auto w = qsl::pack_for_cpu(qsl::test::random_code(16, 64, bits, basis, group, ++seed));
     EXPECT_FALSE(qsl::detail::cpu::int8_tiles_fit(w));

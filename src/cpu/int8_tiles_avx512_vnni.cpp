@@ -24,6 +24,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
@@ -31,7 +32,7 @@
 #include "cpu/kernel_common.hpp"
 #include "scratch.hpp"
 
-#define QSL_TARGET_FEATURES "avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg"
+#define QSL_TARGET_FEATURES "avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg,avx512vbmi"
 #include "cpu/avx512_intrinsic_warnings.hpp"  // GCC 12's false warnings
 #include "cpu/target_pragma_begin.hpp"
 
@@ -55,72 +56,101 @@ struct selectors {
   }
 };
 
-// Row r's grid bytes + 128 for patterns 0..3 at bytes 4r + pattern (entry 4 (r % 4) + pattern
-// of the 128-bit lane of rows 4 (r / 4)..): one table per group of the tile. The byte of a
-// pattern is what int8_lookup.inc stores for it: the planes' +-alpha summed in order
-// j = 0..k-1 (here one add: 0 + s0 a0 is s0 a0 exactly), scaled, clamped and rounded to
-// nearest even (cvtps2dq), 16 rows at a time.
-template <int K>
+// Bytes of one group's table: 4 patterns x 16 rows for up to 2 lookup planes (one vpshufb
+// register), 8 x 16 for 3 (two registers for vpermi2b).
+template <int P>
+constexpr int table_bytes = P <= 2 ? 64 : 128;
+
+// Row r's grid bytes + 128 for each pattern of its P lookup planes (bit p: plane p's bit), at
+// byte 4r + pattern (P <= 2: entry 4 (r % 4) + pattern of the 128-bit lane of rows 4 (r / 4)..)
+// or 8r + pattern (P = 3): one table per group of the tile. The byte of a pattern is what
+// int8_lookup.inc stores for it: the planes' +-alpha summed in order j = 0..k-1 (a ternary
+// plane's term only where its mask bit is set), scaled, clamped and rounded to nearest even
+// (cvtps2dq), 16 rows at a time.
+template <int P, bool Ternary>
 void group_tables(const cpu_weights& w, const float* scales, std::int64_t t, std::uint8_t* out) {
+  constexpr int K = Ternary ? P / 2 : P;
+  constexpr int patterns = 1 << P;
   const std::int64_t first = t * tile_rows;
   const auto rows = static_cast<__mmask16>(
       (1U << std::min<std::int64_t>(tile_rows, w.rows - first)) - 1);
   const __m512 scale = _mm512_maskz_loadu_ps(rows, scales + first);
   // 1 / scale where scale > 0, else 0 (and 0 for padding rows).
-  const __m512 inverse = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(scale, _mm512_setzero_ps(), _CMP_GT_OQ),
-                                             _mm512_set1_ps(1.0f), scale);
+  const __m512 inverse = _mm512_maskz_div_ps(
+      _mm512_cmp_ps_mask(scale, _mm512_setzero_ps(), _CMP_GT_OQ), _mm512_set1_ps(1.0f), scale);
   const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
   const __m512i excess = _mm512_set1_epi32(128);
   for (std::int64_t g = 0; g < w.groups; ++g) {
     const float* alpha = w.tile_coefficients(t, g);
-    const __m512 a0 = _mm512_load_ps(alpha), minus_a0 = _mm512_sub_ps(_mm512_setzero_ps(), a0);
-    __m512i bytes = _mm512_setzero_si512();
-    for (int pattern = 0; pattern < (K == 1 ? 2 : 4); ++pattern) {
-      __m512 value = pattern & 1 ? a0 : minus_a0;
-      if (K > 1) {
-        const __m512 a1 = _mm512_load_ps(alpha + tile_rows);
-        value = _mm512_add_ps(value, pattern & 2 ? a1 : _mm512_sub_ps(_mm512_setzero_ps(), a1));
+    __m512i bytes[(patterns + 3) / 4];
+    for (auto& b : bytes) b = _mm512_setzero_si512();
+    for (int pattern = 0; pattern < patterns; ++pattern) {
+      __m512 value = _mm512_setzero_ps();
+      for (int j = 0; j < K; ++j) {
+        const int sign = Ternary ? (pattern >> (2 * j)) & 1 : (pattern >> j) & 1;
+        const bool used = !Ternary || ((pattern >> (2 * j + 1)) & 1) != 0;
+        const __m512 a = _mm512_load_ps(alpha + j * tile_rows);
+        if (used) value = _mm512_add_ps(value, sign != 0 ? a : _mm512_sub_ps(_mm512_setzero_ps(), a));
       }
       const __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(value, inverse), lo), hi);
       const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(v), excess);  // 1..255
-      bytes = _mm512_or_si512(bytes, _mm512_slli_epi32(q, 8 * pattern));
+      bytes[pattern / 4] = _mm512_or_si512(bytes[pattern / 4], _mm512_slli_epi32(q, 8 * (pattern % 4)));
     }
-    _mm512_store_si512(out + g * 64, bytes);
+    std::uint8_t* table = out + g * table_bytes<P>;
+    if constexpr (P <= 2) {
+      _mm512_store_si512(table, bytes[0]);  // dword r: patterns 0-3 of row r
+    } else {  // dword 2r: patterns 0-3, dword 2r + 1: 4-7
+      _mm512_store_si512(table, _mm512_unpacklo_epi32(bytes[0], bytes[1]));
+      _mm512_store_si512(table + 64, _mm512_unpackhi_epi32(bytes[0], bytes[1]));
+    }
   }
 }
 
+// vpunpck{l,h}dq interleave within 128-bit lanes: the two stores above hold rows
+// {0,1, 4,5, 8,9, 12,13} and {2,3, 6,7, 10,11, 14,15} in that order, 8 bytes each. pattern_base
+// maps row r to the first byte of its 8 in that pair of registers.
+inline int row_entry(int r) { return 64 * ((r / 2) % 2) + 16 * (r / 4) + 8 * (r % 2); }
+
+// The table index of byte 4r + i before the pattern is added: 4 (r % 4) for vpshufb (the row's
+// place in its lane), its 8-byte entry for vpermi2b.
+template <int P>
+inline const std::array<std::uint8_t, 64> pattern_base = [] {
+  std::array<std::uint8_t, 64> b{};
+  for (int r = 0; r < tile_rows; ++r)
+    for (int i = 0; i < 4; ++i)
+      b[4 * r + i] = static_cast<std::uint8_t>(P <= 2 ? 4 * (r % 4) : row_entry(r));
+  return b;
+}();
+
 // acc[v] += the products of a block of V vectors (x: [step][V] 4-byte column groups) with the
-// tile's weights over chunks [c0, c1) of group table `lut`.
-template <int K, int V>
+// tile's weights over chunks [c0, c1) of group table `table`.
+template <int P, int V>
 [[gnu::always_inline]] inline void chunk_products(const cpu_weights& w, std::int64_t t,
-                                                  std::int64_t c0, std::int64_t c1, __m512i lut,
-                                                  const selectors& sel, const std::int32_t* x,
-                                                  __m512i (&acc)[V]) {
-  // 4 (r % 4) at byte 4r + i: the row's place in its lane's table.
-  alignas(64) static const std::uint8_t base_bytes[64] = {
-      0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12, 0, 0, 0, 0, 4, 4, 4, 4,
-      8, 8, 8, 8, 12, 12, 12, 12, 0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12,
-      0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12};
-  const __m512i base = _mm512_load_si512(base_bytes);
-  const __m512i one = _mm512_set1_epi8(1), two = _mm512_set1_epi8(2);
+                                                  std::int64_t c0, std::int64_t c1,
+                                                  const std::uint8_t* table, const selectors& sel,
+                                                  const std::int32_t* x, __m512i (&acc)[V]) {
+  const __m512i base = _mm512_loadu_si512(pattern_base<P>.data());
+  const __m512i lut0 = _mm512_load_si512(table);
+  const __m512i lut1 = P > 2 ? _mm512_load_si512(table + 64) : lut0;
   for (std::int64_t c = c0; c < c1; ++c) {
     const std::uint32_t* bits = w.chunk_bits(t, c);
-    const __m512i p0 = _mm512_load_si512(bits);
-    const __m512i p1 = K > 1 ? _mm512_load_si512(bits + tile_rows) : p0;
+    __m512i plane[P];
+    for (int p = 0; p < P; ++p) plane[p] = _mm512_load_si512(bits + p * tile_rows);
     const std::int32_t* xc = x + c * steps_per_chunk * V;
     for (int s = 0; s < steps_per_chunk; ++s) {
-      __m512i idx = _mm512_mask_add_epi8(base, _mm512_bitshuffle_epi64_mask(p0, sel.step[s]),
-                                         base, one);
-      if (K > 1)
-        idx = _mm512_mask_add_epi8(idx, _mm512_bitshuffle_epi64_mask(p1, sel.step[s]), idx, two);
-      const __m512i weights = _mm512_shuffle_epi8(lut, idx);
+      __m512i idx = base;
+      for (int p = 0; p < P; ++p)
+        idx = _mm512_mask_add_epi8(idx, _mm512_bitshuffle_epi64_mask(plane[p], sel.step[s]), idx,
+                                   _mm512_set1_epi8(static_cast<char>(1 << p)));
+      const __m512i weights = P <= 2 ? _mm512_shuffle_epi8(lut0, idx)
+                                     : _mm512_permutex2var_epi8(lut0, idx, lut1);
       for (int v = 0; v < V; ++v)
         acc[v] = _mm512_dpbusd_epi32(acc[v], weights, _mm512_set1_epi32(xc[s * V + v]));
     }
   }
 }
 
-template <int K, int V>
+template <int P, int V>
 void vector_block(const cpu_weights& w, std::int64_t t, const std::uint8_t* tables,
                   const selectors& sel, const std::int32_t* x, const std::int32_t* x_sums,
                   std::int32_t* sums) {
@@ -129,7 +159,7 @@ void vector_block(const cpu_weights& w, std::int64_t t, const std::uint8_t* tabl
   const std::int64_t chunks_per_group = w.groups == 1 ? w.chunks : w.group_size / chunk_cols;
   for (std::int64_t g = 0; g < w.groups; ++g) {
     const std::int64_t c0 = g * chunks_per_group, c1 = std::min(w.chunks, c0 + chunks_per_group);
-    chunk_products<K, V>(w, t, c0, c1, _mm512_load_si512(tables + g * 64), sel, x, acc);
+    chunk_products<P, V>(w, t, c0, c1, tables + g * table_bytes<P>, sel, x, acc);
   }
   for (int v = 0; v < V; ++v)  // sum (q + 128) x - 128 sum x, mod 2^32
     _mm512_storeu_si512(sums + v * tile_rows,
@@ -139,18 +169,18 @@ void vector_block(const cpu_weights& w, std::int64_t t, const std::uint8_t* tabl
 
 // The blocks of int8_tile_vectors' layout: 16 vectors at a time, then one block each of 8, 4,
 // 2 and 1 for the rest; block v0 starts at x + v0 * w.chunks * 8.
-template <int K>
+template <int P, bool Ternary>
 void tile_sums(const cpu_weights& w, const float* scales, std::int64_t t, const std::int32_t* x,
                const std::int32_t* x_sums, std::int64_t batch, std::int32_t* sums) {
   static const selectors sel;
-  scratch<std::uint8_t> tables(static_cast<std::size_t>(w.groups * 64));  // 64-byte aligned
-  group_tables<K>(w, scales, t, tables.data());
+  scratch<std::uint8_t> tables(static_cast<std::size_t>(w.groups * table_bytes<P>));  // aligned
+  group_tables<P, Ternary>(w, scales, t, tables.data());
   const std::int64_t steps = w.chunks * steps_per_chunk;
   std::int64_t v = 0;
   auto blocks = [&](auto vectors) {
     constexpr int V = decltype(vectors)::value;
     for (; v + V <= batch; v += V)
-      vector_block<K, V>(w, t, tables.data(), sel, x + v * steps, x_sums + v,
+      vector_block<P, V>(w, t, tables.data(), sel, x + v * steps, x_sums + v,
                          sums + v * tile_rows);
   };
   blocks(std::integral_constant<int, max_vectors>{});
@@ -166,10 +196,14 @@ bool int8_tile_sums_avx512_vnni(const cpu_weights& w, const float* scales, std::
                                 const std::int32_t* x, const std::int32_t* x_sums,
                                 std::int64_t batch, std::int32_t* sums) {
   if (!int8_tiles_fit(w)) return false;
-  if (w.bits == 1)
-    tile_sums<1>(w, scales, tile, x, x_sums, batch, sums);
+  if (w.basis == qsl::basis::ternary)
+    tile_sums<2, true>(w, scales, tile, x, x_sums, batch, sums);
+  else if (w.bits == 1)
+    tile_sums<1, false>(w, scales, tile, x, x_sums, batch, sums);
+  else if (w.bits == 2)
+    tile_sums<2, false>(w, scales, tile, x, x_sums, batch, sums);
   else
-    tile_sums<2>(w, scales, tile, x, x_sums, batch, sums);
+    tile_sums<3, false>(w, scales, tile, x, x_sums, batch, sums);
   return true;
 }
 

@@ -165,10 +165,11 @@ struct kernel_table {
                          std::int32_t* sums) = nullptr;
 };
 
-/// The codes kernel_table::int8_tile_sums takes: binary, 1 or 2 bits (at most 4 patterns per
-/// row: one byte shuffle looks up 4 rows), groups of whole 32-column chunks or one per row.
+/// The codes kernel_table::int8_tile_sums takes: at most 3 lookup planes (8 patterns per row:
+/// 16 rows' tables fit one or two registers), so binary of 1-3 bits or ternary of 1, with groups
+/// of whole 32-column chunks or one per row.
 inline bool int8_tiles_fit(const cpu_weights& w) {
-  return w.basis == qsl::basis::binary && (w.bits == 1 || w.bits == 2) &&
+  return (w.basis == qsl::basis::binary ? w.bits <= 3 : w.bits == 1) &&
          (w.groups == 1 || w.group_size % cpu_weights::chunk_cols == 0);
 }
 
@@ -204,8 +205,8 @@ void int8_sums_avx2(const std::int8_t* x, std::int64_t batch, const std::int8_t*
 /// AVX-512 targets' kernel on CPUs that have AVX512_VNNI.
 void int8_sums_avx512_vnni(const std::int8_t* x, std::int64_t batch, const std::int8_t* w,
                            std::int64_t count, std::int64_t cols, std::int32_t* sums);
-/// kernel_table::int8_tile_sums with VNNI and BITALG (int8_tiles_avx512_vnni.cpp): the AVX-512
-/// targets' kernel on CPUs that have both (Ice Lake, Zen 4 and later).
+/// kernel_table::int8_tile_sums with VNNI, BITALG and VBMI (int8_tiles_avx512_vnni.cpp): the
+/// AVX-512 targets' kernel on CPUs that have all three (Ice Lake, Zen 4 and later).
 bool int8_tile_sums_avx512_vnni(const cpu_weights& w, const float* scales, std::int64_t tile,
                                 const std::int32_t* x, const std::int32_t* x_sums,
                                 std::int64_t batch, std::int32_t* sums);

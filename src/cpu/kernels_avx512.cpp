@@ -486,7 +486,8 @@ const kernel_table& avx512_kernels() {
       // VNNI is not part of the target (Skylake-X lacks it).
       __builtin_cpu_supports("avx512vnni") ? int8_sums_avx512_vnni : int8_sums_avx2,
       encode_words_avx512, word_rows_avx512,
-      __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bitalg")
+      __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bitalg") &&
+              __builtin_cpu_supports("avx512vbmi")
           ? int8_tile_sums_avx512_vnni
           : nullptr};
   return table;
