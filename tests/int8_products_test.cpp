@@ -307,13 +307,12 @@ TEST_P(Int8Products, SumsKernelIsTheExactDotProduct) {
 // floats with it.
 TEST_P(Int8Products, TileKernelIsTheDecodedRowsProduct) {
   const auto tile_sums = qsl::detail::cpu::active_kernels().int8_tile_sums;
-  if (tile_sums == nullptr)
-    GTEST_SKIP() << "this target (or CPU) has no int8_tile_sums kernel";
+  if (tile_sums == nullptr) GTEST_SKIP() << "this target (or CPU) has no int8_tile_sums kernel";
   std::uint32_t seed = 3;
   auto check = [&](std::int64_t rows, std::int64_t cols, int bits, std::int64_t group,
                    std::int64_t batch, bool extreme, qsl::basis basis = qsl::basis::binary) {
-    SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(cols) + " k=" +
-                 std::to_string(bits) + (basis == qsl::basis::ternary ? " ternary" : "") +
+    SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(cols) + " k=" + std::to_string(bits) +
+                 (basis == qsl::basis::ternary ? " ternary" : "") +
                  " group=" + std::to_string(group) + " batch=" + std::to_string(batch) +
                  (extreme ? " extreme" : ""));
     auto code = qsl::test::random_code(rows, cols, bits, basis, group, ++seed);
@@ -346,8 +345,7 @@ TEST_P(Int8Products, TileKernelIsTheDecodedRowsProduct) {
     qsl::detail::cpu::int8_tile_vectors(x.data(), batch, cols, steps, packed.data());
     for (std::int64_t t = 0; t < w.tiles; ++t) {
       std::vector<std::int32_t> sums(static_cast<std::size_t>(batch * 16), -1);
-      ASSERT_TRUE(
-          tile_sums(w, scales.data(), t, packed.data(), x_sums.data(), batch, sums.data()));
+      ASSERT_TRUE(tile_sums(w, scales.data(), t, packed.data(), x_sums.data(), batch, sums.data()));
       for (std::int64_t v = 0; v < batch; ++v)
         for (std::int64_t r = 0; r < 16 && t * 16 + r < rows; ++r) {
           std::int64_t expected = 0;
@@ -362,11 +360,9 @@ TEST_P(Int8Products, TileKernelIsTheDecodedRowsProduct) {
       for (std::int64_t group : {std::int64_t{0}, std::int64_t{32}, std::int64_t{128}}) {
         check(17, cols, bits, group < cols ? group : 0, 1 + (cols % 5), false);
         if (bits == 1)
-          check(17, cols, 1, group < cols ? group : 0, 2 + (cols % 3), false,
-                qsl::basis::ternary);
+          check(17, cols, 1, group < cols ? group : 0, 2 + (cols % 3), false, qsl::basis::ternary);
       }
-  for (std::int64_t batch : {1, 2, 3, 7, 15, 16, 17, 31, 40})
-    check(33, 100, 2, 32, batch, false);
+  for (std::int64_t batch : {1, 2, 3, 7, 15, 16, 17, 31, 40}) check(33, 100, 2, 32, batch, false);
   for (std::int64_t rows : {1, 15, 16, 31}) check(rows, 4096, 2, 64, 16, false);
   check(16, qsl::cpu_int8_max_cols, 2, 0, 2, true);  // sums of 255 x 127 pass 2^31
   check(5, 300, 1, 0, 19, true);
@@ -397,8 +393,8 @@ TEST_P(Int8Products, TileKernelIsTheDecodedRowsProduct) {
       std::memcpy(b, &out[static_cast<std::size_t>(v0 * steps + s * width + v)], 4);
       return std::vector<int>(b, b + 4);
     };
-    for (auto [v0, width] : {std::pair{0, 16}, std::pair{16, 4}, std::pair{20, 2},
-                             std::pair{22, 1}})
+    for (auto [v0, width] :
+         {std::pair{0, 16}, std::pair{16, 4}, std::pair{20, 2}, std::pair{22, 1}})
       for (std::int64_t v = 0; v < width; ++v)
         for (std::int64_t s = 0; s < steps; ++s) {
           std::vector<int> want(4, 0);

@@ -45,8 +45,8 @@ std::int64_t rows_from_environment(const char* name, std::int64_t fallback, std:
   char* end = nullptr;
   const long long value = std::strtoll(text, &end, 10);
   if (*end != '\0' || value < least)
-    throw error(std::string(name) + " is '" + text + "'; expected a whole number >= " +
-                std::to_string(least));
+    throw error(std::string(name) + " is '" + text +
+                "'; expected a whole number >= " + std::to_string(least));
   return value;
 }
 

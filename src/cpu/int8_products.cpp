@@ -335,7 +335,8 @@ void forward_int8_tiles(const cpu_weights& w, const float* scales, const std::in
   int8_tile_vectors(xq, batch, w.cols, steps, packed.data());
   std::vector<std::int32_t> x_sums(static_cast<std::size_t>(batch), 0);
   for (std::int64_t v = 0; v < batch; ++v)
-    for (std::int64_t c = 0; c < w.cols; ++c) x_sums[static_cast<std::size_t>(v)] += xq[v * w.cols + c];
+    for (std::int64_t c = 0; c < w.cols; ++c)
+      x_sums[static_cast<std::size_t>(v)] += xq[v * w.cols + c];
   thread_pool::instance().run(w.tiles, [&](std::int64_t t) {
     const std::int64_t n0 = t * tile_rows, count = std::min<std::int64_t>(w.rows - n0, tile_rows);
     scratch<std::int32_t> sums(static_cast<std::size_t>(batch * tile_rows));  // all written
@@ -375,8 +376,7 @@ void forward_int8(const cpu_weights& w, const float* scales, const float* x, std
 }  // namespace detail::cpu
 
 bool cpu_int8_from_code(const cpu_weights& w) {
-  return detail::cpu::active_kernels().int8_tile_sums != nullptr &&
-         detail::cpu::int8_tiles_fit(w);
+  return detail::cpu::active_kernels().int8_tile_sums != nullptr && detail::cpu::int8_tiles_fit(w);
 }
 
 void cpu_forward_int8(const cpu_weights& w, const float* scales, const float* x,

@@ -50,7 +50,8 @@ struct selectors {
     for (int s = 0; s < steps_per_chunk; ++s) {
       alignas(64) std::uint8_t b[64];
       for (int r = 0; r < tile_rows; ++r)
-        for (int i = 0; i < 4; ++i) b[4 * r + i] = static_cast<std::uint8_t>(32 * (r % 2) + 4 * s + i);
+        for (int i = 0; i < 4; ++i)
+          b[4 * r + i] = static_cast<std::uint8_t>(32 * (r % 2) + 4 * s + i);
       step[s] = _mm512_load_si512(b);
     }
   }
@@ -72,8 +73,8 @@ void group_tables(const cpu_weights& w, const float* scales, std::int64_t t, std
   constexpr int K = Ternary ? P / 2 : P;
   constexpr int patterns = 1 << P;
   const std::int64_t first = t * tile_rows;
-  const auto rows = static_cast<__mmask16>(
-      (1U << std::min<std::int64_t>(tile_rows, w.rows - first)) - 1);
+  const auto rows =
+      static_cast<__mmask16>((1U << std::min<std::int64_t>(tile_rows, w.rows - first)) - 1);
   const __m512 scale = _mm512_maskz_loadu_ps(rows, scales + first);
   // 1 / scale where scale > 0, else 0 (and 0 for padding rows).
   const __m512 inverse = _mm512_maskz_div_ps(
@@ -90,16 +91,18 @@ void group_tables(const cpu_weights& w, const float* scales, std::int64_t t, std
         const int sign = Ternary ? (pattern >> (2 * j)) & 1 : (pattern >> j) & 1;
         const bool used = !Ternary || ((pattern >> (2 * j + 1)) & 1) != 0;
         const __m512 a = _mm512_load_ps(alpha + j * tile_rows);
-        if (used) value = _mm512_add_ps(value, sign != 0 ? a : _mm512_sub_ps(_mm512_setzero_ps(), a));
+        if (used)
+          value = _mm512_add_ps(value, sign != 0 ? a : _mm512_sub_ps(_mm512_setzero_ps(), a));
       }
       const __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(value, inverse), lo), hi);
       const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(v), excess);  // 1..255
-      bytes[pattern / 4] = _mm512_or_si512(bytes[pattern / 4], _mm512_slli_epi32(q, 8 * (pattern % 4)));
+      bytes[pattern / 4] =
+          _mm512_or_si512(bytes[pattern / 4], _mm512_slli_epi32(q, 8 * (pattern % 4)));
     }
     std::uint8_t* table = out + g * table_bytes<P>;
     if constexpr (P <= 2) {
       _mm512_store_si512(table, bytes[0]);  // dword r: patterns 0-3 of row r
-    } else {  // dword 2r: patterns 0-3, dword 2r + 1: 4-7
+    } else {                                // dword 2r: patterns 0-3, dword 2r + 1: 4-7
       _mm512_store_si512(table, _mm512_unpacklo_epi32(bytes[0], bytes[1]));
       _mm512_store_si512(table + 64, _mm512_unpackhi_epi32(bytes[0], bytes[1]));
     }
@@ -142,8 +145,8 @@ template <int P, int V>
       for (int p = 0; p < P; ++p)
         idx = _mm512_mask_add_epi8(idx, _mm512_bitshuffle_epi64_mask(plane[p], sel.step[s]), idx,
                                    _mm512_set1_epi8(static_cast<char>(1 << p)));
-      const __m512i weights = P <= 2 ? _mm512_shuffle_epi8(lut0, idx)
-                                     : _mm512_permutex2var_epi8(lut0, idx, lut1);
+      const __m512i weights =
+          P <= 2 ? _mm512_shuffle_epi8(lut0, idx) : _mm512_permutex2var_epi8(lut0, idx, lut1);
       for (int v = 0; v < V; ++v)
         acc[v] = _mm512_dpbusd_epi32(acc[v], weights, _mm512_set1_epi32(xc[s * V + v]));
     }
@@ -180,8 +183,7 @@ void tile_sums(const cpu_weights& w, const float* scales, std::int64_t t, const 
   auto blocks = [&](auto vectors) {
     constexpr int V = decltype(vectors)::value;
     for (; v + V <= batch; v += V)
-      vector_block<P, V>(w, t, tables.data(), sel, x + v * steps, x_sums + v,
-                         sums + v * tile_rows);
+      vector_block<P, V>(w, t, tables.data(), sel, x + v * steps, x_sums + v, sums + v * tile_rows);
   };
   blocks(std::integral_constant<int, max_vectors>{});
   blocks(std::integral_constant<int, 8>{});
