@@ -1,6 +1,6 @@
 // AVX-512 VNNI int8 products straight from the packed code (kernel_table::int8_tile_sums), for
-// binary codes of 1 or 2 bits: the 8-bit activation path's integer step without a decoded copy
-// of the weights.
+// codes of at most 3 lookup planes (binary k <= 3, ternary k = 1): the 8-bit activation path's
+// integer step without a decoded copy of the weights.
 //
 // Why: the decode-then-multiply form (int8_sums_avx512_vnni.cpp on rows decoded by
 // decode_rows_int8) spent a third of a 16-vector call decoding, and its 4 x 4 tiles of row-major
@@ -11,14 +11,15 @@
 //     the plane's register holds rows 2q and 2q + 1, so the 64 bits come from their own qword);
 //   * the planes' masks make each byte's pattern (0..3), offset by 4 (r % 4), and one vpshufb
 //     looks up row r's grid byte + 128 for that pattern in its 128-bit lane's table (4 rows x
-//     4 patterns). The tables are the decode-then-round path's bytes (int8_lookup.inc's sums),
-//     so the products are the same integers.
+//     4 patterns); with 3 planes (8 patterns) one vpermi2b looks it up in 16 rows x 8 entries
+//     held in two registers. The tables are the decode-then-round path's bytes (int8_lookup.inc's
+//     sums), so the products are the same integers.
 //   * The weights are the unsigned operand (q + 128) and x the signed one, broadcast from
 //     memory as vpdpbusd's embedded {1to16} operand: sum (q + 128) x = sum q x + 128 sum x, and
 //     128 sum x is subtracted once per vector. Sums may wrap mod 2^32 in between; the result,
 //     the true sum, is within int32 (cpu_int8_max_cols), so it comes out exact.
 // Up to 16 vectors share each weight register: 16 accumulators, one vpdpbusd per vector and
-// 4 columns, and 6 instructions of decoding per 4 columns for all of them. The vectors come
+// 4 columns, and 2P + 1 instructions of decoding (P planes) per 4 columns for all of them. The vectors come
 // interleaved (int8_tile_vectors: a block's 4-byte column groups side by side, one cache line
 // per step for 16 vectors): read from rows 4 KiB apart, their loads fought over L1 sets.
 #include <immintrin.h>
