@@ -257,7 +257,8 @@ void forward_encoded(const cpu_weights& w, const float* x, std::int64_t batch,
   auto by_vector_blocks = [&](std::int64_t bytes_per_vector, auto encode, auto input_of,
                               auto kernel) {
     constexpr std::int64_t block = 64;
-    std::vector<std::uint8_t, aligned_allocator<std::uint8_t>> bytes(
+    // Not zero-filled: each encoder writes every byte of its vector's part.
+    detail::scratch<std::uint8_t> bytes(
         static_cast<std::size_t>(std::min(block, batch) * bytes_per_vector));
     std::vector<decltype(input_of(bytes.data(), 0))> inputs;
     for (std::int64_t v0 = 0; v0 < batch; v0 += block) {
