@@ -302,7 +302,7 @@ TEST_P(Int8Products, SumsKernelIsTheExactDotProduct) {
 // The tile kernel (int8_tile_sums: products straight from the code, AVX-512 with VNNI, BITALG
 // and VBMI) gives the integers of the decoded rows' grids times x's, exactly: every block of
 // vectors (16, 8, 4, 2, 1 at a time), partial tiles and chunks, one group per row or groups of
-// whole chunks, binary 1-3 bits and ternary 1 bit, extreme levels (the sums of 255 x 127 wrap
+// whole chunks, binary 1-4 bits and ternary 1-2, extreme levels (the sums of 255 x 127 wrap
 // in between); codes it does not take are refused, and forward_int8 gives the decode path's
 // floats with it.
 TEST_P(Int8Products, TileKernelIsTheDecodedRowsProduct) {
@@ -356,11 +356,12 @@ TEST_P(Int8Products, TileKernelIsTheDecodedRowsProduct) {
     }
   };
   for (std::int64_t cols : qsl::test::edge_dims())
-    for (int bits : {1, 2, 3})
+    for (int bits : {1, 2, 3, 4})
       for (std::int64_t group : {std::int64_t{0}, std::int64_t{32}, std::int64_t{128}}) {
         check(17, cols, bits, group < cols ? group : 0, 1 + (cols % 5), false);
-        if (bits == 1)
-          check(17, cols, 1, group < cols ? group : 0, 2 + (cols % 3), false, qsl::basis::ternary);
+        if (bits <= 2)
+          check(17, cols, bits, group < cols ? group : 0, 2 + (cols % 3), false,
+                qsl::basis::ternary);
       }
   for (std::int64_t batch : {1, 2, 3, 7, 15, 16, 17, 31, 40}) check(33, 100, 2, 32, batch, false);
   for (std::int64_t rows : {1, 15, 16, 31}) check(rows, 4096, 2, 64, 16, false);
@@ -368,10 +369,13 @@ TEST_P(Int8Products, TileKernelIsTheDecodedRowsProduct) {
   check(5, 300, 1, 0, 19, true);
   check(33, 200, 3, 64, 18, true);
   check(31, 4096, 3, 128, 16, false);
+  check(33, 200, 4, 64, 18, true);
+  check(20, 1000, 4, 128, 21, false);
+  check(20, 1000, 2, 128, 21, false, qsl::basis::ternary);
 
   // Codes it does not take: refused, nothing written.
-  for (auto [bits, basis, group] : {std::tuple{4, qsl::basis::binary, std::int64_t{32}},
-                                    std::tuple{2, qsl::basis::ternary, std::int64_t{32}},
+  for (auto [bits, basis, group] : {std::tuple{5, qsl::basis::binary, std::int64_t{32}},
+                                    std::tuple{3, qsl::basis::ternary, std::int64_t{32}},
                                     std::tuple{2, qsl::basis::binary, std::int64_t{8}}}) {
     const auto w = qsl::pack_for_cpu(qsl::test::random_code(16, 64, bits, basis, group, ++seed));
     EXPECT_FALSE(qsl::detail::cpu::int8_tiles_fit(w));

@@ -244,8 +244,8 @@ QSL_API void cpu_forward_int8(const cpu_weights& w, const float* scales, const f
                               std::int64_t batch, const float* bias, float* y);
 
 /// Whether cpu_forward_int8 multiplies this layer straight from its packed code on the active
-/// target: AVX-512 with VNNI, BITALG and VBMI (Ice Lake, Zen 4 and later), binary codes of 1-3
-/// bits and ternary codes of 1 bit (at most 3 lookup planes), with groups of whole 32-column
+/// target: AVX-512 with VNNI, BITALG and VBMI (Ice Lake, Zen 4 and later), binary codes of 1-4
+/// bits and ternary codes of 1-2 (at most 4 lookup planes), with groups of whole 32-column
 /// chunks or one group per row. A 16-row x 4-column block of the
 /// rows' int8 grid bytes is made in one register and shared by up to 16 vectors; the integers
 /// and floats are those of the decode-then-multiply form, so results never depend on it.

@@ -1,5 +1,5 @@
 // AVX-512 VNNI int8 products straight from the packed code (kernel_table::int8_tile_sums), for
-// codes of at most 3 lookup planes (binary k <= 3, ternary k = 1): the 8-bit activation path's
+// codes of at most 4 lookup planes (binary k <= 4, ternary k <= 2): the 8-bit activation path's
 // integer step without a decoded copy of the weights.
 //
 // Why: the decode-then-multiply form (int8_sums_avx512_vnni.cpp on rows decoded by
@@ -12,7 +12,7 @@
 //   * the planes' masks make each byte's pattern (0..3), offset by 4 (r % 4), and one vpshufb
 //     looks up row r's grid byte + 128 for that pattern in its 128-bit lane's table (4 rows x
 //     4 patterns); with 3 planes (8 patterns) one vpermi2b looks it up in 16 rows x 8 entries
-//     held in two registers. The tables are the decode-then-round path's bytes (int8_lookup.inc's
+//     held in two registers, with 4 (16 patterns) two vpermi2b and a blend on the last plane. The tables are the decode-then-round path's bytes (int8_lookup.inc's
 //     sums), so the products are the same integers.
 //   * The weights are the unsigned operand (q + 128) and x the signed one, broadcast from
 //     memory as vpdpbusd's embedded {1to16} operand: sum (q + 128) x = sum q x + 128 sum x, and
@@ -59,13 +59,14 @@ struct selectors {
 };
 
 // Bytes of one group's table: 4 patterns x 16 rows for up to 2 lookup planes (one vpshufb
-// register), 8 x 16 for 3 (two registers for vpermi2b).
+// register), 8 x 16 for 3 (two registers for vpermi2b), 16 x 16 for 4 (two pairs).
 template <int P>
-constexpr int table_bytes = P <= 2 ? 64 : 128;
+constexpr int table_bytes = P <= 2 ? 64 : P == 3 ? 128 : 256;
 
-// Row r's grid bytes + 128 for each pattern of its P lookup planes (bit p: plane p's bit), at
-// byte 4r + pattern (P <= 2: entry 4 (r % 4) + pattern of the 128-bit lane of rows 4 (r / 4)..)
-// or 8r + pattern (P = 3): one table per group of the tile. The byte of a pattern is what
+// Row r's grid bytes + 128 for each pattern of its P lookup planes (bit p: plane p's bit; for a
+// ternary code signs 0..k-1, then masks), at byte 4r + pattern (P <= 2: entry 4 (r % 4) +
+// pattern of the 128-bit lane of rows 4 (r / 4)..), at row_entry(r) + pattern (P = 3), or at
+// 16 pattern + r (P = 4): one table per group of the tile. The byte of a pattern is what
 // int8_lookup.inc stores for it: the planes' +-alpha summed in order j = 0..k-1 (a ternary
 // plane's term only where its mask bit is set), scaled, clamped and rounded to nearest even
 // (cvtps2dq), 16 rows at a time.
@@ -89,21 +90,25 @@ void group_tables(const cpu_weights& w, const float* scales, std::int64_t t, std
     for (int pattern = 0; pattern < patterns; ++pattern) {
       __m512 value = _mm512_setzero_ps();
       for (int j = 0; j < K; ++j) {
-        const int sign = Ternary ? (pattern >> (2 * j)) & 1 : (pattern >> j) & 1;
-        const bool used = !Ternary || ((pattern >> (2 * j + 1)) & 1) != 0;
+        const int sign = (pattern >> j) & 1;
+        const bool used = !Ternary || ((pattern >> (K + j)) & 1) != 0;
         const __m512 a = _mm512_load_ps(alpha + j * tile_rows);
         if (used)
           value = _mm512_add_ps(value, sign != 0 ? a : _mm512_sub_ps(_mm512_setzero_ps(), a));
       }
       const __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(value, inverse), lo), hi);
       const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(v), excess);  // 1..255
-      bytes[pattern / 4] =
-          _mm512_or_si512(bytes[pattern / 4], _mm512_slli_epi32(q, 8 * (pattern % 4)));
+      if constexpr (P == 4)  // the pattern's 16 rows as bytes
+        _mm_store_si128(reinterpret_cast<__m128i*>(out + g * table_bytes<P> + 16 * pattern),
+                        _mm512_cvtepi32_epi8(q));
+      else
+        bytes[pattern / 4] =
+            _mm512_or_si512(bytes[pattern / 4], _mm512_slli_epi32(q, 8 * (pattern % 4)));
     }
     std::uint8_t* table = out + g * table_bytes<P>;
     if constexpr (P <= 2) {
       _mm512_store_si512(table, bytes[0]);  // dword r: patterns 0-3 of row r
-    } else {                                // dword 2r: patterns 0-3, dword 2r + 1: 4-7
+    } else if constexpr (P == 3) {          // dword 2r: patterns 0-3, dword 2r + 1: 4-7
       _mm512_store_si512(table, _mm512_unpacklo_epi32(bytes[0], bytes[1]));
       _mm512_store_si512(table + 64, _mm512_unpackhi_epi32(bytes[0], bytes[1]));
     }
@@ -116,13 +121,14 @@ void group_tables(const cpu_weights& w, const float* scales, std::int64_t t, std
 inline int row_entry(int r) { return 64 * ((r / 2) % 2) + 16 * (r / 4) + 8 * (r % 2); }
 
 // The table index of byte 4r + i before the pattern is added: 4 (r % 4) for vpshufb (the row's
-// place in its lane), its 8-byte entry for vpermi2b.
+// place in its lane), its 8-byte entry for vpermi2b, r itself for 4 planes (patterns are 16
+// entries apart there).
 template <int P>
 inline const std::array<std::uint8_t, 64> pattern_base = [] {
   std::array<std::uint8_t, 64> b{};
   for (int r = 0; r < tile_rows; ++r)
     for (int i = 0; i < 4; ++i)
-      b[4 * r + i] = static_cast<std::uint8_t>(P <= 2 ? 4 * (r % 4) : row_entry(r));
+      b[4 * r + i] = static_cast<std::uint8_t>(P <= 2 ? 4 * (r % 4) : P == 3 ? row_entry(r) : r);
   return b;
 }();
 
@@ -136,6 +142,8 @@ template <int P, int V>
   const __m512i base = _mm512_loadu_si512(pattern_base<P>.data());
   const __m512i lut0 = _mm512_load_si512(table);
   const __m512i lut1 = P > 2 ? _mm512_load_si512(table + 64) : lut0;
+  const __m512i lut2 = P > 3 ? _mm512_load_si512(table + 128) : lut0;
+  const __m512i lut3 = P > 3 ? _mm512_load_si512(table + 192) : lut0;
   for (std::int64_t c = c0; c < c1; ++c) {
     const std::uint32_t* bits = w.chunk_bits(t, c);
     __m512i plane[P];
@@ -143,11 +151,20 @@ template <int P, int V>
     const std::int32_t* xc = x + c * steps_per_chunk * V;
     for (int s = 0; s < steps_per_chunk; ++s) {
       __m512i idx = base;
-      for (int p = 0; p < P; ++p)
+      // 4 planes: patterns are 16 entries apart, and plane 3 picks the pair of registers.
+      constexpr int indexed = P == 4 ? 3 : P;
+      for (int p = 0; p < indexed; ++p)
         idx = _mm512_mask_add_epi8(idx, _mm512_bitshuffle_epi64_mask(plane[p], sel.step[s]), idx,
-                                   _mm512_set1_epi8(static_cast<char>(1 << p)));
-      const __m512i weights =
-          P <= 2 ? _mm512_shuffle_epi8(lut0, idx) : _mm512_permutex2var_epi8(lut0, idx, lut1);
+                                   _mm512_set1_epi8(static_cast<char>((P == 4 ? 16 : 1) << p)));
+      __m512i weights;
+      if constexpr (P <= 2)
+        weights = _mm512_shuffle_epi8(lut0, idx);
+      else if constexpr (P == 3)
+        weights = _mm512_permutex2var_epi8(lut0, idx, lut1);
+      else
+        weights = _mm512_mask_blend_epi8(_mm512_bitshuffle_epi64_mask(plane[3], sel.step[s]),
+                                         _mm512_permutex2var_epi8(lut0, idx, lut1),
+                                         _mm512_permutex2var_epi8(lut2, idx, lut3));
       for (int v = 0; v < V; ++v)
         acc[v] = _mm512_dpbusd_epi32(acc[v], weights, _mm512_set1_epi32(xc[s * V + v]));
     }
@@ -199,14 +216,18 @@ bool int8_tile_sums_avx512_vnni(const cpu_weights& w, const float* scales, std::
                                 const std::int32_t* x, const std::int32_t* x_sums,
                                 std::int64_t batch, std::int32_t* sums) {
   if (!int8_tiles_fit(w)) return false;
-  if (w.basis == qsl::basis::ternary)
+  if (w.basis == qsl::basis::ternary && w.bits == 1)
     tile_sums<2, true>(w, scales, tile, x, x_sums, batch, sums);
+  else if (w.basis == qsl::basis::ternary)
+    tile_sums<4, true>(w, scales, tile, x, x_sums, batch, sums);
   else if (w.bits == 1)
     tile_sums<1, false>(w, scales, tile, x, x_sums, batch, sums);
   else if (w.bits == 2)
     tile_sums<2, false>(w, scales, tile, x, x_sums, batch, sums);
-  else
+  else if (w.bits == 3)
     tile_sums<3, false>(w, scales, tile, x, x_sums, batch, sums);
+  else
+    tile_sums<4, false>(w, scales, tile, x, x_sums, batch, sums);
   return true;
 }
 

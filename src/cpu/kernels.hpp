@@ -165,11 +165,11 @@ struct kernel_table {
                          std::int32_t* sums) = nullptr;
 };
 
-/// The codes kernel_table::int8_tile_sums takes: at most 3 lookup planes (8 patterns per row:
-/// 16 rows' tables fit one or two registers), so binary of 1-3 bits or ternary of 1, with groups
-/// of whole 32-column chunks or one per row.
+/// The codes kernel_table::int8_tile_sums takes: at most 4 lookup planes (16 patterns per row:
+/// 16 rows' tables fit one to four registers), so binary of 1-4 bits or ternary of 1-2, with
+/// groups of whole 32-column chunks or one per row.
 inline bool int8_tiles_fit(const cpu_weights& w) {
-  return (w.basis == qsl::basis::binary ? w.bits <= 3 : w.bits == 1) &&
+  return w.planes <= 4 &&
          (w.groups == 1 || w.group_size % cpu_weights::chunk_cols == 0);
 }
 
