@@ -12,16 +12,17 @@
 //   * the planes' masks make each byte's pattern (0..3), offset by 4 (r % 4), and one vpshufb
 //     looks up row r's grid byte + 128 for that pattern in its 128-bit lane's table (4 rows x
 //     4 patterns); with 3 planes (8 patterns) one vpermi2b looks it up in 16 rows x 8 entries
-//     held in two registers, with 4 (16 patterns) two vpermi2b and a blend on the last plane. The tables are the decode-then-round path's bytes (int8_lookup.inc's
-//     sums), so the products are the same integers.
+//     held in two registers, with 4 (16 patterns) two vpermi2b and a blend on the last plane. The
+//     tables are the decode-then-round path's bytes (int8_lookup.inc's sums), so the products are
+//     the same integers.
 //   * The weights are the unsigned operand (q + 128) and x the signed one, broadcast from
 //     memory as vpdpbusd's embedded {1to16} operand: sum (q + 128) x = sum q x + 128 sum x, and
 //     128 sum x is subtracted once per vector. Sums may wrap mod 2^32 in between; the result,
 //     the true sum, is within int32 (cpu_int8_max_cols), so it comes out exact.
 // Up to 16 vectors share each weight register: 16 accumulators, one vpdpbusd per vector and
-// 4 columns, and 2P + 1 instructions of decoding (P planes) per 4 columns for all of them. The vectors come
-// interleaved (int8_tile_vectors: a block's 4-byte column groups side by side, one cache line
-// per step for 16 vectors): read from rows 4 KiB apart, their loads fought over L1 sets.
+// 4 columns, and 2P + 1 instructions of decoding (P planes) per 4 columns for all of them. The
+// vectors come interleaved (int8_tile_vectors: a block's 4-byte column groups side by side, one
+// cache line per step for 16 vectors): read from rows 4 KiB apart, their loads fought over L1 sets.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -61,7 +62,9 @@ struct selectors {
 // Bytes of one group's table: 4 patterns x 16 rows for up to 2 lookup planes (one vpshufb
 // register), 8 x 16 for 3 (two registers for vpermi2b), 16 x 16 for 4 (two pairs).
 template <int P>
-constexpr int table_bytes = P <= 2 ? 64 : P == 3 ? 128 : 256;
+constexpr int table_bytes = P <= 2   ? 64
+                            : P == 3 ? 128
+                                     : 256;
 
 // Row r's grid bytes + 128 for each pattern of its P lookup planes (bit p: plane p's bit; for a
 // ternary code signs 0..k-1, then masks), at byte 4r + pattern (P <= 2: entry 4 (r % 4) +

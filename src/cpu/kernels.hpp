@@ -169,8 +169,7 @@ struct kernel_table {
 /// 16 rows' tables fit one to four registers), so binary of 1-4 bits or ternary of 1-2, with
 /// groups of whole 32-column chunks or one per row.
 inline bool int8_tiles_fit(const cpu_weights& w) {
-  return w.planes <= 4 &&
-         (w.groups == 1 || w.group_size % cpu_weights::chunk_cols == 0);
+  return w.planes <= 4 && (w.groups == 1 || w.group_size % cpu_weights::chunk_cols == 0);
 }
 
 /// The vectors of kernel_table::int8_tile_sums: `batch` rows of `cols` int8 (q, row-major) as
