@@ -114,12 +114,13 @@ void BM_Qsl(benchmark::State& state) {
 // code decoded to int8 a task at a time and the target's integer kernel (1) or the portable
 // loop it replaced (0), or with the target's tile kernel straight from the code (2: AVX-512
 // VNNI + BITALG + VBMI, int8_tiles_avx512_vnni.cpp; cpu_forward_int8's choice where there is one).
-// Arguments: N, D, batch, kernel; k = 2, groups of 128, one thread. Beside BM_EigenInt8Shapes:
-// Eigen's fp32 GEMM on the same shapes.
+// Arguments: N, D, batch, kernel, k (binary planes; 2 on every shape, 3 and 4 at 4096 x 4096 x
+// 16); groups of 128, one thread. Beside BM_EigenInt8Shapes: Eigen's fp32 GEMM on the same
+// shapes.
 void BM_Int8Products(benchmark::State& state) {
   const std::int64_t n = state.range(0), d = state.range(1), batch = state.range(2);
   qsl::set_cpu_threads(1);
-  const qsl::cpu_weights& w = packed(n, d, 2);
+  const qsl::cpu_weights& w = packed(n, d, static_cast<int>(state.range(4)));
   const std::vector<float> scales = qsl::cpu_int8_row_scales(w);
   const row_matrix& x = inputs(batch, d);
   row_matrix y(batch, n);
@@ -151,8 +152,11 @@ void int8_shapes(benchmark::internal::Benchmark* b, bool qsl) {
       b->Args({n, d, batch, 1});
       continue;
     }
-    for (std::int64_t kernel : {0, 1, 2}) b->Args({n, d, batch, kernel});
+    for (std::int64_t kernel : {0, 1, 2}) b->Args({n, d, batch, kernel, 2});
   }
+  if (qsl)
+    for (std::int64_t planes : {3, 4})
+      for (std::int64_t kernel : {1, 2}) b->Args({4096, 4096, 16, kernel, planes});
 }
 
 void shapes(benchmark::internal::Benchmark* b, bool qsl) {
@@ -330,7 +334,7 @@ BENCHMARK(BM_Eigen)
 
 BENCHMARK(BM_Int8Products)
     ->Apply([](auto* b) { int8_shapes(b, true); })
-    ->ArgNames({"N", "D", "batch", "kernel"})
+    ->ArgNames({"N", "D", "batch", "kernel", "k"})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Eigen)

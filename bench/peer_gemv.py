@@ -52,7 +52,7 @@ def qsl_filters(n, d, matrices, batch):
                 f"BM_EncodedPaths/N:{n}/D:{d}/batch:{batch}/k:2/kx:8/kernel:2/",
             # cpu_forward_int8: int8 grids of x and of W_hat's rows, products from the code.
             "qsl k=2 int8 products, VNNI tiles":
-                f"BM_Int8Products/N:{n}/D:{d}/batch:{batch}/kernel:2/",
+                f"BM_Int8Products/N:{n}/D:{d}/batch:{batch}/kernel:2/k:2/",
         }
     if matrices > 1:
         return {
