@@ -68,8 +68,8 @@ constexpr int table_bytes = P <= 2   ? 64
 
 // Row r's grid bytes + 128 for each pattern of its P lookup planes (bit p: plane p's bit; for a
 // ternary code signs 0..k-1, then masks), at byte 4r + pattern (P <= 2: entry 4 (r % 4) +
-// pattern of the 128-bit lane of rows 4 (r / 4)..), at row_entry(r) + pattern (P = 3), or at
-// 16 pattern + r (P = 4): one table per group of the tile. The byte of a pattern is what
+// pattern of the 128-bit lane of rows 4 (r / 4)..) or at 16 pattern + r (P = 3, 4: each
+// pattern's 16 rows side by side): one table per group of the tile. The byte of a pattern is what
 // int8_lookup.inc stores for it: the planes' +-alpha summed in order j = 0..k-1 (a ternary
 // plane's term only where its mask bit is set), scaled, clamped and rounded to nearest even
 // (cvtps2dq), 16 rows at a time.
@@ -88,8 +88,7 @@ void group_tables(const cpu_weights& w, const float* scales, std::int64_t t, std
   const __m512i excess = _mm512_set1_epi32(128);
   for (std::int64_t g = 0; g < w.groups; ++g) {
     const float* alpha = w.tile_coefficients(t, g);
-    __m512i bytes[(patterns + 3) / 4];
-    for (auto& b : bytes) b = _mm512_setzero_si512();
+    __m512i bytes = _mm512_setzero_si512();  // P <= 2: dword r holds row r's 4 patterns
     for (int pattern = 0; pattern < patterns; ++pattern) {
       __m512 value = _mm512_setzero_ps();
       for (int j = 0; j < K; ++j) {
@@ -101,37 +100,24 @@ void group_tables(const cpu_weights& w, const float* scales, std::int64_t t, std
       }
       const __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(value, inverse), lo), hi);
       const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(v), excess);  // 1..255
-      if constexpr (P == 4)  // the pattern's 16 rows as bytes
+      if constexpr (P >= 3)  // the pattern's 16 rows as bytes
         _mm_store_si128(reinterpret_cast<__m128i*>(out + g * table_bytes<P> + 16 * pattern),
                         _mm512_cvtepi32_epi8(q));
       else
-        bytes[pattern / 4] =
-            _mm512_or_si512(bytes[pattern / 4], _mm512_slli_epi32(q, 8 * (pattern % 4)));
+        bytes = _mm512_or_si512(bytes, _mm512_slli_epi32(q, 8 * pattern));
     }
-    std::uint8_t* table = out + g * table_bytes<P>;
-    if constexpr (P <= 2) {
-      _mm512_store_si512(table, bytes[0]);  // dword r: patterns 0-3 of row r
-    } else if constexpr (P == 3) {          // dword 2r: patterns 0-3, dword 2r + 1: 4-7
-      _mm512_store_si512(table, _mm512_unpacklo_epi32(bytes[0], bytes[1]));
-      _mm512_store_si512(table + 64, _mm512_unpackhi_epi32(bytes[0], bytes[1]));
-    }
+    if constexpr (P <= 2) _mm512_store_si512(out + g * table_bytes<P>, bytes);
   }
 }
 
-// vpunpck{l,h}dq interleave within 128-bit lanes: the two stores above hold rows
-// {0,1, 4,5, 8,9, 12,13} and {2,3, 6,7, 10,11, 14,15} in that order, 8 bytes each. pattern_base
-// maps row r to the first byte of its 8 in that pair of registers.
-inline int row_entry(int r) { return 64 * ((r / 2) % 2) + 16 * (r / 4) + 8 * (r % 2); }
-
 // The table index of byte 4r + i before the pattern is added: 4 (r % 4) for vpshufb (the row's
-// place in its lane), its 8-byte entry for vpermi2b, r itself for 4 planes (patterns are 16
-// entries apart there).
+// place in its lane), r itself for vpermi2b (patterns are 16 entries apart there).
 template <int P>
 inline const std::array<std::uint8_t, 64> pattern_base = [] {
   std::array<std::uint8_t, 64> b{};
   for (int r = 0; r < tile_rows; ++r)
     for (int i = 0; i < 4; ++i)
-      b[4 * r + i] = static_cast<std::uint8_t>(P <= 2 ? 4 * (r % 4) : P == 3 ? row_entry(r) : r);
+      b[4 * r + i] = static_cast<std::uint8_t>(P <= 2 ? 4 * (r % 4) : r);
   return b;
 }();
 
@@ -154,11 +140,11 @@ template <int P, int V>
     const std::int32_t* xc = x + c * steps_per_chunk * V;
     for (int s = 0; s < steps_per_chunk; ++s) {
       __m512i idx = base;
-      // 4 planes: patterns are 16 entries apart, and plane 3 picks the pair of registers.
+      // 3 and 4 planes: patterns are 16 entries apart, and a fourth plane picks the register pair.
       constexpr int indexed = P == 4 ? 3 : P;
       for (int p = 0; p < indexed; ++p)
         idx = _mm512_mask_add_epi8(idx, _mm512_bitshuffle_epi64_mask(plane[p], sel.step[s]), idx,
-                                   _mm512_set1_epi8(static_cast<char>((P == 4 ? 16 : 1) << p)));
+                                   _mm512_set1_epi8(static_cast<char>((P >= 3 ? 16 : 1) << p)));
       __m512i weights;
       if constexpr (P <= 2)
         weights = _mm512_shuffle_epi8(lut0, idx);
