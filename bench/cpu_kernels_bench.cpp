@@ -143,11 +143,14 @@ void BM_Int8Products(benchmark::State& state) {
                                                            : " kernel"));
 }
 
-// Layers of real models by rows per call: magika's 64 x 257 MatMul (2048 rows per sample), an
-// MLP's 2048 x 2048 at batch 32, a 4096 x 4096 layer at 16 and 64 rows.
+// Layers of real models by rows per call: magika's 64 x 257 MatMul (2048 rows per sample), a
+// ViT-S's 384 x 384 and 1536 x 384 (257 tokens), an MLP's 2048 x 2048 at batch 32, a 4096 x 4096
+// layer at 16 and 64 rows.
 void int8_shapes(benchmark::internal::Benchmark* b, bool qsl) {
-  for (auto [n, d, batch] : {std::tuple{64, 257, 2048}, std::tuple{2048, 2048, 32},
-                             std::tuple{4096, 4096, 16}, std::tuple{4096, 4096, 64}}) {
+  for (auto [n, d, batch] :
+       {std::tuple{64, 257, 2048}, std::tuple{384, 384, 257}, std::tuple{1536, 384, 257},
+        std::tuple{384, 1536, 257}, std::tuple{2048, 2048, 32}, std::tuple{4096, 4096, 16},
+        std::tuple{4096, 4096, 64}}) {
     if (!qsl) {
       b->Args({n, d, batch, 1});
       continue;

@@ -492,6 +492,7 @@ void graph_writer::finish() {
       o->set_domain(qsl_domain);
       o->set_version(1);
     }
+    absorb_bias_adds();
   }
 }
 

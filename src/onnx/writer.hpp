@@ -138,6 +138,8 @@ class graph_writer {
   void finish();
 
  private:
+  /// Folds the bias Add after a QuantizedMatMul into the node's bias input (fusion.cpp).
+  void absorb_bias_adds();
   struct code_tensors {
     std::string signs, masks, coefficients;  // masks: empty for binary codes
     std::uint64_t bytes = 0;

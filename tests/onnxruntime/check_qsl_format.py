@@ -151,6 +151,18 @@ def main(library, compress_tool, run_tool, models, bundled, work):
          os.path.join(models, "layers.onnx"), x,
          ["--bits", "2", "--group", "64", "--min-weights", "100", "--native-rows", "0"], work,
          ["fc1", "mm", "fc2", "tiny"], convs_expected=["conv1"])
+    # MatMul -> Add(bias) (opset 9): the Add folded into the fused node's bias input, so ORT,
+    # qsl-run and the standard format (which keeps the Add) agree on the folded file.
+    case(library, compress_tool, run_tool, "matmul_add", os.path.join(models, "old_opset.onnx"),
+         x, ["--bits", "2", "--group", "64", "--min-weights", "100"], work, ["fc1", "fc2"],
+         convs_expected=["conv1"])
+    folded = onnx.load(os.path.join(work, "matmul_add.qsl.onnx")).graph
+    fc1 = [n for n in folded.node if n.name == "fc1"]
+    check(len(fc1) == 1 and fc1[0].op_type == "QuantizedMatMul" and len(fc1[0].input) == 5 and
+          fc1[0].input[4] == "fc1_b" and list(fc1[0].output) == ["a1"],
+          f"matmul_add: fc1 is not one QuantizedMatMul with the bias folded in: {fc1}")
+    check(not any(n.op_type == "Add" for n in folded.node),
+          "matmul_add: an Add is left after the fused fc1")
     # Gemm with transA, alpha, beta and a computed C (nodes around the fused one), and one
     # weight read by three nodes (three QuantizedMatMul nodes on one code, packed once).
     xg = np.load(os.path.join(models, "gemm_variants_input.npy"))
