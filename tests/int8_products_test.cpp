@@ -3,6 +3,7 @@
 // decoders must reproduce) and of the vectors, exact int64 sums, the float step in its order.
 // Every fast path (AVX-512's byte-shuffle and fused decoders, the generic one) must give the
 // same bytes and the same floats; against the float product the error stays within its bound.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -162,7 +163,26 @@ TEST_P(Int8Products, TransposedQuantizationIsTheRowMajorOneTransposed) {
         for (std::int64_t c = 0; c < cols; ++c)
           ASSERT_EQ(q_t[static_cast<std::size_t>(c * batch + v)], q[static_cast<std::size_t>(v * cols + c)])
               << batch << " x " << cols << " at " << v << ", " << c;
+      // Into columns 3.. of a matrix 5 columns wider: the same bytes, the other columns kept.
+      const std::int64_t stride = batch + 5;
+      std::vector<std::int8_t> wide(static_cast<std::size_t>(cols * stride), 99);
+      qsl::quantize_vectors_int8_transposed(x.data(), batch, cols, wide.data() + 3, stride,
+                                            scales_t.data());
+      for (std::int64_t c = 0; c < cols; ++c)
+        for (std::int64_t v = 0; v < stride; ++v) {
+          const std::int8_t expected = v >= 3 && v < 3 + batch
+                                           ? q[static_cast<std::size_t>((v - 3) * cols + c)]
+                                           : std::int8_t{99};
+          ASSERT_EQ(wide[static_cast<std::size_t>(c * stride + v)], expected)
+              << batch << " x " << cols << " at column " << v << ", row " << c;
+        }
     }
+  std::vector<float> x(8, 1.0f), scales(4);
+  std::vector<std::int8_t> q(8);
+  EXPECT_THAT(qsl::test::error_of([&] {
+                qsl::quantize_vectors_int8_transposed(x.data(), 4, 2, q.data(), 3, scales.data());
+              }),
+              testing::HasSubstr("q_stride 3 is below batch 4"));
 }
 
 // The float step reads sums laid out either way (vector-major, or the layer's rows first as

@@ -35,7 +35,7 @@ constexpr std::int64_t default_gemm_min_rows = 64;
 // A decoded block of at most this many floats (1 MiB) stays in L2 while MLAS streams the batch.
 constexpr std::int64_t block_floats = std::int64_t{1} << 18;
 // Vectors per integer product of the 8-bit path: their int32 sums with a block's rows stay
-// within a few MiB, and quantizing the chunks spreads over the threads.
+// within a few MiB.
 constexpr std::int64_t int8_chunk_vectors = 256;
 
 // A row count from the environment variable `name` (a whole number >= `least`), or `fallback`.
@@ -141,14 +141,18 @@ void int8_gemm::run(const OrtKernelContext* context, const cpu_weights& w, const
   // The vectors on their grids, transposed a chunk at a time: B = X^T (k x chunk), so that the
   // product's rows are the layer's (A, a decoded block) and MLAS packs only the small operand.
   // Chunks bound the int32 sums of one product (block rows x chunk).
-  const std::int64_t chunks = (rows + int8_chunk_vectors - 1) / int8_chunk_vectors;
   qsl::detail::scratch<std::int8_t> xt(static_cast<std::size_t>(rows * k));
   std::vector<float> x_scales(static_cast<std::size_t>(rows));
-  qsl::detail::cpu::thread_pool::instance().run(chunks, [&](std::int64_t c) {
-    const std::int64_t v0 = c * int8_chunk_vectors;
+  // 16 vectors per task (a chunk's columns), and the float step in blocks of the layer's rows,
+  // so that a second thread shares these steps too, not only MLAS's.
+  auto& pool = qsl::detail::cpu::thread_pool::instance();
+  constexpr std::int64_t vectors_per_task = 16, outputs_per_task = 64;
+  pool.run((rows + vectors_per_task - 1) / vectors_per_task, [&](std::int64_t t) {
+    const std::int64_t v = t * vectors_per_task;
+    const std::int64_t v0 = v / int8_chunk_vectors * int8_chunk_vectors;
     const std::int64_t len = std::min(int8_chunk_vectors, rows - v0);
-    quantize_vectors_int8_transposed(x + v0 * k, len, k, xt.data() + v0 * k,
-                                     x_scales.data() + v0);
+    quantize_vectors_int8_transposed(x + v * k, std::min(vectors_per_task, rows - v), k,
+                                     xt.data() + v0 * k + (v - v0), len, x_scales.data() + v);
   });
   const std::int64_t rows_per_block =
       std::min(w.rows, std::max<std::int64_t>(16, 4 * block_floats / std::max<std::int64_t>(1, k)));
@@ -177,8 +181,12 @@ void int8_gemm::run(const OrtKernelContext* context, const cpu_weights& w, const
           memory, sums.data(), static_cast<std::size_t>(count * len), y_dims.data(), 2);
       matmul_.Invoke(context, inputs.data(), inputs.size(), &output, 1);
       // sums[i][v] for row n0 + i and vector v0 + v.
-      finish_int8_products(sums.data(), 1, len, x_scales.data() + v0, len, scales, n0, count,
-                           bias, y + v0 * w.rows, w.rows);
+      pool.run((count + outputs_per_task - 1) / outputs_per_task, [&](std::int64_t t) {
+        const std::int64_t i0 = t * outputs_per_task;
+        finish_int8_products(sums.data() + i0 * len, 1, len, x_scales.data() + v0, len, scales,
+                             n0 + i0, std::min(outputs_per_task, count - i0), bias,
+                             y + v0 * w.rows, w.rows);
+      });
     }
   }
 }

@@ -229,6 +229,14 @@ void transpose_bytes(const std::int8_t* in, std::int64_t in_stride, std::int64_t
 
 void quantize_vectors_int8_transposed(const float* x, std::int64_t batch, std::int64_t cols,
                                       std::int8_t* q_t, float* scales) {
+  quantize_vectors_int8_transposed(x, batch, cols, q_t, batch, scales);
+}
+
+void quantize_vectors_int8_transposed(const float* x, std::int64_t batch, std::int64_t cols,
+                                      std::int8_t* q_t, std::int64_t q_stride, float* scales) {
+  detail::require(q_stride >= batch, "quantize_vectors_int8_transposed: q_stride " +
+                                         std::to_string(q_stride) + " is below batch " +
+                                         std::to_string(batch));
   // 16 vectors at a time: on their grids row by row (vectorized), then transposed 16 x 16
   // bytes at a time into their columns of q_t.
   constexpr std::int64_t tile = 16;
@@ -238,7 +246,7 @@ void quantize_vectors_int8_transposed(const float* x, std::int64_t batch, std::i
     quantize_vectors_int8(x + v0 * cols, count, cols, rows.data(), scales + v0);
     for (std::int64_t c0 = 0; c0 < cols; c0 += tile)
       transpose_bytes(rows.data() + c0, cols, count, std::min(tile, cols - c0),
-                      q_t + c0 * batch + v0, batch);
+                      q_t + c0 * q_stride + v0, q_stride);
   }
 }
 
