@@ -1,6 +1,7 @@
 // qsl::quantized_conv2d against a direct convolution loop over the reconstructed weights.
 #include "qsl/quantized_conv2d.hpp"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -182,6 +183,46 @@ TEST(QuantizedConv2d, Im2colStrideOneKernelsMatchTheGeneralCase) {
       }
 }
 
+// A 1-D convolution laid out as H x 1 (its own copy loop), with strides, dilations and pads at
+// both ends, against the definition; and output rows taken a range at a time.
+TEST(QuantizedConv2d, Im2colOfColumnsMatchesTheDefinition) {
+  for (std::int64_t stride : {1, 2})
+    for (std::int64_t dilation : {1, 3})
+      for (std::int64_t pad : {0, 2}) {
+        qsl::conv2d_shape s;
+        s.in_channels = 3;
+        s.out_channels = 1;
+        s.kernel_h = 5;
+        s.kernel_w = 1;
+        s.stride_h = stride;
+        s.dilation_h = dilation;
+        s.pad_top = pad;
+        s.pad_bottom = pad + 1;
+        const std::int64_t h = 23, w = 1, oh = s.out_h(h);
+        ASSERT_GE(oh, 2);
+        std::vector<float> x(static_cast<std::size_t>(3 * h));
+        for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i + 1);
+        std::vector<float> whole(static_cast<std::size_t>(oh * s.patch()), -1.0f), parts(whole);
+        qsl::im2col(s, x.data(), h, w, whole.data());
+        qsl::im2col(s, x.data(), h, w, 0, 1, parts.data());
+        qsl::im2col(s, x.data(), h, w, 1, oh, parts.data());
+        for (std::int64_t oy = 0; oy < oh; ++oy)
+          for (std::int64_t c = 0; c < 3; ++c)
+            for (std::int64_t ky = 0; ky < 5; ++ky) {
+              const std::int64_t iy = oy * stride - pad + ky * dilation;
+              const float expected = iy >= 0 && iy < h ? x[static_cast<std::size_t>(c * h + iy)] : 0.0f;
+              const auto at = static_cast<std::size_t>(oy * s.patch() + c * 5 + ky);
+              ASSERT_EQ(whole[at], expected) << stride << " " << dilation << " " << pad << " at " << oy;
+              ASSERT_EQ(parts[at], expected) << "by ranges, at " << oy;
+            }
+      }
+  qsl::conv2d_shape s;
+  s.in_channels = s.out_channels = s.kernel_h = s.kernel_w = 1;
+  std::vector<float> x(4), patches(4);
+  EXPECT_THAT(qsl::test::error_of([&] { qsl::im2col(s, x.data(), 2, 2, 1, 3, patches.data()); }),
+              testing::HasSubstr("output rows [1, 3) are not within the 2 rows"));
+}
+
 // A batch large enough to go through in several chunks (and, on float activations, the
 // decoded GEMM path of the dense layer) matches the direct convolution image by image, and on
 // encoded activations gives every image exactly what it gets alone.
@@ -230,3 +271,120 @@ TEST(QuantizedConv2d, BadShapesAreNamedErrors) {
 }
 
 }  // namespace
+
+namespace {
+
+struct int8_case {
+  std::int64_t channels, kh, kw, stride_h, stride_w, dilation_h, dilation_w;
+  std::int64_t top, left, bottom, right, h, w;
+};
+
+}  // namespace
+
+// The patches of an 8-bit convolution made straight from the image (the scales by a max
+// filter, the bytes transposed, by output positions or over the padded image) are the bytes and
+// scales quantize_vectors_int8 gives the float im2col patches, at every stride, dilation and
+// pad, in pieces of any size.
+TEST(QuantizedConv2d, Int8PatchesAreTheQuantizedIm2colPatches) {
+  const int8_case cases[] = {
+      {3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 7, 9},   {2, 5, 1, 1, 1, 1, 1, 2, 0, 2, 0, 11, 1},
+      {4, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 9, 8},   {3, 2, 3, 2, 1, 2, 2, 0, 1, 2, 1, 10, 11},
+      {1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 5, 5},   {5, 3, 3, 1, 1, 2, 2, 2, 2, 2, 2, 8, 8},
+      {2, 3, 2, 1, 1, 1, 3, 0, 3, 1, 0, 6, 13}, {17, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 16, 17}};
+  std::mt19937 rng(5);
+  for (const int8_case& c : cases)
+    for (bool zeros : {false, true}) {
+      qsl::conv2d_shape s;
+      s.in_channels = c.channels;
+      s.out_channels = 1;
+      s.kernel_h = c.kh;
+      s.kernel_w = c.kw;
+      s.stride_h = c.stride_h;
+      s.stride_w = c.stride_w;
+      s.dilation_h = c.dilation_h;
+      s.dilation_w = c.dilation_w;
+      s.pad_top = c.top;
+      s.pad_left = c.left;
+      s.pad_bottom = c.bottom;
+      s.pad_right = c.right;
+      const std::int64_t h = c.h, w = c.w, oh = s.out_h(h), ow = s.out_w(w);
+      const std::int64_t positions = oh * ow, k = s.patch();
+      ASSERT_GE(positions, 2);
+      std::normal_distribution<float> normal(0.0f, 2.0f);
+      std::vector<float> x(static_cast<std::size_t>(c.channels * h * w));
+      for (float& v : x) v = zeros ? 0.0f : normal(rng);
+      std::vector<float> patches(static_cast<std::size_t>(positions * k)), scales(positions);
+      qsl::im2col(s, x.data(), h, w, patches.data());
+      std::vector<std::int8_t> q(patches.size());
+      qsl::quantize_vectors_int8(patches.data(), positions, k, q.data(), scales.data());
+      const std::string what = "case " + std::to_string(&c - cases) + (zeros ? ", zeros" : "");
+
+      std::vector<float> direct(static_cast<std::size_t>(positions));
+      qsl::detail::conv_patch_scales(s, x.data(), h, w, direct.data());
+      ASSERT_EQ(direct, scales) << what;
+      // By output positions, in two pieces, into a matrix 3 columns wider than the positions.
+      const std::int64_t stride = positions + 3, split = positions / 3;
+      std::vector<std::int8_t> q_t(static_cast<std::size_t>(k * stride), 99);
+      qsl::detail::im2col_int8_transposed(s, x.data(), h, w, direct.data(), 0, split, q_t.data(),
+                                          stride);
+      qsl::detail::im2col_int8_transposed(s, x.data(), h, w, direct.data(), split,
+                                          positions - split, q_t.data() + split, stride);
+      for (std::int64_t p = 0; p < k; ++p)
+        for (std::int64_t j = 0; j < positions; ++j)
+          ASSERT_EQ(q_t[static_cast<std::size_t>(p * stride + j)],
+                    q[static_cast<std::size_t>(j * k + p)])
+              << what << ": patch value " << p << " of position " << j;
+      if (s.stride_h != 1 || s.stride_w != 1) {
+        std::vector<float> padded(1), inverse(1);
+        EXPECT_THAT(qsl::test::error_of([&] {
+                      qsl::detail::im2col_int8_padded(s, padded.data(), h, w, inverse.data(), 0,
+                                                      1, q_t.data(), 1);
+                    }),
+                    testing::HasSubstr("im2col_int8_padded")) << what;
+        continue;
+      }
+      // Over the padded image: the outputs' bytes and scales at their extended positions.
+      const std::int64_t wp = w + s.pad_left + s.pad_right;
+      const std::int64_t extended = qsl::detail::conv_extended_positions(s, h, w);
+      ASSERT_EQ(extended, (oh - 1) * wp + ow) << what;
+      std::vector<float> padded(static_cast<std::size_t>(c.channels * (h + s.pad_top + s.pad_bottom) * wp));
+      qsl::detail::pad_image(s, x.data(), h, w, padded.data());
+      std::vector<float> e_scales(static_cast<std::size_t>(extended)), inverse(e_scales.size());
+      qsl::detail::conv_extended_scales(s, h, w, direct.data(), e_scales.data(), inverse.data());
+      std::vector<std::int8_t> e_t(static_cast<std::size_t>(k * extended));
+      const std::int64_t half = extended / 2;
+      qsl::detail::im2col_int8_padded(s, padded.data(), h, w, inverse.data(), 0, half,
+                                      e_t.data(), extended);
+      qsl::detail::im2col_int8_padded(s, padded.data(), h, w, inverse.data(), half,
+                                      extended - half, e_t.data() + half, extended);
+      for (std::int64_t e = 0; e < extended; ++e) {
+        const std::int64_t oy = e / wp, ox = e % wp;
+        if (ox >= ow) {
+          ASSERT_EQ(e_scales[static_cast<std::size_t>(e)], 0.0f) << what << " at " << e;
+          continue;
+        }
+        const std::int64_t j = oy * ow + ox;
+        ASSERT_EQ(e_scales[static_cast<std::size_t>(e)], scales[static_cast<std::size_t>(j)]) << what;
+        for (std::int64_t p = 0; p < k; ++p)
+          ASSERT_EQ(e_t[static_cast<std::size_t>(p * extended + e)],
+                    q[static_cast<std::size_t>(j * k + p)])
+              << what << ": patch value " << p << " of extended position " << e;
+      }
+    }
+}
+
+// A NaN inside some patch is an error naming the pixel; one that no patch reads (stride 2 skips
+// it) is not, as quantize_vectors_int8 on the float patches would not see it either.
+TEST(QuantizedConv2d, Int8PatchScalesRefuseNonFiniteInputsThePatchesRead) {
+  qsl::conv2d_shape s;
+  s.in_channels = 2;
+  s.out_channels = 1;
+  s.kernel_h = s.kernel_w = 1;
+  s.stride_h = s.stride_w = 2;
+  std::vector<float> x(2 * 5 * 5, 1.0f), scales(9);
+  x[25 + 1 * 5 + 1] = std::numeric_limits<float>::quiet_NaN();  // channel 1, (1, 1): skipped
+  EXPECT_NO_THROW(qsl::detail::conv_patch_scales(s, x.data(), 5, 5, scales.data()));
+  x[25 + 2 * 5 + 4] = std::numeric_limits<float>::infinity();  // channel 1, (2, 4): read
+  EXPECT_THAT(qsl::test::error_of([&] { qsl::detail::conv_patch_scales(s, x.data(), 5, 5, scales.data()); }),
+              testing::HasSubstr("x has inf at channel 1, row 2, col 4"));
+}

@@ -62,6 +62,11 @@ QSL_API conv2d_shape group_shape(const onnx_conv_attributes& a, std::int64_t h, 
 QSL_API void im2col(const conv2d_shape& s, const float* x, std::int64_t h, std::int64_t w,
                     float* patches);
 
+/// The same for output rows [first_row, last_row) only (0 <= first_row <= last_row <= OH): their
+/// patches, at their places in `patches`, so that tasks can share one image.
+QSL_API void im2col(const conv2d_shape& s, const float* x, std::int64_t h, std::int64_t w,
+                    std::int64_t first_row, std::int64_t last_row, float* patches);
+
 namespace detail {
 /// Computes `out` (rows x M, row-major) from `patches` (rows x C kh kw, row-major).
 using patch_gemm = std::function<void(const float* patches, std::int64_t rows, float* out)>;
@@ -71,6 +76,52 @@ using patch_gemm = std::function<void(const float* patches, std::int64_t rows, f
 /// it may use the pool itself. Throws qsl::error on bad sizes.
 QSL_API void conv2d_by_gemm(const conv2d_shape& s, const float* x, std::int64_t n, std::int64_t h,
                             std::int64_t w, float* y, const patch_gemm& gemm, const char* what);
+
+/// Images per chunk of conv2d_by_gemm for n images of `positions` outputs each: the same chunks
+/// give the same rows per product, wherever the convolution runs.
+QSL_API std::int64_t conv_images_per_chunk(const conv2d_shape& s, std::int64_t positions,
+                                           std::int64_t n);
+
+/// out[c * out_stride + r] = in[r * in_stride + c] for r < rows, c < cols (4 x 4 blocks in
+/// registers): a GEMM's positions x M result into the image's M x positions.
+QSL_API void transpose_floats(const float* in, std::int64_t in_stride, std::int64_t rows,
+                              std::int64_t cols, float* out, std::int64_t out_stride);
+
+/// 8-bit activations of a convolution without float patches (conv_int8.cpp). For image x
+/// (C x h x w): each output position's patch grid as quantize_vectors_int8 gives it for the
+/// im2col patch (scale = largest |value| / 127). Throws qsl::error naming the channel and pixel of
+/// a NaN or infinite input.
+QSL_API void conv_patch_scales(const conv2d_shape& s, const float* x, std::int64_t h,
+                               std::int64_t w, float* scales);
+/// Positions [first, first + count) of image x on their grids (`scales`: conv_patch_scales),
+/// transposed: patch value p of position first + j at q_t[p * q_stride + j], the bytes
+/// quantize_vectors_int8 gives the im2col patches.
+QSL_API void im2col_int8_transposed(const conv2d_shape& s, const float* x, std::int64_t h,
+                                    std::int64_t w, const float* scales, std::int64_t first,
+                                    std::int64_t count, std::int8_t* q_t,
+                                    std::int64_t q_stride);
+
+/// Stride-1 convolutions without per-value bounds: over the zero-padded image (C x Hp x Wp), the
+/// "extended" position e = oy Wp + ox (ox < Wp, e < conv_extended_positions) reads patch value
+/// (c, ky, kx) at padded[c Hp Wp + e + ky dh Wp + kx dw], so one patch value of a run of
+/// positions is one contiguous slice. Positions with ox >= OW are not outputs (their products
+/// are computed and dropped); the others are im2col's. (OH - 1) Wp + OW of them, 0 when the
+/// kernel does not fit.
+QSL_API std::int64_t conv_extended_positions(const conv2d_shape& s, std::int64_t h,
+                                             std::int64_t w);
+/// The grid scales of the extended positions (conv_patch_scales' `scales` at the outputs, 0
+/// elsewhere) and their inverses (0 for 0).
+QSL_API void conv_extended_scales(const conv2d_shape& s, std::int64_t h, std::int64_t w,
+                                  const float* scales, float* extended, float* inverse);
+/// x (C x h x w) with the shape's pads around it, zeros there: C x Hp x Wp.
+QSL_API void pad_image(const conv2d_shape& s, const float* x, std::int64_t h, std::int64_t w,
+                       float* padded);
+/// Extended positions [first, first + count) of a padded image on their grids (inverse[e]: the
+/// inverse of position e's grid scale, 0 for the positions that are not outputs), transposed as
+/// im2col_int8_transposed writes them. Stride 1 only; throws qsl::error otherwise.
+QSL_API void im2col_int8_padded(const conv2d_shape& s, const float* padded, std::int64_t h,
+                                std::int64_t w, const float* inverse, std::int64_t first,
+                                std::int64_t count, std::int8_t* q_t, std::int64_t q_stride);
 }  // namespace detail
 
 class quantized_conv2d {

@@ -109,6 +109,19 @@ std::vector<float> read_bias(const node_reader& node, std::size_t index, std::in
   return bias;
 }
 
+std::int64_t read_int8_min_rows(const node_reader& node, std::int64_t cols) {
+  const std::int64_t rows = node.int_attribute("int8_min_rows", 0);
+  detail::require(rows >= 0, "int8_min_rows is " + std::to_string(rows) + "; expected >= 0");
+  detail::require(rows == 0 || node.int_attribute("activation_bits", 0) == 0,
+                  "int8_min_rows is " + std::to_string(rows) +
+                      " on a layer that encodes its activations; expected 0");
+  detail::require(rows == 0 || cols <= cpu_int8_max_cols,
+                  "int8_min_rows is " + std::to_string(rows) + " for " + std::to_string(cols) +
+                      " inputs per product; int32 sums hold at most " +
+                      std::to_string(cpu_int8_max_cols));
+  return rows;
+}
+
 activation_quantizer read_activation_mode(const node_reader& node) {
   activation_quantizer activations;
   activations.bits = static_cast<int>(node.int_attribute("activation_bits", 0));

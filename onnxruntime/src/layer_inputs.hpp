@@ -48,4 +48,8 @@ std::vector<float> read_bias(const node_reader& node, std::size_t index, std::in
 /// activation_steps / _minimums for 1..8 bits).
 activation_quantizer read_activation_mode(const node_reader& node);
 
+/// int8_min_rows, checked: 0 (absent) or a row count; only float layers (activation_bits 0) of
+/// at most cpu_int8_max_cols inputs (`cols`: a product's inputs) take 8-bit products.
+std::int64_t read_int8_min_rows(const node_reader& node, std::int64_t cols);
+
 }  // namespace qsl::ort

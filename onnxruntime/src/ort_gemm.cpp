@@ -34,10 +34,6 @@ bool runtime_int8_is_exact() {
 constexpr std::int64_t default_gemm_min_rows = 64;
 // A decoded block of at most this many floats (1 MiB) stays in L2 while MLAS streams the batch.
 constexpr std::int64_t block_floats = std::int64_t{1} << 18;
-// Vectors per integer product of the 8-bit path: their int32 sums with a block's rows stay
-// within a few MiB.
-constexpr std::int64_t int8_chunk_vectors = 256;
-
 // A row count from the environment variable `name` (a whole number >= `least`), or `fallback`.
 std::int64_t rows_from_environment(const char* name, std::int64_t fallback, std::int64_t least) {
   const char* text = std::getenv(name);
@@ -140,20 +136,31 @@ void int8_gemm::run(const OrtKernelContext* context, const cpu_weights& w, const
   const std::int64_t k = w.cols;
   // The vectors on their grids, transposed a chunk at a time: B = X^T (k x chunk), so that the
   // product's rows are the layer's (A, a decoded block) and MLAS packs only the small operand.
-  // Chunks bound the int32 sums of one product (block rows x chunk).
   qsl::detail::scratch<std::int8_t> xt(static_cast<std::size_t>(rows * k));
   std::vector<float> x_scales(static_cast<std::size_t>(rows));
-  // 16 vectors per task (a chunk's columns), and the float step in blocks of the layer's rows,
-  // so that a second thread shares these steps too, not only MLAS's.
+  // 16 vectors per task (a chunk's columns), and below the float step in blocks of the layer's
+  // rows, so that a second thread shares these steps too, not only MLAS's.
   auto& pool = qsl::detail::cpu::thread_pool::instance();
-  constexpr std::int64_t vectors_per_task = 16, outputs_per_task = 64;
+  constexpr std::int64_t vectors_per_task = 16;
   pool.run((rows + vectors_per_task - 1) / vectors_per_task, [&](std::int64_t t) {
     const std::int64_t v = t * vectors_per_task;
-    const std::int64_t v0 = v / int8_chunk_vectors * int8_chunk_vectors;
-    const std::int64_t len = std::min(int8_chunk_vectors, rows - v0);
+    const std::int64_t v0 = v / chunk_vectors * chunk_vectors;
+    const std::int64_t len = std::min(chunk_vectors, rows - v0);
     quantize_vectors_int8_transposed(x + v * k, std::min(vectors_per_task, rows - v), k,
                                      xt.data() + v0 * k + (v - v0), len, x_scales.data() + v);
   });
+  run_transposed(context, w, scales, xt.data(), x_scales.data(), rows, bias, y);
+}
+
+bool int8_gemm::direct() { return runtime_int8_is_exact(); }
+
+void int8_gemm::run_transposed(const OrtKernelContext* context, const cpu_weights& w,
+                               const float* scales, const std::int8_t* xt,
+                               const float* x_scales, std::int64_t rows, const float* bias,
+                               float* y) const {
+  const std::int64_t k = w.cols;
+  auto& pool = qsl::detail::cpu::thread_pool::instance();
+  constexpr std::int64_t outputs_per_task = 64;
   const std::int64_t rows_per_block =
       std::min(w.rows, std::max<std::int64_t>(16, 4 * block_floats / std::max<std::int64_t>(1, k)));
   const Ort::MemoryInfo memory = Ort::MemoryInfo::CreateCpu(OrtDeviceAllocator, OrtMemTypeCPU);
@@ -164,7 +171,7 @@ void int8_gemm::run(const OrtKernelContext* context, const cpu_weights& w, const
       Ort::Value::CreateTensor<std::uint8_t>(memory, &excess, 1, scalar_dims.data(), 0)};
   qsl::detail::scratch<std::uint8_t> decoded(static_cast<std::size_t>(rows_per_block * k));
   qsl::detail::scratch<std::int32_t> sums(
-      static_cast<std::size_t>(rows_per_block * std::min(rows, int8_chunk_vectors)));
+      static_cast<std::size_t>(rows_per_block * std::min(rows, chunk_vectors)));
   for (std::int64_t n0 = 0; n0 < w.rows; n0 += rows_per_block) {
     const std::int64_t count = std::min(rows_per_block, w.rows - n0);
     // q + 128 as a byte: MLAS's fast kernels multiply unsigned A by signed B.
@@ -172,18 +179,19 @@ void int8_gemm::run(const OrtKernelContext* context, const cpu_weights& w, const
     const std::array<std::int64_t, 2> a_dims = {count, k};
     inputs[0] = Ort::Value::CreateTensor<std::uint8_t>(
         memory, decoded.data(), static_cast<std::size_t>(count * k), a_dims.data(), 2);
-    for (std::int64_t v0 = 0; v0 < rows; v0 += int8_chunk_vectors) {
-      const std::int64_t len = std::min(int8_chunk_vectors, rows - v0);
+    for (std::int64_t v0 = 0; v0 < rows; v0 += chunk_vectors) {
+      const std::int64_t len = std::min(chunk_vectors, rows - v0);
       const std::array<std::int64_t, 2> b_dims = {k, len}, y_dims = {count, len};
       inputs[1] = Ort::Value::CreateTensor<std::int8_t>(
-          memory, xt.data() + v0 * k, static_cast<std::size_t>(k * len), b_dims.data(), 2);
+          memory, const_cast<std::int8_t*>(xt + v0 * k), static_cast<std::size_t>(k * len),
+          b_dims.data(), 2);
       Ort::Value output = Ort::Value::CreateTensor<std::int32_t>(
           memory, sums.data(), static_cast<std::size_t>(count * len), y_dims.data(), 2);
       matmul_.Invoke(context, inputs.data(), inputs.size(), &output, 1);
       // sums[i][v] for row n0 + i and vector v0 + v.
       pool.run((count + outputs_per_task - 1) / outputs_per_task, [&](std::int64_t t) {
         const std::int64_t i0 = t * outputs_per_task;
-        finish_int8_products(sums.data() + i0 * len, 1, len, x_scales.data() + v0, len, scales,
+        finish_int8_products(sums.data() + i0 * len, 1, len, x_scales + v0, len, scales,
                              n0 + i0, std::min(outputs_per_task, count - i0), bias,
                              y + v0 * w.rows, w.rows);
       });

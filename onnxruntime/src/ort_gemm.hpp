@@ -46,6 +46,18 @@ class int8_gemm {
   void run(const OrtKernelContext* context, const cpu_weights& w, const float* scales,
            const float* x, std::int64_t rows, const float* bias, float* y) const;
 
+  /// Vectors per integer product: their int32 sums with a block's rows stay within a few MiB.
+  static constexpr std::int64_t chunk_vectors = 256;
+  /// Whether run_transposed may run here: ORT's integer GEMM is exact on this CPU (else run()
+  /// takes qsl's own int8 kernels).
+  static bool direct();
+  /// The same product from vectors already on their grids (`x_scales`), transposed a chunk at a
+  /// time: the chunk of vectors [v0, v0 + len), len = min(chunk_vectors, rows - v0), is a
+  /// k x len byte matrix at xt + v0 * k (column j: vector v0 + j).
+  void run_transposed(const OrtKernelContext* context, const cpu_weights& w, const float* scales,
+                      const std::int8_t* xt, const float* x_scales, std::int64_t rows,
+                      const float* bias, float* y) const;
+
  private:
   std::int64_t min_rows_ = 0;
   mutable Ort::Op matmul_{nullptr};  // MatMulInteger(A u8, B s8, a_zero_point)

@@ -1,7 +1,9 @@
 #include "quantized_conv.hpp"
 
+#include <algorithm>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernel_support.hpp"
@@ -11,6 +13,8 @@
 #include "qsl/error.hpp"
 #include "qsl/quantized_conv2d.hpp"
 #include "qsl/weight_code.hpp"
+#include "scratch.hpp"
+#include "cpu/thread_pool.hpp"
 
 namespace qsl::ort {
 
@@ -34,11 +38,21 @@ struct quantized_conv_kernel : onnx_conv_attributes {
   std::vector<float> bias;
   activation_quantizer activations;
   decoded_gemm large_batches;
+  // 8-bit activations from int8_min_rows patches per call (float layers), on each group's
+  // int8 row grids.
+  std::unique_ptr<int8_gemm> int8_rows;
+  std::vector<std::vector<float>> int8_scales;
 
   explicit quantized_conv_kernel(const OrtKernelInfo* info);
   OrtStatusPtr ComputeV2(OrtKernelContext* context) const;
   // The 2-D shape of one group for an input of `h` x `w` (a 1-D input is 1 x w).
   conv2d_shape group_shape(std::int64_t h, std::int64_t w) const;
+  // One group's convolution of n images on 8-bit activations from the image: each chunk of
+  // images (conv2d_by_gemm's) of at least int8_min_rows positions has its patches quantized
+  // straight into the integer GEMM's operand, never as floats; smaller chunks take the float
+  // patches and multiply()'s choice, as conv2d_by_gemm would.
+  void convolve_int8(OrtKernelContext* context, const conv2d_shape& s, const float* x,
+                     std::int64_t n, std::int64_t h, std::int64_t w, float* y) const;
 };
 
 quantized_conv_kernel::quantized_conv_kernel(const OrtKernelInfo* info) : large_batches(info) {
@@ -101,10 +115,103 @@ quantized_conv_kernel::quantized_conv_kernel(const OrtKernelInfo* info) : large_
     if (activations.bits >= cpu_byte_tables_min_bits()) add_encoded_layout(packed.back());
   }
   bias = read_bias(node, 4, outputs);
+  if (const std::int64_t rows = read_int8_min_rows(node, patch); rows > 0) {
+    int8_rows = std::make_unique<int8_gemm>(info, rows);
+    for (const cpu_weights& part : packed) int8_scales.push_back(cpu_int8_row_scales(part));
+  }
 }
 
 conv2d_shape quantized_conv_kernel::group_shape(std::int64_t h, std::int64_t w) const {
   return qsl::group_shape(*this, h, w);
+}
+
+void quantized_conv_kernel::convolve_int8(OrtKernelContext* context, const conv2d_shape& s,
+                                          const float* x, std::int64_t n, std::int64_t h,
+                                          std::int64_t w, float* y) const {
+  const std::int64_t oh = s.out_h(h), ow = s.out_w(w), positions = oh * ow;
+  const std::int64_t k = s.patch(), m = s.out_channels, image = s.in_channels * h * w;
+  const cpu_weights& part = packed.front();
+  const float* b = bias.empty() ? nullptr : bias.data();
+  const std::int64_t per_chunk = qsl::detail::conv_images_per_chunk(s, positions, n);
+  auto& pool = qsl::detail::cpu::thread_pool::instance();
+  for (std::int64_t i0 = 0; i0 < n; i0 += per_chunk) {
+    const std::int64_t images = std::min(per_chunk, n - i0), rows = images * positions;
+    if (!int8_rows->takes(rows)) {
+      const qsl::detail::patch_gemm gemm = [&](const float* patches, std::int64_t count,
+                                               float* out) {
+        multiply(context, large_batches, part, activations, patches, count, b, out,
+                 int8_rows.get(), int8_scales.front().data());
+      };
+      qsl::detail::conv2d_by_gemm(s, x + i0 * image, images, h, w, y + i0 * m * positions, gemm,
+                                  what.c_str());
+      continue;
+    }
+    // Stride 1: "extended" positions over the padded image (qsl/quantized_conv2d.hpp), one
+    // contiguous slice per patch value; else the output positions themselves.
+    const bool extended = s.stride_h == 1 && s.stride_w == 1;
+    const std::int64_t per_image = extended ? qsl::detail::conv_extended_positions(s, h, w)
+                                            : positions;
+    const std::int64_t vectors = images * per_image;
+    const std::int64_t hp = h + s.pad_top + s.pad_bottom, wp = w + s.pad_left + s.pad_right;
+    const std::int64_t padded_size = extended ? s.in_channels * hp * wp : 0;
+    qsl::detail::scratch<std::int8_t> xt(static_cast<std::size_t>(vectors * k));
+    std::vector<float> x_scales(static_cast<std::size_t>(vectors)), scales, inverse;
+    qsl::detail::scratch<float> padded(static_cast<std::size_t>(images * padded_size));
+    if (extended) {
+      scales.resize(static_cast<std::size_t>(rows));
+      inverse.resize(static_cast<std::size_t>(vectors));
+    }
+    pool.run(images, [&](std::int64_t i) {
+      const float* xi = x + (i0 + i) * image;
+      if (!extended) {
+        qsl::detail::conv_patch_scales(s, xi, h, w, x_scales.data() + i * positions);
+        return;
+      }
+      qsl::detail::conv_patch_scales(s, xi, h, w, scales.data() + i * positions);
+      qsl::detail::conv_extended_scales(s, h, w, scales.data() + i * positions,
+                                        x_scales.data() + i * per_image,
+                                        inverse.data() + i * per_image);
+      qsl::detail::pad_image(s, xi, h, w, padded.data() + i * padded_size);
+    });
+    // Pieces of at most 128 vectors, each within one image and one chunk of the GEMM's operand.
+    constexpr std::int64_t piece = 128;
+    const std::int64_t chunk = int8_gemm::chunk_vectors;
+    std::vector<std::pair<std::int64_t, std::int64_t>> pieces;  // first vector, count
+    for (std::int64_t v = 0; v < vectors;) {
+      const std::int64_t end =
+          std::min({v + piece, (v / per_image + 1) * per_image, (v / chunk + 1) * chunk});
+      pieces.emplace_back(v, end - v);
+      v = end;
+    }
+    pool.run(static_cast<std::int64_t>(pieces.size()), [&](std::int64_t t) {
+      const auto [v, count] = pieces[static_cast<std::size_t>(t)];
+      const std::int64_t i = v / per_image, v0 = v / chunk * chunk;
+      std::int8_t* q_t = xt.data() + v0 * k + (v - v0);
+      const std::int64_t len = std::min(chunk, vectors - v0);
+      if (extended)
+        qsl::detail::im2col_int8_padded(s, padded.data() + i * padded_size, h, w,
+                                        inverse.data() + i * per_image, v % per_image, count,
+                                        q_t, len);
+      else
+        qsl::detail::im2col_int8_transposed(s, x + (i0 + i) * image, h, w,
+                                            x_scales.data() + i * positions, v % positions,
+                                            count, q_t, len);
+    });
+    qsl::detail::scratch<float> out(static_cast<std::size_t>(vectors * m));
+    int8_rows->run_transposed(context, part, int8_scales.front().data(), xt.data(),
+                              x_scales.data(), vectors, b, out.data());
+    // Each output row's ow results (of wp extended ones) to the image's channels.
+    const std::int64_t row_stride = extended ? wp : ow;
+    constexpr std::int64_t channels_per_task = 64;
+    const std::int64_t channel_tasks = (m + channels_per_task - 1) / channels_per_task;
+    pool.run(images * channel_tasks, [&](std::int64_t t) {
+      const std::int64_t i = t / channel_tasks, c0 = t % channel_tasks * channels_per_task;
+      for (std::int64_t oy = 0; oy < oh; ++oy)
+        qsl::detail::transpose_floats(out.data() + (i * per_image + oy * row_stride) * m + c0, m,
+                                      ow, std::min(channels_per_task, m - c0),
+                                      y + ((i0 + i) * m + c0) * positions + oy * ow, positions);
+    });
+  }
 }
 
 OrtStatusPtr quantized_conv_kernel::ComputeV2(OrtKernelContext* context) const {
@@ -131,13 +238,19 @@ OrtStatusPtr quantized_conv_kernel::ComputeV2(OrtKernelContext* context) const {
     const float* xp = x.GetTensorData<float>();
     float* yp = y.GetTensorMutableData<float>();
     const session_threads threads(context);
+    if (groups == 1 && int8_rows && int8_gemm::direct()) {
+      convolve_int8(context, s, xp, n, h, w, yp);
+      return;
+    }
     const std::int64_t per_group = outputs / groups, cg = channels / groups;
     for (std::int64_t g = 0; g < groups; ++g) {
       const float* b = bias.empty() ? nullptr : bias.data() + g * per_group;
       const cpu_weights& part = packed[static_cast<std::size_t>(g)];
       const qsl::detail::patch_gemm gemm = [&](const float* patches, std::int64_t rows,
                                                float* out) {
-        multiply(context, large_batches, part, activations, patches, rows, b, out);
+        multiply(context, large_batches, part, activations, patches, rows, b, out,
+                 int8_rows.get(),
+                 int8_rows ? int8_scales[static_cast<std::size_t>(g)].data() : nullptr);
       };
       if (groups == 1) {  // every image in one call: the inputs and outputs are contiguous
         qsl::detail::conv2d_by_gemm(s, xp, n, h, w, yp, gemm, what.c_str());

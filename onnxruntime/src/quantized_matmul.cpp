@@ -54,19 +54,9 @@ struct quantized_matmul
 
 namespace {
 
-// int8_min_rows, checked: 0 (absent) or a row count; only float layers take 8-bit products.
 std::int64_t int8_min_rows(const OrtKernelInfo* info) {
   const node_reader node(info, "QuantizedMatMul");
-  const std::int64_t rows = node.int_attribute("int8_min_rows", 0);
-  detail::require(rows >= 0, "int8_min_rows is " + std::to_string(rows) + "; expected >= 0");
-  detail::require(rows == 0 || node.int_attribute("activation_bits", 0) == 0,
-                  "int8_min_rows is " + std::to_string(rows) +
-                      " on a layer that encodes its activations; expected 0");
-  detail::require(rows == 0 || node.int_attribute("in_features") <= cpu_int8_max_cols,
-                  "int8_min_rows is " + std::to_string(rows) + " for " +
-                      std::to_string(node.int_attribute("in_features")) +
-                      " in_features; int32 sums hold at most " + std::to_string(cpu_int8_max_cols));
-  return rows;
+  return read_int8_min_rows(node, node.int_attribute("in_features"));
 }
 
 // small_batch_bits, checked: 0 (absent), or 1..8 with int8_min_rows. The quantizer calls below

@@ -13,6 +13,7 @@
 #include <xmmintrin.h>
 #endif
 
+#include "cpu/int8_grid.hpp"
 #include "cpu/kernels.hpp"
 #include "cpu/thread_pool.hpp"
 #include "qsl/cpu.hpp"
@@ -25,15 +26,8 @@ namespace {
 // Rows decoded per task: a 16-row float block of a 4096-wide layer stays in L2.
 constexpr std::int64_t rows_per_task = 16;
 
-// The grid of values whose largest magnitude is `largest`: scale = largest / 127, values are
-// multiplied by 1 / scale. A grid too fine for float (largest below ~1e-36, where 1 / scale
-// overflows) counts as all zero: scale 0.
-float grid_scale(float largest) {
-  const float scale = largest / 127.0f;
-  return scale > 0.0f && std::isfinite(1.0f / scale) ? scale : 0.0f;
-}
-
-float grid_inverse(float scale) { return scale > 0.0f ? 1.0f / scale : 0.0f; }
+using detail::grid_inverse;
+using detail::grid_scale;
 
 // q = rint(clamp(value * inverse, -127, 127)) (ties to even, the default rounding mode), stored
 // as q (int8) or q + 128 (`Excess`: the unsigned operand of u8 x s8 GEMMs). On x86 16 values

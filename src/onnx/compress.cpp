@@ -107,6 +107,19 @@ void report_subgraph_layers(const pb::GraphProto& g, const std::string& where,
 // decoding only the rows looked up. The others, and tables read elsewhere: the standard decoder,
 // which ONNX Runtime folds into a constant at load (qsl format: with the metadata entry qsl reads
 // the code from), or a DecodeWeights node where the opset has no BitShift.
+// Whether a convolution QuantizedConv can fuse takes 8-bit activations from int8_min_rows
+// patches per call (its patches quantized straight from the image into ORT's integer GEMM)
+// rather than ORT's fp32 Conv on the weight decoded at load: one group (depthwise outputs are
+// a row each), at least 128 outputs and patches of at least 32 inputs. Measured on whole models
+// (docs/benchmarks.md, "Convolutions on 8-bit activations"): magika's 512-output 1-D
+// convolution 1.7x fp32, the CRNN's from 128 outputs on 1.3x at batch 1; the bundled CNN's
+// 64-output one on 14 x 14 images is slower than ORT's fp32 Conv, whose direct kernel needs no
+// patches.
+bool int8_conv(const candidate& c, const detail::fusion_plan& f) {
+  return f.why_not.empty() && f.users.size() == 1 && f.users.front().group == 1 &&
+         c.rows >= 128 && c.cols >= 32;
+}
+
 std::uint64_t rewrite_table_or_decoded(detail::graph_writer& writer, const candidate& c,
                                        const weight_code& code, const constant_ref& ref,
                                        const detail::fusion_plan& f,
@@ -432,7 +445,8 @@ compress_report compress(model& m, const compress_options& o) {
           // MatMul / Gemm layers with 8-bit activations for many rows stay fused at any size
           // (inputs up to cpu_int8_max_cols: their int32 sums cannot overflow).
           const bool int8_rows = o.format == output_format::qsl && o.int8_min_rows > 0 &&
-                                 o.activation_bits == 0 && c.op_type != "Conv" &&
+                                 o.activation_bits == 0 &&
+                                 (c.op_type != "Conv" || int8_conv(c, f)) &&
                                  code.cols <= cpu_int8_max_cols;
           const bool many = !int8_rows && (rows[l] == many_rows || rows[l] >= o.native_min_rows);
           const bool unfusable = o.fuse && !f.why_not.empty();
@@ -469,10 +483,13 @@ compress_report compress(model& m, const compress_options& o) {
                            "; weight decoded at load" +
                            (o.native_int8 ? "; fp32, not int8: " + int8_not : std::string()) + ")";
           } else if (o.format == output_format::qsl && f.why_not.empty() && c.op_type == "Conv") {
-            result.bytes_after =
-                writer.replace_conv(c.weight, c.shape, code, ref.initializer, ref.constant_node,
-                                    f.users.front(), o.activation_bits, quantizers);
+            result.bytes_after = writer.replace_conv(
+                c.weight, c.shape, code, ref.initializer, ref.constant_node, f.users.front(),
+                o.activation_bits, quantizers, int8_rows ? o.int8_min_rows : 0);
             result.runs_as = quantized_conv_op;
+            if (int8_rows)
+              result.runs_as +=
+                  " (8-bit activations from " + std::to_string(o.int8_min_rows) + " rows per call)";
           } else if (o.format == output_format::qsl && f.why_not.empty()) {
             result.bytes_after = writer.replace_fused(
                 c.weight, c.shape, c.layout, code, ref.initializer, ref.constant_node, f.users,

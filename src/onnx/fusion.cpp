@@ -91,6 +91,7 @@ fused_layer plan_conv_fusion(const pb::GraphProto& g, const pb::NodeProto& n,
   if (n.input_size() < 2 || n.input(1) != weight || n.input(0) == weight)
     return no("the weight is not the right operand");
   if (uses(g, weight) != 1) return no("the weight has other users");
+  if (const auto* group = attribute(n, "group"); group != nullptr) f.group = group->i();
   const pb::TensorProto* w = initializer(g, weight);
   if (w != nullptr && w->data_type() != pb::TensorProto::FLOAT)
     return no("a " + type_name(w->data_type()) + " weight (QuantizedConv is float)");

@@ -215,6 +215,17 @@ void read_fused_node(const pb::NodeProto& n,
                       "; this qsl reads 1 (compress the model again with this qsl)");
 }
 
+// int8_min_rows (QuantizedMatMul, QuantizedConv): 0 or absent, never; else 8-bit activations
+// from that many rows per call.
+void read_int8_min_rows(const pb::NodeProto& n, const std::string& what,
+                        compressed_layer& layer) {
+  if (find_attribute(n, "int8_min_rows") == nullptr) return;
+  layer.int8_min_rows = required_int(n, "int8_min_rows", what);
+  if (layer.int8_min_rows < 0)
+    throw model_error(what + ": int8_min_rows is " + std::to_string(layer.int8_min_rows) +
+                      "; expected >= 0 (0: never)");
+}
+
 compressed_layer read_quantized_matmul(const pb::NodeProto& n,
                                        const std::map<std::string, const pb::TensorProto*>& init,
                                        const std::string& what) {
@@ -231,12 +242,7 @@ compressed_layer read_quantized_matmul(const pb::NodeProto& n,
         }
       });
   read_fused_node(n, init, what, layer.code.rows, layer);
-  if (find_attribute(n, "int8_min_rows") != nullptr) {
-    layer.int8_min_rows = required_int(n, "int8_min_rows", what);
-    if (layer.int8_min_rows < 0)
-      throw model_error(what + ": int8_min_rows is " + std::to_string(layer.int8_min_rows) +
-                        "; expected >= 0 (0: never)");
-  }
+  read_int8_min_rows(n, what, layer);
   if (find_attribute(n, "small_batch_bits") != nullptr) {
     const std::int64_t bits = required_int(n, "small_batch_bits", what);
     if (bits < 0 || bits > 8 || (bits > 0 && layer.int8_min_rows == 0))
@@ -295,6 +301,7 @@ compressed_layer read_quantized_conv(const pb::NodeProto& n,
     read_layout(sized, c.rows, c.cols, what, layer);
   });
   read_fused_node(n, init, what, layer.code.rows, layer);
+  read_int8_min_rows(n, what, layer);
   return layer;
 }
 

@@ -331,7 +331,8 @@ std::uint64_t graph_writer::replace_conv(const std::string& weight,
                                          const weight_code& code, int initializer,
                                          int constant_node, const fused_layer& f,
                                          int activation_bits,
-                                         const std::vector<activation_quantizer>& activations) {
+                                         const std::vector<activation_quantizer>& activations,
+                                         std::int64_t int8_min_rows) {
   pb::GraphProto& g = *model_.mutable_graph();
   remove_constant(weight, initializer, constant_node);  // may move nodes: find ours after it
   pb::NodeProto* n = g.mutable_node(node_producing(g, f.output));
@@ -360,6 +361,8 @@ std::uint64_t graph_writer::replace_conv(const std::string& weight,
   for (std::size_t d = 2; d < shape.size(); ++d) kernel->add_ints(shape[d]);
   add_fused_attributes(fused, weight, shape, weight_layout::as_is, code, activation_bits,
                        activations);
+  if (int8_min_rows > 0 && activation_bits == 0)
+    add_int_attribute(fused, "int8_min_rows", int8_min_rows);
   *n = std::move(fused);
   return t.bytes;
 }

@@ -44,6 +44,7 @@ struct fused_layer {
   /// X's last two dimensions (x_rank of them; compress fills it from shape inference).
   bool weight_left = false;
   int x_rank = 0;
+  std::int64_t group = 1;           ///< a Conv's group attribute
   std::string why_not;              ///< non-empty: the layer is not fused, and why
 };
 
@@ -119,7 +120,8 @@ class graph_writer {
   std::uint64_t replace_conv(const std::string& weight, const std::vector<std::int64_t>& shape,
                              const weight_code& code, int initializer, int constant_node,
                              const fused_layer& f, int activation_bits,
-                             const std::vector<activation_quantizer>& activations = {});
+                             const std::vector<activation_quantizer>& activations = {},
+                             std::int64_t int8_min_rows = 0);
   /// Removes the constant table `weight` ([rows, cols] floats) and turns the Gather node
   /// producing `output` (along axis 0) into a QuantizedGather of `code`: only the gathered
   /// rows are decoded, per call (docs/onnxruntime.md).

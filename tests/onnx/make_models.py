@@ -17,7 +17,8 @@ weight that three nodes read (an unrolled recurrence), for fusion; OUTDIR/left_w
 depthwise, grouped, SAME_LOWER and 1-D convolutions on two inputs, for calibration's patches;
 OUTDIR/weight_kinds.onnx (+ _input.npz): token ids through embedding tables (Gather on int64
 and int32 ids, one table also read by the output Gemm: tied), a bidirectional LSTM and a GRU;
-OUTDIR/half_weight.onnx: a FLOAT16 weight cast to float before its MatMul.
+OUTDIR/half_weight.onnx: a FLOAT16 weight cast to float before its MatMul; OUTDIR/wide_conv.onnx:
+two 128-output convolutions (8-bit activations from the image).
 """
 import os
 import sys
@@ -231,6 +232,25 @@ def convolutions_model(rng):
                              ir_version=IR_VERSION)
 
 
+def wide_conv_model(rng):
+    """Convolutions wide enough for 8-bit activations (qsl-compress: one group, >= 128 outputs):
+    x [N, 8, 9, 9] -> Conv 128 x 8 x 3 x 3 (pads 1) -> Relu -> Conv 128 x 128 x 3 x 3 (stride 2,
+    bias) -> y [N, 128, 4, 4]."""
+    f = np.float32
+    inits = [numpy_helper.from_array((rng.standard_normal((128, 8, 3, 3)) * 0.2).astype(f), "w1"),
+             numpy_helper.from_array((rng.standard_normal((128, 128, 3, 3)) * 0.05).astype(f), "w2"),
+             numpy_helper.from_array((rng.standard_normal(128) * 0.1).astype(f), "b2")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="wide1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["y"], name="wide2", strides=[2, 2])]
+    g = helper.make_graph(nodes, "wide_conv",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 9, 9])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 128, 4, 4])],
+                          inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
+                             ir_version=IR_VERSION)
+
+
 def half_weight_model(rng):
     """x [N, 16] -> MatMul(x, Cast(w16 [16, 8] FLOAT16)) -> y: a weight stored in half."""
     w = (rng.standard_normal((16, 8)) * 0.3).astype(np.float16)
@@ -322,6 +342,7 @@ def main(out):
     np.save(os.path.join(out, "gemm_variants_input.npy"),
             np.random.default_rng(12).standard_normal((5, 64)).astype(np.float32))
     onnx.save(half_weight_model(np.random.default_rng(19)), os.path.join(out, "half_weight.onnx"))
+    onnx.save(wide_conv_model(np.random.default_rng(21)), os.path.join(out, "wide_conv.onnx"))
     onnx.save(old_opset_model(np.random.default_rng(9)), os.path.join(out, "old_opset.onnx"))
     onnx.save(pad_opset10_model(np.random.default_rng(10)), os.path.join(out, "pad_opset10.onnx"))
     np.save(os.path.join(out, "layers_input.npy"),

@@ -19,8 +19,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from report import check, failures  # noqa: E402
-from check_quantized_matmul import (U, dense, encode, expect_error, pack,  # noqa: E402
-                                    random_code, session)
+from check_quantized_matmul import (U, dense, encode, expect_error, model,  # noqa: E402
+                                    pack, random_code, session)
 
 
 
@@ -138,6 +138,43 @@ def run_case(library, rng, dims, c, m, groups, kernel, strides, dilations, pads,
           f"{label}: error {error.max():.3g} over the bound {bound.reshape(-1)[np.argmax(error)]:.3g}")
 
 
+def run_int8_case(library, rng, dims, c, m, kernel, strides, dilations, pads, batch, bits,
+                  ternary, group_size, with_bias, threads, nan_at=None):
+    """int8_min_rows: the patches quantized straight from the image (over the padded image at
+    stride 1) give QuantizedMatMul's 8-bit results on numpy's im2col patches of the same code,
+    bit for bit; a NaN inside a patch is an error naming the pixel."""
+    patch = c * int(np.prod(kernel))
+    signs, masks, alpha, g = random_code(rng, m, patch, bits, ternary, group_size)
+    bias = rng.standard_normal(m).astype(np.float32) if with_bias else None
+    sizes = [int(rng.integers(max(1, k * dl - 1), k * dl + 12)) for k, dl in zip(kernel, dilations)]
+    x = rng.standard_normal([batch, c] + sizes).astype(np.float32)
+    x[x < -1.5] = 0  # exact zeros too
+    attrs = dict(strides=strides, dilations=dilations, pads=pads, group_size=group_size,
+                 int8_min_rows=1)
+    label = (f"8-bit {dims}-D C={c} M={m} k={kernel} s={strides} d={dilations} pads={pads} "
+             f"x={list(x.shape)} bits={bits} {'ternary' if ternary else 'binary'} "
+             f"g={group_size} bias={with_bias} threads={threads}")
+    begin, end = pads[:dims], pads[dims:]
+    cols, outs = patches_of(x, kernel, strides, dilations, begin, end, 1)
+    conv = session(library, conv_model(c, m, kernel, 1, signs, masks, alpha, bias,
+                                       [batch, c] + sizes, attrs), threads)
+    if nan_at is not None:
+        x[nan_at] = np.nan
+        expect_error(library, conv_model(c, m, kernel, 1, signs, masks, alpha, bias,
+                                         [batch, c] + sizes, attrs),
+                     ["qconv", "x has nan at channel %d" % nan_at[1]], {"x": x})
+        return
+    y = conv.run(None, {"x": x})[0]
+    positions = int(np.prod(outs))
+    mm = session(library, model(m, patch, bits, ternary, group_size, signs, masks, alpha, bias,
+                                ["N", patch], attrs={"int8_min_rows": 1}))
+    rows = mm.run(None, {"x": np.ascontiguousarray(cols[:, 0].reshape(-1, patch))})[0]
+    want = rows.reshape(batch, positions, m).transpose(0, 2, 1).reshape(batch, m, *outs)
+    check(y.shape == want.shape and np.array_equal(y, want),
+          f"{label}: differs from QuantizedMatMul's 8-bit product of the patches by "
+          f"{np.abs(y - want).max() if y.shape == want.shape else y.shape}")
+
+
 def main(library):
     rng = np.random.default_rng(16)
     modes = ["NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"]
@@ -171,7 +208,23 @@ def main(library):
              False, 0, True, 1, {"activation_bits": 4})
     run_case(library, rng, 1, 6, 12, 2, [5], [1], [2], [2, 2], "NOTSET", 3, 3, True, 0, False,
              2, {"activation_bits": 3, "activation_step": 0.05, "activation_minimum": -2.0})
-    print(f"{cases + 4} cases")
+    # 8-bit activations (int8_min_rows): stride 1 (the padded image) and strided, 1-D and 2-D,
+    # dilated, 1 and 2 threads, more positions than one chunk of the integer GEMM (256).
+    for dims, c, m, kernel, strides, dilations, pads, batch in (
+            (2, 8, 32, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 2),
+            (2, 5, 20, [3, 2], [2, 1], [1, 2], [0, 1, 2, 0], 3),
+            (2, 3, 17, [1, 1], [1, 1], [1, 1], [0, 0, 0, 0], 1),
+            (1, 16, 48, [5], [1], [1], [2, 2], 2),
+            (1, 6, 33, [3], [2], [3], [1, 0], 3),
+            (2, 4, 64, [5, 1], [1, 1], [1, 1], [2, 0, 2, 0], 1)):
+        for threads in (1, 2):
+            run_int8_case(library, rng, dims, c, m, kernel, strides, dilations, pads, batch,
+                          int(rng.integers(1, 4)), bool(rng.integers(0, 2)),
+                          int(rng.choice([0, 32])) if c * int(np.prod(kernel)) > 32 else 0,
+                          bool(rng.integers(0, 2)), threads)
+    run_int8_case(library, rng, 2, 4, 16, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 2, 2, False, 0,
+                  True, 1, nan_at=(1, 3, 2, 4))
+    print(f"{cases + 4 + 13} cases")
 
     print("bad input:")
     signs, masks, alpha, g = random_code(rng, 4, 2 * 9, 2, False, 0)
