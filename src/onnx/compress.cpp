@@ -109,15 +109,18 @@ void report_subgraph_layers(const pb::GraphProto& g, const std::string& where,
 // the code from), or a DecodeWeights node where the opset has no BitShift.
 // Whether a convolution QuantizedConv can fuse takes 8-bit activations from int8_min_rows
 // patches per call (its patches quantized straight from the image into ORT's integer GEMM)
-// rather than ORT's fp32 Conv on the weight decoded at load: one group (depthwise outputs are
-// a row each), at least 128 outputs and patches of at least 32 inputs. Measured on whole models
-// (docs/benchmarks.md, "Convolutions on 8-bit activations"): magika's 512-output 1-D
-// convolution 1.7x fp32, the CRNN's from 128 outputs on 1.3x at batch 1; the bundled CNN's
-// 64-output one on 14 x 14 images is slower than ORT's fp32 Conv, whose direct kernel needs no
-// patches.
+// rather than ORT's fp32 Conv on the weight decoded at load: one group, at least 128 outputs,
+// patches of at least 32 values, and a kernel along one axis (a 1-D convolution, or k x 1 /
+// 1 x k with k > 1), where ORT's fp32 Conv has no direct 2-D kernel to run. Measured on whole
+// models (docs/benchmarks.md, "Convolutions on 8-bit activations"): magika's 512-output 5 x 1
+// convolution 1.7x faster than ORT's; the CRNN's 3 x 3 and 1 x 1 ones slower at batch 32,
+// where ORT's direct kernel needs no patches and fuses the residual Add and Relu.
 bool int8_conv(const candidate& c, const detail::fusion_plan& f) {
-  return f.why_not.empty() && f.users.size() == 1 && f.users.front().group == 1 &&
-         c.rows >= 128 && c.cols >= 32;
+  if (!f.why_not.empty() || f.users.size() != 1 || f.users.front().group != 1 || c.rows < 128 ||
+      c.cols < 32)
+    return false;
+  if (c.shape.size() == 3) return true;  // [M, C, k]
+  return c.shape.size() == 4 && (c.shape[2] == 1) != (c.shape[3] == 1);
 }
 
 std::uint64_t rewrite_table_or_decoded(detail::graph_writer& writer, const candidate& c,

@@ -18,7 +18,7 @@ depthwise, grouped, SAME_LOWER and 1-D convolutions on two inputs, for calibrati
 OUTDIR/weight_kinds.onnx (+ _input.npz): token ids through embedding tables (Gather on int64
 and int32 ids, one table also read by the output Gemm: tied), a bidirectional LSTM and a GRU;
 OUTDIR/half_weight.onnx: a FLOAT16 weight cast to float before its MatMul; OUTDIR/wide_conv.onnx:
-two 128-output convolutions (8-bit activations from the image).
+two 128-output convolutions along one axis (8-bit activations from the image).
 """
 import os
 import sys
@@ -233,19 +233,19 @@ def convolutions_model(rng):
 
 
 def wide_conv_model(rng):
-    """Convolutions wide enough for 8-bit activations (qsl-compress: one group, >= 128 outputs):
-    x [N, 8, 9, 9] -> Conv 128 x 8 x 3 x 3 (pads 1) -> Relu -> Conv 128 x 128 x 3 x 3 (stride 2,
-    bias) -> y [N, 128, 4, 4]."""
+    """Convolutions qsl-compress gives 8-bit activations (one group, >= 128 outputs, a kernel
+    along one axis): x [N, 16, 9, 9] -> Conv 128 x 16 x 3 x 1 (pads 1 above and below) -> Relu ->
+    Conv 128 x 128 x 1 x 3 (stride 2, bias) -> y [N, 128, 5, 4]."""
     f = np.float32
-    inits = [numpy_helper.from_array((rng.standard_normal((128, 8, 3, 3)) * 0.2).astype(f), "w1"),
-             numpy_helper.from_array((rng.standard_normal((128, 128, 3, 3)) * 0.05).astype(f), "w2"),
+    inits = [numpy_helper.from_array((rng.standard_normal((128, 16, 3, 1)) * 0.2).astype(f), "w1"),
+             numpy_helper.from_array((rng.standard_normal((128, 128, 1, 3)) * 0.05).astype(f), "w2"),
              numpy_helper.from_array((rng.standard_normal(128) * 0.1).astype(f), "b2")]
-    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="wide1", pads=[1, 1, 1, 1]),
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="wide1", pads=[1, 0, 1, 0]),
              helper.make_node("Relu", ["c1"], ["r1"]),
              helper.make_node("Conv", ["r1", "w2", "b2"], ["y"], name="wide2", strides=[2, 2])]
     g = helper.make_graph(nodes, "wide_conv",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 9, 9])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 128, 4, 4])],
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16, 9, 9])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 128, 5, 4])],
                           inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
                              ir_version=IR_VERSION)

@@ -164,10 +164,10 @@ def main(library, compress_tool, run_tool, models, bundled, work):
           f"matmul_add: fc1 is not one QuantizedMatMul with the bias folded in: {fc1}")
     check(not any(n.op_type == "Add" for n in folded.node),
           "matmul_add: an Add is left after the fused fc1")
-    # Convolutions of 128 outputs take 8-bit activations quantized straight from the image (over
-    # the padded image at stride 1, by output positions at stride 2): ORT runs what qsl-run runs
-    # on the float patches, and 1 and 2 threads give the same bits.
-    xw = np.random.default_rng(22).standard_normal((3, 8, 9, 9)).astype(np.float32)
+    # Convolutions of 128 outputs along one axis take 8-bit activations quantized straight from
+    # the image (over the padded image at stride 1, by output positions at stride 2): ORT runs
+    # what qsl-run runs on the float patches, and 1 and 2 threads give the same bits.
+    xw = np.random.default_rng(22).standard_normal((3, 16, 9, 9)).astype(np.float32)
     case(library, compress_tool, run_tool, "wide_conv", os.path.join(models, "wide_conv.onnx"),
          xw, ["--bits", "2", "--group", "64", "--int8-rows", "16"], work, [],
          standard_format=False, convs_expected=["wide1", "wide2"])
