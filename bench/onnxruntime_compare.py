@@ -5,6 +5,7 @@ same run (issue 15's numbers):
     python3 bench/onnxruntime_compare.py LIBQSL_ONNXRUNTIME QSL_COMPRESS WORK_DIR \\
         [--models mlp,encoder,bundled] [--rounds 3] [--iterations 20] [--default-only]
     python3 bench/onnxruntime_compare.py LIBQSL_ONNXRUNTIME QSL_COMPRESS WORK_DIR --shapes
+    python3 bench/onnxruntime_compare.py LIBQSL_ONNXRUNTIME QSL_COMPRESS WORK_DIR --conv-shapes
     python3 bench/onnxruntime_compare.py LIBQSL_ONNXRUNTIME QSL_COMPRESS WORK_DIR --conv
     python3 bench/onnxruntime_compare.py LIBQSL_ONNXRUNTIME QSL_COMPRESS WORK_DIR --memory \\
         --models encoder,vit   # after a full run made the files
@@ -357,6 +358,57 @@ def convolution(a):
         print(f"| {k} | " + " | ".join(cells) + " |")
 
 
+# One Conv layer (C, M, kernel, input size, pads) for --conv-shapes: 1-D ones (qsl-compress's
+# 8-bit QuantizedConv), a magika-like 5 x 1 one, and 2-D 3 x 3 / 1 x 1 ones (ORT's Conv).
+CONV_SHAPES = [(128, 256, [3], [1000], [1, 1]), (256, 256, [5], [300], [2, 2]),
+               (256, 512, [5, 1], [512, 1], [0, 0, 0, 0]),
+               (64, 128, [3, 3], [30, 80], [1, 1, 1, 1]), (256, 128, [1, 1], [15, 40], [0, 0, 0, 0])]
+
+
+def conv_shapes(a):
+    """One convolution per shape at 2 bits: ORT fp32, qsl-compress's default (QuantizedConv on
+    8-bit activations for 1-D / k x 1 convolutions of >= 128 outputs, else ORT's Conv on the
+    weight decoded at load) and --int8-rows 0 (ORT's Conv for every one); one thread,
+    interleaved, batches 1 and 8."""
+    print("| convolution | input | batch | ORT fp32 | qsl default | qsl, ORT's Conv (--int8-rows 0) |")
+    print("|---|---|---|---|---|---|")
+    rng = np.random.default_rng(5)
+    for c, m, kernel, size, pads in CONV_SHAPES:
+        name = f"conv_{c}x{m}_{'x'.join(map(str, kernel))}"
+        fp32 = os.path.join(a.work, name + ".onnx")
+        w = (rng.standard_normal([m, c] + kernel) * 0.05).astype(np.float32)
+        g = helper.make_graph(
+            [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=pads)], "conv",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c] + size)],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            [numpy_helper.from_array(w, "w")])
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+        model = onnx.shape_inference.infer_shapes(model)
+        onnx.save(model, fp32)
+        files = {"fp32": (fp32, None)}
+        for label, extra in (("default", []), ("native", ["--int8-rows", "0"])):
+            path = fp32.replace(".onnx", f".{label}.onnx")
+            subprocess.run([a.qsl_compress, fp32, "-o", path, "--bits", "2", "-q", "--force"] +
+                           extra, check=True, stdout=subprocess.DEVNULL)
+            files[label] = (path, a.library)
+        sessions = {k: session(p, lib, 1) for k, (p, lib) in files.items()}
+        for batch in (1, 8):
+            x = {"x": rng.standard_normal([batch, c] + size).astype(np.float32)}
+            times = {k: [] for k in files}
+            for s in sessions.values():
+                s.run(None, x)
+            for _ in range(a.rounds):
+                for k, s in sessions.items():
+                    for _ in range(a.iterations):
+                        t0 = time.perf_counter()
+                        s.run(None, x)
+                        times[k].append(time.perf_counter() - t0)
+            ms = {k: 1000 * float(np.median(t)) for k, t in times.items()}
+            cells = [f"{ms[k]:.3f} ({ms['fp32'] / ms[k]:.2f}x)" for k in ("default", "native")]
+            print(f"| {m} x {c} x {'x'.join(map(str, kernel))} | {'x'.join(map(str, size))} | "
+                  f"{batch} | {ms['fp32']:.3f} | " + " | ".join(cells) + " |", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("library")
@@ -373,9 +425,14 @@ def main():
                     help="only resident memory after creation, its peak and after malloc_trim")
     ap.add_argument("--conv", action="store_true",
                     help="only the bundled CNN's convolution: QuantizedConv vs ORT's Conv")
+    ap.add_argument("--conv-shapes", action="store_true",
+                    help="only single convolutions: 1-D and 2-D, qsl's default beside ORT's Conv")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     ort.set_default_logger_severity(3)
+    if a.conv_shapes:
+        conv_shapes(a)
+        return
     if a.shapes:
         shapes(a)
         return
