@@ -100,8 +100,9 @@ void im2col(const conv2d_shape& s, const float* x, std::int64_t h, std::int64_t 
             std::int64_t first_row, std::int64_t last_row, float* patches) {
   const std::int64_t oh = s.out_h(h), ow = s.out_w(w), kh = s.kernel_h, kw = s.kernel_w;
   detail::require(0 <= first_row && first_row <= last_row && last_row <= oh,
-                  "im2col: output rows [" + std::to_string(first_row) + ", " + std::to_string(last_row) +
-                      ") are not within the " + std::to_string(oh) + " rows of the output");
+                  "im2col: output rows [" + std::to_string(first_row) + ", " +
+                      std::to_string(last_row) + ") are not within the " + std::to_string(oh) +
+                      " rows of the output");
   // For every output column, the kernel columns [first, last) that land inside the image: the
   // inner loop then copies without a bounds test per value.
   std::vector<std::int64_t> first(static_cast<std::size_t>(ow)), last(first.size());
@@ -187,8 +188,8 @@ namespace detail {
 
 // A value at a time, reading down a column of rows M floats apart (a power of two, so 16 such
 // rows share two L1 sets), this was a tenth of a 1-D convolution's time (magika's).
-void transpose_floats(const float* in, std::int64_t in_stride, std::int64_t rows,
-                      std::int64_t cols, float* out, std::int64_t out_stride) {
+void transpose_floats(const float* in, std::int64_t in_stride, std::int64_t rows, std::int64_t cols,
+                      float* out, std::int64_t out_stride) {
   std::int64_t r = 0;
 #if defined(__SSE2__)
   for (; r + 4 <= rows; r += 4) {
@@ -205,17 +206,18 @@ void transpose_floats(const float* in, std::int64_t in_stride, std::int64_t rows
       _mm_storeu_ps(out + (c + 3) * out_stride + r, e);
     }
     for (; c < cols; ++c)
-      for (std::int64_t k = 0; k < 4; ++k) out[c * out_stride + r + k] = in[(r + k) * in_stride + c];
+      for (std::int64_t k = 0; k < 4; ++k)
+        out[c * out_stride + r + k] = in[(r + k) * in_stride + c];
   }
 #endif
   for (; r < rows; ++r)
     for (std::int64_t c = 0; c < cols; ++c) out[c * out_stride + r] = in[r * in_stride + c];
 }
 
-std::int64_t conv_images_per_chunk(const conv2d_shape& s, std::int64_t positions,
-                                   std::int64_t n) {
-  return std::clamp<std::int64_t>(chunk_patch_floats / std::max<std::int64_t>(1, positions * s.patch()),
-                                  1, std::max<std::int64_t>(n, 1));
+std::int64_t conv_images_per_chunk(const conv2d_shape& s, std::int64_t positions, std::int64_t n) {
+  return std::clamp<std::int64_t>(
+      chunk_patch_floats / std::max<std::int64_t>(1, positions * s.patch()), 1,
+      std::max<std::int64_t>(n, 1));
 }
 
 void conv2d_by_gemm(const conv2d_shape& s, const float* x, std::int64_t n, std::int64_t h,

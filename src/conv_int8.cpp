@@ -100,9 +100,9 @@ void conv_patch_scales(const conv2d_shape& s, const float* x, std::int64_t h, st
     }
 }
 
-void im2col_int8_transposed(const conv2d_shape& s, const float* x, std::int64_t h,
-                            std::int64_t w, const float* scales, std::int64_t first,
-                            std::int64_t count, std::int8_t* q_t, std::int64_t q_stride) {
+void im2col_int8_transposed(const conv2d_shape& s, const float* x, std::int64_t h, std::int64_t w,
+                            const float* scales, std::int64_t first, std::int64_t count,
+                            std::int8_t* q_t, std::int64_t q_stride) {
   const std::int64_t oh = s.out_h(h), ow = s.out_w(w);
   require(first >= 0 && count >= 0 && first + count <= oh * ow && q_stride >= count,
           "im2col_int8_transposed: positions [" + std::to_string(first) + ", " +
@@ -177,9 +177,9 @@ void pad_image(const conv2d_shape& s, const float* x, std::int64_t h, std::int64
                 padded + (c * hp + iy + s.pad_top) * wp + s.pad_left);
 }
 
-void im2col_int8_padded(const conv2d_shape& s, const float* padded, std::int64_t h,
-                        std::int64_t w, const float* inverse, std::int64_t first,
-                        std::int64_t count, std::int8_t* q_t, std::int64_t q_stride) {
+void im2col_int8_padded(const conv2d_shape& s, const float* padded, std::int64_t h, std::int64_t w,
+                        const float* inverse, std::int64_t first, std::int64_t count,
+                        std::int8_t* q_t, std::int64_t q_stride) {
   require(s.stride_h == 1 && s.stride_w == 1 && first >= 0 && count >= 0 &&
               first + count <= conv_extended_positions(s, h, w) && q_stride >= count,
           "im2col_int8_padded: positions [" + std::to_string(first) + ", " +

@@ -210,9 +210,11 @@ TEST(QuantizedConv2d, Im2colOfColumnsMatchesTheDefinition) {
           for (std::int64_t c = 0; c < 3; ++c)
             for (std::int64_t ky = 0; ky < 5; ++ky) {
               const std::int64_t iy = oy * stride - pad + ky * dilation;
-              const float expected = iy >= 0 && iy < h ? x[static_cast<std::size_t>(c * h + iy)] : 0.0f;
+              const float expected =
+                  iy >= 0 && iy < h ? x[static_cast<std::size_t>(c * h + iy)] : 0.0f;
               const auto at = static_cast<std::size_t>(oy * s.patch() + c * 5 + ky);
-              ASSERT_EQ(whole[at], expected) << stride << " " << dilation << " " << pad << " at " << oy;
+              ASSERT_EQ(whole[at], expected)
+                  << stride << " " << dilation << " " << pad << " at " << oy;
               ASSERT_EQ(parts[at], expected) << "by ranges, at " << oy;
             }
       }
@@ -287,9 +289,9 @@ struct int8_case {
 // pad, in pieces of any size.
 TEST(QuantizedConv2d, Int8PatchesAreTheQuantizedIm2colPatches) {
   const int8_case cases[] = {
-      {3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 7, 9},   {2, 5, 1, 1, 1, 1, 1, 2, 0, 2, 0, 11, 1},
-      {4, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 9, 8},   {3, 2, 3, 2, 1, 2, 2, 0, 1, 2, 1, 10, 11},
-      {1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 5, 5},   {5, 3, 3, 1, 1, 2, 2, 2, 2, 2, 2, 8, 8},
+      {3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 7, 9},  {2, 5, 1, 1, 1, 1, 1, 2, 0, 2, 0, 11, 1},
+      {4, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 9, 8},  {3, 2, 3, 2, 1, 2, 2, 0, 1, 2, 1, 10, 11},
+      {1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 5, 5},  {5, 3, 3, 1, 1, 2, 2, 2, 2, 2, 2, 8, 8},
       {2, 3, 2, 1, 1, 1, 3, 0, 3, 1, 0, 6, 13}, {17, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 16, 17}};
   std::mt19937 rng(5);
   for (const int8_case& c : cases)
@@ -337,26 +339,28 @@ TEST(QuantizedConv2d, Int8PatchesAreTheQuantizedIm2colPatches) {
       if (s.stride_h != 1 || s.stride_w != 1) {
         std::vector<float> padded(1), inverse(1);
         EXPECT_THAT(qsl::test::error_of([&] {
-                      qsl::detail::im2col_int8_padded(s, padded.data(), h, w, inverse.data(), 0,
-                                                      1, q_t.data(), 1);
+                      qsl::detail::im2col_int8_padded(s, padded.data(), h, w, inverse.data(), 0, 1,
+                                                      q_t.data(), 1);
                     }),
-                    testing::HasSubstr("im2col_int8_padded")) << what;
+                    testing::HasSubstr("im2col_int8_padded"))
+            << what;
         continue;
       }
       // Over the padded image: the outputs' bytes and scales at their extended positions.
       const std::int64_t wp = w + s.pad_left + s.pad_right;
       const std::int64_t extended = qsl::detail::conv_extended_positions(s, h, w);
       ASSERT_EQ(extended, (oh - 1) * wp + ow) << what;
-      std::vector<float> padded(static_cast<std::size_t>(c.channels * (h + s.pad_top + s.pad_bottom) * wp));
+      std::vector<float> padded(
+          static_cast<std::size_t>(c.channels * (h + s.pad_top + s.pad_bottom) * wp));
       qsl::detail::pad_image(s, x.data(), h, w, padded.data());
       std::vector<float> e_scales(static_cast<std::size_t>(extended)), inverse(e_scales.size());
       qsl::detail::conv_extended_scales(s, h, w, direct.data(), e_scales.data(), inverse.data());
       std::vector<std::int8_t> e_t(static_cast<std::size_t>(k * extended));
       const std::int64_t half = extended / 2;
-      qsl::detail::im2col_int8_padded(s, padded.data(), h, w, inverse.data(), 0, half,
-                                      e_t.data(), extended);
-      qsl::detail::im2col_int8_padded(s, padded.data(), h, w, inverse.data(), half,
-                                      extended - half, e_t.data() + half, extended);
+      qsl::detail::im2col_int8_padded(s, padded.data(), h, w, inverse.data(), 0, half, e_t.data(),
+                                      extended);
+      qsl::detail::im2col_int8_padded(s, padded.data(), h, w, inverse.data(), half, extended - half,
+                                      e_t.data() + half, extended);
       for (std::int64_t e = 0; e < extended; ++e) {
         const std::int64_t oy = e / wp, ox = e % wp;
         if (ox >= ow) {
@@ -364,7 +368,8 @@ TEST(QuantizedConv2d, Int8PatchesAreTheQuantizedIm2colPatches) {
           continue;
         }
         const std::int64_t j = oy * ow + ox;
-        ASSERT_EQ(e_scales[static_cast<std::size_t>(e)], scales[static_cast<std::size_t>(j)]) << what;
+        ASSERT_EQ(e_scales[static_cast<std::size_t>(e)], scales[static_cast<std::size_t>(j)])
+            << what;
         for (std::int64_t p = 0; p < k; ++p)
           ASSERT_EQ(e_t[static_cast<std::size_t>(p * extended + e)],
                     q[static_cast<std::size_t>(j * k + p)])
@@ -385,6 +390,7 @@ TEST(QuantizedConv2d, Int8PatchScalesRefuseNonFiniteInputsThePatchesRead) {
   x[25 + 1 * 5 + 1] = std::numeric_limits<float>::quiet_NaN();  // channel 1, (1, 1): skipped
   EXPECT_NO_THROW(qsl::detail::conv_patch_scales(s, x.data(), 5, 5, scales.data()));
   x[25 + 2 * 5 + 4] = std::numeric_limits<float>::infinity();  // channel 1, (2, 4): read
-  EXPECT_THAT(qsl::test::error_of([&] { qsl::detail::conv_patch_scales(s, x.data(), 5, 5, scales.data()); }),
+  EXPECT_THAT(qsl::test::error_of(
+                  [&] { qsl::detail::conv_patch_scales(s, x.data(), 5, 5, scales.data()); }),
               testing::HasSubstr("x has inf at channel 1, row 2, col 4"));
 }

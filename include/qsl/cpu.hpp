@@ -231,9 +231,9 @@ QSL_API void quantize_vectors_int8_transposed(const float* x, std::int64_t batch
 
 /// The same into columns of a wider matrix: vector v's value c at q_t[c * q_stride + v]
 /// (q_stride >= batch), so that tasks can fill the column blocks of one operand.
-QSL_API void quantize_vectors_int8_transposed(const float* x, std::int64_t batch,
-                                              std::int64_t cols, std::int8_t* q_t,
-                                              std::int64_t q_stride, float* scales);
+QSL_API void quantize_vectors_int8_transposed(const float* x, std::int64_t batch, std::int64_t cols,
+                                              std::int8_t* q_t, std::int64_t q_stride,
+                                              float* scales);
 
 /// The float step: y[v * y_stride + n0 + i] = (float(sums[v * v_stride + i * n_stride]) *
 /// x_scales[v]) * w_scales[n0 + i] + bias[n0 + i] (no bias term when bias is null) for v < batch,

@@ -98,8 +98,7 @@ QSL_API void conv_patch_scales(const conv2d_shape& s, const float* x, std::int64
 /// quantize_vectors_int8 gives the im2col patches.
 QSL_API void im2col_int8_transposed(const conv2d_shape& s, const float* x, std::int64_t h,
                                     std::int64_t w, const float* scales, std::int64_t first,
-                                    std::int64_t count, std::int8_t* q_t,
-                                    std::int64_t q_stride);
+                                    std::int64_t count, std::int8_t* q_t, std::int64_t q_stride);
 
 /// Stride-1 convolutions without per-value bounds: over the zero-padded image (C x Hp x Wp), the
 /// "extended" position e = oy Wp + ox (ox < Wp, e < conv_extended_positions) reads patch value
@@ -107,8 +106,7 @@ QSL_API void im2col_int8_transposed(const conv2d_shape& s, const float* x, std::
 /// positions is one contiguous slice. Positions with ox >= OW are not outputs (their products
 /// are computed and dropped); the others are im2col's. (OH - 1) Wp + OW of them, 0 when the
 /// kernel does not fit.
-QSL_API std::int64_t conv_extended_positions(const conv2d_shape& s, std::int64_t h,
-                                             std::int64_t w);
+QSL_API std::int64_t conv_extended_positions(const conv2d_shape& s, std::int64_t h, std::int64_t w);
 /// The grid scales of the extended positions (conv_patch_scales' `scales` at the outputs, 0
 /// elsewhere) and their inverses (0 for 0).
 QSL_API void conv_extended_scales(const conv2d_shape& s, std::int64_t h, std::int64_t w,

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "qsl/error.hpp"
+#include "cpu/int8_grid.hpp"
 #include "cpu/thread_pool.hpp"
 #include "scratch.hpp"
 
@@ -138,10 +139,10 @@ void int8_gemm::run(const OrtKernelContext* context, const cpu_weights& w, const
   // product's rows are the layer's (A, a decoded block) and MLAS packs only the small operand.
   qsl::detail::scratch<std::int8_t> xt(static_cast<std::size_t>(rows * k));
   std::vector<float> x_scales(static_cast<std::size_t>(rows));
-  // 16 vectors per task (a chunk's columns), and below the float step in blocks of the layer's
+  // Tasks of vectors (a chunk's columns), and below the float step in blocks of the layer's
   // rows, so that a second thread shares these steps too, not only MLAS's.
   auto& pool = qsl::detail::cpu::thread_pool::instance();
-  constexpr std::int64_t vectors_per_task = 16;
+  const std::int64_t vectors_per_task = qsl::detail::int8_vectors_per_task(k);
   pool.run((rows + vectors_per_task - 1) / vectors_per_task, [&](std::int64_t t) {
     const std::int64_t v = t * vectors_per_task;
     const std::int64_t v0 = v / chunk_vectors * chunk_vectors;
@@ -155,12 +156,11 @@ void int8_gemm::run(const OrtKernelContext* context, const cpu_weights& w, const
 bool int8_gemm::direct() { return runtime_int8_is_exact(); }
 
 void int8_gemm::run_transposed(const OrtKernelContext* context, const cpu_weights& w,
-                               const float* scales, const std::int8_t* xt,
-                               const float* x_scales, std::int64_t rows, const float* bias,
-                               float* y) const {
+                               const float* scales, const std::int8_t* xt, const float* x_scales,
+                               std::int64_t rows, const float* bias, float* y) const {
   const std::int64_t k = w.cols;
   auto& pool = qsl::detail::cpu::thread_pool::instance();
-  constexpr std::int64_t outputs_per_task = 64;
+
   const std::int64_t rows_per_block =
       std::min(w.rows, std::max<std::int64_t>(16, 4 * block_floats / std::max<std::int64_t>(1, k)));
   const Ort::MemoryInfo memory = Ort::MemoryInfo::CreateCpu(OrtDeviceAllocator, OrtMemTypeCPU);
@@ -189,11 +189,13 @@ void int8_gemm::run_transposed(const OrtKernelContext* context, const cpu_weight
           memory, sums.data(), static_cast<std::size_t>(count * len), y_dims.data(), 2);
       matmul_.Invoke(context, inputs.data(), inputs.size(), &output, 1);
       // sums[i][v] for row n0 + i and vector v0 + v.
+      // At least 64 outputs and 16K sums a task (a short last chunk stays on one thread).
+      const std::int64_t outputs_per_task =
+          std::max<std::int64_t>(64, ((std::int64_t{1} << 14) + len - 1) / len);
       pool.run((count + outputs_per_task - 1) / outputs_per_task, [&](std::int64_t t) {
         const std::int64_t i0 = t * outputs_per_task;
-        finish_int8_products(sums.data() + i0 * len, 1, len, x_scales + v0, len, scales,
-                             n0 + i0, std::min(outputs_per_task, count - i0), bias,
-                             y + v0 * w.rows, w.rows);
+        finish_int8_products(sums.data() + i0 * len, 1, len, x_scales + v0, len, scales, n0 + i0,
+                             std::min(outputs_per_task, count - i0), bias, y + v0 * w.rows, w.rows);
       });
     }
   }

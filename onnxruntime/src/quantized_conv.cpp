@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "cpu/thread_pool.hpp"
 #include "kernel_support.hpp"
 #include "layer_inputs.hpp"
 #include "ort_gemm.hpp"
@@ -14,7 +15,6 @@
 #include "qsl/quantized_conv2d.hpp"
 #include "qsl/weight_code.hpp"
 #include "scratch.hpp"
-#include "cpu/thread_pool.hpp"
 
 namespace qsl::ort {
 
@@ -139,8 +139,8 @@ void quantized_conv_kernel::convolve_int8(OrtKernelContext* context, const conv2
     if (!int8_rows->takes(rows)) {
       const qsl::detail::patch_gemm gemm = [&](const float* patches, std::int64_t count,
                                                float* out) {
-        multiply(context, large_batches, part, activations, patches, count, b, out,
-                 int8_rows.get(), int8_scales.front().data());
+        multiply(context, large_batches, part, activations, patches, count, b, out, int8_rows.get(),
+                 int8_scales.front().data());
       };
       qsl::detail::conv2d_by_gemm(s, x + i0 * image, images, h, w, y + i0 * m * positions, gemm,
                                   what.c_str());
@@ -149,8 +149,8 @@ void quantized_conv_kernel::convolve_int8(OrtKernelContext* context, const conv2
     // Stride 1: "extended" positions over the padded image (qsl/quantized_conv2d.hpp), one
     // contiguous slice per patch value; else the output positions themselves.
     const bool extended = s.stride_h == 1 && s.stride_w == 1;
-    const std::int64_t per_image = extended ? qsl::detail::conv_extended_positions(s, h, w)
-                                            : positions;
+    const std::int64_t per_image =
+        extended ? qsl::detail::conv_extended_positions(s, h, w) : positions;
     const std::int64_t vectors = images * per_image;
     const std::int64_t hp = h + s.pad_top + s.pad_bottom, wp = w + s.pad_left + s.pad_right;
     const std::int64_t padded_size = extended ? s.in_channels * hp * wp : 0;
@@ -190,16 +190,16 @@ void quantized_conv_kernel::convolve_int8(OrtKernelContext* context, const conv2
       const std::int64_t len = std::min(chunk, vectors - v0);
       if (extended)
         qsl::detail::im2col_int8_padded(s, padded.data() + i * padded_size, h, w,
-                                        inverse.data() + i * per_image, v % per_image, count,
-                                        q_t, len);
+                                        inverse.data() + i * per_image, v % per_image, count, q_t,
+                                        len);
       else
         qsl::detail::im2col_int8_transposed(s, x + (i0 + i) * image, h, w,
-                                            x_scales.data() + i * positions, v % positions,
-                                            count, q_t, len);
+                                            x_scales.data() + i * positions, v % positions, count,
+                                            q_t, len);
     });
     qsl::detail::scratch<float> out(static_cast<std::size_t>(vectors * m));
-    int8_rows->run_transposed(context, part, int8_scales.front().data(), xt.data(),
-                              x_scales.data(), vectors, b, out.data());
+    int8_rows->run_transposed(context, part, int8_scales.front().data(), xt.data(), x_scales.data(),
+                              vectors, b, out.data());
     // Each output row's ow results (of wp extended ones) to the image's channels.
     const std::int64_t row_stride = extended ? wp : ow;
     constexpr std::int64_t channels_per_task = 64;
@@ -248,8 +248,7 @@ OrtStatusPtr quantized_conv_kernel::ComputeV2(OrtKernelContext* context) const {
       const cpu_weights& part = packed[static_cast<std::size_t>(g)];
       const qsl::detail::patch_gemm gemm = [&](const float* patches, std::int64_t rows,
                                                float* out) {
-        multiply(context, large_batches, part, activations, patches, rows, b, out,
-                 int8_rows.get(),
+        multiply(context, large_batches, part, activations, patches, rows, b, out, int8_rows.get(),
                  int8_rows ? int8_scales[static_cast<std::size_t>(g)].data() : nullptr);
       };
       if (groups == 1) {  // every image in one call: the inputs and outputs are contiguous

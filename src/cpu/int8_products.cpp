@@ -302,7 +302,8 @@ void finish_int8_products(const std::int32_t* sums, std::int64_t v_stride, std::
         if (n_stride == 1) {
           const __m128 sx = _mm_set1_ps(x_scales[v]);
           for (; i + 4 <= i1; i += 4) {
-            const __m128 sum = _mm_cvtepi32_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)));
+            const __m128 sum =
+                _mm_cvtepi32_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)));
             __m128 product = _mm_mul_ps(_mm_mul_ps(sum, sx), _mm_loadu_ps(w_scales + n0 + i));
             if (bias != nullptr) product = _mm_add_ps(product, _mm_loadu_ps(bias + n0 + i));
             _mm_storeu_ps(out + i, product);
@@ -341,33 +342,33 @@ void tile_vector_blocks(const std::int8_t* q, std::int64_t v0, std::int64_t coun
   }
 }
 
-// Vectors per task of the input steps (grids, sums, layout): one block of the tiles' layout.
-constexpr std::int64_t vectors_per_task = 16;
+// The blocks of int8_tile_vectors' layout.
+constexpr std::int64_t block_vectors = 16;
 
 }  // namespace
 
 void int8_tile_vectors(const std::int8_t* q, std::int64_t batch, std::int64_t cols,
                        std::int64_t steps, std::int32_t* out) {
-  for (std::int64_t v0 = 0; v0 < batch; v0 += vectors_per_task)
-    tile_vector_blocks(q, v0, std::min(vectors_per_task, batch - v0), cols, steps, out);
+  for (std::int64_t v0 = 0; v0 < batch; v0 += block_vectors)
+    tile_vector_blocks(q, v0, std::min(block_vectors, batch - v0), cols, steps, out);
 }
 
 namespace {
 
-// The vectors' grids, in parallel 16 vectors per task: at a few hundred vectors of a narrow
+// The vectors' grids in parallel (int8_vectors_per_task): at a few hundred vectors of a narrow
 // layer (a ViT's 257 tokens x 384) these steps are a fifth of the product, and on one thread
 // they held back a second.
 void quantize_in_parallel(const float* x, std::int64_t batch, std::int64_t cols, std::int8_t* q,
                           float* scales) {
-  const std::int64_t tasks = (batch + vectors_per_task - 1) / vectors_per_task;
-  thread_pool::instance().run(tasks, [&](std::int64_t t) {
-    const std::int64_t v0 = t * vectors_per_task;
-    quantize_vectors_int8(x + v0 * cols, std::min(vectors_per_task, batch - v0), cols,
+  const std::int64_t per_task = detail::int8_vectors_per_task(cols);
+  thread_pool::instance().run((batch + per_task - 1) / per_task, [&](std::int64_t t) {
+    const std::int64_t v0 = t * per_task;
+    quantize_vectors_int8(x + v0 * cols, std::min(per_task, batch - v0), cols,
                           q + v0 * cols, scales + v0);
   });
 }
 
-// forward_int8 with a tile kernel: x's grids, sums and layout 16 vectors per task, then one
+// forward_int8 with a tile kernel: x's grids, sums and layout in tasks of vectors, then one
 // task per 16-row tile of the layer.
 void forward_int8_tiles(const cpu_weights& w, const float* scales, const float* x,
                         std::int64_t batch, const float* bias, float* y,
@@ -377,9 +378,9 @@ void forward_int8_tiles(const cpu_weights& w, const float* scales, const float* 
   scratch<std::int32_t> packed(static_cast<std::size_t>(batch * steps));
   std::vector<float> x_scales(static_cast<std::size_t>(batch));
   std::vector<std::int32_t> x_sums(static_cast<std::size_t>(batch));
-  const std::int64_t vector_tasks = (batch + vectors_per_task - 1) / vectors_per_task;
-  thread_pool::instance().run(vector_tasks, [&](std::int64_t t) {
-    const std::int64_t v0 = t * vectors_per_task, count = std::min(vectors_per_task, batch - v0);
+  const std::int64_t per_task = detail::int8_vectors_per_task(w.cols);
+  thread_pool::instance().run((batch + per_task - 1) / per_task, [&](std::int64_t t) {
+    const std::int64_t v0 = t * per_task, count = std::min(per_task, batch - v0);
     std::int8_t* q = xq.data() + v0 * w.cols;
     quantize_vectors_int8(x + v0 * w.cols, count, w.cols, q, x_scales.data() + v0);
     for (std::int64_t v = 0; v < count; ++v) {
@@ -387,14 +388,16 @@ void forward_int8_tiles(const cpu_weights& w, const float* scales, const float* 
       for (std::int64_t c = 0; c < w.cols; ++c) sum += q[v * w.cols + c];
       x_sums[static_cast<std::size_t>(v0 + v)] = sum;
     }
-    tile_vector_blocks(xq.data(), v0, count, w.cols, steps, packed.data());
+    for (std::int64_t b = v0; b < v0 + count; b += block_vectors)
+      tile_vector_blocks(xq.data(), b, std::min(block_vectors, batch - b), w.cols, steps,
+                         packed.data());
   });
   thread_pool::instance().run(w.tiles, [&](std::int64_t t) {
     const std::int64_t n0 = t * tile_rows, count = std::min<std::int64_t>(w.rows - n0, tile_rows);
     scratch<std::int32_t> sums(static_cast<std::size_t>(batch * tile_rows));  // all written
     tile_sums(w, scales, t, packed.data(), x_sums.data(), batch, sums.data());
-    finish_int8_products(sums.data(), tile_rows, 1, x_scales.data(), batch, scales, n0, count,
-                         bias, y, w.rows);
+    finish_int8_products(sums.data(), tile_rows, 1, x_scales.data(), batch, scales, n0, count, bias,
+                         y, w.rows);
   });
 }
 

@@ -447,10 +447,9 @@ compress_report compress(model& m, const compress_options& o) {
           // that cannot be fused, whose DecodeWeights output ORT could not prepack anyway.
           // MatMul / Gemm layers with 8-bit activations for many rows stay fused at any size
           // (inputs up to cpu_int8_max_cols: their int32 sums cannot overflow).
-          const bool int8_rows = o.format == output_format::qsl && o.int8_min_rows > 0 &&
-                                 o.activation_bits == 0 &&
-                                 (c.op_type != "Conv" || int8_conv(c, f)) &&
-                                 code.cols <= cpu_int8_max_cols;
+          const bool int8_rows =
+              o.format == output_format::qsl && o.int8_min_rows > 0 && o.activation_bits == 0 &&
+              (c.op_type != "Conv" || int8_conv(c, f)) && code.cols <= cpu_int8_max_cols;
           const bool many = !int8_rows && (rows[l] == many_rows || rows[l] >= o.native_min_rows);
           const bool unfusable = o.fuse && !f.why_not.empty();
           const bool native = o.format == output_format::qsl && o.native_min_rows > 0 &&

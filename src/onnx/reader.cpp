@@ -217,8 +217,7 @@ void read_fused_node(const pb::NodeProto& n,
 
 // int8_min_rows (QuantizedMatMul, QuantizedConv): 0 or absent, never; else 8-bit activations
 // from that many rows per call.
-void read_int8_min_rows(const pb::NodeProto& n, const std::string& what,
-                        compressed_layer& layer) {
+void read_int8_min_rows(const pb::NodeProto& n, const std::string& what, compressed_layer& layer) {
   if (find_attribute(n, "int8_min_rows") == nullptr) return;
   layer.int8_min_rows = required_int(n, "int8_min_rows", what);
   if (layer.int8_min_rows < 0)

@@ -326,13 +326,10 @@ std::uint64_t graph_writer::replace_fused(const std::string& weight,
   return t.bytes;
 }
 
-std::uint64_t graph_writer::replace_conv(const std::string& weight,
-                                         const std::vector<std::int64_t>& shape,
-                                         const weight_code& code, int initializer,
-                                         int constant_node, const fused_layer& f,
-                                         int activation_bits,
-                                         const std::vector<activation_quantizer>& activations,
-                                         std::int64_t int8_min_rows) {
+std::uint64_t graph_writer::replace_conv(
+    const std::string& weight, const std::vector<std::int64_t>& shape, const weight_code& code,
+    int initializer, int constant_node, const fused_layer& f, int activation_bits,
+    const std::vector<activation_quantizer>& activations, std::int64_t int8_min_rows) {
   pb::GraphProto& g = *model_.mutable_graph();
   remove_constant(weight, initializer, constant_node);  // may move nodes: find ours after it
   pb::NodeProto* n = g.mutable_node(node_producing(g, f.output));
