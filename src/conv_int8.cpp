@@ -41,6 +41,21 @@ void to_grids(const float* v, const float* inverse, std::int64_t count, std::int
   }
 }
 
+// out[o * out_stride] = the largest of in[i * in_stride] over a window's taps i = o * stride -
+// pad + tap * dilation inside [0, size), 0 for none (a max filter along one axis).
+void window_max(const float* in, std::int64_t in_stride, std::int64_t size, std::int64_t taps,
+                std::int64_t stride, std::int64_t pad, std::int64_t dilation, float* out,
+                std::int64_t out_stride, std::int64_t outputs) {
+  for (std::int64_t o = 0; o < outputs; ++o) {
+    float m = 0.0f;
+    for (std::int64_t t = 0; t < taps; ++t) {
+      const std::int64_t i = o * stride - pad + t * dilation;
+      if (i >= 0 && i < size) m = std::max(m, in[i * in_stride]);
+    }
+    out[o * out_stride] = m;
+  }
+}
+
 // Throws for the first NaN or infinite value of the patch at output (oy, ox).
 [[noreturn]] void throw_non_finite(const conv2d_shape& s, const float* x, std::int64_t h,
                                    std::int64_t w, std::int64_t oy, std::int64_t ox) {
@@ -78,23 +93,16 @@ void conv_patch_scales(const conv2d_shape& s, const float* x, std::int64_t h, st
     }
   }
   // The window's maximum: along each row first, then down the columns.
-  scratch<float> rows(static_cast<std::size_t>(h * ow));
+  scratch<float> rows(static_cast<std::size_t>(h * ow)), windows(static_cast<std::size_t>(oh * ow));
   for (std::int64_t iy = 0; iy < h; ++iy)
-    for (std::int64_t ox = 0; ox < ow; ++ox) {
-      float m = 0.0f;
-      for (std::int64_t kx = 0; kx < s.kernel_w; ++kx) {
-        const std::int64_t ix = ox * s.stride_w - s.pad_left + kx * s.dilation_w;
-        if (ix >= 0 && ix < w) m = std::max(m, largest[iy * w + ix]);
-      }
-      rows[iy * ow + ox] = m;
-    }
+    window_max(largest.data() + iy * w, 1, w, s.kernel_w, s.stride_w, s.pad_left, s.dilation_w,
+               rows.data() + iy * ow, 1, ow);
+  for (std::int64_t ox = 0; ox < ow; ++ox)
+    window_max(rows.data() + ox, ow, h, s.kernel_h, s.stride_h, s.pad_top, s.dilation_h,
+               windows.data() + ox, ow, oh);
   for (std::int64_t oy = 0; oy < oh; ++oy)
     for (std::int64_t ox = 0; ox < ow; ++ox) {
-      float m = 0.0f;
-      for (std::int64_t ky = 0; ky < s.kernel_h; ++ky) {
-        const std::int64_t iy = oy * s.stride_h - s.pad_top + ky * s.dilation_h;
-        if (iy >= 0 && iy < h) m = std::max(m, rows[iy * ow + ox]);
-      }
+      const float m = windows[oy * ow + ox];
       if (m == bad) throw_non_finite(s, x, h, w, oy, ox);
       scales[oy * ow + ox] = grid_scale(m);
     }
