@@ -6,9 +6,9 @@
 #include <string>
 #include <vector>
 
-#include "qsl/error.hpp"
 #include "cpu/int8_grid.hpp"
 #include "cpu/thread_pool.hpp"
+#include "qsl/error.hpp"
 #include "scratch.hpp"
 
 namespace qsl::ort {

@@ -363,8 +363,8 @@ void quantize_in_parallel(const float* x, std::int64_t batch, std::int64_t cols,
   const std::int64_t per_task = detail::int8_vectors_per_task(cols);
   thread_pool::instance().run((batch + per_task - 1) / per_task, [&](std::int64_t t) {
     const std::int64_t v0 = t * per_task;
-    quantize_vectors_int8(x + v0 * cols, std::min(per_task, batch - v0), cols,
-                          q + v0 * cols, scales + v0);
+    quantize_vectors_int8(x + v0 * cols, std::min(per_task, batch - v0), cols, q + v0 * cols,
+                          scales + v0);
   });
 }
 
