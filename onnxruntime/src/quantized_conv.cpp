@@ -39,9 +39,11 @@ struct quantized_conv_kernel : onnx_conv_attributes {
   activation_quantizer activations;
   decoded_gemm large_batches;
   // 8-bit activations from int8_min_rows patches per call (float layers), on each group's
-  // int8 row grids.
+  // int8 row grids, made by the first call that needs them, on the session's threads (a kernel
+  // being created has none to lend, and qsl's own pool must not start threads then).
   std::unique_ptr<int8_gemm> int8_rows;
-  std::vector<std::vector<float>> int8_scales;
+  std::unique_ptr<cpu_int8_grids[]> int8_grids;
+  const float* int8_scales(std::size_t g) const { return int8_grids[g].scales(packed[g]).data(); }
 
   explicit quantized_conv_kernel(const OrtKernelInfo* info);
   OrtStatusPtr ComputeV2(OrtKernelContext* context) const;
@@ -117,7 +119,7 @@ quantized_conv_kernel::quantized_conv_kernel(const OrtKernelInfo* info) : large_
   bias = read_bias(node, 4, outputs);
   if (const std::int64_t rows = read_int8_min_rows(node, patch); rows > 0) {
     int8_rows = std::make_unique<int8_gemm>(info, rows);
-    for (const cpu_weights& part : packed) int8_scales.push_back(cpu_int8_row_scales(part));
+    int8_grids = std::make_unique<cpu_int8_grids[]>(packed.size());
   }
 }
 
@@ -140,7 +142,7 @@ void quantized_conv_kernel::convolve_int8(OrtKernelContext* context, const conv2
       const qsl::detail::patch_gemm gemm = [&](const float* patches, std::int64_t count,
                                                float* out) {
         multiply(context, large_batches, part, activations, patches, count, b, out, int8_rows.get(),
-                 int8_scales.front().data());
+                 int8_scales(0));
       };
       qsl::detail::conv2d_by_gemm(s, x + i0 * image, images, h, w, y + i0 * m * positions, gemm,
                                   what.c_str());
@@ -198,7 +200,7 @@ void quantized_conv_kernel::convolve_int8(OrtKernelContext* context, const conv2
                                             q_t, len);
     });
     qsl::detail::scratch<float> out(static_cast<std::size_t>(vectors * m));
-    int8_rows->run_transposed(context, part, int8_scales.front().data(), xt.data(), x_scales.data(),
+    int8_rows->run_transposed(context, part, int8_scales(0), xt.data(), x_scales.data(),
                               vectors, b, out.data());
     // Each output row's ow results (of wp extended ones) to the image's channels.
     const std::int64_t row_stride = extended ? wp : ow;
@@ -249,7 +251,7 @@ OrtStatusPtr quantized_conv_kernel::ComputeV2(OrtKernelContext* context) const {
       const qsl::detail::patch_gemm gemm = [&](const float* patches, std::int64_t rows,
                                                float* out) {
         multiply(context, large_batches, part, activations, patches, rows, b, out, int8_rows.get(),
-                 int8_rows ? int8_scales[static_cast<std::size_t>(g)].data() : nullptr);
+                 int8_rows ? int8_scales(static_cast<std::size_t>(g)) : nullptr);
       };
       if (groups == 1) {  // every image in one call: the inputs and outputs are contiguous
         qsl::detail::conv2d_by_gemm(s, xp, n, h, w, yp, gemm, what.c_str());

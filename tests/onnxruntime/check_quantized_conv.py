@@ -177,6 +177,16 @@ def run_int8_case(library, rng, dims, c, m, kernel, strides, dilations, pads, ba
 
 def main(library):
     rng = np.random.default_rng(16)
+    # With one intra-op thread, creating and running a QuantizedConv on 8-bit activations (its
+    # rows' grids are made by the first call) starts no thread of qsl's own.
+    before = len(os.listdir("/proc/self/task"))
+    signs, masks, alpha, g = random_code(rng, 32, 8 * 3, 2, False, 0)
+    s = session(library, conv_model(8, 32, [3], 1, signs, None, alpha, None, [2, 8, 300],
+                                    dict(int8_min_rows=1, pads=[1, 1])), 1)
+    s.run(None, {"x": np.ones((2, 8, 300), np.float32)})
+    after = len(os.listdir("/proc/self/task"))
+    check(after == before, f"one intra-op thread: the process went from {before} to {after} threads")
+    del s
     modes = ["NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"]
     cases = 0
     for dims in (2, 1):
