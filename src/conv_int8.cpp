@@ -8,10 +8,6 @@
 #include <string>
 #include <vector>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
 #include "cpu/int8_grid.hpp"
 #include "qsl/error.hpp"
 #include "qsl/quantized_conv2d.hpp"
@@ -20,25 +16,9 @@
 namespace qsl::detail {
 namespace {
 
-// q[j] = rint(clamp(v[j] * inverse[j], -127, 127)), each value on its own vector's grid (the
-// rounding and clamping of int8_products.cpp's to_grid, 16 at a time with SSE2).
+// q[j] = rint(clamp(v[j] * inverse[j], -127, 127)): each value on its own position's grid.
 void to_grids(const float* v, const float* inverse, std::int64_t count, std::int8_t* q) {
-  std::int64_t j = 0;
-#if defined(__SSE2__)
-  const __m128 lo = _mm_set1_ps(-127.0f), hi = _mm_set1_ps(127.0f);
-  auto grid4 = [&](std::int64_t at) {
-    const __m128 scaled = _mm_mul_ps(_mm_loadu_ps(v + at), _mm_loadu_ps(inverse + at));
-    return _mm_cvtps_epi32(_mm_min_ps(_mm_max_ps(scaled, lo), hi));
-  };
-  for (; j + 16 <= count; j += 16)
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + j),
-                     _mm_packs_epi16(_mm_packs_epi32(grid4(j), grid4(j + 4)),
-                                     _mm_packs_epi32(grid4(j + 8), grid4(j + 12))));
-#endif
-  for (; j < count; ++j) {
-    const float scaled = std::min(127.0f, std::max(-127.0f, v[j] * inverse[j]));
-    q[j] = static_cast<std::int8_t>(std::nearbyint(scaled));
-  }
+  to_grid_bytes<false, true>(v, count, inverse, q);
 }
 
 // out[o * out_stride] = the largest of in[i * in_stride] over a window's taps i = o * stride -

@@ -29,32 +29,10 @@ constexpr std::int64_t rows_per_task = 16;
 using detail::grid_inverse;
 using detail::grid_scale;
 
-// q = rint(clamp(value * inverse, -127, 127)) (ties to even, the default rounding mode), stored
-// as q (int8) or q + 128 (`Excess`: the unsigned operand of u8 x s8 GEMMs). On x86 16 values
-// at a time with SSE2, which every x86-64 CPU has (cvtps2dq rounds as nearbyint does; the
-// compiler does not vectorize the scalar loop, whose nearbyint is a library call per value).
+// One grid for all `count` values (int8_grid.hpp's rounding rule).
 template <bool Excess, class Byte>
 void to_grid(const float* values, std::int64_t count, float inverse, Byte* q) {
-  std::int64_t c = 0;
-#if defined(__SSE2__)
-  const __m128 scale = _mm_set1_ps(inverse), lo = _mm_set1_ps(-127.0f), hi = _mm_set1_ps(127.0f);
-  const __m128i excess = _mm_set1_epi8(static_cast<char>(0x80));
-  auto grid4 = [&](std::int64_t at) {
-    const __m128 v = _mm_mul_ps(_mm_loadu_ps(values + at), scale);
-    return _mm_cvtps_epi32(_mm_min_ps(_mm_max_ps(v, lo), hi));
-  };
-  for (; c + 16 <= count; c += 16) {
-    __m128i bytes = _mm_packs_epi16(_mm_packs_epi32(grid4(c), grid4(c + 4)),
-                                    _mm_packs_epi32(grid4(c + 8), grid4(c + 12)));
-    if (Excess) bytes = _mm_xor_si128(bytes, excess);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + c), bytes);
-  }
-#endif
-  for (; c < count; ++c) {
-    const float v = std::min(127.0f, std::max(-127.0f, values[c] * inverse));
-    const auto r = static_cast<std::int32_t>(std::nearbyint(v));
-    q[c] = static_cast<Byte>(Excess ? r + 128 : r);
-  }
+  detail::to_grid_bytes<Excess, false>(values, count, &inverse, q);
 }
 
 // max |values|, and whether every value is finite (NaN or infinity compare "not <= FLT_MAX").
