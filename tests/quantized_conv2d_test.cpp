@@ -394,3 +394,115 @@ TEST(QuantizedConv2d, Int8PatchScalesRefuseNonFiniteInputsThePatchesRead) {
                   [&] { qsl::detail::conv_patch_scales(s, x.data(), 5, 5, scales.data()); }),
               testing::HasSubstr("x has inf at channel 1, row 2, col 4"));
 }
+
+namespace {
+
+// ConvTranspose's definition: every input pixel (iy, ix) and tap (ky, kx) adds its product for
+// channel m at output (m, iy sh - pt + ky dh, ix sw - pl + kx dw) when that is inside; in
+// double, with the sum of magnitudes per output for the float bound.
+std::vector<double> direct_scatter(const qsl::conv_transpose2d_shape& s,
+                                   const std::vector<float>& products, std::int64_t row_stride,
+                                   std::int64_t h, std::int64_t w, const std::vector<float>& bias,
+                                   std::vector<double>& size) {
+  const std::int64_t oh = s.out_h(h), ow = s.out_w(w), m_count = s.out_channels;
+  std::vector<double> y(static_cast<std::size_t>(m_count * oh * ow));
+  size.assign(y.size(), 0.0);
+  for (std::int64_t m = 0; m < m_count; ++m)
+    for (std::int64_t j = 0; j < oh * ow; ++j) {
+      y[static_cast<std::size_t>(m * oh * ow + j)] = bias.empty() ? 0 : bias[m];
+      size[static_cast<std::size_t>(m * oh * ow + j)] = bias.empty() ? 0 : std::abs(bias[m]);
+    }
+  for (std::int64_t iy = 0; iy < h; ++iy)
+    for (std::int64_t ix = 0; ix < w; ++ix)
+      for (std::int64_t ky = 0; ky < s.kernel_h; ++ky)
+        for (std::int64_t kx = 0; kx < s.kernel_w; ++kx) {
+          const std::int64_t oy = iy * s.stride_h - s.pad_top + ky * s.dilation_h;
+          const std::int64_t ox = ix * s.stride_w - s.pad_left + kx * s.dilation_w;
+          if (oy < 0 || oy >= oh || ox < 0 || ox >= ow) continue;
+          for (std::int64_t m = 0; m < m_count; ++m) {
+            const float v = products[static_cast<std::size_t>(
+                (iy * w + ix) * row_stride + (ky * s.kernel_w + kx) * m_count + m)];
+            const auto at = static_cast<std::size_t>((m * oh + oy) * ow + ox);
+            y[at] += v;
+            size[at] += std::abs(v);
+          }
+        }
+  return y;
+}
+
+}  // namespace
+
+// The scatter of a transposed convolution's pixel products (tap-major rows) against its
+// definition on random geometry (strides 1-3, dilations 1-2, pads, output_padding, 1 x k, sizes
+// 1 and odd, channel counts 1 to 65), the rows split at random between two calls: each output is
+// a float sum of at most taps + 1 terms, within gamma_{taps+1} of their magnitudes.
+TEST(QuantizedConv2d, TransposedScatterMatchesTheDefinition) {
+  std::mt19937 rng(71);
+  auto pick = [&](std::int64_t lo, std::int64_t hi) {
+    return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng);
+  };
+  std::normal_distribution<float> normal;
+  int cases = 0;
+  for (int t = 0; t < 300; ++t) {
+    qsl::conv_transpose2d_shape s;
+    s.in_channels = 1;  // not read by the scatter
+    s.out_channels = std::vector<std::int64_t>{1, 5, 17, 63, 64, 65}[pick(0, 5)];
+    s.kernel_h = pick(1, 4);
+    s.kernel_w = pick(1, 4);
+    s.stride_h = pick(1, 3);
+    s.stride_w = pick(1, 3);
+    s.dilation_h = pick(1, 2);
+    s.dilation_w = pick(1, 2);
+    s.pad_top = pick(0, 2);
+    s.pad_bottom = pick(0, 2);
+    s.pad_left = pick(0, 2);
+    s.pad_right = pick(0, 2);
+    s.output_pad_h = pick(0, std::max(s.stride_h, s.dilation_h) - 1);
+    s.output_pad_w = pick(0, std::max(s.stride_w, s.dilation_w) - 1);
+    const std::int64_t h = pick(1, 7), w = pick(1, 9);
+    const std::int64_t oh = s.out_h(h), ow = s.out_w(w);
+    if (oh < 1 || ow < 1) continue;
+    const std::int64_t row_stride = s.product_rows() + pick(0, 3);  // rows may be padded
+    std::vector<float> products(static_cast<std::size_t>(h * w * row_stride));
+    for (float& v : products) v = normal(rng);
+    std::vector<float> bias;
+    if (pick(0, 1)) bias.assign(static_cast<std::size_t>(s.out_channels), 0.5f);
+    std::vector<float> y(static_cast<std::size_t>(s.out_channels * oh * ow), -7.0f);
+    const std::int64_t split = pick(0, oh);
+    const float* b = bias.empty() ? nullptr : bias.data();
+    qsl::detail::col2im_transposed_rows(s, products.data(), row_stride, h, w, b, 0, split,
+                                        y.data());
+    qsl::detail::col2im_transposed_rows(s, products.data(), row_stride, h, w, b, split, oh,
+                                        y.data());
+    std::vector<double> size;
+    const auto expected = direct_scatter(s, products, row_stride, h, w, bias, size);
+    const double u = std::numeric_limits<float>::epsilon() / 2, n = double(s.taps() + 1);
+    const std::string what = "M " + std::to_string(s.out_channels) + " k " +
+                             std::to_string(s.kernel_h) + "x" + std::to_string(s.kernel_w) +
+                             " s " + std::to_string(s.stride_h) + "x" + std::to_string(s.stride_w) +
+                             " d " + std::to_string(s.dilation_h) + "x" +
+                             std::to_string(s.dilation_w) + " input " + std::to_string(h) + "x" +
+                             std::to_string(w);
+    for (std::size_t i = 0; i < y.size(); ++i)
+      ASSERT_NEAR(y[i], expected[i], n * u / (1 - n * u) * size[i] + 1e-30) << what << " at " << i;
+    ++cases;
+  }
+  EXPECT_GT(cases, 200);
+}
+
+TEST(QuantizedConv2d, TransposedScatterRefusesRowsOutsideTheOutput) {
+  qsl::conv_transpose2d_shape s;
+  s.in_channels = s.out_channels = 2;
+  s.kernel_h = s.kernel_w = 3;
+  std::vector<float> products(4 * 4 * s.product_rows()), y(2 * 6 * 6);
+  EXPECT_THAT(qsl::test::error_of([&] {
+                qsl::detail::col2im_transposed_rows(s, products.data(), s.product_rows(), 4, 4,
+                                                    nullptr, 0, 7, y.data());
+              }),
+              testing::HasSubstr("output rows [0, 7) of 6 x 6"));
+  EXPECT_THAT(qsl::test::error_of([&] {
+                qsl::detail::col2im_transposed_rows(s, products.data(), 5, 4, 4, nullptr, 0, 6,
+                                                    y.data());
+              }),
+              testing::HasSubstr("row stride 5 for 18 product rows"));
+}

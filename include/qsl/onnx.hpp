@@ -38,6 +38,10 @@ inline constexpr const char* decode_op = "DecodeWeights";
 inline constexpr const char* quantized_matmul_op = "QuantizedMatMul";
 /// The fused convolution (1-D / 2-D, groups): ONNX Conv on a weight code (docs/onnxruntime.md).
 inline constexpr const char* quantized_conv_op = "QuantizedConv";
+/// The fused transposed convolution (1-D / 2-D, one group): ONNX ConvTranspose on a weight
+/// code of W = its weight's transpose, a product over input pixels and a scatter
+/// (docs/onnxruntime.md).
+inline constexpr const char* quantized_conv_transpose_op = "QuantizedConvTranspose";
 /// The fused TWD layer: Y = X W^T + bias with W = C^T M (qsl::twd_dense's arithmetic).
 inline constexpr const char* quantized_twd_op = "QuantizedTwd";
 /// The compressed embedding table: ONNX Gather along axis 0 of a weight code, decoding only
@@ -145,6 +149,14 @@ struct compress_options {
   /// qsl format: MatMul and Gemm layers become one QuantizedMatMul node each where they can
   /// (docs/onnxruntime.md); false keeps DecodeWeights nodes feeding the original operators.
   bool fuse = true;
+  /// Reads of dimensions that are static (a Shape node, or a Gather / Slice of one, whose
+  /// dimensions ONNX's shape inference fixes from the graph inputs' declared shapes and the
+  /// initializers alone, the file's value_info ignored) become constants, so that the runtime's
+  /// constant folding computes once, at load, the shape arithmetic exporters write as per-run
+  /// nodes (a ViT's position-embedding interpolation: a cubic Resize on every run). A symbolic
+  /// dimension (the batch) is never folded, so the file takes every input the original takes.
+  /// compress_report::shape_reads_folded counts them. Both formats.
+  bool fold_shapes = true;
   /// The activation mode written into QuantizedMatMul nodes: 0 float, 1..8 encoded (with the
   /// layer's calibrated quantizer when calibration statistics were given).
   int activation_bits = 0;
@@ -302,6 +314,8 @@ struct QSL_API compress_report {
   /// Under a size budget: the most bytes the codes could take (from budget_bits and
   /// max_model_bytes), 0 without one.
   std::uint64_t budget_code_bytes = 0;
+  /// Shape reads made constants (compress_options::fold_shapes).
+  int shape_reads_folded = 0;
   double size_ratio() const {
     return model_bytes_before == 0 ? 0
                                    : static_cast<double>(model_bytes_after) / model_bytes_before;
@@ -354,8 +368,8 @@ struct compressed_layer {
   std::vector<activation_quantizer> activations;
 };
 
-/// Every DecodeWeights, DecodeFactorized, QuantizedMatMul, QuantizedConv, QuantizedTwd and
-/// QuantizedGather node of the main graph, and every layer kept on the runtime's operator (its
+/// Every DecodeWeights, DecodeFactorized, QuantizedMatMul, QuantizedConv,
+/// QuantizedConvTranspose, QuantizedTwd and QuantizedGather node of the main graph, and every layer kept on the runtime's operator (its
 /// metadata entry), decoded (throws model_error if malformed).
 QSL_API std::vector<compressed_layer> compressed_layers(const model& m);
 

@@ -32,6 +32,30 @@ struct conv2d_shape {
   }
 };
 
+/// An ONNX ConvTranspose's geometry in 2-D (a 1-D one is 1 x k), one group: input pixel
+/// (iy, ix) adds W[c][m][ky][kx] x[c][iy][ix] at output (m, iy sh - pt + ky dh, ix sw - pl +
+/// kx dw) where that lies inside the output.
+struct conv_transpose2d_shape {
+  std::int64_t in_channels = 0, out_channels = 0, kernel_h = 0, kernel_w = 0;
+  std::int64_t stride_h = 1, stride_w = 1;
+  std::int64_t pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
+  std::int64_t dilation_h = 1, dilation_w = 1;
+  std::int64_t output_pad_h = 0, output_pad_w = 0;  ///< ONNX's output_padding
+
+  std::int64_t taps() const { return kernel_h * kernel_w; }
+  /// The rows of its product over input pixels: one per tap and output channel.
+  std::int64_t product_rows() const { return taps() * out_channels; }
+  /// ONNX's output size for an input height h (< 1 when the pads take it all).
+  std::int64_t out_h(std::int64_t h) const {
+    return stride_h * (h - 1) + output_pad_h + dilation_h * (kernel_h - 1) + 1 - pad_top -
+           pad_bottom;
+  }
+  std::int64_t out_w(std::int64_t w) const {
+    return stride_w * (w - 1) + output_pad_w + dilation_w * (kernel_w - 1) + 1 - pad_left -
+           pad_right;
+  }
+};
+
 /// Throws qsl::error unless every size is >= 1 (pads >= 0).
 inline void validate(const conv2d_shape& s, const char* what = "conv2d") {
   const std::string where = std::string(what) + ": ";
@@ -120,6 +144,17 @@ QSL_API void pad_image(const conv2d_shape& s, const float* x, std::int64_t h, st
 QSL_API void im2col_int8_padded(const conv2d_shape& s, const float* padded, std::int64_t h,
                                 std::int64_t w, const float* inverse, std::int64_t first,
                                 std::int64_t count, std::int8_t* q_t, std::int64_t q_stride);
+
+/// A transposed convolution as a GEMM over input pixels, then this scatter (conv_transpose.cpp):
+/// `products` holds one image's product rows, pixel p = iy w + ix at products[p * row_stride],
+/// tap t = ky kw + kx and output channel m at [t * out_channels + m] in it (tap-major, so that one
+/// tap's values for every channel are contiguous). Writes output rows [oy_begin, oy_end) of y
+/// (out_channels x OH x OW, the image's whole output): bias[m] (bias may be null: 0) plus every
+/// product that lands there. Each output row is independent: tasks may split the rows.
+QSL_API void col2im_transposed_rows(const conv_transpose2d_shape& s, const float* products,
+                                    std::int64_t row_stride, std::int64_t h, std::int64_t w,
+                                    const float* bias, std::int64_t oy_begin, std::int64_t oy_end,
+                                    float* y);
 }  // namespace detail
 
 class quantized_conv2d {

@@ -99,6 +99,11 @@ QSL_API void validate(const weight_code& code, const char* what = "weight code")
 /// Recomputes code.offsets from the planes and coefficients.
 QSL_API void compute_offsets(weight_code& code);
 
+/// The code with its rows reordered: row r of the result is row order[r] of `code` (planes,
+/// masks, coefficients and offsets). `order` must be a permutation of 0 .. rows - 1; throws
+/// qsl::error naming the first entry that breaks it.
+QSL_API weight_code permute_rows(const weight_code& code, const std::vector<std::int64_t>& order);
+
 /// One kind of plane (the signs, or the ternary masks) as bytes, the layout qsl's ONNX operators
 /// store: [row][plane][ceil(cols / 8)], column c is bit c % 8 of byte c / 8, padding bits zero.
 QSL_API std::vector<std::uint8_t> plane_bytes(const weight_code& code, bool masks);
@@ -127,8 +132,9 @@ inline Eigen::MatrixXf reconstruct(const weight_code& code) {
   return out;
 }
 
-/// Whether a tensor of `shape` holds a rows x cols W as a decoded weight does: W^T, [cols, rows],
-/// when `transposed`; else W row-major, its leading dims making the rows ([M, C, k...] for a
+/// Whether a tensor of `shape` holds a rows x cols W as a decoded weight does: W^T, [cols, rows]
+/// (or [cols, ...] with the rest making the rows: a ConvTranspose's [C, M, k...]), when
+/// `transposed`; else W row-major, its leading dims making the rows ([M, C, k...] for a
 /// convolution, [directions, gates x hidden, inputs] for a recurrent weight, [rows] x cols
 /// flattened for a 1-D shape of rows). Dims below 1 and products past rows x cols are refused
 /// without overflow. (The qsl-format reader and the ONNX Runtime operators check it alike.)
@@ -141,7 +147,7 @@ inline bool shape_holds_w(const std::vector<std::int64_t>& shape, std::int64_t r
     elements *= d;
   }
   if (elements != rows * cols) return false;
-  if (transposed) return shape.size() == 2 && shape[0] == cols;
+  if (transposed) return shape[0] == cols;  // W^T [cols, rows] (or its rows split: [C, M, k...])
   std::int64_t leading = 1;
   for (std::size_t d = 0; d + 1 < shape.size(); ++d)
     if ((leading *= shape[d]) == rows) return true;

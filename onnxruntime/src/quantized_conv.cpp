@@ -8,6 +8,7 @@
 
 #include "cpu/thread_pool.hpp"
 #include "kernel_support.hpp"
+#include "conv_products.hpp"
 #include "layer_inputs.hpp"
 #include "ort_gemm.hpp"
 #include "qsl/cpu.hpp"
@@ -131,7 +132,7 @@ void quantized_conv_kernel::convolve_int8(OrtKernelContext* context, const conv2
                                           const float* x, std::int64_t n, std::int64_t h,
                                           std::int64_t w, float* y) const {
   const std::int64_t oh = s.out_h(h), ow = s.out_w(w), positions = oh * ow;
-  const std::int64_t k = s.patch(), m = s.out_channels, image = s.in_channels * h * w;
+  const std::int64_t m = s.out_channels, image = s.in_channels * h * w;
   const cpu_weights& part = packed.front();
   const float* b = bias.empty() ? nullptr : bias.data();
   const std::int64_t per_chunk = qsl::detail::conv_images_per_chunk(s, positions, n);
@@ -148,62 +149,12 @@ void quantized_conv_kernel::convolve_int8(OrtKernelContext* context, const conv2
                                   what.c_str());
       continue;
     }
-    // Stride 1: "extended" positions over the padded image (qsl/quantized_conv2d.hpp), one
-    // contiguous slice per patch value; else the output positions themselves.
-    const bool extended = s.stride_h == 1 && s.stride_w == 1;
-    const std::int64_t per_image =
-        extended ? qsl::detail::conv_extended_positions(s, h, w) : positions;
-    const std::int64_t vectors = images * per_image;
-    const std::int64_t hp = h + s.pad_top + s.pad_bottom, wp = w + s.pad_left + s.pad_right;
-    const std::int64_t padded_size = extended ? s.in_channels * hp * wp : 0;
-    qsl::detail::scratch<std::int8_t> xt(static_cast<std::size_t>(vectors * k));
-    std::vector<float> x_scales(static_cast<std::size_t>(vectors)), scales, inverse;
-    qsl::detail::scratch<float> padded(static_cast<std::size_t>(images * padded_size));
-    if (extended) {
-      scales.resize(static_cast<std::size_t>(rows));
-      inverse.resize(static_cast<std::size_t>(vectors));
-    }
-    pool.run(images, [&](std::int64_t i) {
-      const float* xi = x + (i0 + i) * image;
-      if (!extended) {
-        qsl::detail::conv_patch_scales(s, xi, h, w, x_scales.data() + i * positions);
-        return;
-      }
-      qsl::detail::conv_patch_scales(s, xi, h, w, scales.data() + i * positions);
-      qsl::detail::conv_extended_scales(s, h, w, scales.data() + i * positions,
-                                        x_scales.data() + i * per_image,
-                                        inverse.data() + i * per_image);
-      qsl::detail::pad_image(s, xi, h, w, padded.data() + i * padded_size);
-    });
-    // Pieces of at most 128 vectors, each within one image and one chunk of the GEMM's operand.
-    constexpr std::int64_t piece = 128;
-    const std::int64_t chunk = int8_gemm::chunk_vectors;
-    std::vector<std::pair<std::int64_t, std::int64_t>> pieces;  // first vector, count
-    for (std::int64_t v = 0; v < vectors;) {
-      const std::int64_t end =
-          std::min({v + piece, (v / per_image + 1) * per_image, (v / chunk + 1) * chunk});
-      pieces.emplace_back(v, end - v);
-      v = end;
-    }
-    pool.run(static_cast<std::int64_t>(pieces.size()), [&](std::int64_t t) {
-      const auto [v, count] = pieces[static_cast<std::size_t>(t)];
-      const std::int64_t i = v / per_image, v0 = v / chunk * chunk;
-      std::int8_t* q_t = xt.data() + v0 * k + (v - v0);
-      const std::int64_t len = std::min(chunk, vectors - v0);
-      if (extended)
-        qsl::detail::im2col_int8_padded(s, padded.data() + i * padded_size, h, w,
-                                        inverse.data() + i * per_image, v % per_image, count, q_t,
-                                        len);
-      else
-        qsl::detail::im2col_int8_transposed(s, x + (i0 + i) * image, h, w,
-                                            x_scales.data() + i * positions, v % positions, count,
-                                            q_t, len);
-    });
-    qsl::detail::scratch<float> out(static_cast<std::size_t>(vectors * m));
-    int8_rows->run_transposed(context, part, int8_scales(0), xt.data(), x_scales.data(),
-                              vectors, b, out.data());
+    qsl::detail::scratch<float> out;
+    const conv_products_layout at =
+        conv_products_int8(context, *int8_rows, part, int8_scales(0), s, x + i0 * image, images,
+                           h, w, b, out);
+    const std::int64_t per_image = at.per_image, row_stride = at.row_stride;
     // Each output row's ow results (of wp extended ones) to the image's channels.
-    const std::int64_t row_stride = extended ? wp : ow;
     constexpr std::int64_t channels_per_task = 64;
     const std::int64_t channel_tasks = (m + channels_per_task - 1) / channels_per_task;
     pool.run(images * channel_tasks, [&](std::int64_t t) {

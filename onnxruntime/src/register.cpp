@@ -10,6 +10,7 @@
 #include "ort_api.hpp"
 #include "qsl/version.hpp"
 #include "quantized_conv.hpp"
+#include "quantized_conv_transpose.hpp"
 #include "quantized_gather.hpp"
 #include "quantized_matmul.hpp"
 #include "quantized_twd.hpp"
@@ -41,6 +42,7 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
     Ort::CustomOpDomain domain("ai.qsl");
     domain.Add(qsl::ort::quantized_matmul_op());
     domain.Add(qsl::ort::quantized_conv_op());
+    domain.Add(qsl::ort::quantized_conv_transpose_op());
     domain.Add(qsl::ort::quantized_twd_op());
     domain.Add(qsl::ort::quantized_gather_op());
     domain.Add(qsl::ort::decode_weights_op());

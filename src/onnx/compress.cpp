@@ -9,6 +9,7 @@
 
 #include "onnx/budget.hpp"
 #include "onnx/conformance.hpp"
+#include "onnx/shape_folding.hpp"
 #include "onnx/layer_weights.hpp"
 #include "onnx/layers.hpp"
 #include "onnx/proto.hpp"
@@ -102,11 +103,6 @@ void report_subgraph_layers(const pb::GraphProto& g, const std::string& where,
   }
 }
 
-// A Gather table, an LSTM / GRU / RNN weight or a ConvTranspose weight, rewritten; `runs_as`
-// says how it runs. Tables: a QuantizedGather when the Gather alone reads them (qsl format),
-// decoding only the rows looked up. The others, and tables read elsewhere: the standard decoder,
-// which ONNX Runtime folds into a constant at load (qsl format: with the metadata entry qsl reads
-// the code from), or a DecodeWeights node where the opset has no BitShift.
 // Whether a convolution QuantizedConv can fuse takes 8-bit activations from int8_min_rows
 // patches per call (its patches quantized straight from the image into ORT's integer GEMM)
 // rather than ORT's fp32 Conv on the weight decoded at load: one group, at least 128 outputs,
@@ -123,6 +119,38 @@ bool int8_conv(const candidate& c, const detail::fusion_plan& f) {
   return c.shape.size() == 4 && (c.shape[2] == 1) != (c.shape[3] == 1);
 }
 
+// Why a ConvTranspose is not a QuantizedConvTranspose (empty: it is). qsl multiplies each input
+// pixel by the rows (output channel, tap) on 8-bit activations, ORT's integer GEMM, and
+// scatters the products; on float activations qsl's kernels would be slower than ORT's fp32
+// ConvTranspose, so without int8_min_rows the layer keeps ORT's operator. The same sizes as
+// int8_conv: at least 128 rows and 32 input channels (measured on the ViT's decoder,
+// docs/benchmarks.md).
+std::string conv_transpose_why_not(const pb::GraphProto& g, const pb::NodeProto& n,
+                                   const candidate& c, const compress_options& o) {
+  if (!o.fuse) return "fusion off";
+  if (c.layout != detail::weight_layout::transposed) return "a grouped transposed convolution";
+  if (c.shape.size() != 3 && c.shape.size() != 4)
+    return "a " + std::to_string(c.shape.size() - 2) + "-D transposed convolution";
+  if (detail::string_attribute(n, "auto_pad", "NOTSET") != std::string("NOTSET"))
+    return "auto_pad " + detail::string_attribute(n, "auto_pad", "");
+  for (const auto& a : n.attribute())
+    if (a.name() == "output_shape") return "output_shape given (pads left to the runtime)";
+  if (o.int8_min_rows == 0 || o.activation_bits != 0)
+    return "qsl's transposed convolution runs on 8-bit activations only (int8_min_rows > 0, "
+           "float layers)";
+  if (c.rows < 128 || c.cols < 32)
+    return std::to_string(c.rows) + " rows of " + std::to_string(c.cols) +
+           " inputs (below 128 of 32: ORT's ConvTranspose is as fast)";
+  if (c.cols > cpu_int8_max_cols) return "more inputs than 8-bit products take";
+  // The weight read by this node alone, a float bias of one value per output channel.
+  return detail::plan_conv_fusion(g, n, c.weight, c.shape[1]).why_not;
+}
+
+// A Gather table, an LSTM / GRU / RNN weight or a ConvTranspose weight, rewritten; `runs_as`
+// says how it runs. Tables: a QuantizedGather when the Gather alone reads them (qsl format),
+// decoding only the rows looked up. The others, and tables read elsewhere: the standard decoder,
+// which ONNX Runtime folds into a constant at load (qsl format: with the metadata entry qsl reads
+// the code from), or a DecodeWeights node where the opset has no BitShift.
 std::uint64_t rewrite_table_or_decoded(detail::graph_writer& writer, const candidate& c,
                                        const weight_code& code, const constant_ref& ref,
                                        const detail::fusion_plan& f,
@@ -220,6 +248,7 @@ compress_report compress(model& m, const compress_options& o) {
     }
     report.opset_after = m.opset();
   }
+  if (o.fold_shapes) report.shape_reads_folded = detail::fold_static_shape_reads(proto);
   pb::GraphProto& g = *proto.mutable_graph();
 
   // 1. The layers, in graph order; a weight shared by several nodes is compressed once.
@@ -304,7 +333,10 @@ compress_report compress(model& m, const compress_options& o) {
     if (layer.recurrent()) {
       fusion[l].why_not = "qsl has no recurrent kernel";
     } else if (layer.transposed_conv()) {
-      fusion[l].why_not = "qsl has no transposed-convolution kernel";
+      const pb::NodeProto& n = g.node(layer.node);
+      fusion[l].why_not = conv_transpose_why_not(g, n, layer, o);
+      if (fusion[l].why_not.empty())
+        fusion[l].users = {detail::plan_conv_fusion(g, n, layer.weight, layer.shape[1])};
     } else if (layer.table()) {  // QuantizedGather: the table read by this Gather alone
       const int readers = detail::uses(g, layer.weight);
       const auto type = consts.at(layer.weight).tensor->data_type();
@@ -454,7 +486,13 @@ compress_report compress(model& m, const compress_options& o) {
           const bool unfusable = o.fuse && !f.why_not.empty();
           const bool native = o.format == output_format::qsl && o.native_min_rows > 0 &&
                               (many || unfusable) && can_decode_standard;
-          if (c.table() || c.decoded_at_load()) {
+          if (o.format == output_format::qsl && c.transposed_conv() && f.why_not.empty()) {
+            result.bytes_after = writer.replace_conv(
+                c.weight, c.shape, code, ref.initializer, ref.constant_node, f.users.front(), 0,
+                quantizers, o.int8_min_rows);
+            result.runs_as = std::string(quantized_conv_transpose_op) + " (8-bit activations from " +
+                             std::to_string(o.int8_min_rows) + " pixels per call)";
+          } else if (c.table() || c.decoded_at_load()) {
             result.bytes_after = rewrite_table_or_decoded(
                 writer, c, code, ref, f, quantizers, o.format, can_decode_standard, result.runs_as);
           } else if (native) {

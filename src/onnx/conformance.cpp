@@ -95,11 +95,19 @@ void check_shapes_of_copy(pb::ModelProto& copy) {
   }
 }
 
-std::map<std::string, std::vector<std::int64_t>> inferred_shapes(pb::ModelProto& m) {
+std::map<std::string, std::vector<std::int64_t>> inferred_shapes(pb::ModelProto& m,
+                                                                 shape_evidence evidence) {
   pb::ModelProto copy;
   {
     const data_set_aside aside(m);
     copy = m;
+  }
+  if (evidence == shape_evidence::inputs_and_initializers) {
+    // A file's value_info and output shapes are what the exporter saw; ORT only warns when a
+    // run disagrees with them. The inputs' declared dimensions it enforces.
+    copy.mutable_graph()->clear_value_info();
+    for (auto& o : *copy.mutable_graph()->mutable_output())
+      if (o.type().has_tensor_type()) o.mutable_type()->mutable_tensor_type()->clear_shape();
   }
   std::map<std::string, std::vector<std::int64_t>> shapes;
   try {

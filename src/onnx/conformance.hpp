@@ -27,7 +27,12 @@ void check_shapes_of_copy(pb::ModelProto& copy);
 /// value_info), by name; a dimension it cannot fix (symbolic, like a batch "N") is -1. Best
 /// effort (not strict, with data propagation): a value it cannot infer is absent. `m` is
 /// untouched on return (as check_shapes).
-std::map<std::string, std::vector<std::int64_t>> inferred_shapes(pb::ModelProto& m);
+/// `evidence` says what the inference may start from: the file's value_info and output shapes
+/// too (an estimate, for choices that cost speed when wrong), or only the inputs' declared
+/// shapes and the initializers (what the runtime enforces: for rewrites that must be exact).
+enum class shape_evidence { everything, inputs_and_initializers };
+std::map<std::string, std::vector<std::int64_t>> inferred_shapes(
+    pb::ModelProto& m, shape_evidence evidence = shape_evidence::everything);
 
 /// Converts the default-domain opset of `m` to `target` with ONNX's version converter (every
 /// node of the default domain through its adapters). Throws model_error naming both opsets

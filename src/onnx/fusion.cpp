@@ -94,7 +94,7 @@ fused_layer plan_conv_fusion(const pb::GraphProto& g, const pb::NodeProto& n,
   if (const auto* group = attribute(n, "group"); group != nullptr) f.group = group->i();
   const pb::TensorProto* w = initializer(g, weight);
   if (w != nullptr && w->data_type() != pb::TensorProto::FLOAT)
-    return no("a " + type_name(w->data_type()) + " weight (QuantizedConv is float)");
+    return no("a " + type_name(w->data_type()) + " weight (qsl's convolutions are float)");
   if (w != nullptr && w->dims_size() != 3 && w->dims_size() != 4)
     return no("a " + std::to_string(w->dims_size() - 2) + "-D convolution");
   if (n.input_size() > 2 && !n.input(2).empty()) {

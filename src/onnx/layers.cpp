@@ -1,6 +1,8 @@
 // Finding the Gemm / MatMul / Conv layers of a graph and their constant weights.
 #include "onnx/layers.hpp"
 
+#include <utility>
+
 namespace qsl::onnx::detail {
 
 std::int64_t int_attribute(const pb::NodeProto& n, const char* name, std::int64_t fallback) {
@@ -119,6 +121,12 @@ bool find_weight(const pb::NodeProto& n, int index, const std::map<std::string, 
     out.cols = 1;
     for (std::size_t i = 1; i < out.shape.size(); ++i) out.cols *= out.shape[i];
     out.layout = weight_layout::as_is;
+    if (out.transposed_conv() && int_attribute(n, "group", 1) == 1) {
+      // [C, M, k...] is W^T for W of one row per output channel and tap, C inputs each: the
+      // rows QuantizedConvTranspose multiplies every input pixel by.
+      std::swap(out.rows, out.cols);
+      out.layout = weight_layout::transposed;
+    }
     return true;
   }
   if (out.shape.size() != 2)

@@ -53,10 +53,13 @@ struct candidate {
   bool table() const { return op_type == "Gather"; }
   /// An LSTM / GRU / RNN weight, [directions, gates x hidden, inputs] as W.
   bool recurrent() const { return op_type == "LSTM" || op_type == "GRU" || op_type == "RNN"; }
-  /// A ConvTranspose weight, [C, M / group, k...] read as W with C rows (one per input
-  /// channel: the rows each input value scatters to the output).
+  /// A ConvTranspose weight, [C, M / group, k...]: with one group read as W^T, W of M prod k
+  /// rows (output channel, tap) of C inputs, the rows QuantizedConvTranspose multiplies each
+  /// input pixel by; with groups, as W of C rows (one per input channel: the values each input
+  /// value scatters to the output), decoded at load.
   bool transposed_conv() const { return op_type == "ConvTranspose"; }
-  /// A weight qsl has no kernel for: decoded once, at load, for the runtime's own operator.
+  /// A weight qsl has no kernel for: decoded once, at load, for the runtime's own operator
+  /// (a transposed convolution unless compress fuses it into a QuantizedConvTranspose).
   bool decoded_at_load() const { return recurrent() || transposed_conv(); }
 };
 

@@ -41,6 +41,10 @@ void check_tensor(const pb::TensorProto& t, std::uint64_t max_bytes, const std::
 /// other types. The tensor must have passed check_tensor.
 std::vector<float> read_floats(const pb::TensorProto& t, const std::string& what);
 
+/// The values of an INT32 or INT64 tensor, widened; throws model_error for other types. The
+/// tensor must have passed check_tensor.
+std::vector<std::int64_t> read_integers(const pb::TensorProto& t, const std::string& what);
+
 /// FLOAT, UINT8, INT32 and INT64 tensors (raw little-endian data).
 pb::TensorProto make_float_tensor(const std::string& name, const std::vector<std::int64_t>& dims,
                                   const float* values);

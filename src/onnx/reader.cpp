@@ -267,10 +267,11 @@ compressed_layer read_quantized_gather(const pb::NodeProto& n,
   return layer;
 }
 
-// A QuantizedConv: the code of W = the weight [M, C / group, k...] as M x (C / group * prod k).
+// A QuantizedConv: the code of W = the weight [M, C / group, k...] as M x (C / group * prod k);
+// a QuantizedConvTranspose (one group): of W = the weight [C, M, k...] transposed, (M prod k) x C.
 compressed_layer read_quantized_conv(const pb::NodeProto& n,
                                      const std::map<std::string, const pb::TensorProto*>& init,
-                                     const std::string& what) {
+                                     const std::string& what, bool transposed) {
   const std::int64_t channels = required_int(n, "in_channels", what);
   const std::int64_t outputs = required_int(n, "out_channels", what);
   const pb::AttributeProto* group_attribute = find_attribute(n, "group");
@@ -282,12 +283,19 @@ compressed_layer read_quantized_conv(const pb::NodeProto& n,
   std::int64_t cols = group >= 1 && channels % group == 0 ? channels / group : -1;
   for (std::int64_t k : kernel->ints())
     cols = k < 1 || cols < 1 || cols > (std::int64_t{1} << 40) / k ? -1 : cols * k;
-  if (cols < 1 || outputs < 1 || outputs % group != 0)
+  if (cols < 1 || outputs < 1 || outputs % group != 0 || (transposed && group != 1))
     throw model_error(what + ": in_channels " + std::to_string(channels) + ", out_channels " +
                       std::to_string(outputs) + ", group " + std::to_string(group) +
-                      " and kernel_shape do not describe a convolution");
+                      " and kernel_shape do not describe a convolution" +
+                      (transposed ? " of one group" : ""));
+  std::int64_t rows = outputs;
+  if (transposed) {  // rows: an output channel's taps; cols: the input channels
+    rows = outputs > (std::int64_t{1} << 40) / (cols / channels) ? -1 : outputs * (cols / channels);
+    cols = channels;
+    if (rows < 1) throw model_error(what + ": out_channels x kernel_shape overflows");
+  }
   pb::NodeProto sized = n;  // the code's rows and cols, as read_code reads them
-  for (const auto& [name, value] : {std::pair{"rows", outputs}, std::pair{"cols", cols}}) {
+  for (const auto& [name, value] : {std::pair{"rows", rows}, std::pair{"cols", cols}}) {
     auto* a = sized.add_attribute();
     a->set_name(name);
     a->set_type(pb::AttributeProto::INT);
@@ -517,7 +525,8 @@ std::vector<compressed_layer> compressed_layers(const model& m) {
     const pb::NodeProto& n = g.node(i);
     const bool bcq = n.op_type() == decode_op, twd = n.op_type() == decode_factorized_op;
     const bool fused = n.op_type() == quantized_matmul_op;
-    const bool conv = n.op_type() == quantized_conv_op;
+    const bool conv_transpose = n.op_type() == quantized_conv_transpose_op;
+    const bool conv = n.op_type() == quantized_conv_op || conv_transpose;
     const bool fused_twd = n.op_type() == quantized_twd_op;
     const bool gather = n.op_type() == quantized_gather_op;
     if (n.domain() != qsl_domain || (!bcq && !twd && !fused && !conv && !fused_twd && !gather))
@@ -527,7 +536,7 @@ std::vector<compressed_layer> compressed_layers(const model& m) {
     if (n.output_size() != 1) throw model_error(what + ": expected one output");
     compressed_layer layer = gather    ? read_quantized_gather(n, init, what)
                              : fused_twd ? read_decode_factorized(n, init, what, true)
-                             : conv    ? read_quantized_conv(n, init, what)
+                             : conv    ? read_quantized_conv(n, init, what, conv_transpose)
                              : fused ? read_quantized_matmul(n, init, what)
                              : bcq ? read_decode_weights(n, init, what)
                                    : read_decode_factorized(n, init, what);

@@ -54,23 +54,8 @@ constant read_tensor(const pb::TensorProto& t, const std::string& what) {
   constant c;
   c.value.shape.assign(t.dims().begin(), t.dims().end());
   if (t.data_type() == pb::TensorProto::INT64 || t.data_type() == pb::TensorProto::INT32) {
-    const std::int64_t count = c.value.elements();
-    const bool raw = t.has_raw_data();
-    const std::size_t size = t.data_type() == pb::TensorProto::INT64 ? 8 : 4;
-    for (std::int64_t i = 0; i < count; ++i) {
-      std::int64_t v = 0;
-      if (raw) {
-        std::uint64_t u = 0;
-        for (std::size_t b = 0; b < size; ++b)
-          u |= std::uint64_t{static_cast<std::uint8_t>(t.raw_data()[i * size + b])} << (8 * b);
-        v = size == 8 ? static_cast<std::int64_t>(u)
-                      : static_cast<std::int64_t>(static_cast<std::int32_t>(u));
-      } else {
-        v = size == 8 ? t.int64_data(static_cast<int>(i)) : t.int32_data(static_cast<int>(i));
-      }
-      c.ints.push_back(v);
-      c.value.data.push_back(static_cast<float>(v));
-    }
+    c.ints = detail::read_integers(t, what);
+    for (std::int64_t v : c.ints) c.value.data.push_back(static_cast<float>(v));
   } else {
     c.value.data = detail::read_floats(t, what);
   }

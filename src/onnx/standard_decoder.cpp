@@ -250,7 +250,7 @@ void graph_writer::decode_standard(const std::string& weight,
   }
   // W (or W^T) under the weight's name, in the tensor's own shape.
   names_.erase(weight);
-  if (!transposed && shape.size() != 2)
+  if (shape.size() != 2)  // a convolution's [M, C, k...], a ConvTranspose's W^T [C, M, k...]
     node("Reshape", {w, int64s(p + "_shape_weight", shape)}, weight);
   else
     nodes_.back().set_output(0, weight);  // the last node made w: it produces the weight itself

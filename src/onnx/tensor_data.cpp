@@ -145,6 +145,28 @@ void check_tensor(const TensorProto& t, std::uint64_t max_bytes, const std::stri
                       " values; dims need " + str(count));
 }
 
+std::vector<std::int64_t> read_integers(const TensorProto& t, const std::string& what) {
+  const bool wide = t.data_type() == TensorProto::INT64;
+  if (!wide && t.data_type() != TensorProto::INT32)
+    throw model_error(what + ": data_type is " + type_name(t.data_type()) +
+                      "; expected INT32 or INT64");
+  const std::uint64_t count = element_count(t, std::numeric_limits<std::uint64_t>::max(), what);
+  const std::size_t size = wide ? 8 : 4;
+  std::vector<std::int64_t> out(static_cast<std::size_t>(count));
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    if (!t.has_raw_data()) {
+      out[i] = wide ? t.int64_data(static_cast<int>(i)) : t.int32_data(static_cast<int>(i));
+      continue;
+    }
+    std::uint64_t u = 0;  // little-endian whatever the host
+    for (std::size_t b = 0; b < size; ++b)
+      u |= std::uint64_t{static_cast<std::uint8_t>(t.raw_data()[i * size + b])} << (8 * b);
+    out[i] = wide ? static_cast<std::int64_t>(u)
+                  : static_cast<std::int64_t>(static_cast<std::int32_t>(u));
+  }
+  return out;
+}
+
 std::vector<float> read_floats(const TensorProto& t, const std::string& what) {
   const std::uint64_t count = element_count(t, std::numeric_limits<std::uint64_t>::max(), what);
   std::vector<float> out(static_cast<std::size_t>(count));

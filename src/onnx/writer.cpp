@@ -334,9 +334,12 @@ std::uint64_t graph_writer::replace_conv(
   remove_constant(weight, initializer, constant_node);  // may move nodes: find ours after it
   pb::NodeProto* n = g.mutable_node(node_producing(g, f.output));
   const code_tensors t = add_code_tensors(weight + "_qsl", code);
+  // ConvTranspose: the weight [C, M, k...] is W^T, W's rows one per output channel and tap.
+  const bool transposed = n->op_type() == "ConvTranspose";
+  const char* op = transposed ? quantized_conv_transpose_op : quantized_conv_op;
   pb::NodeProto fused;
-  fused.set_name(n->name().empty() ? f.output + "_QuantizedConv" : n->name());
-  fused.set_op_type(quantized_conv_op);
+  fused.set_name(n->name().empty() ? f.output + "_" + op : n->name());
+  fused.set_op_type(op);
   fused.set_domain(qsl_domain);
   for (const std::string& input : {f.x, t.signs, t.coefficients, t.masks, f.bias})
     fused.add_input(input);
@@ -347,17 +350,19 @@ std::uint64_t graph_writer::replace_conv(
   for (const auto& a : n->attribute()) {  // Conv's own attributes, as they are
     if (a.name() == "group") group = a.i();
     if (a.name() == "group" || a.name() == "strides" || a.name() == "pads" ||
-        a.name() == "dilations" || a.name() == "auto_pad")
+        a.name() == "dilations" || a.name() == "auto_pad" ||
+        (transposed && a.name() == "output_padding"))
       *fused.add_attribute() = a;
   }
-  add_int_attribute(fused, "in_channels", shape[1] * group);
-  add_int_attribute(fused, "out_channels", shape[0]);
+  add_int_attribute(fused, "in_channels", transposed ? shape[0] : shape[1] * group);
+  add_int_attribute(fused, "out_channels", transposed ? shape[1] * group : shape[0]);
   auto* kernel = fused.add_attribute();
   kernel->set_name("kernel_shape");
   kernel->set_type(pb::AttributeProto::INTS);
   for (std::size_t d = 2; d < shape.size(); ++d) kernel->add_ints(shape[d]);
-  add_fused_attributes(fused, weight, shape, weight_layout::as_is, code, activation_bits,
-                       activations);
+  add_fused_attributes(fused, weight, shape,
+                       transposed ? weight_layout::transposed : weight_layout::as_is, code,
+                       activation_bits, activations);
   if (int8_min_rows > 0 && activation_bits == 0)
     add_int_attribute(fused, "int8_min_rows", int8_min_rows);
   *n = std::move(fused);

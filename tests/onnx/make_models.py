@@ -18,7 +18,9 @@ depthwise, grouped, SAME_LOWER and 1-D convolutions on two inputs, for calibrati
 OUTDIR/weight_kinds.onnx (+ _input.npz): token ids through embedding tables (Gather on int64
 and int32 ids, one table also read by the output Gemm: tied), a bidirectional LSTM and a GRU;
 OUTDIR/half_weight.onnx: a FLOAT16 weight cast to float before its MatMul; OUTDIR/wide_conv.onnx:
-two 128-output convolutions along one axis (8-bit activations from the image).
+two 128-output convolutions along one axis (8-bit activations from the image);
+OUTDIR/decoder.onnx: a ViT-like decoder, its position embedding resized to the input's size
+read at run time (Shape -> Gather / Slice -> Concat -> Resize), then transposed convolutions.
 """
 import os
 import sys
@@ -251,6 +253,43 @@ def wide_conv_model(rng):
                              ir_version=IR_VERSION)
 
 
+def decoder_model(rng):
+    """x [N, 64, 6, 6] + Resize(pe [1, 64, 4, 4], sizes = [1, 64] ++ Gather(Shape(x), [2]) ++
+    Slice(Shape(x), 3, 4)) (cubic; the sizes read at run time, as exporters write them) ->
+    ConvTranspose 64 -> 32, 4 x 4, stride 2, pads 1, bias (ct1) -> Relu -> ConvTranspose 32 ->
+    16, 3 x 3, strides 2 x 1, pads [0, 1, 1, 0], output_padding [1, 0], dilations [1, 2] (ct2)
+    -> ConvTranspose 16 -> 8 in 2 groups, 3 x 3 (ct3) -> y [N, 8, 27, 17]."""
+    f = np.float32
+    i64 = np.int64
+    inits = [numpy_helper.from_array(rng.standard_normal((1, 64, 4, 4)).astype(f), "pe"),
+             numpy_helper.from_array(np.array([1, 64], i64), "leading"),
+             numpy_helper.from_array(np.array([2], i64), "h_index"),
+             numpy_helper.from_array(np.array([3], i64), "w_start"),
+             numpy_helper.from_array(np.array([4], i64), "w_end"),
+             numpy_helper.from_array((rng.standard_normal((64, 32, 4, 4)) * 0.1).astype(f), "w1"),
+             numpy_helper.from_array((rng.standard_normal(32) * 0.1).astype(f), "b1"),
+             numpy_helper.from_array((rng.standard_normal((32, 16, 3, 3)) * 0.1).astype(f), "w2"),
+             numpy_helper.from_array((rng.standard_normal((16, 4, 3, 3)) * 0.2).astype(f), "w3")]
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]),
+             helper.make_node("Gather", ["shape", "h_index"], ["h"], axis=0),
+             helper.make_node("Slice", ["shape", "w_start", "w_end"], ["w"]),
+             helper.make_node("Concat", ["leading", "h", "w"], ["sizes"], axis=0),
+             helper.make_node("Resize", ["pe", "", "", "sizes"], ["pos"], mode="cubic"),
+             helper.make_node("Add", ["x", "pos"], ["h0"]),
+             helper.make_node("ConvTranspose", ["h0", "w1", "b1"], ["t1"], name="ct1",
+                              strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["t1"], ["r1"]),
+             helper.make_node("ConvTranspose", ["r1", "w2"], ["t2"], name="ct2", strides=[2, 1],
+                              pads=[0, 1, 1, 0], output_padding=[1, 0], dilations=[1, 2]),
+             helper.make_node("ConvTranspose", ["t2", "w3"], ["y"], name="ct3", group=2)]
+    g = helper.make_graph(nodes, "decoder",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64, 6, 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                                         ["N", 8, 27, 17])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
+                             ir_version=IR_VERSION)
+
+
 def half_weight_model(rng):
     """x [N, 16] -> MatMul(x, Cast(w16 [16, 8] FLOAT16)) -> y: a weight stored in half."""
     w = (rng.standard_normal((16, 8)) * 0.3).astype(np.float16)
@@ -343,6 +382,7 @@ def main(out):
             np.random.default_rng(12).standard_normal((5, 64)).astype(np.float32))
     onnx.save(half_weight_model(np.random.default_rng(19)), os.path.join(out, "half_weight.onnx"))
     onnx.save(wide_conv_model(np.random.default_rng(21)), os.path.join(out, "wide_conv.onnx"))
+    onnx.save(decoder_model(np.random.default_rng(23)), os.path.join(out, "decoder.onnx"))
     onnx.save(old_opset_model(np.random.default_rng(9)), os.path.join(out, "old_opset.onnx"))
     onnx.save(pad_opset10_model(np.random.default_rng(10)), os.path.join(out, "pad_opset10.onnx"))
     np.save(os.path.join(out, "layers_input.npy"),

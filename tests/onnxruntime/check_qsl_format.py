@@ -121,6 +121,52 @@ def case(library, compress_tool, run_tool, name, source, x, options, work, fused
         check(np.array_equal(in_ort, in_ort2), f"{name}: 1 and 2 threads differ in ORT")
 
 
+def decoder(library, compress_tool, run_tool, models, work):
+    """A ViT-like decoder: its position embedding's Resize reads the input's static height and
+    width at run time (made constants: ORT folds the Resize at load, and the batch stays
+    free), then transposed convolutions: QuantizedConvTranspose on 8-bit activations where one
+    group and the sizes allow, ORT's ConvTranspose on the decoded weight elsewhere."""
+    source = os.path.join(models, "decoder.onnx")
+    xd = np.random.default_rng(24).standard_normal((3, 64, 6, 6)).astype(np.float32)
+    # Float activations (--int8-rows 0): every ConvTranspose on ORT's kernel, the same outputs
+    # as the standard format and qsl-run's refusal of the Resize by name.
+    case(library, compress_tool, run_tool, "decoder", source, xd,
+         ["--bits", "2", "--min-weights", "100"], work, [], qsl_run=False,
+         native_expected=["ct1", "ct2", "ct3"], thread_invariant=False)
+    qsl = os.path.join(work, "decoder.qsl.onnx")
+    left = folded_by_ort(qsl, library, work)
+    check("Resize" not in left and "Shape" not in left,
+          f"decoder: ORT did not fold the position embedding's Resize: {sorted(left)}")
+    # The default: 8-bit activations in the two one-group layers, within the activations'
+    # rounding of the float file (each pixel's channels on a grid of 255 levels of its largest
+    # magnitude: a relative error of a few 1/255 per product; measured 0.8% here).
+    eight = os.path.join(work, "decoder.int8.onnx")
+    report = compress(compress_tool, source, eight, "qsl",
+                      ["--bits", "2", "--min-weights", "100", "--int8-rows", "16"], work)
+    check(report["shape_reads_folded"] == 2,
+          f"decoder: {report['shape_reads_folded']} shape reads folded, expected 2 (Gather, Slice)")
+    runs = {l["node"]: l.get("runs_as", "") for l in report["layers"] if l["compressed"]}
+    check(runs["ct1"].startswith("QuantizedConvTranspose") and
+          runs["ct2"].startswith("QuantizedConvTranspose") and
+          "grouped transposed convolution" in runs["ct3"], f"decoder: runs as {runs}")
+    reference = ort_run(qsl, xd, library)
+    for batch in (3, 1):
+        y = ort_run(eight, xd[:batch], library)
+        y2 = ort_run(eight, xd[:batch], library, threads=2)
+        error = float(np.abs(y - reference[:batch]).max() / np.abs(reference).max())
+        print(f"decoder, 8-bit, batch {batch}: max |difference| {error:.3g} of the largest output")
+        check(error <= 0.02, f"decoder: 8-bit activations move the output by {error:.3g}")
+        check(np.array_equal(y, y2), "decoder: 1 and 2 threads differ on 8-bit activations")
+    unfolded = os.path.join(work, "decoder.unfolded.onnx")
+    report = compress(compress_tool, source, unfolded, "qsl",
+                      ["--bits", "2", "--min-weights", "100", "--no-fold-shapes"], work)
+    check(report["shape_reads_folded"] == 0 and
+          "Resize" in {n.op_type for n in onnx.load(unfolded).graph.node},
+          "decoder: --no-fold-shapes folded shape reads")
+    check(np.array_equal(ort_run(unfolded, xd, library), reference),
+          "decoder: the folded and unfolded files differ")
+
+
 def main(library, compress_tool, run_tool, models, bundled, work):
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
@@ -176,6 +222,7 @@ def main(library, compress_tool, run_tool, models, bundled, work):
                       ["--bits", "2", "--group", "64", "--int8-rows", "16"], work)
     runs = [l.get("runs_as", "") for l in report["layers"] if l["compressed"]]
     check(all("8-bit activations" in r for r in runs), f"wide_conv: runs as {runs}")
+    decoder(library, compress_tool, run_tool, models, work)
     # Gemm with transA, alpha, beta and a computed C (nodes around the fused one), and one
     # weight read by three nodes (three QuantizedMatMul nodes on one code, packed once).
     xg = np.load(os.path.join(models, "gemm_variants_input.npy"))

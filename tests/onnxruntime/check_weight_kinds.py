@@ -126,9 +126,12 @@ def main(library, compress_tool, models, work):
         "lstm_r": "LSTM on the runtime's kernel (qsl has no recurrent kernel; R decoded at load)",
         "gru_w": "GRU on the runtime's kernel (qsl has no recurrent kernel; W decoded at load)",
         "gru_r": "GRU on the runtime's kernel (qsl has no recurrent kernel; R decoded at load)",
-        "ct1_w": "ConvTranspose on the runtime's kernel (qsl has no transposed-convolution "
-                 "kernel; weight decoded at load)"}
-    expected_runs["ct2_w"] = expected_runs["ct1_w"]
+        # --int8-rows 0: QuantizedConvTranspose (8-bit activations only) is not chosen.
+        "ct1_w": "ConvTranspose on the runtime's kernel (qsl's transposed convolution runs on "
+                 "8-bit activations only (int8_min_rows > 0, float layers); weight decoded at "
+                 "load)",
+        "ct2_w": "ConvTranspose on the runtime's kernel (a grouped transposed convolution; "
+                 "weight decoded at load)"}
     for label, options in [("b2", ["--bits", "2"]),
                            ("t3g8", ["--bits", "3", "--basis", "ternary", "--group", "8"]),
                            ("b2f16", ["--bits", "2", "--coefficients", "f16"])]:

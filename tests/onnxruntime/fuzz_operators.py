@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Fuzzes the checks of qsl's ONNX Runtime operators: valid QuantizedMatMul, QuantizedConv,
-QuantizedTwd, QuantizedGather and DecodeWeights nodes with one thing changed at random (an attribute set to a wrong, huge, negative or
+QuantizedConvTranspose, QuantizedTwd, QuantizedGather and DecodeWeights nodes with one thing changed at random (an attribute set to a wrong, huge, negative or
 wrongly typed value; a tensor with other dims, another dtype, truncated data or random bytes;
 NaN/Inf coefficients; an input removed; X of a wrong width, or ids out of range, at run time). Every case must either
 run or fail with an ORT error that names the node; none may crash the process. The cases run
@@ -25,6 +25,7 @@ def cases(seed, count):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
     import check_quantized_conv as qc
+    import check_quantized_conv_transpose as qct
     import check_quantized_matmul as q
     import check_quantized_twd as qt
 
@@ -35,8 +36,9 @@ def cases(seed, count):
         bits, ternary = int(rng.integers(1, 4)), bool(rng.integers(0, 2))
         group = int(rng.choice([0, 8, 16]))
         signs, masks, alpha, g = q.random_code(rng, rows, cols, bits, ternary, group)
-        variant = int(rng.integers(0, 6))
+        variant = int(rng.integers(0, 7))
         decode, conv, twd, gather = variant == 0, variant == 1, variant == 2, variant == 5
+        transpose = variant == 6
         if twd:  # a TWD layer of K basis vectors on the same sizes
             k = int(rng.integers(1, 12))
             t_signs, t_masks, mixing = qt.random_twd(rng, rows, cols, k)
@@ -52,6 +54,17 @@ def cases(seed, count):
                 groups, rows, [kh, kw], groups, signs, masks, alpha,
                 rng.standard_normal(rows).astype(np.float32), ["N", groups, "H", "W"],
                 dict(group_size=group, pads=[0, 0, 0, 0])))
+        elif transpose:  # the same code as a QuantizedConvTranspose: rows = M x taps, C = cols
+            taps = int(rng.choice([t for t in range(1, rows + 1) if rows % t == 0]))
+            kh, kw, out_channels = 1, taps, rows // taps
+            attrs = dict(group_size=group, strides=[1, int(rng.integers(1, 3))],
+                         pads=[0, 0, 0, 0])
+            if rng.integers(0, 2):
+                attrs["int8_min_rows"] = int(rng.integers(1, 4))
+            m = onnx.load_from_string(qct.transpose_model(
+                cols, out_channels, [kh, kw], signs, masks, alpha,
+                rng.standard_normal(out_channels).astype(np.float32), ["N", cols, "H", "W"],
+                attrs))
         else:
             bias = None if gather else rng.standard_normal(rows).astype(np.float32)
             # Half the QuantizedMatMul nodes with the activation-path attributes, so that they
@@ -78,14 +91,17 @@ def cases(seed, count):
             m.graph.node.extend([dw, mm])
             m.graph.initializer.pop()  # the bias
             node = m.graph.node[0]
-        what = ("dw" if decode else "qconv" if conv else "qtwd" if twd else "qgather" if gather
-                else "qmm")
+        what = ("dw" if decode else "qconv" if conv else "qct" if transpose else "qtwd" if twd
+                else "qgather" if gather else "qmm")
         x = rng.standard_normal((int(rng.integers(1, 5)), cols)).astype(np.float32)
         if gather:
             x = rng.integers(-rows, rows, (int(rng.integers(1, 5)), 3)).astype(np.int64)
         if conv:
             x = rng.standard_normal((int(rng.integers(1, 3)), groups, kh + int(rng.integers(0, 3)),
                                      kw + int(rng.integers(0, 3)))).astype(np.float32)
+        if transpose:
+            x = rng.standard_normal((int(rng.integers(1, 3)), cols, int(rng.integers(1, 4)),
+                                     int(rng.integers(1, 5)))).astype(np.float32)
         kind = int(rng.integers(0, 8))  # 7: unchanged, a control that must run
         label = f"case {i}: {what} {rows}x{cols} k={bits} {'ternary' if ternary else 'binary'}"
         if kind == 0 and len(node.attribute):  # an attribute's value
@@ -130,6 +146,14 @@ def cases(seed, count):
             label += f", input {index} removed"
         elif kind == 7:
             label += ", unchanged (must run)"
+        elif transpose:  # X of other channels, or of rank 3
+            x = rng.standard_normal((1, cols + int(rng.integers(1, 3)), 2, 2)).astype(np.float32)
+            if rng.integers(0, 2):
+                x = x[:, :cols, 0]
+                m.graph.input[0].type.tensor_type.ClearField("shape")
+            else:
+                m.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "C"
+            label += f", X of shape {list(x.shape)}"
         elif conv:  # X too small for the kernel, or of other channels
             x = rng.standard_normal((1, groups + int(rng.integers(0, 2)), max(1, kh - 1),
                                      kw)).astype(np.float32)
@@ -170,7 +194,8 @@ def child(library, seed, count):
             # Every refusal names the node: qsl's ("QuantizedMatMul node 'qmm': ...") and ORT's
             # own graph checks ("node (qmm)"; the MatMul "mm" fed by a DecodeWeights node).
             if "must run" in label or not any(n in text
-                                              for n in ("qmm", "qconv", "qtwd", "qgather", "dw", "mm")):
+                                              for n in ("qmm", "qconv", "qct", "qtwd", "qgather", "dw",
+                                                        "mm")):
                 bad.append(f"{label}: {text[:200]}")
     print(f"done: {ran} ran, {refused} refused")
     for b in bad:

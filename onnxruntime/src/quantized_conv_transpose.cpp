@@ -1,0 +1,232 @@
+#include "quantized_conv_transpose.hpp"
+
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "conv_products.hpp"
+#include "cpu/thread_pool.hpp"
+#include "kernel_support.hpp"
+#include "layer_inputs.hpp"
+#include "ort_gemm.hpp"
+#include "qsl/cpu.hpp"
+#include "qsl/error.hpp"
+#include "qsl/quantized_conv2d.hpp"
+#include "qsl/weight_code.hpp"
+#include "scratch.hpp"
+
+namespace qsl::ort {
+
+namespace {
+
+std::string str(std::int64_t v) { return std::to_string(v); }
+
+std::string list(const std::vector<std::int64_t>& v) {
+  std::string text = "[";
+  for (std::size_t i = 0; i < v.size(); ++i) text += (i ? ", " : "") + str(v[i]);
+  return text + "]";
+}
+
+// Products held per call: about 16 MiB of floats, at least one image.
+constexpr std::int64_t products_per_chunk = std::int64_t{1} << 22;
+
+}  // namespace
+
+struct quantized_conv_transpose_kernel {
+  std::string what;
+  std::size_t dims = 2;  // spatial dimensions: 1-D runs as 1 x W
+  conv_transpose2d_shape shape;
+  // The code's rows reordered tap-major (t M + m), so that each pixel's products for one tap
+  // are contiguous over the output channels (col2im_transposed_rows).
+  cpu_weights packed;
+  std::vector<float> bias;
+  activation_quantizer activations;
+  decoded_gemm large_batches;
+  std::unique_ptr<int8_gemm> int8_rows;  // null without int8_min_rows
+  cpu_int8_grids int8_grids;             // made by the first 8-bit call, on the session's threads
+
+  explicit quantized_conv_transpose_kernel(const OrtKernelInfo* info);
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) const;
+  // Products of `images` images' pixels (C x h x w each) with the rows: [pixel][row].
+  void products(OrtKernelContext* context, const float* x, std::int64_t images, std::int64_t h,
+                std::int64_t w, qsl::detail::scratch<float>& out) const;
+};
+
+quantized_conv_transpose_kernel::quantized_conv_transpose_kernel(const OrtKernelInfo* info)
+    : large_batches(info) {
+  const node_reader node(info, "QuantizedConvTranspose");
+  what = node.what();
+  check_format_version(node);
+  activations = read_activation_mode(node);
+  const std::int64_t channels = node.int_attribute("in_channels");
+  const std::int64_t outputs = node.int_attribute("out_channels");
+  const std::int64_t groups = node.int_attribute("group", 1);
+  detail::require(groups == 1, "group is " + str(groups) + "; QuantizedConvTranspose takes 1");
+  detail::require(channels >= 1 && outputs >= 1 && channels <= (std::int64_t{1} << 24) &&
+                      outputs <= (std::int64_t{1} << 24),
+                  "in_channels " + str(channels) + " and out_channels " + str(outputs) +
+                      "; expected 1..2^24");
+  const std::vector<std::int64_t> kernel = node.ints_attribute("kernel_shape");
+  dims = kernel.size();
+  detail::require(dims == 1 || dims == 2, "kernel_shape is " + list(kernel) +
+                                              "; expected 1 or 2 spatial dimensions");
+  for (std::int64_t k : kernel)
+    detail::require(k >= 1 && k <= 64, "kernel_shape is " + list(kernel) + "; expected sizes 1..64");
+  const auto strides = node.ints_attribute("strides", std::vector<std::int64_t>(dims, 1));
+  const auto dilations = node.ints_attribute("dilations", std::vector<std::int64_t>(dims, 1));
+  const auto pads = node.ints_attribute("pads", std::vector<std::int64_t>(2 * dims, 0));
+  const auto output_padding =
+      node.ints_attribute("output_padding", std::vector<std::int64_t>(dims, 0));
+  const std::string auto_pad = node.string_attribute("auto_pad", "NOTSET");
+  detail::require(auto_pad == "NOTSET", "auto_pad is '" + auto_pad +
+                                            "'; QuantizedConvTranspose takes NOTSET (explicit pads)");
+  detail::require(strides.size() == dims && dilations.size() == dims && pads.size() == 2 * dims &&
+                      output_padding.size() == dims,
+                  "strides " + list(strides) + ", dilations " + list(dilations) + ", pads " +
+                      list(pads) + ", output_padding " + list(output_padding) +
+                      " do not match kernel_shape " + list(kernel));
+  for (std::size_t d = 0; d < dims; ++d) {
+    detail::require(strides[d] >= 1 && dilations[d] >= 1 && strides[d] <= (1 << 16) &&
+                        dilations[d] <= (1 << 16),
+                    "strides " + list(strides) + " and dilations " + list(dilations) +
+                        "; expected values 1..65536");
+    detail::require(output_padding[d] >= 0 &&
+                        (output_padding[d] < strides[d] || output_padding[d] < dilations[d]),
+                    "output_padding " + list(output_padding) +
+                        "; expected values >= 0 below the stride or the dilation");
+  }
+  for (std::int64_t p : pads)
+    detail::require(p >= 0 && p <= (std::int64_t{1} << 24),
+                    "pads " + list(pads) + "; expected values 0..2^24");
+  const bool two = dims == 2;
+  shape.in_channels = channels;
+  shape.out_channels = outputs;
+  shape.kernel_h = two ? kernel[0] : 1;
+  shape.kernel_w = kernel.back();
+  shape.stride_h = two ? strides[0] : 1;
+  shape.stride_w = strides.back();
+  shape.dilation_h = two ? dilations[0] : 1;
+  shape.dilation_w = dilations.back();
+  shape.pad_top = two ? pads[0] : 0;
+  shape.pad_left = pads[dims - 1];
+  shape.pad_bottom = two ? pads[2] : 0;
+  shape.pad_right = pads[2 * dims - 1];
+  shape.output_pad_h = two ? output_padding[0] : 0;
+  shape.output_pad_w = output_padding.back();
+  const std::int64_t taps = shape.taps();
+  code_inputs inputs(node, outputs * taps, channels);
+  inputs.read();
+  std::vector<std::int64_t> order(static_cast<std::size_t>(outputs * taps));
+  for (std::int64_t t = 0; t < taps; ++t)
+    for (std::int64_t m = 0; m < outputs; ++m)
+      order[static_cast<std::size_t>(t * outputs + m)] = m * taps + t;
+  packed = pack_for_cpu(permute_rows(inputs.code, order));
+  if (activations.bits >= cpu_byte_tables_min_bits()) add_encoded_layout(packed);
+  bias = read_bias(node, 4, outputs);
+  if (const std::int64_t rows = read_int8_min_rows(node, channels); rows > 0)
+    int8_rows = std::make_unique<int8_gemm>(info, rows);
+}
+
+void quantized_conv_transpose_kernel::products(OrtKernelContext* context, const float* x,
+                                               std::int64_t images, std::int64_t h,
+                                               std::int64_t w,
+                                               qsl::detail::scratch<float>& out) const {
+  const std::int64_t pixels = h * w, rows = images * pixels, c = shape.in_channels;
+  if (int8_rows && int8_rows->takes(rows) && int8_gemm::direct()) {
+    // Each pixel's channels are a 1 x 1 convolution's patch: quantized straight from NCHW.
+    conv2d_shape pixel;
+    pixel.in_channels = c;
+    pixel.out_channels = packed.rows;
+    pixel.kernel_h = pixel.kernel_w = 1;
+    conv_products_int8(context, *int8_rows, packed, int8_grids.scales(packed).data(), pixel, x,
+                       images, h, w, nullptr, out);
+    return;
+  }
+  qsl::detail::scratch<float> vectors(static_cast<std::size_t>(rows * c));
+  qsl::detail::cpu::thread_pool::instance().run(images, [&](std::int64_t i) {
+    qsl::detail::transpose_floats(x + i * c * pixels, pixels, c, pixels,
+                                  vectors.data() + i * pixels * c, c);
+  });
+  out.resize(static_cast<std::size_t>(rows * packed.rows));
+  const bool int8 = int8_rows && int8_rows->takes(rows);
+  multiply(context, large_batches, packed, activations, vectors.data(), rows, nullptr, out.data(),
+           int8_rows.get(), int8 ? int8_grids.scales(packed).data() : nullptr);
+}
+
+OrtStatusPtr quantized_conv_transpose_kernel::ComputeV2(OrtKernelContext* context) const {
+  return guarded(what, [&] {
+    Ort::KernelContext ctx(context);
+    const Ort::ConstValue x = ctx.GetInput(0);
+    const std::vector<std::int64_t> in = x.GetTensorTypeAndShapeInfo().GetShape();
+    const std::size_t rank = dims + 2;
+    detail::require(in.size() == rank && in[1] == shape.in_channels,
+                    "input X has shape " + list(in) + "; expected rank " +
+                        str(static_cast<std::int64_t>(rank)) + " with " +
+                        str(shape.in_channels) + " channels (N x C x spatial)");
+    const std::int64_t n = in[0], h = rank == 4 ? in[2] : 1, w = in.back();
+    const std::int64_t oh = shape.out_h(h), ow = shape.out_w(w);
+    detail::require(h >= 1 && w >= 1 && oh >= 1 && ow >= 1,
+                    "input X has shape " + list(in) + ": the output would be " + str(oh) + " x " +
+                        str(ow) + " (the pads take it all)");
+    std::vector<std::int64_t> out_shape = {n, shape.out_channels};
+    if (rank == 4) out_shape.push_back(oh);
+    out_shape.push_back(ow);
+    Ort::UnownedValue y = ctx.GetOutput(0, out_shape);
+    if (n == 0) return;
+    const float* xp = x.GetTensorData<float>();
+    float* yp = y.GetTensorMutableData<float>();
+    const session_threads threads(context);
+    auto& pool = qsl::detail::cpu::thread_pool::instance();
+    const std::int64_t pixels = h * w, row_floats = packed.rows;
+    const std::int64_t per_chunk =
+        std::clamp<std::int64_t>(products_per_chunk / std::max<std::int64_t>(1, pixels * row_floats),
+                                 1, n);
+    const float* b = bias.empty() ? nullptr : bias.data();
+    constexpr std::int64_t rows_per_task = 4;
+    const std::int64_t row_tasks = (oh + rows_per_task - 1) / rows_per_task;
+    const std::int64_t image_in = shape.in_channels * pixels, image_out = shape.out_channels * oh * ow;
+    for (std::int64_t i0 = 0; i0 < n; i0 += per_chunk) {
+      const std::int64_t images = std::min(per_chunk, n - i0);
+      qsl::detail::scratch<float> p;
+      products(context, xp + i0 * image_in, images, h, w, p);
+      pool.run(images * row_tasks, [&](std::int64_t t) {
+        const std::int64_t i = t / row_tasks, oy = t % row_tasks * rows_per_task;
+        qsl::detail::col2im_transposed_rows(shape, p.data() + i * pixels * row_floats, row_floats,
+                                            h, w, b, oy, std::min(oh, oy + rows_per_task),
+                                            yp + (i0 + i) * image_out);
+      });
+    }
+  });
+}
+
+struct quantized_conv_transpose
+    : Ort::CustomOpBase<quantized_conv_transpose, quantized_conv_transpose_kernel,
+                        /*WithStatus=*/true> {
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
+    return create_kernel<quantized_conv_transpose_kernel>(info, "QuantizedConvTranspose", kernel);
+  }
+  const char* GetName() const { return "QuantizedConvTranspose"; }
+  std::size_t GetInputTypeCount() const { return 5; }
+  ONNXTensorElementDataType GetInputType(std::size_t index) const {
+    // The coefficients float or float16 (UNDEFINED: any type; checked at load).
+    return index == 1 || index == 3 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8
+           : index == 2             ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED
+                                    : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(std::size_t index) const {
+    return index >= 3 ? OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_OPTIONAL
+                      : OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_REQUIRED;
+  }
+  std::size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(std::size_t) const {
+    return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
+};
+
+OrtCustomOp* quantized_conv_transpose_op() {
+  static quantized_conv_transpose op;
+  return &op;
+}
+
+}  // namespace qsl::ort
