@@ -78,33 +78,6 @@ weight_code make_weight_code(std::int64_t rows, std::int64_t cols, int bits, qsl
 
 void compute_offsets(weight_code& code) { code.offsets = offsets_of(code); }
 
-weight_code permute_rows(const weight_code& code, const std::vector<std::int64_t>& order) {
-  detail::require(static_cast<std::int64_t>(order.size()) == code.rows,
-                  "permute_rows: order has " + str(static_cast<std::int64_t>(order.size())) +
-                      " entries; expected the code's " + str(code.rows) + " rows");
-  std::vector<bool> taken(order.size(), false);
-  for (std::size_t r = 0; r < order.size(); ++r) {
-    const std::int64_t from = order[r];
-    detail::require(from >= 0 && from < code.rows && !taken[static_cast<std::size_t>(from)],
-                    "permute_rows: order[" + str(static_cast<std::int64_t>(r)) + "] is " +
-                        str(from) + "; expected each row 0.." + str(code.rows - 1) + " once");
-    taken[static_cast<std::size_t>(from)] = true;
-  }
-  weight_code out = code;
-  const std::int64_t words = code.bits * code.words_per_plane();
-  const std::int64_t alphas = code.groups() * code.bits;
-  auto move_rows = [&](const auto& from, auto& to, std::int64_t per_row) {
-    for (std::size_t r = 0; r < order.size(); ++r)
-      std::copy_n(from.begin() + order[r] * per_row, per_row,
-                  to.begin() + static_cast<std::int64_t>(r) * per_row);
-  };
-  move_rows(code.signs, out.signs, words);
-  if (!code.masks.empty()) move_rows(code.masks, out.masks, words);
-  move_rows(code.coefficients, out.coefficients, alphas);
-  if (!code.offsets.empty()) move_rows(code.offsets, out.offsets, 1);
-  return out;
-}
-
 void validate(const weight_code& code, const char* what) {
   const std::string where = std::string(what) + ": ";
   // Shape first, with the same rules as make_weight_code.

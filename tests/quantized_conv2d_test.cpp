@@ -397,112 +397,172 @@ TEST(QuantizedConv2d, Int8PatchScalesRefuseNonFiniteInputsThePatchesRead) {
 
 namespace {
 
-// ConvTranspose's definition: every input pixel (iy, ix) and tap (ky, kx) adds its product for
-// channel m at output (m, iy sh - pt + ky dh, ix sw - pl + kx dw) when that is inside; in
-// double, with the sum of magnitudes per output for the float bound.
-std::vector<double> direct_scatter(const qsl::conv_transpose2d_shape& s,
-                                   const std::vector<float>& products, std::int64_t row_stride,
-                                   std::int64_t h, std::int64_t w, const std::vector<float>& bias,
-                                   std::vector<double>& size) {
+// ConvTranspose's definition: every input pixel (iy, ix) of image i and tap (ky, kx) adds the
+// value of product row m taps + t for that vector at output (i, m, iy sh - pt + ky dh,
+// ix sw - pl + kx dw) when that is inside; in double from y's initial values, with the sum of
+// magnitudes per output for the float bound.
+template <class Value>
+std::vector<double> direct_scatter(const qsl::conv_transpose2d_shape& s, std::int64_t images,
+                                   std::int64_t h, std::int64_t w, const std::vector<float>& y0,
+                                   std::vector<double>& size, Value value) {
   const std::int64_t oh = s.out_h(h), ow = s.out_w(w), m_count = s.out_channels;
-  std::vector<double> y(static_cast<std::size_t>(m_count * oh * ow));
+  std::vector<double> y(y0.begin(), y0.end());
   size.assign(y.size(), 0.0);
-  for (std::int64_t m = 0; m < m_count; ++m)
-    for (std::int64_t j = 0; j < oh * ow; ++j) {
-      y[static_cast<std::size_t>(m * oh * ow + j)] = bias.empty() ? 0 : bias[m];
-      size[static_cast<std::size_t>(m * oh * ow + j)] = bias.empty() ? 0 : std::abs(bias[m]);
-    }
-  for (std::int64_t iy = 0; iy < h; ++iy)
-    for (std::int64_t ix = 0; ix < w; ++ix)
-      for (std::int64_t ky = 0; ky < s.kernel_h; ++ky)
-        for (std::int64_t kx = 0; kx < s.kernel_w; ++kx) {
-          const std::int64_t oy = iy * s.stride_h - s.pad_top + ky * s.dilation_h;
-          const std::int64_t ox = ix * s.stride_w - s.pad_left + kx * s.dilation_w;
-          if (oy < 0 || oy >= oh || ox < 0 || ox >= ow) continue;
-          for (std::int64_t m = 0; m < m_count; ++m) {
-            const float v = products[static_cast<std::size_t>(
-                (iy * w + ix) * row_stride + (ky * s.kernel_w + kx) * m_count + m)];
-            const auto at = static_cast<std::size_t>((m * oh + oy) * ow + ox);
-            y[at] += v;
-            size[at] += std::abs(v);
+  for (std::size_t j = 0; j < y.size(); ++j) size[j] = std::abs(y[j]);
+  for (std::int64_t i = 0; i < images; ++i)
+    for (std::int64_t iy = 0; iy < h; ++iy)
+      for (std::int64_t ix = 0; ix < w; ++ix)
+        for (std::int64_t ky = 0; ky < s.kernel_h; ++ky)
+          for (std::int64_t kx = 0; kx < s.kernel_w; ++kx) {
+            const std::int64_t oy = iy * s.stride_h - s.pad_top + ky * s.dilation_h;
+            const std::int64_t ox = ix * s.stride_w - s.pad_left + kx * s.dilation_w;
+            if (oy < 0 || oy >= oh || ox < 0 || ox >= ow) continue;
+            for (std::int64_t m = 0; m < m_count; ++m) {
+              const double v = value(m * s.taps() + ky * s.kernel_w + kx, (i * h + iy) * w + ix);
+              const auto at = static_cast<std::size_t>(((i * m_count + m) * oh + oy) * ow + ox);
+              y[at] += v;
+              size[at] += std::abs(v);
+            }
           }
-        }
   return y;
+}
+
+// A random transposed geometry: strides 1-3, dilations 1-2, pads 0-2, output_padding, kernels
+// 1-4 (1 x k too), channel counts 1 to 65, inputs 1-7 x 1-9; false when the pads take it all.
+bool random_transpose_shape(std::mt19937& rng, qsl::conv_transpose2d_shape& s, std::int64_t& h,
+                            std::int64_t& w) {
+  auto pick = [&](std::int64_t lo, std::int64_t hi) {
+    return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng);
+  };
+  s.in_channels = 1;  // not read by the scatter
+  s.out_channels = std::vector<std::int64_t>{1, 5, 17, 63, 64, 65}[pick(0, 5)];
+  s.kernel_h = pick(1, 4);
+  s.kernel_w = pick(1, 4);
+  s.stride_h = pick(1, 3);
+  s.stride_w = pick(1, 3);
+  s.dilation_h = pick(1, 2);
+  s.dilation_w = pick(1, 2);
+  s.pad_top = pick(0, 2);
+  s.pad_bottom = pick(0, 2);
+  s.pad_left = pick(0, 2);
+  s.pad_right = pick(0, 2);
+  s.output_pad_h = pick(0, std::max(s.stride_h, s.dilation_h) - 1);
+  s.output_pad_w = pick(0, std::max(s.stride_w, s.dilation_w) - 1);
+  h = pick(1, 7);
+  w = pick(1, 9);
+  return s.out_h(h) >= 1 && s.out_w(w) >= 1;
+}
+
+std::string describe(const qsl::conv_transpose2d_shape& s, std::int64_t h, std::int64_t w) {
+  return "M " + std::to_string(s.out_channels) + " k " + std::to_string(s.kernel_h) + "x" +
+         std::to_string(s.kernel_w) + " s " + std::to_string(s.stride_h) + "x" +
+         std::to_string(s.stride_w) + " d " + std::to_string(s.dilation_h) + "x" +
+         std::to_string(s.dilation_w) + " input " + std::to_string(h) + "x" + std::to_string(w);
 }
 
 }  // namespace
 
-// The scatter of a transposed convolution's pixel products (tap-major rows) against its
-// definition on random geometry (strides 1-3, dilations 1-2, pads, output_padding, 1 x k, sizes
-// 1 and odd, channel counts 1 to 65), the rows split at random between two calls: each output is
-// a float sum of at most taps + 1 terms, within gamma_{taps+1} of their magnitudes.
+// The float scatter against its definition on random geometry, two images, y starting from a
+// bias, the channels split at random between two calls: each output is a float sum of at most
+// taps + 1 terms, within gamma_{taps+1} of their magnitudes.
 TEST(QuantizedConv2d, TransposedScatterMatchesTheDefinition) {
   std::mt19937 rng(71);
-  auto pick = [&](std::int64_t lo, std::int64_t hi) {
-    return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng);
-  };
   std::normal_distribution<float> normal;
   int cases = 0;
   for (int t = 0; t < 300; ++t) {
     qsl::conv_transpose2d_shape s;
-    s.in_channels = 1;  // not read by the scatter
-    s.out_channels = std::vector<std::int64_t>{1, 5, 17, 63, 64, 65}[pick(0, 5)];
-    s.kernel_h = pick(1, 4);
-    s.kernel_w = pick(1, 4);
-    s.stride_h = pick(1, 3);
-    s.stride_w = pick(1, 3);
-    s.dilation_h = pick(1, 2);
-    s.dilation_w = pick(1, 2);
-    s.pad_top = pick(0, 2);
-    s.pad_bottom = pick(0, 2);
-    s.pad_left = pick(0, 2);
-    s.pad_right = pick(0, 2);
-    s.output_pad_h = pick(0, std::max(s.stride_h, s.dilation_h) - 1);
-    s.output_pad_w = pick(0, std::max(s.stride_w, s.dilation_w) - 1);
-    const std::int64_t h = pick(1, 7), w = pick(1, 9);
-    const std::int64_t oh = s.out_h(h), ow = s.out_w(w);
-    if (oh < 1 || ow < 1) continue;
-    const std::int64_t row_stride = s.product_rows() + pick(0, 3);  // rows may be padded
-    std::vector<float> products(static_cast<std::size_t>(h * w * row_stride));
+    std::int64_t h = 0, w = 0;
+    if (!random_transpose_shape(rng, s, h, w)) continue;
+    const std::int64_t images = 2, vectors = images * h * w, row_stride = vectors + t % 3;
+    std::vector<float> products(static_cast<std::size_t>(s.product_rows() * row_stride));
     for (float& v : products) v = normal(rng);
-    std::vector<float> bias;
-    if (pick(0, 1)) bias.assign(static_cast<std::size_t>(s.out_channels), 0.5f);
-    std::vector<float> y(static_cast<std::size_t>(s.out_channels * oh * ow), -7.0f);
-    const std::int64_t split = pick(0, oh);
-    const float* b = bias.empty() ? nullptr : bias.data();
-    qsl::detail::col2im_transposed_rows(s, products.data(), row_stride, h, w, b, 0, split,
-                                        y.data());
-    qsl::detail::col2im_transposed_rows(s, products.data(), row_stride, h, w, b, split, oh,
-                                        y.data());
+    std::vector<float> y(static_cast<std::size_t>(images * s.out_channels * s.out_h(h) * s.out_w(w)));
+    for (float& v : y) v = normal(rng);  // the bias the caller put there
     std::vector<double> size;
-    const auto expected = direct_scatter(s, products, row_stride, h, w, bias, size);
+    const auto expected = direct_scatter(s, images, h, w, y, size, [&](std::int64_t r,
+                                                                       std::int64_t v) {
+      return products[static_cast<std::size_t>(r * row_stride + v)];
+    });
+    const std::int64_t split = std::uniform_int_distribution<std::int64_t>(0, s.out_channels)(rng);
+    qsl::detail::col2im_transposed(s, products.data(), row_stride, vectors, h, w, 0, split,
+                                   y.data());
+    qsl::detail::col2im_transposed(s, products.data(), row_stride, vectors, h, w, split,
+                                   s.out_channels, y.data());
     const double u = std::numeric_limits<float>::epsilon() / 2, n = double(s.taps() + 1);
-    const std::string what = "M " + std::to_string(s.out_channels) + " k " +
-                             std::to_string(s.kernel_h) + "x" + std::to_string(s.kernel_w) +
-                             " s " + std::to_string(s.stride_h) + "x" + std::to_string(s.stride_w) +
-                             " d " + std::to_string(s.dilation_h) + "x" +
-                             std::to_string(s.dilation_w) + " input " + std::to_string(h) + "x" +
-                             std::to_string(w);
     for (std::size_t i = 0; i < y.size(); ++i)
-      ASSERT_NEAR(y[i], expected[i], n * u / (1 - n * u) * size[i] + 1e-30) << what << " at " << i;
+      ASSERT_NEAR(y[i], expected[i], n * u / (1 - n * u) * size[i] + 1e-30)
+          << describe(s, h, w) << " at " << i;
     ++cases;
   }
   EXPECT_GT(cases, 200);
 }
 
-TEST(QuantizedConv2d, TransposedScatterRefusesRowsOutsideTheOutput) {
+// The 8-bit scatter, fed int32 sums a block of rows and a chunk of vectors at a time (blocks
+// and chunks that cut through channels, input rows and images, as the integer GEMM's are),
+// against the definition with each value (float(sum) x_scale) w_scale: within
+// gamma_{taps+1} + 2u of the magnitudes (the two float products and the sums).
+TEST(QuantizedConv2d, TransposedInt8ScatterMatchesTheDefinition) {
+  std::mt19937 rng(73);
+  std::uniform_int_distribution<std::int32_t> sum(-40000, 40000);
+  std::uniform_real_distribution<float> scale(0.001f, 0.01f);
+  int cases = 0;
+  for (int t = 0; t < 200; ++t) {
+    qsl::conv_transpose2d_shape s;
+    std::int64_t h = 0, w = 0;
+    if (!random_transpose_shape(rng, s, h, w)) continue;
+    const std::int64_t images = 3, vectors = images * h * w, rows = s.product_rows();
+    std::vector<std::int32_t> sums(static_cast<std::size_t>(rows * vectors));
+    for (auto& v : sums) v = sum(rng);
+    std::vector<float> x_scales(static_cast<std::size_t>(vectors));
+    std::vector<float> w_scales(static_cast<std::size_t>(rows));
+    for (float& v : x_scales) v = scale(rng);
+    for (float& v : w_scales) v = scale(rng);
+    std::vector<float> y(static_cast<std::size_t>(images * s.out_channels * s.out_h(h) * s.out_w(w)),
+                         0.25f);
+    std::vector<double> size;
+    const auto expected = direct_scatter(s, images, h, w, y, size, [&](std::int64_t r,
+                                                                       std::int64_t v) {
+      return double(sums[static_cast<std::size_t>(r * vectors + v)]) * x_scales[v] * w_scales[r];
+    });
+    const std::int64_t block = 1 + t % 7, chunk = 1 + t % 5;  // rows per block, vectors per chunk
+    std::vector<std::int32_t> part;
+    for (std::int64_t n0 = 0; n0 < rows; n0 += block)
+      for (std::int64_t v0 = 0; v0 < vectors; v0 += chunk) {
+        const std::int64_t count = std::min(block, rows - n0), len = std::min(chunk, vectors - v0);
+        part.resize(static_cast<std::size_t>(count * len));
+        for (std::int64_t r = 0; r < count; ++r)
+          for (std::int64_t v = 0; v < len; ++v)
+            part[static_cast<std::size_t>(r * len + v)] =
+                sums[static_cast<std::size_t>((n0 + r) * vectors + v0 + v)];
+        qsl::detail::col2im_transposed_int8(s, part.data(), n0, count, v0, len, x_scales.data(),
+                                            w_scales.data(), h, w, 0, s.out_channels, y.data());
+      }
+    const double u = std::numeric_limits<float>::epsilon() / 2, n = double(s.taps() + 3);
+    for (std::size_t i = 0; i < y.size(); ++i)
+      ASSERT_NEAR(y[i], expected[i], n * u / (1 - n * u) * size[i] + 1e-30)
+          << describe(s, h, w) << " at " << i;
+    ++cases;
+  }
+  EXPECT_GT(cases, 120);
+}
+
+TEST(QuantizedConv2d, TransposedScatterRefusesChannelsOutsideTheOutput) {
   qsl::conv_transpose2d_shape s;
   s.in_channels = s.out_channels = 2;
   s.kernel_h = s.kernel_w = 3;
   std::vector<float> products(4 * 4 * s.product_rows()), y(2 * 6 * 6);
   EXPECT_THAT(qsl::test::error_of([&] {
-                qsl::detail::col2im_transposed_rows(s, products.data(), s.product_rows(), 4, 4,
-                                                    nullptr, 0, 7, y.data());
+                qsl::detail::col2im_transposed(s, products.data(), 16, 16, 4, 4, 0, 3, y.data());
               }),
-              testing::HasSubstr("output rows [0, 7) of 6 x 6"));
+              testing::HasSubstr("output channels [0, 3) of 2, output 6 x 6"));
   EXPECT_THAT(qsl::test::error_of([&] {
-                qsl::detail::col2im_transposed_rows(s, products.data(), 5, 4, 4, nullptr, 0, 6,
-                                                    y.data());
+                qsl::detail::col2im_transposed(s, products.data(), 15, 16, 4, 4, 0, 2, y.data());
               }),
-              testing::HasSubstr("row stride 5 for 18 product rows"));
+              testing::HasSubstr("16 vectors of images of 16 pixels, row stride 15"));
+  const std::int32_t sums[4] = {};
+  EXPECT_THAT(qsl::test::error_of([&] {
+                qsl::detail::col2im_transposed_int8(s, sums, 17, 2, 0, 2, nullptr, nullptr, 4, 4,
+                                                    0, 2, y.data());
+              }),
+              testing::HasSubstr("rows [17, 19) of 18"));
 }

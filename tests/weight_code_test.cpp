@@ -199,26 +199,3 @@ TEST(WeightCode, ShapeHoldsWWhenItsLeadingDimsMakeTheRows) {
   const std::int64_t huge = std::int64_t{1} << 40;                // no overflow on the way
   EXPECT_FALSE(qsl::shape_holds_w({huge, huge, huge}, 8, 27, false));
 }
-
-TEST(WeightCode, PermuteRowsMovesEveryPartOfARow) {
-  for (qsl::basis basis : {qsl::basis::binary, qsl::basis::ternary}) {
-    qsl::weight_code code = qsl::test::random_code(7, 70, 3, basis, 32, 11);
-    qsl::compute_offsets(code);
-    const std::vector<std::int64_t> order = {3, 0, 6, 1, 5, 2, 4};
-    const qsl::weight_code p = qsl::permute_rows(code, order);
-    ASSERT_NO_THROW(qsl::validate(p));
-    const Eigen::MatrixXf w = qsl::reconstruct(code), wp = qsl::reconstruct(p);
-    for (std::int64_t r = 0; r < 7; ++r) {
-      const auto from = order[static_cast<std::size_t>(r)];
-      EXPECT_EQ(wp.row(r), w.row(from)) << "row " << r;
-      EXPECT_EQ(p.offsets[static_cast<std::size_t>(r)], code.offsets[static_cast<std::size_t>(from)]);
-    }
-    EXPECT_THAT([&] { qsl::permute_rows(code, {0, 1, 2}); },
-                testing::ThrowsMessage<qsl::error>(
-                    testing::HasSubstr("3 entries; expected the code's 7")));
-    EXPECT_THAT([&] { qsl::permute_rows(code, {0, 1, 2, 3, 4, 5, 5}); },
-                testing::ThrowsMessage<qsl::error>(testing::HasSubstr("order[6] is 5")));
-    EXPECT_THAT([&] { qsl::permute_rows(code, {0, 1, 2, 3, 4, 5, 7}); },
-                testing::ThrowsMessage<qsl::error>(testing::HasSubstr("order[6] is 7")));
-  }
-}

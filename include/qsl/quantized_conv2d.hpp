@@ -145,16 +145,26 @@ QSL_API void im2col_int8_padded(const conv2d_shape& s, const float* padded, std:
                                 std::int64_t w, const float* inverse, std::int64_t first,
                                 std::int64_t count, std::int8_t* q_t, std::int64_t q_stride);
 
-/// A transposed convolution as a GEMM over input pixels, then this scatter (conv_transpose.cpp):
-/// `products` holds one image's product rows, pixel p = iy w + ix at products[p * row_stride],
-/// tap t = ky kw + kx and output channel m at [t * out_channels + m] in it (tap-major, so that one
-/// tap's values for every channel are contiguous). Writes output rows [oy_begin, oy_end) of y
-/// (out_channels x OH x OW, the image's whole output): bias[m] (bias may be null: 0) plus every
-/// product that lands there. Each output row is independent: tasks may split the rows.
-QSL_API void col2im_transposed_rows(const conv_transpose2d_shape& s, const float* products,
-                                    std::int64_t row_stride, std::int64_t h, std::int64_t w,
-                                    const float* bias, std::int64_t oy_begin, std::int64_t oy_end,
-                                    float* y);
+/// A transposed convolution as a GEMM over input pixels, then this scatter (conv_transpose.cpp).
+/// Vector v is pixel v % (h w) = iy w + ix of image v / (h w); product row r = m taps + t
+/// (output channel m, tap t = ky kw + kx), W's order. Adds product row r's value for vector v
+/// at output (m, iy sh - pt + ky dh, ix sw - pl + kx dw) of image v / (h w) in y (the images'
+/// outputs, out_channels x OH x OW each, already holding the bias) where that lies inside, for
+/// the rows of output channels [m_begin, m_end) (tasks may split the channels: a channel's
+/// outputs only receive its own rows).
+/// Float products: row r's value for vector v at products[r * row_stride + v], v < vectors.
+QSL_API void col2im_transposed(const conv_transpose2d_shape& s, const float* products,
+                               std::int64_t row_stride, std::int64_t vectors, std::int64_t h,
+                               std::int64_t w, std::int64_t m_begin, std::int64_t m_end, float* y);
+/// 8-bit products, the float step fused in: rows [n0, n0 + count) with vectors [v0, v0 + len),
+/// the int32 sum of row r and vector v at sums[(r - n0) * len + v - v0], adding
+/// (float(sum) x_scales[v]) w_scales[r] (finish_int8_products' value) without a float copy of
+/// the products.
+QSL_API void col2im_transposed_int8(const conv_transpose2d_shape& s, const std::int32_t* sums,
+                                    std::int64_t n0, std::int64_t count, std::int64_t v0,
+                                    std::int64_t len, const float* x_scales,
+                                    const float* w_scales, std::int64_t h, std::int64_t w,
+                                    std::int64_t m_begin, std::int64_t m_end, float* y);
 }  // namespace detail
 
 class quantized_conv2d {

@@ -99,11 +99,6 @@ QSL_API void validate(const weight_code& code, const char* what = "weight code")
 /// Recomputes code.offsets from the planes and coefficients.
 QSL_API void compute_offsets(weight_code& code);
 
-/// The code with its rows reordered: row r of the result is row order[r] of `code` (planes,
-/// masks, coefficients and offsets). `order` must be a permutation of 0 .. rows - 1; throws
-/// qsl::error naming the first entry that breaks it.
-QSL_API weight_code permute_rows(const weight_code& code, const std::vector<std::int64_t>& order);
-
 /// One kind of plane (the signs, or the ternary masks) as bytes, the layout qsl's ONNX operators
 /// store: [row][plane][ceil(cols / 8)], column c is bit c % 8 of byte c / 8, padding bits zero.
 QSL_API std::vector<std::uint8_t> plane_bytes(const weight_code& code, bool masks);

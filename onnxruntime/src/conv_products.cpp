@@ -8,11 +8,8 @@
 
 namespace qsl::ort {
 
-conv_products_layout conv_products_int8(const OrtKernelContext* context, const int8_gemm& gemm,
-                                        const cpu_weights& wt, const float* w_scales,
-                                        const conv2d_shape& s, const float* x,
-                                        std::int64_t images, std::int64_t h, std::int64_t w,
-                                        const float* bias, qsl::detail::scratch<float>& out) {
+conv_int8_operand conv_operand_int8(const conv2d_shape& s, const float* x, std::int64_t images,
+                                    std::int64_t h, std::int64_t w) {
   const std::int64_t positions = s.out_h(h) * s.out_w(w), rows = images * positions;
   const std::int64_t k = s.patch(), image = s.in_channels * h * w;
   auto& pool = qsl::detail::cpu::thread_pool::instance();
@@ -24,8 +21,14 @@ conv_products_layout conv_products_int8(const OrtKernelContext* context, const i
   const std::int64_t vectors = images * per_image;
   const std::int64_t hp = h + s.pad_top + s.pad_bottom, wp = w + s.pad_left + s.pad_right;
   const std::int64_t padded_size = extended ? s.in_channels * hp * wp : 0;
-  qsl::detail::scratch<std::int8_t> xt(static_cast<std::size_t>(vectors * k));
-  std::vector<float> x_scales(static_cast<std::size_t>(vectors)), scales, inverse;
+  conv_int8_operand operand;
+  operand.vectors = vectors;
+  operand.layout = {per_image, extended ? wp : s.out_w(w)};
+  auto& xt = operand.xt;
+  auto& x_scales = operand.x_scales;
+  xt.resize(static_cast<std::size_t>(vectors * k));
+  x_scales.resize(static_cast<std::size_t>(vectors));
+  std::vector<float> scales, inverse;
   qsl::detail::scratch<float> padded(static_cast<std::size_t>(images * padded_size));
   if (extended) {
     scales.resize(static_cast<std::size_t>(rows));
@@ -67,10 +70,19 @@ conv_products_layout conv_products_int8(const OrtKernelContext* context, const i
                                           x_scales.data() + i * positions, v % positions, count,
                                           q_t, len);
   });
-  out.resize(static_cast<std::size_t>(vectors * wt.rows));
-  gemm.run_transposed(context, wt, w_scales, xt.data(), x_scales.data(), vectors, bias,
-                      out.data());
-  return {per_image, extended ? wp : s.out_w(w)};
+  return operand;
+}
+
+conv_products_layout conv_products_int8(const OrtKernelContext* context, const int8_gemm& gemm,
+                                        const cpu_weights& wt, const float* w_scales,
+                                        const conv2d_shape& s, const float* x,
+                                        std::int64_t images, std::int64_t h, std::int64_t w,
+                                        const float* bias, qsl::detail::scratch<float>& out) {
+  const conv_int8_operand operand = conv_operand_int8(s, x, images, h, w);
+  out.resize(static_cast<std::size_t>(operand.vectors * wt.rows));
+  gemm.run_transposed(context, wt, w_scales, operand.xt.data(), operand.x_scales.data(),
+                      operand.vectors, bias, out.data());
+  return operand.layout;
 }
 
 }  // namespace qsl::ort

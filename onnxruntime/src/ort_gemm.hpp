@@ -5,6 +5,7 @@
 // multiplies a decoded block faster than qsl's look-up tables run (docs/onnxruntime.md,
 // "Which path a batch takes", measured by bench/onnxruntime_compare.py --shapes).
 #include <cstdint>
+#include <functional>
 
 #include "ort_api.hpp"
 #include "qsl/activation_code.hpp"
@@ -57,6 +58,16 @@ class int8_gemm {
   void run_transposed(const OrtKernelContext* context, const cpu_weights& w, const float* scales,
                       const std::int8_t* xt, const float* x_scales, std::int64_t rows,
                       const float* bias, float* y) const;
+
+  /// The integer step of run_transposed alone: for each block of the layer's rows [n0, n0 +
+  /// count) and chunk of vectors [v0, v0 + len), `consume(n0, count, v0, len, sums)` with the
+  /// int32 sum of row r and vector v at sums[(r - n0) * len + v - v0], valid during the call
+  /// (run_transposed's consumer applies the float step; a fused consumer can do more with it).
+  using sums_consumer = std::function<void(std::int64_t n0, std::int64_t count, std::int64_t v0,
+                                           std::int64_t len, const std::int32_t* sums)>;
+  void run_transposed_sums(const OrtKernelContext* context, const cpu_weights& w,
+                           const float* scales, const std::int8_t* xt, std::int64_t rows,
+                           const sums_consumer& consume) const;
 
  private:
   std::int64_t min_rows_ = 0;

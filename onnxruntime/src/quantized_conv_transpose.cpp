@@ -37,9 +37,7 @@ struct quantized_conv_transpose_kernel {
   std::string what;
   std::size_t dims = 2;  // spatial dimensions: 1-D runs as 1 x W
   conv_transpose2d_shape shape;
-  // The code's rows reordered tap-major (t M + m), so that each pixel's products for one tap
-  // are contiguous over the output channels (col2im_transposed_rows).
-  cpu_weights packed;
+  cpu_weights packed;  // W's rows in the file's order: m taps + t
   std::vector<float> bias;
   activation_quantizer activations;
   decoded_gemm large_batches;
@@ -48,9 +46,10 @@ struct quantized_conv_transpose_kernel {
 
   explicit quantized_conv_transpose_kernel(const OrtKernelInfo* info);
   OrtStatusPtr ComputeV2(OrtKernelContext* context) const;
-  // Products of `images` images' pixels (C x h x w each) with the rows: [pixel][row].
-  void products(OrtKernelContext* context, const float* x, std::int64_t images, std::int64_t h,
-                std::int64_t w, qsl::detail::scratch<float>& out) const;
+  // Adds the products of `images` images' pixels (C x h x w each) with the rows to their
+  // outputs y (already holding the bias).
+  void scatter_products(OrtKernelContext* context, const float* x, std::int64_t images,
+                        std::int64_t h, std::int64_t w, float* y) const;
 };
 
 quantized_conv_transpose_kernel::quantized_conv_transpose_kernel(const OrtKernelInfo* info)
@@ -117,41 +116,71 @@ quantized_conv_transpose_kernel::quantized_conv_transpose_kernel(const OrtKernel
   const std::int64_t taps = shape.taps();
   code_inputs inputs(node, outputs * taps, channels);
   inputs.read();
-  std::vector<std::int64_t> order(static_cast<std::size_t>(outputs * taps));
-  for (std::int64_t t = 0; t < taps; ++t)
-    for (std::int64_t m = 0; m < outputs; ++m)
-      order[static_cast<std::size_t>(t * outputs + m)] = m * taps + t;
-  packed = pack_for_cpu(permute_rows(inputs.code, order));
+  packed = pack_for_cpu(inputs.code);
   if (activations.bits >= cpu_byte_tables_min_bits()) add_encoded_layout(packed);
   bias = read_bias(node, 4, outputs);
   if (const std::int64_t rows = read_int8_min_rows(node, channels); rows > 0)
     int8_rows = std::make_unique<int8_gemm>(info, rows);
 }
 
-void quantized_conv_transpose_kernel::products(OrtKernelContext* context, const float* x,
-                                               std::int64_t images, std::int64_t h,
-                                               std::int64_t w,
-                                               qsl::detail::scratch<float>& out) const {
-  const std::int64_t pixels = h * w, rows = images * pixels, c = shape.in_channels;
-  if (int8_rows && int8_rows->takes(rows) && int8_gemm::direct()) {
-    // Each pixel's channels are a 1 x 1 convolution's patch: quantized straight from NCHW.
+void quantized_conv_transpose_kernel::scatter_products(OrtKernelContext* context,
+                                                       const float* x, std::int64_t images,
+                                                       std::int64_t h, std::int64_t w,
+                                                       float* y) const {
+  auto& pool = qsl::detail::cpu::thread_pool::instance();
+  const std::int64_t pixels = h * w, vectors = images * pixels, c = shape.in_channels;
+  const std::int64_t m = shape.out_channels, taps = shape.taps();
+  constexpr std::int64_t channels_per_task = 4;
+  // Tasks of whole channels: a channel's outputs only receive its own rows.
+  auto by_channels = [&](std::int64_t r0, std::int64_t r1, auto&& scatter) {
+    const std::int64_t m0 = r0 / taps, m1 = (r1 + taps - 1) / taps;
+    pool.run((m1 - m0 + channels_per_task - 1) / channels_per_task, [&](std::int64_t t) {
+      const std::int64_t first = m0 + t * channels_per_task;
+      scatter(first, std::min(m1, first + channels_per_task));
+    });
+  };
+  if (int8_rows && int8_rows->takes(vectors) && int8_gemm::direct()) {
+    // Each pixel's channels are a 1 x 1 convolution's patch: quantized straight from NCHW; the
+    // integer sums are finished as they are scattered, a block of rows and chunk at a time.
     conv2d_shape pixel;
     pixel.in_channels = c;
     pixel.out_channels = packed.rows;
     pixel.kernel_h = pixel.kernel_w = 1;
-    conv_products_int8(context, *int8_rows, packed, int8_grids.scales(packed).data(), pixel, x,
-                       images, h, w, nullptr, out);
+    const conv_int8_operand operand = conv_operand_int8(pixel, x, images, h, w);
+    const float* scales = int8_grids.scales(packed).data();
+    int8_rows->run_transposed_sums(
+        context, packed, scales, operand.xt.data(), vectors,
+        [&](std::int64_t n0, std::int64_t count, std::int64_t v0, std::int64_t len,
+            const std::int32_t* sums) {
+          by_channels(n0, n0 + count, [&](std::int64_t mb, std::int64_t me) {
+            qsl::detail::col2im_transposed_int8(shape, sums, n0, count, v0, len,
+                                                operand.x_scales.data(), scales, h, w, mb, me, y);
+          });
+        });
     return;
   }
-  qsl::detail::scratch<float> vectors(static_cast<std::size_t>(rows * c));
-  qsl::detail::cpu::thread_pool::instance().run(images, [&](std::int64_t i) {
+  // Elsewhere (float activations, AVX2 without VNNI): the pixels as vectors through qsl's
+  // product, [vector][row], transposed to rows over the vectors for the scatter.
+  qsl::detail::scratch<float> vectors_by_pixel(static_cast<std::size_t>(vectors * c));
+  pool.run(images, [&](std::int64_t i) {
     qsl::detail::transpose_floats(x + i * c * pixels, pixels, c, pixels,
-                                  vectors.data() + i * pixels * c, c);
+                                  vectors_by_pixel.data() + i * pixels * c, c);
   });
-  out.resize(static_cast<std::size_t>(rows * packed.rows));
-  const bool int8 = int8_rows && int8_rows->takes(rows);
-  multiply(context, large_batches, packed, activations, vectors.data(), rows, nullptr, out.data(),
-           int8_rows.get(), int8 ? int8_grids.scales(packed).data() : nullptr);
+  qsl::detail::scratch<float> by_vector(static_cast<std::size_t>(vectors * packed.rows));
+  const bool int8 = int8_rows && int8_rows->takes(vectors);
+  multiply(context, large_batches, packed, activations, vectors_by_pixel.data(), vectors, nullptr,
+           by_vector.data(), int8_rows.get(), int8 ? int8_grids.scales(packed).data() : nullptr);
+  qsl::detail::scratch<float> by_row(by_vector.size());
+  constexpr std::int64_t rows_per_task = 64;
+  pool.run((packed.rows + rows_per_task - 1) / rows_per_task, [&](std::int64_t t) {
+    const std::int64_t r0 = t * rows_per_task;
+    qsl::detail::transpose_floats(by_vector.data() + r0, packed.rows, vectors,
+                                  std::min(rows_per_task, packed.rows - r0),
+                                  by_row.data() + r0 * vectors, vectors);
+  });
+  by_channels(0, m * taps, [&](std::int64_t mb, std::int64_t me) {
+    qsl::detail::col2im_transposed(shape, by_row.data(), vectors, vectors, h, w, mb, me, y);
+  });
 }
 
 OrtStatusPtr quantized_conv_transpose_kernel::ComputeV2(OrtKernelContext* context) const {
@@ -182,21 +211,16 @@ OrtStatusPtr quantized_conv_transpose_kernel::ComputeV2(OrtKernelContext* contex
     const std::int64_t per_chunk =
         std::clamp<std::int64_t>(products_per_chunk / std::max<std::int64_t>(1, pixels * row_floats),
                                  1, n);
-    const float* b = bias.empty() ? nullptr : bias.data();
-    constexpr std::int64_t rows_per_task = 4;
-    const std::int64_t row_tasks = (oh + rows_per_task - 1) / rows_per_task;
-    const std::int64_t image_in = shape.in_channels * pixels, image_out = shape.out_channels * oh * ow;
-    for (std::int64_t i0 = 0; i0 < n; i0 += per_chunk) {
-      const std::int64_t images = std::min(per_chunk, n - i0);
-      qsl::detail::scratch<float> p;
-      products(context, xp + i0 * image_in, images, h, w, p);
-      pool.run(images * row_tasks, [&](std::int64_t t) {
-        const std::int64_t i = t / row_tasks, oy = t % row_tasks * rows_per_task;
-        qsl::detail::col2im_transposed_rows(shape, p.data() + i * pixels * row_floats, row_floats,
-                                            h, w, b, oy, std::min(oh, oy + rows_per_task),
-                                            yp + (i0 + i) * image_out);
-      });
-    }
+    const std::int64_t m = shape.out_channels, plane = oh * ow;
+    pool.run(n, [&](std::int64_t i) {  // the bias, which the scatter adds to
+      for (std::int64_t c = 0; c < m; ++c)
+        std::fill(yp + (i * m + c) * plane, yp + (i * m + c + 1) * plane,
+                  bias.empty() ? 0.0f : bias[static_cast<std::size_t>(c)]);
+    });
+    const std::int64_t image_in = shape.in_channels * pixels;
+    for (std::int64_t i0 = 0; i0 < n; i0 += per_chunk)
+      scatter_products(context, xp + i0 * image_in, std::min(per_chunk, n - i0), h, w,
+                       yp + i0 * m * plane);
   });
 }
 

@@ -4,9 +4,10 @@ docs/onnxruntime.md: 1-D and 2-D transposed convolutions with random shapes (odd
 wide kernels), strides, dilations, pads and output_padding, binary and ternary codes of 1 to 3
 planes per row or grouped, with and without a bias, batches 1, 3 and 64, 1 and 2 threads.
 Float activations: within gamma_m of the products' magnitudes (m = C x bits + 2 bits + 4) plus
-gamma_{taps + 1} for the scatter's sums. 8-bit activations (int8_min_rows): bit for bit
-QuantizedMatMul's 8-bit products of the input pixels, scattered in float32 in the kernel's
-order. Then every error, naming the node.
+gamma_{taps + 1} for the scatter's sums. 8-bit activations (int8_min_rows): QuantizedMatMul's
+8-bit products of the input pixels (the same integer sums; each float within 4 ulp, its two
+scales multiplied in the other order) scattered, within gamma_{taps + 6} of the magnitudes.
+Then every error, naming the node.
 
     python3 tests/onnxruntime/check_quantized_conv_transpose.py LIBQSL_ONNXRUNTIME
 (QSL_ORT_GEMM_MIN_ROWS picks the float path: CTest runs it as is and on the tables)
@@ -63,9 +64,8 @@ def geometry(kernel, strides, dilations, pads, output_padding, sizes):
 
 
 def scatter(products, axes, sizes, m, bias, dtype):
-    """products [N, pixels, M prod k] (rows m prod k + t) scattered onto [N, M, out...] in the
-    kernel's order per output: bias, then taps ky ascending, input columns ix ascending, taps kx
-    ascending (float32 additions in that order reproduce it bit for bit)."""
+    """products [N, pixels, M prod k] (rows m prod k + t) scattered onto [N, M, out...] (bias
+    first, then every product that lands there), in `dtype`."""
     n = products.shape[0]
     if len(axes) == 1:
         axes = [(1, 1, 1, 0, 1)] + axes
@@ -139,10 +139,17 @@ def run_case(library, rng, dims, c, m, batch, bits, ternary, group, with_bias, t
         mm = session(library, model(rows, c, bits, ternary, group, signs, masks, alpha, None,
                                     ["N", c], attrs={"int8_min_rows": 1}))
         products = mm.run(None, {"x": pixels.reshape(-1, c)})[0].reshape(batch, -1, rows)
-        want = scatter(products, axes, sizes, m, bias, np.float32).reshape(y.shape)
-        check(np.array_equal(y, want),
-              f"{label}: differs from QuantizedMatMul's 8-bit products scattered, by "
-              f"{np.abs(y - want).max():.3g}")
+        want = scatter(products.astype(np.float64), axes, sizes, m, bias,
+                       np.float64).reshape(y.shape)
+        size = scatter(np.abs(products).astype(np.float64), axes, sizes, m,
+                       None if bias is None else np.abs(bias), np.float64).reshape(y.shape)
+        # Each product within 4u of QuantizedMatMul's (the two scales multiplied in the other
+        # order), then a float sum of at most taps + 1 terms: gamma_{taps + 6} of the magnitudes.
+        n = taps + 6
+        error = np.abs(y - want)
+        check(np.all(error <= n * U / (1 - n * U) * size + 1e-30),
+              f"{label}: differs from QuantizedMatMul's 8-bit products scattered by "
+              f"{error.max():.3g}, over the bound")
         return
     w, w_abs = dense(signs, masks, alpha, g)  # [rows, C] float64
     products = pixels.astype(np.float64) @ w.T
