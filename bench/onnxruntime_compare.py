@@ -129,6 +129,15 @@ def idx(path):
 def variants(name, fp32, work, compress_tool, default_only=False):
     """name -> (path, needs the qsl library); default_only: without the float-path variants."""
     out = {"fp32": (fp32, False)}
+    # fp32 with only qsl-compress's graph change (its static shape reads made constants, every
+    # weight kept): the part of qsl's speedup that is not its kernels, where there is one.
+    folded = os.path.join(work, name + ".fp32_folded.onnx")
+    if not os.path.exists(folded):
+        subprocess.run([compress_tool, fp32, "-o", folded, "--skip", "*", "-q", "--force",
+                        "--json", folded + ".json"], check=True, stdout=subprocess.DEVNULL)
+    with open(folded + ".json") as f:
+        if json.load(f)["shape_reads_folded"] > 0:
+            out["fp32, shape reads folded"] = (folded, False)
     from onnxruntime.quantization import QuantType, quantize_dynamic
     int8 = os.path.join(work, name + ".int8.onnx")
     if not os.path.exists(int8):

@@ -152,16 +152,29 @@ int fold_static_shape_reads(pb::ModelProto& m) {
     const auto value = n.op_type() == "Gather" ? gathered(n, *from, consts) : sliced(n, *from, consts);
     if (value) replacements[i] = constant_node(n, *value);
   }
-  for (auto& [i, node] : replacements) *g.mutable_node(i) = std::move(node);
-  // Shape nodes whose every reader became a constant.
+  std::set<std::string> read;  // what the replaced nodes read: indices, Shape outputs
+  for (auto& [i, node] : replacements) {
+    for (const auto& input : g.node(i).input()) read.insert(input);
+    *g.mutable_node(i) = std::move(node);
+  }
+  // Shape nodes, and Constant nodes and initializers, that only the replaced nodes read (ORT
+  // would warn about each unused initializer when it loads the file).
+  auto unread = [&](const std::string& name) { return read.count(name) && uses(g, name) == 0; };
   google::protobuf::RepeatedPtrField<pb::NodeProto> kept;
   for (int i = 0; i < g.node_size(); ++i) {
     pb::NodeProto& n = *g.mutable_node(i);
-    const bool dead_shape = default_domain(n) && n.op_type() == "Shape" &&
-                            n.output_size() == 1 && uses(g, n.output(0)) == 0;
-    if (!dead_shape) *kept.Add() = std::move(n);
+    const bool dead = default_domain(n) && (n.op_type() == "Shape" || n.op_type() == "Constant") &&
+                      n.output_size() == 1 && unread(n.output(0));
+    if (!dead) *kept.Add() = std::move(n);
   }
   g.mutable_node()->Swap(&kept);
+  for (int i = g.initializer_size() - 1; i >= 0; --i) {
+    const std::string name = g.initializer(i).name();
+    if (!unread(name)) continue;
+    g.mutable_initializer()->DeleteSubrange(i, 1);
+    for (int j = g.input_size() - 1; j >= 0; --j)  // IR < 4 lists initializers as inputs too
+      if (g.input(j).name() == name) g.mutable_input()->DeleteSubrange(j, 1);
+  }
   return static_cast<int>(replacements.size());
 }
 

@@ -134,6 +134,11 @@ def decoder(library, compress_tool, run_tool, models, work):
          ["--bits", "2", "--min-weights", "100"], work, [], qsl_run=False,
          native_expected=["ct1", "ct2", "ct3"], thread_invariant=False)
     qsl = os.path.join(work, "decoder.qsl.onnx")
+    g = onnx.load(qsl).graph
+    read = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    unread = ([t.name for t in g.initializer if t.name not in read] +
+              [n.output[0] for n in g.node if n.output[0] not in read])
+    check(not unread, f"decoder: the folding left values nothing reads (ORT warns): {unread}")
     left = folded_by_ort(qsl, library, work)
     check("Resize" not in left and "Shape" not in left,
           f"decoder: ORT did not fold the position embedding's Resize: {sorted(left)}")
