@@ -132,9 +132,10 @@ void print_table(const compress_report& r) {
                 static_cast<long long>(r.opset_before), static_cast<long long>(r.opset_after),
                 static_cast<long long>(qsl::onnx::min_standard_opset));
   if (r.shape_reads_folded > 0)
-    std::printf("\nshapes: %d reads of static dimensions made constants (the runtime folds the "
-                "shape arithmetic after them once, at load; --no-fold-shapes keeps them)\n",
-                r.shape_reads_folded);
+    std::printf(
+        "\nshapes: %d reads of static dimensions made constants (the runtime folds the "
+        "shape arithmetic after them once, at load; --no-fold-shapes keeps them)\n",
+        r.shape_reads_folded);
   std::printf("\nmodel: %s -> %s (%.2f%% of the original), compressed layers: %s -> %s, "
               "%.3f bits per weight\n",
               human_bytes(r.model_bytes_before).c_str(), human_bytes(r.model_bytes_after).c_str(),
@@ -367,8 +368,7 @@ int run(int argc, char** argv) {
   std::uint64_t max_size = 0;
   std::int64_t group = 128, min_weights = 4096;
   std::int64_t min_grouped_row_width = qsl::onnx::compress_options{}.min_grouped_row_width;
-  bool force = false, quiet = false, error_feedback = true, no_fuse = false,
-       no_fold_shapes = false;
+  bool force = false, quiet = false, error_feedback = true, no_fuse = false, no_fold_shapes = false;
   int activation_bits = 0;
   std::int64_t native_rows = qsl::onnx::compress_options{}.native_min_rows;
   std::int64_t int8_rows = qsl::onnx::compress_options{}.int8_min_rows;

@@ -116,8 +116,9 @@ TEST_F(Onnx, QslFormatRoundTripGivesTheDecomposition) {
 
 // Embedding tables (Gather along axis 0), LSTM / GRU weights (W and R, [directions,
 // gates x hidden, inputs] read as W) and ConvTranspose weights ([C, M, k...] read as W^T, M k
-// rows of C inputs, with one group; as W of C rows with groups) are compressed like products: each code read back is the decomposition of its
-// weight. --edge-bits goes to the first and last product, not to a table.
+// rows of C inputs, with one group; as W of C rows with groups) are compressed like products: each
+// code read back is the decomposition of its weight. --edge-bits goes to the first and last
+// product, not to a table.
 TEST_F(Onnx, TablesAndRecurrentWeightsRoundTripAsTheirDecompositions) {
   const auto original = qsl::onnx::model::load(models + "/weight_kinds.onnx");
   auto m = qsl::onnx::model::load(models + "/weight_kinds.onnx");

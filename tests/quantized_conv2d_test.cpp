@@ -476,13 +476,14 @@ TEST(QuantizedConv2d, TransposedScatterMatchesTheDefinition) {
     const std::int64_t images = 2, vectors = images * h * w, row_stride = vectors + t % 3;
     std::vector<float> products(static_cast<std::size_t>(s.product_rows() * row_stride));
     for (float& v : products) v = normal(rng);
-    std::vector<float> y(static_cast<std::size_t>(images * s.out_channels * s.out_h(h) * s.out_w(w)));
+    std::vector<float> y(
+        static_cast<std::size_t>(images * s.out_channels * s.out_h(h) * s.out_w(w)));
     for (float& v : y) v = normal(rng);  // the bias the caller put there
     std::vector<double> size;
-    const auto expected = direct_scatter(s, images, h, w, y, size, [&](std::int64_t r,
-                                                                       std::int64_t v) {
-      return products[static_cast<std::size_t>(r * row_stride + v)];
-    });
+    const auto expected =
+        direct_scatter(s, images, h, w, y, size, [&](std::int64_t r, std::int64_t v) {
+          return products[static_cast<std::size_t>(r * row_stride + v)];
+        });
     const std::int64_t split = std::uniform_int_distribution<std::int64_t>(0, s.out_channels)(rng);
     qsl::detail::col2im_transposed(s, products.data(), row_stride, vectors, h, w, 0, split,
                                    y.data());
@@ -517,13 +518,14 @@ TEST(QuantizedConv2d, TransposedInt8ScatterMatchesTheDefinition) {
     std::vector<float> w_scales(static_cast<std::size_t>(rows));
     for (float& v : x_scales) v = scale(rng);
     for (float& v : w_scales) v = scale(rng);
-    std::vector<float> y(static_cast<std::size_t>(images * s.out_channels * s.out_h(h) * s.out_w(w)),
-                         0.25f);
+    std::vector<float> y(
+        static_cast<std::size_t>(images * s.out_channels * s.out_h(h) * s.out_w(w)), 0.25f);
     std::vector<double> size;
-    const auto expected = direct_scatter(s, images, h, w, y, size, [&](std::int64_t r,
-                                                                       std::int64_t v) {
-      return double(sums[static_cast<std::size_t>(r * vectors + v)]) * x_scales[v] * w_scales[r];
-    });
+    const auto expected =
+        direct_scatter(s, images, h, w, y, size, [&](std::int64_t r, std::int64_t v) {
+          return double(sums[static_cast<std::size_t>(r * vectors + v)]) * x_scales[v] *
+                 w_scales[r];
+        });
     const std::int64_t block = 1 + t % 7, chunk = 1 + t % 5;  // rows per block, vectors per chunk
     std::vector<std::int32_t> part;
     for (std::int64_t n0 = 0; n0 < rows; n0 += block)
@@ -561,8 +563,8 @@ TEST(QuantizedConv2d, TransposedScatterRefusesChannelsOutsideTheOutput) {
               testing::HasSubstr("16 vectors of images of 16 pixels, row stride 15"));
   const std::int32_t sums[4] = {};
   EXPECT_THAT(qsl::test::error_of([&] {
-                qsl::detail::col2im_transposed_int8(s, sums, 17, 2, 0, 2, nullptr, nullptr, 4, 4,
-                                                    0, 2, y.data());
+                qsl::detail::col2im_transposed_int8(s, sums, 17, 2, 0, 2, nullptr, nullptr, 4, 4, 0,
+                                                    2, y.data());
               }),
               testing::HasSubstr("rows [17, 19) of 18"));
 }

@@ -369,8 +369,8 @@ struct compressed_layer {
 };
 
 /// Every DecodeWeights, DecodeFactorized, QuantizedMatMul, QuantizedConv,
-/// QuantizedConvTranspose, QuantizedTwd and QuantizedGather node of the main graph, and every layer kept on the runtime's operator (its
-/// metadata entry), decoded (throws model_error if malformed).
+/// QuantizedConvTranspose, QuantizedTwd and QuantizedGather node of the main graph, and every layer
+/// kept on the runtime's operator (its metadata entry), decoded (throws model_error if malformed).
 QSL_API std::vector<compressed_layer> compressed_layers(const model& m);
 
 }  // namespace qsl::onnx

@@ -162,9 +162,9 @@ QSL_API void col2im_transposed(const conv_transpose2d_shape& s, const float* pro
 /// the products.
 QSL_API void col2im_transposed_int8(const conv_transpose2d_shape& s, const std::int32_t* sums,
                                     std::int64_t n0, std::int64_t count, std::int64_t v0,
-                                    std::int64_t len, const float* x_scales,
-                                    const float* w_scales, std::int64_t h, std::int64_t w,
-                                    std::int64_t m_begin, std::int64_t m_end, float* y);
+                                    std::int64_t len, const float* x_scales, const float* w_scales,
+                                    std::int64_t h, std::int64_t w, std::int64_t m_begin,
+                                    std::int64_t m_end, float* y);
 }  // namespace detail
 
 class quantized_conv2d {

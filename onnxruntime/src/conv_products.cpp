@@ -66,18 +66,17 @@ conv_int8_operand conv_operand_int8(const conv2d_shape& s, const float* x, std::
                                       inverse.data() + i * per_image, v % per_image, count, q_t,
                                       len);
     else
-      qsl::detail::im2col_int8_transposed(s, x + i * image, h, w,
-                                          x_scales.data() + i * positions, v % positions, count,
-                                          q_t, len);
+      qsl::detail::im2col_int8_transposed(s, x + i * image, h, w, x_scales.data() + i * positions,
+                                          v % positions, count, q_t, len);
   });
   return operand;
 }
 
 conv_products_layout conv_products_int8(const OrtKernelContext* context, const int8_gemm& gemm,
                                         const cpu_weights& wt, const float* w_scales,
-                                        const conv2d_shape& s, const float* x,
-                                        std::int64_t images, std::int64_t h, std::int64_t w,
-                                        const float* bias, qsl::detail::scratch<float>& out) {
+                                        const conv2d_shape& s, const float* x, std::int64_t images,
+                                        std::int64_t h, std::int64_t w, const float* bias,
+                                        qsl::detail::scratch<float>& out) {
   const conv_int8_operand operand = conv_operand_int8(s, x, images, h, w);
   out.resize(static_cast<std::size_t>(operand.vectors * wt.rows));
   gemm.run_transposed(context, wt, w_scales, operand.xt.data(), operand.x_scales.data(),

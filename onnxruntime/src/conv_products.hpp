@@ -37,8 +37,8 @@ conv_int8_operand conv_operand_int8(const conv2d_shape& s, const float* x, std::
 /// null) into `out` (resized). gemm.takes() must hold for images x the output positions.
 conv_products_layout conv_products_int8(const OrtKernelContext* context, const int8_gemm& gemm,
                                         const cpu_weights& w, const float* w_scales,
-                                        const conv2d_shape& s, const float* x,
-                                        std::int64_t images, std::int64_t h, std::int64_t width,
-                                        const float* bias, qsl::detail::scratch<float>& out);
+                                        const conv2d_shape& s, const float* x, std::int64_t images,
+                                        std::int64_t h, std::int64_t width, const float* bias,
+                                        qsl::detail::scratch<float>& out);
 
 }  // namespace qsl::ort

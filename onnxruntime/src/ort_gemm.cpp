@@ -159,19 +159,21 @@ void int8_gemm::run_transposed(const OrtKernelContext* context, const cpu_weight
                                const float* scales, const std::int8_t* xt, const float* x_scales,
                                std::int64_t rows, const float* bias, float* y) const {
   auto& pool = qsl::detail::cpu::thread_pool::instance();
-  run_transposed_sums(context, w, scales, xt, rows,
-                      [&](std::int64_t n0, std::int64_t count, std::int64_t v0, std::int64_t len,
-                          const std::int32_t* sums) {
-    // sums[i][v] for row n0 + i and vector v0 + v.
-    // At least 64 outputs and 16K sums a task (a short last chunk stays on one thread).
-    const std::int64_t outputs_per_task =
-        std::max<std::int64_t>(64, ((std::int64_t{1} << 14) + len - 1) / len);
-    pool.run((count + outputs_per_task - 1) / outputs_per_task, [&](std::int64_t t) {
-      const std::int64_t i0 = t * outputs_per_task;
-      finish_int8_products(sums + i0 * len, 1, len, x_scales + v0, len, scales, n0 + i0,
-                           std::min(outputs_per_task, count - i0), bias, y + v0 * w.rows, w.rows);
-    });
-  });
+  run_transposed_sums(
+      context, w, scales, xt, rows,
+      [&](std::int64_t n0, std::int64_t count, std::int64_t v0, std::int64_t len,
+          const std::int32_t* sums) {
+        // sums[i][v] for row n0 + i and vector v0 + v.
+        // At least 64 outputs and 16K sums a task (a short last chunk stays on one thread).
+        const std::int64_t outputs_per_task =
+            std::max<std::int64_t>(64, ((std::int64_t{1} << 14) + len - 1) / len);
+        pool.run((count + outputs_per_task - 1) / outputs_per_task, [&](std::int64_t t) {
+          const std::int64_t i0 = t * outputs_per_task;
+          finish_int8_products(sums + i0 * len, 1, len, x_scales + v0, len, scales, n0 + i0,
+                               std::min(outputs_per_task, count - i0), bias, y + v0 * w.rows,
+                               w.rows);
+        });
+      });
 }
 
 void int8_gemm::run_transposed_sums(const OrtKernelContext* context, const cpu_weights& w,

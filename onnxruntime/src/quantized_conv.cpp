@@ -6,9 +6,9 @@
 #include <utility>
 #include <vector>
 
+#include "conv_products.hpp"
 #include "cpu/thread_pool.hpp"
 #include "kernel_support.hpp"
-#include "conv_products.hpp"
 #include "layer_inputs.hpp"
 #include "ort_gemm.hpp"
 #include "qsl/cpu.hpp"
@@ -150,9 +150,8 @@ void quantized_conv_kernel::convolve_int8(OrtKernelContext* context, const conv2
       continue;
     }
     qsl::detail::scratch<float> out;
-    const conv_products_layout at =
-        conv_products_int8(context, *int8_rows, part, int8_scales(0), s, x + i0 * image, images,
-                           h, w, b, out);
+    const conv_products_layout at = conv_products_int8(context, *int8_rows, part, int8_scales(0), s,
+                                                       x + i0 * image, images, h, w, b, out);
     const std::int64_t per_image = at.per_image, row_stride = at.row_stride;
     // Each output row's ow results (of wp extended ones) to the image's channels.
     constexpr std::int64_t channels_per_task = 64;

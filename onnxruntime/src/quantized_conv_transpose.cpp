@@ -62,24 +62,26 @@ quantized_conv_transpose_kernel::quantized_conv_transpose_kernel(const OrtKernel
   const std::int64_t outputs = node.int_attribute("out_channels");
   const std::int64_t groups = node.int_attribute("group", 1);
   detail::require(groups == 1, "group is " + str(groups) + "; QuantizedConvTranspose takes 1");
-  detail::require(channels >= 1 && outputs >= 1 && channels <= (std::int64_t{1} << 24) &&
-                      outputs <= (std::int64_t{1} << 24),
-                  "in_channels " + str(channels) + " and out_channels " + str(outputs) +
-                      "; expected 1..2^24");
+  detail::require(
+      channels >= 1 && outputs >= 1 && channels <= (std::int64_t{1} << 24) &&
+          outputs <= (std::int64_t{1} << 24),
+      "in_channels " + str(channels) + " and out_channels " + str(outputs) + "; expected 1..2^24");
   const std::vector<std::int64_t> kernel = node.ints_attribute("kernel_shape");
   dims = kernel.size();
-  detail::require(dims == 1 || dims == 2, "kernel_shape is " + list(kernel) +
-                                              "; expected 1 or 2 spatial dimensions");
+  detail::require(dims == 1 || dims == 2,
+                  "kernel_shape is " + list(kernel) + "; expected 1 or 2 spatial dimensions");
   for (std::int64_t k : kernel)
-    detail::require(k >= 1 && k <= 64, "kernel_shape is " + list(kernel) + "; expected sizes 1..64");
+    detail::require(k >= 1 && k <= 64,
+                    "kernel_shape is " + list(kernel) + "; expected sizes 1..64");
   const auto strides = node.ints_attribute("strides", std::vector<std::int64_t>(dims, 1));
   const auto dilations = node.ints_attribute("dilations", std::vector<std::int64_t>(dims, 1));
   const auto pads = node.ints_attribute("pads", std::vector<std::int64_t>(2 * dims, 0));
   const auto output_padding =
       node.ints_attribute("output_padding", std::vector<std::int64_t>(dims, 0));
   const std::string auto_pad = node.string_attribute("auto_pad", "NOTSET");
-  detail::require(auto_pad == "NOTSET", "auto_pad is '" + auto_pad +
-                                            "'; QuantizedConvTranspose takes NOTSET (explicit pads)");
+  detail::require(
+      auto_pad == "NOTSET",
+      "auto_pad is '" + auto_pad + "'; QuantizedConvTranspose takes NOTSET (explicit pads)");
   detail::require(strides.size() == dims && dilations.size() == dims && pads.size() == 2 * dims &&
                       output_padding.size() == dims,
                   "strides " + list(strides) + ", dilations " + list(dilations) + ", pads " +
@@ -123,10 +125,9 @@ quantized_conv_transpose_kernel::quantized_conv_transpose_kernel(const OrtKernel
     int8_rows = std::make_unique<int8_gemm>(info, rows);
 }
 
-void quantized_conv_transpose_kernel::scatter_products(OrtKernelContext* context,
-                                                       const float* x, std::int64_t images,
-                                                       std::int64_t h, std::int64_t w,
-                                                       float* y) const {
+void quantized_conv_transpose_kernel::scatter_products(OrtKernelContext* context, const float* x,
+                                                       std::int64_t images, std::int64_t h,
+                                                       std::int64_t w, float* y) const {
   auto& pool = qsl::detail::cpu::thread_pool::instance();
   const std::int64_t pixels = h * w, vectors = images * pixels, c = shape.in_channels;
   const std::int64_t m = shape.out_channels, taps = shape.taps();
@@ -191,8 +192,8 @@ OrtStatusPtr quantized_conv_transpose_kernel::ComputeV2(OrtKernelContext* contex
     const std::size_t rank = dims + 2;
     detail::require(in.size() == rank && in[1] == shape.in_channels,
                     "input X has shape " + list(in) + "; expected rank " +
-                        str(static_cast<std::int64_t>(rank)) + " with " +
-                        str(shape.in_channels) + " channels (N x C x spatial)");
+                        str(static_cast<std::int64_t>(rank)) + " with " + str(shape.in_channels) +
+                        " channels (N x C x spatial)");
     const std::int64_t n = in[0], h = rank == 4 ? in[2] : 1, w = in.back();
     const std::int64_t oh = shape.out_h(h), ow = shape.out_w(w);
     detail::require(h >= 1 && w >= 1 && oh >= 1 && ow >= 1,
@@ -208,9 +209,8 @@ OrtStatusPtr quantized_conv_transpose_kernel::ComputeV2(OrtKernelContext* contex
     const session_threads threads(context);
     auto& pool = qsl::detail::cpu::thread_pool::instance();
     const std::int64_t pixels = h * w, row_floats = packed.rows;
-    const std::int64_t per_chunk =
-        std::clamp<std::int64_t>(products_per_chunk / std::max<std::int64_t>(1, pixels * row_floats),
-                                 1, n);
+    const std::int64_t per_chunk = std::clamp<std::int64_t>(
+        products_per_chunk / std::max<std::int64_t>(1, pixels * row_floats), 1, n);
     const std::int64_t m = shape.out_channels, plane = oh * ow;
     pool.run(n, [&](std::int64_t i) {  // the bias, which the scatter adds to
       for (std::int64_t c = 0; c < m; ++c)

@@ -9,11 +9,11 @@
 
 #include "onnx/budget.hpp"
 #include "onnx/conformance.hpp"
-#include "onnx/shape_folding.hpp"
 #include "onnx/layer_weights.hpp"
 #include "onnx/layers.hpp"
 #include "onnx/proto.hpp"
 #include "onnx/sequential.hpp"
+#include "onnx/shape_folding.hpp"
 #include "onnx/writer.hpp"
 #include "qsl/cpu.hpp"
 #include "qsl/onnx_calibration.hpp"
@@ -487,11 +487,12 @@ compress_report compress(model& m, const compress_options& o) {
           const bool native = o.format == output_format::qsl && o.native_min_rows > 0 &&
                               (many || unfusable) && can_decode_standard;
           if (o.format == output_format::qsl && c.transposed_conv() && f.why_not.empty()) {
-            result.bytes_after = writer.replace_conv(
-                c.weight, c.shape, code, ref.initializer, ref.constant_node, f.users.front(), 0,
-                quantizers, o.int8_min_rows);
-            result.runs_as = std::string(quantized_conv_transpose_op) + " (8-bit activations from " +
-                             std::to_string(o.int8_min_rows) + " pixels per call)";
+            result.bytes_after =
+                writer.replace_conv(c.weight, c.shape, code, ref.initializer, ref.constant_node,
+                                    f.users.front(), 0, quantizers, o.int8_min_rows);
+            result.runs_as = std::string(quantized_conv_transpose_op) +
+                             " (8-bit activations from " + std::to_string(o.int8_min_rows) +
+                             " pixels per call)";
           } else if (c.table() || c.decoded_at_load()) {
             result.bytes_after = rewrite_table_or_decoded(
                 writer, c, code, ref, f, quantizers, o.format, can_decode_standard, result.runs_as);

@@ -534,12 +534,12 @@ std::vector<compressed_layer> compressed_layers(const model& m) {
     const std::string what = n.op_type() + " node " +
                              in_quotes(n.name().empty() ? "#" + std::to_string(i) : n.name());
     if (n.output_size() != 1) throw model_error(what + ": expected one output");
-    compressed_layer layer = gather    ? read_quantized_gather(n, init, what)
+    compressed_layer layer = gather      ? read_quantized_gather(n, init, what)
                              : fused_twd ? read_decode_factorized(n, init, what, true)
-                             : conv    ? read_quantized_conv(n, init, what, conv_transpose)
-                             : fused ? read_quantized_matmul(n, init, what)
-                             : bcq ? read_decode_weights(n, init, what)
-                                   : read_decode_factorized(n, init, what);
+                             : conv      ? read_quantized_conv(n, init, what, conv_transpose)
+                             : fused     ? read_quantized_matmul(n, init, what)
+                             : bcq       ? read_decode_weights(n, init, what)
+                                         : read_decode_factorized(n, init, what);
     layer.activations = activation_quantizers(n, what);
     out.push_back(std::move(layer));
   }

@@ -22,7 +22,9 @@ namespace {
 
 using dims = std::vector<std::int64_t>;
 
-bool default_domain(const pb::NodeProto& n) { return n.domain().empty() || n.domain() == "ai.onnx"; }
+bool default_domain(const pb::NodeProto& n) {
+  return n.domain().empty() || n.domain() == "ai.onnx";
+}
 
 // The dimensions a Shape node outputs (its start / end attributes, opset 15, applied), each -1
 // where unknown; nullopt where the input's rank is unknown.
@@ -149,7 +151,8 @@ int fold_static_shape_reads(pb::ModelProto& m) {
     if (source == shape_nodes.end()) continue;
     const auto from = shape_output(g.node(source->second), shapes);
     if (!from) continue;
-    const auto value = n.op_type() == "Gather" ? gathered(n, *from, consts) : sliced(n, *from, consts);
+    const auto value =
+        n.op_type() == "Gather" ? gathered(n, *from, consts) : sliced(n, *from, consts);
     if (value) replacements[i] = constant_node(n, *value);
   }
   std::set<std::string> read;  // what the replaced nodes read: indices, Shape outputs
