@@ -14,6 +14,28 @@
 
 namespace qsl::ort {
 
+/// The inputs and output of the operators of one weight code (QuantizedMatMul, QuantizedConv,
+/// QuantizedConvTranspose): 0 X (float), 1 signs and 3 masks (uint8; masks optional), 2
+/// coefficients (float or float16: any type here, checked at load), 4 bias (float, optional);
+/// one float output. `Op` adds CreateKernelV2 and GetName.
+template <class Op, class Kernel>
+struct code_layer_op : Ort::CustomOpBase<Op, Kernel, /*WithStatus=*/true> {
+  std::size_t GetInputTypeCount() const { return 5; }
+  ONNXTensorElementDataType GetInputType(std::size_t index) const {
+    return index == 1 || index == 3 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8
+           : index == 2             ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED
+                                    : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(std::size_t index) const {
+    return index >= 3 ? OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_OPTIONAL
+                      : OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_REQUIRED;
+  }
+  std::size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(std::size_t) const {
+    return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
+};
+
 /// Throws unless the node's format_version (default 1) is the one this library reads.
 void check_format_version(const node_reader& node);
 

@@ -215,27 +215,11 @@ OrtStatusPtr quantized_conv_kernel::ComputeV2(OrtKernelContext* context) const {
   });
 }
 
-struct quantized_conv
-    : Ort::CustomOpBase<quantized_conv, quantized_conv_kernel, /*WithStatus=*/true> {
+struct quantized_conv : code_layer_op<quantized_conv, quantized_conv_kernel> {
   OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
     return create_kernel<quantized_conv_kernel>(info, "QuantizedConv", kernel);
   }
   const char* GetName() const { return "QuantizedConv"; }
-  std::size_t GetInputTypeCount() const { return 5; }
-  ONNXTensorElementDataType GetInputType(std::size_t index) const {
-    // The coefficients float or float16 (UNDEFINED: any type; checked at load).
-    return index == 1 || index == 3 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8
-           : index == 2             ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED
-                                    : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-  }
-  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(std::size_t index) const {
-    return index >= 3 ? OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_OPTIONAL
-                      : OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_REQUIRED;
-  }
-  std::size_t GetOutputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetOutputType(std::size_t) const {
-    return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-  }
 };
 
 OrtCustomOp* quantized_conv_op() {

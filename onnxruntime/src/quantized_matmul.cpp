@@ -39,17 +39,9 @@ std::string str(std::int64_t v) { return std::to_string(v); }
 
 }  // namespace
 
-struct quantized_matmul
-    : Ort::CustomOpBase<quantized_matmul, quantized_matmul_kernel, /*WithStatus=*/true> {
+struct quantized_matmul : code_layer_op<quantized_matmul, quantized_matmul_kernel> {
   OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const;
   const char* GetName() const { return "QuantizedMatMul"; }
-  std::size_t GetInputTypeCount() const { return 5; }
-  ONNXTensorElementDataType GetInputType(std::size_t index) const;
-  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(std::size_t index) const;
-  std::size_t GetOutputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetOutputType(std::size_t) const {
-    return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-  }
 };
 
 namespace {
@@ -133,19 +125,6 @@ OrtStatusPtr quantized_matmul_kernel::ComputeV2(OrtKernelContext* context) const
 OrtStatusPtr quantized_matmul::CreateKernelV2(const OrtApi&, const OrtKernelInfo* info,
                                               void** kernel) const {
   return create_kernel<quantized_matmul_kernel>(info, "QuantizedMatMul", kernel);
-}
-
-ONNXTensorElementDataType quantized_matmul::GetInputType(std::size_t index) const {
-  // The coefficients float or float16 (UNDEFINED: any type; checked at load).
-  return index == 1 || index == 3 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8
-         : index == 2             ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED
-                                  : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-}
-
-OrtCustomOpInputOutputCharacteristic quantized_matmul::GetInputCharacteristic(
-    std::size_t index) const {
-  return index >= 3 ? OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_OPTIONAL
-                    : OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_REQUIRED;
 }
 
 OrtCustomOp* quantized_matmul_op() {
