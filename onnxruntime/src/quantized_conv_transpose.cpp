@@ -28,7 +28,8 @@ std::string list(const std::vector<std::int64_t>& v) {
   return text + "]";
 }
 
-// Products held per call: about 16 MiB of floats, at least one image.
+// Images per chunk: about 4 Mi products (pixels x rows), at least one image. The float path
+// holds that many floats twice; the 8-bit path holds the chunk's pixels as bytes only.
 constexpr std::int64_t products_per_chunk = std::int64_t{1} << 22;
 
 }  // namespace
