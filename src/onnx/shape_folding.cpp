@@ -162,18 +162,25 @@ int fold_static_shape_reads(pb::ModelProto& m) {
   }
   // Shape nodes, and Constant nodes and initializers, that only the replaced nodes read (ORT
   // would warn about each unused initializer when it loads the file).
+  // Decided on the whole graph before anything moves.
   auto unread = [&](const std::string& name) { return read.count(name) && uses(g, name) == 0; };
-  google::protobuf::RepeatedPtrField<pb::NodeProto> kept;
+  std::vector<bool> dead(static_cast<std::size_t>(g.node_size()));
   for (int i = 0; i < g.node_size(); ++i) {
-    pb::NodeProto& n = *g.mutable_node(i);
-    const bool dead = default_domain(n) && (n.op_type() == "Shape" || n.op_type() == "Constant") &&
-                      n.output_size() == 1 && unread(n.output(0));
-    if (!dead) *kept.Add() = std::move(n);
+    const pb::NodeProto& n = g.node(i);
+    dead[static_cast<std::size_t>(i)] =
+        default_domain(n) && (n.op_type() == "Shape" || n.op_type() == "Constant") &&
+        n.output_size() == 1 && unread(n.output(0));
   }
+  std::vector<bool> dead_initializer(static_cast<std::size_t>(g.initializer_size()));
+  for (int i = 0; i < g.initializer_size(); ++i)
+    dead_initializer[static_cast<std::size_t>(i)] = unread(g.initializer(i).name());
+  google::protobuf::RepeatedPtrField<pb::NodeProto> kept;
+  for (int i = 0; i < g.node_size(); ++i)
+    if (!dead[static_cast<std::size_t>(i)]) *kept.Add() = std::move(*g.mutable_node(i));
   g.mutable_node()->Swap(&kept);
   for (int i = g.initializer_size() - 1; i >= 0; --i) {
     const std::string name = g.initializer(i).name();
-    if (!unread(name)) continue;
+    if (!dead_initializer[static_cast<std::size_t>(i)]) continue;
     g.mutable_initializer()->DeleteSubrange(i, 1);
     for (int j = g.input_size() - 1; j >= 0; --j)  // IR < 4 lists initializers as inputs too
       if (g.input(j).name() == name) g.mutable_input()->DeleteSubrange(j, 1);
