@@ -8,6 +8,12 @@
 #include "qsl/error.hpp"
 
 namespace qsl::ort {
+
+std::string ints_text(const std::vector<std::int64_t>& v) {
+  std::string text = "[";
+  for (std::size_t i = 0; i < v.size(); ++i) text += (i ? ", " : "") + std::to_string(v[i]);
+  return text + "]";
+}
 namespace {
 
 std::string in_quotes(const std::string& s) { return "'" + s + "'"; }

@@ -10,6 +10,9 @@
 
 namespace qsl::ort {
 
+/// "[1, 2, 3]": a list of ints as the operators' error messages quote an attribute.
+std::string ints_text(const std::vector<std::int64_t>& v);
+
 /// Reads a node's attributes and constant inputs; every error names the node.
 class node_reader {
  public:

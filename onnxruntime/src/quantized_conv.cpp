@@ -23,11 +23,6 @@ namespace {
 
 std::string str(std::int64_t v) { return std::to_string(v); }
 
-std::string list(const std::vector<std::int64_t>& v) {
-  std::string text = "[";
-  for (std::size_t i = 0; i < v.size(); ++i) text += (i ? ", " : "") + str(v[i]);
-  return text + "]";
-}
 
 }  // namespace
 
@@ -68,11 +63,11 @@ quantized_conv_kernel::quantized_conv_kernel(const OrtKernelInfo* info) : large_
   groups = node.int_attribute("group", 1);
   kernel = node.ints_attribute("kernel_shape");
   const std::size_t dims = kernel.size();
-  detail::require(dims == 1 || dims == 2, "kernel_shape is " + list(kernel) +
+  detail::require(dims == 1 || dims == 2, "kernel_shape is " + ints_text(kernel) +
                                               "; expected 1 or 2 spatial dimensions");
   for (std::int64_t k : kernel)
     detail::require(k >= 1 && k <= (std::int64_t{1} << 16),
-                    "kernel_shape is " + list(kernel) + "; expected sizes 1..65536");
+                    "kernel_shape is " + ints_text(kernel) + "; expected sizes 1..65536");
   detail::require(groups >= 1 && channels >= 1 && outputs >= 1 && channels % groups == 0 &&
                       outputs % groups == 0 && channels <= (std::int64_t{1} << 24) &&
                       outputs <= (std::int64_t{1} << 24),
@@ -84,16 +79,16 @@ quantized_conv_kernel::quantized_conv_kernel(const OrtKernelInfo* info) : large_
   pads = node.ints_attribute("pads", std::vector<std::int64_t>(2 * dims, 0));
   auto_pad = node.string_attribute("auto_pad", "NOTSET");
   detail::require(strides.size() == dims && dilations.size() == dims && pads.size() == 2 * dims,
-                  "strides " + list(strides) + ", dilations " + list(dilations) + ", pads " +
-                      list(pads) + " do not match kernel_shape " + list(kernel));
+                  "strides " + ints_text(strides) + ", dilations " + ints_text(dilations) + ", pads " +
+                      ints_text(pads) + " do not match kernel_shape " + ints_text(kernel));
   for (std::size_t d = 0; d < dims; ++d)
     detail::require(strides[d] >= 1 && dilations[d] >= 1 && strides[d] <= (1 << 16) &&
                         dilations[d] <= (1 << 16),
-                    "strides " + list(strides) + " and dilations " + list(dilations) +
+                    "strides " + ints_text(strides) + " and dilations " + ints_text(dilations) +
                         "; expected values 1..65536");
   for (std::int64_t p : pads)
     detail::require(p >= 0 && p <= (std::int64_t{1} << 24),
-                    "pads " + list(pads) + "; expected values 0..2^24");
+                    "pads " + ints_text(pads) + "; expected values 0..2^24");
   detail::require(auto_pad == "NOTSET" || auto_pad == "VALID" || auto_pad == "SAME_UPPER" ||
                       auto_pad == "SAME_LOWER",
                   "auto_pad is '" + auto_pad + "'; expected NOTSET, VALID, SAME_UPPER or SAME_LOWER");
@@ -173,14 +168,14 @@ OrtStatusPtr quantized_conv_kernel::ComputeV2(OrtKernelContext* context) const {
     const std::vector<std::int64_t> shape = x.GetTensorTypeAndShapeInfo().GetShape();
     const std::size_t rank = kernel.size() + 2;
     detail::require(shape.size() == rank && shape[1] == channels,
-                    "input X has shape " + list(shape) + "; expected rank " +
+                    "input X has shape " + ints_text(shape) + "; expected rank " +
                         str(static_cast<std::int64_t>(rank)) + " with " + str(channels) +
                         " channels (N x C x spatial)");
     const std::int64_t n = shape[0], h = rank == 4 ? shape[2] : 1, w = shape.back();
     const conv2d_shape s = group_shape(h, w);
     const std::int64_t oh = s.out_h(h), ow = s.out_w(w);
     detail::require(oh >= 1 && ow >= 1 && h >= 1 && w >= 1,
-                    "input X has shape " + list(shape) + ": the kernel " + list(kernel) +
+                    "input X has shape " + ints_text(shape) + ": the kernel " + ints_text(kernel) +
                         " (dilated, after padding) does not fit");
     std::vector<std::int64_t> y_shape = {n, outputs};
     if (rank == 4) y_shape.push_back(oh);

@@ -13,7 +13,6 @@
 #include "qsl/cpu.hpp"
 #include "qsl/error.hpp"
 #include "qsl/quantized_conv2d.hpp"
-#include "qsl/weight_code.hpp"
 #include "scratch.hpp"
 
 namespace qsl::ort {
@@ -22,11 +21,6 @@ namespace {
 
 std::string str(std::int64_t v) { return std::to_string(v); }
 
-std::string list(const std::vector<std::int64_t>& v) {
-  std::string text = "[";
-  for (std::size_t i = 0; i < v.size(); ++i) text += (i ? ", " : "") + str(v[i]);
-  return text + "]";
-}
 
 // Images per chunk: about 4 Mi products (pixels x rows), at least one image. The float path
 // holds that many floats twice; the 8-bit path holds the chunk's pixels as bytes only.
@@ -70,10 +64,10 @@ quantized_conv_transpose_kernel::quantized_conv_transpose_kernel(const OrtKernel
   const std::vector<std::int64_t> kernel = node.ints_attribute("kernel_shape");
   dims = kernel.size();
   detail::require(dims == 1 || dims == 2,
-                  "kernel_shape is " + list(kernel) + "; expected 1 or 2 spatial dimensions");
+                  "kernel_shape is " + ints_text(kernel) + "; expected 1 or 2 spatial dimensions");
   for (std::int64_t k : kernel)
     detail::require(k >= 1 && k <= 64,
-                    "kernel_shape is " + list(kernel) + "; expected sizes 1..64");
+                    "kernel_shape is " + ints_text(kernel) + "; expected sizes 1..64");
   const auto strides = node.ints_attribute("strides", std::vector<std::int64_t>(dims, 1));
   const auto dilations = node.ints_attribute("dilations", std::vector<std::int64_t>(dims, 1));
   const auto pads = node.ints_attribute("pads", std::vector<std::int64_t>(2 * dims, 0));
@@ -85,22 +79,22 @@ quantized_conv_transpose_kernel::quantized_conv_transpose_kernel(const OrtKernel
       "auto_pad is '" + auto_pad + "'; QuantizedConvTranspose takes NOTSET (explicit pads)");
   detail::require(strides.size() == dims && dilations.size() == dims && pads.size() == 2 * dims &&
                       output_padding.size() == dims,
-                  "strides " + list(strides) + ", dilations " + list(dilations) + ", pads " +
-                      list(pads) + ", output_padding " + list(output_padding) +
-                      " do not match kernel_shape " + list(kernel));
+                  "strides " + ints_text(strides) + ", dilations " + ints_text(dilations) + ", pads " +
+                      ints_text(pads) + ", output_padding " + ints_text(output_padding) +
+                      " do not match kernel_shape " + ints_text(kernel));
   for (std::size_t d = 0; d < dims; ++d) {
     detail::require(strides[d] >= 1 && dilations[d] >= 1 && strides[d] <= (1 << 16) &&
                         dilations[d] <= (1 << 16),
-                    "strides " + list(strides) + " and dilations " + list(dilations) +
+                    "strides " + ints_text(strides) + " and dilations " + ints_text(dilations) +
                         "; expected values 1..65536");
     detail::require(output_padding[d] >= 0 &&
                         (output_padding[d] < strides[d] || output_padding[d] < dilations[d]),
-                    "output_padding " + list(output_padding) +
+                    "output_padding " + ints_text(output_padding) +
                         "; expected values >= 0 below the stride or the dilation");
   }
   for (std::int64_t p : pads)
     detail::require(p >= 0 && p <= (std::int64_t{1} << 24),
-                    "pads " + list(pads) + "; expected values 0..2^24");
+                    "pads " + ints_text(pads) + "; expected values 0..2^24");
   const bool two = dims == 2;
   shape.in_channels = channels;
   shape.out_channels = outputs;
@@ -192,13 +186,13 @@ OrtStatusPtr quantized_conv_transpose_kernel::ComputeV2(OrtKernelContext* contex
     const std::vector<std::int64_t> in = x.GetTensorTypeAndShapeInfo().GetShape();
     const std::size_t rank = dims + 2;
     detail::require(in.size() == rank && in[1] == shape.in_channels,
-                    "input X has shape " + list(in) + "; expected rank " +
+                    "input X has shape " + ints_text(in) + "; expected rank " +
                         str(static_cast<std::int64_t>(rank)) + " with " + str(shape.in_channels) +
                         " channels (N x C x spatial)");
     const std::int64_t n = in[0], h = rank == 4 ? in[2] : 1, w = in.back();
     const std::int64_t oh = shape.out_h(h), ow = shape.out_w(w);
     detail::require(h >= 1 && w >= 1 && oh >= 1 && ow >= 1,
-                    "input X has shape " + list(in) + ": the output would be " + str(oh) + " x " +
+                    "input X has shape " + ints_text(in) + ": the output would be " + str(oh) + " x " +
                         str(ow) + " (the pads take it all)");
     std::vector<std::int64_t> out_shape = {n, shape.out_channels};
     if (rank == 4) out_shape.push_back(oh);
